@@ -1,0 +1,391 @@
+"""Tests for bench201.py: every container format, restricted unpickling, paper-convention means,
+analytic params/FLOPs against nb201.md §3.3 / §7.2, one-line errors and the CLI. Fixtures are tiny
+hand-built benchmarks in tmp_path (no network, no benchmark download)."""
+import bz2
+import collections
+import hashlib
+import io
+import itertools
+import os
+import pickle
+import random
+import subprocess
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bench201
+from bench201 import BenchmarkFileError, NB201, QueryError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FORMATS = ("zip", "legacy", "nats_file", "nats_dir")
+# 200-epoch seeds per benchmark key; the reader must average exactly these (nb201.md §6.1)
+SEEDS = {"cifar10-valid": (777, 888, 999), "cifar10": (777, 888), "cifar100": (777, 888, 999),
+         "ImageNet16-120": (888,)}
+SETS = {"cifar10-valid": ("x-valid", "ori-test"), "cifar10": ("ori-test",)}  # others: ori-test, x-valid, x-test
+NUM_ARCHS, UNEVALUATED = 16, 15
+
+
+def real_meta_archs():
+    """The benchmark's arch list, regenerated as AutoDL does (nb201.md §2.3) and checked by checksum."""
+    archs = ["|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops) for ops in itertools.product(bench201.OPS, repeat=6)]
+    random.Random(88).shuffle(archs)
+    digest = hashlib.sha256("\n".join(archs).encode()).hexdigest()
+    assert digest == "83abc799e45cf34e9d2163654668ab998b9a54d01c39e72ca1f71f2cdf356d84"
+    return archs
+
+
+META = real_meta_archs()
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+def value(index, key, seed, setname, epoch):
+    v = 10 + index + 3 * list(SEEDS).index(key) + seed / 1000 + epoch / 512 + {"train": 0.1, "x-valid": 0.2,
+                                                                                "x-test": 0.3}.get(setname, 0.4)
+    return np.float64(v) if seed != 888 else v  # real files mix NumPy and Python floats
+
+
+def results_count(index, key, seed, epochs):
+    """ResultsCount state dict (nb201.md §5.1), keeping 3 epochs so a wrong epoch shows."""
+    kept = (0, epochs // 2, epochs - 1)
+    sets = SETS.get(key, ("ori-test", "x-valid", "x-test"))
+    return {"name": key, "net_state_dict": None, "train_acc5es": None, "train_times": None,
+            "train_acc1es": {e: value(index, key, seed, "train", e) for e in kept},
+            "train_losses": {e: 1.0 for e in kept}, "params": np.float64(0.5), "flop": np.float64(1.0),
+            "arch_config": {"channel": 16, "num_cells": 5, "arch_str": META[index], "class_num": 10},
+            "seed": f"{seed:04d}", "epochs": epochs, "latency": [np.float64(0.01)], "eval_names": list(sets),
+            "eval_acc1es": collections.OrderedDict((f"{s}@{e}", value(index, key, seed, s, e))
+                                                   for s in sets for e in kept),
+            "eval_losses": {f"{s}@{e}": 1.0 for s in sets for e in kept}, "eval_times": {}}
+
+
+def arch_results(index, epochs, seeds):
+    return {"arch_index": index, "arch_str": META[index], "clear_net_done": True,
+            "dataset_seed": {key: list(s) for key, s in seeds.items()},
+            "all_results": {(key, seed): results_count(index, key, seed, epochs)
+                            for key, s in seeds.items() for seed in s}}
+
+
+def payload(nats):
+    """NB201 .pth layout ({'full', 'less'}) or NATS layout (OrderedDict {'12', '200'})."""
+    infos = {}
+    for i in range(NUM_ARCHS - 1):  # the last arch stays unevaluated
+        full, less = arch_results(i, 200, SEEDS), arch_results(i, 12, {key: (111,) for key in SEEDS})
+        infos[i] = collections.OrderedDict([("12", less), ("200", full)]) if nats else {"full": full, "less": less}
+    return {"meta_archs": META[:NUM_ARCHS], "total_archs": NUM_ARCHS, "arch2infos": infos,
+            "evaluated_indexes": set(infos) if nats else sorted(infos)}
+
+
+def _np1_scalar(dtype, data):  # only pickled by name, as numpy 1.x names its scalar constructor
+    raise AssertionError
+
+
+_np1_scalar.__module__, _np1_scalar.__qualname__ = "numpy.core.multiarray", "scalar"
+
+
+class _Np1Pickler(pickle.Pickler):
+    def reducer_override(self, obj):
+        if isinstance(obj, np.generic):
+            return _np1_scalar, (obj.dtype, obj.tobytes())
+        return NotImplemented
+
+
+def dumps(obj, protocol, np1):
+    """numpy 2 pickles scalars as numpy._core.multiarray.scalar; np1=True writes the real files' numpy.core name."""
+    if not np1:
+        return pickle.dumps(obj, protocol)
+    buf, saved = io.BytesIO(), sys.modules.get("numpy.core.multiarray")
+    sys.modules["numpy.core.multiarray"] = types.SimpleNamespace(scalar=_np1_scalar)
+    try:
+        _Np1Pickler(buf, protocol).dump(obj)
+    finally:
+        sys.modules.pop("numpy.core.multiarray")
+        if saved is not None:
+            sys.modules["numpy.core.multiarray"] = saved
+    return buf.getvalue()
+
+
+def write_bench(tmp_path, fmt, obj=None, np1=True):
+    """Write a benchmark in container `fmt` (torch saves with pickle protocol 2, NATS with 4)."""
+    obj = payload(nats=fmt.startswith("nats")) if obj is None else obj
+    if fmt == "zip":
+        path = tmp_path / "NAS-Bench-201-v1_1.pth"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("archive/data.pkl", dumps(obj, 2, np1))
+            zf.writestr("archive/version", "3\n")
+    elif fmt == "legacy":
+        path = tmp_path / "NAS-Bench-201-v1_0.pth"
+        sys_info = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
+        head = b"".join(pickle.dumps(x, 2) for x in (0x1950A86A20F9469CFC6C, 1001, sys_info))
+        path.write_bytes(head + dumps(obj, 2, np1) + pickle.dumps([], 2))
+    elif fmt == "nats_file":
+        path = tmp_path / "NATS-tss-v1_0-3ffb9.pickle.pbz2"
+        path.write_bytes(bz2.compress(dumps(obj, 4, np1)))
+    else:
+        path = tmp_path / "NATS-tss-v1_0-3ffb9-simple"
+        path.mkdir()
+        meta = {"meta_archs": obj["meta_archs"], "total_archs": obj["total_archs"], "arch2infos": None,
+                "evaluated_indexes": set()}
+        (path / "meta.pickle.pbz2").write_bytes(bz2.compress(dumps(meta, 4, np1)))
+        for i, infos in (obj["arch2infos"] or {}).items():  # arch 3 uses the short name the loader also accepts
+            name = f"{i}.pickle.pbz2" if i == 3 else f"{i:06d}.pickle.pbz2"
+            (path / name).write_bytes(bz2.compress(dumps(infos, 4, np1)))
+    return path
+
+
+def expected(index, dataset):
+    (vkey, vset), (tkey, tset) = bench201._SOURCES[dataset]
+
+    def mean(key, setname):
+        return sum(float(value(index, key, s, setname, 199)) for s in SEEDS[key]) / len(SEEDS[key])
+    return {"valid_acc": mean(vkey, vset), "test_acc": mean(tkey, tset), "train_acc": mean(tkey, "train"),
+            "valid_seeds": SEEDS[vkey], "test_seeds": SEEDS[tkey]}
+
+
+def assert_one_line(err, *fragments):
+    message = str(err.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+# ------------------------------------------------------------------------------------------ results
+@pytest.mark.parametrize("np1", [True, False], ids=["numpy.core", "numpy._core"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_query_gives_seed_mean_of_last_200_epoch_result(tmp_path, fmt, np1):
+    bench = NB201(write_bench(tmp_path, fmt, np1=np1))
+    assert len(bench) == NUM_ARCHS
+    for index in (0, 3, 11, NUM_ARCHS - 2):
+        for dataset in bench201.DATASETS:
+            result = bench.query(index, dataset)
+            assert {k: result[k] for k in bench201._FIELDS} == expected(index, dataset)
+            assert (result["index"], result["arch"], result["dataset"]) == (index, META[index], dataset)
+            assert (result["params_mb"], result["flops_m"]) == bench201.arch_costs(META[index], dataset)
+            assert bench.query(META[index], dataset) == result  # exact-string lookup gives the same row
+    assert bench.query(0, "imagenet16-120") == bench.query(0, "ImageNet16-120")
+    assert bench.query(np.int64(11), "C10")["index"] == 11
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_query_errors_are_one_line(tmp_path, fmt):
+    bench = NB201(write_bench(tmp_path, fmt))
+    with pytest.raises(QueryError) as err:
+        bench.query(UNEVALUATED, "cifar10")
+    assert_one_line(err, f"arch {UNEVALUATED} has no results")
+    with pytest.raises(QueryError) as err:
+        bench.query(NUM_ARCHS, "cifar10")
+    assert_one_line(err, "out of range")
+    with pytest.raises(QueryError) as err:
+        bench.query(META[1462], "cifar10")  # valid syntax, absent from this 16-arch fixture
+    assert_one_line(err, "is not in")
+    with pytest.raises(QueryError) as err:
+        bench.query(0, "svhn")
+    assert_one_line(err, "unknown dataset 'svhn'")
+
+
+def test_numpy_scalar_stand_ins_decode_every_common_dtype(tmp_path):
+    values = [np.float64(0.1), np.float32(2.5), np.float16(-1.5), np.int64(-7), np.int32(5), np.uint8(200),
+              np.bool_(True), np.dtype(">f8").type(3.25).astype(">f8"), np.array([1.75], ">f8")[0]]
+    for protocol, np1 in ((2, True), (2, False), (4, True), (4, False)):
+        path = tmp_path / f"scalars{protocol}{np1}.pkl"
+        path.write_bytes(dumps(values, protocol, np1))
+        loaded = bench201._unpickle_file(path)
+        assert loaded == [v.item() for v in values]
+        assert [type(v) for v in loaded] == [float] * 3 + [int] * 3 + [bool, float, float]
+
+
+# ------------------------------------------------------------------------------------------ safety
+class Hostile:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_hostile_pickle_is_refused_without_running(tmp_path, fmt):
+    marker = tmp_path / "pwned"
+    obj = payload(nats=fmt.startswith("nats"))
+    obj["meta_archs" if fmt == "nats_dir" else "arch2infos"] = Hostile(marker)
+    path = write_bench(tmp_path, fmt, obj)
+    with pytest.raises(BenchmarkFileError) as err:
+        NB201(path)
+    assert_one_line(err, "refusing to load", "system")
+    if fmt == "nats_dir":  # a per-arch file is read lazily, at query time
+        (path / "meta.pickle.pbz2").write_bytes(bz2.compress(dumps({"meta_archs": META[:NUM_ARCHS]}, 4, True)))
+        (path / "000000.pickle.pbz2").write_bytes(bz2.compress(pickle.dumps(Hostile(marker), 4)))
+        with pytest.raises(BenchmarkFileError) as err:
+            NB201(path).query(0, "cifar10")
+        assert_one_line(err, "refusing to load")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("opcodes, fragment", [
+    (b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1.\x85R.", "builtins.eval"),
+    (b"\x80\x02csubprocess\nPopen\n.", "subprocess.Popen"),
+    (b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x04\x00\x00\x00zlib\x86R.", "encoding 'zlib'"),
+    (b"\x80\x02X\x01\x00\x00\x00aQ.", "tensors"),  # persistent id
+])
+def test_other_globals_and_persistent_ids_are_refused(tmp_path, opcodes, fragment):
+    path = tmp_path / "x.pth"
+    path.write_bytes(opcodes)
+    with pytest.raises(BenchmarkFileError) as err:
+        NB201(path)
+    assert_one_line(err, fragment)
+
+
+# ------------------------------------------------------------------------------------------ bad files
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_truncated_file_gives_one_line_error(tmp_path, fmt):
+    path = write_bench(tmp_path, fmt)
+    target = path / "000011.pickle.pbz2" if fmt == "nats_dir" else path
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    with pytest.raises(BenchmarkFileError) as err:
+        NB201(path).query(11, "cifar10")
+    assert_one_line(err, "truncated or corrupt", target.name)
+
+
+def test_wrong_paths_give_one_line_errors(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello\n")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "other.zip").write_bytes(zipfile_bytes({"a/readme.txt": b"x"}))
+    (tmp_path / "bad.csv").write_text("index,arch\n0,x\n")
+    cases = {"missing.pth": "no such file", "missing.csv": "no such file", "notes.txt": "not a .pth",
+             "empty.pth": "not a .pth", "plain": "not a NATS-Bench -simple dir",
+             "other.zip": "without data.pkl", "bad.csv": "header"}
+    for name, fragment in cases.items():
+        with pytest.raises(BenchmarkFileError) as err:
+            NB201(tmp_path / name)
+        assert_one_line(err, fragment)
+    not_a_bench = tmp_path / "dict.pkl"
+    not_a_bench.write_bytes(pickle.dumps({"a": 1}, 2))
+    with pytest.raises(BenchmarkFileError) as err:
+        NB201(not_a_bench)
+    assert_one_line(err, "meta_archs")
+
+
+def zipfile_bytes(members):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("arch, fragment", [
+    ("|conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|", "unknown op 'conv_3x3'"),
+    ("|nor_conv_3x3~0|+|none~0|+|none~0|none~1|none~2|", "node 2 has 1 edges, expected 2"),
+    ("|nor_conv_3x3~0|+|none~0|none~1|none~2|+|none~0|none~1|none~2|", "node 2 has 3 edges, expected 2"),
+    ("|nor_conv_3x3~0|+|none~0|none~1|", "expected 3 '+'-separated nodes"),
+    ("|nor_conv_3x3~0|+|none~1|none~0|+|none~0|none~1|none~2|", "must read '~0'"),
+    ("|nor_conv_3x3~0|+|none~0|none~x|+|none~0|none~1|none~2|", "must read '~1'"),
+    ("|nor_conv_3x3|+|none~0|none~1|+|none~0|none~1|none~2|", "must read '~0'"),
+    ("nor_conv_3x3~0+|none~0|none~1|+|none~0|none~1|none~2|", "not wrapped in '|'"),
+])
+def test_bad_arch_strings_give_one_line_errors(arch, fragment):
+    for call in (lambda: bench201.parse_arch(arch), lambda: bench201.arch_costs(arch, "cifar10")):
+        with pytest.raises(QueryError) as err:
+            call()
+        assert_one_line(err, fragment)
+
+
+# ------------------------------------------------------------------------------------------ costs
+# nb201.md §3.3 and §7.2: index -> (params MB C10/C100/IN16, MFLOPs C10/C100/IN16), None = not given
+ANCHORS = {
+    0: (("0.129306", "0.135156", "0.136456"), ("15.64737", "15.65322", "3.91948")),
+    11: (("0.802426", None, None), ("113.95137", None, None)),
+    1462: (("1.531546", "1.537396", "1.538696"), ("220.120", None, "55.038")),
+    11472: (("0.559386", "0.565236", "0.566536"), ("78.562", None, "19.648")),
+    1835: (("0.073306", "0.079156", "0.080456"), ("7.783", None, "1.953")),
+    1651: (("0.073306", None, None), ("7.783", None, None)),
+    7581: (("0.073306", None, None), ("7.783", None, None)),
+    4317: (("0.241306", "0.247156", "0.248456"), ("31.376", None, "7.852")),
+    6111: (("1.073466", "1.079316", "1.080616"), ("153.273", None, "38.326")),
+    13714: (("1.073466", "1.079316", "1.080616"), ("153.273", None, "38.326")),
+    9930: (("1.288506", "1.294356", "1.295656"), ("184.730", None, "46.190")),
+    857: (("0.858426", "0.864276", "0.865576"), ("121.816", None, "30.462")),
+}
+
+
+@pytest.mark.parametrize("index", sorted(ANCHORS))
+def test_analytic_costs_match_reference_numbers(index):
+    for d, dataset in enumerate(bench201.DATASETS):
+        costs = bench201.arch_costs(META[index], dataset)
+        for got, want in zip(costs, (ANCHORS[index][0][d], ANCHORS[index][1][d])):
+            if want is not None:  # equal to the printed number of decimals
+                assert round(got, len(want.split(".")[1])) == float(want), (index, dataset, got, want)
+
+
+def test_costs_follow_per_edge_increments_for_every_arch():
+    # §3.3: 73,306 params + 243,040 per conv3x3 edge + 28,000 per conv1x1 edge (+5,850 C100, +7,150 IN16)
+    extra = {"cifar10": 0, "cifar100": 5850, "ImageNet16-120": 7150}
+    for i, arch in enumerate(META):
+        n3, n1, dataset = arch.count("nor_conv_3x3"), arch.count("nor_conv_1x1"), bench201.DATASETS[i % 3]
+        params = 73306 + 243040 * n3 + 28000 * n1 + extra[dataset]
+        assert round(bench201.arch_costs(arch, dataset)[0] * 1e6) == params
+
+
+# ------------------------------------------------------------------------------------------ CSV / CLI
+def run_cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "bench201.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "nats_dir"])
+def test_export_csv_round_trips_every_query(tmp_path, fmt):
+    path, table = write_bench(tmp_path, fmt), tmp_path / "table.csv"
+    bench = NB201(path)
+    assert bench.export_csv(table) == NUM_ARCHS
+    small = NB201(table)
+    assert small.meta_archs == bench.meta_archs
+    for index in range(NUM_ARCHS - 1):
+        for dataset in bench201.DATASETS:
+            assert small.query(index, dataset) == bench.query(index, dataset)
+    with pytest.raises(QueryError) as err:
+        small.query(UNEVALUATED, "cifar10")
+    assert_one_line(err, "has no results")
+    table.write_text(table.read_text()[:-40])  # a cut-off last row
+    with pytest.raises(BenchmarkFileError) as err:
+        NB201(table)
+    assert_one_line(err, "truncated")
+
+
+def test_cli_prints_row_and_exports(tmp_path):
+    path, table = write_bench(tmp_path, "zip"), tmp_path / "t.csv"
+    out = run_cli(path, "--index", 11)
+    assert out.returncode == 0, out.stderr
+    assert META[11] in out.stdout and "0.802426" in out.stdout and "113.95137" in out.stdout
+    for dataset in bench201.DATASETS:
+        assert f"{expected(11, dataset)['test_acc']:.2f}" in out.stdout
+    by_arch = run_cli(path, "--arch", META[11])
+    assert by_arch.returncode == 0 and by_arch.stdout == out.stdout
+    assert run_cli(path, "--export", table).returncode == 0
+    assert run_cli(table, "--index", 11).stdout == out.stdout
+    assert NB201(table).query(11, "cifar100") == NB201(path).query(11, "cifar100")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["missing.pth", "--index", "0"], "no such file"),
+    (["{bench}", "--arch", "|foo~0|+|none~0|none~1|+|none~0|none~1|none~2|"], "unknown op 'foo'"),
+    (["{bench}", "--index", "99"], "out of range"),
+])
+def test_cli_errors_are_one_line_without_traceback(tmp_path, args, fragment):
+    bench = write_bench(tmp_path, "legacy")
+    out = run_cli(*[a.format(bench=bench) for a in args])
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and fragment in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_last_epoch_key_names_the_problem(tmp_path):
+    obj = payload(nats=False)
+    del obj["arch2infos"][2]["full"]["all_results"][("cifar100", 999)]["eval_acc1es"]["x-test@199"]
+    with pytest.raises(BenchmarkFileError) as err:
+        NB201(write_bench(tmp_path, "legacy", obj))
+    assert_one_line(err, "arch 2", "'cifar100' seed 999 lacks a x-test result", "x-test@199")
