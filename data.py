@@ -1,0 +1,366 @@
+"""Datasets, the search split, normalisation and augmentation, shared by search.py and train.py.
+
+Public: DatasetError, DatasetInfo, dataset_info, load_split, search_split, split_arrays, read_imagenet16,
+folder_files, decode_images, channel_stats, crop_flip, cutout, TensorLoader, folder_loader.
+Datasets: cifar10 / cifar100 / svhn (torchvision files), ImageNet16-120 (NB201 §10 pickles), imagefolder
+(`DIR/train/<class>/<image>`, optional `DIR/test/`). Two paths, chosen by image size: small images
+(side <= 64) are decoded once into uint8 (N, 3, H, W) + int64 (N,) in memory and augmented on the device in
+whole batches (TensorLoader); large folders (ImageNet-style) stream from disk (folder_loader).
+
+Facts implemented: augmentation of DARTS §3.1/§5.2 and NB201 §4.1 (RandomCrop(size, padding=size//8,
+zero fill), flip p=0.5, ToTensor + Normalize; cutout zeroes an L-side square AFTER normalisation, centre
+uniform, clipped at the borders); the search split of DARTS (cifar10, svhn, imagefolder: train set halved,
+train_portion 0.5) and of NB201 §4.3 (cifar100, ImageNet16-120: weights on the full train set, α on half
+the test set, 'xvalid'); both halves get the training augmentation, as in both papers.
+Decisions where the references are silent:
+- DARTS halves come from a seeded random permutation, not DARTS' index order: an ImageFolder lists images
+  sorted by class, so an index split would give the two halves different classes.
+- NB201's xvalid comes from a split file we do not have: a seeded random half of the test set instead.
+- Loader randomness comes from a CPU generator seeded by (seed, epoch) and is drawn for the whole epoch up
+  front, so a batch is a function of (seed, epoch, batch index): bit-identical resume, the same draws on
+  CPU and GPU, and the union of DDP shards equals the single-process epoch (same images, same crops).
+- subset=N takes N training images by the seeded permutation before splitting; under NB201's rule the α
+  set is then cut to N // 2 test images. drop_last defaults to False, as in DARTS/NB201 (391 steps).
+- Decoding is sequential: on the 2-core machines a thread pool was slower for 1 KB JPEGs.
+"""
+import functools
+import os
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class DatasetError(ValueError):
+    """A dataset that is missing or malformed; the message is one line naming the path."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    num_classes: int
+    size: int           # image side in pixels (H == W)
+    mean: tuple         # per channel, in [0, 1] (after ToTensor)
+    std: tuple
+    padding: int        # RandomCrop zero padding = size // 8 (4 for 32 px, 2 for 16 px)
+    streaming: bool     # True: large images, use folder_loader; False: decoded tensors, TensorLoader
+
+
+_CONSTANTS = {  # name: (num_classes, size, mean, std)
+    "cifar10": (10, 32, (0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768)),  # DARTS
+    "cifar100": (100, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),  # R-DARTS src/utils.py
+    "svhn": (10, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),  # R-DARTS src/utils.py
+    "ImageNet16-120": (120, 16, tuple(v / 255 for v in (122.68, 116.66, 104.01)),
+                       tuple(v / 255 for v in (63.22, 61.26, 65.09))),  # NB201 §4.1
+}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # streaming path (DARTS §5.3)
+NAMES = tuple(_CONSTANTS) + ("imagefolder",)
+NB201_CONVENTION = ("cifar100", "ImageNet16-120")  # α on half the test set (NB201 §4.3)
+MAX_SMALL = 64  # largest image side decoded into memory
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+# ---------------------------------------------------------------------------------------------- readers
+
+def _list_images(path, classes=None):
+    """ImageFolder split `path/<class>/*` -> (files, labels, classes), labels index the sorted class
+    folders, which must equal `classes` when given (those of train/)."""
+    if not os.path.isdir(path):
+        raise DatasetError(f"{path}: no such folder")
+    found = sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+    if not found:
+        raise DatasetError(f"{path}: no class folders")
+    if classes is not None and found != list(classes):
+        raise DatasetError(f"{path}: class folders {found} differ from train/ {list(classes)}")
+    files, labels = [], []
+    for label, c in enumerate(found):
+        names = sorted(n for n in os.listdir(os.path.join(path, c)) if n.lower().endswith(IMG_EXTENSIONS))
+        if not names:
+            raise DatasetError(f"{os.path.join(path, c)}: no images ({', '.join(IMG_EXTENSIONS)})")
+        files += [os.path.join(path, c, n) for n in names]
+        labels += [label] * len(names)
+    return files, labels, found
+
+
+def folder_files(root, train):
+    """(files, labels, classes) of root/train or root/test; classes = sorted train/ folders."""
+    if not os.path.isdir(os.path.join(root, "train")):
+        raise DatasetError(f"{root}: no train/ folder (expected {root}/train/<class>/<image>)")
+    files, labels, classes = _list_images(os.path.join(root, "train"))
+    return (files, labels, classes) if train else _list_images(os.path.join(root, "test"), classes)
+
+
+def _is_large(file):
+    from PIL import Image
+    with Image.open(file) as im:  # reads the header only
+        return max(im.size) > MAX_SMALL
+
+
+def decode_images(files, labels):
+    """Decode same-size images with PIL (RGB) -> x uint8 (N, 3, H, W), y int64 (N,)."""
+    from PIL import Image
+    arrays = []
+    for f in files:
+        with Image.open(f) as im:
+            arrays.append(np.asarray(im.convert("RGB")))  # (H, W, 3)
+        if arrays[-1].shape != arrays[0].shape:  # (H, W, 3) of this image and of the first
+            raise DatasetError(f"{f}: shape {arrays[-1].shape} differs from {arrays[0].shape} of {files[0]}; "
+                               f"small images must share one size")
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor(labels, dtype=torch.int64)
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """The ImageNet16 batches are trusted data files, still: allow only what a numpy array needs."""
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")} | {
+        (m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric",
+                         "numpy._core.numeric") for n in ("_reconstruct", "scalar", "_frombuffer")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a data file")
+        return super().find_class(module, name)
+
+
+def read_imagenet16(root, train, num_classes=120):
+    """NB201 §10: pickled dicts {'data': uint8 (N, 768) channel-major, 'labels': 1..1000}; keep labels
+    1..num_classes shifted to 0.. -> x uint8 (N, 3, 16, 16), y int64 (N,)."""
+    names = [f"train_data_batch_{i}" for i in range(1, 11)] if train else ["val_data"]
+    xs, ys = [], []
+    for name in names:
+        path = os.path.join(root, name)
+        if not os.path.isfile(path):
+            raise DatasetError(f"{path}: missing (ImageNet16 needs train_data_batch_1..10 and val_data)")
+        with open(path, "rb") as f:
+            d = _NumpyUnpickler(f, encoding="latin1").load()
+        labels = np.asarray(d["labels"], dtype=np.int64)
+        keep = (labels >= 1) & (labels <= num_classes)  # filter per file: the full set would be ~1 GB
+        xs.append(np.asarray(d["data"], dtype=np.uint8)[keep].reshape(-1, 3, 16, 16))
+        ys.append(labels[keep] - 1)
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+
+def _read_torchvision(name, root, train, download):
+    import torchvision
+    where = {"cifar10": "cifar-10-batches-py/", "cifar100": "cifar-100-python/",
+             "svhn": "train_32x32.mat and test_32x32.mat"}[name]
+    try:
+        if name == "svhn":
+            ds = torchvision.datasets.SVHN(root, split="train" if train else "test", download=download)
+            return torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long()  # data is (N, 3, 32, 32)
+        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        ds = cls(root, train=train, download=download)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        raise DatasetError(f"{root}: {name} not found (expects {where} there); this machine has no network, "
+                           f"download on a connected machine (download=True)") from e
+    return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+
+
+@functools.lru_cache(maxsize=4)  # dataset_info and search_split/load_split share one decode per process
+def _load(name, root, train, download):
+    if name in ("cifar10", "cifar100", "svhn"):
+        return _read_torchvision(name, root, train, download)
+    if name == "ImageNet16-120":
+        return read_imagenet16(root, train)
+    if name != "imagefolder":
+        raise DatasetError(f"{name}: unknown dataset, expected one of {NAMES}")
+    files, labels, _ = folder_files(root, train)
+    if _is_large(files[0]):
+        raise DatasetError(f"{root}: images larger than {MAX_SMALL} px stream from disk: use folder_loader")
+    return decode_images(files, labels)
+
+
+def load_split(name, root, train, download=False):
+    """Full train (train=True) or test set of a small-image dataset -> x uint8 (N, 3, H, W), y int64 (N,).
+    Tensors are cached per process and shared: do not modify them in place."""
+    return _load(name, os.fspath(root), bool(train), bool(download))
+
+
+def channel_stats(x):
+    """Per-channel mean and std (population) of uint8 images (N, 3, H, W), in [0, 1] units."""
+    s = s2 = 0
+    for xb in x.split(4096):  # chunks keep the float64 copy small
+        xb = xb.double().div_(255)
+        s, s2 = s + xb.sum((0, 2, 3)), s2 + xb.square().sum((0, 2, 3))
+    n = x.numel() // 3
+    mean = s / n
+    return tuple(mean.tolist()), tuple((s2 / n - mean ** 2).clamp_min(0).sqrt().tolist())
+
+
+def dataset_info(name, root=None, download=False):
+    """Constants of a dataset. imagefolder: classes from train/, mean/std computed over its training images
+    (decoded once, shared with load_split), or ImageNet's constants for large (streaming) images."""
+    if name in _CONSTANTS:
+        k, size, mean, std = _CONSTANTS[name]
+        return DatasetInfo(k, size, mean, std, size // 8, False)
+    if name != "imagefolder":
+        raise DatasetError(f"{name}: unknown dataset, expected one of {NAMES}")
+    files, _, classes = folder_files(os.fspath(root), True)
+    if _is_large(files[0]):
+        return DatasetInfo(len(classes), 224, IMAGENET_MEAN, IMAGENET_STD, 0, True)
+    x, _ = load_split(name, root, True, download)
+    mean, std = channel_stats(x)
+    return DatasetInfo(len(classes), x.shape[-1], mean, std, x.shape[-1] // 8, False)
+
+
+# ---------------------------------------------------------------------------------------------- search split
+
+def split_arrays(train, test=None, subset=None, seed=0):
+    """Search split on tensors -> ((x_w, y_w), (x_α, y_α)): the weight half and the α half.
+    test None (DARTS): a seeded permutation of train, first floor(n/2) for weights, the rest for α.
+    test given (NB201): weights on all of train, α on a seeded random half of test ('xvalid').
+    subset=N first takes N training images by the permutation; with the NB201 rule the α set is then
+    also cut to N // 2 images, about what the DARTS rule gives α for the same subset."""
+    x, y = train
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(y), generator=g)
+    if subset is not None:
+        if not 2 <= subset <= len(y):
+            raise DatasetError(f"subset={subset}: must lie in [2, {len(y)}]")
+        perm = perm[:subset]
+    if test is None:
+        w, a = perm[: len(perm) // 2], perm[len(perm) // 2:]
+        return (x[w], y[w]), (x[a], y[a])
+    xt, yt = test
+    n_alpha = len(yt) // 2 if subset is None else min(len(yt) // 2, subset // 2)
+    a = torch.randperm(len(yt), generator=g)[:n_alpha]
+    return (x[perm], y[perm]), (xt[a], yt[a])
+
+
+def search_split(name, root, subset=None, seed=0, download=False):
+    """Search data of a small-image dataset -> ((x_w, y_w), (x_α, y_α)), uint8 images, int64 labels.
+    See split_arrays; cifar100 and ImageNet16-120 use NB201's rule, the others DARTS'."""
+    train = load_split(name, root, True, download)
+    test = load_split(name, root, False, download) if name in NB201_CONVENTION else None
+    return split_arrays(train, test, subset, seed)
+
+
+# ---------------------------------------------------------------------------------------------- augmentation
+
+def crop_flip(x, padding, dy, dx, flip):
+    """Batched RandomCrop(H, padding) + flip: x (B, C, H, W) -> (B, C, H, W), the window at (dy, dx) in
+    [0, 2p] of x zero-padded by p, mirrored where flip (B,) is True. No loop over images."""
+    B, C, H, W = x.shape
+    xp = F.pad(x, (padding,) * 4)  # (B, C, H+2p, W+2p); pad value 0 = black pixel before Normalize
+    ar_h, ar_w = torch.arange(H, device=x.device), torch.arange(W, device=x.device)
+    rows = (dy[:, None] + ar_h)[:, None, :, None].expand(B, C, H, W + 2 * padding)
+    cols = dx[:, None] + torch.where(flip[:, None], W - 1 - ar_w, ar_w)  # (B, W); flip = read right to left
+    # two gathers (rows, then columns): ~3x faster on CPU than one 4-index advanced indexing
+    return xp.gather(2, rows).gather(3, cols[:, None, None, :].expand(B, C, H, W))
+
+
+def cutout(x, length, cy, cx):
+    """DARTS Cutout on normalised x (B, C, H, W): zero rows [cy-L//2, cy+L//2) x cols [cx-L//2, cx+L//2)
+    clipped to the image, centres cy, cx (B,) uniform over the image."""
+    H, W = x.shape[-2:]
+    ar_h, ar_w = torch.arange(H, device=x.device), torch.arange(W, device=x.device)
+    in_rows = (ar_h >= (cy - length // 2)[:, None]) & (ar_h < (cy + length // 2)[:, None])  # (B, H)
+    in_cols = (ar_w >= (cx - length // 2)[:, None]) & (ar_w < (cx + length // 2)[:, None])  # (B, W)
+    return x.masked_fill((in_rows[:, :, None] & in_cols[:, None, :])[:, None], 0.0)
+
+
+class TensorLoader:
+    """Batches of in-memory uint8 images, augmented on `device`: yields (x float (B, 3, H, W) normalised,
+    y int64 (B,)). train: random crop (zero padding, default size//8) + flip (+ cutout L if > 0); eval
+    (train=False): none of it, no shuffle, last partial batch kept. An epoch depends on (seed, epoch)
+    only: call set_epoch(e) before each epoch (like DistributedSampler). rank/world_size: every rank
+    takes a disjoint strided slice of the same permutation; in train mode the epoch is cut to a multiple
+    of world_size (< world_size images) so that all ranks run the same number of steps."""
+
+    def __init__(self, x, y, batch_size, device, mean, std, train=True, shuffle=None, drop_last=False,
+                 padding=None, cutout=0, seed=0, rank=0, world_size=1):
+        assert x.dtype == torch.uint8 and x.ndim == 4 and len(x) == len(y), "x uint8 (N, 3, H, W), y (N,)"
+        assert 0 <= rank < world_size
+        self.x, self.y = x.to(device), y.to(device)  # moved once; batches are gathered on the device
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.batch_size, self.train, self.drop_last = batch_size, train, drop_last
+        self.shuffle = train if shuffle is None else shuffle
+        self.padding = x.shape[-1] // 8 if padding is None else padding
+        self.cutout, self.seed, self.rank, self.world_size = cutout, seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):  # batches of this rank
+        n, ws = len(self.y), self.world_size
+        n = n // ws if self.train else len(range(self.rank, n, ws))
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        return self._epoch(self.epoch)
+
+    def forever(self, start_step=0):
+        """Endless batches, epoch after epoch; global batch k is batch k % len of epoch k // len, so a
+        resumed search passes start_step = number of batches already drawn (e.g. for the α stream)."""
+        if len(self) == 0:
+            raise ValueError("forever() on a loader with no batches")
+        epoch, start = divmod(start_step, len(self))
+        while True:
+            yield from self._epoch(epoch, start)
+            epoch, start = epoch + 1, 0
+
+    def _epoch(self, epoch, start=0):
+        n, (H, W) = len(self.y), self.x.shape[-2:]
+        # a CPU generator gives the same draws whatever the device; SeedSequence: no (seed, epoch) collisions
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence((self.seed, epoch)).generate_state(1)[0]))
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        # per-position draws for the whole epoch: crop dy, dx in [0, 2p], flip, cutout centre cy, cx -> (5, n)
+        p = self.padding
+        params = torch.stack([torch.randint(0, hi, (n,), generator=g) for hi in (2 * p + 1, 2 * p + 1, 2, H, W)])
+        if self.train and self.world_size > 1:
+            order, params = order[: n - n % self.world_size], params[:, : n - n % self.world_size]
+        order = order[self.rank::self.world_size].to(self.x.device)
+        params = params[:, self.rank::self.world_size].to(self.x.device)
+        B = self.batch_size
+        for k in range(start, len(self)):
+            idx = order[k * B:(k + 1) * B]
+            xb = self.x[idx]  # (B, 3, H, W) uint8
+            if self.train:
+                dy, dx, flip, cy, cx = params[:, k * B:(k + 1) * B]
+                xb = crop_flip(xb, p, dy, dx, flip.bool())
+            xb = xb.float().div_(255).sub_(self.mean).div_(self.std)  # = ToTensor + Normalize
+            if self.train and self.cutout > 0:
+                xb = cutout(xb, self.cutout, cy, cx)
+            yield xb, self.y[idx]
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Large images read from disk per item (PIL, RGB) through a torchvision transform."""
+
+    def __init__(self, files, labels, transform):
+        self.files, self.labels, self.transform = files, labels, transform
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        with Image.open(self.files[i]) as im:
+            return self.transform(im.convert("RGB")), self.labels[i]
+
+
+def folder_loader(files, labels, batch_size, train, mean=IMAGENET_MEAN, std=IMAGENET_STD, size=224,
+                  color_jitter=False, workers=4, seed=0, rank=0, world_size=1, pin_memory=False):
+    """DataLoader for large images (DARTS §5.3): train RandomResizedCrop(size) + flip (+ ColorJitter
+    (0.4, 0.4, 0.4, 0.2) for retraining), eval Resize(size*8/7 = 256) + CenterCrop(size). Distributed:
+    a DistributedSampler (call loader.sampler.set_epoch(e); it pads eval shards with repeats).
+    Not bit-reproducible across resume, unlike TensorLoader."""
+    import torchvision.transforms as T
+    if train:
+        tf = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
+        tf += [T.ColorJitter(0.4, 0.4, 0.4, 0.2)] if color_jitter else []
+    else:
+        tf = [T.Resize(size * 8 // 7), T.CenterCrop(size)]
+    ds = ImageFiles(files, labels, T.Compose(tf + [T.ToTensor(), T.Normalize(mean, std)]))
+    sampler = None
+    if world_size > 1:
+        sampler = torch.utils.data.DistributedSampler(ds, world_size, rank, shuffle=train, seed=seed)
+    return torch.utils.data.DataLoader(ds, batch_size, shuffle=train and sampler is None, sampler=sampler,
+                                       num_workers=workers, pin_memory=pin_memory,
+                                       generator=torch.Generator().manual_seed(seed),
+                                       persistent_workers=workers > 0)
