@@ -1,7 +1,7 @@
 """Datasets, the search split, normalisation and augmentation, shared by search.py and train.py.
 
 Public: DatasetError, DatasetInfo, dataset_info, load_split, search_split, split_arrays, read_imagenet16,
-folder_files, decode_images, channel_stats, crop_flip, cutout, TensorLoader, folder_loader.
+list_images, folder_files, decode_images, channel_stats, crop_flip, cutout, TensorLoader, folder_loader.
 Datasets: cifar10 / cifar100 / svhn (torchvision files), ImageNet16-120 (NB201 §10 pickles), imagefolder
 (`DIR/train/<class>/<image>`, optional `DIR/test/`). Two paths, chosen by image size: small images
 (side <= 64) are decoded once into uint8 (N, 3, H, W) + int64 (N,) in memory and augmented on the device in
@@ -63,7 +63,7 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 # ---------------------------------------------------------------------------------------------- readers
 
-def _list_images(path, classes=None):
+def list_images(path, classes=None):
     """ImageFolder split `path/<class>/*` -> (files, labels, classes), labels index the sorted class
     folders, which must equal `classes` when given (those of train/)."""
     if not os.path.isdir(path):
@@ -87,8 +87,8 @@ def folder_files(root, train):
     """(files, labels, classes) of root/train or root/test; classes = sorted train/ folders."""
     if not os.path.isdir(os.path.join(root, "train")):
         raise DatasetError(f"{root}: no train/ folder (expected {root}/train/<class>/<image>)")
-    files, labels, classes = _list_images(os.path.join(root, "train"))
-    return (files, labels, classes) if train else _list_images(os.path.join(root, "test"), classes)
+    files, labels, classes = list_images(os.path.join(root, "train"))
+    return (files, labels, classes) if train else list_images(os.path.join(root, "test"), classes)
 
 
 def _is_large(file):

@@ -66,6 +66,7 @@ def test_imagefolder_errors(tmp_path):
     root = make_folder(tmp_path / "mism")
     os.rename(root / "test" / "c", root / "test" / "z")
     assert_error(lambda: data.load_split("imagefolder", root, False), root / "test")
+    assert_error(lambda: data.list_images(str(root / "test"), ["a", "b", "c"]), root / "test")
     root = make_folder(tmp_path / "notest", test=False)
     assert_error(lambda: data.load_split("imagefolder", root, False), root / "test")
     root = make_folder(tmp_path / "sizes", test=False)
