@@ -152,8 +152,10 @@ def _read_torchvision(name, root, train, download):
         cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
         ds = cls(root, train=train, download=download)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise DatasetError(f"{root}: {name} not found (expects {where} there); this machine has no network, "
-                           f"download on a connected machine (download=True)") from e
+        raise DatasetError(f"{root}: {name} not found (expects {where} there); pass --download=1 on a "
+                           f"machine with a network, or --data=DIR where the files are") from e
+    except OSError as e:  # a download attempt without a network
+        raise DatasetError(f"{root}: could not download {name} ({e}); copy the files there instead") from e
     return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
 
 

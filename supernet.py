@@ -2,8 +2,8 @@
 
   MixedOp        o_bar(x) = sum_o softmax(alpha)_o * o(x)  over one edge's own candidates (Eq. 1, 6)
                  with optional partial channels (PC-DARTS: only C/K channels enter the ops)
-  NB201Cell      NAS-Bench-201 search cell: node_i = sum_{j<i} o_bar_{i<-j}(node_j), output node 3
-  DartsCell      DARTS search cell: 2 inputs, 4 nodes, 14 edges, output concat of the 4 nodes;
+  NB201SearchCell      NAS-Bench-201 search cell: node_i = sum_{j<i} o_bar_{i<-j}(node_j), output node 3
+  DartsSearchCell      DARTS search cell: 2 inputs, 4 nodes, 14 edges, output concat of the 4 nodes;
                  optional PC-DARTS edge normalisation (softmax(beta) over each node's in-edges)
   NB201Supernet  stem, 3 stages of N cells joined by ResNet blocks, BN-ReLU, pool, linear (nb201.md §3.2)
   DartsSupernet  stem (CIFAR 3x3 conv or the ImageNet 3-conv stem), L cells with reductions at L//3
@@ -64,7 +64,7 @@ class MixedOp(nn.Module):
         return channel_shuffle(torch.cat([out, rest], dim=1), self.k)
 
 
-class NB201Cell(nn.Module):
+class NB201SearchCell(nn.Module):
     """NB201 search cell (nb201.md §2.1): complete DAG over 4 nodes, 6 mixed edges, output node 3."""
 
     def __init__(self, space, C, track=False):
@@ -80,7 +80,7 @@ class NB201Cell(nn.Module):
         return nodes[-1]
 
 
-class DartsCell(nn.Module):
+class DartsSearchCell(nn.Module):
     """DARTS search cell (darts.md §2.1). Edges from the two cell inputs are strided in reductions."""
 
     def __init__(self, op_lists, C_pp, C_p, C, reduction, reduction_prev, k=1, track=False):
@@ -151,7 +151,7 @@ class NB201Supernet(_Supernet):
         for stage, C_cur in enumerate((C, 2 * C, 4 * C)):
             if stage > 0:  # the stages are joined by residual reduction blocks (affine, tracked BN)
                 blocks.append(ResNetBasicblock(C_prev, C_cur, 2))
-            blocks += [NB201Cell(space, C_cur, track) for _ in range(N)]
+            blocks += [NB201SearchCell(space, C_cur, track) for _ in range(N)]
             C_prev = C_cur
         self.cells = nn.ModuleList(blocks)
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=True))
@@ -162,7 +162,7 @@ class NB201Supernet(_Supernet):
         w, _ = self._weights()
         x = self.stem(x)
         for block in self.cells:
-            x = block(x, w["normal"]) if isinstance(block, NB201Cell) else block(x)
+            x = block(x, w["normal"]) if isinstance(block, NB201SearchCell) else block(x)
         x = F.adaptive_avg_pool2d(self.lastact(x), 1).flatten(1)
         return self.classifier(x)
 
@@ -194,7 +194,7 @@ class DartsSupernet(_Supernet):
             if reduction:
                 C_cur *= 2
             ops = space.reduce if reduction else space.normal
-            self.cells.append(DartsCell(ops, C_pp, C_p, C_cur, reduction, reduction_prev, k, track))
+            self.cells.append(DartsSearchCell(ops, C_pp, C_p, C_cur, reduction, reduction_prev, k, track))
             reduction_prev = reduction
             C_pp, C_p = C_p, 4 * C_cur
         self.classifier = nn.Linear(C_p, num_classes)
@@ -256,7 +256,7 @@ def _cell_bn_params(model):
     """ids of the BN affine parameters inside the cells: those DARTS builds with affine=False."""
     ids = set()
     for m in model.modules():
-        if isinstance(m, (NB201Cell, DartsCell)):
+        if isinstance(m, (NB201SearchCell, DartsSearchCell)):
             ids |= {id(p) for b in m.modules() if isinstance(b, nn.BatchNorm2d) for p in b.parameters()}
     return ids
 

@@ -1,0 +1,110 @@
+"""Benchmark one search iteration (weight step + alpha step) for Table 1's options A-D.
+
+    python bench.py --space=nb201 --option=C --batch_size=64      # one option, JSON on stdout
+    python bench.py --space=nb201 --option=all                     # A-D, each in a fresh process
+
+Times the very step functions search.py runs (search.sgd_step for both) on random data
+of the dataset's shape, on CPU or CUDA, and reports seconds per iteration split into the two steps,
+images/s (weight-half images per second, as an epoch counts them) and peak memory (CUDA: max allocated;
+CPU: the process's peak RSS, so each option runs in its own process). Why option C is cheaper: with the
+conv weights frozen, autograd skips every conv weight-gradient kernel in the weight step. The alpha step
+never computes weight gradients under any option, so its cost is the same for A-D.
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+import runs
+from search import sgd_step
+from supernet import build_supernet, set_trainable
+
+
+@dataclass
+class BenchConfig:
+    space: str = "nb201"
+    option: str = "all"        # A | B | C | D | all
+    batch_size: int = 64
+    C: int = 0                 # 0: the space's default
+    layers: int = 0
+    pc_k: int = 1
+    image_size: int = 32
+    num_classes: int = 10
+    steps: int = 10            # timed iterations
+    warmup: int = 3            # untimed iterations first (allocator, cuDNN autotune)
+    device: str = "auto"
+    threads: int = 0           # torch CPU threads (0: torch's default)
+    seed: int = 0
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_option(cfg, option):
+    device = runs.pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model = build_supernet(cfg.space, cfg.num_classes, C=cfg.C or None, layers=cfg.layers or None,
+                           pc_k=cfg.pc_k, seed=cfg.seed).to(device)
+    set_trainable(model, option, verbose=False)
+    weights = [p for p in model.weight_parameters() if p.requires_grad]
+    w_opt = torch.optim.SGD(weights, 0.025, momentum=0.9, weight_decay=3e-4)
+    a_opt = torch.optim.Adam(model.arch_parameters(), 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    shape = (cfg.batch_size, 3, cfg.image_size, cfg.image_size)
+    x, xa = torch.randn(shape, device=device), torch.randn(shape, device=device)
+    y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t_w = t_a = 0.0
+    for i in range(cfg.warmup + cfg.steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        sgd_step(model, weights, w_opt, x, y, 5.0)
+        _sync(device)
+        t1 = time.perf_counter()
+        sgd_step(model, model.arch_parameters(), a_opt, xa, y)
+        _sync(device)
+        if i >= cfg.warmup:
+            t_w, t_a = t_w + t1 - t0, t_a + time.perf_counter() - t1
+    t_w, t_a = t_w / cfg.steps, t_a / cfg.steps
+    if device.type == "cuda":
+        mem = torch.cuda.max_memory_allocated(device) / 2**20
+        name = torch.cuda.get_device_name(device)
+    else:
+        mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        name = f"cpu x{torch.get_num_threads()} threads"
+    return dict(option=option, space=cfg.space, batch_size=cfg.batch_size, device=name,
+                weight_step_s=round(t_w, 4), arch_step_s=round(t_a, 4),
+                iteration_s=round(t_w + t_a, 4), images_per_s=round(cfg.batch_size / (t_w + t_a), 1),
+                peak_mem_mb=round(mem, 1), trainable=sum(p.numel() for p in weights))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = runs.parse_config(BenchConfig, argv)
+    if cfg.option.lower() != "all":
+        print(json.dumps(bench_option(cfg, cfg.option.upper())))
+        return
+    results = []
+    for option in "ABCD":  # a fresh process per option: CPU peak RSS is per process
+        args = [a for a in argv if not a.startswith("--option=")] + [f"--option={option}"]
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], check=True,
+                             capture_output=True, text=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    by = {r["option"]: r for r in results}
+    summary = {"B_over_C_iteration": round(by["B"]["iteration_s"] / by["C"]["iteration_s"], 3),
+               "B_over_C_weight_step": round(by["B"]["weight_step_s"] / by["C"]["weight_step_s"], 3),
+               "A_over_C_iteration": round(by["A"]["iteration_s"] / by["C"]["iteration_s"], 3)}
+    print(json.dumps({"results": results, "summary": summary}, indent=1))
+
+
+if __name__ == "__main__":
+    runs.cli(main)

@@ -1,0 +1,281 @@
+"""RF-DARTS search: alternate first-order weight and architecture steps on a supernet (Eq. 7-8, xi = 0).
+
+    python search.py                                  # RF-DARTS (option C) on NAS-Bench-201, CIFAR-10
+    python search.py --space=darts --option=B         # plain DARTS (first order) on the DARTS space
+    python search.py --space=s3 --dataset=svhn        # RobustDARTS S3 searched directly on SVHN
+    python search.py --dataset=imagefolder --data=../shared/data/cifar10-jpeg --subset=4000 --C=8
+    python search.py --space=darts --pc_k=4           # RF-PCDARTS (partial channels + edge norm.)
+
+Each iteration takes a weight step on a batch of the weight half (SGD over the parameters that Table 1's
+option trains: for RF-DARTS the BN affine weights) and an alpha step on a batch of the alpha half
+(Adam), each computing gradients for its own parameters only. Defaults per space are the reference
+settings (NB201's DARTS-V1 for nb201; DARTS for the DARTS-style spaces; PC-DARTS when pc_k > 1).
+Outputs in --out: config.json, log.txt, alphas.json (softmax(alpha) per epoch, Fig. 5), genotype.json,
+checkpoint.pt (atomic, every epoch; --resume=1 continues bit-identically on CPU).
+"""
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+import data
+import genotypes as G
+import runs
+from spaces import get_space
+from supernet import build_supernet, set_trainable
+
+
+@dataclass
+class SearchConfig:
+    space: str = "nb201"           # nb201 | darts | s1 | s2 | s3 | s4
+    dataset: str = "cifar10"       # cifar10 | cifar100 | svhn | ImageNet16-120 | imagefolder
+    data: str = "data"             # dataset root (imagefolder: a folder with train/ [and test/])
+    download: bool = False         # let torchvision download cifar/svhn (needs a network)
+    option: str = "C"              # Table 1: A | B (DARTS) | C (RF-DARTS) | D
+    epochs: int = 50               # paper: 50 for every space
+    batch_size: int = 64           # per step, both halves (PC-DARTS: 256)
+    lr: float = 0.025              # SGD on the trainable weights, cosine per epoch ...
+    lr_min: float = 0.001          # ... down to this (DARTS code and NB201 use 0.001; PC-DARTS 0)
+    momentum: float = 0.9
+    nesterov: bool = True          # NB201's DARTS: True; DARTS code: False
+    weight_decay: float = 5e-4     # NB201 5e-4; DARTS 3e-4; applied to every trainable weight incl. BN
+    grad_clip: float = 5.0         # max norm of the weight gradients
+    arch_lr: float = 3e-4          # Adam on alpha (and beta): lr 3e-4 (PC-DARTS 6e-4) ...
+    arch_weight_decay: float = 1e-3  # ... betas (0.5, 0.999), weight decay 1e-3
+    arch_start: int = 0            # first epoch with alpha steps (PC-DARTS: 15)
+    arch_first: bool = False       # alpha step before the weight step (DARTS) or after (NB201 DARTS-V1)
+    C: int = 0                     # initial channels (0: the space's default, 16)
+    layers: int = 0                # nb201: cells per stage (5); DARTS-style: cells (8); 0: default
+    pc_k: int = 1                  # partial channels K (1: off; 4: PC-DARTS on CIFAR)
+    init: str = "kaiming"          # conv init: kaiming | xavier | pytorch
+    train_classifier: bool = True  # train the linear classifier under options C/D too
+    track_running_stats: bool = False  # cell BN running statistics (default: batch statistics only)
+    subset: int = 0                # use only this many training images (0: all)
+    seed: int = 0
+    device: str = "auto"           # auto | cpu | cuda | cuda:1 | mps
+    out: str = "runs/search"
+    resume: bool = False           # continue from OUT/checkpoint.pt
+    bench201: str = ""             # optional NB201 benchmark file/CSV: log each epoch's accuracies
+    log_every: int = 50            # a progress line every this many steps
+    stop_after: int = 0            # end this session after so many epochs (resume later); 0: run all
+
+
+# Per-setting defaults, applied to keys the user did not set on the command line.
+DARTS_DEFAULTS = dict(weight_decay=3e-4, nesterov=False, arch_first=True)
+PC_DEFAULTS = dict(batch_size=256, lr=0.1, lr_min=0.0, arch_lr=6e-4, arch_start=15)
+
+
+def make_config(argv=None):
+    cfg = runs.parse_config(SearchConfig, argv)
+    given = runs.explicit_keys(argv)
+    extra = dict(DARTS_DEFAULTS) if cfg.space.lower() != "nb201" else {}
+    extra.update(PC_DEFAULTS if cfg.pc_k > 1 else {})
+    cfg = replace(cfg, **{k: v for k, v in extra.items() if k not in given})
+    get_space(cfg.space)  # fail on a bad name before any data is read
+    if cfg.option.upper() not in "ABCD" or len(cfg.option) != 1:
+        raise runs.ConfigError(f"--option={cfg.option}: choose A, B, C (RF-DARTS) or D (paper Table 1)")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise runs.ConfigError("--epochs and --batch_size must be positive")
+    return cfg
+
+
+def sgd_step(model, params, opt, x, y, clip=None):
+    """Cross-entropy on (x, y), gradients for `params` only, optional norm clip, one optimiser step.
+
+    Weight step (Eq. 8): params = the trainable weights (for RF-DARTS the BN affine weights), SGD.
+    Alpha step (Eq. 7 with xi = 0, first order): params = alpha (and beta), Adam; no weight gradient is
+    computed, because autograd.grad walks back only to the tensors it is asked for.
+    Returns the loss and the number of correct predictions, as device tensors (no host sync).
+    """
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    # allow_unused: e.g. a 2-cell DARTS net has only reduction cells, so alphas_normal gets no gradient
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    _sync(grads)
+    for p, g in zip(params, grads):
+        p.grad = g
+    if clip:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    return loss.detach(), (logits.argmax(1) == y).sum()
+
+
+def _sync(grads):
+    """Average gradients over DDP ranks (explicit all-reduce: autograd.grad bypasses DDP's hooks)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world = torch.distributed.get_world_size()
+        for g in grads:
+            if g is None:
+                continue
+            torch.distributed.all_reduce(g)
+            g.div_(world)
+
+
+def alpha_entropy(model):
+    """Mean entropy (nats) of the per-edge softmax(alpha): log(n_ops) at init, 0 when one-hot."""
+    ents = [-(p * p.log()).sum(-1).mean().item()
+            for p in (F.softmax(a.detach().float(), -1) for a in model.alphas().values())]
+    return sum(ents) / len(ents)
+
+
+def alpha_margin(model):
+    """Smallest gap between the top-2 softmax(alpha) entries over all edges: how close a flip is."""
+    gaps = [p.topk(2, dim=-1).values.diff(dim=-1).abs().min().item()
+            for p in (F.softmax(a.detach().float(), -1) for a in model.alphas().values())]
+    return min(gaps)
+
+
+def genotype_record(space, model):
+    """genotype.json content: the derived cell, plus its NB201 arch string and index in that space."""
+    g = G.derive(space, model.alphas(), model.betas())
+    rec = {"space": space.name, **G.genotype_to_json(g)}
+    if space.name == "nb201":
+        rec["nb201_index"] = G.nb201_index(g)
+    return g, rec
+
+
+def write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def search(cfg, rank=0, world=1, device=None):
+    device = device or runs.pick_device(cfg.device)
+    main_proc = rank == 0
+    os.makedirs(cfg.out, exist_ok=True)
+    log = runs.Log(cfg.out, enabled=main_proc)
+    ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
+    ckpt = runs.load_checkpoint(ckpt_path) if cfg.resume else None
+    if not cfg.resume and os.path.exists(ckpt_path):
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
+    runs.seed_everything(cfg.seed)
+
+    info = data.dataset_info(cfg.dataset, cfg.data, cfg.download)
+    (xw, yw), (xa, ya) = data.search_split(cfg.dataset, cfg.data, cfg.subset or None, cfg.seed,
+                                           cfg.download)
+    kw = dict(device=device, mean=info.mean, std=info.std, train=True, drop_last=True, rank=rank,
+              world_size=world)
+    train_loader = data.TensorLoader(xw, yw, cfg.batch_size, seed=cfg.seed, **kw)
+    arch_loader = data.TensorLoader(xa, ya, cfg.batch_size, seed=cfg.seed + 1, **kw)
+    if len(train_loader) == 0 or len(arch_loader) == 0:
+        raise runs.ConfigError(f"batch_size={cfg.batch_size} is larger than a search half "
+                               f"({len(yw)} / {len(ya)} images per rank)")
+
+    model = build_supernet(cfg.space, info.num_classes, C=cfg.C or None, layers=cfg.layers or None,
+                           pc_k=cfg.pc_k, init=cfg.init, track_running_stats=cfg.track_running_stats,
+                           seed=cfg.seed).to(device)
+    space = model.space
+    groups = set_trainable(model, cfg.option, cfg.train_classifier, verbose=main_proc)
+    weights = [p for p in model.weight_parameters() if p.requires_grad]
+    w_opt = torch.optim.SGD(weights, cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                            weight_decay=cfg.weight_decay)
+    arch = groups["arch"]
+    a_opt = torch.optim.Adam(arch, cfg.arch_lr, betas=(0.5, 0.999),
+                             weight_decay=cfg.arch_weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, cfg.epochs, eta_min=cfg.lr_min)
+    history, start = [], 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        w_opt.load_state_dict(ckpt["w_opt"])
+        a_opt.load_state_dict(ckpt["a_opt"])
+        sched.load_state_dict(ckpt["sched"])
+        history, start = ckpt["history"], ckpt["epoch"]
+        runs.set_rng_state(ckpt["rng"])
+        log(f"resumed from {ckpt_path} after epoch {start}")
+    elif main_proc:
+        write_json(os.path.join(cfg.out, "config.json"), runs.as_dict(cfg))
+    log(f"search {space.name} option {cfg.option.upper()} on {cfg.dataset}: {len(yw)} weight / "
+        f"{len(ya)} alpha images, {len(train_loader)} steps per epoch, device {device}")
+    bench = None
+    if cfg.bench201 and space.name == "nb201":
+        import bench201
+        bench = bench201.NB201(cfg.bench201)
+
+    steps = len(train_loader)
+    arch_batches = arch_loader.forever(start_step=start * steps)  # one alpha batch per weight step
+    last = min(cfg.epochs, start + cfg.stop_after) if cfg.stop_after else cfg.epochs
+    for epoch in range(start, last):
+        model.train()
+        train_loader.set_epoch(epoch)
+        lr, t0 = sched.get_last_lr()[0], time.time()
+        sums = torch.zeros(4, device=device)  # weight loss, weight correct, alpha loss, alpha correct
+        n_w = n_a = 0
+        for step, (x, y) in enumerate(train_loader):
+            xa_b, ya_b = next(arch_batches)
+            do_arch = epoch >= cfg.arch_start
+            if do_arch and cfg.arch_first:
+                sums[2:] += torch.stack(sgd_step(model, arch, a_opt, xa_b, ya_b))
+                n_a += len(ya_b)
+            sums[:2] += torch.stack(sgd_step(model, weights, w_opt, x, y, cfg.grad_clip))
+            n_w += len(y)
+            if do_arch and not cfg.arch_first:
+                sums[2:] += torch.stack(sgd_step(model, arch, a_opt, xa_b, ya_b))
+                n_a += len(ya_b)
+            if cfg.log_every and (step + 1) % cfg.log_every == 0 and step + 1 < steps:
+                s = sums.tolist()
+                _check_finite(s[0], epoch, start, ckpt_path)
+                log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {s[0] * len(y) / n_w:.3f} "
+                    f"acc {s[1] / n_w:.3f} ({time.time() - t0:.0f}s)")
+        sched.step()
+        s = sums.tolist()
+        _check_finite(s[0] + s[2], epoch, start, ckpt_path)
+        g, rec = genotype_record(space, model)
+        row = dict(epoch=epoch + 1, lr=lr, train_loss=s[0] * cfg.batch_size / max(n_w, 1),
+                   train_acc=s[1] / max(n_w, 1), valid_loss=s[2] * cfg.batch_size / max(n_a, 1),
+                   valid_acc=s[3] / max(n_a, 1), seconds=time.time() - t0,
+                   skip_count=G.skip_count(g), entropy=alpha_entropy(model), margin=alpha_margin(model),
+                   genotype=rec, alphas=G.edge_softmax(model.alphas()))
+        if model.betas() is not None:
+            row["betas"] = {k: F.softmax(b.detach().float(), -1).tolist() for k, b in model.betas().items()}
+        if bench is not None:
+            q = bench.query(rec["arch"], "cifar10")
+            row["bench201"] = {k: q[k] for k in ("valid_acc", "test_acc")}
+        history.append(row)
+        log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} train {row['train_loss']:.3f}/"
+            f"{row['train_acc']:.3f} valid {row['valid_loss']:.3f}/{row['valid_acc']:.3f} "
+            f"{row['seconds']:.0f}s skip {row['skip_count']} entropy {row['entropy']:.4f} "
+            f"margin {row['margin']:.2e} {rec.get('arch') or rec['normal']}"
+            + (f" bench201 {row['bench201']}" if bench is not None else ""))
+        if main_proc:
+            write_json(os.path.join(cfg.out, "alphas.json"),
+                       [{k: r[k] for k in ("epoch", "alphas") + (("betas",) if "betas" in r else ())}
+                        for r in history])
+            write_json(os.path.join(cfg.out, "genotype.json"), rec)
+            runs.save_checkpoint(ckpt_path, dict(
+                model=model.state_dict(), w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(),
+                sched=sched.state_dict(), epoch=epoch + 1, rng=runs.rng_state(),
+                config=runs.as_dict(cfg), history=_plain(history)))
+    log(f"final genotype: {json.dumps(history[-1]['genotype']) if history else 'none'}")
+    return model, history
+
+
+def _plain(obj):
+    """history as JSON-able plain data (the checkpoint is read back with weights_only=True)."""
+    return json.loads(json.dumps(obj))
+
+
+def _check_finite(value, epoch, start, ckpt_path):
+    if not math.isfinite(value):
+        kept = f"the checkpoint after epoch {start} is kept at {ckpt_path}" if start else "no checkpoint yet"
+        raise FloatingPointError(f"non-finite loss in epoch {epoch + 1}: stopping; {kept}. "
+                                 "Lower --lr or --arch_lr and resume.")
+
+
+def main(argv=None):
+    cfg = make_config(argv)
+    rank, world, device = runs.setup_distributed(cfg.device)
+    try:
+        search(cfg, rank, world, device)
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    runs.cli(main)

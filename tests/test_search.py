@@ -1,0 +1,81 @@
+"""search.py end to end on tiny synthetic data: outputs, resume, what option C trains, CLI errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import genotypes as G
+import search
+from supernet import build_supernet, param_groups
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--dataset=imagefolder", "--C=4", "--batch_size=4", "--log_every=1"]
+
+
+def run(folder, out, *extra):
+    argv = TINY + [f"--data={folder}", f"--out={out}", *extra]
+    return search.search(search.make_config(argv))
+
+
+@pytest.mark.parametrize("space,layers", [("nb201", 1), ("s2", 2)])
+def test_two_epoch_smoke_writes_every_output(tiny_folder, tmp_path, space, layers):
+    out = tmp_path / space
+    model, history = run(tiny_folder, out, f"--space={space}", f"--layers={layers}", "--epochs=2")
+    for name in ("config.json", "log.txt", "alphas.json", "genotype.json", "checkpoint.pt"):
+        assert (out / name).is_file(), name
+    assert len(json.loads((out / "alphas.json").read_text())) == 2
+    assert len((out / "log.txt").read_text().count("epoch 2/2").__str__()) > 0
+    # the genotype in genotype.json is the one derived from the saved alphas
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    alphas = {k[len("alphas_"):]: v for k, v in ckpt["model"].items() if k.startswith("alphas_")}
+    rec = json.loads((out / "genotype.json").read_text())
+    assert G.load_genotype(rec) == G.derive(space, alphas)
+    if space == "nb201":
+        assert rec["nb201_index"] == G.nb201_index(rec["arch"])
+    assert ckpt["epoch"] == 2 and json.loads((out / "config.json").read_text())["space"] == space
+
+
+def test_resume_equals_uninterrupted_run(tiny_folder, tmp_path):
+    common = ("--space=nb201", "--layers=1", "--epochs=3", "--seed=3")
+    full, _ = run(tiny_folder, tmp_path / "full", *common)
+    run(tiny_folder, tmp_path / "cut", *common, "--stop_after=1")
+    resumed, history = run(tiny_folder, tmp_path / "cut", *common, "--resume=1")
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert torch.equal(full.alphas_normal, resumed.alphas_normal)
+    for (n, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), n
+    a = json.loads((tmp_path / "full" / "genotype.json").read_text())
+    assert a == json.loads((tmp_path / "cut" / "genotype.json").read_text())
+
+
+def test_option_c_trains_only_bn_and_alpha(tiny_folder, tmp_path):
+    model, _ = run(tiny_folder, tmp_path / "c", "--space=s1", "--layers=3", "--epochs=1", "--option=C")
+    init = build_supernet("s1", 3, C=4, layers=3, seed=0)
+    before, after = param_groups(init), param_groups(model)
+    for name in ("conv", "cell_bn", "outer_bn", "classifier", "arch"):
+        same = [torch.equal(a, b.cpu()) for a, b in zip(before[name], after[name])]
+        assert all(same) if name == "conv" else not any(same), name
+
+
+def test_existing_run_is_not_overwritten(tiny_folder, tmp_path):
+    run(tiny_folder, tmp_path / "r", "--layers=1", "--epochs=1")
+    with pytest.raises(FileExistsError, match="--resume=1"):
+        run(tiny_folder, tmp_path / "r", "--layers=1", "--epochs=1")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs=two"], "--epochs=two: expected a value of type int"),
+    (["--colour=red"], "unknown config key 'colour'"),
+    (["--space=nb301"], "unknown search space 'nb301'"),
+    (["--option=E"], "--option=E"),
+    (["--dataset=imagefolder", "--data=/nonexistent/folder"], "/nonexistent/folder"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "search.py", f"--out={tmp_path / 'x'}", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
