@@ -22,8 +22,10 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+import architect
 import data
 import genotypes as G
+import imagenet_subset
 import runs
 from spaces import get_space
 from supernet import build_supernet, set_trainable
@@ -32,8 +34,8 @@ from supernet import build_supernet, set_trainable
 @dataclass
 class SearchConfig:
     space: str = "nb201"           # nb201 | darts | s1 | s2 | s3 | s4
-    dataset: str = "cifar10"       # cifar10 | cifar100 | svhn | ImageNet16-120 | imagefolder
-    data: str = "data"             # dataset root (imagefolder: a folder with train/ [and test/])
+    dataset: str = "cifar10"       # cifar10 | cifar100 | svhn | ImageNet16-120 | imagefolder | imagenet
+    data: str = "data"             # dataset root (imagefolder/imagenet: a folder with train/<class>/)
     download: bool = False         # let torchvision download cifar/svhn (needs a network)
     option: str = "C"              # Table 1: A | B (DARTS) | C (RF-DARTS) | D
     epochs: int = 50               # paper: 50 for every space
@@ -44,13 +46,19 @@ class SearchConfig:
     nesterov: bool = True          # NB201's DARTS: True; DARTS code: False
     weight_decay: float = 5e-4     # NB201 5e-4; DARTS 3e-4; applied to every trainable weight incl. BN
     grad_clip: float = 5.0         # max norm of the weight gradients
+    warmup_epochs: int = 0         # linear lr warm-up epochs (PC-DARTS ImageNet: 5)
     arch_lr: float = 3e-4          # Adam on alpha (and beta): lr 3e-4 (PC-DARTS 6e-4) ...
     arch_weight_decay: float = 1e-3  # ... betas (0.5, 0.999), weight decay 1e-3
-    arch_start: int = 0            # first epoch with alpha steps (PC-DARTS: 15)
+    arch_start: int = 0            # first epoch with alpha steps (PC-DARTS: 15; on ImageNet 35)
+    arch_grad_clip: float = 0.0    # max norm of the alpha gradients (0: none; PC-DARTS ImageNet: 5)
+    unrolled: bool = False         # second-order alpha gradient (DARTS Eq. 7; architect.py)
     arch_first: bool = False       # alpha step before the weight step (DARTS) or after (NB201 DARTS-V1)
     C: int = 0                     # initial channels (0: the space's default, 16)
     layers: int = 0                # nb201: cells per stage (5); DARTS-style: cells (8); 0: default
-    pc_k: int = 1                  # partial channels K (1: off; 4: PC-DARTS on CIFAR)
+    pc_k: int = 1                  # partial channels K (1: off; 4: PC-DARTS on CIFAR, 2 on ImageNet)
+    weight_frac: float = 0.1       # imagenet: per-class fraction sampled for the weights ...
+    arch_frac: float = 0.025       # ... and for alpha (PC-DARTS), written as file lists in --out
+    workers: int = 4               # imagenet: data loading processes
     init: str = "kaiming"          # conv init: kaiming | xavier | pytorch
     train_classifier: bool = True  # train the linear classifier under options C/D too
     track_running_stats: bool = False  # cell BN running statistics (default: batch statistics only)
@@ -67,23 +75,31 @@ class SearchConfig:
 # Per-setting defaults, applied to keys the user did not set on the command line.
 DARTS_DEFAULTS = dict(weight_decay=3e-4, nesterov=False, arch_first=True)
 PC_DEFAULTS = dict(batch_size=256, lr=0.1, lr_min=0.0, arch_lr=6e-4, arch_start=15)
+IMAGENET_DEFAULTS = dict(pc_k=2, batch_size=1024, lr=0.5, lr_min=0.0, warmup_epochs=5, arch_lr=6e-3,
+                         arch_start=35, arch_grad_clip=5.0)  # PC-DARTS train_search_imagenet.py
 
 
 def make_config(argv=None):
     cfg = runs.parse_config(SearchConfig, argv)
     given = runs.explicit_keys(argv)
     extra = dict(DARTS_DEFAULTS) if cfg.space.lower() != "nb201" else {}
-    extra.update(PC_DEFAULTS if cfg.pc_k > 1 else {})
+    if cfg.dataset == "imagenet":
+        extra.update(IMAGENET_DEFAULTS)
+    elif cfg.pc_k > 1:
+        extra.update(PC_DEFAULTS)
     cfg = replace(cfg, **{k: v for k, v in extra.items() if k not in given})
     get_space(cfg.space)  # fail on a bad name before any data is read
     if cfg.option.upper() not in "ABCD" or len(cfg.option) != 1:
         raise runs.ConfigError(f"--option={cfg.option}: choose A, B, C (RF-DARTS) or D (paper Table 1)")
+    if cfg.dataset == "imagenet" and get_space(cfg.space).cell != "darts":
+        raise runs.ConfigError("--dataset=imagenet searches a DARTS-style space (the NB201 net is for "
+                               "32 px images); pick --space=darts or s1..s4")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise runs.ConfigError("--epochs and --batch_size must be positive")
     return cfg
 
 
-def sgd_step(model, params, opt, x, y, clip=None):
+def sgd_step(model, params, opt, x, y, clip=0.0):
     """Cross-entropy on (x, y), gradients for `params` only, optional norm clip, one optimiser step.
 
     Weight step (Eq. 8): params = the trainable weights (for RF-DARTS the BN affine weights), SGD.
@@ -145,6 +161,35 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
+def make_loaders(cfg, device, rank, world):
+    """The two search halves as loaders -> (weight loader, alpha loader, num_classes, description)."""
+    if cfg.dataset == "imagenet":  # stream a per-class sample of a large ImageNet-style folder
+        (fw, lw, classes), (fa, la, _) = imagenet_subset.prepare(
+            cfg.data, cfg.out, (cfg.weight_frac, cfg.arch_frac), cfg.seed)
+        kw = dict(device=device, rank=rank, world_size=world, workers=cfg.workers)
+        loaders = (imagenet_subset.StreamLoader(fw, lw, cfg.batch_size, seed=cfg.seed, **kw),
+                   imagenet_subset.StreamLoader(fa, la, cfg.batch_size, seed=cfg.seed + 1, **kw))
+        return (*loaders, len(classes), f"{len(fw)} weight / {len(fa)} alpha images (file lists in --out)")
+    info = data.dataset_info(cfg.dataset, cfg.data, cfg.download)
+    (xw, yw), (xa, ya) = data.search_split(cfg.dataset, cfg.data, cfg.subset or None, cfg.seed,
+                                           cfg.download)
+    kw = dict(device=device, mean=info.mean, std=info.std, train=True, drop_last=True, rank=rank,
+              world_size=world)
+    loaders = (data.TensorLoader(xw, yw, cfg.batch_size, seed=cfg.seed, **kw),
+               data.TensorLoader(xa, ya, cfg.batch_size, seed=cfg.seed + 1, **kw))
+    if min(len(loader) for loader in loaders) == 0:
+        raise runs.ConfigError(f"batch_size={cfg.batch_size} is larger than a search half "
+                               f"({len(yw)} / {len(ya)} images over {world} ranks)")
+    return (*loaders, info.num_classes, f"{len(yw)} weight / {len(ya)} alpha images")
+
+
+def lr_at(cfg, epoch):
+    """Weight lr of an epoch: linear warm-up, then cosine from lr to lr_min over the epochs."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.lr * (epoch + 1) / cfg.warmup_epochs
+    return cfg.lr_min + (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2
+
+
 def search(cfg, rank=0, world=1, device=None):
     device = device or runs.pick_device(cfg.device)
     main_proc = rank == 0
@@ -155,47 +200,40 @@ def search(cfg, rank=0, world=1, device=None):
     if not cfg.resume and os.path.exists(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
     runs.seed_everything(cfg.seed)
+    train_loader, arch_loader, num_classes, about = make_loaders(cfg, device, rank, world)
 
-    info = data.dataset_info(cfg.dataset, cfg.data, cfg.download)
-    (xw, yw), (xa, ya) = data.search_split(cfg.dataset, cfg.data, cfg.subset or None, cfg.seed,
-                                           cfg.download)
-    kw = dict(device=device, mean=info.mean, std=info.std, train=True, drop_last=True, rank=rank,
-              world_size=world)
-    train_loader = data.TensorLoader(xw, yw, cfg.batch_size, seed=cfg.seed, **kw)
-    arch_loader = data.TensorLoader(xa, ya, cfg.batch_size, seed=cfg.seed + 1, **kw)
-    if len(train_loader) == 0 or len(arch_loader) == 0:
-        raise runs.ConfigError(f"batch_size={cfg.batch_size} is larger than a search half "
-                               f"({len(yw)} / {len(ya)} images per rank)")
-
-    model = build_supernet(cfg.space, info.num_classes, C=cfg.C or None, layers=cfg.layers or None,
-                           pc_k=cfg.pc_k, init=cfg.init, track_running_stats=cfg.track_running_stats,
+    model = build_supernet(cfg.space, num_classes, C=cfg.C or None, layers=cfg.layers or None,
+                           stem="imagenet" if cfg.dataset == "imagenet" else "cifar", pc_k=cfg.pc_k,
+                           init=cfg.init, track_running_stats=cfg.track_running_stats,
                            seed=cfg.seed).to(device)
     space = model.space
-    groups = set_trainable(model, cfg.option, cfg.train_classifier, verbose=main_proc)
+    arch = set_trainable(model, cfg.option, cfg.train_classifier, verbose=main_proc)["arch"]
     weights = [p for p in model.weight_parameters() if p.requires_grad]
     w_opt = torch.optim.SGD(weights, cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                             weight_decay=cfg.weight_decay)
-    arch = groups["arch"]
-    a_opt = torch.optim.Adam(arch, cfg.arch_lr, betas=(0.5, 0.999),
-                             weight_decay=cfg.arch_weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, cfg.epochs, eta_min=cfg.lr_min)
+    a_opt = torch.optim.Adam(arch, cfg.arch_lr, betas=(0.5, 0.999), weight_decay=cfg.arch_weight_decay)
     history, start = [], 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         w_opt.load_state_dict(ckpt["w_opt"])
         a_opt.load_state_dict(ckpt["a_opt"])
-        sched.load_state_dict(ckpt["sched"])
         history, start = ckpt["history"], ckpt["epoch"]
         runs.set_rng_state(ckpt["rng"])
         log(f"resumed from {ckpt_path} after epoch {start}")
     elif main_proc:
         write_json(os.path.join(cfg.out, "config.json"), runs.as_dict(cfg))
-    log(f"search {space.name} option {cfg.option.upper()} on {cfg.dataset}: {len(yw)} weight / "
-        f"{len(ya)} alpha images, {len(train_loader)} steps per epoch, device {device}")
+    log(f"search {space.name} option {cfg.option.upper()} on {cfg.dataset}: {about}, "
+        f"{len(train_loader)} steps per epoch, {world} process(es), device {device}")
     bench = None
     if cfg.bench201 and space.name == "nb201":
         import bench201
         bench = bench201.NB201(cfg.bench201)
+
+    def arch_step(xa, ya, x, y):
+        if cfg.unrolled:  # second order: needs the weight batch for the virtual step
+            return architect.unrolled_arch_step(model, weights, w_opt, a_opt, (x, y), (xa, ya),
+                                                cfg.arch_grad_clip)
+        return sgd_step(model, arch, a_opt, xa, ya, cfg.arch_grad_clip)
 
     steps = len(train_loader)
     arch_batches = arch_loader.forever(start_step=start * steps)  # one alpha batch per weight step
@@ -203,34 +241,39 @@ def search(cfg, rank=0, world=1, device=None):
     for epoch in range(start, last):
         model.train()
         train_loader.set_epoch(epoch)
-        lr, t0 = sched.get_last_lr()[0], time.time()
+        lr, t0 = lr_at(cfg, epoch), time.time()
+        for group in w_opt.param_groups:
+            group["lr"] = lr
         sums = torch.zeros(4, device=device)  # weight loss, weight correct, alpha loss, alpha correct
         n_w = n_a = 0
         for step, (x, y) in enumerate(train_loader):
-            xa_b, ya_b = next(arch_batches)
+            xa, ya = next(arch_batches)
             do_arch = epoch >= cfg.arch_start
-            if do_arch and cfg.arch_first:
-                sums[2:] += torch.stack(sgd_step(model, arch, a_opt, xa_b, ya_b))
-                n_a += len(ya_b)
-            sums[:2] += torch.stack(sgd_step(model, weights, w_opt, x, y, cfg.grad_clip))
+            if do_arch and cfg.arch_first:  # DARTS: alpha step, then weight step
+                loss, correct = arch_step(xa, ya, x, y)
+                sums[2:] += torch.stack([loss * len(ya), correct])
+                n_a += len(ya)
+            loss, correct = sgd_step(model, weights, w_opt, x, y, cfg.grad_clip)
+            sums[:2] += torch.stack([loss * len(y), correct])
             n_w += len(y)
-            if do_arch and not cfg.arch_first:
-                sums[2:] += torch.stack(sgd_step(model, arch, a_opt, xa_b, ya_b))
-                n_a += len(ya_b)
+            if do_arch and not cfg.arch_first:  # NB201's DARTS-V1: weight step, then alpha step
+                loss, correct = arch_step(xa, ya, x, y)
+                sums[2:] += torch.stack([loss * len(ya), correct])
+                n_a += len(ya)
             if cfg.log_every and (step + 1) % cfg.log_every == 0 and step + 1 < steps:
                 s = sums.tolist()
-                _check_finite(s[0], epoch, start, ckpt_path)
-                log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {s[0] * len(y) / n_w:.3f} "
+                _check_finite(s[0] + s[2], epoch, start, ckpt_path)
+                log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {s[0] / n_w:.3f} "
                     f"acc {s[1] / n_w:.3f} ({time.time() - t0:.0f}s)")
-        sched.step()
         s = sums.tolist()
         _check_finite(s[0] + s[2], epoch, start, ckpt_path)
+        if world > 1:
+            _check_ranks_agree(arch)
         g, rec = genotype_record(space, model)
-        row = dict(epoch=epoch + 1, lr=lr, train_loss=s[0] * cfg.batch_size / max(n_w, 1),
-                   train_acc=s[1] / max(n_w, 1), valid_loss=s[2] * cfg.batch_size / max(n_a, 1),
-                   valid_acc=s[3] / max(n_a, 1), seconds=time.time() - t0,
-                   skip_count=G.skip_count(g), entropy=alpha_entropy(model), margin=alpha_margin(model),
-                   genotype=rec, alphas=G.edge_softmax(model.alphas()))
+        row = dict(epoch=epoch + 1, lr=lr, train_loss=s[0] / max(n_w, 1), train_acc=s[1] / max(n_w, 1),
+                   valid_loss=s[2] / max(n_a, 1), valid_acc=s[3] / max(n_a, 1),
+                   seconds=time.time() - t0, skip_count=G.skip_count(g), entropy=alpha_entropy(model),
+                   margin=alpha_margin(model), genotype=rec, alphas=G.edge_softmax(model.alphas()))
         if model.betas() is not None:
             row["betas"] = {k: F.softmax(b.detach().float(), -1).tolist() for k, b in model.betas().items()}
         if bench is not None:
@@ -244,15 +287,22 @@ def search(cfg, rank=0, world=1, device=None):
             + (f" bench201 {row['bench201']}" if bench is not None else ""))
         if main_proc:
             write_json(os.path.join(cfg.out, "alphas.json"),
-                       [{k: r[k] for k in ("epoch", "alphas") + (("betas",) if "betas" in r else ())}
-                        for r in history])
+                       [{k: r[k] for k in ("epoch", "alphas", "betas") if k in r} for r in history])
             write_json(os.path.join(cfg.out, "genotype.json"), rec)
             runs.save_checkpoint(ckpt_path, dict(
                 model=model.state_dict(), w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(),
-                sched=sched.state_dict(), epoch=epoch + 1, rng=runs.rng_state(),
-                config=runs.as_dict(cfg), history=_plain(history)))
+                epoch=epoch + 1, rng=runs.rng_state(), config=runs.as_dict(cfg), history=_plain(history)))
     log(f"final genotype: {json.dumps(history[-1]['genotype']) if history else 'none'}")
     return model, history
+
+
+def _check_ranks_agree(arch):
+    """DDP: every rank must hold the same alpha/beta (they see the same averaged gradients)."""
+    for a in arch:
+        ref = a.detach().clone()
+        torch.distributed.broadcast(ref, 0)
+        if not torch.equal(ref, a.detach()):
+            raise RuntimeError("alpha differs between DDP ranks: gradient averaging is broken")
 
 
 def _plain(obj):

@@ -1,0 +1,112 @@
+"""Searching directly on ImageNet (paper Table 5, RF-PCDARTS): the per-class search subset as file lists.
+
+PC-DARTS samples, before searching, 10% of every class of the ImageNet training set as the weight set and
+another 2.5% of every class as the architecture set (darts.md §6.4; PC-DARTS issue #6). The original
+copies the images into two ImageFolders and publishes no file lists (PC-DARTS issue #45). Here the sample
+is seeded and written as two text files, `subset_weights.txt` and `subset_arch.txt` (one
+`relative/path<TAB>label` per line, root and classes in `#` header lines), so a search is reproducible
+and anyone can inspect or reuse exactly which images it saw. `StreamLoader` streams either list from disk
+with the training augmentation (RandomResizedCrop 224 + flip) in the interface search.py loops over.
+"""
+import os
+import random
+
+import data
+
+
+def sample_subset(root, fractions=(0.1, 0.025), seed=0):
+    """Per class, a seeded shuffle of ROOT/train/<class>/ split into disjoint parts of the given
+    fractions (each at least one image). Returns ([(files, labels) per fraction], classes)."""
+    files, labels, classes = data.folder_files(root, True)
+    by_class = {}
+    for f, y in zip(files, labels):
+        by_class.setdefault(y, []).append(f)
+    rng = random.Random(seed)
+    parts = [([], []) for _ in fractions]
+    for y in sorted(by_class):
+        items = sorted(by_class[y])  # a fixed order before the seeded shuffle: file-system independent
+        rng.shuffle(items)
+        start = 0
+        for (pf, pl), frac in zip(parts, fractions):
+            n = max(1, round(frac * len(items)))
+            chosen = items[start:start + n]
+            pf += chosen
+            pl += [y] * len(chosen)
+            start += n
+    return parts, classes
+
+
+def write_file_list(path, root, files, labels, classes):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f"# root\t{os.path.abspath(root)}\n# classes\t{' '.join(classes)}\n")
+        for file, y in zip(files, labels):
+            f.write(f"{os.path.relpath(file, root)}\t{y}\n")
+    os.replace(tmp, path)
+
+
+def read_file_list(path):
+    """-> (files with the root joined, labels, classes). A malformed list is a one-line error."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no file list at {path}")
+    root, classes, files, labels = None, None, [], []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 2:
+                raise data.DatasetError(f"{path}:{n}: expected 'path<TAB>label', got {line.strip()!r}")
+            if parts[0] == "# root":
+                root = parts[1]
+            elif parts[0] == "# classes":
+                classes = parts[1].split(" ")
+            else:
+                files.append(os.path.join(root, parts[0]))
+                labels.append(int(parts[1]))
+    if root is None or classes is None or not files:
+        raise data.DatasetError(f"{path}: not a file list written by imagenet_subset (no root/classes/files)")
+    return files, labels, classes
+
+
+def prepare(root, out, fractions=(0.1, 0.025), seed=0):
+    """Sample once and write OUT/subset_{weights,arch}.txt; later calls (a resumed run) read them back."""
+    paths = [os.path.join(out, f"subset_{name}.txt") for name in ("weights", "arch")]
+    if not all(os.path.isfile(p) for p in paths):
+        parts, classes = sample_subset(root, fractions, seed)
+        for p, (files, labels) in zip(paths, parts):
+            write_file_list(p, root, files, labels, classes)
+    return [read_file_list(p) for p in paths]
+
+
+class StreamLoader:
+    """A streaming loader with TensorLoader's interface (set_epoch, len, iteration, forever).
+
+    Batches come from disk through torchvision transforms in worker processes and are moved to
+    `device` here. Unlike TensorLoader, a resumed epoch is not bit-identical (worker randomness).
+    """
+
+    def __init__(self, files, labels, batch_size, device, train=True, seed=0, rank=0, world_size=1,
+                 workers=4):
+        self.loader = data.folder_loader(files, labels, batch_size, train, workers=workers, seed=seed,
+                                         rank=rank, world_size=world_size,
+                                         pin_memory=device.type == "cuda")
+        self.device, self.seed = device, seed
+
+    def set_epoch(self, epoch):
+        if isinstance(self.loader.sampler, data.torch.utils.data.DistributedSampler):
+            self.loader.sampler.set_epoch(epoch)
+        else:  # the shuffling generator: a new, seeded order every epoch
+            self.loader.generator.manual_seed(self.seed * 100_003 + epoch)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def forever(self, start_step=0):
+        epoch = start_step // max(len(self), 1)
+        while True:
+            self.set_epoch(epoch)
+            yield from self
+            epoch += 1

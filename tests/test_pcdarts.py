@@ -1,0 +1,113 @@
+"""RF-PCDARTS pieces: partial channels, edge normalisation, the ImageNet search path, DDP search."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import genotypes as G
+import imagenet_subset
+import search
+from conftest import make_image_folder
+from supernet import MixedOp, build_supernet, set_trainable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_partial_channels_by_hand_stride1():
+    op = MixedOp(4, 1, ["none", "skip_connect"], pool_bn=False, k=2)
+    x = torch.randn(2, 4, 5, 5)
+    y = op(x, torch.tensor([0.3, 0.7]))
+    # ops see channels 0-1 (0.7 * identity), channels 2-3 bypass; the shuffle with 2 groups sends
+    # input channel g*(C/K) + c to output channel c*K + g: order [0, 2, 1, 3]
+    expected = torch.stack([0.7 * x[:, 0], x[:, 2], 0.7 * x[:, 1], x[:, 3]], dim=1)
+    assert torch.allclose(y, expected)
+
+
+def test_partial_channels_by_hand_stride2():
+    op = MixedOp(4, 2, ["max_pool_3x3"], pool_bn=False, k=2)
+    x = torch.randn(2, 4, 8, 8)
+    y = op(x, torch.tensor([1.0]))
+    done = F.max_pool2d(x[:, :2], 3, 2, 1)     # the op on the first C/K channels
+    rest = F.max_pool2d(x[:, 2:], 2, 2)        # the bypass, max-pooled 2x2 on stride-2 edges
+    expected = torch.stack([done[:, 0], rest[:, 0], done[:, 1], rest[:, 1]], dim=1)
+    assert y.shape == (2, 4, 4, 4) and torch.equal(y, expected)
+
+
+def test_k1_without_betas_is_the_plain_supernet():
+    plain = build_supernet("darts", 10, C=8, layers=3)
+    pc1 = build_supernet("darts", 10, C=8, layers=3, pc_k=1, edge_norm=False)
+    assert plain.betas() is None and pc1.betas() is None
+    a, b = plain.state_dict(), pc1.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(plain(x), pc1(x))
+    # with betas, nodes are weighted by softmax(beta) over their in-edges: a different network
+    normed = build_supernet("darts", 10, C=8, layers=3, edge_norm=True)
+    assert not torch.allclose(normed(x), plain(x))
+
+
+def test_betas_train_with_alpha_and_enter_derivation():
+    model = build_supernet("darts", 10, C=8, layers=3, pc_k=4)
+    arch = set_trainable(model, "C", verbose=False)["arch"]
+    assert {tuple(p.shape) for p in arch} == {(14, 8), (14,)} and len(arch) == 4
+    before = model.betas_normal.detach().clone()
+    opt = torch.optim.Adam(arch, 6e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    search.sgd_step(model, arch, opt, torch.randn(2, 3, 16, 16), torch.tensor([1, 2]))
+    assert not torch.equal(before, model.betas_normal)
+    # a strongly preferred edge 1 (node 0's input c_{k-1}) under beta must win node 0 with betas
+    with torch.no_grad():
+        model.alphas_normal.zero_()
+        model.alphas_normal[0, 4] = 3.0          # edge 0: a clear sep_conv_3x3 ...
+        model.alphas_normal[1, 5] = 2.0          # ... edge 1 a weaker sep_conv_5x5
+        model.betas_normal.zero_()
+        model.betas_normal[1] = 5.0              # but beta favours edge 1 heavily
+    _, rec = search.genotype_record(model.space, model)
+    assert G.load_genotype(rec) == G.derive("darts", model.alphas(), model.betas())
+    assert G.load_genotype(rec).normal[0] == ("sep_conv_5x5", 1)
+    assert G.derive("darts", model.alphas()).normal[0] == ("sep_conv_3x3", 0)
+
+
+def test_pc_search_smoke(tiny_folder, tmp_path):
+    argv = ["--space=darts", "--dataset=imagefolder", f"--data={tiny_folder}", "--C=8", "--layers=3",
+            "--pc_k=4", "--batch_size=4", "--epochs=2", "--arch_start=1", f"--out={tmp_path}"]
+    cfg = search.make_config(argv)
+    assert (cfg.lr, cfg.arch_lr, cfg.lr_min) == (0.1, 6e-4, 0.0)     # PC-DARTS defaults
+    model, history = search.search(cfg)
+    assert model.cells[0].mixed[0].k == 4
+    assert "betas" in json.loads((tmp_path / "alphas.json").read_text())[1]
+    assert history[0]["valid_acc"] == 0.0 and history[1]["valid_acc"] >= 0.0  # alpha frozen in epoch 1
+
+
+def test_imagenet_subset_and_stem_smoke(tmp_path):
+    root = make_image_folder(tmp_path / "imagenet", classes=2, train_per_class=10, test_per_class=1,
+                             size=224)
+    out = tmp_path / "run"
+    argv = ["--space=s2", "--dataset=imagenet", f"--data={root}", "--C=4", "--layers=3",
+            "--batch_size=2", "--epochs=2", "--arch_start=0", "--workers=0", "--weight_frac=0.4",
+            "--arch_frac=0.2", f"--out={out}"]
+    cfg = search.make_config(argv)
+    assert (cfg.pc_k, cfg.warmup_epochs, cfg.arch_lr) == (2, 5, 6e-3)   # PC-DARTS ImageNet defaults
+    model, history = search.search(cfg)
+    assert model.stem1 is not None and len(history) == 2
+    (fw, lw, classes), (fa, la, _) = [imagenet_subset.read_file_list(out / f"subset_{n}.txt")
+                                      for n in ("weights", "arch")]
+    assert classes == ["class0", "class1"] and len(fw) == 8 and len(fa) == 4   # 40% / 20% per class
+    assert not set(fw) & set(fa) and sorted(lw) == [0] * 4 + [1] * 4
+    again = imagenet_subset.sample_subset(root, (0.4, 0.2), seed=0)[0]
+    assert again[0][0] == fw                                                   # seeded, reproducible
+
+
+def test_ddp_search_two_processes_agree(tiny_folder, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "search.py", "--space=nb201", "--layers=1", "--C=4", "--dataset=imagefolder",
+           f"--data={tiny_folder}", "--batch_size=2", "--epochs=2", f"--out={out}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (out / "log.txt").read_text()
+    assert "2 process(es)" in log and "epoch 2/2" in log   # alpha agreement is checked every epoch
