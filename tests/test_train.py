@@ -1,0 +1,182 @@
+"""train.py on tiny synthetic ImageFolders (random PNG/JPEG files in a temp dir): network building,
+recipes, 1-epoch smoke runs, bit-identical resume, a 2-process DDP run (gloo, CPU), bad inputs."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import genotypes as G
+import runs
+import train
+from networks import NetworkCIFAR, NetworkImageNet, TinyNetwork
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NB201 = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # the 2-core CI machines are shared; more threads only contend
+    yield
+    torch.set_num_threads(n)
+
+
+def make_folder(root, size, n_train, n_test, ext="png", classes=("a", "b", "c")):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c in classes:
+            os.makedirs(root / split / c)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i}.{ext}")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """32 px images: the in-memory TensorLoader path (3 classes, 8 train + 2 test each)."""
+    return make_folder(tmp_path_factory.mktemp("small"), 32, 8, 2)
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory):
+    """80 px images (> data.MAX_SMALL): the streaming ImageNet path at 224 px crops."""
+    return make_folder(tmp_path_factory.mktemp("large"), 80, 2, 1, "jpg", ("a", "b"))
+
+
+def tiny(root, out, *extra):
+    return ["--dataset=imagefolder", f"--data={root}", "--C=4", "--batch_size=8", "--subset=16",
+            f"--out={out}", *extra]
+
+
+def test_build_network_accepts_every_spec(small, tmp_path):
+    path = tmp_path / "genotype.json"  # as search.py writes it: genotype_to_json plus extra keys
+    path.write_text(json.dumps({"space": "darts", **G.genotype_to_json(G.PDARTS)}))
+    with torch.device("meta"):
+        assert isinstance(train.build_network("DARTS_V2", "cifar10"), NetworkCIFAR)
+        assert train.build_network(G.DARTS_V1, "cifar100").classifier.out_features == 100
+        assert isinstance(train.build_network(str(path), "svhn", C=4, layers=3), NetworkCIFAR)
+        assert isinstance(train.build_network(NB201, "ImageNet16-120"), TinyNetwork)
+        assert train.build_network(G.RF_DARTS_NB201, "cifar10").classifier.out_features == 10
+        net = train.build_network("PC_DARTS_image", "imagenet")
+        assert isinstance(net, NetworkImageNet) and net.classifier.out_features == 1000
+        assert round(train.count_params(net) * 1e6) == 5_342_464
+        assert train.build_network("DARTS_V2", "ImageNet16-120").auxiliary_head is None  # 16 px: no fit
+    # Outside the meta context: data.py caches the decoded images, which must stay real tensors.
+    assert train.build_network("DARTS_V2", "imagefolder", C=4, layers=3, root=small).auxiliary_head
+    with pytest.raises(ValueError, match="auxiliary"):
+        train.build_network("DARTS_V2", "ImageNet16-120", auxiliary=True)
+
+
+def test_recipes(large):
+    cfg, _, _, _, _ = train.resolve(["--arch=DARTS_V2"])
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.C, cfg.layers, cfg.auxiliary) == (
+        600, 96, 0.025, 36, 20, True)
+    cfg, _, _, _, _ = train.resolve([f"--arch={NB201}", "--dataset=cifar100", "--epochs=12"])
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.nesterov, cfg.weight_decay, cfg.grad_clip, cfg.cutout,
+            cfg.auxiliary) == (12, 256, 0.1, True, 5e-4, 0.0, 0, False)
+    cfg, _, info, _, _ = train.resolve(["--arch=DARTS_V2", "--dataset=imagenet", f"--data={large}"])
+    assert info.streaming and (cfg.epochs, cfg.batch_size, cfg.lr, cfg.schedule, cfg.weight_decay,
+                               cfg.label_smoothing, cfg.drop_path_prob, cfg.C) == (
+        250, 128, 0.1, "step", 3e-5, 0.1, 0.0, 48)
+    assert train.learning_rate(cfg, 2) == pytest.approx(0.1 * 0.97 ** 2)
+    cfg, _, _, _, _ = train.resolve(["--arch=DARTS_V2", "--epochs=4"])
+    assert [train.learning_rate(cfg, e) for e in (0, 2, 4)] == pytest.approx([0.025, 0.0125, 0.0])
+
+
+def read_run(out):
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    return metrics, runs.load_checkpoint(os.path.join(out, "checkpoint.pt"))
+
+
+def test_nb201_smoke(small, tmp_path):
+    train.main(tiny(small, tmp_path, f"--arch={NB201}", "--layers=1", "--epochs=1"))
+    metrics, ckpt = read_run(tmp_path)
+    assert ckpt["epoch"] == 1 and ckpt["genotype"] == {"cell": "nb201", "arch": NB201}
+    assert metrics["epochs"] == 1 and 0 <= metrics["test_acc"] <= 1 and metrics["macs_m"] > 0
+    assert set(metrics) >= {"train_loss", "train_acc", "test_loss", "params_m", "seconds"}
+
+
+class Crash(Exception):
+    pass
+
+
+def test_darts_resume_is_bit_identical(small, tmp_path, monkeypatch):
+    # Drop path (ramped from 0, so random from epoch 2 on), cutout and the aux head are all on; a run
+    # killed right after its epoch-2 checkpoint and resumed must end bit-identical to an unbroken run.
+    common = ["--arch=DARTS_V2", "--layers=3", "--epochs=3"]
+    train.main(tiny(small, tmp_path / "straight", *common))
+    save = runs.save_checkpoint
+
+    def save_then_crash(path, obj):
+        save(path, obj)
+        if obj["epoch"] == 2:
+            raise Crash
+    monkeypatch.setattr(runs, "save_checkpoint", save_then_crash)
+    with pytest.raises(Crash):
+        train.main(tiny(small, tmp_path / "split", *common))
+    monkeypatch.setattr(runs, "save_checkpoint", save)
+    train.main([f"--out={tmp_path / 'split'}", "--resume=1"])
+    (m1, c1), (m2, c2) = read_run(tmp_path / "straight"), read_run(tmp_path / "split")
+    assert c1["epoch"] == c2["epoch"] == 3 and c1["config"]["auxiliary"]
+    assert all(torch.equal(c1["model"][k], c2["model"][k]) for k in c1["model"])
+    assert m1["state_sha256"] == m2["state_sha256"] and m1["test_loss"] == m2["test_loss"]
+    with pytest.raises(runs.ConfigError, match="lr"):  # a resumed run keeps its settings
+        train.main([f"--out={tmp_path / 'split'}", "--resume=1", "--lr=0.5"])
+    train.main([f"--out={tmp_path / 'split'}", "--resume=1", "--epochs=4"])  # but may be extended
+    assert read_run(tmp_path / "split")[1]["epoch"] == 4
+
+
+def test_imagenet_streaming_smoke(large, tmp_path):
+    train.main(["--arch=PC_DARTS_image", "--dataset=imagenet", f"--data={large}", "--C=4", "--layers=2",
+                "--epochs=1", "--batch_size=4", "--workers=0", f"--out={tmp_path}"])
+    metrics, ckpt = read_run(tmp_path)
+    assert ckpt["config"]["label_smoothing"] == 0.1 and metrics["test_acc"] in (0.0, 0.5, 1.0)
+
+
+def subprocess_env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+
+
+def test_ddp_two_processes_end_identical(small, tmp_path):
+    args = tiny(small, tmp_path, f"--arch={NB201}", "--layers=1", "--epochs=1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(ROOT, "train.py"), *args]
+    r = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics, ckpt = read_run(tmp_path)
+    assert metrics["world_size"] == 2 and len(metrics["state_sha256"]) == 2
+    assert metrics["state_sha256"][0] == metrics["state_sha256"][1]  # gradients and BN stats synced
+    assert metrics["state_sha256"][0] == train.state_digest(_load_model(ckpt))  # = what rank 0 saved
+
+
+def _load_model(ckpt):
+    net = train.build_network(ckpt["genotype"], "imagefolder", C=4, layers=1, root=ckpt["config"]["data"])
+    net.load_state_dict(ckpt["model"])
+    return net
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--arch=NOPE"], "unknown genotype 'NOPE'"),
+    (["--arch=|nor_conv_3x3~0|+|bogus~0|none~1|+|none~0|none~1|none~2|"], "unknown NB201 op 'bogus'"),
+    (["--genotype=/nonexistent/genotype.json"], "no such file"),
+    (["--arch=DARTS_V2", "--genotype=x.json"], "exactly one"),
+])
+def test_bad_inputs_one_line_error(args, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        runs.cli(train.main, args)
+    err = capsys.readouterr().err
+    assert e.value.code != 0 and needle in err and err.count("\n") == 1, err
+
+
+def test_bad_arch_exit_code_from_the_command_line():
+    r = subprocess.run([sys.executable, "train.py", "--arch=NOPE"], cwd=ROOT, env=subprocess_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and r.stderr.startswith("error:") and r.stderr.count("\n") == 1, r.stderr

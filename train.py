@@ -1,0 +1,327 @@
+"""Retrain a searched cell from scratch and report its test accuracy: the paper's Tables 3-6 numbers.
+
+    python train.py --genotype=runs/search/genotype.json        # what search.py wrote
+    python train.py --arch=DARTS_V2 --dataset=cifar100 --data=DIR
+    python train.py --arch='|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|'
+    torchrun --nproc_per_node=8 train.py --arch=PC_DARTS_image --dataset=imagenet --data=DIR
+
+Owns the Config, the recipe per setting, `build_network` (genotype + dataset -> network) and the loop.
+The network classes live in networks.py; config parsing, logging, checkpoints, RNG state, evaluation
+and the DDP setup are runs.py's, shared with search.py. Recipes (darts.md §5.2, §5.3, §7.5; nb201.md
+§4.2), applied to every key not given on the command line (the checkpoint stores the resolved config):
+
+  setting   network          epochs batch lr     schedule        wd    clip aux dp   cutout smooth C  L
+  darts     NetworkCIFAR     600    96    0.025  cosine to 0     3e-4  5    0.4 0.2  16     0      36 20
+  imagenet  NetworkImageNet  250    128   0.1    x0.97 per epoch 3e-5  5    0.4 0    0      0.1    48 14
+  nb201     TinyNetwork      200    256   0.1    cosine to 0     5e-4  0    -   0    0      0      16 5
+  (momentum 0.9 everywhere; nesterov for nb201 only; C, L = init channels, cells (nb201: cells/stage))
+
+darts = a DARTS/S1-S4 genotype on 32 px data (cifar10, cifar100, svhn, small imagefolder); imagenet = a
+DARTS genotype on an ImageNet-style folder of large images (224 px crops); nb201 = an NB201 cell.
+Decisions where the references are silent:
+- The lr is a closed-form function of (epoch, epochs), set before each epoch (the values the
+  reference's per-epoch scheduler gives), so the checkpoint needs no scheduler object and
+  `--resume=1 --epochs=N` extends a run consistently. CIFAR/SVHN S1-S4 cells use the DARTS recipe
+  (C 36, 20 cells), which R-DARTS' code (8 cells, C 16) does not.
+- Resume is bit-identical on CPU: model, optimizer, epoch and every process's RNG state are saved;
+  the loaders depend only on (seed, epoch) (ImageNet-style streaming folders excepted, see data.py).
+- batch_size is global: each of N processes takes batch_size / N. The test set is evaluated once, at
+  the end (per epoch only with --test_every_epoch=1, for reporting; nothing is selected on it).
+- A DARTS net on data whose aux-head input is not 8x8-ish (e.g. 16 px ImageNet16-120) trains without
+  the auxiliary head unless --auxiliary=1 is given, which then fails with a clear error.
+"""
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+import data
+import runs
+from genotypes import NB201Cell, genotype_to_json, load_genotype
+from networks import (NetworkCIFAR, NetworkImageNet, TinyNetwork, aux_fits, count_macs,
+                      count_params)
+
+
+@dataclass
+class Config:
+    arch: str = ""                # published name (DARTS_V2, PC_DARTS_image, ...) or an NB201 arch string
+    genotype: str = ""            # or: path to a genotype.json written by search.py
+    dataset: str = "cifar10"      # cifar10, cifar100, svhn, ImageNet16-120, imagefolder, imagenet
+    data: str = "data"            # dataset root folder
+    epochs: int = 600
+    batch_size: int = 96          # global, over all processes
+    lr: float = 0.025             # initial SGD learning rate
+    schedule: str = "cosine"      # cosine (to 0 at `epochs`) or step (lr * lr_gamma^epoch)
+    lr_gamma: float = 0.97
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 3e-4    # on every parameter, as the references
+    grad_clip: float = 5.0        # max global grad norm; 0 = off
+    C: int = 36                   # initial channels
+    layers: int = 20              # DARTS: cells; NB201: cells per stage (N)
+    auxiliary: bool = True        # auxiliary head at cell 2L//3 (DARTS nets only)
+    auxiliary_weight: float = 0.4  # loss = CE(main) + w * CE(aux)
+    drop_path_prob: float = 0.2   # final drop path probability, ramped linearly from 0
+    cutout: int = 16              # cutout side in px; 0 = off
+    label_smoothing: float = 0.0  # training loss only; evaluation uses plain CE
+    seed: int = 0
+    device: str = "auto"          # auto, cpu, cuda, mps
+    out: str = "runs/train"       # checkpoint.pt, log.txt, metrics.json go here
+    resume: bool = False          # continue from OUT/checkpoint.pt if it exists
+    amp: bool = True              # bf16 autocast (CUDA only)
+    channels_last: bool = True    # NHWC memory format (CUDA only)
+    workers: int = 8              # loader processes (streaming ImageNet-style folders only)
+    subset: int | None = None     # train on this many (seeded random) training images; None = all
+    test_every_epoch: bool = False  # also report test accuracy every epoch (reporting only)
+
+
+RECIPES = {
+    "darts": {},  # the Config defaults above
+    "imagenet": dict(epochs=250, batch_size=128, lr=0.1, schedule="step", lr_gamma=0.97, weight_decay=3e-5,
+                     drop_path_prob=0.0, cutout=0, label_smoothing=0.1, C=48, layers=14),
+    "nb201": dict(epochs=200, batch_size=256, lr=0.1, nesterov=True, weight_decay=5e-4, grad_clip=0.0,
+                  auxiliary=False, drop_path_prob=0.0, cutout=0, C=16, layers=5),
+}
+# What a resumed run may change; any other key must match the checkpoint's config.
+RUN_KEYS = {"epochs", "resume", "out", "device", "amp", "channels_last", "workers", "test_every_epoch"}
+
+
+def data_info(dataset, root=None):
+    """data.DatasetInfo; 'imagenet' is a folder of large images (1000 classes, 224 px when root is None)."""
+    if dataset != "imagenet":
+        return data.dataset_info(dataset, root)
+    if root is None:
+        return data.DatasetInfo(1000, 224, data.IMAGENET_MEAN, data.IMAGENET_STD, 0, True)
+    info = data.dataset_info("imagefolder", root)
+    if not info.streaming:
+        raise ValueError(f"--dataset=imagenet: {root} holds small images; use --dataset=imagefolder")
+    return info
+
+
+def build_network(genotype_or_arch, dataset, C=None, layers=None, auxiliary=None, root=None):
+    """The retraining network for a genotype (object, NB201Cell, arch string, published name, JSON path)
+    on `dataset` (root: its folder, needed for imagefolder): NB201 cell -> TinyNetwork; DARTS genotype
+    -> NetworkImageNet on 'imagenet' (large images), else NetworkCIFAR. auxiliary=None: on where it fits."""
+    return _network(load_genotype(genotype_or_arch), data_info(dataset, root), C, layers, auxiliary)
+
+
+def _network(g, info, C, layers, auxiliary):
+    if isinstance(g, NB201Cell):
+        return TinyNetwork(g, info.num_classes, C or 16, layers or 5)
+    if info.streaming:
+        return NetworkImageNet(g, info.num_classes, C or 48, layers or 14, auxiliary is not False)
+    layers = layers or 20
+    fits = aux_fits(info.size, layers)
+    if auxiliary and not fits:
+        raise ValueError(f"the CIFAR auxiliary head needs an 8x8 map at cell {2 * layers // 3}, which "
+                         f"{info.size} px images do not give: use --auxiliary=0")
+    return NetworkCIFAR(g, info.num_classes, C or 36, layers, fits if auxiliary is None else auxiliary)
+
+
+def resolve(argv):
+    """-> (cfg, genotype, DatasetInfo, checkpoint or None, what to log). A resumed run keeps its
+    checkpoint's settings; a fresh one takes its setting's recipe for every key not given."""
+    cfg, given = runs.parse_config(Config, argv), runs.explicit_keys(argv)
+    path = os.path.join(cfg.out, "checkpoint.pt")
+    if cfg.resume and os.path.isfile(path):
+        ckpt = runs.load_checkpoint(path)
+        saved = ckpt["config"]
+        changed = sorted(k for k in given - RUN_KEYS if getattr(cfg, k) != saved.get(k))
+        if changed:
+            raise runs.ConfigError(f"--resume=1 continues {path} with its own settings, but you changed "
+                                   f"{', '.join(changed)} (only {', '.join(sorted(RUN_KEYS))} may change)")
+        cfg = Config(**{**saved, **{k: getattr(cfg, k) for k in given}})
+        return cfg, load_genotype(ckpt["genotype"]), data_info(cfg.dataset, cfg.data), ckpt, "resumed"
+    if bool(cfg.arch) == bool(cfg.genotype):
+        raise runs.ConfigError("give exactly one of --arch=NAME|NB201-STRING and --genotype=PATH")
+    if cfg.genotype and not os.path.isfile(cfg.genotype):
+        raise FileNotFoundError(f"--genotype={cfg.genotype}: no such file")
+    genotype = load_genotype(cfg.genotype or cfg.arch)
+    info = data_info(cfg.dataset, cfg.data)
+    setting = "nb201" if isinstance(genotype, NB201Cell) else "imagenet" if info.streaming else "darts"
+    cfg = runs.parse_config(Config, argv, **RECIPES[setting])
+    if setting == "darts" and "auxiliary" not in given:
+        cfg.auxiliary = aux_fits(info.size, cfg.layers)
+    overrides = sorted(given & set(RECIPES[setting]) | given & {"auxiliary"})
+    return cfg, genotype, info, None, f"recipe {setting} (yours: {', '.join(overrides) or 'none'})"
+
+
+def learning_rate(cfg, epoch):
+    if cfg.schedule == "cosine":  # CosineAnnealingLR(T_max=epochs, eta_min=0), one value per epoch
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    if cfg.schedule == "step":  # StepLR(step_size=1, gamma)
+        return cfg.lr * cfg.lr_gamma ** epoch
+    raise runs.ConfigError(f"--schedule={cfg.schedule}: choose cosine or step")
+
+
+def make_loaders(cfg, info, batch, device, rank, world):
+    """(train, test) loaders of this process's shard; `batch` images per process and step."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    if info.streaming:  # ImageNet-style folder: decode from disk per step (DARTS' ImageNet transforms)
+        files, labels, classes = data.list_images(os.path.join(cfg.data, "train"))
+        if cfg.subset:
+            keep = torch.randperm(len(files), generator=g)[:cfg.subset].tolist()
+            files, labels = [files[i] for i in keep], [labels[i] for i in keep]
+        test_files, test_labels, _ = data.list_images(os.path.join(cfg.data, "test"), classes)
+        common = dict(mean=info.mean, std=info.std, size=info.size, workers=cfg.workers, seed=cfg.seed,
+                      rank=rank, world_size=world, pin_memory=device.type == "cuda")
+        return (data.folder_loader(files, labels, batch, True, color_jitter=True, **common),
+                data.folder_loader(test_files, test_labels, batch, False, **common))
+    name = "imagefolder" if cfg.dataset == "imagenet" else cfg.dataset
+    x, y = data.load_split(name, cfg.data, True)
+    if cfg.subset:
+        keep = torch.randperm(len(y), generator=g)[:cfg.subset]
+        x, y = x[keep], y[keep]
+    xt, yt = data.load_split(name, cfg.data, False)
+    common = dict(mean=info.mean, std=info.std, seed=cfg.seed, rank=rank, world_size=world)
+    return (data.TensorLoader(x, y, batch, device, train=True, cutout=cfg.cutout, **common),
+            data.TensorLoader(xt, yt, batch, device, train=False, **common))
+
+
+def _batches(loader, device, channels_last, count):
+    """Batches on `device` (NHWC if channels_last); adds each batch's size to count[0]."""
+    for x, y in loader:
+        count[0] += len(y)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        yield x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
+
+
+def _all_sum(values, device, world):
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if world > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _all_gather(obj, world):
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def score_test_set(model, loader, device, world, amp, nhwc):
+    """Plain-CE loss and top-1 accuracy over the whole test set (every process scores its shard)."""
+    n = [0]
+    with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+        loss, acc = runs.evaluate(model, _batches(loader, device, nhwc, n))
+    loss_sum, correct, total = _all_sum([loss * n[0], acc * n[0], n[0]], device, world)
+    return loss_sum / max(total, 1), correct / max(total, 1)
+
+
+def state_digest(model):
+    """sha256 of every parameter and buffer: equal on all processes iff DDP kept them in sync."""
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        h.update(t.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def main(argv=None):
+    cfg, genotype, info, ckpt, how = resolve(argv)
+    rank, world, device = runs.setup_distributed(cfg.device)
+    if cfg.batch_size % world:
+        raise runs.ConfigError(f"--batch_size={cfg.batch_size} must divide over {world} processes")
+    fast = device.type == "cuda"  # bf16 autocast and channels_last pay off only on CUDA
+    amp, nhwc = cfg.amp and fast, cfg.channels_last and fast
+    if rank == 0:
+        os.makedirs(cfg.out, exist_ok=True)
+    log = runs.Log(cfg.out, enabled=rank == 0)
+    log(f"config {json.dumps(runs.as_dict(cfg))}")
+    log(f"{how}; genotype {genotype}")
+
+    runs.seed_everything(cfg.seed)  # same initial weights in every process (DDP also broadcasts them)
+    model = _network(genotype, info, cfg.C, cfg.layers, cfg.auxiliary)
+    params_m, macs_m = count_params(model), count_macs(model, info.size)
+    log(f"{type(model).__name__}: {params_m:.6f} M params (aux head excluded), {macs_m:.2f} M MACs at "
+        f"{info.size}x{info.size} (conv + linear), {world} process(es) on {device}")
+    model = model.to(device, memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    start, seconds, train_stats = 0, 0.0, [float("nan")] * 2
+    runs.seed_everything(cfg.seed + rank)  # drop path masks and noise differ between processes
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start, seconds, train_stats = ckpt["epoch"], ckpt["seconds"], ckpt["train"]
+        if len(ckpt["rng"]) == world:  # one RNG state per process
+            runs.set_rng_state(ckpt["rng"][rank])
+        log(f"resumed after epoch {start}" + ("" if len(ckpt["rng"]) == world else
+            f"; saved by {len(ckpt['rng'])} processes, so random draws restart from the seed"))
+    net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if fast else None)
+    train_loader, test_loader = make_loaders(cfg, info, cfg.batch_size // world, device, rank, world)
+
+    for epoch in range(start, cfg.epochs):
+        t0, n = time.time(), [0]
+        lr = learning_rate(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        dp = cfg.drop_path_prob * epoch / cfg.epochs if hasattr(model, "drop_path_prob") else 0.0
+        model.drop_path_prob = dp  # linear ramp from 0 (darts.md §5.1); TinyNetwork has none
+        # TensorLoader and DistributedSampler reshuffle per epoch; a plain DataLoader's generator moves on.
+        shuffler = getattr(train_loader, "sampler", train_loader)
+        if hasattr(shuffler, "set_epoch"):
+            shuffler.set_epoch(epoch)
+        net.train()
+        loss_sum = correct = torch.zeros((), device=device)
+        for x, y in _batches(train_loader, device, nhwc, n):
+            with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+                out = net(x)  # the forward in bf16 on CUDA; loss and backward outside autocast
+            logits, aux = out if isinstance(out, tuple) else (out, None)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if aux is not None:
+                loss = loss + cfg.auxiliary_weight * F.cross_entropy(
+                    aux.float(), y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # DDP all-reduces the gradients here
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            loss_sum = loss_sum + loss.detach() * len(y)
+            correct = correct + (logits.argmax(1) == y).sum()
+        if world > 1:  # each process updated BN running stats on its own shard: keep rank 0's
+            for b in model.buffers():
+                dist.broadcast(b, 0)
+        loss_sum, correct, total = _all_sum([loss_sum.item(), correct.item(), n[0]], device, world)
+        train_stats = [loss_sum / max(total, 1), correct / max(total, 1)]
+        seconds += time.time() - t0
+        extra = []
+        if cfg.test_every_epoch:  # reported, never used to choose anything
+            extra = [("test_acc(report only)", score_test_set(model, test_loader, device, world, amp, nhwc)[1])]
+        log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} drop_path {dp:.3f} train {train_stats[0]:.3f}/"
+            f"{train_stats[1]:.3f} {time.time() - t0:.0f}s" + "".join(f" {k} {v:.4f}" for k, v in extra))
+        rng = _all_gather(runs.rng_state(), world)
+        if rank == 0:
+            runs.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": {"schedule": cfg.schedule, "lr": lr}, "epoch": epoch + 1, "rng": rng,
+                "seconds": seconds, "config": runs.as_dict(cfg), "genotype": genotype_to_json(genotype),
+                "train": train_stats})
+
+    test_loss, test_acc = score_test_set(model, test_loader, device, world, amp, nhwc)
+    digests = _all_gather(state_digest(model), world)
+    if rank == 0:
+        metrics = dict(train_loss=train_stats[0], train_acc=train_stats[1], test_loss=test_loss,
+                       test_acc=test_acc, params_m=params_m, macs_m=macs_m, epochs=cfg.epochs,
+                       seconds=seconds, world_size=world, state_sha256=digests, dataset=cfg.dataset,
+                       genotype=genotype_to_json(genotype))
+        with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=1)
+        log(f"final  test_loss {test_loss:.4f}  test_acc {test_acc:.4f}  ({cfg.out}/metrics.json)")
+    if len(set(digests)) > 1:
+        log("warning: processes ended with different weights")
+    if world > 1:
+        dist.destroy_process_group()
+    return cfg.out
+
+
+if __name__ == "__main__":
+    runs.cli(main)
