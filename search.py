@@ -87,7 +87,11 @@ def make_config(argv=None):
         extra.update(IMAGENET_DEFAULTS)
     elif cfg.pc_k > 1:
         extra.update(PC_DEFAULTS)
+    if cfg.unrolled:  # DARTS-V2 order: the virtual step reads the momentum from before this SGD step
+        extra["arch_first"] = True
     cfg = replace(cfg, **{k: v for k, v in extra.items() if k not in given})
+    if cfg.unrolled and not cfg.arch_first:
+        raise runs.ConfigError("--unrolled=1 takes the alpha step before the weight step; drop --arch_first=0")
     get_space(cfg.space)  # fail on a bad name before any data is read
     if cfg.option.upper() not in "ABCD" or len(cfg.option) != 1:
         raise runs.ConfigError(f"--option={cfg.option}: choose A, B, C (RF-DARTS) or D (paper Table 1)")
@@ -232,7 +236,7 @@ def search(cfg, rank=0, world=1, device=None):
     def arch_step(xa, ya, x, y):
         if cfg.unrolled:  # second order: needs the weight batch for the virtual step
             return architect.unrolled_arch_step(model, weights, w_opt, a_opt, (x, y), (xa, ya),
-                                                cfg.arch_grad_clip)
+                                                sync=_sync)
         return sgd_step(model, arch, a_opt, xa, ya, cfg.arch_grad_clip)
 
     steps = len(train_loader)

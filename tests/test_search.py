@@ -79,3 +79,12 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_unrolled_search_smoke(tiny_folder, tmp_path):
+    cfg = search.make_config(TINY + [f"--data={tiny_folder}", f"--out={tmp_path}", "--layers=1",
+                                     "--epochs=1", "--unrolled=1"])
+    assert cfg.arch_first
+    model, history = search.search(cfg)
+    assert history[0]["valid_acc"] >= 0 and not torch.equal(model.alphas_normal,
+                                                            build_supernet("nb201", 3, C=4, layers=1).alphas_normal)
