@@ -71,7 +71,7 @@ def cli(main, argv=None):
     """Run `main(argv)`; user errors (bad config, data, arch) end as one line on stderr, exit 2."""
     try:
         return main(argv)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+    except (ValueError, FloatingPointError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
         if os.environ.get("RFDARTS_DEBUG"):
             raise
         msg = " ".join(str(e).split())  # one line, whatever the message held
