@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import genotypes as G
+import runs
 import search
 from supernet import build_supernet, param_groups
 
@@ -73,12 +74,19 @@ def test_existing_run_is_not_overwritten(tiny_folder, tmp_path):
     (["--option=E"], "--option=E"),
     (["--dataset=imagefolder", "--data=/nonexistent/folder"], "/nonexistent/folder"),
 ])
-def test_cli_errors_are_one_line(tmp_path, args, message):
-    proc = subprocess.run([sys.executable, "search.py", f"--out={tmp_path / 'x'}", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        runs.cli(search.main, [f"--out={tmp_path / 'x'}", *args])
+    assert e.value.code != 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_cli_error_from_the_command_line(tmp_path):
+    proc = subprocess.run([sys.executable, "search.py", f"--out={tmp_path / 'x'}", "--space=nb301"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "unknown search space 'nb301'" in proc.stderr
 
 
 def test_unrolled_search_smoke(tiny_folder, tmp_path):
