@@ -10,7 +10,6 @@ import os
 import random
 import sys
 import time
-import types
 import typing
 
 import torch
@@ -151,11 +150,6 @@ class Log:
                 f.write(line + "\n")
 
 
-def accuracy(logits, y):
-    """Top-1 accuracy of a batch, as a fraction."""
-    return (logits.argmax(1) == y).float().mean().item()
-
-
 @torch.no_grad()
 def evaluate(model, loader, max_batches=None):
     """Mean cross-entropy and top-1 accuracy over `loader` (eval mode, no gradients)."""
@@ -191,4 +185,4 @@ def setup_distributed(device_name="auto"):
 
 def as_dict(cfg):
     """A config dataclass as a plain dict (for config.json and checkpoints)."""
-    return dataclasses.asdict(cfg) if not isinstance(cfg, (dict, types.SimpleNamespace)) else dict(cfg)
+    return dataclasses.asdict(cfg)
