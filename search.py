@@ -266,11 +266,11 @@ def search(cfg, rank=0, world=1, device=None):
                 n_a += len(ya)
             if cfg.log_every and (step + 1) % cfg.log_every == 0 and step + 1 < steps:
                 s = sums.tolist()
-                _check_finite(s[0] + s[2], epoch, start, ckpt_path)
+                _check_finite(s[0] + s[2], epoch, ckpt_path)
                 log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {s[0] / n_w:.3f} "
                     f"acc {s[1] / n_w:.3f} ({time.time() - t0:.0f}s)")
         s = sums.tolist()
-        _check_finite(s[0] + s[2], epoch, start, ckpt_path)
+        _check_finite(s[0] + s[2], epoch, ckpt_path)
         if world > 1:
             _check_ranks_agree(arch)
         g, rec = genotype_record(space, model)
@@ -314,9 +314,10 @@ def _plain(obj):
     return json.loads(json.dumps(obj))
 
 
-def _check_finite(value, epoch, start, ckpt_path):
+def _check_finite(value, epoch, ckpt_path):
+    """Stop on a NaN/Inf loss before this epoch's checkpoint is written over the last good one."""
     if not math.isfinite(value):
-        kept = f"the checkpoint after epoch {start} is kept at {ckpt_path}" if start else "no checkpoint yet"
+        kept = f"the checkpoint after epoch {epoch} is kept at {ckpt_path}" if epoch else "no checkpoint yet"
         raise FloatingPointError(f"non-finite loss in epoch {epoch + 1}: stopping; {kept}. "
                                  "Lower --lr or --arch_lr and resume.")
 

@@ -1,8 +1,10 @@
 """search.py end to end on tiny synthetic data: outputs, resume, what option C trains, CLI errors."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -96,3 +98,35 @@ def test_unrolled_search_smoke(tiny_folder, tmp_path):
     model, history = search.search(cfg)
     assert history[0]["valid_acc"] >= 0 and not torch.equal(model.alphas_normal,
                                                             build_supernet("nb201", 3, C=4, layers=1).alphas_normal)
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tiny_folder, tmp_path):
+    common = ["--space=nb201", "--layers=1", "--epochs=4", "--seed=5"]
+    full, _ = run(tiny_folder, tmp_path / "full", *common)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "search.py", *TINY, f"--data={tiny_folder}", f"--out={out}",
+                             *common], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)   # no clean-up runs: wherever it was, mid-epoch or mid-write
+    proc.wait()
+    resumed, history = run(tiny_folder, out, *common, "--resume=1")
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert torch.equal(full.alphas_normal, resumed.alphas_normal)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_folder, tmp_path, monkeypatch):
+    calls, real = [0], search.sgd_step
+
+    def poisoned(*args, **kwargs):   # the 8th step on (epoch 2 of 3 steps x 2 updates) returns NaN
+        calls[0] += 1
+        loss, correct = real(*args, **kwargs)
+        return (loss * float("nan") if calls[0] >= 8 else loss), correct
+
+    monkeypatch.setattr(search, "sgd_step", poisoned)
+    with pytest.raises(FloatingPointError, match="non-finite loss in epoch 2.*after epoch 1 is kept"):
+        run(tiny_folder, tmp_path, "--layers=1", "--epochs=3")
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values()
+                                      if v.is_floating_point())
