@@ -6,6 +6,7 @@ a dataclass per script (defaults = the paper's values); `parse_config` applies o
 unknown keys and badly typed values in one line, like nanoGPT's configurator but without exec.
 """
 import dataclasses
+import math
 import os
 import random
 import sys
@@ -148,6 +149,22 @@ class Log:
         if self.path:
             with open(self.path, "a") as f:
                 f.write(line + "\n")
+
+
+def cosine_lr(lr, epoch, epochs, lr_min=0.0, warmup=0):
+    """The lr of an epoch: linear warm-up over `warmup` epochs, else cosine from lr to lr_min.
+
+    The value CosineAnnealingLR(T_max=epochs, eta_min=lr_min) gives when stepped once per epoch; as a
+    closed form of the epoch it needs no scheduler state in the checkpoint and extends cleanly.
+    """
+    if epoch < warmup:
+        return lr * (epoch + 1) / warmup
+    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 @torch.no_grad()

@@ -187,13 +187,6 @@ def make_loaders(cfg, device, rank, world):
     return (*loaders, info.num_classes, f"{len(yw)} weight / {len(ya)} alpha images")
 
 
-def lr_at(cfg, epoch):
-    """Weight lr of an epoch: linear warm-up, then cosine from lr to lr_min over the epochs."""
-    if epoch < cfg.warmup_epochs:
-        return cfg.lr * (epoch + 1) / cfg.warmup_epochs
-    return cfg.lr_min + (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2
-
-
 def search(cfg, rank=0, world=1, device=None):
     device = device or runs.pick_device(cfg.device)
     main_proc = rank == 0
@@ -245,9 +238,8 @@ def search(cfg, rank=0, world=1, device=None):
     for epoch in range(start, last):
         model.train()
         train_loader.set_epoch(epoch)
-        lr, t0 = lr_at(cfg, epoch), time.time()
-        for group in w_opt.param_groups:
-            group["lr"] = lr
+        lr, t0 = runs.cosine_lr(cfg.lr, epoch, cfg.epochs, cfg.lr_min, cfg.warmup_epochs), time.time()
+        runs.set_lr(w_opt, lr)
         sums = torch.zeros(4, device=device)  # weight loss, weight correct, alpha loss, alpha correct
         n_w = n_a = 0
         for step, (x, y) in enumerate(train_loader):

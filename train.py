@@ -32,7 +32,6 @@ Decisions where the references are silent:
 """
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -154,7 +153,7 @@ def resolve(argv):
 
 def learning_rate(cfg, epoch):
     if cfg.schedule == "cosine":  # CosineAnnealingLR(T_max=epochs, eta_min=0), one value per epoch
-        return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
+        return runs.cosine_lr(cfg.lr, epoch, cfg.epochs)
     if cfg.schedule == "step":  # StepLR(step_size=1, gamma)
         return cfg.lr * cfg.lr_gamma ** epoch
     raise runs.ConfigError(f"--schedule={cfg.schedule}: choose cosine or step")
@@ -262,8 +261,7 @@ def main(argv=None):
     for epoch in range(start, cfg.epochs):
         t0, n = time.time(), [0]
         lr = learning_rate(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        runs.set_lr(optimizer, lr)
         dp = cfg.drop_path_prob * epoch / cfg.epochs if hasattr(model, "drop_path_prob") else 0.0
         model.drop_path_prob = dp  # linear ramp from 0 (darts.md §5.1); TinyNetwork has none
         # TensorLoader and DistributedSampler reshuffle per epoch; a plain DataLoader's generator moves on.
