@@ -67,6 +67,18 @@ def explicit_keys(argv=None):
     return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--") and "=" in a}
 
 
+def resumed_config(cls, saved, argv, allowed):
+    """A resumed run's config: the saved one, with the command line's values for the `allowed` keys
+    (epochs, out, device, ...). Changing any other key would silently mix two experiments: an error."""
+    cfg, given = parse_config(cls, argv), explicit_keys(argv)
+    changed = sorted(k for k in given - set(allowed) if getattr(cfg, k) != saved.get(k, getattr(cfg, k)))
+    if changed:
+        raise ConfigError(f"--resume=1 continues a run with its saved settings, but you changed "
+                          f"{', '.join(changed)} (only {', '.join(sorted(allowed))} may change)")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{**{k: v for k, v in saved.items() if k in names}, **{k: getattr(cfg, k) for k in given}})
+
+
 def cli(main, argv=None):
     """Run `main(argv)`; user errors (bad config, data, arch) end as one line on stderr, exit 2."""
     try:

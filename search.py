@@ -79,8 +79,18 @@ IMAGENET_DEFAULTS = dict(pc_k=2, batch_size=1024, lr=0.5, lr_min=0.0, warmup_epo
                          arch_start=35, arch_grad_clip=5.0)  # PC-DARTS train_search_imagenet.py
 
 
+# What a resumed search may change; every other setting comes from OUT/config.json.
+RUN_KEYS = {"epochs", "out", "resume", "device", "stop_after", "log_every", "bench201", "workers"}
+
+
 def make_config(argv=None):
     cfg = runs.parse_config(SearchConfig, argv)
+    saved = os.path.join(cfg.out, "config.json")
+    if cfg.resume and os.path.isfile(saved):  # `--resume=1 --out=DIR` alone continues a run
+        with open(saved) as f:
+            cfg = runs.resumed_config(SearchConfig, json.load(f), argv, RUN_KEYS)
+        # stop_after belongs to the session that gave it, not to the run
+        return cfg if "stop_after" in runs.explicit_keys(argv) else replace(cfg, stop_after=0)
     given = runs.explicit_keys(argv)
     extra = dict(DARTS_DEFAULTS) if cfg.space.lower() != "nb201" else {}
     if cfg.dataset == "imagenet":
@@ -217,7 +227,7 @@ def search(cfg, rank=0, world=1, device=None):
         history, start = ckpt["history"], ckpt["epoch"]
         runs.set_rng_state(ckpt["rng"])
         log(f"resumed from {ckpt_path} after epoch {start}")
-    elif main_proc:
+    if main_proc:  # the resolved settings (a resume may have changed epochs, device, ...)
         write_json(os.path.join(cfg.out, "config.json"), runs.as_dict(cfg))
     log(f"search {space.name} option {cfg.option.upper()} on {cfg.dataset}: {about}, "
         f"{len(train_loader)} steps per epoch, {world} process(es), device {device}")

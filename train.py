@@ -130,12 +130,7 @@ def resolve(argv):
     path = os.path.join(cfg.out, "checkpoint.pt")
     if cfg.resume and os.path.isfile(path):
         ckpt = runs.load_checkpoint(path)
-        saved = ckpt["config"]
-        changed = sorted(k for k in given - RUN_KEYS if getattr(cfg, k) != saved.get(k))
-        if changed:
-            raise runs.ConfigError(f"--resume=1 continues {path} with its own settings, but you changed "
-                                   f"{', '.join(changed)} (only {', '.join(sorted(RUN_KEYS))} may change)")
-        cfg = Config(**{**saved, **{k: getattr(cfg, k) for k in given}})
+        cfg = runs.resumed_config(Config, ckpt["config"], argv, RUN_KEYS)
         return cfg, load_genotype(ckpt["genotype"]), data_info(cfg.dataset, cfg.data), ckpt, "resumed"
     if bool(cfg.arch) == bool(cfg.genotype):
         raise runs.ConfigError("give exactly one of --arch=NAME|NB201-STRING and --genotype=PATH")

@@ -45,7 +45,8 @@ def test_resume_equals_uninterrupted_run(tiny_folder, tmp_path):
     common = ("--space=nb201", "--layers=1", "--epochs=3", "--seed=3")
     full, _ = run(tiny_folder, tmp_path / "full", *common)
     run(tiny_folder, tmp_path / "cut", *common, "--stop_after=1")
-    resumed, history = run(tiny_folder, tmp_path / "cut", *common, "--resume=1")
+    # --resume=1 --out=DIR alone restores every setting from DIR/config.json
+    resumed, history = search.search(search.make_config([f"--out={tmp_path / 'cut'}", "--resume=1"]))
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert torch.equal(full.alphas_normal, resumed.alphas_normal)
     for (n, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
@@ -130,3 +131,11 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_folder, tmp_pa
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values()
                                       if v.is_floating_point())
+
+
+def test_resume_refuses_changed_settings(tiny_folder, tmp_path):
+    run(tiny_folder, tmp_path, "--layers=1", "--epochs=2", "--stop_after=1")
+    with pytest.raises(runs.ConfigError, match="you changed option"):
+        search.make_config([f"--out={tmp_path}", "--resume=1", "--option=B"])
+    cfg = search.make_config([f"--out={tmp_path}", "--resume=1", "--epochs=3"])
+    assert (cfg.epochs, cfg.layers, cfg.C, cfg.batch_size) == (3, 1, 4, 4)
