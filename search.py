@@ -279,7 +279,7 @@ def search(cfg, rank=0, world=1, device=None):
         row = dict(epoch=epoch + 1, lr=lr, train_loss=s[0] / max(n_w, 1), train_acc=s[1] / max(n_w, 1),
                    valid_loss=s[2] / max(n_a, 1), valid_acc=s[3] / max(n_a, 1),
                    seconds=time.time() - t0, skip_count=G.skip_count(g), entropy=alpha_entropy(model),
-                   margin=alpha_margin(model), genotype=rec, alphas=G.edge_softmax(model.alphas()))
+                   margin=alpha_margin(model), genotype=rec, alphas=G.edge_softmax(model.alphas(), decimals=6))
         if model.betas() is not None:
             row["betas"] = {k: F.softmax(b.detach().float(), -1).tolist() for k, b in model.betas().items()}
         if bench is not None:
