@@ -72,7 +72,7 @@ class NB201SearchCell(nn.Module):
         self.edges = space.edges
         self.mixed = nn.ModuleList(MixedOp(C, 1, ops, False, 1, track) for ops in space.normal)
 
-    def forward(self, x, weights, betas=None):  # weights: (6, 5)
+    def forward(self, x, weights):  # x: (B, C, H, W); weights: (6, 5) softmax(alpha)
         nodes = [x]
         for i in range(1, 4):
             nodes.append(sum(self.mixed[e](nodes[j], weights[e])
