@@ -139,3 +139,16 @@ def test_resume_refuses_changed_settings(tiny_folder, tmp_path):
         search.make_config([f"--out={tmp_path}", "--resume=1", "--option=B"])
     cfg = search.make_config([f"--out={tmp_path}", "--resume=1", "--epochs=3"])
     assert (cfg.epochs, cfg.layers, cfg.C, cfg.batch_size) == (3, 1, 4, 4)
+
+
+def test_bench201_lookup_each_epoch(tiny_folder, tmp_path):
+    import bench201
+    path = tmp_path / "nb201.csv"   # a fake benchmark table: accuracy = index / 1000
+    with open(path, "w") as f:
+        f.write(",".join(bench201.CSV_HEADER) + "\n")
+        for i in range(15625):
+            cells = [repr(i / 1000), repr(i / 1000 + 1), "", "777", "777"] * 3
+            f.write(",".join([str(i), G.nb201_arch(i)] + cells) + "\n")
+    _, history = run(tiny_folder, tmp_path / "r", "--layers=1", "--epochs=1", f"--bench201={path}")
+    index = history[0]["genotype"]["nb201_index"]
+    assert history[0]["bench201"] == {"valid_acc": index / 1000, "test_acc": index / 1000 + 1}
