@@ -121,3 +121,18 @@ def test_s1_table_spot_checks():
     assert s1.reduce[6] == ("max_pool_3x3", "sep_conv_3x3")
     assert get_space("s3").normal[0] == ("none", "skip_connect", "sep_conv_3x3")
     assert get_space("s4").reduce[13] == ("noise", "sep_conv_3x3")
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 8, 9])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pooling_equals_the_reference_modules(size, stride):
+    # the fast implementations must compute exactly what nn.AvgPool2d / nn.MaxPool2d compute
+    x = torch.randn(3, 4, size, size, requires_grad=True)
+    ref_avg = nn.AvgPool2d(3, stride, 1, count_include_pad=False)(x)
+    ref_max = nn.MaxPool2d(3, stride, 1)(x)
+    assert torch.allclose(make_op("avg_pool_3x3", 4, stride)(x), ref_avg, atol=1e-6, rtol=1e-6)
+    assert torch.equal(make_op("max_pool_3x3", 4, stride)(x), ref_max)
+    g = torch.randn_like(ref_avg)
+    (ga,) = torch.autograd.grad(ref_avg, x, g)
+    (gb,) = torch.autograd.grad(make_op("avg_pool_3x3", 4, stride)(x), x, g)
+    assert torch.allclose(ga, gb, atol=1e-6)
