@@ -1,8 +1,16 @@
-"""Make the repository root importable for the tests (the modules are flat files there)."""
+"""Test setup: the repository root on sys.path (the modules are flat files there), one thread per
+process, and a tiny synthetic ImageFolder shared by the tests."""
 import os
 import sys
 
+# Tiny test networks gain nothing from intra-op threads, and on a 2-core CI machine the 2-process DDP
+# tests would oversubscribe the cores; subprocesses inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402  (after OMP_NUM_THREADS, which torch reads when it loads)
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 import numpy as np
 import pytest
