@@ -275,6 +275,8 @@ def search(cfg, rank=0, world=1, device=None):
         _check_finite(s[0] + s[2], epoch, ckpt_path)
         if world > 1:
             _check_ranks_agree(arch)
+            for b in model.buffers():  # outer BN running stats saw only this rank's shard: keep rank 0's
+                torch.distributed.broadcast(b, 0)
         g, rec = genotype_record(space, model)
         row = dict(epoch=epoch + 1, lr=lr, train_loss=s[0] / max(n_w, 1), train_acc=s[1] / max(n_w, 1),
                    valid_loss=s[2] / max(n_a, 1), valid_acc=s[3] / max(n_a, 1),
