@@ -11,6 +11,8 @@ with the training augmentation (RandomResizedCrop 224 + flip) in the interface s
 import os
 import random
 
+import torch
+
 import data
 
 
@@ -92,7 +94,7 @@ class StreamLoader:
         self.device, self.seed = device, seed
 
     def set_epoch(self, epoch):
-        if isinstance(self.loader.sampler, data.torch.utils.data.DistributedSampler):
+        if isinstance(self.loader.sampler, torch.utils.data.DistributedSampler):
             self.loader.sampler.set_epoch(epoch)
         else:  # the shuffling generator: a new, seeded order every epoch
             self.loader.generator.manual_seed(self.seed * 100_003 + epoch)

@@ -6,6 +6,7 @@ a dataclass per script (defaults = the paper's values); `parse_config` applies o
 unknown keys and badly typed values in one line, like nanoGPT's configurator but without exec.
 """
 import dataclasses
+import json
 import math
 import os
 import random
@@ -138,6 +139,14 @@ def save_checkpoint(path, obj):
     os.replace(tmp, path)  # atomic on POSIX and Windows
 
 
+def write_json(path, obj):
+    """Write JSON atomically (a reader never sees half a file)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
 def load_checkpoint(path, device="cpu"):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -180,14 +189,12 @@ def set_lr(optimizer, lr):
 
 
 @torch.no_grad()
-def evaluate(model, loader, max_batches=None):
+def evaluate(model, loader):
     """Mean cross-entropy and top-1 accuracy over `loader` (eval mode, no gradients)."""
     was_training = model.training
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
-    for i, (x, y) in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
+    for x, y in loader:
         logits = model(x)
         logits = logits[0] if isinstance(logits, tuple) else logits
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()

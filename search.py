@@ -102,10 +102,10 @@ def make_config(argv=None):
     cfg = replace(cfg, **{k: v for k, v in extra.items() if k not in given})
     if cfg.unrolled and not cfg.arch_first:
         raise runs.ConfigError("--unrolled=1 takes the alpha step before the weight step; drop --arch_first=0")
-    get_space(cfg.space)  # fail on a bad name before any data is read
+    space = get_space(cfg.space)  # fail on a bad name before any data is read
     if cfg.option.upper() not in "ABCD" or len(cfg.option) != 1:
         raise runs.ConfigError(f"--option={cfg.option}: choose A, B, C (RF-DARTS) or D (paper Table 1)")
-    if cfg.dataset == "imagenet" and get_space(cfg.space).cell != "darts":
+    if cfg.dataset == "imagenet" and space.cell != "darts":
         raise runs.ConfigError("--dataset=imagenet searches a DARTS-style space (the NB201 net is for "
                                "32 px images); pick --space=darts or s1..s4")
     if cfg.epochs < 1 or cfg.batch_size < 1:
@@ -168,13 +168,6 @@ def genotype_record(space, model):
     return g, rec
 
 
-def write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 def make_loaders(cfg, device, rank, world):
     """The two search halves as loaders -> (weight loader, alpha loader, num_classes, description)."""
     if cfg.dataset == "imagenet":  # stream a per-class sample of a large ImageNet-style folder
@@ -228,7 +221,7 @@ def search(cfg, rank=0, world=1, device=None):
         runs.set_rng_state(ckpt["rng"])
         log(f"resumed from {ckpt_path} after epoch {start}")
     if main_proc:  # the resolved settings (a resume may have changed epochs, device, ...)
-        write_json(os.path.join(cfg.out, "config.json"), runs.as_dict(cfg))
+        runs.write_json(os.path.join(cfg.out, "config.json"), runs.as_dict(cfg))
     log(f"search {space.name} option {cfg.option.upper()} on {cfg.dataset}: {about}, "
         f"{len(train_loader)} steps per epoch, {world} process(es), device {device}")
     bench = None
@@ -294,12 +287,12 @@ def search(cfg, rank=0, world=1, device=None):
             f"margin {row['margin']:.2e} {rec.get('arch') or rec['normal']}"
             + (f" bench201 {row['bench201']}" if bench is not None else ""))
         if main_proc:
-            write_json(os.path.join(cfg.out, "alphas.json"),
+            runs.write_json(os.path.join(cfg.out, "alphas.json"),
                        [{k: r[k] for k in ("epoch", "alphas", "betas") if k in r} for r in history])
-            write_json(os.path.join(cfg.out, "genotype.json"), rec)
+            runs.write_json(os.path.join(cfg.out, "genotype.json"), rec)
             runs.save_checkpoint(ckpt_path, dict(
                 model=model.state_dict(), w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(),
-                epoch=epoch + 1, rng=runs.rng_state(), config=runs.as_dict(cfg), history=_plain(history)))
+                epoch=epoch + 1, rng=runs.rng_state(), config=runs.as_dict(cfg), history=history))
     log(f"final genotype: {json.dumps(history[-1]['genotype']) if history else 'none'}")
     return model, history
 
@@ -311,11 +304,6 @@ def _check_ranks_agree(arch):
         torch.distributed.broadcast(ref, 0)
         if not torch.equal(ref, a.detach()):
             raise RuntimeError("alpha differs between DDP ranks: gradient averaging is broken")
-
-
-def _plain(obj):
-    """history as JSON-able plain data (the checkpoint is read back with weights_only=True)."""
-    return json.loads(json.dumps(obj))
 
 
 def _check_finite(value, epoch, ckpt_path):

@@ -180,9 +180,9 @@ def make_loaders(cfg, info, batch, device, rank, world):
 
 def _batches(loader, device, channels_last, count):
     """Batches on `device` (NHWC if channels_last); adds each batch's size to count[0]."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     for x, y in loader:
         count[0] += len(y)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
         yield x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
 
 
@@ -306,8 +306,7 @@ def main(argv=None):
                        test_acc=test_acc, params_m=params_m, macs_m=macs_m, epochs=cfg.epochs,
                        seconds=seconds, world_size=world, state_sha256=digests, dataset=cfg.dataset,
                        genotype=genotype_to_json(genotype))
-        with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=1)
+        runs.write_json(os.path.join(cfg.out, "metrics.json"), metrics)
         log(f"final  test_loss {test_loss:.4f}  test_acc {test_acc:.4f}  ({cfg.out}/metrics.json)")
     if len(set(digests)) > 1:
         log("warning: processes ended with different weights")
