@@ -2,6 +2,7 @@
 
     python bench.py --space=nb201 --option=C --batch_size=64      # one option, JSON on stdout
     python bench.py --space=nb201 --option=all                     # A-D, each in a fresh process
+    python bench.py --C=8 --option=BC --compile=1                  # compiled; also reports compile_s
 
 Times the very step functions search.py runs (search.sgd_step for both) on random data
 of the dataset's shape, on CPU or CUDA, and reports seconds per iteration split into the two steps,
@@ -39,6 +40,7 @@ class BenchConfig:
     warmup: int = 3            # untimed iterations first (allocator, cuDNN autotune)
     device: str = "auto"
     threads: int = 0           # torch CPU threads (0: torch's default)
+    compile: bool = False      # torch.compile the forward (search.py --compile=1); see compile_s
     seed: int = 0
 
 
@@ -63,15 +65,18 @@ def bench_option(cfg, option):
     y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t_w = t_a = 0.0
+    forward = runs.compile_model(model, cfg.compile, device)
+    t_w = t_a = t_first = 0.0
     for i in range(cfg.warmup + cfg.steps):
         _sync(device)
         t0 = time.perf_counter()
-        sgd_step(model, weights, w_opt, x, y, 5.0)
+        sgd_step(forward, weights, w_opt, x, y, 5.0)
         _sync(device)
         t1 = time.perf_counter()
-        sgd_step(model, model.arch_parameters(), a_opt, xa, y)
+        sgd_step(forward, model.arch_parameters(), a_opt, xa, y)
         _sync(device)
+        if i == 0:  # with --compile=1 this iteration also traces and compiles forward and backward
+            t_first = time.perf_counter() - t0
         if i >= cfg.warmup:
             t_w, t_a = t_w + t1 - t0, t_a + time.perf_counter() - t1
     t_w, t_a = t_w / cfg.steps, t_a / cfg.steps
@@ -82,7 +87,8 @@ def bench_option(cfg, option):
         mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         name = f"cpu x{torch.get_num_threads()} threads"
     return dict(option=option, space=cfg.space, batch_size=cfg.batch_size, device=name,
-                weight_step_s=round(t_w, 4), arch_step_s=round(t_a, 4),
+                compile=cfg.compile, weight_step_s=round(t_w, 4), arch_step_s=round(t_a, 4),
+                first_iteration_s=round(t_first, 2), compile_s=round(max(t_first - t_w - t_a, 0.0), 2),
                 iteration_s=round(t_w + t_a, 4), images_per_s=round(cfg.batch_size / (t_w + t_a), 1),
                 peak_mem_mb=round(mem, 1), trainable=sum(p.numel() for p in weights))
 
@@ -90,19 +96,21 @@ def bench_option(cfg, option):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     cfg = runs.parse_config(BenchConfig, argv)
-    if cfg.option.lower() != "all":
-        print(json.dumps(bench_option(cfg, cfg.option.upper())))
+    options = "ABCD" if cfg.option.lower() == "all" else cfg.option.upper()
+    if not options or set(options) - set("ABCD"):
+        raise runs.ConfigError(f"--option={cfg.option}: give A, B, C, D, several (e.g. BC) or all")
+    if len(options) == 1:
+        print(json.dumps(bench_option(cfg, options)))
         return
     results = []
-    for option in "ABCD":  # a fresh process per option: CPU peak RSS is per process
+    for option in options:  # a fresh process per option: CPU peak RSS (and compile cost) is per process
         args = [a for a in argv if not a.startswith("--option=")] + [f"--option={option}"]
         out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], check=True,
                              capture_output=True, text=True).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
     by = {r["option"]: r for r in results}
-    summary = {"B_over_C_iteration": round(by["B"]["iteration_s"] / by["C"]["iteration_s"], 3),
-               "B_over_C_weight_step": round(by["B"]["weight_step_s"] / by["C"]["weight_step_s"], 3),
-               "A_over_C_iteration": round(by["A"]["iteration_s"] / by["C"]["iteration_s"], 3)}
+    summary = {f"{a}_over_C_{what}": round(by[a][f"{what}_s"] / by["C"][f"{what}_s"], 3)
+               for a in "AB" if a in by and "C" in by for what in ("iteration", "weight_step")}
     print(json.dumps({"results": results, "summary": summary}, indent=1))
 
 

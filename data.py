@@ -1,7 +1,8 @@
 """Datasets, the search split, normalisation and augmentation, shared by search.py and train.py.
 
-Public: DatasetError, DatasetInfo, dataset_info, load_split, search_split, split_arrays, read_imagenet16,
-list_images, folder_files, decode_images, channel_stats, crop_flip, cutout, TensorLoader, folder_loader.
+Public: DatasetError, DatasetInfo, dataset_info, fetch, load_split, search_split, split_arrays,
+read_imagenet16, list_images, folder_files, decode_images, channel_stats, crop_flip, cutout, TensorLoader,
+folder_loader (-> FileLoader).
 Datasets: cifar10 / cifar100 / svhn (torchvision files), ImageNet16-120 (NB201 §10 pickles), imagefolder
 (`DIR/train/<class>/<image>`, optional `DIR/test/`). Two paths, chosen by image size: small images
 (side <= 64) are decoded once into uint8 (N, 3, H, W) + int64 (N,) in memory and augmented on the device in
@@ -22,10 +23,16 @@ Decisions where the references are silent:
 - subset=N takes N training images by the seeded permutation before splitting; under NB201's rule the α
   set is then cut to N // 2 test images. drop_last defaults to False, as in DARTS/NB201 (391 steps).
 - Decoding is sequential: on the 2-core machines a thread pool was slower for 1 KB JPEGs.
+- Faults: every file PIL cannot read is reported in one line (paths and count) before training, or
+  skipped with skip_bad=True and a one-line warning; the streaming loader names the first one it meets.
+  Missing cifar/svhn files are downloaded through torchvision (fetch) unless download=False.
+- Streaming is exact too: each item's random transform is seeded by (seed, epoch, index), so a batch is
+  a function of (seed, epoch, batch index) whatever the number of workers, and a run resumes mid-epoch.
 """
 import functools
 import os
 import pickle
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,24 +98,51 @@ def folder_files(root, train):
     return (files, labels, classes) if train else list_images(os.path.join(root, "test"), classes)
 
 
-def _is_large(file):
+def _is_large(files):
+    """Whether a folder's images stream from disk: the first file PIL can open decides (reading the
+    header only); unreadable files are left to decode_images / the loader to report."""
     from PIL import Image
-    with Image.open(file) as im:  # reads the header only
-        return max(im.size) > MAX_SMALL
+    for file in files:
+        try:
+            with Image.open(file) as im:
+                return max(im.size) > MAX_SMALL
+        except Exception:  # noqa: BLE001  any unreadable file
+            continue
+    return False
 
 
-def decode_images(files, labels):
-    """Decode same-size images with PIL (RGB) -> x uint8 (N, 3, H, W), y int64 (N,)."""
+def _why(e):
+    """Why PIL could not read a file, short (its messages often repeat the path)."""
+    from PIL import UnidentifiedImageError
+    return "not an image" if isinstance(e, UnidentifiedImageError) else " ".join(str(e).split())[:80]
+
+
+def decode_images(files, labels, skip_bad=False):
+    """Decode same-size images with PIL (RGB) -> x uint8 (N, 3, H, W), y int64 (N,).
+
+    Every file PIL cannot read is collected first, then reported in one DatasetError line (each path and
+    the count); skip_bad=True leaves them out instead, with a one-line warning on stderr."""
     from PIL import Image
-    arrays = []
-    for f in files:
-        with Image.open(f) as im:
-            arrays.append(np.asarray(im.convert("RGB")))  # (H, W, 3)
-        if arrays[-1].shape != arrays[0].shape:  # (H, W, 3) of this image and of the first
-            raise DatasetError(f"{f}: shape {arrays[-1].shape} differs from {arrays[0].shape} of {files[0]}; "
+    arrays, kept, bad = [], [], []
+    for f, y in zip(files, labels):
+        try:
+            with Image.open(f) as im:
+                a = np.asarray(im.convert("RGB"))  # (H, W, 3); convert() decodes: truncation shows here
+        except Exception as e:  # noqa: BLE001  UnidentifiedImageError, OSError (truncated), ValueError, ...
+            bad.append(f"{f} ({_why(e)})")
+            continue
+        if arrays and a.shape != arrays[0].shape:  # (H, W, 3) of this image and of the first
+            raise DatasetError(f"{f}: shape {a.shape} differs from {arrays[0].shape} of {kept[0][0]}; "
                                f"small images must share one size")
+        arrays.append(a)
+        kept.append((f, y))
+    if bad:
+        msg = f"{len(bad)} of {len(files)} images are unreadable: {'; '.join(bad)}"
+        if not skip_bad or not arrays:
+            raise DatasetError(f"{msg}. Replace or remove them, or pass --skip_bad_images=1 to leave them out")
+        print(f"warning: leaving out {msg}", file=sys.stderr, flush=True)
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor(labels, dtype=torch.int64)
+    return x, torch.tensor([y for _, y in kept], dtype=torch.int64)
 
 
 class _NumpyUnpickler(pickle.Unpickler):
@@ -141,42 +175,76 @@ def read_imagenet16(root, train, num_classes=120):
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 
-def _read_torchvision(name, root, train, download):
+_TORCHVISION = {  # name: (class, the files it reads, where they come from)
+    "cifar10": ("CIFAR10", [f"cifar-10-batches-py/{n}" for n in ("data_batch_1", "data_batch_2", "data_batch_3",
+                                                                 "data_batch_4", "data_batch_5", "test_batch")],
+                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, unpacked"),
+    "cifar100": ("CIFAR100", ["cifar-100-python/train", "cifar-100-python/test"],
+                 "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, unpacked"),
+    "svhn": ("SVHN", ["train_32x32.mat", "test_32x32.mat"], "http://ufldl.stanford.edu/housenumbers/"),
+}
+
+
+def fetch(name, root, download=True):
+    """First run of a torchvision dataset (cifar10, cifar100, svhn): when its files are not all in `root`,
+    download them there if `download`, else one DatasetError line saying where to put them. Files that
+    are there are used as they are (no network access); other datasets are left alone."""
+    if name not in _TORCHVISION:
+        return
+    cls, files, url = _TORCHVISION[name]
+    missing = [f for f in files if not os.path.isfile(os.path.join(root, f))]
+    if not missing:
+        return
+    where = (f"put {files[0].split('/')[0] + '/' if '/' in files[0] else ' and '.join(files)} into {root} "
+             f"(from {url}) or pass --data=DIR where they are")
+    if not download:
+        raise DatasetError(f"{root}: {name} not found ({os.path.join(root, missing[0])} is missing) and "
+                           f"--download=0; {where}")
     import torchvision
-    where = {"cifar10": "cifar-10-batches-py/", "cifar100": "cifar-100-python/",
-             "svhn": "train_32x32.mat and test_32x32.mat"}[name]
+    print(f"downloading {name} into {root} (first run; --download=0 prevents this)", file=sys.stderr, flush=True)
+    try:
+        for split in (("train", "test") if name == "svhn" else ("train",)):  # one CIFAR archive has both
+            kw = dict(split=split) if name == "svhn" else dict(train=True)
+            getattr(torchvision.datasets, cls)(root, download=True, **kw)
+    except Exception as e:  # noqa: BLE001  offline (URLError), proxy, checksum, full disk: all one line
+        raise DatasetError(f"could not download {name} into {root} ({type(e).__name__}: "
+                           f"{' '.join(str(e).split())[:120]}); offline? {where}") from e
+
+
+def _read_torchvision(name, root, train):
+    import torchvision
     try:
         if name == "svhn":
-            ds = torchvision.datasets.SVHN(root, split="train" if train else "test", download=download)
+            ds = torchvision.datasets.SVHN(root, split="train" if train else "test")
             return torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long()  # data is (N, 3, 32, 32)
-        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-        ds = cls(root, train=train, download=download)
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise DatasetError(f"{root}: {name} not found (expects {where} there); pass --download=1 on a "
-                           f"machine with a network, or --data=DIR where the files are") from e
-    except OSError as e:  # a download attempt without a network
-        raise DatasetError(f"{root}: could not download {name} ({e}); copy the files there instead") from e
+        ds = getattr(torchvision.datasets, _TORCHVISION[name][0])(root, train=train)
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as e:  # present, damaged
+        raise DatasetError(f"{root}: the {name} files are damaged or incomplete ({type(e).__name__}); delete "
+                           f"{os.path.dirname(_TORCHVISION[name][1][0]) or 'them'} and rerun to download "
+                           f"them again") from e
     return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
 
 
 @functools.lru_cache(maxsize=4)  # dataset_info and search_split/load_split share one decode per process
-def _load(name, root, train, download):
-    if name in ("cifar10", "cifar100", "svhn"):
-        return _read_torchvision(name, root, train, download)
+def _load(name, root, train, download, skip_bad):
+    if name in _TORCHVISION:
+        fetch(name, root, download)
+        return _read_torchvision(name, root, train)
     if name == "ImageNet16-120":
         return read_imagenet16(root, train)
     if name != "imagefolder":
         raise DatasetError(f"{name}: unknown dataset, expected one of {NAMES}")
     files, labels, _ = folder_files(root, train)
-    if _is_large(files[0]):
+    if _is_large(files):
         raise DatasetError(f"{root}: images larger than {MAX_SMALL} px stream from disk: use folder_loader")
-    return decode_images(files, labels)
+    return decode_images(files, labels, skip_bad)
 
 
-def load_split(name, root, train, download=False):
+def load_split(name, root, train, download=False, skip_bad=False):
     """Full train (train=True) or test set of a small-image dataset -> x uint8 (N, 3, H, W), y int64 (N,).
+    download: fetch missing cifar/svhn files; skip_bad: leave unreadable images out (see decode_images).
     Tensors are cached per process and shared: do not modify them in place."""
-    return _load(name, os.fspath(root), bool(train), bool(download))
+    return _load(name, os.fspath(root), bool(train), bool(download), bool(skip_bad))
 
 
 def channel_stats(x):
@@ -190,7 +258,7 @@ def channel_stats(x):
     return tuple(mean.tolist()), tuple((s2 / n - mean ** 2).clamp_min(0).sqrt().tolist())
 
 
-def dataset_info(name, root=None, download=False):
+def dataset_info(name, root=None, download=False, skip_bad=False):
     """Constants of a dataset. imagefolder: classes from train/, mean/std computed over its training images
     (decoded once, shared with load_split), or ImageNet's constants for large (streaming) images."""
     if name in _CONSTANTS:
@@ -199,9 +267,9 @@ def dataset_info(name, root=None, download=False):
     if name != "imagefolder":
         raise DatasetError(f"{name}: unknown dataset, expected one of {NAMES}")
     files, _, classes = folder_files(os.fspath(root), True)
-    if _is_large(files[0]):
+    if _is_large(files):
         return DatasetInfo(len(classes), 224, IMAGENET_MEAN, IMAGENET_STD, 0, True)
-    x, _ = load_split(name, root, True, download)
+    x, _ = load_split(name, root, True, download, skip_bad)
     mean, std = channel_stats(x)
     return DatasetInfo(len(classes), x.shape[-1], mean, std, x.shape[-1] // 8, False)
 
@@ -230,11 +298,11 @@ def split_arrays(train, test=None, subset=None, seed=0):
     return (x[perm], y[perm]), (xt[a], yt[a])
 
 
-def search_split(name, root, subset=None, seed=0, download=False):
+def search_split(name, root, subset=None, seed=0, download=False, skip_bad=False):
     """Search data of a small-image dataset -> ((x_w, y_w), (x_α, y_α)), uint8 images, int64 labels.
     See split_arrays; cifar100 and ImageNet16-120 use NB201's rule, the others DARTS'."""
-    train = load_split(name, root, True, download)
-    test = load_split(name, root, False, download) if name in NB201_CONVENTION else None
+    train = load_split(name, root, True, download, skip_bad)
+    test = load_split(name, root, False, download, skip_bad) if name in NB201_CONVENTION else None
     return split_arrays(train, test, subset, seed)
 
 
@@ -262,7 +330,41 @@ def cutout(x, length, cy, cx):
     return x.masked_fill((in_rows[:, :, None] & in_cols[:, None, :])[:, None], 0.0)
 
 
-class TensorLoader:
+def _seed(*key):
+    """A 32-bit seed from integers; SeedSequence: nearby keys such as (seed, epoch) never collide."""
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
+def _share(t, train, rank, world_size):
+    """This rank's strided share of per-position data t (..., n); in training the epoch is first cut to
+    a multiple of world_size, so that all ranks run the same number of steps."""
+    n = t.shape[-1]
+    if train and world_size > 1:
+        t = t[..., : n - n % world_size]
+    return t[..., rank::world_size]
+
+
+class _Epochs:
+    """What both loaders share: set_epoch(epoch, start_step) picks an epoch and its first batch (the
+    batch a resumed run continues from); forever() chains the epochs."""
+    epoch = start = 0
+
+    def set_epoch(self, epoch, start_step=0):
+        self.epoch, self.start = epoch, start_step
+
+    def forever(self, start_step=0):
+        """Endless batches, epoch after epoch; global batch k is batch k % len of epoch k // len, so a
+        resumed search passes start_step = number of batches already drawn (e.g. for the α stream)."""
+        if len(self) == 0:
+            raise ValueError("forever() on a loader with no batches")
+        epoch, start = divmod(start_step, len(self))
+        while True:
+            self.set_epoch(epoch, start)
+            yield from self
+            epoch, start = epoch + 1, 0
+
+
+class TensorLoader(_Epochs):
     """Batches of in-memory uint8 images, augmented on `device`: yields (x float (B, 3, H, W) normalised,
     y int64 (B,)). train: random crop (zero padding, default size//8) + flip (+ cutout L if > 0); eval
     (train=False): none of it, no shuffle, last partial batch kept. An epoch depends on (seed, epoch)
@@ -281,10 +383,6 @@ class TensorLoader:
         self.shuffle = train if shuffle is None else shuffle
         self.padding = x.shape[-1] // 8 if padding is None else padding
         self.cutout, self.seed, self.rank, self.world_size = cutout, seed, rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
 
     def __len__(self):  # batches of this rank
         n, ws = len(self.y), self.world_size
@@ -292,30 +390,17 @@ class TensorLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        return self._epoch(self.epoch)
-
-    def forever(self, start_step=0):
-        """Endless batches, epoch after epoch; global batch k is batch k % len of epoch k // len, so a
-        resumed search passes start_step = number of batches already drawn (e.g. for the α stream)."""
-        if len(self) == 0:
-            raise ValueError("forever() on a loader with no batches")
-        epoch, start = divmod(start_step, len(self))
-        while True:
-            yield from self._epoch(epoch, start)
-            epoch, start = epoch + 1, 0
+        return self._epoch(self.epoch, self.start)
 
     def _epoch(self, epoch, start=0):
         n, (H, W) = len(self.y), self.x.shape[-2:]
-        # a CPU generator gives the same draws whatever the device; SeedSequence: no (seed, epoch) collisions
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence((self.seed, epoch)).generate_state(1)[0]))
+        g = torch.Generator().manual_seed(_seed(self.seed, epoch))  # CPU: the same draws on every device
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         # per-position draws for the whole epoch: crop dy, dx in [0, 2p], flip, cutout centre cy, cx -> (5, n)
         p = self.padding
         params = torch.stack([torch.randint(0, hi, (n,), generator=g) for hi in (2 * p + 1, 2 * p + 1, 2, H, W)])
-        if self.train and self.world_size > 1:
-            order, params = order[: n - n % self.world_size], params[:, : n - n % self.world_size]
-        order = order[self.rank::self.world_size].to(self.x.device)
-        params = params[:, self.rank::self.world_size].to(self.x.device)
+        order = _share(order, self.train, self.rank, self.world_size).to(self.x.device)
+        params = _share(params, self.train, self.rank, self.world_size).to(self.x.device)
         B = self.batch_size
         for k in range(start, len(self)):
             idx = order[k * B:(k + 1) * B]
@@ -331,8 +416,17 @@ class TensorLoader:
 
 # ---------------------------------------------------------------------------------------------- streaming
 
+class BadImage:
+    """What ImageFiles returns for a file PIL cannot read (picklable: it travels back from a worker)."""
+
+    def __init__(self, path, why):
+        self.path, self.why = path, why
+
+
 class ImageFiles(torch.utils.data.Dataset):
-    """Large images read from disk per item (PIL, RGB) through a torchvision transform."""
+    """Large images read from disk per item (PIL, RGB) through a torchvision transform. Keyed by
+    (index, epoch, seed) (EpochSampler), the transform's random draws are seeded by that key, so an
+    item's augmentation does not depend on the workers or on what they loaded before."""
 
     def __init__(self, files, labels, transform):
         self.files, self.labels, self.transform = files, labels, transform
@@ -340,18 +434,82 @@ class ImageFiles(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.files)
 
-    def __getitem__(self, i):
+    def __getitem__(self, key):
         from PIL import Image
-        with Image.open(self.files[i]) as im:
-            return self.transform(im.convert("RGB")), self.labels[i]
+        i, epoch, seed = key if isinstance(key, tuple) else (key, None, None)
+        try:
+            with Image.open(self.files[i]) as im:
+                img = im.convert("RGB")
+        except Exception as e:  # noqa: BLE001  reported by FileLoader in the main process, one line
+            return BadImage(self.files[i], _why(e))
+        if epoch is None:
+            return self.transform(img), self.labels[i]
+        with torch.random.fork_rng(devices=[]):  # with workers=0 this runs in the training process
+            torch.manual_seed(_seed(seed, epoch, i))  # torchvision's transforms draw from torch's RNG
+            return self.transform(img), self.labels[i]
+
+
+def _collate(items):
+    bad = [item for item in items if isinstance(item, BadImage)]
+    return bad[0] if bad else torch.utils.data.default_collate(items)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """This rank's share of an epoch as ImageFiles keys (index, epoch, seed): a permutation drawn from
+    (seed, epoch) when shuffling, else file order; shared out as TensorLoader does; from item `start`."""
+
+    def __init__(self, n, shuffle, seed=0, rank=0, world_size=1):
+        self.n, self.shuffle, self.seed, self.rank, self.world_size = n, shuffle, seed, rank, world_size
+        self.epoch = self.start = 0
+
+    def _order(self):
+        g = torch.Generator().manual_seed(_seed(self.seed, self.epoch))
+        order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
+        return _share(order, self.shuffle, self.rank, self.world_size)
+
+    def __iter__(self):
+        return ((i, self.epoch, self.seed) for i in self._order()[self.start:].tolist())
+
+    def __len__(self):
+        m = self.n - self.n % self.world_size if self.shuffle else self.n
+        return len(range(self.rank, m, self.world_size))
+
+
+class FileLoader(_Epochs):
+    """Streaming counterpart of TensorLoader, same interface (set_epoch(epoch, start_step), len,
+    iteration, forever): batches (x float (B, 3, size, size), y int64 (B,)) decoded by worker processes,
+    moved to `device` when given. A batch is a function of (seed, epoch, batch index), so a resumed run
+    continues exactly. The first unreadable file met stops it with one DatasetError line."""
+
+    def __init__(self, dataset, batch_size, shuffle, seed=0, rank=0, world_size=1, workers=4,
+                 pin_memory=False, device=None):
+        self.sampler = EpochSampler(len(dataset), shuffle, seed, rank, world_size)
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_size, sampler=self.sampler, num_workers=workers, pin_memory=pin_memory,
+            collate_fn=_collate, persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(seed))  # its base seed: never the global RNG
+        self.batch_size, self.device = batch_size, device
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        self.sampler.epoch, self.sampler.start = self.epoch, self.start * self.batch_size
+        for batch in self.loader:
+            if isinstance(batch, BadImage):
+                raise DatasetError(f"{batch.path}: unreadable image ({batch.why}); replace it with a readable "
+                                   f"one (or remove it) and continue with --resume=1")
+            x, y = batch
+            if self.device is not None:
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield x, y
 
 
 def folder_loader(files, labels, batch_size, train, mean=IMAGENET_MEAN, std=IMAGENET_STD, size=224,
-                  color_jitter=False, workers=4, seed=0, rank=0, world_size=1, pin_memory=False):
-    """DataLoader for large images (DARTS §5.3): train RandomResizedCrop(size) + flip (+ ColorJitter
-    (0.4, 0.4, 0.4, 0.2) for retraining), eval Resize(size*8/7 = 256) + CenterCrop(size). Distributed:
-    a DistributedSampler (call loader.sampler.set_epoch(e); it pads eval shards with repeats).
-    Not bit-reproducible across resume, unlike TensorLoader."""
+                  color_jitter=False, workers=4, seed=0, rank=0, world_size=1, pin_memory=False, device=None):
+    """FileLoader for large images (DARTS §5.3): train RandomResizedCrop(size) + flip (+ ColorJitter
+    (0.4, 0.4, 0.4, 0.2) for retraining), shuffled; eval Resize(size*8/7 = 256) + CenterCrop(size) in
+    file order. Distributed: disjoint strided shares, as TensorLoader (eval shares are not padded)."""
     import torchvision.transforms as T
     if train:
         tf = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
@@ -359,10 +517,4 @@ def folder_loader(files, labels, batch_size, train, mean=IMAGENET_MEAN, std=IMAG
     else:
         tf = [T.Resize(size * 8 // 7), T.CenterCrop(size)]
     ds = ImageFiles(files, labels, T.Compose(tf + [T.ToTensor(), T.Normalize(mean, std)]))
-    sampler = None
-    if world_size > 1:
-        sampler = torch.utils.data.DistributedSampler(ds, world_size, rank, shuffle=train, seed=seed)
-    return torch.utils.data.DataLoader(ds, batch_size, shuffle=train and sampler is None, sampler=sampler,
-                                       num_workers=workers, pin_memory=pin_memory,
-                                       generator=torch.Generator().manual_seed(seed),
-                                       persistent_workers=workers > 0)
+    return FileLoader(ds, batch_size, train, seed, rank, world_size, workers, pin_memory, device)

@@ -5,15 +5,15 @@ another 2.5% of every class as the architecture set (darts.md §6.4; PC-DARTS is
 copies the images into two ImageFolders and publishes no file lists (PC-DARTS issue #45). Here the sample
 is seeded and written as two text files, `subset_weights.txt` and `subset_arch.txt` (one
 `relative/path<TAB>label` per line, root and classes in `#` header lines), so a search is reproducible
-and anyone can inspect or reuse exactly which images it saw. `StreamLoader` streams either list from disk
-with the training augmentation (RandomResizedCrop 224 + flip) in the interface search.py loops over.
+and anyone can inspect or reuse exactly which images it saw. `stream_loader` streams either list from disk
+with the training augmentation (RandomResizedCrop 224 + flip) in the interface search.py loops over;
+a batch is a function of (seed, epoch, batch index) (data.FileLoader), so a search resumes exactly.
 """
 import os
 import random
 
-import torch
-
 import data
+import runs
 
 
 def sample_subset(root, fractions=(0.1, 0.025), seed=0):
@@ -39,12 +39,11 @@ def sample_subset(root, fractions=(0.1, 0.025), seed=0):
 
 
 def write_file_list(path, root, files, labels, classes):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    def write(f):
         f.write(f"# root\t{os.path.abspath(root)}\n# classes\t{' '.join(classes)}\n")
         for file, y in zip(files, labels):
             f.write(f"{os.path.relpath(file, root)}\t{y}\n")
-    os.replace(tmp, path)
+    runs.atomic_write(path, write, mode="w")
 
 
 def read_file_list(path):
@@ -79,36 +78,8 @@ def prepare(root, out, fractions=(0.1, 0.025), seed=0):
     return [read_file_list(p) for p in paths]
 
 
-class StreamLoader:
-    """A streaming loader with TensorLoader's interface (set_epoch, len, iteration, forever).
-
-    Batches come from disk through torchvision transforms in worker processes and are moved to
-    `device` here. Unlike TensorLoader, a resumed epoch is not bit-identical (worker randomness).
-    """
-
-    def __init__(self, files, labels, batch_size, device, train=True, seed=0, rank=0, world_size=1,
-                 workers=4):
-        self.loader = data.folder_loader(files, labels, batch_size, train, workers=workers, seed=seed,
-                                         rank=rank, world_size=world_size,
-                                         pin_memory=device.type == "cuda")
-        self.device, self.seed = device, seed
-
-    def set_epoch(self, epoch):
-        if isinstance(self.loader.sampler, torch.utils.data.DistributedSampler):
-            self.loader.sampler.set_epoch(epoch)
-        else:  # the shuffling generator: a new, seeded order every epoch
-            self.loader.generator.manual_seed(self.seed * 100_003 + epoch)
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        for x, y in self.loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-    def forever(self, start_step=0):
-        epoch = start_step // max(len(self), 1)
-        while True:
-            self.set_epoch(epoch)
-            yield from self
-            epoch += 1
+def stream_loader(files, labels, batch_size, device, seed=0, rank=0, world_size=1, workers=4):
+    """A file list streamed from disk with the search augmentation (RandomResizedCrop 224 + flip) onto
+    `device`: a data.FileLoader, TensorLoader's interface, exact on resume (mid-epoch included)."""
+    return data.folder_loader(files, labels, batch_size, True, workers=workers, seed=seed, rank=rank,
+                              world_size=world_size, pin_memory=device.type == "cuda", device=device)

@@ -13,8 +13,6 @@ Every convolution has bias=False; average pooling never counts the padding. Each
 `pool_bn=True` appends BN after a pooling op, which the DARTS code does inside its search supernet only.
 Build any op with `make_op(name, C, stride)`; an unknown name raises one clear error.
 """
-import functools
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -121,11 +119,13 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([a, b], dim=1))
 
 
-@functools.lru_cache(maxsize=64)
-def _window_counts(H, W, stride, device, dtype):
-    """(1, 1, H', W') number of in-image pixels under each 3x3 window (padding 1): 9 inside, 4 at corners."""
-    ones = torch.ones(1, 1, H, W, device=device, dtype=dtype)
-    return F.conv2d(ones, torch.ones(1, 1, 3, 3, device=device, dtype=dtype), stride=stride, padding=1)
+def _window_counts(H, W, stride, like):
+    """(1, 1, H', W') number of in-image pixels under each 3x3 window (padding 1): 9 inside, 4 at corners.
+
+    Recomputed per call (a 1-channel conv, microseconds) instead of cached: a cache keyed on the
+    device would be a graph break under torch.compile, which instead folds this into a constant."""
+    ones = like.new_ones(1, 1, H, W)
+    return F.conv2d(ones, like.new_ones(1, 1, 3, 3), stride=stride, padding=1)
 
 
 def avg_pool_3x3(x, stride):
@@ -134,7 +134,7 @@ def avg_pool_3x3(x, stride):
     NCHW pooling kernel on CPU, where pooling otherwise took ~40% of an NB201 supernet step."""
     C, (H, W) = x.shape[1], x.shape[2:]
     sums = F.conv2d(x, x.new_ones(C, 1, 3, 3), stride=stride, padding=1, groups=C)
-    return sums / _window_counts(H, W, stride, x.device, x.dtype)
+    return sums / _window_counts(H, W, stride, x)
 
 
 def max_pool_3x3(x, stride):

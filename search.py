@@ -11,7 +11,8 @@ option trains: for RF-DARTS the BN affine weights) and an alpha step on a batch 
 (Adam), each computing gradients for its own parameters only. Defaults per space are the reference
 settings (NB201's DARTS-V1 for nb201; DARTS for the DARTS-style spaces; PC-DARTS when pc_k > 1).
 Outputs in --out: config.json, log.txt, alphas.json (softmax(alpha) per epoch, Fig. 5), genotype.json,
-checkpoint.pt (atomic, every epoch; --resume=1 continues bit-identically on CPU).
+checkpoint.pt (atomic, every epoch and at the step where SIGTERM / Ctrl-C stopped it; the one before is
+kept as checkpoint.prev.pt; --resume=1 continues bit-identically on CPU, mid-epoch included).
 """
 import json
 import math
@@ -36,7 +37,7 @@ class SearchConfig:
     space: str = "nb201"           # nb201 | darts | s1 | s2 | s3 | s4
     dataset: str = "cifar10"       # cifar10 | cifar100 | svhn | ImageNet16-120 | imagefolder | imagenet
     data: str = "data"             # dataset root (imagefolder/imagenet: a folder with train/<class>/)
-    download: bool = False         # let torchvision download cifar/svhn (needs a network)
+    download: bool = True          # fetch missing cifar/svhn files through torchvision (0: never online)
     option: str = "C"              # Table 1: A | B (DARTS) | C (RF-DARTS) | D
     epochs: int = 50               # paper: 50 for every space
     batch_size: int = 64           # per step, both halves (PC-DARTS: 256)
@@ -63,12 +64,14 @@ class SearchConfig:
     train_classifier: bool = True  # train the linear classifier under options C/D too
     track_running_stats: bool = False  # cell BN running statistics (default: batch statistics only)
     subset: int = 0                # use only this many training images (0: all)
+    skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | cuda:1 | mps
     out: str = "runs/search"
     resume: bool = False           # continue from OUT/checkpoint.pt
     bench201: str = ""             # optional NB201 benchmark file/CSV: log each epoch's accuracies
     log_every: int = 50            # a progress line every this many steps
+    compile: bool = False          # torch.compile the supernet's forward (CUDA: with CUDA graphs)
     stop_after: int = 0            # end this session after so many epochs (resume later); 0: run all
 
 
@@ -80,15 +83,15 @@ IMAGENET_DEFAULTS = dict(pc_k=2, batch_size=1024, lr=0.5, lr_min=0.0, warmup_epo
 
 
 # What a resumed search may change; every other setting comes from OUT/config.json.
-RUN_KEYS = {"epochs", "out", "resume", "device", "stop_after", "log_every", "bench201", "workers"}
+RUN_KEYS = {"epochs", "out", "resume", "device", "stop_after", "log_every", "bench201", "workers",
+            "compile", "download"}
 
 
 def make_config(argv=None):
     cfg = runs.parse_config(SearchConfig, argv)
     saved = os.path.join(cfg.out, "config.json")
     if cfg.resume and os.path.isfile(saved):  # `--resume=1 --out=DIR` alone continues a run
-        with open(saved) as f:
-            cfg = runs.resumed_config(SearchConfig, json.load(f), argv, RUN_KEYS)
+        cfg = runs.resumed_config(SearchConfig, runs.read_json(saved), argv, RUN_KEYS)
         # stop_after belongs to the session that gave it, not to the run
         return cfg if "stop_after" in runs.explicit_keys(argv) else replace(cfg, stop_after=0)
     given = runs.explicit_keys(argv)
@@ -174,12 +177,15 @@ def make_loaders(cfg, device, rank, world):
         (fw, lw, classes), (fa, la, _) = imagenet_subset.prepare(
             cfg.data, cfg.out, (cfg.weight_frac, cfg.arch_frac), cfg.seed)
         kw = dict(device=device, rank=rank, world_size=world, workers=cfg.workers)
-        loaders = (imagenet_subset.StreamLoader(fw, lw, cfg.batch_size, seed=cfg.seed, **kw),
-                   imagenet_subset.StreamLoader(fa, la, cfg.batch_size, seed=cfg.seed + 1, **kw))
+        loaders = (imagenet_subset.stream_loader(fw, lw, cfg.batch_size, seed=cfg.seed, **kw),
+                   imagenet_subset.stream_loader(fa, la, cfg.batch_size, seed=cfg.seed + 1, **kw))
         return (*loaders, len(classes), f"{len(fw)} weight / {len(fa)} alpha images (file lists in --out)")
-    info = data.dataset_info(cfg.dataset, cfg.data, cfg.download)
+    if rank == 0:  # first run: rank 0 downloads cifar/svhn, the other ranks then read its files
+        data.fetch(cfg.dataset, cfg.data, cfg.download)
+    runs.barrier(world)
+    info = data.dataset_info(cfg.dataset, cfg.data, skip_bad=cfg.skip_bad_images)
     (xw, yw), (xa, ya) = data.search_split(cfg.dataset, cfg.data, cfg.subset or None, cfg.seed,
-                                           cfg.download)
+                                           skip_bad=cfg.skip_bad_images)
     kw = dict(device=device, mean=info.mean, std=info.std, train=True, drop_last=True, rank=rank,
               world_size=world)
     loaders = (data.TensorLoader(xw, yw, cfg.batch_size, seed=cfg.seed, **kw),
@@ -190,14 +196,16 @@ def make_loaders(cfg, device, rank, world):
     return (*loaders, info.num_classes, f"{len(yw)} weight / {len(ya)} alpha images")
 
 
-def search(cfg, rank=0, world=1, device=None):
+def search(cfg, rank=0, world=1, device=None, stop=None):
     device = device or runs.pick_device(cfg.device)
+    stop = stop or runs.StopSignals(world, device)  # main() installs it; without, signals keep their default
     main_proc = rank == 0
-    os.makedirs(cfg.out, exist_ok=True)
+    runs.out_dir(cfg.out)
     log = runs.Log(cfg.out, enabled=main_proc)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
-    ckpt = runs.load_checkpoint(ckpt_path) if cfg.resume else None
-    if not cfg.resume and os.path.exists(ckpt_path):
+    ckpt = runs.load_checkpoint(ckpt_path, required=("model", "w_opt", "a_opt", "epoch", "rng", "history"),
+                                log=log) if cfg.resume else None
+    if not cfg.resume and runs.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
     runs.seed_everything(cfg.seed)
     train_loader, arch_loader, num_classes, about = make_loaders(cfg, device, rank, world)
@@ -212,14 +220,14 @@ def search(cfg, rank=0, world=1, device=None):
     w_opt = torch.optim.SGD(weights, cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                             weight_decay=cfg.weight_decay)
     a_opt = torch.optim.Adam(arch, cfg.arch_lr, betas=(0.5, 0.999), weight_decay=cfg.arch_weight_decay)
-    history, start = [], 0
+    history, start, first = [], 0, 0  # first: steps of epoch `start` done before a preemption
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         w_opt.load_state_dict(ckpt["w_opt"])
         a_opt.load_state_dict(ckpt["a_opt"])
-        history, start = ckpt["history"], ckpt["epoch"]
+        history, start, first = ckpt["history"], ckpt["epoch"], ckpt.get("step", 0)
         runs.set_rng_state(ckpt["rng"])
-        log(f"resumed from {ckpt_path} after epoch {start}")
+        log(f"resumed after epoch {start}" + (f", step {first} of epoch {start + 1}" if first else ""))
     if main_proc:  # the resolved settings (a resume may have changed epochs, device, ...)
         runs.write_json(os.path.join(cfg.out, "config.json"), runs.as_dict(cfg))
     log(f"search {space.name} option {cfg.option.upper()} on {cfg.dataset}: {about}, "
@@ -229,30 +237,41 @@ def search(cfg, rank=0, world=1, device=None):
         import bench201
         bench = bench201.NB201(cfg.bench201)
 
+    # One compiled graph serves both steps: same shapes, same train mode, same requires_grad flags.
+    forward = runs.compile_model(model, cfg.compile, device)
+
     def arch_step(xa, ya, x, y):
         if cfg.unrolled:  # second order: needs the weight batch for the virtual step
             return architect.unrolled_arch_step(model, weights, w_opt, a_opt, (x, y), (xa, ya),
                                                 sync=_sync)
-        return sgd_step(model, arch, a_opt, xa, ya, cfg.arch_grad_clip)
+        return sgd_step(forward, arch, a_opt, xa, ya, cfg.arch_grad_clip)
+
+    def checkpoint(epochs_done, **partial):  # `partial`: where a preempted epoch stopped
+        return dict(model=model.state_dict(), w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(),
+                    epoch=epochs_done, rng=runs.rng_state(), config=runs.as_dict(cfg), history=history,
+                    **partial)
 
     steps = len(train_loader)
-    arch_batches = arch_loader.forever(start_step=start * steps)  # one alpha batch per weight step
+    arch_batches = arch_loader.forever(start_step=start * steps + first)  # one alpha batch per weight step
     last = min(cfg.epochs, start + cfg.stop_after) if cfg.stop_after else cfg.epochs
+    stop.armed = True  # from here on a stop signal ends the run after the current step, checkpointed
     for epoch in range(start, last):
         model.train()
-        train_loader.set_epoch(epoch)
+        skip = first if epoch == start else 0  # a preempted epoch continues at its next batch
+        train_loader.set_epoch(epoch, skip)
         lr, t0 = runs.cosine_lr(cfg.lr, epoch, cfg.epochs, cfg.lr_min, cfg.warmup_epochs), time.time()
         runs.set_lr(w_opt, lr)
-        sums = torch.zeros(4, device=device)  # weight loss, weight correct, alpha loss, alpha correct
-        n_w = n_a = 0
-        for step, (x, y) in enumerate(train_loader):
+        # weight loss, weight correct, alpha loss, alpha correct (4,); a preempted epoch's running sums
+        sums = ckpt["sums"].to(device) if skip else torch.zeros(4, device=device)
+        (n_w, n_a), t0 = (ckpt["counts"], t0 - ckpt["seconds"]) if skip else ((0, 0), t0)
+        for step, (x, y) in enumerate(train_loader, skip):
             xa, ya = next(arch_batches)
             do_arch = epoch >= cfg.arch_start
             if do_arch and cfg.arch_first:  # DARTS: alpha step, then weight step
                 loss, correct = arch_step(xa, ya, x, y)
                 sums[2:] += torch.stack([loss * len(ya), correct])
                 n_a += len(ya)
-            loss, correct = sgd_step(model, weights, w_opt, x, y, cfg.grad_clip)
+            loss, correct = sgd_step(forward, weights, w_opt, x, y, cfg.grad_clip)
             sums[:2] += torch.stack([loss * len(y), correct])
             n_w += len(y)
             if do_arch and not cfg.arch_first:  # NB201's DARTS-V1: weight step, then alpha step
@@ -264,6 +283,11 @@ def search(cfg, rank=0, world=1, device=None):
                 _check_finite(s[0] + s[2], epoch, ckpt_path)
                 log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {s[0] / n_w:.3f} "
                     f"acc {s[1] / n_w:.3f} ({time.time() - t0:.0f}s)")
+            if step + 1 < steps and stop.requested():  # SIGTERM / Ctrl-C: keep this step, then exit
+                if main_proc:
+                    runs.save_checkpoint(ckpt_path, checkpoint(epoch, step=step + 1, sums=sums.cpu(),
+                                                               counts=[n_w, n_a], seconds=time.time() - t0))
+                stop.stop(f"in epoch {epoch + 1} after step {step + 1}/{steps}", ckpt_path)
         s = sums.tolist()
         _check_finite(s[0] + s[2], epoch, ckpt_path)
         if world > 1:
@@ -289,10 +313,13 @@ def search(cfg, rank=0, world=1, device=None):
         if main_proc:
             runs.write_json(os.path.join(cfg.out, "alphas.json"),
                        [{k: r[k] for k in ("epoch", "alphas", "betas") if k in r} for r in history])
+            runs.write_json(os.path.join(cfg.out, "history.json"),
+                            [{k: v for k, v in r.items() if k not in ("alphas", "betas")} for r in history])
             runs.write_json(os.path.join(cfg.out, "genotype.json"), rec)
-            runs.save_checkpoint(ckpt_path, dict(
-                model=model.state_dict(), w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(),
-                epoch=epoch + 1, rng=runs.rng_state(), config=runs.as_dict(cfg), history=history))
+            runs.save_checkpoint(ckpt_path, checkpoint(epoch + 1))
+        if stop.requested():
+            stop.stop(f"after epoch {epoch + 1}", ckpt_path)
+    stop.armed = False
     log(f"final genotype: {json.dumps(history[-1]['genotype']) if history else 'none'}")
     return model, history
 
@@ -318,7 +345,8 @@ def main(argv=None):
     cfg = make_config(argv)
     rank, world, device = runs.setup_distributed(cfg.device)
     try:
-        search(cfg, rank, world, device)
+        with runs.StopSignals(world, device) as stop:
+            search(cfg, rank, world, device, stop)
     finally:
         if world > 1:
             torch.distributed.destroy_process_group()

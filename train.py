@@ -24,7 +24,8 @@ Decisions where the references are silent:
   `--resume=1 --epochs=N` extends a run consistently. CIFAR/SVHN S1-S4 cells use the DARTS recipe
   (C 36, 20 cells), which R-DARTS' code (8 cells, C 16) does not.
 - Resume is bit-identical on CPU: model, optimizer, epoch and every process's RNG state are saved;
-  the loaders depend only on (seed, epoch) (ImageNet-style streaming folders excepted, see data.py).
+  the loaders depend only on (seed, epoch, batch index) (data.py), so a run stopped by SIGTERM / Ctrl-C
+  mid-epoch (checkpoint at that step; the one before kept as checkpoint.prev.pt) continues exactly.
 - batch_size is global: each of N processes takes batch_size / N. The test set is evaluated once, at
   the end (per epoch only with --test_every_epoch=1, for reporting; nothing is selected on it).
 - A DARTS net on data whose aux-head input is not 8x8-ish (e.g. 16 px ImageNet16-120) trains without
@@ -53,6 +54,8 @@ class Config:
     genotype: str = ""            # or: path to a genotype.json written by search.py
     dataset: str = "cifar10"      # cifar10, cifar100, svhn, ImageNet16-120, imagefolder, imagenet
     data: str = "data"            # dataset root folder
+    download: bool = True         # fetch missing cifar/svhn files through torchvision (0: never online)
+    skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
     epochs: int = 600
     batch_size: int = 96          # global, over all processes
     lr: float = 0.025             # initial SGD learning rate
@@ -88,16 +91,18 @@ RECIPES = {
                   auxiliary=False, drop_path_prob=0.0, cutout=0, C=16, layers=5),
 }
 # What a resumed run may change; any other key must match the checkpoint's config.
-RUN_KEYS = {"epochs", "resume", "out", "device", "amp", "channels_last", "workers", "test_every_epoch"}
+RUN_KEYS = {"epochs", "resume", "out", "device", "amp", "channels_last", "workers", "test_every_epoch",
+            "download"}
+CKPT_KEYS = ("model", "optimizer", "epoch", "rng", "seconds", "config", "genotype", "train")
 
 
-def data_info(dataset, root=None):
+def data_info(dataset, root=None, skip_bad=False):
     """data.DatasetInfo; 'imagenet' is a folder of large images (1000 classes, 224 px when root is None)."""
     if dataset != "imagenet":
-        return data.dataset_info(dataset, root)
+        return data.dataset_info(dataset, root, skip_bad=skip_bad)
     if root is None:
         return data.DatasetInfo(1000, 224, data.IMAGENET_MEAN, data.IMAGENET_STD, 0, True)
-    info = data.dataset_info("imagefolder", root)
+    info = data.dataset_info("imagefolder", root, skip_bad=skip_bad)
     if not info.streaming:
         raise ValueError(f"--dataset=imagenet: {root} holds small images; use --dataset=imagefolder")
     return info
@@ -128,16 +133,20 @@ def resolve(argv):
     checkpoint's settings; a fresh one takes its setting's recipe for every key not given."""
     cfg, given = runs.parse_config(Config, argv), runs.explicit_keys(argv)
     path = os.path.join(cfg.out, "checkpoint.pt")
-    if cfg.resume and os.path.isfile(path):
-        ckpt = runs.load_checkpoint(path)
+    if cfg.resume and runs.has_checkpoint(path):
+        ckpt = runs.load_checkpoint(path, required=CKPT_KEYS)
         cfg = runs.resumed_config(Config, ckpt["config"], argv, RUN_KEYS)
-        return cfg, load_genotype(ckpt["genotype"]), data_info(cfg.dataset, cfg.data), ckpt, "resumed"
+        info = data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
+        return cfg, load_genotype(ckpt["genotype"]), info, ckpt, "resumed"
     if bool(cfg.arch) == bool(cfg.genotype):
         raise runs.ConfigError("give exactly one of --arch=NAME|NB201-STRING and --genotype=PATH")
     if cfg.genotype and not os.path.isfile(cfg.genotype):
         raise FileNotFoundError(f"--genotype={cfg.genotype}: no such file")
-    genotype = load_genotype(cfg.genotype or cfg.arch)
-    info = data_info(cfg.dataset, cfg.data)
+    try:
+        genotype = load_genotype(cfg.genotype or cfg.arch)
+    except UnicodeDecodeError as e:  # a binary file given as genotype.json
+        raise ValueError(f"--genotype={cfg.genotype}: not a genotype.json text file ({e.reason})") from None
+    info = data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
     setting = "nb201" if isinstance(genotype, NB201Cell) else "imagenet" if info.streaming else "darts"
     cfg = runs.parse_config(Config, argv, **RECIPES[setting])
     if setting == "darts" and "auxiliary" not in given:
@@ -168,11 +177,14 @@ def make_loaders(cfg, info, batch, device, rank, world):
         return (data.folder_loader(files, labels, batch, True, color_jitter=True, **common),
                 data.folder_loader(test_files, test_labels, batch, False, **common))
     name = "imagefolder" if cfg.dataset == "imagenet" else cfg.dataset
-    x, y = data.load_split(name, cfg.data, True)
+    if rank == 0:  # first run: rank 0 downloads cifar/svhn, the other ranks then read its files
+        data.fetch(name, cfg.data, cfg.download)
+    runs.barrier(world)
+    x, y = data.load_split(name, cfg.data, True, skip_bad=cfg.skip_bad_images)
     if cfg.subset:
         keep = torch.randperm(len(y), generator=g)[:cfg.subset]
         x, y = x[keep], y[keep]
-    xt, yt = data.load_split(name, cfg.data, False)
+    xt, yt = data.load_split(name, cfg.data, False, skip_bad=cfg.skip_bad_images)
     common = dict(mean=info.mean, std=info.std, seed=cfg.seed, rank=rank, world_size=world)
     return (data.TensorLoader(x, y, batch, device, train=True, cutout=cfg.cutout, **common),
             data.TensorLoader(xt, yt, batch, device, train=False, **common))
@@ -221,12 +233,18 @@ def state_digest(model):
 def main(argv=None):
     cfg, genotype, info, ckpt, how = resolve(argv)
     rank, world, device = runs.setup_distributed(cfg.device)
+    with runs.StopSignals(world, device) as stop:  # SIGTERM / Ctrl-C: checkpoint the step, one line
+        return train(cfg, genotype, info, ckpt, how, rank, world, device, stop)
+
+
+def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
+    """The retraining loop of a resolved run (main); returns the output folder."""
     if cfg.batch_size % world:
         raise runs.ConfigError(f"--batch_size={cfg.batch_size} must divide over {world} processes")
     fast = device.type == "cuda"  # bf16 autocast and channels_last pay off only on CUDA
     amp, nhwc = cfg.amp and fast, cfg.channels_last and fast
     if rank == 0:
-        os.makedirs(cfg.out, exist_ok=True)
+        runs.out_dir(cfg.out)
     log = runs.Log(cfg.out, enabled=rank == 0)
     log(f"config {json.dumps(runs.as_dict(cfg))}")
     log(f"{how}; genotype {genotype}")
@@ -239,33 +257,47 @@ def main(argv=None):
     model = model.to(device, memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    start, seconds, train_stats = 0, 0.0, [float("nan")] * 2
+    start, first, seconds, train_stats = 0, 0, 0.0, [float("nan")] * 2
     runs.seed_everything(cfg.seed + rank)  # drop path masks and noise differ between processes
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start, seconds, train_stats = ckpt["epoch"], ckpt["seconds"], ckpt["train"]
+        # steps of epoch `start` done before a preemption; global batch k is the union of the ranks'
+        # batches k, so this holds for any number of processes
+        first = ckpt.get("step", 0)
         if len(ckpt["rng"]) == world:  # one RNG state per process
             runs.set_rng_state(ckpt["rng"][rank])
-        log(f"resumed after epoch {start}" + ("" if len(ckpt["rng"]) == world else
-            f"; saved by {len(ckpt['rng'])} processes, so random draws restart from the seed"))
+        log(f"resumed after epoch {start}" + (f", step {first} of epoch {start + 1}" if first else "") +
+            ("" if len(ckpt["rng"]) == world else
+             f"; saved by {len(ckpt['rng'])} processes, so random draws restart from the seed"))
     net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if fast else None)
     train_loader, test_loader = make_loaders(cfg, info, cfg.batch_size // world, device, rank, world)
+    steps = len(train_loader)
 
+    def checkpoint(epochs_done, rng, **partial):  # `partial`: where a preempted epoch stopped
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": {"schedule": cfg.schedule, "lr": lr}, "epoch": epochs_done, "rng": rng,
+                "seconds": seconds, "config": runs.as_dict(cfg), "genotype": genotype_to_json(genotype),
+                "train": train_stats, **partial}
+
+    stop.armed = True  # from here on a stop signal ends the run after the current step, checkpointed
     for epoch in range(start, cfg.epochs):
-        t0, n = time.time(), [0]
+        t0 = time.time()
         lr = learning_rate(cfg, epoch)
         runs.set_lr(optimizer, lr)
         dp = cfg.drop_path_prob * epoch / cfg.epochs if hasattr(model, "drop_path_prob") else 0.0
         model.drop_path_prob = dp  # linear ramp from 0 (darts.md §5.1); TinyNetwork has none
-        # TensorLoader and DistributedSampler reshuffle per epoch; a plain DataLoader's generator moves on.
-        shuffler = getattr(train_loader, "sampler", train_loader)
-        if hasattr(shuffler, "set_epoch"):
-            shuffler.set_epoch(epoch)
+        skip = first if epoch == start else 0  # a preempted epoch continues at its next batch
+        train_loader.set_epoch(epoch, skip)  # both loaders: a batch is a function of (seed, epoch, index)
         net.train()
         loss_sum = correct = torch.zeros((), device=device)
-        for x, y in _batches(train_loader, device, nhwc, n):
+        n = [0]
+        if skip and rank == 0:  # the preempted epoch's running sums (over all processes) go to rank 0
+            loss_sum, correct = (torch.tensor(v, dtype=loss_sum.dtype, device=device) for v in ckpt["sums"][:2])
+            n = [ckpt["sums"][2]]
+        for step, (x, y) in enumerate(_batches(train_loader, device, nhwc, n), skip):
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 out = net(x)  # the forward in bf16 on CUDA; loss and backward outside autocast
             logits, aux = out if isinstance(out, tuple) else (out, None)
@@ -280,6 +312,15 @@ def main(argv=None):
             optimizer.step()
             loss_sum = loss_sum + loss.detach() * len(y)
             correct = correct + (logits.argmax(1) == y).sum()
+            if step + 1 < steps and stop.requested():  # SIGTERM / Ctrl-C: keep this step, then exit
+                rng = _all_gather(runs.rng_state(), world)
+                sums = _all_sum([loss_sum.item(), correct.item(), n[0]], device, world)  # exact in float64
+                if rank == 0:
+                    runs.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), checkpoint(
+                        epoch, rng, step=step + 1, sums=[sums[0], int(sums[1]), int(sums[2])],
+                        seconds=seconds + time.time() - t0))
+                stop.stop(f"in epoch {epoch + 1} after step {step + 1}/{steps}",
+                          os.path.join(cfg.out, "checkpoint.pt"))
         if world > 1:  # each process updated BN running stats on its own shard: keep rank 0's
             for b in model.buffers():
                 dist.broadcast(b, 0)
@@ -293,11 +334,10 @@ def main(argv=None):
             f"{train_stats[1]:.3f} {time.time() - t0:.0f}s" + "".join(f" {k} {v:.4f}" for k, v in extra))
         rng = _all_gather(runs.rng_state(), world)
         if rank == 0:
-            runs.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": {"schedule": cfg.schedule, "lr": lr}, "epoch": epoch + 1, "rng": rng,
-                "seconds": seconds, "config": runs.as_dict(cfg), "genotype": genotype_to_json(genotype),
-                "train": train_stats})
+            runs.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), checkpoint(epoch + 1, rng))
+        if stop.requested():
+            stop.stop(f"after epoch {epoch + 1}", os.path.join(cfg.out, "checkpoint.pt"))
+    stop.armed = False
 
     test_loss, test_acc = score_test_set(model, test_loader, device, world, amp, nhwc)
     digests = _all_gather(state_digest(model), world)

@@ -389,3 +389,26 @@ def test_missing_last_epoch_key_names_the_problem(tmp_path):
     with pytest.raises(BenchmarkFileError) as err:
         NB201(write_bench(tmp_path, "legacy", obj))
     assert_one_line(err, "arch 2", "'cifar100' seed 999 lacks a x-test result", "x-test@199")
+
+
+SHARED_TABLE = os.path.join(ROOT, "..", "shared", "data", "nb201", "nb201-public.csv")
+
+
+@pytest.mark.skipif(not os.path.isfile(SHARED_TABLE), reason="no ../shared/data/nb201/nb201-public.csv")
+def test_shared_public_table_gives_the_anchors_of_its_readme():
+    import genotypes as G
+    bench = NB201(SHARED_TABLE)
+    assert len(bench) == 15625 and all(bench.meta_archs[i] == G.nb201_arch(i) for i in (0, 1835, 9930, 15624))
+
+    def acc(index, dataset, key="test_acc"):
+        return round(bench.query(index, dataset)[key], 2)
+    # 9930: the paper's RF-DARTS cell (Table 3)
+    assert (acc(9930, "cifar10", "valid_acc"), acc(9930, "cifar10")) == (91.55, 94.36)
+    assert (acc(9930, "cifar100"), acc(9930, "ImageNet16-120")) == (73.51, 46.34)
+    assert bench.query(9930, "cifar10")["arch"] == G.RF_DARTS_NB201.to_str()
+    # 1835: every edge skip_connect, DARTS' collapse (Table 2's 54.30)
+    assert (acc(1835, "cifar10", "valid_acc"), acc(1835, "cifar10")) == (39.77, 54.30)
+    assert set(G.NB201Cell.from_str(bench.meta_archs[1835]).ops) == {"skip_connect"}
+    # 6111 and 13714: the CIFAR-10 test optimum
+    tests = [bench.query(i, "cifar10")["test_acc"] for i in range(len(bench))]
+    assert (acc(6111, "cifar10"), acc(13714, "cifar10"), round(max(tests), 2)) == (94.37, 94.37, 94.37)

@@ -1,0 +1,290 @@
+"""Faults a cluster or a laptop produces end as one line, never a traceback, and lose nothing (issue 11):
+damaged checkpoints (fallback to checkpoint.prev.pt), SIGTERM mid-epoch (step checkpoint, exact resume),
+unreadable images (in memory: all listed; streaming: the first one), a full disk (faked ENOSPC), damaged
+genotype / benchmark files, and the first-run download decision (torchvision faked, no network).
+Each case runs the real scripts (main through runs.cli, or a subprocess) on tiny synthetic data."""
+import errno
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_image_folder
+
+import bench201
+import data
+import runs
+import search
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEARCH = ["--dataset=imagefolder", "--C=4", "--batch_size=1", "--log_every=1", "--space=nb201",
+          "--layers=1", "--epochs=2", "--seed=7"]  # 12 steps per epoch
+
+
+def cli(main, argv, capsys):
+    """Run a script's main as its command line does -> (exit code, stderr lines)."""
+    capsys.readouterr()
+    try:
+        runs.cli(main, argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not any("Traceback" in line for line in err), err
+    return code, err
+
+
+def load(path):
+    return torch.load(path, weights_only=True)
+
+
+def assert_same_run(out_a, out_b):
+    a, b = load(os.path.join(out_a, "checkpoint.pt")), load(os.path.join(out_b, "checkpoint.pt"))
+    assert a["epoch"] == b["epoch"] and a.get("step", 0) == b.get("step", 0) == 0
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    if "history" in a:  # search: every epoch's losses, accuracies, softmax(alpha) and genotype
+        drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+        assert drop(a["history"]) == drop(b["history"])
+
+
+def truncate(path):
+    with open(path, "rb") as f:
+        head = f.read()
+    with open(path, "wb") as f:
+        f.write(head[: len(head) // 2])
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_folder, tmp_path_factory):
+    """An uninterrupted 2-epoch search: checkpoint.pt (epoch 2) and the rotated checkpoint.prev.pt (1)."""
+    out = str(tmp_path_factory.mktemp("reference"))
+    search.search(search.make_config(SEARCH + [f"--data={tiny_folder}", f"--out={out}"]))
+    assert load(os.path.join(out, "checkpoint.prev.pt"))["epoch"] == 1
+    return out
+
+
+def test_search_sigterm_mid_epoch_then_resume_is_bit_identical(reference, tiny_folder, tmp_path, capsys):
+    out = tmp_path / "preempted"
+    proc = subprocess.Popen([sys.executable, "search.py", *SEARCH, f"--data={tiny_folder}", f"--out={out}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # a real SIGTERM, as SLURM sends it, early in epoch 1 (~0.5 s of steps left)
+        if "epoch 1 step 1/12" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out_text, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.count("\n") == 1 and err.startswith("stopped by SIGTERM in epoch "), err
+    ckpt = load(out / "checkpoint.pt")
+    assert 0 < ckpt["step"] < 12 and f"in epoch {ckpt['epoch'] + 1} after step {ckpt['step']}/12:" in err
+    assert cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
+    e, k = ckpt["epoch"], ckpt["step"]
+    assert f"resumed after epoch {e}, step {k} of epoch {e + 1}" in (out / "log.txt").read_text()
+    assert_same_run(reference, out)
+
+
+def test_search_damaged_checkpoints(reference, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    truncate(out / "checkpoint.pt")  # e.g. copied while being written: the older one takes over
+    assert cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
+    assert "resuming from the older checkpoint" in (out / "log.txt").read_text()
+    assert "checkpoint.pt is truncated or damaged" in (out / "log.txt").read_text()
+    assert_same_run(reference, out)
+    assert load(out / "checkpoint.prev.pt")["epoch"] == 1  # the damaged file was not rotated over it
+    (out / "checkpoint.pt").write_text("x\n")  # not a torch file at all
+    truncate(out / "checkpoint.prev.pt")
+    before = [(out / n).read_bytes() for n in ("checkpoint.pt", "checkpoint.prev.pt")]
+    code, err = cli(search.main, [f"--out={out}", "--resume=1"], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert f"{out}/checkpoint.pt is not a torch checkpoint and {out}/checkpoint.prev.pt is truncated" in err[0]
+    assert before == [(out / n).read_bytes() for n in ("checkpoint.pt", "checkpoint.prev.pt")]
+    (out / "checkpoint.prev.pt").unlink()  # a run directory from before rotation: checkpoint.pt only
+    (out / "checkpoint.pt").write_bytes(b"")
+    code, err = cli(train.main, [f"--out={out}", "--resume=1"], capsys)
+    assert code == 2 and len(err) == 1 and "checkpoint.pt is an empty file and" in err[0], err
+    assert "checkpoint.prev.pt is missing" in err[0]
+
+
+def test_disk_full_keeps_the_last_checkpoint(reference, tiny_folder, tmp_path, capsys, monkeypatch):
+    out, save, calls = tmp_path / "full", torch.save, [0]
+
+    def save_until_full(obj, f):  # the second checkpoint (epoch 2) hits a full disk half-way
+        calls[0] += 1
+        if calls[0] == 2:
+            buf = io.BytesIO()
+            save(obj, buf)
+            f.write(buf.getvalue()[: buf.tell() // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        save(obj, f)
+
+    monkeypatch.setattr(torch, "save", save_until_full)
+    code, err = cli(search.main, SEARCH + [f"--data={tiny_folder}", f"--out={out}"], capsys)
+    monkeypatch.undo()
+    assert code == 1 and len(err) == 1, err
+    assert f"could not write {out}/checkpoint.pt: No space left on device" in err[0]
+    assert "checkpoint.pt" in os.listdir(out) and not [n for n in os.listdir(out) if ".tmp" in n]
+    assert load(out / "checkpoint.pt")["epoch"] == 1
+    assert cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
+    assert_same_run(reference, out)
+    (tmp_path / "file").write_text("")  # --out under a file: one line too
+    code, err = cli(search.main, SEARCH + [f"--data={tiny_folder}", f"--out={tmp_path / 'file' / 'run'}"],
+                    capsys)
+    assert code == 1 and len(err) == 1 and "cannot create the output folder" in err[0], err
+
+
+def test_train_sigterm_mid_epoch_then_resume_is_bit_identical(tiny_folder, tmp_path, capsys, monkeypatch):
+    # DARTS cell with drop path (random from epoch 2 on), cutout and the aux head; SIGTERM in epoch 2
+    common = ["--arch=DARTS_V2", "--dataset=imagefolder", f"--data={tiny_folder}", "--C=4", "--layers=3",
+              "--batch_size=4", "--subset=16", "--epochs=2"]
+    train.main(common + [f"--out={tmp_path / 'straight'}"])
+    real = train._batches
+
+    def signalled(loader, *args):
+        for i, batch in enumerate(real(loader, *args)):
+            if loader.train and loader.epoch == 1 and i == 1:
+                os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled while step 2 runs
+            yield batch
+
+    monkeypatch.setattr(train, "_batches", signalled)
+    code, err = cli(train.main, common + [f"--out={tmp_path / 'split'}"], capsys)
+    monkeypatch.undo()
+    assert code == 128 + signal.SIGTERM and err[0].startswith("stopped by SIGTERM in epoch 2 after step 2/4")
+    assert len(err) == 1 and load(tmp_path / "split" / "checkpoint.pt")["step"] == 2
+    assert cli(train.main, [f"--out={tmp_path / 'split'}", "--resume=1"], capsys) == (0, [])
+    assert_same_run(tmp_path / "straight", tmp_path / "split")
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("straight", "split"))
+    assert a.pop("seconds") > 0 and b.pop("seconds") > 0 and a == b  # train/test loss, accuracy, digest
+
+
+def test_unreadable_images_are_listed_before_training(tiny_folder, tmp_path, capsys):
+    root = tmp_path / "folder"
+    shutil.copytree(tiny_folder, root)
+    (root / "train" / "class0" / "broken.jpg").write_text("x\n")
+    truncate(root / "train" / "class2" / "3.png")
+    argv = SEARCH + [f"--data={root}", "--batch_size=4", "--epochs=1"]
+    code, err = cli(search.main, argv + [f"--out={tmp_path / 'a'}"], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert "2 of 25 images are unreadable" in err[0]
+    assert f"{root}/train/class0/broken.jpg (not an image)" in err[0]
+    assert f"{root}/train/class2/3.png" in err[0] and not (tmp_path / "a" / "checkpoint.pt").exists()
+    code, err = cli(train.main, ["--arch=DARTS_V2", f"--data={root}", "--dataset=imagefolder",
+                                 f"--out={tmp_path / 't'}"], capsys)
+    assert code == 2 and len(err) == 1 and "2 of 25 images are unreadable" in err[0], err
+    code, err = cli(search.main, argv + [f"--out={tmp_path / 'b'}", "--skip_bad_images=1"], capsys)
+    assert code == 0 and len(err) == 1 and err[0].startswith("warning: leaving out 2 of 25 images"), err
+    assert load(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
+
+
+def test_streaming_loader_is_a_function_of_seed_epoch_and_batch(tmp_path):
+    root = make_image_folder(tmp_path / "big", classes=2, train_per_class=5, test_per_class=1, size=72)
+    files, labels, _ = data.folder_files(root, True)
+
+    def epoch(workers, start=0):
+        loader = data.folder_loader(files, labels, 3, True, size=16, workers=workers, seed=4)
+        loader.set_epoch(1, start)
+        return [b for b in loader]
+
+    rng = torch.get_rng_state()
+    full = epoch(0)
+    assert torch.equal(rng, torch.get_rng_state())  # the training process's RNG is left alone
+    resumed = epoch(2, start=2)  # with worker processes, from batch 2 on: the same batches
+    assert len(full) == 4 and len(resumed) == 2
+    assert all(torch.equal(a, b) for got, want in zip(resumed, full[2:]) for a, b in zip(got, want))
+    loader = data.folder_loader(files, labels, 3, True, size=16, workers=0, seed=4)
+    stream = loader.forever(start_step=len(loader) + 2)
+    assert all(torch.equal(next(stream)[0], b[0]) for b in full[2:])
+
+
+def test_streaming_search_sigterm_resume_and_bad_image(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "imagenet"
+    make_image_folder(root, classes=2, train_per_class=10, test_per_class=1, size=224)
+    argv = ["--space=s2", "--dataset=imagenet", f"--data={root}", "--C=4", "--layers=3", "--batch_size=2",
+            "--epochs=2", "--arch_start=0", "--workers=0", "--weight_frac=0.4", "--arch_frac=0.2"]
+    search.search(search.make_config(argv + [f"--out={tmp_path / 'straight'}"]))
+    real, calls = search.sgd_step, [0]
+
+    def signalled(*args, **kwargs):  # 2 updates per step: SIGTERM during step 3 of 4 in epoch 2
+        calls[0] += 1
+        if calls[0] == 13:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search, "sgd_step", signalled)
+    out = tmp_path / "split"
+    code, err = cli(search.main, argv + [f"--out={out}"], capsys)
+    monkeypatch.undo()
+    assert code == 128 + signal.SIGTERM and err == [err[0]] and "in epoch 2 after step 3/4" in err[0], err
+    assert cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
+    assert_same_run(tmp_path / "straight", out)
+    # a file damaged later: the streaming loader names it, the last checkpoint stays as it was
+    bad = (out / "subset_weights.txt").read_text().splitlines()[2].split("\t")[0]
+    (root / bad).write_text("x\n")
+    code, err = cli(search.main, [f"--out={out}", "--resume=1", "--epochs=3"], capsys)
+    assert code == 2 and len(err) == 1 and f"{root / bad}: unreadable image (not an image)" in err[0], err
+    assert load(out / "checkpoint.pt")["epoch"] == 2
+
+
+class FakeCIFAR10:
+    """torchvision.datasets.CIFAR10 without a network: 'downloads' by writing the files it checks."""
+    calls, online = [], True
+
+    def __init__(self, root, train=True, download=False):
+        FakeCIFAR10.calls.append(download)
+        folder = os.path.join(root, "cifar-10-batches-py")
+        if download:
+            if not FakeCIFAR10.online:
+                raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+            os.makedirs(folder)
+            for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+                open(os.path.join(folder, name), "w").close()
+        rng = np.random.default_rng(int(train))
+        self.data = rng.integers(0, 256, (24 if train else 6, 32, 32, 3), dtype=np.uint8)
+        self.targets = rng.integers(0, 10, len(self.data)).tolist()
+
+
+def test_first_run_downloads_unless_told_not_to(tmp_path, capsys, monkeypatch):
+    import torchvision
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    argv = ["--dataset=cifar10", f"--data={tmp_path / 'data'}", "--C=4", "--layers=1", "--batch_size=4",
+            "--epochs=1"]
+    code, err = cli(search.main, argv + [f"--out={tmp_path / 'a'}", "--download=0"], capsys)
+    assert code == 2 and len(err) == 1 and FakeCIFAR10.calls == [], err  # never asked torchvision
+    assert f"--download=0; put cifar-10-batches-py/ into {tmp_path / 'data'} (from https://" in err[0]
+    code, err = cli(train.main, ["--arch=|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|", "--C=4",
+                                 "--layers=1", f"--data={tmp_path / 'data'}", f"--out={tmp_path / 't'}",
+                                 "--download=0"], capsys)
+    assert code == 2 and len(err) == 1 and "cifar10 not found" in err[0], err
+    FakeCIFAR10.online = False
+    code, err = cli(search.main, argv + [f"--out={tmp_path / 'b'}"], capsys)
+    assert code == 2 and err[0].startswith("downloading cifar10") and len(err) == 2, err
+    assert "could not download cifar10" in err[1] and "offline? put cifar-10-batches-py/ into" in err[1]
+    FakeCIFAR10.online, FakeCIFAR10.calls = True, []
+    assert cli(search.main, argv + [f"--out={tmp_path / 'c'}"], capsys)[0] == 0
+    assert FakeCIFAR10.calls[0] is True and not any(FakeCIFAR10.calls[1:])  # downloaded once, then read
+    FakeCIFAR10.calls = []
+    assert cli(search.main, argv + [f"--out={tmp_path / 'd'}"], capsys) == (0, [])
+    assert not any(FakeCIFAR10.calls)  # the files are there: no download
+
+
+def test_damaged_genotype_and_benchmark_files(tmp_path, capsys):
+    torch.save({"a": torch.zeros(100)}, tmp_path / "bench.pth")
+    truncate(tmp_path / "bench.pth")
+    (tmp_path / "empty.csv").write_text("")
+    for path in (tmp_path / "bench.pth", tmp_path / "empty.csv"):
+        assert bench201.main([str(path), "--index", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(path) in err[0], err
+    (tmp_path / "g.json").write_text('{"cell": "nb')
+    (tmp_path / "g.bin").write_bytes(b"\x89PNG\r\n\x1a\n")
+    for path in (tmp_path / "g.json", tmp_path / "g.bin"):
+        code, err = cli(train.main, [f"--genotype={path}", f"--out={tmp_path / 'o'}"], capsys)
+        assert code == 2 and len(err) == 1 and str(path) in err[0], err

@@ -1,0 +1,163 @@
+"""plot.py: every figure drawn from tiny real search runs and synthetic analysis runs, log.txt parsing,
+benchmark look-ups from a table, one-line errors."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+import matplotlib.image  # noqa: E402
+
+import bench201  # noqa: E402
+import genotypes as G  # noqa: E402
+import plot  # noqa: E402
+import runs  # noqa: E402
+import search  # noqa: E402
+
+TINY = ["--dataset=imagefolder", "--C=4", "--batch_size=4", "--log_every=1", "--epochs=2"]
+
+
+def fake_accuracy(index):
+    """The fake table's CIFAR-10 test accuracy of an arch: 50-95 %, different for neighbouring indices."""
+    return 50 + (index * 37 % 4501) / 100
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """A complete NB201 table in bench201's --export layout with made-up accuracies."""
+    path = tmp_path_factory.mktemp("nb201") / "nb201.csv"
+    with open(path, "w") as f:
+        f.write(",".join(bench201.CSV_HEADER) + "\n")
+        for i in range(15625):
+            cells = [repr(fake_accuracy(i) - 3), repr(fake_accuracy(i)), "", "777", "777"] * 3
+            f.write(",".join([str(i), G.nb201_arch(i)] + cells) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def search_runs(tiny_folder, table, tmp_path_factory):
+    """Two 2-epoch NB201 searches (options B and C, seed 1) that logged their benchmark accuracy."""
+    root = tmp_path_factory.mktemp("runs")
+    for option in "BC":
+        argv = TINY + [f"--data={tiny_folder}", f"--out={root / option}", "--layers=1", f"--option={option}",
+                       "--seed=1", f"--bench201={table}"]
+        search.search(search.make_config(argv))
+    return [str(root / "B"), str(root / "C")]
+
+
+def assert_real_png(path):
+    """A PNG of a few KB with a real picture in it (many colours, not one flat fill)."""
+    assert os.path.isfile(path) and os.path.getsize(path) > 5000, path
+    img = matplotlib.image.imread(path)
+    assert img.shape[0] > 200 and img.shape[1] > 200, (path, img.shape)
+    colours = np.unique(img.reshape(-1, img.shape[-1]), axis=0)
+    assert len(colours) > 20, (path, len(colours))
+
+
+def test_every_search_figure_from_tiny_real_runs(search_runs, tmp_path, capsys):
+    paths = plot.main([*search_runs, f"--out={tmp_path}"])
+    names = {os.path.basename(p) for p in paths}
+    assert names == {"fig5_alphas_B.png", "fig5_alphas_C.png", "cell_B.png", "cell_C.png",
+                     "skip_and_bench.png", "fig1_supernet_vs_cell.png"}
+    for p in paths:
+        assert_real_png(p)
+    assert capsys.readouterr().out.split() == paths  # the CLI prints the written paths
+
+
+def test_log_only_run_parses_to_the_history_rows(search_runs, tmp_path):
+    run_dir = shutil.copytree(search_runs[0], tmp_path / "old")
+    history = json.loads((run_dir / "history.json").read_text())
+    os.remove(run_dir / "history.json")  # a run from before search.py wrote history.json
+    with open(run_dir / "log.txt") as f:
+        last_epoch_line = [line for line in f if "] epoch 2/2" in line][-1]
+    with open(run_dir / "log.txt", "a") as f:  # a resumed run may log an epoch twice: one row per epoch
+        f.write(last_epoch_line)
+    rows = plot.load_run(str(run_dir)).rows
+    assert len(rows) == len(history) == 2
+
+    def key(r):
+        return r["epoch"], r["skip_count"], r["genotype"]["arch"], r["genotype"]["nb201_index"], r["bench201"]
+    assert [key(r) for r in rows] == [key(r) for r in history]
+    assert [r["valid_acc"] for r in rows] == pytest.approx([r["valid_acc"] for r in history], abs=1e-3)
+
+
+def test_benchmark_accuracy_from_the_table_when_the_run_did_not_log_it(search_runs, table, tmp_path, capsys):
+    run_dir = shutil.copytree(search_runs[1], tmp_path / "C")
+    logged = json.loads((run_dir / "history.json").read_text())
+    (run_dir / "history.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "bench201"}
+                                                      for r in logged]))
+    run = plot.load_run(str(run_dir))
+    looked_up = [plot.bench_acc(run, row, bench201.NB201(table)) for row in run.rows]
+    assert looked_up == [fake_accuracy(r["genotype"]["nb201_index"]) for r in logged]
+    assert looked_up == [r["bench201"]["test_acc"] for r in logged]
+    # without a table: the skip curve still, but no benchmark panel and no Fig. 1, with a note
+    names = {os.path.basename(p) for p in plot.main([str(run_dir), f"--out={tmp_path / 'a'}"])}
+    assert "fig1_supernet_vs_cell.png" not in names and "skip_and_bench.png" in names
+    assert "note: no benchmark accuracy" in capsys.readouterr().out
+    names = {os.path.basename(p) for p in plot.main([str(run_dir), f"--out={tmp_path / 'b'}", f"--bench201={table}"])}
+    assert "fig1_supernet_vs_cell.png" in names
+
+
+def test_darts_space_run_draws_both_cell_kinds(tiny_folder, tmp_path):
+    out = tmp_path / "s2"
+    search.search(search.make_config(TINY + [f"--data={tiny_folder}", f"--out={out}", "--space=s2", "--layers=2"]))
+    paths = plot.main([str(out), f"--out={tmp_path / 'fig'}"])
+    names = {os.path.basename(p) for p in paths}
+    assert names == {"fig5_alphas_s2_normal.png", "fig5_alphas_s2_reduce.png", "cell_s2.png", "skip_and_bench.png"}
+    for p in paths:
+        assert_real_png(p)
+
+
+def write_analysis_run(root, name, rows, **config):
+    path = root / name
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "history.json").write_text(json.dumps(rows))
+    return str(path)
+
+
+def test_analysis_figures_from_synthetic_runs(tmp_path):
+    rng, dirs = np.random.default_rng(0), []
+    for setting in ("convbn", "bn"):
+        for depth in (18, 50):
+            eta_scale = 0.01 if setting == "convbn" else 1.0  # the paper's Fig. 4: ~0 vs ~1
+            rows = [dict(epoch=e, lr=0.1, train_loss=1.0, train_err=0.5 / e, test_loss=1.0, test_err=0.6 / e,
+                         seconds=1.0, eta=list(eta_scale * rng.uniform(0.5, 1.5, depth - 1))) for e in (1, 2, 3)]
+            dirs.append(write_analysis_run(tmp_path, f"plain_{setting}_{depth}", rows, exp="plain",
+                                           depth=depth, setting=setting, width=0.25, lambda_init=0.0))
+        for init in (0.0, 0.5, 1.0):
+            rows = [dict(epoch=e, lr=0.1, train_loss=1.0, train_err=0.5, test_loss=1.0, test_err=0.6, seconds=1.0,
+                         **{"lambda": list(np.clip(init + rng.normal(0, 0.1, 16), 0, 1))}) for e in (1, 2, 3)]
+            dirs.append(write_analysis_run(tmp_path, f"lambda_{setting}_{init}", rows, exp="lambda", depth=50,
+                                           setting=setting, width=0.25, lambda_init=init))
+    paths = plot.main([*dirs, f"--out={tmp_path / 'fig'}"])
+    assert {os.path.basename(p) for p in paths} == {"fig2_plain.png", "fig3_lambda.png", "fig4_eta.png"}
+    for p in paths:
+        assert_real_png(p)
+
+
+@pytest.mark.parametrize("setup,message", [
+    (lambda d: None, "not a run directory (no config.json)"),
+    (lambda d: (d / "config.json").write_text("{}"), "neither 'space' (search.py) nor 'exp'"),
+    (lambda d: (d / "config.json").write_text('{"exp": "plain"}'), "no history.json"),
+])
+def test_a_directory_that_is_not_a_run_is_a_one_line_error(tmp_path, capsys, setup, message):
+    bad = tmp_path / "not_a_run"
+    bad.mkdir()
+    setup(bad)
+    with pytest.raises(SystemExit) as e:
+        runs.cli(plot.main, [str(bad), f"--out={tmp_path / 'fig'}"])
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and message in lines[0], lines
+
+
+@pytest.mark.parametrize("argv,message", [(["--out=x"], "usage: python plot.py RUN_DIR"),
+                                          (["some_dir", "--colour=red"], "unknown config key 'colour'")])
+def test_bad_command_lines_are_one_line_errors(capsys, argv, message):
+    with pytest.raises(SystemExit):
+        runs.cli(plot.main, argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
