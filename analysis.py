@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import checkpoints
 import data
 import runs
 from supernet import init_convs, set_trainable
@@ -177,8 +178,8 @@ def make_config(argv=None):
     """The run's config: a resumed run's saved one (only RUN_KEYS may change), else the command line."""
     cfg, given = runs.parse_config(AnalysisConfig, argv), runs.explicit_keys(argv)
     path = os.path.join(cfg.out, "checkpoint.pt")
-    if cfg.resume and runs.has_checkpoint(path):
-        ckpt = runs.load_checkpoint(path, required=("config",))
+    if cfg.resume and checkpoints.has_checkpoint(path):
+        ckpt = checkpoints.load_checkpoint(path, required=("config",))
         return runs.resumed_config(AnalysisConfig, ckpt["config"], argv, RUN_KEYS)
     if cfg.exp not in ("plain", "lambda", "eta"):
         raise runs.ConfigError(f"--exp={cfg.exp}: choose plain (Fig. 2), lambda (Fig. 3) or eta (Fig. 4)")
@@ -222,15 +223,15 @@ def make_loaders(cfg, device):
 def run(cfg, stop=None):
     """Train one analysis net; returns (model, history). Writes OUT/config.json, history.json, log.txt,
     checkpoint.pt (atomic, every epoch)."""
-    device, stop = runs.pick_device(cfg.device), stop or runs.StopSignals()
-    runs.out_dir(cfg.out)
+    device, stop = runs.pick_device(cfg.device), stop or checkpoints.StopSignals()
+    checkpoints.out_dir(cfg.out)
     log, path = runs.Log(cfg.out), os.path.join(cfg.out, "checkpoint.pt")
-    if not cfg.resume and runs.has_checkpoint(path):
+    if not cfg.resume and checkpoints.has_checkpoint(path):
         raise FileExistsError(f"{path} exists: pass --resume=1 to continue it, or another --out")
     ckpt = None
-    if cfg.resume and runs.has_checkpoint(path):
-        ckpt = runs.load_checkpoint(path, required=("model", "opt", "epoch", "rng", "history", "init_var"),
-                                    log=log)
+    if cfg.resume and checkpoints.has_checkpoint(path):
+        ckpt = checkpoints.load_checkpoint(
+            path, required=("model", "opt", "epoch", "rng", "history", "init_var"), log=log)
     train_loader, test_loader, num_classes = make_loaders(cfg, device)
     runs.seed_everything(cfg.seed)
     plain = cfg.exp != "lambda"
@@ -250,7 +251,7 @@ def run(cfg, stop=None):
         runs.set_rng_state(ckpt["rng"])
         log(f"resumed after epoch {start}")
     conf = runs.as_dict(cfg) | ({"eta_layers": [n for n, _, _ in pairs]} if plain else {})
-    runs.write_json(os.path.join(cfg.out, "config.json"), conf)
+    checkpoints.write_json(os.path.join(cfg.out, "config.json"), conf)
     n_train = sum(p.numel() for p in weights + lams)
     log(f"{'plain ' if plain else ''}ResNet-{cfg.depth} width {cfg.width} ({cfg.setting}): "
         f"{sum(p.numel() for p in model.parameters()):,} parameters, {n_train:,} trained; "
@@ -264,7 +265,7 @@ def run(cfg, stop=None):
                     history=history, config=runs.as_dict(cfg), init_var=init_var)
 
     if ckpt is None:  # epoch 0: a stop signal in the first epoch leaves a checkpoint to resume from
-        runs.save_checkpoint(path, checkpoint(0))
+        checkpoints.save_checkpoint(path, checkpoint(0))
     stop.armed = True  # a stop signal now only sets a flag, polled after every step
     for epoch in range(start, cfg.epochs):
         t0, lr = time.time(), runs.cosine_lr(cfg.lr, epoch, cfg.epochs)
@@ -303,8 +304,8 @@ def run(cfg, stop=None):
         history.append(row)
         log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} train loss/err {row['train_loss']:.3f}/"
             f"{row['train_err']:.3f} test {test_loss:.3f}/{row['test_err']:.3f} {row['seconds']:.0f}s{about}")
-        runs.write_json(os.path.join(cfg.out, "history.json"), history)
-        runs.save_checkpoint(path, checkpoint(epoch + 1))
+        checkpoints.write_json(os.path.join(cfg.out, "history.json"), history)
+        checkpoints.save_checkpoint(path, checkpoint(epoch + 1))
         if stop.requested():
             stop.stop(f"after epoch {epoch + 1}", path)
     stop.armed = False
@@ -313,7 +314,7 @@ def run(cfg, stop=None):
 
 def main(argv=None):
     cfg = make_config(argv)
-    with runs.StopSignals() as stop:
+    with checkpoints.StopSignals() as stop:
         run(cfg, stop)
     return cfg.out
 

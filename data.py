@@ -1,12 +1,12 @@
 """Datasets, the search split, normalisation and augmentation, shared by search.py and train.py.
 
 Public: DatasetError, DatasetInfo, dataset_info, fetch, load_split, search_split, split_arrays,
-read_imagenet16, list_images, folder_files, decode_images, channel_stats, crop_flip, cutout, TensorLoader,
-folder_loader (-> FileLoader).
+read_imagenet16, list_images, folder_files, decode_images, channel_stats, crop_flip, cutout, TensorLoader;
+shared with stream.py (the streaming path): Epochs, key_seed, rank_share, why_unreadable.
 Datasets: cifar10 / cifar100 / svhn (torchvision files), ImageNet16-120 (NB201 §10 pickles), imagefolder
 (`DIR/train/<class>/<image>`, optional `DIR/test/`). Two paths, chosen by image size: small images
 (side <= 64) are decoded once into uint8 (N, 3, H, W) + int64 (N,) in memory and augmented on the device in
-whole batches (TensorLoader); large folders (ImageNet-style) stream from disk (folder_loader).
+whole batches (TensorLoader); large folders (ImageNet-style) stream from disk (stream.folder_loader).
 
 Facts implemented: augmentation of DARTS §3.1/§5.2 and NB201 §4.1 (RandomCrop(size, padding=size//8,
 zero fill), flip p=0.5, ToTensor + Normalize; cutout zeroes an L-side square AFTER normalisation, centre
@@ -24,10 +24,8 @@ Decisions where the references are silent:
   set is then cut to N // 2 test images. drop_last defaults to False, as in DARTS/NB201 (391 steps).
 - Decoding is sequential: on the 2-core machines a thread pool was slower for 1 KB JPEGs.
 - Faults: every file PIL cannot read is reported in one line (paths and count) before training, or
-  skipped with skip_bad=True and a one-line warning; the streaming loader names the first one it meets.
-  Missing cifar/svhn files are downloaded through torchvision (fetch) unless download=False.
-- Streaming is exact too: each item's random transform is seeded by (seed, epoch, index), so a batch is
-  a function of (seed, epoch, batch index) whatever the number of workers, and a run resumes mid-epoch.
+  skipped with skip_bad=True and a one-line warning; the streaming loader (stream.py) names the first one
+  it meets. Missing cifar/svhn files are downloaded through torchvision (fetch) unless download=False.
 """
 import functools
 import os
@@ -51,7 +49,7 @@ class DatasetInfo:
     mean: tuple         # per channel, in [0, 1] (after ToTensor)
     std: tuple
     padding: int        # RandomCrop zero padding = size // 8 (4 for 32 px, 2 for 16 px)
-    streaming: bool     # True: large images, use folder_loader; False: decoded tensors, TensorLoader
+    streaming: bool     # True: large images, use stream.folder_loader; False: decoded tensors, TensorLoader
 
 
 _CONSTANTS = {  # name: (num_classes, size, mean, std)
@@ -111,7 +109,7 @@ def _is_large(files):
     return False
 
 
-def _why(e):
+def why_unreadable(e):
     """Why PIL could not read a file, short (its messages often repeat the path)."""
     from PIL import UnidentifiedImageError
     return "not an image" if isinstance(e, UnidentifiedImageError) else " ".join(str(e).split())[:80]
@@ -129,7 +127,7 @@ def decode_images(files, labels, skip_bad=False):
             with Image.open(f) as im:
                 a = np.asarray(im.convert("RGB"))  # (H, W, 3); convert() decodes: truncation shows here
         except Exception as e:  # noqa: BLE001  UnidentifiedImageError, OSError (truncated), ValueError, ...
-            bad.append(f"{f} ({_why(e)})")
+            bad.append(f"{f} ({why_unreadable(e)})")
             continue
         if arrays and a.shape != arrays[0].shape:  # (H, W, 3) of this image and of the first
             raise DatasetError(f"{f}: shape {a.shape} differs from {arrays[0].shape} of {kept[0][0]}; "
@@ -236,7 +234,8 @@ def _load(name, root, train, download, skip_bad):
         raise DatasetError(f"{name}: unknown dataset, expected one of {NAMES}")
     files, labels, _ = folder_files(root, train)
     if _is_large(files):
-        raise DatasetError(f"{root}: images larger than {MAX_SMALL} px stream from disk: use folder_loader")
+        raise DatasetError(f"{root}: images larger than {MAX_SMALL} px stream from disk: "
+                           "use stream.folder_loader")
     return decode_images(files, labels, skip_bad)
 
 
@@ -330,12 +329,12 @@ def cutout(x, length, cy, cx):
     return x.masked_fill((in_rows[:, :, None] & in_cols[:, None, :])[:, None], 0.0)
 
 
-def _seed(*key):
+def key_seed(*key):
     """A 32-bit seed from integers; SeedSequence: nearby keys such as (seed, epoch) never collide."""
     return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
-def _share(t, train, rank, world_size):
+def rank_share(t, train, rank, world_size):
     """This rank's strided share of per-position data t (..., n); in training the epoch is first cut to
     a multiple of world_size, so that all ranks run the same number of steps."""
     n = t.shape[-1]
@@ -344,9 +343,9 @@ def _share(t, train, rank, world_size):
     return t[..., rank::world_size]
 
 
-class _Epochs:
-    """What both loaders share: set_epoch(epoch, start_step) picks an epoch and its first batch (the
-    batch a resumed run continues from); forever() chains the epochs."""
+class Epochs:
+    """What both loaders (TensorLoader, stream.FileLoader) share: set_epoch(epoch, start_step) picks an
+    epoch and its first batch (the batch a resumed run continues from); forever() chains the epochs."""
     epoch = start = 0
 
     def set_epoch(self, epoch, start_step=0):
@@ -364,7 +363,7 @@ class _Epochs:
             epoch, start = epoch + 1, 0
 
 
-class TensorLoader(_Epochs):
+class TensorLoader(Epochs):
     """Batches of in-memory uint8 images, augmented on `device`: yields (x float (B, 3, H, W) normalised,
     y int64 (B,)). train: random crop (zero padding, default size//8) + flip (+ cutout L if > 0); eval
     (train=False): none of it, no shuffle, last partial batch kept. An epoch depends on (seed, epoch)
@@ -394,13 +393,13 @@ class TensorLoader(_Epochs):
 
     def _epoch(self, epoch, start=0):
         n, (H, W) = len(self.y), self.x.shape[-2:]
-        g = torch.Generator().manual_seed(_seed(self.seed, epoch))  # CPU: the same draws on every device
+        g = torch.Generator().manual_seed(key_seed(self.seed, epoch))  # CPU: the same draws on every device
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         # per-position draws for the whole epoch: crop dy, dx in [0, 2p], flip, cutout centre cy, cx -> (5, n)
         p = self.padding
         params = torch.stack([torch.randint(0, hi, (n,), generator=g) for hi in (2 * p + 1, 2 * p + 1, 2, H, W)])
-        order = _share(order, self.train, self.rank, self.world_size).to(self.x.device)
-        params = _share(params, self.train, self.rank, self.world_size).to(self.x.device)
+        order = rank_share(order, self.train, self.rank, self.world_size).to(self.x.device)
+        params = rank_share(params, self.train, self.rank, self.world_size).to(self.x.device)
         B = self.batch_size
         for k in range(start, len(self)):
             idx = order[k * B:(k + 1) * B]
@@ -412,109 +411,3 @@ class TensorLoader(_Epochs):
             if self.train and self.cutout > 0:
                 xb = cutout(xb, self.cutout, cy, cx)
             yield xb, self.y[idx]
-
-
-# ---------------------------------------------------------------------------------------------- streaming
-
-class BadImage:
-    """What ImageFiles returns for a file PIL cannot read (picklable: it travels back from a worker)."""
-
-    def __init__(self, path, why):
-        self.path, self.why = path, why
-
-
-class ImageFiles(torch.utils.data.Dataset):
-    """Large images read from disk per item (PIL, RGB) through a torchvision transform. Keyed by
-    (index, epoch, seed) (EpochSampler), the transform's random draws are seeded by that key, so an
-    item's augmentation does not depend on the workers or on what they loaded before."""
-
-    def __init__(self, files, labels, transform):
-        self.files, self.labels, self.transform = files, labels, transform
-
-    def __len__(self):
-        return len(self.files)
-
-    def __getitem__(self, key):
-        from PIL import Image
-        i, epoch, seed = key if isinstance(key, tuple) else (key, None, None)
-        try:
-            with Image.open(self.files[i]) as im:
-                img = im.convert("RGB")
-        except Exception as e:  # noqa: BLE001  reported by FileLoader in the main process, one line
-            return BadImage(self.files[i], _why(e))
-        if epoch is None:
-            return self.transform(img), self.labels[i]
-        with torch.random.fork_rng(devices=[]):  # with workers=0 this runs in the training process
-            torch.manual_seed(_seed(seed, epoch, i))  # torchvision's transforms draw from torch's RNG
-            return self.transform(img), self.labels[i]
-
-
-def _collate(items):
-    bad = [item for item in items if isinstance(item, BadImage)]
-    return bad[0] if bad else torch.utils.data.default_collate(items)
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """This rank's share of an epoch as ImageFiles keys (index, epoch, seed): a permutation drawn from
-    (seed, epoch) when shuffling, else file order; shared out as TensorLoader does; from item `start`."""
-
-    def __init__(self, n, shuffle, seed=0, rank=0, world_size=1):
-        self.n, self.shuffle, self.seed, self.rank, self.world_size = n, shuffle, seed, rank, world_size
-        self.epoch = self.start = 0
-
-    def _order(self):
-        g = torch.Generator().manual_seed(_seed(self.seed, self.epoch))
-        order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
-        return _share(order, self.shuffle, self.rank, self.world_size)
-
-    def __iter__(self):
-        return ((i, self.epoch, self.seed) for i in self._order()[self.start:].tolist())
-
-    def __len__(self):
-        m = self.n - self.n % self.world_size if self.shuffle else self.n
-        return len(range(self.rank, m, self.world_size))
-
-
-class FileLoader(_Epochs):
-    """Streaming counterpart of TensorLoader, same interface (set_epoch(epoch, start_step), len,
-    iteration, forever): batches (x float (B, 3, size, size), y int64 (B,)) decoded by worker processes,
-    moved to `device` when given. A batch is a function of (seed, epoch, batch index), so a resumed run
-    continues exactly. The first unreadable file met stops it with one DatasetError line."""
-
-    def __init__(self, dataset, batch_size, shuffle, seed=0, rank=0, world_size=1, workers=4,
-                 pin_memory=False, device=None):
-        self.sampler = EpochSampler(len(dataset), shuffle, seed, rank, world_size)
-        self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size, sampler=self.sampler, num_workers=workers, pin_memory=pin_memory,
-            collate_fn=_collate, persistent_workers=workers > 0,
-            generator=torch.Generator().manual_seed(seed))  # its base seed: never the global RNG
-        self.batch_size, self.device = batch_size, device
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        self.sampler.epoch, self.sampler.start = self.epoch, self.start * self.batch_size
-        for batch in self.loader:
-            if isinstance(batch, BadImage):
-                raise DatasetError(f"{batch.path}: unreadable image ({batch.why}); replace it with a readable "
-                                   f"one (or remove it) and continue with --resume=1")
-            x, y = batch
-            if self.device is not None:
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            yield x, y
-
-
-def folder_loader(files, labels, batch_size, train, mean=IMAGENET_MEAN, std=IMAGENET_STD, size=224,
-                  color_jitter=False, workers=4, seed=0, rank=0, world_size=1, pin_memory=False, device=None):
-    """FileLoader for large images (DARTS §5.3): train RandomResizedCrop(size) + flip (+ ColorJitter
-    (0.4, 0.4, 0.4, 0.2) for retraining), shuffled; eval Resize(size*8/7 = 256) + CenterCrop(size) in
-    file order. Distributed: disjoint strided shares, as TensorLoader (eval shares are not padded)."""
-    import torchvision.transforms as T
-    if train:
-        tf = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
-        tf += [T.ColorJitter(0.4, 0.4, 0.4, 0.2)] if color_jitter else []
-    else:
-        tf = [T.Resize(size * 8 // 7), T.CenterCrop(size)]
-    ds = ImageFiles(files, labels, T.Compose(tf + [T.ToTensor(), T.Normalize(mean, std)]))
-    return FileLoader(ds, batch_size, train, seed, rank, world_size, workers, pin_memory, device)

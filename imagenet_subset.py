@@ -7,13 +7,14 @@ is seeded and written as two text files, `subset_weights.txt` and `subset_arch.t
 `relative/path<TAB>label` per line, root and classes in `#` header lines), so a search is reproducible
 and anyone can inspect or reuse exactly which images it saw. `stream_loader` streams either list from disk
 with the training augmentation (RandomResizedCrop 224 + flip) in the interface search.py loops over;
-a batch is a function of (seed, epoch, batch index) (data.FileLoader), so a search resumes exactly.
+a batch is a function of (seed, epoch, batch index) (stream.FileLoader), so a search resumes exactly.
 """
 import os
 import random
 
+import checkpoints
 import data
-import runs
+import stream
 
 
 def sample_subset(root, fractions=(0.1, 0.025), seed=0):
@@ -43,7 +44,7 @@ def write_file_list(path, root, files, labels, classes):
         f.write(f"# root\t{os.path.abspath(root)}\n# classes\t{' '.join(classes)}\n")
         for file, y in zip(files, labels):
             f.write(f"{os.path.relpath(file, root)}\t{y}\n")
-    runs.atomic_write(path, write, mode="w")
+    checkpoints.atomic_write(path, write, mode="w")
 
 
 def read_file_list(path):
@@ -80,6 +81,6 @@ def prepare(root, out, fractions=(0.1, 0.025), seed=0):
 
 def stream_loader(files, labels, batch_size, device, seed=0, rank=0, world_size=1, workers=4):
     """A file list streamed from disk with the search augmentation (RandomResizedCrop 224 + flip) onto
-    `device`: a data.FileLoader, TensorLoader's interface, exact on resume (mid-epoch included)."""
-    return data.folder_loader(files, labels, batch_size, True, workers=workers, seed=seed, rank=rank,
-                              world_size=world_size, pin_memory=device.type == "cuda", device=device)
+    `device`: a stream.FileLoader, TensorLoader's interface, exact on resume (mid-epoch included)."""
+    return stream.folder_loader(files, labels, batch_size, True, workers=workers, seed=seed, rank=rank,
+                                world_size=world_size, pin_memory=device.type == "cuda", device=device)

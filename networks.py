@@ -27,7 +27,8 @@ def drop_path(x, p):
     """Zero whole samples with probability p, scale the kept ones by 1/(1-p); x (B, C, H, W).
 
     The reference does this in place on the op output; out of place it is the same maths and safe
-    under autograd (darts.md §10).
+    under autograd (darts.md §10). p is a float or a 0-dim tensor (the networks pass a buffer, so that
+    a compiled forward does not recompile when train.py changes p every epoch).
     """
     keep = 1.0 - p
     mask = torch.empty(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)  # (B,1,1,1)
@@ -102,7 +103,8 @@ class DartsCell(nn.Module):
             for k in (2 * i, 2 * i + 1):
                 h = self.ops[k](states[self.indices[k]])
                 # Identity (stride-1 skip) is never dropped; everything else is, noise included.
-                if self.training and drop_prob > 0 and not isinstance(self.ops[k], Identity):
+                if self.training and not (isinstance(drop_prob, (int, float)) and drop_prob == 0) \
+                        and not isinstance(self.ops[k], Identity):
                     h = drop_path(h, drop_prob)
                 node = node + h
             states.append(node)
@@ -145,7 +147,12 @@ class _DartsNetwork(nn.Module):
     auxiliary head on the output of cell 2L//3, drop path set by the caller through drop_path_prob."""
 
     def _build_cells(self, genotype, num_classes, C, layers, auxiliary, C_pp, C_p, reduction_prev, head):
-        self.layers, self.drop_path_prob = layers, 0.0  # train.py sets drop_path_prob every epoch
+        self.layers = layers
+        # train.py sets drop_path_prob every epoch. It lives in a 0-dim buffer (not saved: it is a
+        # function of the epoch) so torch.compile sees a tensor input, not a constant to recompile on;
+        # only whether it is on (a bool) shapes the graph.
+        self.register_buffer("_drop_prob", torch.zeros(()), persistent=False)
+        self._drop_on = False
         self.aux_at = 2 * layers // 3
         self.cells, C_cur = nn.ModuleList(), C
         for i in range(layers):
@@ -161,10 +168,20 @@ class _DartsNetwork(nn.Module):
         self.auxiliary_head = head(C_aux, num_classes) if auxiliary else None
         self.classifier = nn.Linear(C_p, num_classes)
 
+    @property
+    def drop_path_prob(self):
+        return float(self._drop_prob)
+
+    @drop_path_prob.setter
+    def drop_path_prob(self, p):
+        self._drop_prob.fill_(p)
+        self._drop_on = p > 0
+
     def _cells(self, s0, s1):
         aux = None
+        drop = self._drop_prob if self._drop_on else 0.0
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, drop)
             if i == self.aux_at and self.auxiliary_head is not None and self.training:
                 aux = self.auxiliary_head(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))

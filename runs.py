@@ -1,20 +1,17 @@
-"""What every run script shares: config from `--key=value`, device, seeding, the run log, atomic
-checkpoints with RNG state, evaluation, and the torchrun/DDP setup.
+"""What every run script shares: config from `--key=value`, device, seeding, RNG state, the run log,
+the lr schedule, evaluation, the torchrun/DDP setup and torch.compile.
 
 Faults end as one line, never a traceback (`cli`): bad input exits 2, a failed write (disk full, no
-permission) 1 and names the path and the OS reason, a stop signal 128 + its number. Checkpoints rotate
-(`checkpoint.pt` -> `checkpoint.prev.pt`, both complete files written through a temporary file and a
-rename), and `load_checkpoint` falls back to the older one when the newest is damaged. `StopSignals`
-turns SIGTERM / SIGINT (what SLURM, Kubernetes and spot instances send) into a flag the loops poll
-between steps, so a preempted run writes a step-level checkpoint and resumes exactly.
+permission) 1 and names the path and the OS reason (WriteError), a stop signal 128 + its number
+(Preempted). Atomic, rotated checkpoints and the stop signals of the training loops are checkpoints.py's,
+built on these error types.
 
-search.py, train.py and bench.py import these; nothing here knows about architectures. The config is
-a dataclass per script (defaults = the paper's values); `parse_config` applies overrides and rejects
-unknown keys and badly typed values in one line, like nanoGPT's configurator but without exec.
+search.py, train.py, analysis.py, bench.py, plot.py and checkpoints.py import these; nothing here knows
+about architectures. The config is a dataclass per script (defaults = the paper's values); `parse_config`
+applies overrides and rejects unknown keys and badly typed values in one line, like nanoGPT's
+configurator but without exec.
 """
-import contextlib
 import dataclasses
-import json
 import math
 import os
 import random
@@ -23,8 +20,6 @@ import sys
 import threading
 import time
 import typing
-import warnings
-import zipfile
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +27,6 @@ import torch.nn.functional as F
 
 class ConfigError(ValueError):
     pass
-
-
-class CheckpointError(ValueError):
-    """No readable checkpoint to resume from; the message names every file tried and why."""
 
 
 class WriteError(OSError):
@@ -108,11 +99,11 @@ def resumed_config(cls, saved, argv, allowed):
     return cls(**{**{k: v for k, v in saved.items() if k in names}, **{k: getattr(cfg, k) for k in given}})
 
 
-def _one_line(e):
+def one_line(e):
     return " ".join(str(e).split())  # one line, whatever the message held
 
 
-def _stop_now(signum, frame):
+def stop_now(signum, frame):
     """SIGTERM outside a training loop (set-up, final evaluation): nothing is half done, stop at once."""
     raise Preempted(f"stopped by {signal.Signals(signum).name} outside the training steps: nothing was lost; "
                     f"rerun (with --resume=1 where OUT/checkpoint.pt exists)", signum)
@@ -122,11 +113,11 @@ def cli(main, argv=None):
     """Run `main(argv)`; every fault ends as one line on stderr: user errors (bad config, data, arch,
     damaged checkpoint) exit 2, failed reads/writes (disk full, permission) 1, a stop signal 128 + signum."""
     main_thread = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, _stop_now) if main_thread else None  # loops use StopSignals
+    old = signal.signal(signal.SIGTERM, stop_now) if main_thread else None  # loops: checkpoints.StopSignals
     try:
         return main(argv)
     except Preempted as e:
-        print(_one_line(e), file=sys.stderr)
+        print(one_line(e), file=sys.stderr)
         sys.exit(128 + e.signum)
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is intact; rerun with --resume=1", file=sys.stderr)
@@ -134,7 +125,7 @@ def cli(main, argv=None):
     except (ValueError, FloatingPointError, OSError) as e:
         if os.environ.get("RFDARTS_DEBUG"):
             raise
-        print(f"error: {_one_line(e)} (RFDARTS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(f"error: {one_line(e)} (RFDARTS_DEBUG=1 shows the traceback)", file=sys.stderr)
         usage = (ValueError, FloatingPointError, FileNotFoundError, FileExistsError, NotADirectoryError)
         sys.exit(2 if isinstance(e, usage) else 1)  # 1: the system refused a read or write
     finally:
@@ -175,162 +166,11 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_error(path, e, hint="", what="could not write"):
-    err = WriteError(f"{what} {path}: {e.strerror or _one_line(e)}{hint}")
+def write_error(path, e, hint="", what="could not write"):
+    """OSError `e` on `path` as one WriteError line (what, path, the OS reason, `hint`), errno kept."""
+    err = WriteError(f"{what} {path}: {e.strerror or one_line(e)}{hint}")
     err.errno = e.errno
     return err
-
-
-def atomic_write(path, write, mode="wb", keep=None, hint=""):
-    """Write `path` through `write(file)`: into `path.tmpPID` first (flushed, fsynced), then renamed over
-    `path`, so a reader, a crash or a full disk never sees half a file. `keep`: move the current `path`
-    there first (rotation). Any failure removes the temporary file; an OS error becomes one WriteError
-    line naming `path` and the reason (+ `hint`)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep:  # a crash between the two renames leaves `keep` (complete) and no `path`: load finds it
-            os.replace(path, keep)
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException as e:  # also a signal or Ctrl-C mid-write: no debris
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise _write_error(path, e, hint) from e
-        raise
-
-
-def previous_path(path):
-    """checkpoint.pt -> checkpoint.prev.pt: where save_checkpoint keeps the one before."""
-    root, ext = os.path.splitext(path)
-    return f"{root}.prev{ext}"
-
-
-def has_checkpoint(path):
-    return os.path.isfile(path) or os.path.isfile(previous_path(path))
-
-
-def save_checkpoint(path, obj):
-    """Write `obj` atomically to `path`, keeping the checkpoint it replaces as previous_path(path).
-
-    Only a complete torch file is kept (the zip directory at its end is present): a damaged `path` that
-    a resume skipped is overwritten, never rotated over the good older file."""
-    keep = previous_path(path) if zipfile.is_zipfile(path) else None  # False when missing
-    atomic_write(path, lambda f: torch.save(obj, f), keep=keep,
-                 hint=f"; the last complete checkpoint is intact: free space, then --resume=1")
-
-
-def write_json(path, obj):
-    """Write JSON atomically (a reader never sees half a file)."""
-    atomic_write(path, lambda f: json.dump(obj, f, indent=1), mode="w")
-
-
-def read_json(path):
-    """A JSON file a run wrote (config.json, ...); a damaged one is one ConfigError line naming it."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except ValueError as e:  # JSONDecodeError (truncated), UnicodeDecodeError (binary)
-        raise ConfigError(f"{path} is damaged ({type(e).__name__}: {_one_line(e)[:80]}); restore it, or "
-                          "start afresh with another --out") from None
-
-
-def _read_checkpoint(path, device, required):
-    """-> (checkpoint, None) or (None, why it cannot be used)."""
-    if os.path.getsize(path) == 0:
-        return None, "an empty file"
-    try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise for a file we refuse
-            warnings.simplefilter("ignore")
-            # Checkpoints hold tensors, numbers, strings and lists only, so the safe loader suffices.
-            ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001  every way torch.load can fail means "not usable"
-        text = str(e)
-        if "zip archive" in text or "central directory" in text or isinstance(e, EOFError):
-            return None, "truncated or damaged"
-        if "Weights only load failed" in text or "load key" in text:
-            return None, "not a torch checkpoint"
-        return None, f"{type(e).__name__}: {_one_line(e)[:120]}"
-    missing = [k for k in required if not isinstance(ckpt, dict) or k not in ckpt]
-    return (None, f"not a checkpoint of this script (no {', '.join(missing)})") if missing else (ckpt, None)
-
-
-def load_checkpoint(path, device="cpu", required=(), log=None):
-    """The newest readable of `path` and previous_path(path). Falling back to the older one is said in
-    one line (to `log`, else stderr); when neither is usable, a CheckpointError names both files."""
-    if not has_checkpoint(path):
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    skipped = []
-    for p in (path, previous_path(path)):
-        ckpt, why = _read_checkpoint(p, device, required) if os.path.isfile(p) else (None, "missing")
-        if ckpt is None:
-            skipped.append(f"{p} is {why}")
-            continue
-        if skipped:
-            (log or (lambda m: print(m, file=sys.stderr)))(
-                f"resuming from the older checkpoint {p} (epoch {ckpt.get('epoch')}, step "
-                f"{ckpt.get('step', 0)}): {skipped[0]}")
-        return ckpt
-    raise CheckpointError(f"cannot resume: {skipped[0]} and {skipped[1]}; nothing was overwritten. Start "
-                          "afresh with another --out (or without --resume=1 after moving them away)")
-
-
-def out_dir(path):
-    """Create the output folder; a file in the way or a missing permission is one WriteError line."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise _write_error(path, e, what="cannot create the output folder") from e
-    return path
-
-
-class StopSignals:
-    """SIGTERM / SIGINT handling for a whole run (`with`; the previous handlers come back on exit).
-
-    While `armed` (the training loop), a signal is only recorded: the loop polls `requested()` between
-    steps, writes a checkpoint and calls `stop()`, which raises Preempted (one line, exit 128 + signum).
-    A second Ctrl-C stops at once. Unarmed (set-up, final evaluation), SIGTERM stops at once (nothing
-    is half done) and SIGINT is a KeyboardInterrupt. Under DDP the ranks agree (an all-reduce per poll),
-    so all stop after the same step."""
-
-    def __init__(self, world=1, device="cpu"):
-        self.signum, self.world, self.device, self.saved, self.armed = 0, world, device, {}, False
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # handlers live in the main thread
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self.saved[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self.saved.items():
-            signal.signal(s, handler)
-
-    def _handle(self, signum, frame):
-        if self.armed and not (self.signum == signum == signal.SIGINT):
-            self.signum = self.signum or signum
-        elif signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        else:
-            _stop_now(signum, frame)
-
-    def requested(self):
-        """The signal number when a stop was asked for (on any rank), else 0."""
-        if self.world == 1:
-            return self.signum
-        t = torch.tensor([self.signum], device=self.device)
-        torch.distributed.all_reduce(t, torch.distributed.ReduceOp.MAX)
-        return int(t.item())
-
-    def stop(self, where, path):
-        """Raise Preempted once rank 0 has written `path` (the others wait for it)."""
-        barrier(self.world)
-        signum = self.requested()
-        raise Preempted(f"stopped by {signal.Signals(signum).name} {where}: checkpoint written to {path}; "
-                        f"continue with --resume=1 --out={os.path.dirname(path) or '.'}", signum)
 
 
 class Log:
@@ -351,7 +191,7 @@ class Log:
                 with open(self.path, "a") as f:
                     f.write(line + "\n")
             except OSError as e:
-                raise _write_error(self.path, e) from e
+                raise write_error(self.path, e) from e
 
 
 def cosine_lr(lr, epoch, epochs, lr_min=0.0, warmup=0):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import architect
+import checkpoints
 import data
 import genotypes as G
 import imagenet_subset
@@ -91,7 +92,7 @@ def make_config(argv=None):
     cfg = runs.parse_config(SearchConfig, argv)
     saved = os.path.join(cfg.out, "config.json")
     if cfg.resume and os.path.isfile(saved):  # `--resume=1 --out=DIR` alone continues a run
-        cfg = runs.resumed_config(SearchConfig, runs.read_json(saved), argv, RUN_KEYS)
+        cfg = runs.resumed_config(SearchConfig, checkpoints.read_json(saved), argv, RUN_KEYS)
         # stop_after belongs to the session that gave it, not to the run
         return cfg if "stop_after" in runs.explicit_keys(argv) else replace(cfg, stop_after=0)
     given = runs.explicit_keys(argv)
@@ -198,14 +199,14 @@ def make_loaders(cfg, device, rank, world):
 
 def search(cfg, rank=0, world=1, device=None, stop=None):
     device = device or runs.pick_device(cfg.device)
-    stop = stop or runs.StopSignals(world, device)  # main() installs it; without, signals keep their default
+    stop = stop or checkpoints.StopSignals(world, device)  # main() installs it; without: the default handlers
     main_proc = rank == 0
-    runs.out_dir(cfg.out)
+    checkpoints.out_dir(cfg.out)
     log = runs.Log(cfg.out, enabled=main_proc)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
-    ckpt = runs.load_checkpoint(ckpt_path, required=("model", "w_opt", "a_opt", "epoch", "rng", "history"),
-                                log=log) if cfg.resume else None
-    if not cfg.resume and runs.has_checkpoint(ckpt_path):
+    required = ("model", "w_opt", "a_opt", "epoch", "rng", "history")
+    ckpt = checkpoints.load_checkpoint(ckpt_path, required=required, log=log) if cfg.resume else None
+    if not cfg.resume and checkpoints.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
     runs.seed_everything(cfg.seed)
     train_loader, arch_loader, num_classes, about = make_loaders(cfg, device, rank, world)
@@ -229,7 +230,7 @@ def search(cfg, rank=0, world=1, device=None, stop=None):
         runs.set_rng_state(ckpt["rng"])
         log(f"resumed after epoch {start}" + (f", step {first} of epoch {start + 1}" if first else ""))
     if main_proc:  # the resolved settings (a resume may have changed epochs, device, ...)
-        runs.write_json(os.path.join(cfg.out, "config.json"), runs.as_dict(cfg))
+        checkpoints.write_json(os.path.join(cfg.out, "config.json"), runs.as_dict(cfg))
     log(f"search {space.name} option {cfg.option.upper()} on {cfg.dataset}: {about}, "
         f"{len(train_loader)} steps per epoch, {world} process(es), device {device}")
     bench = None
@@ -285,8 +286,8 @@ def search(cfg, rank=0, world=1, device=None, stop=None):
                     f"acc {s[1] / n_w:.3f} ({time.time() - t0:.0f}s)")
             if step + 1 < steps and stop.requested():  # SIGTERM / Ctrl-C: keep this step, then exit
                 if main_proc:
-                    runs.save_checkpoint(ckpt_path, checkpoint(epoch, step=step + 1, sums=sums.cpu(),
-                                                               counts=[n_w, n_a], seconds=time.time() - t0))
+                    checkpoints.save_checkpoint(ckpt_path, checkpoint(
+                        epoch, step=step + 1, sums=sums.cpu(), counts=[n_w, n_a], seconds=time.time() - t0))
                 stop.stop(f"in epoch {epoch + 1} after step {step + 1}/{steps}", ckpt_path)
         s = sums.tolist()
         _check_finite(s[0] + s[2], epoch, ckpt_path)
@@ -311,12 +312,13 @@ def search(cfg, rank=0, world=1, device=None, stop=None):
             f"margin {row['margin']:.2e} {rec.get('arch') or rec['normal']}"
             + (f" bench201 {row['bench201']}" if bench is not None else ""))
         if main_proc:
-            runs.write_json(os.path.join(cfg.out, "alphas.json"),
-                       [{k: r[k] for k in ("epoch", "alphas", "betas") if k in r} for r in history])
-            runs.write_json(os.path.join(cfg.out, "history.json"),
-                            [{k: v for k, v in r.items() if k not in ("alphas", "betas")} for r in history])
-            runs.write_json(os.path.join(cfg.out, "genotype.json"), rec)
-            runs.save_checkpoint(ckpt_path, checkpoint(epoch + 1))
+            checkpoints.write_json(os.path.join(cfg.out, "alphas.json"),
+                                   [{k: r[k] for k in ("epoch", "alphas", "betas") if k in r} for r in history])
+            checkpoints.write_json(os.path.join(cfg.out, "history.json"),
+                                   [{k: v for k, v in r.items() if k not in ("alphas", "betas")}
+                                    for r in history])
+            checkpoints.write_json(os.path.join(cfg.out, "genotype.json"), rec)
+            checkpoints.save_checkpoint(ckpt_path, checkpoint(epoch + 1))
         if stop.requested():
             stop.stop(f"after epoch {epoch + 1}", ckpt_path)
     stop.armed = False
@@ -345,7 +347,7 @@ def main(argv=None):
     cfg = make_config(argv)
     rank, world, device = runs.setup_distributed(cfg.device)
     try:
-        with runs.StopSignals(world, device) as stop:
+        with checkpoints.StopSignals(world, device) as stop:
             search(cfg, rank, world, device, stop)
     finally:
         if world > 1:

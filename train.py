@@ -6,9 +6,10 @@
     torchrun --nproc_per_node=8 train.py --arch=PC_DARTS_image --dataset=imagenet --data=DIR
 
 Owns the Config, the recipe per setting, `build_network` (genotype + dataset -> network) and the loop.
-The network classes live in networks.py; config parsing, logging, checkpoints, RNG state, evaluation
-and the DDP setup are runs.py's, shared with search.py. Recipes (darts.md §5.2, §5.3, §7.5; nb201.md
-§4.2), applied to every key not given on the command line (the checkpoint stores the resolved config):
+The network classes live in networks.py; config parsing, logging, RNG state, evaluation and the DDP
+setup are runs.py's, checkpoints and stop signals checkpoints.py's, shared with search.py. Recipes
+(darts.md §5.2, §5.3, §7.5; nb201.md §4.2), applied to every key not given on the command line (the
+checkpoint stores the resolved config):
 
   setting   network          epochs batch lr     schedule        wd    clip aux dp   cutout smooth C  L
   darts     NetworkCIFAR     600    96    0.025  cosine to 0     3e-4  5    0.4 0.2  16     0      36 20
@@ -24,8 +25,9 @@ Decisions where the references are silent:
   `--resume=1 --epochs=N` extends a run consistently. CIFAR/SVHN S1-S4 cells use the DARTS recipe
   (C 36, 20 cells), which R-DARTS' code (8 cells, C 16) does not.
 - Resume is bit-identical on CPU: model, optimizer, epoch and every process's RNG state are saved;
-  the loaders depend only on (seed, epoch, batch index) (data.py), so a run stopped by SIGTERM / Ctrl-C
-  mid-epoch (checkpoint at that step; the one before kept as checkpoint.prev.pt) continues exactly.
+  the loaders depend only on (seed, epoch, batch index) (data.py, stream.py), so a run stopped by
+  SIGTERM / Ctrl-C mid-epoch (checkpoint at that step; the one before kept as checkpoint.prev.pt)
+  continues exactly.
 - batch_size is global: each of N processes takes batch_size / N. The test set is evaluated once, at
   the end (per epoch only with --test_every_epoch=1, for reporting; nothing is selected on it).
 - A DARTS net on data whose aux-head input is not 8x8-ish (e.g. 16 px ImageNet16-120) trains without
@@ -41,8 +43,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+import checkpoints
 import data
 import runs
+import stream
 from genotypes import NB201Cell, genotype_to_json, load_genotype
 from networks import (NetworkCIFAR, NetworkImageNet, TinyNetwork, aux_fits, count_macs,
                       count_params)
@@ -81,6 +85,7 @@ class Config:
     workers: int = 8              # loader processes (streaming ImageNet-style folders only)
     subset: int | None = None     # train on this many (seeded random) training images; None = all
     test_every_epoch: bool = False  # also report test accuracy every epoch (reporting only)
+    compile: bool = False         # torch.compile the training forward (evaluation stays eager)
 
 
 RECIPES = {
@@ -92,7 +97,7 @@ RECIPES = {
 }
 # What a resumed run may change; any other key must match the checkpoint's config.
 RUN_KEYS = {"epochs", "resume", "out", "device", "amp", "channels_last", "workers", "test_every_epoch",
-            "download"}
+            "download", "compile"}
 CKPT_KEYS = ("model", "optimizer", "epoch", "rng", "seconds", "config", "genotype", "train")
 
 
@@ -133,8 +138,8 @@ def resolve(argv):
     checkpoint's settings; a fresh one takes its setting's recipe for every key not given."""
     cfg, given = runs.parse_config(Config, argv), runs.explicit_keys(argv)
     path = os.path.join(cfg.out, "checkpoint.pt")
-    if cfg.resume and runs.has_checkpoint(path):
-        ckpt = runs.load_checkpoint(path, required=CKPT_KEYS)
+    if cfg.resume and checkpoints.has_checkpoint(path):
+        ckpt = checkpoints.load_checkpoint(path, required=CKPT_KEYS)
         cfg = runs.resumed_config(Config, ckpt["config"], argv, RUN_KEYS)
         info = data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
         return cfg, load_genotype(ckpt["genotype"]), info, ckpt, "resumed"
@@ -174,8 +179,8 @@ def make_loaders(cfg, info, batch, device, rank, world):
         test_files, test_labels, _ = data.list_images(os.path.join(cfg.data, "test"), classes)
         common = dict(mean=info.mean, std=info.std, size=info.size, workers=cfg.workers, seed=cfg.seed,
                       rank=rank, world_size=world, pin_memory=device.type == "cuda")
-        return (data.folder_loader(files, labels, batch, True, color_jitter=True, **common),
-                data.folder_loader(test_files, test_labels, batch, False, **common))
+        return (stream.folder_loader(files, labels, batch, True, color_jitter=True, **common),
+                stream.folder_loader(test_files, test_labels, batch, False, **common))
     name = "imagefolder" if cfg.dataset == "imagenet" else cfg.dataset
     if rank == 0:  # first run: rank 0 downloads cifar/svhn, the other ranks then read its files
         data.fetch(name, cfg.data, cfg.download)
@@ -233,7 +238,7 @@ def state_digest(model):
 def main(argv=None):
     cfg, genotype, info, ckpt, how = resolve(argv)
     rank, world, device = runs.setup_distributed(cfg.device)
-    with runs.StopSignals(world, device) as stop:  # SIGTERM / Ctrl-C: checkpoint the step, one line
+    with checkpoints.StopSignals(world, device) as stop:  # SIGTERM / Ctrl-C: checkpoint the step, one line
         return train(cfg, genotype, info, ckpt, how, rank, world, device, stop)
 
 
@@ -244,7 +249,7 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
     fast = device.type == "cuda"  # bf16 autocast and channels_last pay off only on CUDA
     amp, nhwc = cfg.amp and fast, cfg.channels_last and fast
     if rank == 0:
-        runs.out_dir(cfg.out)
+        checkpoints.out_dir(cfg.out)
     log = runs.Log(cfg.out, enabled=rank == 0)
     log(f"config {json.dumps(runs.as_dict(cfg))}")
     log(f"{how}; genotype {genotype}")
@@ -275,6 +280,9 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         model, device_ids=[device.index] if fast else None)
     train_loader, test_loader = make_loaders(cfg, info, cfg.batch_size // world, device, rank, world)
     steps = len(train_loader)
+    # Graphs: drop path off (epoch 0) / on, times the full and the last partial batch; no more, since
+    # drop_path_prob is a tensor input (networks.py). The test set is scored eagerly, once.
+    forward = runs.compile_model(net, cfg.compile, device)
 
     def checkpoint(epochs_done, rng, **partial):  # `partial`: where a preempted epoch stopped
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -299,7 +307,7 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             n = [ckpt["sums"][2]]
         for step, (x, y) in enumerate(_batches(train_loader, device, nhwc, n), skip):
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-                out = net(x)  # the forward in bf16 on CUDA; loss and backward outside autocast
+                out = forward(x)  # the forward in bf16 on CUDA; loss and backward outside autocast
             logits, aux = out if isinstance(out, tuple) else (out, None)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             if aux is not None:
@@ -316,7 +324,7 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
                 rng = _all_gather(runs.rng_state(), world)
                 sums = _all_sum([loss_sum.item(), correct.item(), n[0]], device, world)  # exact in float64
                 if rank == 0:
-                    runs.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), checkpoint(
+                    checkpoints.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), checkpoint(
                         epoch, rng, step=step + 1, sums=[sums[0], int(sums[1]), int(sums[2])],
                         seconds=seconds + time.time() - t0))
                 stop.stop(f"in epoch {epoch + 1} after step {step + 1}/{steps}",
@@ -334,7 +342,7 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             f"{train_stats[1]:.3f} {time.time() - t0:.0f}s" + "".join(f" {k} {v:.4f}" for k, v in extra))
         rng = _all_gather(runs.rng_state(), world)
         if rank == 0:
-            runs.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), checkpoint(epoch + 1, rng))
+            checkpoints.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), checkpoint(epoch + 1, rng))
         if stop.requested():
             stop.stop(f"after epoch {epoch + 1}", os.path.join(cfg.out, "checkpoint.pt"))
     stop.armed = False
@@ -346,7 +354,7 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
                        test_acc=test_acc, params_m=params_m, macs_m=macs_m, epochs=cfg.epochs,
                        seconds=seconds, world_size=world, state_sha256=digests, dataset=cfg.dataset,
                        genotype=genotype_to_json(genotype))
-        runs.write_json(os.path.join(cfg.out, "metrics.json"), metrics)
+        checkpoints.write_json(os.path.join(cfg.out, "metrics.json"), metrics)
         log(f"final  test_loss {test_loss:.4f}  test_acc {test_acc:.4f}  ({cfg.out}/metrics.json)")
     if len(set(digests)) > 1:
         log("warning: processes ended with different weights")

@@ -132,3 +132,35 @@ def test_compiled_search_resumes_exactly(tiny_folder, tmp_path, monkeypatch):
     # compile is a speed setting: a compiled run may be continued eagerly (and vice versa)
     cfg = search.make_config([f"--out={tmp_path / 'cut'}", "--resume=1", "--epochs=3", "--compile=0"])
     assert not cfg.compile and cfg.epochs == 3
+
+
+def test_changing_drop_path_does_not_recompile():
+    """train.py sets drop_path_prob every epoch; a compiled network must not retrace for each value."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    model = NetworkCIFAR(DARTS_V2, 10, C=4, layers=3, auxiliary=False).train()
+    forward = runs.compile_model(model, True, torch.device("cpu"), backend="aot_eager")
+    x = torch.randn(2, 3, 16, 16)
+    outs = []
+    for p in (0.0, 0.1, 0.2, 0.3):
+        model.drop_path_prob = p
+        outs.append(forward(x))
+    assert counters["stats"]["unique_graphs"] == 2  # drop path off (epoch 0) and on
+    assert model.drop_path_prob == pytest.approx(0.3) and "_drop_prob" not in model.state_dict()
+    assert not torch.equal(outs[0], outs[3])  # the buffer's value really reached the graph
+
+
+def test_compiled_retraining_runs_without_per_epoch_recompiles(tiny_folder, tmp_path, monkeypatch):
+    import train
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    real = runs.compile_model
+    monkeypatch.setattr(runs, "compile_model", lambda *a, **k: real(*a, **{**k, "backend": BACKEND}))
+    train.main(["--arch=DARTS_V2", "--dataset=imagefolder", f"--data={tiny_folder}", "--C=4",
+                "--layers=3", "--batch_size=8", "--epochs=4", "--compile=1", f"--out={tmp_path}"])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"] == 4 and 0 <= metrics["test_acc"] <= 1
+    # 4 epochs with drop path ramping 0 -> 0.15: drop path off/on x full/last partial batch at most
+    assert 1 <= counters["stats"]["unique_graphs"] <= 4

@@ -11,6 +11,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import data  # noqa: E402
+import stream  # noqa: E402
 from data import DatasetError  # noqa: E402
 
 REAL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpeg")
@@ -81,7 +82,7 @@ def test_large_images_stream(tmp_path):
     assert_error(lambda: data.load_split("imagefolder", root, True), root)
     files, labels, classes = data.folder_files(str(root), train=True)
     for train in (True, False):
-        loader = data.folder_loader(files, labels, 2, train, size=32, color_jitter=train, workers=0)
+        loader = stream.folder_loader(files, labels, 2, train, size=32, color_jitter=train, workers=0)
         xb, yb = next(iter(loader))
         assert xb.shape == (2, 3, 32, 32) and yb.shape == (2,)
 

@@ -22,6 +22,7 @@ import bench201
 import data
 import runs
 import search
+import stream
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,7 +190,7 @@ def test_streaming_loader_is_a_function_of_seed_epoch_and_batch(tmp_path):
     files, labels, _ = data.folder_files(root, True)
 
     def epoch(workers, start=0):
-        loader = data.folder_loader(files, labels, 3, True, size=16, workers=workers, seed=4)
+        loader = stream.folder_loader(files, labels, 3, True, size=16, workers=workers, seed=4)
         loader.set_epoch(1, start)
         return [b for b in loader]
 
@@ -199,9 +200,9 @@ def test_streaming_loader_is_a_function_of_seed_epoch_and_batch(tmp_path):
     resumed = epoch(2, start=2)  # with worker processes, from batch 2 on: the same batches
     assert len(full) == 4 and len(resumed) == 2
     assert all(torch.equal(a, b) for got, want in zip(resumed, full[2:]) for a, b in zip(got, want))
-    loader = data.folder_loader(files, labels, 3, True, size=16, workers=0, seed=4)
-    stream = loader.forever(start_step=len(loader) + 2)
-    assert all(torch.equal(next(stream)[0], b[0]) for b in full[2:])
+    loader = stream.folder_loader(files, labels, 3, True, size=16, workers=0, seed=4)
+    batches = loader.forever(start_step=len(loader) + 2)
+    assert all(torch.equal(next(batches)[0], b[0]) for b in full[2:])
 
 
 def test_streaming_search_sigterm_resume_and_bad_image(tmp_path, capsys, monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+import checkpoints
 import genotypes as G
 import runs
 import train
@@ -93,7 +94,7 @@ def test_recipes(large):
 def read_run(out):
     with open(os.path.join(out, "metrics.json")) as f:
         metrics = json.load(f)
-    return metrics, runs.load_checkpoint(os.path.join(out, "checkpoint.pt"))
+    return metrics, checkpoints.load_checkpoint(os.path.join(out, "checkpoint.pt"))
 
 
 def test_nb201_smoke(small, tmp_path):
@@ -113,16 +114,16 @@ def test_darts_resume_is_bit_identical(small, tmp_path, monkeypatch):
     # killed right after its epoch-2 checkpoint and resumed must end bit-identical to an unbroken run.
     common = ["--arch=DARTS_V2", "--layers=3", "--epochs=3"]
     train.main(tiny(small, tmp_path / "straight", *common))
-    save = runs.save_checkpoint
+    save = checkpoints.save_checkpoint
 
     def save_then_crash(path, obj):
         save(path, obj)
         if obj["epoch"] == 2:
             raise Crash
-    monkeypatch.setattr(runs, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_crash)
     with pytest.raises(Crash):
         train.main(tiny(small, tmp_path / "split", *common))
-    monkeypatch.setattr(runs, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save)
     train.main([f"--out={tmp_path / 'split'}", "--resume=1"])
     (m1, c1), (m2, c2) = read_run(tmp_path / "straight"), read_run(tmp_path / "split")
     assert c1["epoch"] == c2["epoch"] == 3 and c1["config"]["auxiliary"]

@@ -1,0 +1,184 @@
+"""A run's files on disk and how a run stops: atomic writes, rotated checkpoints, preemption.
+
+Owns `atomic_write` (every file a run writes goes through a temporary file and a rename, so a reader, a
+crash or a full disk never sees half a file), `write_json` / `read_json`, `out_dir`, the checkpoints
+(`save_checkpoint`, `load_checkpoint`, `has_checkpoint`, `previous_path`) and `StopSignals`.
+Checkpoints rotate (`checkpoint.pt` -> `checkpoint.prev.pt`, both complete files written through a
+temporary file and a rename), and `load_checkpoint` falls back to the older one when the newest is
+damaged. `StopSignals` turns SIGTERM / SIGINT (what SLURM, Kubernetes and spot instances send) into a
+flag the loops poll between steps, so a preempted run writes a step-level checkpoint and resumes exactly.
+Write errors (disk full, no permission, a file where a folder should be) are one runs.WriteError line
+naming the path and the OS reason; runs.cli turns them into exit 1, a stop into exit 128 + signum.
+
+search.py, train.py, analysis.py and imagenet_subset.py import these; built on runs.py (its error types,
+barrier), nothing here knows about architectures. No equation of the paper: the fault handling that
+README.md's "When things go wrong" describes.
+"""
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import warnings
+import zipfile
+
+import torch
+
+import runs
+
+
+class CheckpointError(ValueError):
+    """No readable checkpoint to resume from; the message names every file tried and why."""
+
+
+def atomic_write(path, write, mode="wb", keep=None, hint=""):
+    """Write `path` through `write(file)`: into `path.tmpPID` first (flushed, fsynced), then renamed over
+    `path`, so a reader, a crash or a full disk never sees half a file. `keep`: move the current `path`
+    there first (rotation). Any failure removes the temporary file; an OS error becomes one WriteError
+    line naming `path` and the reason (+ `hint`)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep:  # a crash between the two renames leaves `keep` (complete) and no `path`: load finds it
+            os.replace(path, keep)
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+    except BaseException as e:  # also a signal or Ctrl-C mid-write: no debris
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError) and not isinstance(e, runs.WriteError):
+            raise runs.write_error(path, e, hint) from e
+        raise
+
+
+def previous_path(path):
+    """checkpoint.pt -> checkpoint.prev.pt: where save_checkpoint keeps the one before."""
+    root, ext = os.path.splitext(path)
+    return f"{root}.prev{ext}"
+
+
+def has_checkpoint(path):
+    return os.path.isfile(path) or os.path.isfile(previous_path(path))
+
+
+def save_checkpoint(path, obj):
+    """Write `obj` atomically to `path`, keeping the checkpoint it replaces as previous_path(path).
+
+    Only a complete torch file is kept (the zip directory at its end is present): a damaged `path` that
+    a resume skipped is overwritten, never rotated over the good older file."""
+    keep = previous_path(path) if zipfile.is_zipfile(path) else None  # False when missing
+    atomic_write(path, lambda f: torch.save(obj, f), keep=keep,
+                 hint=f"; the last complete checkpoint is intact: free space, then --resume=1")
+
+
+def write_json(path, obj):
+    """Write JSON atomically (a reader never sees half a file)."""
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1), mode="w")
+
+
+def read_json(path):
+    """A JSON file a run wrote (config.json, ...); a damaged one is one ConfigError line naming it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as e:  # JSONDecodeError (truncated), UnicodeDecodeError (binary)
+        raise runs.ConfigError(f"{path} is damaged ({type(e).__name__}: {runs.one_line(e)[:80]}); restore it, "
+                               "or start afresh with another --out") from None
+
+
+def _read_checkpoint(path, device, required):
+    """-> (checkpoint, None) or (None, why it cannot be used)."""
+    if os.path.getsize(path) == 0:
+        return None, "an empty file"
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise for a file we refuse
+            warnings.simplefilter("ignore")
+            # Checkpoints hold tensors, numbers, strings and lists only, so the safe loader suffices.
+            ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001  every way torch.load can fail means "not usable"
+        text = str(e)
+        if "zip archive" in text or "central directory" in text or isinstance(e, EOFError):
+            return None, "truncated or damaged"
+        if "Weights only load failed" in text or "load key" in text:
+            return None, "not a torch checkpoint"
+        return None, f"{type(e).__name__}: {runs.one_line(e)[:120]}"
+    missing = [k for k in required if not isinstance(ckpt, dict) or k not in ckpt]
+    return (None, f"not a checkpoint of this script (no {', '.join(missing)})") if missing else (ckpt, None)
+
+
+def load_checkpoint(path, device="cpu", required=(), log=None):
+    """The newest readable of `path` and previous_path(path). Falling back to the older one is said in
+    one line (to `log`, else stderr); when neither is usable, a CheckpointError names both files."""
+    if not has_checkpoint(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    skipped = []
+    for p in (path, previous_path(path)):
+        ckpt, why = _read_checkpoint(p, device, required) if os.path.isfile(p) else (None, "missing")
+        if ckpt is None:
+            skipped.append(f"{p} is {why}")
+            continue
+        if skipped:
+            (log or (lambda m: print(m, file=sys.stderr)))(
+                f"resuming from the older checkpoint {p} (epoch {ckpt.get('epoch')}, step "
+                f"{ckpt.get('step', 0)}): {skipped[0]}")
+        return ckpt
+    raise CheckpointError(f"cannot resume: {skipped[0]} and {skipped[1]}; nothing was overwritten. Start "
+                          "afresh with another --out (or without --resume=1 after moving them away)")
+
+
+def out_dir(path):
+    """Create the output folder; a file in the way or a missing permission is one WriteError line."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise runs.write_error(path, e, what="cannot create the output folder") from e
+    return path
+
+
+class StopSignals:
+    """SIGTERM / SIGINT handling for a whole run (`with`; the previous handlers come back on exit).
+
+    While `armed` (the training loop), a signal is only recorded: the loop polls `requested()` between
+    steps, writes a checkpoint and calls `stop()`, which raises Preempted (one line, exit 128 + signum).
+    A second Ctrl-C stops at once. Unarmed (set-up, final evaluation), SIGTERM stops at once (nothing
+    is half done) and SIGINT is a KeyboardInterrupt. Under DDP the ranks agree (an all-reduce per poll),
+    so all stop after the same step."""
+
+    def __init__(self, world=1, device="cpu"):
+        self.signum, self.world, self.device, self.saved, self.armed = 0, world, device, {}, False
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # handlers live in the main thread
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self.saved[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.saved.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        if self.armed and not (self.signum == signum == signal.SIGINT):
+            self.signum = self.signum or signum
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        else:
+            runs.stop_now(signum, frame)
+
+    def requested(self):
+        """The signal number when a stop was asked for (on any rank), else 0."""
+        if self.world == 1:
+            return self.signum
+        t = torch.tensor([self.signum], device=self.device)
+        torch.distributed.all_reduce(t, torch.distributed.ReduceOp.MAX)
+        return int(t.item())
+
+    def stop(self, where, path):
+        """Raise Preempted once rank 0 has written `path` (the others wait for it)."""
+        runs.barrier(self.world)
+        signum = self.requested()
+        raise runs.Preempted(f"stopped by {signal.Signals(signum).name} {where}: checkpoint written to {path}; "
+                        f"continue with --resume=1 --out={os.path.dirname(path) or '.'}", signum)
