@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 import checkpoints
 import data
+import batching
 import runs
 from supernet import init_convs, set_trainable
 
@@ -214,10 +215,10 @@ def make_loaders(cfg, device):
     xt, yt = _take(data.load_split(cfg.dataset, cfg.data, False, cfg.download), cfg.test_subset, cfg.seed,
                    "test_subset")
     kw = dict(device=device, mean=info.mean, std=info.std, seed=cfg.seed)
-    train = data.TensorLoader(x, y, cfg.batch_size, train=True, drop_last=True, **kw)
+    train = batching.TensorLoader(x, y, cfg.batch_size, train=True, drop_last=True, **kw)
     if len(train) == 0:
         raise runs.ConfigError(f"--batch_size={cfg.batch_size} exceeds the {len(y)} training images")
-    return train, data.TensorLoader(xt, yt, 256, train=False, **kw), info.num_classes
+    return train, batching.TensorLoader(xt, yt, 256, train=False, **kw), info.num_classes
 
 
 def run(cfg, stop=None):

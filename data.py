@@ -1,27 +1,22 @@
-"""Datasets, the search split, normalisation and augmentation, shared by search.py and train.py.
+"""Datasets: reading them (files, torchvision, NB201 pickles), their constants and the search split.
 
 Public: DatasetError, DatasetInfo, dataset_info, fetch, load_split, search_split, split_arrays,
-read_imagenet16, list_images, folder_files, decode_images, channel_stats, crop_flip, cutout, TensorLoader;
-shared with stream.py (the streaming path): Epochs, key_seed, rank_share, why_unreadable.
+read_imagenet16, list_images, folder_files, decode_images, channel_stats; why_unreadable is shared with
+stream.py. Batches (augmentation, TensorLoader) are batching.py's; streaming from disk is stream.py's.
 Datasets: cifar10 / cifar100 / svhn (torchvision files), ImageNet16-120 (NB201 §10 pickles), imagefolder
 (`DIR/train/<class>/<image>`, optional `DIR/test/`). Two paths, chosen by image size: small images
 (side <= 64) are decoded once into uint8 (N, 3, H, W) + int64 (N,) in memory and augmented on the device in
-whole batches (TensorLoader); large folders (ImageNet-style) stream from disk (stream.folder_loader).
+whole batches (batching.TensorLoader); large folders (ImageNet-style) stream from disk (stream.folder_loader).
 
-Facts implemented: augmentation of DARTS §3.1/§5.2 and NB201 §4.1 (RandomCrop(size, padding=size//8,
-zero fill), flip p=0.5, ToTensor + Normalize; cutout zeroes an L-side square AFTER normalisation, centre
-uniform, clipped at the borders); the search split of DARTS (cifar10, svhn, imagefolder: train set halved,
+Facts implemented: the search split of DARTS (cifar10, svhn, imagefolder: train set halved,
 train_portion 0.5) and of NB201 §4.3 (cifar100, ImageNet16-120: weights on the full train set, α on half
 the test set, 'xvalid'); both halves get the training augmentation, as in both papers.
 Decisions where the references are silent:
 - DARTS halves come from a seeded random permutation, not DARTS' index order: an ImageFolder lists images
   sorted by class, so an index split would give the two halves different classes.
 - NB201's xvalid comes from a split file we do not have: a seeded random half of the test set instead.
-- Loader randomness comes from a CPU generator seeded by (seed, epoch) and is drawn for the whole epoch up
-  front, so a batch is a function of (seed, epoch, batch index): bit-identical resume, the same draws on
-  CPU and GPU, and the union of DDP shards equals the single-process epoch (same images, same crops).
 - subset=N takes N training images by the seeded permutation before splitting; under NB201's rule the α
-  set is then cut to N // 2 test images. drop_last defaults to False, as in DARTS/NB201 (391 steps).
+  set is then cut to N // 2 test images.
 - Decoding is sequential: on the 2-core machines a thread pool was slower for 1 KB JPEGs.
 - Faults: every file PIL cannot read is reported in one line (paths and count) before training, or
   skipped with skip_bad=True and a one-line warning; the streaming loader (stream.py) names the first one
@@ -35,7 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 class DatasetError(ValueError):
@@ -49,7 +43,7 @@ class DatasetInfo:
     mean: tuple         # per channel, in [0, 1] (after ToTensor)
     std: tuple
     padding: int        # RandomCrop zero padding = size // 8 (4 for 32 px, 2 for 16 px)
-    streaming: bool     # True: large images, use stream.folder_loader; False: decoded tensors, TensorLoader
+    streaming: bool     # True: large images, use stream.folder_loader; False: decoded tensors, batching.TensorLoader
 
 
 _CONSTANTS = {  # name: (num_classes, size, mean, std)
@@ -303,111 +297,3 @@ def search_split(name, root, subset=None, seed=0, download=False, skip_bad=False
     train = load_split(name, root, True, download, skip_bad)
     test = load_split(name, root, False, download, skip_bad) if name in NB201_CONVENTION else None
     return split_arrays(train, test, subset, seed)
-
-
-# ---------------------------------------------------------------------------------------------- augmentation
-
-def crop_flip(x, padding, dy, dx, flip):
-    """Batched RandomCrop(H, padding) + flip: x (B, C, H, W) -> (B, C, H, W), the window at (dy, dx) in
-    [0, 2p] of x zero-padded by p, mirrored where flip (B,) is True. No loop over images."""
-    B, C, H, W = x.shape
-    xp = F.pad(x, (padding,) * 4)  # (B, C, H+2p, W+2p); pad value 0 = black pixel before Normalize
-    ar_h, ar_w = torch.arange(H, device=x.device), torch.arange(W, device=x.device)
-    rows = (dy[:, None] + ar_h)[:, None, :, None].expand(B, C, H, W + 2 * padding)
-    cols = dx[:, None] + torch.where(flip[:, None], W - 1 - ar_w, ar_w)  # (B, W); flip = read right to left
-    # two gathers (rows, then columns): ~3x faster on CPU than one 4-index advanced indexing
-    return xp.gather(2, rows).gather(3, cols[:, None, None, :].expand(B, C, H, W))
-
-
-def cutout(x, length, cy, cx):
-    """DARTS Cutout on normalised x (B, C, H, W): zero rows [cy-L//2, cy+L//2) x cols [cx-L//2, cx+L//2)
-    clipped to the image, centres cy, cx (B,) uniform over the image."""
-    H, W = x.shape[-2:]
-    ar_h, ar_w = torch.arange(H, device=x.device), torch.arange(W, device=x.device)
-    in_rows = (ar_h >= (cy - length // 2)[:, None]) & (ar_h < (cy + length // 2)[:, None])  # (B, H)
-    in_cols = (ar_w >= (cx - length // 2)[:, None]) & (ar_w < (cx + length // 2)[:, None])  # (B, W)
-    return x.masked_fill((in_rows[:, :, None] & in_cols[:, None, :])[:, None], 0.0)
-
-
-def key_seed(*key):
-    """A 32-bit seed from integers; SeedSequence: nearby keys such as (seed, epoch) never collide."""
-    return int(np.random.SeedSequence(key).generate_state(1)[0])
-
-
-def rank_share(t, train, rank, world_size):
-    """This rank's strided share of per-position data t (..., n); in training the epoch is first cut to
-    a multiple of world_size, so that all ranks run the same number of steps."""
-    n = t.shape[-1]
-    if train and world_size > 1:
-        t = t[..., : n - n % world_size]
-    return t[..., rank::world_size]
-
-
-class Epochs:
-    """What both loaders (TensorLoader, stream.FileLoader) share: set_epoch(epoch, start_step) picks an
-    epoch and its first batch (the batch a resumed run continues from); forever() chains the epochs."""
-    epoch = start = 0
-
-    def set_epoch(self, epoch, start_step=0):
-        self.epoch, self.start = epoch, start_step
-
-    def forever(self, start_step=0):
-        """Endless batches, epoch after epoch; global batch k is batch k % len of epoch k // len, so a
-        resumed search passes start_step = number of batches already drawn (e.g. for the α stream)."""
-        if len(self) == 0:
-            raise ValueError("forever() on a loader with no batches")
-        epoch, start = divmod(start_step, len(self))
-        while True:
-            self.set_epoch(epoch, start)
-            yield from self
-            epoch, start = epoch + 1, 0
-
-
-class TensorLoader(Epochs):
-    """Batches of in-memory uint8 images, augmented on `device`: yields (x float (B, 3, H, W) normalised,
-    y int64 (B,)). train: random crop (zero padding, default size//8) + flip (+ cutout L if > 0); eval
-    (train=False): none of it, no shuffle, last partial batch kept. An epoch depends on (seed, epoch)
-    only: call set_epoch(e) before each epoch (like DistributedSampler). rank/world_size: every rank
-    takes a disjoint strided slice of the same permutation; in train mode the epoch is cut to a multiple
-    of world_size (< world_size images) so that all ranks run the same number of steps."""
-
-    def __init__(self, x, y, batch_size, device, mean, std, train=True, shuffle=None, drop_last=False,
-                 padding=None, cutout=0, seed=0, rank=0, world_size=1):
-        assert x.dtype == torch.uint8 and x.ndim == 4 and len(x) == len(y), "x uint8 (N, 3, H, W), y (N,)"
-        assert 0 <= rank < world_size
-        self.x, self.y = x.to(device), y.to(device)  # moved once; batches are gathered on the device
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.batch_size, self.train, self.drop_last = batch_size, train, drop_last
-        self.shuffle = train if shuffle is None else shuffle
-        self.padding = x.shape[-1] // 8 if padding is None else padding
-        self.cutout, self.seed, self.rank, self.world_size = cutout, seed, rank, world_size
-
-    def __len__(self):  # batches of this rank
-        n, ws = len(self.y), self.world_size
-        n = n // ws if self.train else len(range(self.rank, n, ws))
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self):
-        return self._epoch(self.epoch, self.start)
-
-    def _epoch(self, epoch, start=0):
-        n, (H, W) = len(self.y), self.x.shape[-2:]
-        g = torch.Generator().manual_seed(key_seed(self.seed, epoch))  # CPU: the same draws on every device
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
-        # per-position draws for the whole epoch: crop dy, dx in [0, 2p], flip, cutout centre cy, cx -> (5, n)
-        p = self.padding
-        params = torch.stack([torch.randint(0, hi, (n,), generator=g) for hi in (2 * p + 1, 2 * p + 1, 2, H, W)])
-        order = rank_share(order, self.train, self.rank, self.world_size).to(self.x.device)
-        params = rank_share(params, self.train, self.rank, self.world_size).to(self.x.device)
-        B = self.batch_size
-        for k in range(start, len(self)):
-            idx = order[k * B:(k + 1) * B]
-            xb = self.x[idx]  # (B, 3, H, W) uint8
-            if self.train:
-                dy, dx, flip, cy, cx = params[:, k * B:(k + 1) * B]
-                xb = crop_flip(xb, p, dy, dx, flip.bool())
-            xb = xb.float().div_(255).sub_(self.mean).div_(self.std)  # = ToTensor + Normalize
-            if self.train and self.cutout > 0:
-                xb = cutout(xb, self.cutout, cy, cx)
-            yield xb, self.y[idx]

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import architect
 import checkpoints
 import data
+import batching
 import genotypes as G
 import imagenet_subset
 import runs
@@ -189,8 +190,8 @@ def make_loaders(cfg, device, rank, world):
                                            skip_bad=cfg.skip_bad_images)
     kw = dict(device=device, mean=info.mean, std=info.std, train=True, drop_last=True, rank=rank,
               world_size=world)
-    loaders = (data.TensorLoader(xw, yw, cfg.batch_size, seed=cfg.seed, **kw),
-               data.TensorLoader(xa, ya, cfg.batch_size, seed=cfg.seed + 1, **kw))
+    loaders = (batching.TensorLoader(xw, yw, cfg.batch_size, seed=cfg.seed, **kw),
+               batching.TensorLoader(xa, ya, cfg.batch_size, seed=cfg.seed + 1, **kw))
     if min(len(loader) for loader in loaders) == 0:
         raise runs.ConfigError(f"batch_size={cfg.batch_size} is larger than a search half "
                                f"({len(yw)} / {len(ya)} images over {world} ranks)")

@@ -2,7 +2,7 @@
 
 Public: folder_loader (-> FileLoader), FileLoader, ImageFiles, EpochSampler, BadImage.
 Images larger than data.MAX_SMALL px (data.dataset_info(...).streaming) are not decoded into memory (the
-TensorLoader path of data.py) but read per item by DataLoader worker processes through torchvision
+TensorLoader path of batching.py) but read per item by DataLoader worker processes through torchvision
 transforms, DARTS §5.3's: train RandomResizedCrop(224) + flip (+ ColorJitter for retraining), eval
 Resize(256) + CenterCrop(224). FileLoader has TensorLoader's interface (set_epoch(epoch, start_step),
 len, iteration, forever), so the training loops do not know which path their data takes.
@@ -15,6 +15,7 @@ Decisions where the references are silent:
 import torch
 
 import data
+import batching
 
 
 
@@ -47,7 +48,7 @@ class ImageFiles(torch.utils.data.Dataset):
         if epoch is None:
             return self.transform(img), self.labels[i]
         with torch.random.fork_rng(devices=[]):  # with workers=0 this runs in the training process
-            torch.manual_seed(data.key_seed(seed, epoch, i))  # torchvision's transforms draw from torch's RNG
+            torch.manual_seed(batching.key_seed(seed, epoch, i))  # torchvision's transforms draw from torch's RNG
             return self.transform(img), self.labels[i]
 
 
@@ -65,9 +66,9 @@ class EpochSampler(torch.utils.data.Sampler):
         self.epoch = self.start = 0
 
     def _order(self):
-        g = torch.Generator().manual_seed(data.key_seed(self.seed, self.epoch))
+        g = torch.Generator().manual_seed(batching.key_seed(self.seed, self.epoch))
         order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
-        return data.rank_share(order, self.shuffle, self.rank, self.world_size)
+        return batching.rank_share(order, self.shuffle, self.rank, self.world_size)
 
     def __iter__(self):
         return ((i, self.epoch, self.seed) for i in self._order()[self.start:].tolist())
@@ -77,7 +78,7 @@ class EpochSampler(torch.utils.data.Sampler):
         return len(range(self.rank, m, self.world_size))
 
 
-class FileLoader(data.Epochs):
+class FileLoader(batching.Epochs):
     """Streaming counterpart of TensorLoader, same interface (set_epoch(epoch, start_step), len,
     iteration, forever): batches (x float (B, 3, size, size), y int64 (B,)) decoded by worker processes,
     moved to `device` when given. A batch is a function of (seed, epoch, batch index), so a resumed run

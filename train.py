@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 import checkpoints
 import data
+import batching
 import runs
 import stream
 from genotypes import NB201Cell, genotype_to_json, load_genotype
@@ -191,8 +192,8 @@ def make_loaders(cfg, info, batch, device, rank, world):
         x, y = x[keep], y[keep]
     xt, yt = data.load_split(name, cfg.data, False, skip_bad=cfg.skip_bad_images)
     common = dict(mean=info.mean, std=info.std, seed=cfg.seed, rank=rank, world_size=world)
-    return (data.TensorLoader(x, y, batch, device, train=True, cutout=cfg.cutout, **common),
-            data.TensorLoader(xt, yt, batch, device, train=False, **common))
+    return (batching.TensorLoader(x, y, batch, device, train=True, cutout=cfg.cutout, **common),
+            batching.TensorLoader(xt, yt, batch, device, train=False, **common))
 
 
 def _batches(loader, device, channels_last, count):

@@ -11,6 +11,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import data  # noqa: E402
+import batching  # noqa: E402
 import stream  # noqa: E402
 from data import DatasetError  # noqa: E402
 
@@ -183,13 +184,13 @@ def normalise(x):
 
 def test_eval_loader():
     x, y = images(10)
-    loader = data.TensorLoader(x, y, 4, "cpu", MEAN, STD, train=False)
+    loader = batching.TensorLoader(x, y, 4, "cpu", MEAN, STD, train=False)
     batches = list(loader)
     assert len(loader) == len(batches) == 3 and [len(b[1]) for b in batches] == [4, 4, 2]
     xb = torch.cat([b[0] for b in batches])
     assert xb.dtype == torch.float32 and xb.device.type == "cpu"
     assert torch.equal(torch.cat([b[1] for b in batches]), y) and torch.allclose(xb, normalise(x), atol=1e-6)
-    assert len(data.TensorLoader(x, y, 4, "cpu", MEAN, STD, drop_last=True)) == 2
+    assert len(batching.TensorLoader(x, y, 4, "cpu", MEAN, STD, drop_last=True)) == 2
 
 
 def reference_crop_flip(img, p, dy, dx, flip):
@@ -203,14 +204,14 @@ def test_crop_flip_matches_reference():
     x, _ = images(6, size=8)
     dy, dx = torch.tensor([0, 8, 3, 4, 1, 7]), torch.tensor([8, 0, 3, 4, 6, 2])
     flip = torch.tensor([0, 1, 1, 0, 1, 0]).bool()
-    out = data.crop_flip(x, 4, dy, dx, flip)
+    out = batching.crop_flip(x, 4, dy, dx, flip)
     for i in range(6):
         assert torch.equal(out[i], reference_crop_flip(x[i], 4, int(dy[i]), int(dx[i]), bool(flip[i])))
 
 
 def test_train_loader_augments_by_crop_flip():
     x, y = images(12, size=8)
-    loader = data.TensorLoader(x, y, 5, "cpu", MEAN, STD, padding=2, seed=1)
+    loader = batching.TensorLoader(x, y, 5, "cpu", MEAN, STD, padding=2, seed=1)
     flips = 0
     for xb, yb in loader:
         for img, i in zip(xb, yb.tolist()):
@@ -223,8 +224,8 @@ def test_train_loader_augments_by_crop_flip():
 
 def test_loader_determinism_and_epochs():
     x, y = images(20)
-    a = data.TensorLoader(x, y, 8, "cpu", MEAN, STD, seed=5, cutout=4)
-    b = data.TensorLoader(x, y, 8, "cpu", MEAN, STD, seed=5, cutout=4)
+    a = batching.TensorLoader(x, y, 8, "cpu", MEAN, STD, seed=5, cutout=4)
+    b = batching.TensorLoader(x, y, 8, "cpu", MEAN, STD, seed=5, cutout=4)
     a.set_epoch(3), b.set_epoch(3)
     for (xa, ya), (xb, yb) in zip(a, b):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
@@ -239,11 +240,11 @@ def test_loader_determinism_and_epochs():
 
 def test_shards_disjoint_and_cover():
     x, y = images(12)
-    single = data.TensorLoader(x, y, 4, "cpu", MEAN, STD, seed=2)
+    single = batching.TensorLoader(x, y, 4, "cpu", MEAN, STD, seed=2)
     full = {int(i): img for xb, yb in single for img, i in zip(xb, yb)}
     seen = []
     for rank in range(3):
-        shard = data.TensorLoader(x, y, 4, "cpu", MEAN, STD, seed=2, rank=rank, world_size=3)
+        shard = batching.TensorLoader(x, y, 4, "cpu", MEAN, STD, seed=2, rank=rank, world_size=3)
         assert len(shard) == 1
         for xb, yb in shard:
             seen += yb.tolist()
@@ -251,13 +252,13 @@ def test_shards_disjoint_and_cover():
                 assert torch.equal(img, full[i])  # same augmentation as the single-process epoch
     assert sorted(seen) == list(range(12))
     evals = [yb.tolist() for r in range(3) for _, yb in
-             data.TensorLoader(x[:10], y[:10], 4, "cpu", MEAN, STD, train=False, rank=r, world_size=3)]
+             batching.TensorLoader(x[:10], y[:10], 4, "cpu", MEAN, STD, train=False, rank=r, world_size=3)]
     assert sorted(sum(evals, [])) == list(range(10))
 
 
 def test_cutout_clipped_square():
     x = torch.ones(3, 3, 8, 8)
-    out = data.cutout(x, 4, torch.tensor([0, 4, 7]), torch.tensor([0, 4, 2]))
+    out = batching.cutout(x, 4, torch.tensor([0, 4, 7]), torch.tensor([0, 4, 2]))
     for i, (cy, cx) in enumerate([(0, 0), (4, 4), (7, 2)]):
         mask = np.ones((8, 8), np.float32)  # DARTS utils.Cutout with numpy clipping
         mask[np.clip(cy - 2, 0, 8):np.clip(cy + 2, 0, 8), np.clip(cx - 2, 0, 8):np.clip(cx + 2, 0, 8)] = 0
