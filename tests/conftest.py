@@ -1,5 +1,6 @@
 """Test setup: the repository root on sys.path (the modules are flat files there), one thread per
-process, and a tiny synthetic ImageFolder shared by the tests."""
+process, and the synthetic data shared by the tests: a tiny ImageFolder and a complete fake
+NAS-Bench-201 table."""
 import os
 import sys
 
@@ -33,3 +34,23 @@ def make_image_folder(root, classes=3, train_per_class=8, test_per_class=4, size
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("tiny_folder"))
+
+
+def fake_nb201_accuracy(index):
+    """The fake table's CIFAR-10 test accuracy of cell `index`: 50-95 %, different for neighbours."""
+    return 50 + (index * 37 % 4501) / 100
+
+
+@pytest.fixture(scope="session")
+def nb201_table(tmp_path_factory):
+    """A complete NB201 table in bench201's --export layout with made-up accuracies: for each of the
+    three datasets valid = fake_nb201_accuracy(index) - 3 and test = fake_nb201_accuracy(index)."""
+    import bench201
+    import genotypes
+    path = tmp_path_factory.mktemp("nb201") / "nb201.csv"
+    with open(path, "w") as f:
+        f.write(",".join(bench201.CSV_HEADER) + "\n")
+        for i in range(5 ** 6):  # every cell: 5 ops on each of 6 edges
+            acc = fake_nb201_accuracy(i)
+            f.write(",".join([str(i), genotypes.nb201_arch(i)] + [repr(acc - 3), repr(acc), "", "777", "777"] * 3) + "\n")
+    return str(path)

@@ -11,38 +11,21 @@ pytest.importorskip("matplotlib")
 import matplotlib.image  # noqa: E402
 
 import bench201  # noqa: E402
-import genotypes as G  # noqa: E402
 import plot  # noqa: E402
 import runs  # noqa: E402
 import search  # noqa: E402
+from conftest import fake_nb201_accuracy  # noqa: E402
 
 TINY = ["--dataset=imagefolder", "--C=4", "--batch_size=4", "--log_every=1", "--epochs=2"]
 
 
-def fake_accuracy(index):
-    """The fake table's CIFAR-10 test accuracy of an arch: 50-95 %, different for neighbouring indices."""
-    return 50 + (index * 37 % 4501) / 100
-
-
 @pytest.fixture(scope="module")
-def table(tmp_path_factory):
-    """A complete NB201 table in bench201's --export layout with made-up accuracies."""
-    path = tmp_path_factory.mktemp("nb201") / "nb201.csv"
-    with open(path, "w") as f:
-        f.write(",".join(bench201.CSV_HEADER) + "\n")
-        for i in range(15625):
-            cells = [repr(fake_accuracy(i) - 3), repr(fake_accuracy(i)), "", "777", "777"] * 3
-            f.write(",".join([str(i), G.nb201_arch(i)] + cells) + "\n")
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def search_runs(tiny_folder, table, tmp_path_factory):
+def search_runs(tiny_folder, nb201_table, tmp_path_factory):
     """Two 2-epoch NB201 searches (options B and C, seed 1) that logged their benchmark accuracy."""
     root = tmp_path_factory.mktemp("runs")
     for option in "BC":
         argv = TINY + [f"--data={tiny_folder}", f"--out={root / option}", "--layers=1", f"--option={option}",
-                       "--seed=1", f"--bench201={table}"]
+                       "--seed=1", f"--bench201={nb201_table}"]
         search.search(search.make_config(argv))
     return [str(root / "B"), str(root / "C")]
 
@@ -83,20 +66,20 @@ def test_log_only_run_parses_to_the_history_rows(search_runs, tmp_path):
     assert [r["valid_acc"] for r in rows] == pytest.approx([r["valid_acc"] for r in history], abs=1e-3)
 
 
-def test_benchmark_accuracy_from_the_table_when_the_run_did_not_log_it(search_runs, table, tmp_path, capsys):
+def test_benchmark_accuracy_from_the_table_when_the_run_did_not_log_it(search_runs, nb201_table, tmp_path, capsys):
     run_dir = shutil.copytree(search_runs[1], tmp_path / "C")
     logged = json.loads((run_dir / "history.json").read_text())
     (run_dir / "history.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "bench201"}
                                                       for r in logged]))
     run = plot.load_run(str(run_dir))
-    looked_up = [plot.bench_acc(run, row, bench201.NB201(table)) for row in run.rows]
-    assert looked_up == [fake_accuracy(r["genotype"]["nb201_index"]) for r in logged]
+    looked_up = [plot.bench_acc(run, row, bench201.NB201(nb201_table)) for row in run.rows]
+    assert looked_up == [fake_nb201_accuracy(r["genotype"]["nb201_index"]) for r in logged]
     assert looked_up == [r["bench201"]["test_acc"] for r in logged]
     # without a table: the skip curve still, but no benchmark panel and no Fig. 1, with a note
     names = {os.path.basename(p) for p in plot.main([str(run_dir), f"--out={tmp_path / 'a'}"])}
     assert "fig1_supernet_vs_cell.png" not in names and "skip_and_bench.png" in names
     assert "note: no benchmark accuracy" in capsys.readouterr().out
-    names = {os.path.basename(p) for p in plot.main([str(run_dir), f"--out={tmp_path / 'b'}", f"--bench201={table}"])}
+    names = {os.path.basename(p) for p in plot.main([str(run_dir), f"--out={tmp_path / 'b'}", f"--bench201={nb201_table}"])}
     assert "fig1_supernet_vs_cell.png" in names
 
 
