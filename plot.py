@@ -2,19 +2,17 @@
 
     python plot.py RUN_DIR [RUN_DIR ...] --out=DIR [--bench201=../shared/data/nb201/nb201-public.csv]
 
-Reads only what a run writes, never a checkpoint. search.py runs (config.json has "space"): history.json
-(older runs: log.txt's epoch lines), alphas.json, genotype.json -> fig5_alphas_<run>[_<kind>].png (Fig. 5,
-softmax(alpha) per edge per epoch), cell_<run>.png, and over all runs skip_and_bench.png (skip_connect
-edges of each epoch's cell and its NAS-Bench-201 CIFAR-10 test accuracy beside Table 2) and
-fig1_supernet_vs_cell.png (Fig. 1, one marker per option of Table 1). analysis.py runs (config.json has
-"exp"): history.json -> fig2_plain.png (Fig. 2), fig3_lambda.png (Fig. 3, lambda of Eq. 9), fig4_eta.png
-(Fig. 4, eta of Eq. 17-18). Benchmark accuracy: the run's logged "bench201", else the --bench201=PATH table.
+Reads only what a run writes (through rundir.py), never a checkpoint. search.py runs (config.json has
+"space"): history.json (older runs: log.txt's epoch lines), alphas.json, genotype.json ->
+fig5_alphas_<run>[_<kind>].png (Fig. 5, softmax(alpha) per edge per epoch), cell_<run>.png, and over all
+runs skip_and_bench.png (skip_connect edges of each epoch's cell and its NAS-Bench-201 CIFAR-10 test
+accuracy beside Table 2) and fig1_supernet_vs_cell.png (Fig. 1, one marker per option of Table 1).
+analysis.py runs (config.json has "exp"): history.json -> fig2_plain.png (Fig. 2), fig3_lambda.png
+(Fig. 3, lambda of Eq. 9), fig4_eta.png (Fig. 4, eta of Eq. 17-18). Benchmark accuracy: the run's logged
+"bench201", else the --bench201=PATH table.
 matplotlib is needed by this file only; no module imports it.
 """
-import ast
-import json
 import os
-import re
 import sys
 from dataclasses import dataclass
 
@@ -26,6 +24,7 @@ import numpy as np  # noqa: E402
 
 import genotypes as G  # noqa: E402
 import runs  # noqa: E402
+from rundir import bench_acc, load_run  # noqa: E402
 from spaces import DARTS_OPS, NB201_OPS, get_space  # noqa: E402
 
 
@@ -44,86 +43,6 @@ OPTION_STYLE = {"A": ("tab:green", "o"), "B": ("tab:red", "s"), "C": ("tab:blue"
 SEED_LINES = ("-", "--", ":", "-.")
 PAPER_NB201 = (("DARTS 1st order (paper)", 54.30), ("RF-DARTS (paper)", 94.27), ("optimum", 94.37))
 SETTINGS = {"convbn": "Conv+BN", "bn": "only BN"}
-
-# search.py's epoch line (progress lines read "epoch N step ..." and do not match), e.g.
-# [ 78.1s] epoch 1/50 lr 0.025 train 2.237/0.156 valid 2.238/0.157 68s skip 0 entropy 1.6094 margin 9.07e-06
-#   CELL [bench201 {'valid_acc': ..., 'test_acc': ...}]       (CELL: NB201 string or DARTS normal pairs)
-_EPOCH_LINE = re.compile(r"\] epoch (\d+)/\d+ lr (\S+) train (\S+)/(\S+) valid (\S+)/(\S+) (\S+)s skip (\d+) "
-                         r"entropy (\S+) margin (\S+) (.+?)(?: bench201 (\{.*\}))?$")
-_LOG_KEYS = ("lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds")
-
-
-@dataclass
-class Run:
-    path: str
-    name: str                 # file-name part of this run's figures
-    config: dict
-    rows: list                # history rows, one per epoch
-    alphas: list = None       # alphas.json (search runs)
-    genotype: dict = None     # genotype.json (search runs)
-
-    @property
-    def label(self):          # "B s1": how the figures name a search run (option and seed)
-        return f"{self.config.get('option', '?')} s{self.config.get('seed', '?')}"
-
-
-def _read_json(path, missing=None):
-    """The JSON in `path`, or `missing` if there is no such file."""
-    if not os.path.isfile(path):
-        return missing
-    with open(path) as f:
-        return json.load(f)
-
-
-def parse_log(path, space):
-    """search.py's epoch lines -> history-like rows; the last line of an epoch wins (a resume repeats it)."""
-    rows = {}
-    with open(path) as f:
-        for line in f:
-            m = _EPOCH_LINE.search(line.rstrip("\n"))
-            if not m:
-                continue
-            g = m.groups()
-            row = dict(epoch=int(g[0]), **{k: float(v) for k, v in zip(_LOG_KEYS, g[1:7])},
-                       skip_count=int(g[7]), entropy=float(g[8]), margin=float(g[9]))
-            cell = g[10].strip()
-            if cell.startswith("|"):  # an NB201 arch string
-                row["genotype"] = dict(space=space, cell="nb201", arch=cell, nb201_index=G.nb201_index(cell))
-            else:  # a DARTS-style run logs its normal cell's (op, input) pairs
-                row["genotype"] = dict(space=space, cell="darts", normal=ast.literal_eval(cell))
-            if g[11]:
-                row["bench201"] = ast.literal_eval(g[11])
-            rows[row["epoch"]] = row
-    return [rows[e] for e in sorted(rows)]
-
-
-def load_run(path):
-    """A search.py or analysis.py run directory -> Run; anything else is a one-line ValueError."""
-    cfg = _read_json(os.path.join(path, "config.json"))
-    if cfg is None:
-        raise ValueError(f"{path}: not a run directory (no config.json)")
-    if not isinstance(cfg, dict) or not ({"space", "exp"} & set(cfg)):
-        raise ValueError(f"{path}: config.json has neither 'space' (search.py) nor 'exp' (analysis.py)")
-    rows, log = _read_json(os.path.join(path, "history.json")), os.path.join(path, "log.txt")
-    if rows is None and "space" in cfg and os.path.isfile(log):
-        rows = parse_log(log, cfg["space"])
-    if rows is None:
-        raise ValueError(f"{path}: no history.json" + ("" if "exp" in cfg else " or log.txt"))
-    run = Run(path, os.path.basename(os.path.normpath(path)), cfg, rows)
-    if "space" in cfg:
-        run.alphas = _read_json(os.path.join(path, "alphas.json"), missing=[])
-        last = rows[-1]["genotype"] if rows else None
-        run.genotype = _read_json(os.path.join(path, "genotype.json"), missing=last)
-    return run
-
-
-def bench_acc(run, row, table):
-    """NB201 CIFAR-10 test accuracy (%) of one epoch's cell: logged by the run, else from `table`, else None."""
-    if "bench201" in row:
-        return row["bench201"]["test_acc"]
-    arch = (row.get("genotype") or {}).get("arch")
-    return table.query(arch, "cifar10")["test_acc"] if table is not None and arch else None
-
 
 def _save(fig, out, name, dpi):
     path = os.path.join(out, name)

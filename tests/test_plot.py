@@ -12,6 +12,7 @@ import matplotlib.image  # noqa: E402
 
 import bench201  # noqa: E402
 import plot  # noqa: E402
+import rundir  # noqa: E402
 import runs  # noqa: E402
 import search  # noqa: E402
 from conftest import fake_nb201_accuracy  # noqa: E402
@@ -57,7 +58,7 @@ def test_log_only_run_parses_to_the_history_rows(search_runs, tmp_path):
         last_epoch_line = [line for line in f if "] epoch 2/2" in line][-1]
     with open(run_dir / "log.txt", "a") as f:  # a resumed run may log an epoch twice: one row per epoch
         f.write(last_epoch_line)
-    rows = plot.load_run(str(run_dir)).rows
+    rows = rundir.load_run(str(run_dir)).rows
     assert len(rows) == len(history) == 2
 
     def key(r):
@@ -71,8 +72,8 @@ def test_benchmark_accuracy_from_the_table_when_the_run_did_not_log_it(search_ru
     logged = json.loads((run_dir / "history.json").read_text())
     (run_dir / "history.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "bench201"}
                                                       for r in logged]))
-    run = plot.load_run(str(run_dir))
-    looked_up = [plot.bench_acc(run, row, bench201.NB201(nb201_table)) for row in run.rows]
+    run = rundir.load_run(str(run_dir))
+    looked_up = [rundir.bench_acc(run, row, bench201.NB201(nb201_table)) for row in run.rows]
     assert looked_up == [fake_nb201_accuracy(r["genotype"]["nb201_index"]) for r in logged]
     assert looked_up == [r["bench201"]["test_acc"] for r in logged]
     # without a table: the skip curve still, but no benchmark panel and no Fig. 1, with a note
