@@ -25,6 +25,7 @@ import zipfile
 
 import torch
 
+import ddp
 import runs
 
 
@@ -178,7 +179,7 @@ class StopSignals:
 
     def stop(self, where, path):
         """Raise Preempted once rank 0 has written `path` (the others wait for it)."""
-        runs.barrier(self.world)
+        ddp.barrier(self.world)
         signum = self.requested()
         raise runs.Preempted(f"stopped by {signal.Signals(signum).name} {where}: checkpoint written to {path}; "
                         f"continue with --resume=1 --out={os.path.dirname(path) or '.'}", signum)

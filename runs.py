@@ -1,5 +1,5 @@
 """What every run script shares: config from `--key=value`, device, seeding, RNG state, the run log,
-the lr schedule, evaluation, the torchrun/DDP setup and torch.compile.
+the lr schedule, evaluation and torch.compile (the torchrun/DDP plumbing is ddp.py's).
 
 Faults end as one line, never a traceback (`cli`): bad input exits 2, a failed write (disk full, no
 permission) 1 and names the path and the OS reason (WriteError), a stop signal 128 + its number
@@ -224,27 +224,6 @@ def evaluate(model, loader):
         n += y.numel()
     model.train(was_training)
     return loss_sum / max(n, 1), correct / max(n, 1)
-
-
-def setup_distributed(device_name="auto"):
-    """Read torchrun's environment; init the process group. Returns (rank, world_size, device)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, pick_device(device_name)
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_name)
-    if device.type == "cuda":
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    torch.distributed.init_process_group(backend, rank=rank, world_size=world)
-    return rank, world, device
-
-
-def barrier(world):
-    """Wait for every DDP process (no-op in a single process)."""
-    if world > 1:
-        torch.distributed.barrier()
 
 
 def as_dict(cfg):

@@ -27,6 +27,7 @@ import architect
 import checkpoints
 import data
 import batching
+import ddp
 import genotypes as G
 import imagenet_subset
 import runs
@@ -130,24 +131,13 @@ def sgd_step(model, params, opt, x, y, clip=0.0):
     loss = F.cross_entropy(logits, y)
     # allow_unused: e.g. a 2-cell DARTS net has only reduction cells, so alphas_normal gets no gradient
     grads = torch.autograd.grad(loss, params, allow_unused=True)
-    _sync(grads)
+    ddp.average_grads(grads)  # autograd.grad bypasses DDP's hooks
     for p, g in zip(params, grads):
         p.grad = g
     if clip:
         torch.nn.utils.clip_grad_norm_(params, clip)
     opt.step()
     return loss.detach(), (logits.argmax(1) == y).sum()
-
-
-def _sync(grads):
-    """Average gradients over DDP ranks (explicit all-reduce: autograd.grad bypasses DDP's hooks)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        world = torch.distributed.get_world_size()
-        for g in grads:
-            if g is None:
-                continue
-            torch.distributed.all_reduce(g)
-            g.div_(world)
 
 
 def alpha_entropy(model):
@@ -184,7 +174,7 @@ def make_loaders(cfg, device, rank, world):
         return (*loaders, len(classes), f"{len(fw)} weight / {len(fa)} alpha images (file lists in --out)")
     if rank == 0:  # first run: rank 0 downloads cifar/svhn, the other ranks then read its files
         data.fetch(cfg.dataset, cfg.data, cfg.download)
-    runs.barrier(world)
+    ddp.barrier(world)
     info = data.dataset_info(cfg.dataset, cfg.data, skip_bad=cfg.skip_bad_images)
     (xw, yw), (xa, ya) = data.search_split(cfg.dataset, cfg.data, cfg.subset or None, cfg.seed,
                                            skip_bad=cfg.skip_bad_images)
@@ -245,7 +235,7 @@ def search(cfg, rank=0, world=1, device=None, stop=None):
     def arch_step(xa, ya, x, y):
         if cfg.unrolled:  # second order: needs the weight batch for the virtual step
             return architect.unrolled_arch_step(model, weights, w_opt, a_opt, (x, y), (xa, ya),
-                                                sync=_sync)
+                                                sync=ddp.average_grads)
         return sgd_step(forward, arch, a_opt, xa, ya, cfg.arch_grad_clip)
 
     def checkpoint(epochs_done, **partial):  # `partial`: where a preempted epoch stopped
@@ -293,9 +283,8 @@ def search(cfg, rank=0, world=1, device=None, stop=None):
         s = sums.tolist()
         _check_finite(s[0] + s[2], epoch, ckpt_path)
         if world > 1:
-            _check_ranks_agree(arch)
-            for b in model.buffers():  # outer BN running stats saw only this rank's shard: keep rank 0's
-                torch.distributed.broadcast(b, 0)
+            ddp.check_ranks_agree(arch)
+            ddp.keep_rank0_buffers(model, world)  # outer BN running stats saw only this rank's shard
         g, rec = genotype_record(space, model)
         row = dict(epoch=epoch + 1, lr=lr, train_loss=s[0] / max(n_w, 1), train_acc=s[1] / max(n_w, 1),
                    valid_loss=s[2] / max(n_a, 1), valid_acc=s[3] / max(n_a, 1),
@@ -327,15 +316,6 @@ def search(cfg, rank=0, world=1, device=None, stop=None):
     return model, history
 
 
-def _check_ranks_agree(arch):
-    """DDP: every rank must hold the same alpha/beta (they see the same averaged gradients)."""
-    for a in arch:
-        ref = a.detach().clone()
-        torch.distributed.broadcast(ref, 0)
-        if not torch.equal(ref, a.detach()):
-            raise RuntimeError("alpha differs between DDP ranks: gradient averaging is broken")
-
-
 def _check_finite(value, epoch, ckpt_path):
     """Stop on a NaN/Inf loss before this epoch's checkpoint is written over the last good one."""
     if not math.isfinite(value):
@@ -346,13 +326,12 @@ def _check_finite(value, epoch, ckpt_path):
 
 def main(argv=None):
     cfg = make_config(argv)
-    rank, world, device = runs.setup_distributed(cfg.device)
+    rank, world, device = ddp.setup(cfg.device)
     try:
         with checkpoints.StopSignals(world, device) as stop:
             search(cfg, rank, world, device, stop)
     finally:
-        if world > 1:
-            torch.distributed.destroy_process_group()
+        ddp.teardown(world)
 
 
 if __name__ == "__main__":

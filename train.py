@@ -33,19 +33,18 @@ Decisions where the references are silent:
 - A DARTS net on data whose aux-head input is not 8x8-ish (e.g. 16 px ImageNet16-120) trains without
   the auxiliary head unless --auxiliary=1 is given, which then fails with a clear error.
 """
-import hashlib
 import json
 import os
 import time
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 import checkpoints
 import data
 import batching
+import ddp
 import runs
 import stream
 from genotypes import NB201Cell, genotype_to_json, load_genotype
@@ -185,7 +184,7 @@ def make_loaders(cfg, info, batch, device, rank, world):
     name = "imagefolder" if cfg.dataset == "imagenet" else cfg.dataset
     if rank == 0:  # first run: rank 0 downloads cifar/svhn, the other ranks then read its files
         data.fetch(name, cfg.data, cfg.download)
-    runs.barrier(world)
+    ddp.barrier(world)
     x, y = data.load_split(name, cfg.data, True, skip_bad=cfg.skip_bad_images)
     if cfg.subset:
         keep = torch.randperm(len(y), generator=g)[:cfg.subset]
@@ -204,41 +203,18 @@ def _batches(loader, device, channels_last, count):
         yield x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
 
 
-def _all_sum(values, device, world):
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if world > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def _all_gather(obj, world):
-    if world == 1:
-        return [obj]
-    out = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def score_test_set(model, loader, device, world, amp, nhwc):
     """Plain-CE loss and top-1 accuracy over the whole test set (every process scores its shard)."""
     n = [0]
     with torch.autocast(device.type, torch.bfloat16, enabled=amp):
         loss, acc = runs.evaluate(model, _batches(loader, device, nhwc, n))
-    loss_sum, correct, total = _all_sum([loss * n[0], acc * n[0], n[0]], device, world)
+    loss_sum, correct, total = ddp.all_sum([loss * n[0], acc * n[0], n[0]], device, world)
     return loss_sum / max(total, 1), correct / max(total, 1)
-
-
-def state_digest(model):
-    """sha256 of every parameter and buffer: equal on all processes iff DDP kept them in sync."""
-    h = hashlib.sha256()
-    for t in model.state_dict().values():
-        h.update(t.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def main(argv=None):
     cfg, genotype, info, ckpt, how = resolve(argv)
-    rank, world, device = runs.setup_distributed(cfg.device)
+    rank, world, device = ddp.setup(cfg.device)
     with checkpoints.StopSignals(world, device) as stop:  # SIGTERM / Ctrl-C: checkpoint the step, one line
         return train(cfg, genotype, info, ckpt, how, rank, world, device, stop)
 
@@ -322,18 +298,16 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             loss_sum = loss_sum + loss.detach() * len(y)
             correct = correct + (logits.argmax(1) == y).sum()
             if step + 1 < steps and stop.requested():  # SIGTERM / Ctrl-C: keep this step, then exit
-                rng = _all_gather(runs.rng_state(), world)
-                sums = _all_sum([loss_sum.item(), correct.item(), n[0]], device, world)  # exact in float64
+                rng = ddp.all_gather(runs.rng_state(), world)
+                sums = ddp.all_sum([loss_sum.item(), correct.item(), n[0]], device, world)  # exact in float64
                 if rank == 0:
                     checkpoints.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), checkpoint(
                         epoch, rng, step=step + 1, sums=[sums[0], int(sums[1]), int(sums[2])],
                         seconds=seconds + time.time() - t0))
                 stop.stop(f"in epoch {epoch + 1} after step {step + 1}/{steps}",
                           os.path.join(cfg.out, "checkpoint.pt"))
-        if world > 1:  # each process updated BN running stats on its own shard: keep rank 0's
-            for b in model.buffers():
-                dist.broadcast(b, 0)
-        loss_sum, correct, total = _all_sum([loss_sum.item(), correct.item(), n[0]], device, world)
+        ddp.keep_rank0_buffers(model, world)  # each process updated BN running stats on its own shard
+        loss_sum, correct, total = ddp.all_sum([loss_sum.item(), correct.item(), n[0]], device, world)
         train_stats = [loss_sum / max(total, 1), correct / max(total, 1)]
         seconds += time.time() - t0
         extra = []
@@ -341,7 +315,7 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             extra = [("test_acc(report only)", score_test_set(model, test_loader, device, world, amp, nhwc)[1])]
         log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} drop_path {dp:.3f} train {train_stats[0]:.3f}/"
             f"{train_stats[1]:.3f} {time.time() - t0:.0f}s" + "".join(f" {k} {v:.4f}" for k, v in extra))
-        rng = _all_gather(runs.rng_state(), world)
+        rng = ddp.all_gather(runs.rng_state(), world)
         if rank == 0:
             checkpoints.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), checkpoint(epoch + 1, rng))
         if stop.requested():
@@ -349,7 +323,7 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
     stop.armed = False
 
     test_loss, test_acc = score_test_set(model, test_loader, device, world, amp, nhwc)
-    digests = _all_gather(state_digest(model), world)
+    digests = ddp.all_gather(ddp.state_digest(model), world)
     if rank == 0:
         metrics = dict(train_loss=train_stats[0], train_acc=train_stats[1], test_loss=test_loss,
                        test_acc=test_acc, params_m=params_m, macs_m=macs_m, epochs=cfg.epochs,
@@ -359,8 +333,7 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         log(f"final  test_loss {test_loss:.4f}  test_acc {test_acc:.4f}  ({cfg.out}/metrics.json)")
     if len(set(digests)) > 1:
         log("warning: processes ended with different weights")
-    if world > 1:
-        dist.destroy_process_group()
+    ddp.teardown(world)
     return cfg.out
 
 

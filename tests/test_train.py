@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import checkpoints
+import ddp
 import genotypes as G
 import runs
 import train
@@ -155,7 +156,7 @@ def test_ddp_two_processes_end_identical(small, tmp_path):
     metrics, ckpt = read_run(tmp_path)
     assert metrics["world_size"] == 2 and len(metrics["state_sha256"]) == 2
     assert metrics["state_sha256"][0] == metrics["state_sha256"][1]  # gradients and BN stats synced
-    assert metrics["state_sha256"][0] == train.state_digest(_load_model(ckpt))  # = what rank 0 saved
+    assert metrics["state_sha256"][0] == ddp.state_digest(_load_model(ckpt))  # = what rank 0 saved
 
 
 def _load_model(ckpt):

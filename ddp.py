@@ -1,0 +1,93 @@
+"""Data-parallel plumbing shared by search.py and train.py (torchrun, one process per GPU or CPU slot).
+
+    torchrun --nproc_per_node=2 search.py ...      # the same scripts; every helper is a no-op for 1 process
+
+What it owns: the process group (setup / teardown), gradient averaging for steps that take gradients
+with torch.autograd.grad (which bypasses DistributedDataParallel's hooks, so the scripts all-reduce
+explicitly), keeping rank 0's BN running statistics, exact sums and gathers of per-rank numbers, and the
+checks that every rank ended with the same alpha and the same weights. No paper equation lives here:
+data parallelism must not change what a step computes, only how many images it sees.
+"""
+import hashlib
+import os
+
+import torch
+import torch.distributed as dist
+
+import runs
+
+
+def setup(device_name="auto"):
+    """Read torchrun's environment; init the process group. Returns (rank, world_size, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, runs.pick_device(device_name)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = runs.pick_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+    return rank, world, device
+
+
+def teardown(world):
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def barrier(world):
+    """Wait for every process (no-op in a single process)."""
+    if world > 1:
+        dist.barrier()
+
+
+def average_grads(grads):
+    """Average gradients over ranks in place (None entries, unused parameters, are skipped)."""
+    if dist.is_available() and dist.is_initialized():
+        world = dist.get_world_size()
+        for g in grads:
+            if g is not None:
+                dist.all_reduce(g)
+                g.div_(world)
+
+
+def keep_rank0_buffers(model, world):
+    """Each rank updated BN running statistics on its own shard: give every rank rank 0's."""
+    if world > 1:
+        for b in model.buffers():
+            dist.broadcast(b, 0)
+
+
+def check_ranks_agree(tensors, what="alpha"):
+    """Every rank must hold the same tensors (they saw the same averaged gradients)."""
+    for t in tensors:
+        ref = t.detach().clone()
+        dist.broadcast(ref, 0)
+        if not torch.equal(ref, t.detach()):
+            raise RuntimeError(f"{what} differs between DDP ranks: gradient averaging is broken")
+
+
+def all_sum(values, device, world):
+    """Element-wise sum of a list of numbers over ranks, in float64 (exact for counts and loss sums)."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if world > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_gather(obj, world):
+    """[obj of rank 0, obj of rank 1, ...] for any picklable obj (e.g. each rank's RNG state)."""
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def state_digest(model):
+    """sha256 of every parameter and buffer: equal on all processes iff they kept them in sync."""
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        h.update(t.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
