@@ -153,6 +153,10 @@ class _DartsNetwork(nn.Module):
         # only whether it is on (a bool) shapes the graph.
         self.register_buffer("_drop_prob", torch.zeros(()), persistent=False)
         self._drop_on = False
+        # True: drop path stays in the graph even at p = 0 (the identity in value: keep = 1, every mask
+        # 1), so a compiled run traces one graph instead of a second when the ramp leaves 0 after
+        # epoch 1. Off by default: eager runs skip the masks at p = 0, as the reference does.
+        self.keep_drop_path_graph = False
         self.aux_at = 2 * layers // 3
         self.cells, C_cur = nn.ModuleList(), C
         for i in range(layers):
@@ -175,7 +179,7 @@ class _DartsNetwork(nn.Module):
     @drop_path_prob.setter
     def drop_path_prob(self, p):
         self._drop_prob.fill_(p)
-        self._drop_on = p > 0
+        self._drop_on = p > 0 or self.keep_drop_path_graph
 
     def _cells(self, s0, s1):
         aux = None

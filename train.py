@@ -257,8 +257,11 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         model, device_ids=[device.index] if fast else None)
     train_loader, test_loader = make_loaders(cfg, info, cfg.batch_size // world, device, rank, world)
     steps = len(train_loader)
-    # Graphs: drop path off (epoch 0) / on, times the full and the last partial batch; no more, since
-    # drop_path_prob is a tensor input (networks.py). The test set is scored eagerly, once.
+    # Graphs: one for the full and one for the last partial batch; drop_path_prob is a tensor input
+    # and compiled runs keep drop path in the graph at p = 0 too (networks.py), so the ramp never
+    # retraces. The test set is scored eagerly, once.
+    if hasattr(model, "keep_drop_path_graph"):
+        model.keep_drop_path_graph = cfg.compile and cfg.drop_path_prob > 0
     forward = runs.compile_model(net, cfg.compile, device)
 
     def checkpoint(epochs_done, rng, **partial):  # `partial`: where a preempted epoch stopped

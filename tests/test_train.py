@@ -155,7 +155,8 @@ def test_ddp_two_processes_end_identical(small, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     metrics, ckpt = read_run(tmp_path)
     assert metrics["world_size"] == 2 and len(metrics["state_sha256"]) == 2
-    assert metrics["state_sha256"][0] == metrics["state_sha256"][1]  # gradients and BN stats synced
+    # gradients and BN stats synced (the log tail is in the message: a mismatch was seen once, 1 run in ~10)
+    assert metrics["state_sha256"][0] == metrics["state_sha256"][1], (tmp_path / "log.txt").read_text()[-2000:]
     assert metrics["state_sha256"][0] == ddp.state_digest(_load_model(ckpt))  # = what rank 0 saved
 
 
