@@ -179,6 +179,8 @@ class _DartsNetwork(nn.Module):
     @drop_path_prob.setter
     def drop_path_prob(self, p):
         self._drop_prob.fill_(p)
+        # folded in here, not tested in forward: the compiled graph guards on every flag forward reads,
+        # so one bool that stays True keeps one graph
         self._drop_on = p > 0 or self.keep_drop_path_graph
 
     def _cells(self, s0, s1):

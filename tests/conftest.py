@@ -52,5 +52,6 @@ def nb201_table(tmp_path_factory):
         f.write(",".join(bench201.CSV_HEADER) + "\n")
         for i in range(5 ** 6):  # every cell: 5 ops on each of 6 edges
             acc = fake_nb201_accuracy(i)
-            f.write(",".join([str(i), genotypes.nb201_arch(i)] + [repr(acc - 3), repr(acc), "", "777", "777"] * 3) + "\n")
+            cells = [repr(acc - 3), repr(acc), "", "777", "777"] * 3  # valid, test, ..., per dataset
+            f.write(",".join([str(i), genotypes.nb201_arch(i)] + cells) + "\n")
     return str(path)
