@@ -4,12 +4,13 @@
     python bench.py --space=nb201 --option=all                     # A-D, each in a fresh process
     python bench.py --C=8 --option=BC --compile=1                  # compiled; also reports compile_s
 
-Times the very step functions search.py runs (search.sgd_step for both) on random data
+Times the very step functions search.py runs (search.weight_step, search.alpha_step) on random data
 of the dataset's shape, on CPU or CUDA, and reports seconds per iteration split into the two steps,
 images/s (weight-half images per second, as an epoch counts them) and peak memory (CUDA: max allocated;
 CPU: the process's peak RSS, so each option runs in its own process). Why option C is cheaper: with the
 conv weights frozen, autograd skips every conv weight-gradient kernel in the weight step. The alpha step
-never computes weight gradients under any option, so its cost is the same for A-D.
+computes no weight gradient under any option (compiled too: it has a graph of its own, see
+search.alpha_step), so it should cost about the same for A-D and less than option B's weight step.
 """
 import json
 import os
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 import runs
-from search import sgd_step
+from search import alpha_step, weight_step
 from supernet import build_supernet, set_trainable
 
 
@@ -70,10 +71,10 @@ def bench_option(cfg, option):
     for i in range(cfg.warmup + cfg.steps):
         _sync(device)
         t0 = time.perf_counter()
-        sgd_step(forward, weights, w_opt, x, y, 5.0)
+        weight_step(forward, weights, model.arch_parameters(), w_opt, x, y, 5.0)
         _sync(device)
         t1 = time.perf_counter()
-        sgd_step(forward, model.arch_parameters(), a_opt, xa, y)
+        alpha_step(forward, model.arch_parameters(), weights, a_opt, xa, y)
         _sync(device)
         if i == 0:  # with --compile=1 this iteration also traces and compiles forward and backward
             t_first = time.perf_counter() - t0

@@ -14,6 +14,7 @@ Outputs in --out: config.json, log.txt, alphas.json (softmax(alpha) per epoch, F
 checkpoint.pt (atomic, every epoch and at the step where SIGTERM / Ctrl-C stopped it; the one before is
 kept as checkpoint.prev.pt; --resume=1 continues bit-identically on CPU, mid-epoch included).
 """
+import contextlib
 import json
 import math
 import os
@@ -119,12 +120,9 @@ def make_config(argv=None):
     return cfg
 
 
-def sgd_step(model, params, opt, x, y, clip=0.0):
+def gradient_step(model, params, opt, x, y, clip=0.0):
     """Cross-entropy on (x, y), gradients for `params` only, optional norm clip, one optimiser step.
 
-    Weight step (Eq. 8): params = the trainable weights (for RF-DARTS the BN affine weights), SGD.
-    Alpha step (Eq. 7 with xi = 0, first order): params = alpha (and beta), Adam; no weight gradient is
-    computed, because autograd.grad walks back only to the tensors it is asked for.
     Returns the loss and the number of correct predictions, as device tensors (no host sync).
     """
     logits = model(x)
@@ -138,6 +136,39 @@ def sgd_step(model, params, opt, x, y, clip=0.0):
         torch.nn.utils.clip_grad_norm_(params, clip)
     opt.step()
     return loss.detach(), (logits.argmax(1) == y).sum()
+
+
+def weight_step(model, weights, arch, opt, x, y, clip=0.0):
+    """Eq. 8: SGD on the weights Table 1's option trains (RF-DARTS: the BN affine weights) on a weight
+    batch; alpha (and beta) stop requiring grad meanwhile, for the reason alpha_step gives."""
+    with no_grad_for(arch):
+        return gradient_step(model, weights, opt, x, y, clip)
+
+
+def alpha_step(model, arch, weights, opt, x, y, clip=0.0):
+    """Eq. 7 with xi = 0 (first order): Adam on alpha (and beta) on an alpha batch; no weight gradient.
+
+    The weights stop requiring grad for this step. Eager autograd would skip their gradients anyway
+    (autograd.grad walks back only to `arch`), but a torch.compile'd forward is traced with one backward
+    graph per set of requires_grad flags, and that graph returns a gradient for every input that
+    requires one: with the flags unchanged, a compiled alpha step would compute every weight gradient
+    and throw it away. Switched off, the alpha step gets a graph of its own without them.
+    """
+    with no_grad_for(weights):
+        return gradient_step(model, arch, opt, x, y, clip)
+
+
+@contextlib.contextmanager
+def no_grad_for(params):
+    """Inside: `params` do not require grad (those that did get their flag back on exit)."""
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def alpha_entropy(model):
@@ -229,14 +260,14 @@ def search(cfg, rank=0, world=1, device=None, stop=None):
         import bench201
         bench = bench201.NB201(cfg.bench201)
 
-    # One compiled graph serves both steps: same shapes, same train mode, same requires_grad flags.
+    # Compiled: two graphs, one per step (alpha_step switches the weights' requires_grad off).
     forward = runs.compile_model(model, cfg.compile, device)
 
     def arch_step(xa, ya, x, y):
         if cfg.unrolled:  # second order: needs the weight batch for the virtual step
             return architect.unrolled_arch_step(model, weights, w_opt, a_opt, (x, y), (xa, ya),
                                                 sync=ddp.average_grads)
-        return sgd_step(forward, arch, a_opt, xa, ya, cfg.arch_grad_clip)
+        return alpha_step(forward, arch, weights, a_opt, xa, ya, cfg.arch_grad_clip)
 
     def checkpoint(epochs_done, **partial):  # `partial`: where a preempted epoch stopped
         return dict(model=model.state_dict(), w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(),
@@ -263,7 +294,7 @@ def search(cfg, rank=0, world=1, device=None, stop=None):
                 loss, correct = arch_step(xa, ya, x, y)
                 sums[2:] += torch.stack([loss * len(ya), correct])
                 n_a += len(ya)
-            loss, correct = sgd_step(forward, weights, w_opt, x, y, cfg.grad_clip)
+            loss, correct = weight_step(forward, weights, arch, w_opt, x, y, cfg.grad_clip)
             sums[:2] += torch.stack([loss * len(y), correct])
             n_w += len(y)
             if do_arch and not cfg.arch_first:  # NB201's DARTS-V1: weight step, then alpha step

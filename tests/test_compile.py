@@ -77,9 +77,9 @@ def _steps(option, compiled, steps=3):
     for _ in range(steps):
         x, xa = torch.randn(8, 3, 16, 16, generator=g), torch.randn(8, 3, 16, 16, generator=g)
         y = torch.randint(0, 10, (8,), generator=g)
-        lw, _ = search.sgd_step(forward, weights, w_opt, x, y, clip=5.0)
+        lw, _ = search.weight_step(forward, weights, arch, w_opt, x, y, clip=5.0)
         gw = [p.grad.clone() for p in weights]
-        la, _ = search.sgd_step(forward, arch, a_opt, xa, y)
+        la, _ = search.alpha_step(forward, arch, weights, a_opt, xa, y)
         ga = [p.grad.clone() for p in arch]
         record.append((lw, la, gw, ga))
     return record, model
@@ -104,6 +104,34 @@ def test_compiled_steps_match_eager(eager_and_compiled):
         torch.testing.assert_close(b, a, **TOL, msg=n)
     # the steps really moved alpha (the comparison is not between two untouched tensors)
     assert not torch.equal(model_e.alphas_normal, build_supernet("nb201", 10, C=4, layers=1).alphas_normal)
+
+
+@pytest.mark.parametrize("option", ["B", "C"])
+def test_compiled_alpha_step_computes_no_weight_gradient(option):
+    """The alpha step has a backward graph of its own that returns alpha's gradient only, and the weight
+    step's returns the trainable weights' only. Two graphs, reused step after step (no recompiles)."""
+    from torch._dynamo.backends.common import aot_autograd
+    torch._dynamo.reset()
+    returned = []  # per compiled backward graph: how many gradients it returns
+
+    def bw_compiler(gm, example_inputs):
+        outs = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+        returned.append(sum(o is not None for o in outs))
+        return gm.forward
+
+    backend = aot_autograd(fw_compiler=lambda gm, ex: gm.forward, bw_compiler=bw_compiler)
+    model = build_supernet("nb201", 10, C=4, layers=1, seed=0)
+    arch = set_trainable(model, option, verbose=False)["arch"]
+    weights = [p for p in model.weight_parameters() if p.requires_grad]
+    w_opt = torch.optim.SGD(weights, 0.025, momentum=0.9)
+    a_opt = torch.optim.Adam(arch, 3e-4, betas=(0.5, 0.999))
+    forward = torch.compile(model, backend=backend, dynamic=False)
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    for _ in range(3):
+        search.weight_step(forward, weights, arch, w_opt, x, y)
+        search.alpha_step(forward, arch, weights, a_opt, x, y)
+    assert sorted(returned) == [len(arch), len(weights)] and len(weights) > len(arch)
+    assert all(p.requires_grad for p in weights)  # the alpha step gave the flags back
 
 
 @needs_cc

@@ -211,7 +211,7 @@ def test_streaming_search_sigterm_resume_and_bad_image(tmp_path, capsys, monkeyp
     argv = ["--space=s2", "--dataset=imagenet", f"--data={root}", "--C=4", "--layers=3", "--batch_size=2",
             "--epochs=2", "--arch_start=0", "--workers=0", "--weight_frac=0.4", "--arch_frac=0.2"]
     search.search(search.make_config(argv + [f"--out={tmp_path / 'straight'}"]))
-    real, calls = search.sgd_step, [0]
+    real, calls = search.gradient_step, [0]
 
     def signalled(*args, **kwargs):  # 2 updates per step: SIGTERM during step 3 of 4 in epoch 2
         calls[0] += 1
@@ -219,7 +219,7 @@ def test_streaming_search_sigterm_resume_and_bad_image(tmp_path, capsys, monkeyp
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(search, "sgd_step", signalled)
+    monkeypatch.setattr(search, "gradient_step", signalled)
     out = tmp_path / "split"
     code, err = cli(search.main, argv + [f"--out={out}"], capsys)
     monkeypatch.undo()

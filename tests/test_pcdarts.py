@@ -56,7 +56,7 @@ def test_betas_train_with_alpha_and_enter_derivation():
     assert {tuple(p.shape) for p in arch} == {(14, 8), (14,)} and len(arch) == 4
     before = model.betas_normal.detach().clone()
     opt = torch.optim.Adam(arch, 6e-4, betas=(0.5, 0.999), weight_decay=1e-3)
-    search.sgd_step(model, arch, opt, torch.randn(2, 3, 16, 16), torch.tensor([1, 2]))
+    search.alpha_step(model, arch, [], opt, torch.randn(2, 3, 16, 16), torch.tensor([1, 2]))
     assert not torch.equal(before, model.betas_normal)
     # a strongly preferred edge 1 (node 0's input c_{k-1}) under beta must win node 0 with betas
     with torch.no_grad():

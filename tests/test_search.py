@@ -119,14 +119,14 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tiny_folder, tmp_path)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_folder, tmp_path, monkeypatch):
-    calls, real = [0], search.sgd_step
+    calls, real = [0], search.gradient_step
 
     def poisoned(*args, **kwargs):   # the 8th step on (epoch 2 of 3 steps x 2 updates) returns NaN
         calls[0] += 1
         loss, correct = real(*args, **kwargs)
         return (loss * float("nan") if calls[0] >= 8 else loss), correct
 
-    monkeypatch.setattr(search, "sgd_step", poisoned)
+    monkeypatch.setattr(search, "gradient_step", poisoned)
     with pytest.raises(FloatingPointError, match="non-finite loss in epoch 2.*after epoch 1 is kept"):
         run(tiny_folder, tmp_path, "--layers=1", "--epochs=3")
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
