@@ -146,6 +146,57 @@ def fig1(points, cfg):
     return _save(fig, cfg.out, "fig1_supernet_vs_cell.png", cfg.dpi)
 
 
+def sweep_figures(sweep_runs, out, dpi=120):
+    """A seed sweep (sweep.py): skip count and benchmark accuracy per epoch (thin: each seed, thick:
+    the mean over seeds, per option) and Fig. 1 with error bars (mean ± sample std over seeds)."""
+    os.makedirs(out, exist_ok=True)
+    by = {}
+    for r in sweep_runs:
+        by.setdefault(str(r.config.get("option", "?")).upper(), []).append(r)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.4))
+    points = {}
+    for option, rs in sorted(by.items()):
+        colour = OPTION_STYLE.get(option, ("tab:gray", "x"))[0]
+        for ax, get in ((left, lambda r, row: row["skip_count"]), (right, lambda r, row: bench_acc(r, row, None))):
+            curves = [[(row["epoch"], get(r, row)) for row in r.rows if get(r, row) is not None] for r in rs]
+            curves = [c for c in curves if c]
+            for c in curves:
+                ax.plot(*zip(*c), color=colour, lw=0.7, alpha=0.45)
+            if curves:
+                n = min(len(c) for c in curves)  # the epochs every seed has
+                ax.plot([e for e, _ in curves[0][:n]], np.mean([[v for _, v in c[:n]] for c in curves], 0),
+                        color=colour, lw=2.4, label=f"option {option}: mean of {len(curves)} seeds")
+        last = [(100 * r.rows[-1]["valid_acc"], bench_acc(r, r.rows[-1], None)) for r in rs]
+        points[option] = [(x, y) for x, y in last if y is not None]
+    for ax in (left, right):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("epoch")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    left.set(ylabel="skip_connect edges in the derived cell", title="skip_connect count per epoch")
+    right.set(ylabel="NAS-Bench-201 CIFAR-10 test acc. (%)", title="benchmark accuracy of each epoch's cell")
+    fig.tight_layout()
+    paths = [_save(fig, out, "sweep_skip_and_bench.png", dpi)]
+    if any(points.values()):
+        fig, ax = plt.subplots(figsize=(6.5, 4.8))
+        for option, pts in sorted(points.items()):
+            if not pts:
+                continue
+            colour, marker = OPTION_STYLE.get(option, ("tab:gray", "x"))
+            xs, ys = np.array(pts).T
+            ax.scatter(xs, ys, s=18, color=colour, marker=marker, alpha=0.4)
+            sd = (lambda v: v.std(ddof=1) if len(v) > 1 else 0.0)
+            ax.errorbar(xs.mean(), ys.mean(), xerr=sd(xs), yerr=sd(ys), color=colour, marker=marker, ms=9,
+                        capsize=4, lw=1.6, label=f"option {option} (n={len(pts)})")
+        ax.axhline(PAPER_NB201[2][1], color="black", ls=":", lw=1, label=f"NB201 optimum {PAPER_NB201[2][1]}")
+        ax.set(xlabel="supernet accuracy (%) on the α half, last epoch",
+               ylabel="found cell: NAS-Bench-201 CIFAR-10 test acc. (%)",
+               title="Supernet fit vs. found cell (paper Fig. 1), mean ± std over seeds")
+        ax.legend()
+        paths.append(_save(fig, out, "sweep_fig1.png", dpi))
+    return paths
+
+
 def draw_cell(run, cfg, acc=None):
     """The final cell as a graph: circles for nodes, arrows labelled with the op."""
     g = G.load_genotype(run.genotype)

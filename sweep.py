@@ -1,0 +1,256 @@
+"""A seed sweep: search.py for every (option, seed), N at a time, then the paper's Table 2 row as
+mean ± std over seeds (Markdown + JSON) and its figures.
+
+    python sweep.py --out=runs/sweep --options=BC --seeds=1,2,3 --jobs=1 --bench201=NB201_FILE  # one GPU
+    python sweep.py --out=results/nb201-sweep --options=BC --seeds=1,2,3,4 --jobs=2 --threads=1 \\
+        --dataset=imagefolder --data=../shared/data/cifar10-jpeg --subset=4000 --C=8 --compile=1 \\
+        --bench201=../shared/data/nb201/nb201-public.csv                                      # 2-core CPU
+
+Every flag that is not the sweep's own (out, options, seeds, jobs, threads) goes to each search
+unchanged; each run writes OUT/<option>_s<seed>/ as search.py does. Re-running the same command skips
+finished runs and resumes interrupted ones from their checkpoints (--resume=1), so a preempted sweep
+loses nothing. Every run's settings are checked before any run starts (a bad flag stops the sweep at
+once; a run folder made with other settings is refused). A failed run is reported in the table, not
+hidden, and does not stop the others. Outputs: OUT/table.md, OUT/table.json, OUT/figures/ (plot.py).
+Std is the sample standard deviation over seeds (ddof=1).
+"""
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import runs
+import search
+from checkpoints import has_checkpoint, read_json, write_json
+from rundir import load_run
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class SweepConfig:
+    out: str = "runs/sweep"
+    options: str = "BC"        # Table 1 options, e.g. BC or ABCD
+    seeds: str = "1,2,3"       # comma-separated
+    jobs: int = 1              # searches at a time (CPU: one per core; one GPU: several share it)
+    threads: int = 0           # CPU threads per search (OMP_NUM_THREADS); 0: cores // jobs
+
+
+def parse(argv):
+    """argv -> (SweepConfig, the search flags shared by every run)."""
+    own = {f.name for f in dataclasses.fields(SweepConfig)}
+    mine = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_") in own]
+    rest = [a for a in argv if a not in mine]
+    cfg = runs.parse_config(SweepConfig, mine)
+    taken = runs.explicit_keys(rest) & {"option", "seed", "resume", "stop_after"}
+    if taken:
+        raise runs.ConfigError(f"--{', --'.join(sorted(taken))}: the sweep sets these per run "
+                               "(use --options= and --seeds=)")
+    options = cfg.options.upper()
+    if not options or set(options) - set("ABCD"):
+        raise runs.ConfigError(f"--options={cfg.options}: give letters of A, B, C, D (e.g. BC)")
+    try:
+        seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise runs.ConfigError(f"--seeds={cfg.seeds}: give integers separated by commas") from None
+    if not seeds or cfg.jobs < 1:
+        raise runs.ConfigError("--seeds needs at least one seed and --jobs must be positive")
+    cfg = dataclasses.replace(cfg, options=options, seeds=seeds)
+    return cfg, rest
+
+
+def plan(cfg, flags):
+    """Every run as (name, folder, argv, state), state: done | resume | new. Checks every run's settings
+    (search.make_config) and refuses a folder that holds a run with other settings, before any start."""
+    jobs = []
+    for seed in cfg.seeds:  # seed-major: an interrupted sweep has the same number of seeds per option
+        for option in cfg.options:
+            name = f"{option}_s{seed}"
+            folder = os.path.join(cfg.out, name)
+            argv = [*flags, f"--option={option}", f"--seed={seed}", f"--out={folder}"]
+            want = runs.as_dict(search.make_config(argv))
+            saved_path = os.path.join(folder, "config.json")
+            state = "new"
+            if os.path.isfile(saved_path):
+                saved = read_json(saved_path)
+                differ = sorted(k for k in want if k not in search.RUN_KEYS and k in saved and saved[k] != want[k])
+                if differ:
+                    what = ", ".join(f"{k}={saved[k]!r} not {want[k]!r}" for k in differ)
+                    raise runs.ConfigError(f"{folder} holds a run with other settings ({what}): use another --out")
+                if finished(folder, want["epochs"]):
+                    state = "done"
+                elif has_checkpoint(os.path.join(folder, "checkpoint.pt")):
+                    state = "resume"
+            jobs.append((name, folder, argv + (["--resume=1"] if state == "resume" else []), state))
+    return jobs
+
+
+def finished(folder, epochs):
+    try:
+        rows = load_run(folder).rows
+    except ValueError:
+        return False
+    return bool(rows) and rows[-1]["epoch"] >= epochs
+
+
+def epochs_done(folder):
+    path = os.path.join(folder, "history.json")
+    try:
+        return read_json(path) if os.path.isfile(path) else []
+    except ValueError:  # being replaced right now: read it on the next poll
+        return None
+
+
+def run_all(cfg, jobs, say=print):
+    """Run the pending searches, cfg.jobs at a time; one line per finished epoch and per ended run.
+    A stop signal reaches every search (each checkpoints and exits), then the sweep exits too."""
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    pending = [j for j in jobs if j[3] != "done"]
+    running, status, stopping = {}, {}, []
+    for name, *_, state in jobs:
+        if state == "done":
+            say(f"{name}: finished before, skipped")
+
+    def forward_stop(signum, frame):
+        stopping.append(signum)
+        for proc, *_ in running.values():
+            proc.send_signal(signal.SIGTERM)  # each search checkpoints after its current step
+
+    old = {s: signal.signal(s, forward_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while (pending and not stopping) or running:
+            while pending and len(running) < cfg.jobs and not stopping:
+                name, folder, argv, state = pending.pop(0)
+                os.makedirs(folder, exist_ok=True)
+                err = open(os.path.join(folder, "stderr.txt"), "a")
+                proc = subprocess.Popen([sys.executable, os.path.join(HERE, "search.py"), *argv], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+                running[name] = (proc, folder, err, len(epochs_done(folder) or []), time.time())
+                say(f"{name}: {'resumed' if state == 'resume' else 'started'} (pid {proc.pid})")
+            time.sleep(2)
+            for name, (proc, folder, err, seen, t0) in list(running.items()):
+                rows = epochs_done(folder)
+                for row in (rows or [])[seen:]:
+                    bench = row.get("bench201", {}).get("test_acc")
+                    say(f"{name}: epoch {row['epoch']} skip {row['skip_count']} train {row['train_acc']:.3f} "
+                        f"alpha-half {row['valid_acc']:.3f}" + (f" bench {bench:.2f}" if bench else ""))
+                if rows is not None:
+                    running[name] = (proc, folder, err, max(seen, len(rows)), t0)
+                if proc.poll() is not None:
+                    err.close()
+                    del running[name]
+                    status[name] = proc.returncode
+                    say(f"{name}: ended, exit {proc.returncode}, {(time.time() - t0) / 60:.1f} min")
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if stopping:
+        raise runs.Preempted("sweep stopped: every search checkpointed; rerun the same command to "
+                             "continue", stopping[0])
+    return status
+
+
+def _last_error(folder):
+    path = os.path.join(folder, "stderr.txt")
+    lines = open(path).read().strip().splitlines() if os.path.isfile(path) else []
+    return lines[-1] if lines else "no message"
+
+
+def mean_std(values):
+    """(mean, sample std over seeds (ddof=1; 0 for one value), n) of the non-None values."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return None, None, 0
+    m = sum(v) / len(v)
+    return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0), len(v)
+
+
+def summarize(cfg, jobs, status=None):
+    """The sweep's table: per option, each seed's final numbers and mean ± std over finished seeds."""
+    table = {}
+    for name, folder, argv, _ in jobs:
+        option, seed = name.split("_s")
+        epochs = search.make_config([a for a in argv if a != "--resume=1"]).epochs
+        rec = dict(seed=int(seed), folder=folder)
+        if finished(folder, epochs):
+            run = load_run(folder)
+            last = run.rows[-1]
+            rec.update(state="finished", epochs=last["epoch"], arch=(run.genotype or {}).get("arch"),
+                       bench_test_acc=(last.get("bench201") or {}).get("test_acc"),
+                       skip_count=last["skip_count"], train_acc=100 * last["train_acc"],
+                       alpha_half_acc=100 * last["valid_acc"],
+                       minutes=sum(r["seconds"] for r in run.rows) / 60, compile=run.config.get("compile", False))
+        elif status and status.get(name):
+            rec.update(state=f"failed (exit {status[name]}): {_last_error(folder)}")
+        else:
+            rec.update(state="unfinished")
+        table.setdefault(option, []).append(rec)
+    keys = ("bench_test_acc", "skip_count", "train_acc", "alpha_half_acc", "minutes")
+    out = {}
+    for option, recs in table.items():
+        done = [r for r in recs if r["state"] == "finished"]
+        out[option] = dict(seeds=recs, n=len(done),
+                           **{k: dict(zip(("mean", "std", "n"), mean_std([r[k] for r in done]))) for k in keys})
+    return out
+
+
+def markdown(summary):
+    def cell(s, digits):
+        return "-" if s["mean"] is None else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+    lines = ["| option | seeds | benchmark test acc. (%) | final skip edges | supernet train acc. (%) | "
+             "α-half acc. (%) | minutes per run |", "|---|---|---|---|---|---|---|"]
+    for option, s in summary.items():
+        lines.append(f"| {option} | {s['n']} | {cell(s['bench_test_acc'], 2)} | {cell(s['skip_count'], 2)} | "
+                     f"{cell(s['train_acc'], 1)} | {cell(s['alpha_half_acc'], 1)} | {cell(s['minutes'], 0)} |")
+    lines += ["", "Mean ± sample std (ddof=1) over the finished seeds. Each seed:", "",
+              "| run | state | benchmark test acc. | skip | train | α-half | minutes | compiled | cell |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for option, s in summary.items():
+        for r in s["seeds"]:
+            if r["state"] != "finished":
+                lines.append(f"| {option}_s{r['seed']} | {r['state']} | | | | | | | |")
+                continue
+            acc = "-" if r["bench_test_acc"] is None else f"{r['bench_test_acc']:.2f}"
+            lines.append(f"| {option}_s{r['seed']} | finished ({r['epochs']} ep) | {acc} | {r['skip_count']} | "
+                         f"{r['train_acc']:.1f} | {r['alpha_half_acc']:.1f} | {r['minutes']:.0f} | "
+                         f"{'yes' if r['compile'] else 'no'} | `{(r['arch'] or '-').replace('|', chr(92) + '|')}` |")
+    return "\n".join(lines) + "\n"
+
+
+def report(cfg, jobs, status=None, say=print):
+    summary = summarize(cfg, jobs, status)
+    write_json(os.path.join(cfg.out, "table.json"), summary)
+    text = markdown(summary)
+    with open(os.path.join(cfg.out, "table.md"), "w") as f:
+        f.write(text)
+    say(text)
+    done = [r["folder"] for s in summary.values() for r in s["seeds"] if r["state"] == "finished"]
+    try:
+        import plot
+    except ImportError:  # matplotlib is for figures only
+        say("note: matplotlib is not installed: no figures")
+        return summary
+    if done:
+        for p in plot.sweep_figures([load_run(f) for f in done], os.path.join(cfg.out, "figures")):
+            say(p)
+    return summary
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cfg, flags = parse(argv)
+    os.makedirs(cfg.out, exist_ok=True)
+    jobs = plan(cfg, flags)
+    status = run_all(cfg, jobs)
+    return report(cfg, jobs, status)
+
+
+if __name__ == "__main__":
+    runs.cli(main)
