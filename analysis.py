@@ -44,10 +44,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import checkpoints
-import data
-import batching
-import runs
+from harness import checkpoints
+from harness import data
+from harness import batching
+from harness import runs
 from supernet import init_convs, set_trainable
 
 

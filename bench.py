@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-import runs
+from harness import runs
 from search import alpha_step, weight_step
 from supernet import build_supernet, set_trainable
 

@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import genotypes as G  # noqa: E402
-import runs  # noqa: E402
-from rundir import bench_acc, load_run  # noqa: E402
+from harness import runs  # noqa: E402
+from harness.rundir import bench_acc, load_run  # noqa: E402
 from spaces import DARTS_OPS, NB201_OPS, get_space  # noqa: E402
 
 

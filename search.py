@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 
 import architect
-import checkpoints
-import data
-import batching
-import ddp
+from harness import checkpoints
+from harness import data
+from harness import batching
+from harness import ddp
 import genotypes as G
-import imagenet_subset
-import runs
+from harness import imagenet_subset
+from harness import runs
 from spaces import get_space
 from supernet import build_supernet, set_trainable
 

@@ -24,10 +24,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-import runs
+from harness import runs
 import search
-from checkpoints import has_checkpoint, read_json, write_json
-from rundir import load_run
+from harness.checkpoints import has_checkpoint, read_json, write_json
+from harness.rundir import load_run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

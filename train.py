@@ -41,12 +41,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-import checkpoints
-import data
-import batching
-import ddp
-import runs
-import stream
+from harness import checkpoints
+from harness import data
+from harness import batching
+from harness import ddp
+from harness import runs
+from harness import stream
 from genotypes import NB201Cell, genotype_to_json, load_genotype
 from networks import (NetworkCIFAR, NetworkImageNet, TinyNetwork, aux_fits, count_macs,
                       count_params)

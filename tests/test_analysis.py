@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import analysis
-import runs
+from harness import runs
 from supernet import init_convs
 
 TINY = ["--width=0.0625", "--batch_size=8", "--epochs=2", "--dataset=imagefolder"]  # 24 images, 16 px

@@ -14,7 +14,7 @@ import shutil
 import pytest
 import torch
 
-import runs
+from harness import runs
 import search
 from networks import NetworkCIFAR, TinyNetwork
 from genotypes import DARTS_V2, NB201Cell

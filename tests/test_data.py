@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import data  # noqa: E402
-import batching  # noqa: E402
-import stream  # noqa: E402
-from data import DatasetError  # noqa: E402
+from harness import data  # noqa: E402
+from harness import batching  # noqa: E402
+from harness import stream  # noqa: E402
+from harness.data import DatasetError  # noqa: E402
 
 REAL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpeg")
 

@@ -19,10 +19,10 @@ import torch
 from conftest import make_image_folder
 
 import bench201
-import data
-import runs
+from harness import data
+from harness import runs
 import search
-import stream
+from harness import stream
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import genotypes as G
-import imagenet_subset
+from harness import imagenet_subset
 import search
 from conftest import make_image_folder
 from supernet import MixedOp, build_supernet, set_trainable

@@ -12,8 +12,8 @@ import matplotlib.image  # noqa: E402
 
 import bench201  # noqa: E402
 import plot  # noqa: E402
-import rundir  # noqa: E402
-import runs  # noqa: E402
+from harness import rundir  # noqa: E402
+from harness import runs  # noqa: E402
 import search  # noqa: E402
 from conftest import fake_nb201_accuracy  # noqa: E402
 

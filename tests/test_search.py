@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import genotypes as G
-import runs
+from harness import runs
 import search
 from conftest import fake_nb201_accuracy
 from supernet import build_supernet, param_groups

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-import checkpoints
-import ddp
+from harness import checkpoints
+from harness import ddp
 import genotypes as G
-import runs
+from harness import runs
 import train
 from networks import NetworkCIFAR, NetworkImageNet, TinyNetwork
 

@@ -14,8 +14,8 @@ Decisions where the references are silent:
 """
 import torch
 
-import data
-import batching
+from harness import data
+from harness import batching
 
 
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 import genotypes as G
-from checkpoints import read_json
+from harness.checkpoints import read_json
 
 # search.py's epoch line (progress lines read "epoch N step ..." and do not match), e.g.
 # [ 78.1s] epoch 1/50 lr 0.025 train 2.237/0.156 valid 2.238/0.157 68s skip 0 entropy 1.6094 margin 9.07e-06

@@ -14,7 +14,7 @@ import os
 import torch
 import torch.distributed as dist
 
-import runs
+from harness import runs
 
 
 def setup(device_name="auto"):

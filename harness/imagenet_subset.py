@@ -12,9 +12,9 @@ a batch is a function of (seed, epoch, batch index) (stream.FileLoader), so a se
 import os
 import random
 
-import checkpoints
-import data
-import stream
+from harness import checkpoints
+from harness import data
+from harness import stream
 
 
 def sample_subset(root, fractions=(0.1, 0.025), seed=0):

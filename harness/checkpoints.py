@@ -25,8 +25,8 @@ import zipfile
 
 import torch
 
-import ddp
-import runs
+from harness import ddp
+from harness import runs
 
 
 class CheckpointError(ValueError):

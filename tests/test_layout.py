@@ -1,0 +1,64 @@
+"""The layout a reader relies on: the paper's modules stand alone (each can be copied, with only the
+paper modules it imports, into another codebase), and the top level holds only them and the entry points."""
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER = ("ops", "spaces", "supernet", "genotypes", "architect", "networks")
+ENTRY_POINTS = ("search", "train", "analysis", "bench201", "plot", "bench", "sweep")
+# What each module builds in an empty folder: a small, real use of what it defines.
+USE = {
+    "ops": "import torch, ops; assert ops.make_op('sep_conv_3x3', 4)(torch.randn(1, 4, 8, 8)).shape == (1, 4, 8, 8)",
+    "spaces": "import spaces; assert len(spaces.get_space('nb201').edges) == 6",
+    "supernet": "import torch, supernet; m = supernet.build_supernet('nb201', 10, C=4, layers=1); "
+                "assert m(torch.randn(2, 3, 16, 16)).shape == (2, 10)",
+    "genotypes": "import genotypes as G; assert G.nb201_index(G.nb201_arch(77)) == 77",
+    "architect": "import architect; assert callable(architect.unrolled_arch_step)",
+    "networks": "import torch, networks, genotypes as G; "
+                "n = networks.NetworkCIFAR(G.DARTS_V2, 10, C=4, layers=3, auxiliary=False).eval(); "
+                "assert n(torch.randn(1, 3, 32, 32))[0].shape == (1, 10)",
+}
+
+
+def local_imports(name):
+    """The repository modules `name`.py imports (top-level names that are files or folders here)."""
+    tree = ast.parse(open(os.path.join(ROOT, f"{name}.py")).read())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module.split(".")[0])
+    return {m for m in found if os.path.exists(os.path.join(ROOT, f"{m}.py")) or
+            os.path.isdir(os.path.join(ROOT, m))}
+
+
+def closure(name):
+    todo, seen = [name], set()
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += sorted(local_imports(m))
+    return seen
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_module_stands_alone(name, tmp_path):
+    needed = closure(name)
+    assert needed <= set(PAPER), f"{name}.py needs {sorted(needed - set(PAPER))}, which is not a paper module"
+    for m in needed | closure("genotypes") * (name == "networks"):  # the use below builds a genotype
+        (tmp_path / f"{m}.py").write_text(open(os.path.join(ROOT, f"{m}.py")).read())
+    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", USE[name]], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1500:]
+
+
+def test_top_level_holds_paper_modules_and_entry_points_only():
+    top = {f[:-3] for f in os.listdir(ROOT) if f.endswith(".py")}
+    assert top == set(PAPER) | set(ENTRY_POINTS), sorted(top ^ (set(PAPER) | set(ENTRY_POINTS)))
