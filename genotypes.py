@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spaces import DARTS_OPS, NB201_EDGES, NB201_OPS, get_space
+from spaces import DARTS_OPS, NB201_EDGES, NB201_OPS, InputError, get_space
 
 # darts.md §4.1: pairs are (op, input) with input 0 = c_{k-2}, 1 = c_{k-1}, j >= 2 = intermediate node j-2;
 # two pairs per node, node by node. concat is a list (not range) so == and JSON are plain.
@@ -43,7 +43,7 @@ class NB201Cell:
     def __post_init__(self):
         ops = tuple(self.ops)
         if len(ops) != len(NB201_EDGES) or any(op not in NB201_OPS for op in ops):
-            raise ValueError(f"an NB201 cell needs 6 ops from {', '.join(NB201_OPS)}; got {ops!r}")
+            raise InputError(f"an NB201 cell needs 6 ops from {', '.join(NB201_OPS)}; got {ops!r}")
         object.__setattr__(self, "ops", ops)
 
     @classmethod
@@ -52,26 +52,26 @@ class NB201Cell:
         if isinstance(arch, NB201Cell):
             return arch
         if not isinstance(arch, str):
-            raise ValueError(f"an NB201 arch must be a string, got {type(arch).__name__} {arch!r}")
+            raise InputError(f"an NB201 arch must be a string, got {type(arch).__name__} {arch!r}")
         groups = arch.strip().split("+")
         if len(groups) != 3:
-            raise ValueError(f"an NB201 arch string has 3 '+'-separated node groups, got {len(groups)} in {arch!r}")
+            raise InputError(f"an NB201 arch string has 3 '+'-separated node groups, got {len(groups)} in {arch!r}")
         chosen = {}
         for node, group in enumerate(groups, start=1):
             for token in filter(None, group.split("|")):  # like the benchmark, empty pieces are skipped
                 op, sep, j = token.partition("~")
                 if not sep or "~" in j:
-                    raise ValueError(f"bad NB201 edge token {token!r} in node group {node}: expected 'op~j'")
+                    raise InputError(f"bad NB201 edge token {token!r} in node group {node}: expected 'op~j'")
                 if op not in NB201_OPS:
-                    raise ValueError(f"unknown NB201 op {op!r} in token {token!r} (ops: {', '.join(NB201_OPS)})")
+                    raise InputError(f"unknown NB201 op {op!r} in token {token!r} (ops: {', '.join(NB201_OPS)})")
                 try:
                     j = int(j)
                 except ValueError:
-                    raise ValueError(f"input index of token {token!r} is not an integer") from None
+                    raise InputError(f"input index of token {token!r} is not an integer") from None
                 if not 0 <= j < node:
-                    raise ValueError(f"input {j} of token {token!r} is out of range for node {node} (0..{node - 1})")
+                    raise InputError(f"input {j} of token {token!r} is out of range for node {node} (0..{node - 1})")
                 if (node, j) in chosen:
-                    raise ValueError(f"duplicate input {j} for node {node} at token {token!r}")
+                    raise InputError(f"duplicate input {j} for node {node} at token {token!r}")
                 chosen[(node, j)] = op
         # Completion as the benchmark's Structure.str2fullstructure: an edge not listed is `none`. (Its loop
         # `for j in range(i)` skips the last input of every node, so it can leave a partial string partial; we
@@ -83,7 +83,7 @@ class NB201Cell:
         """From 6 op indices into NB201_OPS, e.g. (3, 3, 3, 1, 3, 3) (NASLib/PA-DA style encodings)."""
         indices = [operator.index(k) for k in indices]
         if any(not 0 <= k < len(NB201_OPS) for k in indices):
-            raise ValueError(f"NB201 op indices must be in 0..{len(NB201_OPS) - 1}, got {indices}")
+            raise InputError(f"NB201 op indices must be in 0..{len(NB201_OPS) - 1}, got {indices}")
         return cls(tuple(NB201_OPS[k] for k in indices))
 
     @property
@@ -111,7 +111,7 @@ def _array(x, name):
     try:
         return np.array(x, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} is not a numeric array: {str(e).splitlines()[0]}") from None
+        raise InputError(f"{name} is not a numeric array: {str(e).splitlines()[0]}") from None
 
 
 def _softmax(a):
@@ -121,10 +121,10 @@ def _softmax(a):
 
 def _kind_array(params, kind, shape, name):
     if not isinstance(params, dict) or kind not in params:
-        raise ValueError(f"{name} must be a dict with a {kind!r} entry, got {type(params).__name__}")
+        raise InputError(f"{name} must be a dict with a {kind!r} entry, got {type(params).__name__}")
     a = _array(params[kind], f"{name}[{kind!r}]")
     if a.shape != tuple(shape):
-        raise ValueError(f"{name}[{kind!r}] has shape {a.shape}, the space wants {tuple(shape)}")
+        raise InputError(f"{name}[{kind!r}] has shape {a.shape}, the space wants {tuple(shape)}")
     return a
 
 
@@ -222,9 +222,9 @@ def nb201_arch(index):
             raise TypeError
         i = operator.index(index)
     except TypeError:
-        raise ValueError(f"an NB201 index must be an integer, got {type(index).__name__} {index!r}") from None
+        raise InputError(f"an NB201 index must be an integer, got {type(index).__name__} {index!r}") from None
     if not 0 <= i < len(archs):
-        raise ValueError(f"NB201 index {i} is out of range 0..{len(archs) - 1}")
+        raise InputError(f"NB201 index {i} is out of range 0..{len(archs) - 1}")
     return archs[i]
 
 
@@ -233,7 +233,7 @@ def nb201_arch(index):
 
 def _cell(genotype, kind):
     if kind not in ("normal", "reduce"):
-        raise ValueError(f"a DARTS genotype has 'normal' and 'reduce' cells, not {kind!r}")
+        raise InputError(f"a DARTS genotype has 'normal' and 'reduce' cells, not {kind!r}")
     return getattr(genotype, kind), getattr(genotype, kind + "_concat")
 
 
@@ -253,13 +253,13 @@ def _pairs(pairs, kind):
     """Validated (op, input) pairs of one DARTS cell: 2 per node, node i takes inputs 0..i+1."""
     pairs = list(pairs)
     if len(pairs) != 8:
-        raise ValueError(f"a DARTS {kind} cell has 8 (op, input) pairs, got {len(pairs)}")
+        raise InputError(f"a DARTS {kind} cell has 8 (op, input) pairs, got {len(pairs)}")
     out = []
     for p, pair in enumerate(pairs):
         ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)
         ok = ok and pair[0] in DARTS_CELL_OPS
         if not ok or isinstance(pair[1], bool) or not isinstance(pair[1], int) or not 0 <= pair[1] <= p // 2 + 1:
-            raise ValueError(f"bad {kind} pair {p} {pair!r}: want (op, input) with op a DARTS/S1-S4 op, "
+            raise InputError(f"bad {kind} pair {p} {pair!r}: want (op, input) with op a DARTS/S1-S4 op, "
                              f"input in 0..{p // 2 + 1}")
         out.append((pair[0], pair[1]))
     return out
@@ -268,7 +268,7 @@ def _pairs(pairs, kind):
 def genotype_from_json(d):
     """Inverse of genotype_to_json; extra keys (space, nb201_index, metrics, ...) are ignored."""
     if not isinstance(d, dict):
-        raise ValueError(f"genotype JSON must be an object, got {type(d).__name__}")
+        raise InputError(f"genotype JSON must be an object, got {type(d).__name__}")
     cell = d.get("cell", "darts" if "normal" in d else "nb201" if "arch" in d or "nb201_index" in d else None)
     if cell == "nb201":
         return NB201Cell.from_str(d["arch"] if "arch" in d else nb201_arch(d.get("nb201_index")))
@@ -276,7 +276,7 @@ def genotype_from_json(d):
         concat = {k: [int(s) for s in d.get(k + "_concat", DARTS_CONCAT)] for k in ("normal", "reduce")}
         return Genotype(_pairs(d["normal"], "normal"), concat["normal"], _pairs(d["reduce"], "reduce"),
                         concat["reduce"])
-    raise ValueError(f"genotype JSON needs 'arch' (NB201) or 'normal' and 'reduce' (DARTS); keys: {sorted(d)}")
+    raise InputError(f"genotype JSON needs 'arch' (NB201) or 'normal' and 'reduce' (DARTS); keys: {sorted(d)}")
 
 
 def _genotype_from_text(text):
@@ -284,14 +284,14 @@ def _genotype_from_text(text):
     try:
         call = ast.parse(text, mode="eval").body
         if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Genotype"):
-            raise ValueError("not a Genotype(...) call")
+            raise InputError("not a Genotype(...) call")
         fields = {}
         for kw in call.keywords:
             v = kw.value
             is_range = isinstance(v, ast.Call) and getattr(v.func, "id", None) == "range"
             fields[kw.arg] = list(range(*map(ast.literal_eval, v.args))) if is_range else ast.literal_eval(v)
     except (SyntaxError, ValueError, TypeError) as e:
-        raise ValueError(f"cannot read Genotype text {text[:60]!r}...: {str(e).splitlines()[0]}") from None
+        raise InputError(f"cannot read Genotype text {text[:60]!r}...: {str(e).splitlines()[0]}") from None
     return genotype_from_json(fields)
 
 
@@ -306,7 +306,7 @@ def load_genotype(spec):
     if isinstance(spec, int) or type(spec).__name__.startswith(("int", "uint")):  # Python or numpy integer
         return NB201Cell.from_str(nb201_arch(spec))
     if not isinstance(spec, str):
-        raise ValueError(f"cannot load a genotype from a {type(spec).__name__}")
+        raise InputError(f"cannot load a genotype from a {type(spec).__name__}")
     text = spec.strip()
     by_name = {name.lower(): g for name, g in PUBLISHED.items()}
     if text.lower() in by_name:
@@ -316,7 +316,7 @@ def load_genotype(spec):
             try:
                 return genotype_from_json(json.load(f))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{text}: not valid JSON ({e})") from None
+                raise InputError(f"{text}: not valid JSON ({e})") from None
     if text.startswith("{"):
         return genotype_from_json(json.loads(text))
     if "~" in text:
@@ -326,8 +326,8 @@ def load_genotype(spec):
     if text.isdigit():
         return NB201Cell.from_str(nb201_arch(int(text)))
     if text.endswith(".json"):
-        raise ValueError(f"genotype file {text!r} does not exist")
-    raise ValueError(f"unknown genotype {spec!r}: not a published name ({', '.join(PUBLISHED)}), an NB201 arch "
+        raise InputError(f"genotype file {text!r} does not exist")
+    raise InputError(f"unknown genotype {spec!r}: not a published name ({', '.join(PUBLISHED)}), an NB201 arch "
                      f"string or index, a JSON file or Genotype(...) text")
 
 
@@ -335,7 +335,7 @@ def to_dot(genotype, kind="normal"):
     """Graphviz DOT text of one cell; render with `dot -Tpng cell.dot -o cell.png`."""
     if isinstance(genotype, NB201Cell):
         if kind != "normal":
-            raise ValueError(f"an NB201 cell has one kind, 'normal', not {kind!r}")
+            raise InputError(f"an NB201 cell has one kind, 'normal', not {kind!r}")
         lines = ["digraph nb201_cell {", "  rankdir=LR;", '  node [shape=circle];', '  "0" [shape=box];']
         lines += [f'  "{j}" -> "{i}" [label="{op}"];' for (i, j), op in zip(NB201_EDGES, genotype.ops)
                   if op != "none"]  # none = no connection; node 3 is the cell output

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from spaces import InputError
+
 
 def bn(C, affine=True, track=True):
     # PyTorch defaults (eps 1e-5, momentum 0.1), as in every reference implementation.
@@ -103,7 +105,7 @@ class FactorizedReduce(nn.Module):
     def __init__(self, C_in, C_out, affine=True, track=True):
         super().__init__()
         if C_out % 2:
-            raise ValueError(f"FactorizedReduce needs an even number of output channels, got {C_out}")
+            raise InputError(f"FactorizedReduce needs an even number of output channels, got {C_out}")
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
@@ -199,7 +201,7 @@ OPS = {
 def make_op(name, C, stride=1, affine=True, track=True, pool_bn=False):
     """Build candidate op `name` for C channels at `stride` (1, or 2 on reduction edges)."""
     if name not in OPS:
-        raise ValueError(f"unknown op {name!r}; known ops: {', '.join(OPS)}")
+        raise InputError(f"unknown op {name!r}; known ops: {', '.join(OPS)}")
     if stride not in (1, 2):
-        raise ValueError(f"op stride must be 1 or 2, got {stride}")
+        raise InputError(f"op stride must be 1 or 2, got {stride}")
     return OPS[name](C, stride, affine, track, pool_bn)

@@ -339,7 +339,7 @@ def main(argv=None):
     cfg = runs.parse_config(PlotConfig, [a for a in argv if a.startswith("--")])
     dirs = [a for a in argv if not a.startswith("--")]
     if not dirs:
-        raise ValueError("usage: python plot.py RUN_DIR [RUN_DIR ...] --out=DIR [--bench201=PATH]")
+        raise runs.ConfigError("usage: python plot.py RUN_DIR [RUN_DIR ...] --out=DIR [--bench201=PATH]")
     loaded = [load_run(d) for d in dirs]
     names = [r.name for r in loaded]
     for r in loaded:  # two runs called B_s1 in different folders: prefix the folder

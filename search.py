@@ -16,7 +16,6 @@ kept as checkpoint.prev.pt; --resume=1 continues bit-identically on CPU, mid-epo
 """
 import contextlib
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, replace
@@ -25,13 +24,8 @@ import torch
 import torch.nn.functional as F
 
 import architect
-from harness import checkpoints
-from harness import data
-from harness import batching
-from harness import ddp
-import genotypes as G
-from harness import imagenet_subset
-from harness import runs
+from harness import checkpoints, ddp, runs, search_run
+from harness.search_run import Tally
 from spaces import get_space
 from supernet import build_supernet, set_trainable
 
@@ -44,7 +38,7 @@ class SearchConfig:
     download: bool = True          # fetch missing cifar/svhn files through torchvision (0: never online)
     option: str = "C"              # Table 1: A | B (DARTS) | C (RF-DARTS) | D
     epochs: int = 50               # paper: 50 for every space
-    batch_size: int = 64           # per step, both halves (PC-DARTS: 256)
+    batch_size: int = 64           # global batch per step, both halves, over all processes (PC-DARTS: 256)
     lr: float = 0.025              # SGD on the trainable weights, cosine per epoch ...
     lr_min: float = 0.001          # ... down to this (DARTS code and NB201 use 0.001; PC-DARTS 0)
     momentum: float = 0.9
@@ -171,59 +165,16 @@ def no_grad_for(params):
             p.requires_grad_(True)
 
 
-def alpha_entropy(model):
-    """Mean entropy (nats) of the per-edge softmax(alpha): log(n_ops) at init, 0 when one-hot."""
-    ents = [-(p * p.log()).sum(-1).mean().item()
-            for p in (F.softmax(a.detach().float(), -1) for a in model.alphas().values())]
-    return sum(ents) / len(ents)
-
-
-def alpha_margin(model):
-    """Smallest gap between the top-2 softmax(alpha) entries over all edges: how close a flip is."""
-    gaps = [p.topk(2, dim=-1).values.diff(dim=-1).abs().min().item()
-            for p in (F.softmax(a.detach().float(), -1) for a in model.alphas().values())]
-    return min(gaps)
-
-
-def genotype_record(space, model):
-    """genotype.json content: the derived cell, plus its NB201 arch string and index in that space."""
-    g = G.derive(space, model.alphas(), model.betas())
-    rec = {"space": space.name, **G.genotype_to_json(g)}
-    if space.name == "nb201":
-        rec["nb201_index"] = G.nb201_index(g)
-    return g, rec
-
-
-def make_loaders(cfg, device, rank, world):
-    """The two search halves as loaders -> (weight loader, alpha loader, num_classes, description)."""
-    if cfg.dataset == "imagenet":  # stream a per-class sample of a large ImageNet-style folder
-        (fw, lw, classes), (fa, la, _) = imagenet_subset.prepare(
-            cfg.data, cfg.out, (cfg.weight_frac, cfg.arch_frac), cfg.seed)
-        kw = dict(device=device, rank=rank, world_size=world, workers=cfg.workers)
-        loaders = (imagenet_subset.stream_loader(fw, lw, cfg.batch_size, seed=cfg.seed, **kw),
-                   imagenet_subset.stream_loader(fa, la, cfg.batch_size, seed=cfg.seed + 1, **kw))
-        return (*loaders, len(classes), f"{len(fw)} weight / {len(fa)} alpha images (file lists in --out)")
-    if rank == 0:  # first run: rank 0 downloads cifar/svhn, the other ranks then read its files
-        data.fetch(cfg.dataset, cfg.data, cfg.download)
-    ddp.barrier(world)
-    info = data.dataset_info(cfg.dataset, cfg.data, skip_bad=cfg.skip_bad_images)
-    (xw, yw), (xa, ya) = data.search_split(cfg.dataset, cfg.data, cfg.subset or None, cfg.seed,
-                                           skip_bad=cfg.skip_bad_images)
-    kw = dict(device=device, mean=info.mean, std=info.std, train=True, drop_last=True, rank=rank,
-              world_size=world)
-    loaders = (batching.TensorLoader(xw, yw, cfg.batch_size, seed=cfg.seed, **kw),
-               batching.TensorLoader(xa, ya, cfg.batch_size, seed=cfg.seed + 1, **kw))
-    if min(len(loader) for loader in loaders) == 0:
-        raise runs.ConfigError(f"batch_size={cfg.batch_size} is larger than a search half "
-                               f"({len(yw)} / {len(ya)} images over {world} ranks)")
-    return (*loaders, info.num_classes, f"{len(yw)} weight / {len(ya)} alpha images")
-
-
 def search(cfg, rank=0, world=1, device=None, stop=None):
-    device = device or runs.pick_device(cfg.device)
-    stop = stop or checkpoints.StopSignals(world, device)  # main() installs it; without: the default handlers
-    main_proc = rank == 0
+    """Run (or continue) the search that `cfg` describes; one run per --out (checkpoints.RunLock)."""
     checkpoints.out_dir(cfg.out)
+    with checkpoints.RunLock(cfg.out, enabled=rank == 0):
+        return _search(cfg, rank, world, device or runs.pick_device(cfg.device),
+                       stop or checkpoints.StopSignals(world, device))  # main() installs the handlers
+
+
+def _search(cfg, rank, world, device, stop):
+    main_proc = rank == 0
     log = runs.Log(cfg.out, enabled=main_proc)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
     required = ("model", "w_opt", "a_opt", "epoch", "rng", "history")
@@ -231,12 +182,12 @@ def search(cfg, rank=0, world=1, device=None, stop=None):
     if not cfg.resume and checkpoints.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
     runs.seed_everything(cfg.seed)
-    train_loader, arch_loader, num_classes, about = make_loaders(cfg, device, rank, world)
-
+    train_loader, arch_loader, num_classes, about = search_run.make_loaders(cfg, device, rank, world)
     model = build_supernet(cfg.space, num_classes, C=cfg.C or None, layers=cfg.layers or None,
                            stem="imagenet" if cfg.dataset == "imagenet" else "cifar", pc_k=cfg.pc_k,
                            init=cfg.init, track_running_stats=cfg.track_running_stats,
                            seed=cfg.seed).to(device)
+    runs.seed_everything(cfg.seed + rank)  # the same model everywhere; S4's noise differs between ranks
     space = model.space
     arch = set_trainable(model, cfg.option, cfg.train_classifier, verbose=main_proc)["arch"]
     weights = [p for p in model.weight_parameters() if p.requires_grad]
@@ -249,110 +200,75 @@ def search(cfg, rank=0, world=1, device=None, stop=None):
         w_opt.load_state_dict(ckpt["w_opt"])
         a_opt.load_state_dict(ckpt["a_opt"])
         history, start, first = ckpt["history"], ckpt["epoch"], ckpt.get("step", 0)
-        runs.set_rng_state(ckpt["rng"])
-        log(f"resumed after epoch {start}" + (f", step {first} of epoch {start + 1}" if first else ""))
-    if main_proc:  # the resolved settings (a resume may have changed epochs, device, ...)
-        checkpoints.write_json(os.path.join(cfg.out, "config.json"), runs.as_dict(cfg))
-    log(f"search {space.name} option {cfg.option.upper()} on {cfg.dataset}: {about}, "
-        f"{len(train_loader)} steps per epoch, {world} process(es), device {device}")
+        same = ddp.restore_rng(ckpt["rng"], rank, world)
+        log(f"resumed after epoch {start}" + (f", step {first} of epoch {start + 1}" if first else "") +
+            ("" if same else "; saved by another number of processes, so random draws restart from the seed"))
+    if main_proc:
+        checkpoints.record_session(cfg.out, runs.as_dict(cfg), start, ckpt is not None, RUN_KEYS, log,
+                                   schedule="the cosine lr")
+    ddp.barrier(world)
+    steps = len(train_loader)
+    log(f"search {space.name} option {cfg.option.upper()} on {cfg.dataset}: {about}, {steps} steps per "
+        f"epoch of {cfg.batch_size} images, {world} process(es), device {device}")
     bench = None
     if cfg.bench201 and space.name == "nb201":
         import bench201
         bench = bench201.NB201(cfg.bench201)
 
-    # Compiled: two graphs, one per step (alpha_step switches the weights' requires_grad off).
+    # Compiled: two graphs, one per step (each step switches the other's requires_grad off).
     forward = runs.compile_model(model, cfg.compile, device)
 
-    def arch_step(xa, ya, x, y):
-        if cfg.unrolled:  # second order: needs the weight batch for the virtual step
+    def update_alpha(xa, ya, x, y):
+        if cfg.unrolled:  # second order (Eq. 7): needs the weight batch for the virtual step
             return architect.unrolled_arch_step(model, weights, w_opt, a_opt, (x, y), (xa, ya),
                                                 sync=ddp.average_grads)
         return alpha_step(forward, arch, weights, a_opt, xa, ya, cfg.arch_grad_clip)
 
-    def checkpoint(epochs_done, **partial):  # `partial`: where a preempted epoch stopped
-        return dict(model=model.state_dict(), w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(),
-                    epoch=epochs_done, rng=runs.rng_state(), config=runs.as_dict(cfg), history=history,
-                    **partial)
+    def checkpoint(epochs_done, **partial):  # collective: every rank's RNG; `partial`: a preempted epoch
+        state = dict(model=model.state_dict(), w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(),
+                     epoch=epochs_done, rng=ddp.gather_rng(world), config=runs.as_dict(cfg),
+                     history=history, **partial)
+        if main_proc:
+            checkpoints.save_checkpoint(ckpt_path, state)
 
-    steps = len(train_loader)
-    arch_batches = arch_loader.forever(start_step=start * steps + first)  # one alpha batch per weight step
+    # alpha batch k is the k-th alpha step's: none are drawn (or decoded) before arch_start
+    alpha_steps_done = max(start - cfg.arch_start, 0) * steps + (first if start >= cfg.arch_start else 0)
+    arch_batches = arch_loader.forever(start_step=alpha_steps_done)
     last = min(cfg.epochs, start + cfg.stop_after) if cfg.stop_after else cfg.epochs
     stop.armed = True  # from here on a stop signal ends the run after the current step, checkpointed
     for epoch in range(start, last):
-        model.train()
         skip = first if epoch == start else 0  # a preempted epoch continues at its next batch
-        train_loader.set_epoch(epoch, skip)
-        lr, t0 = runs.cosine_lr(cfg.lr, epoch, cfg.epochs, cfg.lr_min, cfg.warmup_epochs), time.time()
+        tally = Tally(device, ckpt.get("tally") if skip and main_proc else None)
+        seconds = ckpt.get("seconds", 0.0) if skip else 0.0
+        lr, t0 = runs.cosine_lr(cfg.lr, epoch, cfg.epochs, cfg.lr_min, cfg.warmup_epochs), time.time() - seconds
         runs.set_lr(w_opt, lr)
-        # weight loss, weight correct, alpha loss, alpha correct (4,); a preempted epoch's running sums
-        sums = ckpt["sums"].to(device) if skip else torch.zeros(4, device=device)
-        (n_w, n_a), t0 = (ckpt["counts"], t0 - ckpt["seconds"]) if skip else ((0, 0), t0)
+        model.train()
+        train_loader.set_epoch(epoch, skip)
+        search_alpha = epoch >= cfg.arch_start
         for step, (x, y) in enumerate(train_loader, skip):
-            xa, ya = next(arch_batches)
-            do_arch = epoch >= cfg.arch_start
-            if do_arch and cfg.arch_first:  # DARTS: alpha step, then weight step
-                loss, correct = arch_step(xa, ya, x, y)
-                sums[2:] += torch.stack([loss * len(ya), correct])
-                n_a += len(ya)
-            loss, correct = weight_step(forward, weights, arch, w_opt, x, y, cfg.grad_clip)
-            sums[:2] += torch.stack([loss * len(y), correct])
-            n_w += len(y)
-            if do_arch and not cfg.arch_first:  # NB201's DARTS-V1: weight step, then alpha step
-                loss, correct = arch_step(xa, ya, x, y)
-                sums[2:] += torch.stack([loss * len(ya), correct])
-                n_a += len(ya)
-            if cfg.log_every and (step + 1) % cfg.log_every == 0 and step + 1 < steps:
-                s = sums.tolist()
-                _check_finite(s[0] + s[2], epoch, ckpt_path)
-                log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {s[0] / n_w:.3f} "
-                    f"acc {s[1] / n_w:.3f} ({time.time() - t0:.0f}s)")
-            if step + 1 < steps and stop.requested():  # SIGTERM / Ctrl-C: keep this step, then exit
-                if main_proc:
-                    checkpoints.save_checkpoint(ckpt_path, checkpoint(
-                        epoch, step=step + 1, sums=sums.cpu(), counts=[n_w, n_a], seconds=time.time() - t0))
-                stop.stop(f"in epoch {epoch + 1} after step {step + 1}/{steps}", ckpt_path)
-        s = sums.tolist()
-        _check_finite(s[0] + s[2], epoch, ckpt_path)
-        if world > 1:
-            ddp.check_ranks_agree(arch)
-            ddp.keep_rank0_buffers(model, world)  # outer BN running stats saw only this rank's shard
-        g, rec = genotype_record(space, model)
-        row = dict(epoch=epoch + 1, lr=lr, train_loss=s[0] / max(n_w, 1), train_acc=s[1] / max(n_w, 1),
-                   valid_loss=s[2] / max(n_a, 1), valid_acc=s[3] / max(n_a, 1),
-                   seconds=time.time() - t0, skip_count=G.skip_count(g), entropy=alpha_entropy(model),
-                   margin=alpha_margin(model), genotype=rec, alphas=G.edge_softmax(model.alphas(), decimals=6))
-        if model.betas() is not None:
-            row["betas"] = {k: F.softmax(b.detach().float(), -1).tolist() for k, b in model.betas().items()}
-        if bench is not None:
-            q = bench.query(rec["arch"], "cifar10")
-            row["bench201"] = {k: q[k] for k in ("valid_acc", "test_acc")}
+            xa, ya = next(arch_batches) if search_alpha else (None, None)  # a batch of the alpha half
+            if search_alpha and cfg.arch_first:      # DARTS: the alpha step first (Eq. 7)
+                tally.alpha(update_alpha(xa, ya, x, y), len(ya))
+            tally.weight(weight_step(forward, weights, arch, w_opt, x, y, cfg.grad_clip), len(y))  # Eq. 8
+            if search_alpha and not cfg.arch_first:  # NB201's DARTS-V1: the alpha step second (Eq. 7)
+                tally.alpha(update_alpha(xa, ya, x, y), len(ya))
+            if step + 1 < steps:  # progress line, and a stop signal: checkpoint this step, then exit
+                search_run.progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path)
+                if stop.requested(step + 1):
+                    checkpoint(epoch, step=step + 1, tally=tally.total(world), seconds=time.time() - t0)
+                    stop.stop(f"in epoch {epoch + 1} after step {step + 1}/{steps}", ckpt_path)
+        row = search_run.end_of_epoch(cfg, model, space, epoch, lr, tally.total(world), time.time() - t0,
+                                      bench, world, arch, ckpt_path)
         history.append(row)
-        log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} train {row['train_loss']:.3f}/"
-            f"{row['train_acc']:.3f} valid {row['valid_loss']:.3f}/{row['valid_acc']:.3f} "
-            f"{row['seconds']:.0f}s skip {row['skip_count']} entropy {row['entropy']:.4f} "
-            f"margin {row['margin']:.2e} {rec.get('arch') or rec['normal']}"
-            + (f" bench201 {row['bench201']}" if bench is not None else ""))
+        log(search_run.epoch_line(cfg, row, bench is not None))
         if main_proc:
-            checkpoints.write_json(os.path.join(cfg.out, "alphas.json"),
-                                   [{k: r[k] for k in ("epoch", "alphas", "betas") if k in r} for r in history])
-            checkpoints.write_json(os.path.join(cfg.out, "history.json"),
-                                   [{k: v for k, v in r.items() if k not in ("alphas", "betas")}
-                                    for r in history])
-            checkpoints.write_json(os.path.join(cfg.out, "genotype.json"), rec)
-            checkpoints.save_checkpoint(ckpt_path, checkpoint(epoch + 1))
+            search_run.write_outputs(cfg.out, history)
+        checkpoint(epoch + 1)
         if stop.requested():
             stop.stop(f"after epoch {epoch + 1}", ckpt_path)
     stop.armed = False
     log(f"final genotype: {json.dumps(history[-1]['genotype']) if history else 'none'}")
     return model, history
-
-
-def _check_finite(value, epoch, ckpt_path):
-    """Stop on a NaN/Inf loss before this epoch's checkpoint is written over the last good one."""
-    if not math.isfinite(value):
-        kept = f"the checkpoint after epoch {epoch} is kept at {ckpt_path}" if epoch else "no checkpoint yet"
-        raise FloatingPointError(f"non-finite loss in epoch {epoch + 1}: stopping; {kept}. "
-                                 "Lower --lr or --arch_lr and resume.")
 
 
 def main(argv=None):

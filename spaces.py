@@ -13,6 +13,12 @@ Paper: RF-DARTS searches all six (Tables 2, 4, 6). Importing this file needs not
 """
 from dataclasses import dataclass
 
+
+class InputError(ValueError):
+    """A name, string, file or value the user gave is not valid (unknown space or op, bad arch string,
+    ...): reported as one line by the command-line scripts. Any other exception is a bug and keeps its
+    traceback. Defined here, the paper module every other one imports, so each stays standalone."""
+
 # Op order is the alpha column order (nb201.md §1.1, darts.md §1.1). Never reorder.
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 DARTS_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
@@ -52,7 +58,7 @@ class Space:
     def ops(self, kind):
         """Per-edge candidate lists of one cell kind."""
         if kind not in self.cell_kinds:
-            raise ValueError(f"space {self.name!r} has no {kind!r} cell (it has {self.cell_kinds})")
+            raise InputError(f"space {self.name!r} has no {kind!r} cell (it has {self.cell_kinds})")
         return getattr(self, kind)
 
     def alpha_shape(self, kind):
@@ -85,5 +91,5 @@ def get_space(name):
     """The space called `name` (one of SPACE_NAMES, case-insensitive)."""
     key = str(name).lower()
     if key not in SPACE_NAMES:
-        raise ValueError(f"unknown search space {name!r}; choose one of {', '.join(SPACE_NAMES)}")
+        raise InputError(f"unknown search space {name!r}; choose one of {', '.join(SPACE_NAMES)}")
     return _build(key)

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ops import ResNetBasicblock, FactorizedReduce, ReLUConvBN, Zero, make_op
-from spaces import get_space
+from spaces import InputError, get_space
 
 OPTIONS = {  # Table 1 of the paper: (train conv weights, train cell BN affine weights)
     "A": (True, True),
@@ -46,7 +46,7 @@ class MixedOp(nn.Module):
     def __init__(self, C, stride, op_names, pool_bn, k=1, track=False):
         super().__init__()
         if C % k:
-            raise ValueError(f"partial channels need C divisible by K, got C={C}, K={k}")
+            raise InputError(f"partial channels need C divisible by K, got C={C}, K={k}")
         self.k, self.stride = k, stride
         self.ops = nn.ModuleList(make_op(n, C // k, stride, True, track, pool_bn) for n in op_names)
 
@@ -185,7 +185,7 @@ class DartsSupernet(_Supernet):
                 nn.ReLU(inplace=True), nn.Conv2d(3 * C, 3 * C, 3, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(3 * C))
         else:
-            raise ValueError(f"unknown stem {stem!r}; choose 'cifar' or 'imagenet'")
+            raise InputError(f"unknown stem {stem!r}; choose 'cifar' or 'imagenet'")
         C_pp, C_p, C_cur = 3 * C, 3 * C, C
         reduction_prev = stem == "imagenet"  # s0 (56x56) must be reduced to s1's 28x28
         self.cells = nn.ModuleList()
@@ -222,7 +222,7 @@ def init_convs(model, scheme="kaiming"):
             elif scheme == "xavier":
                 nn.init.xavier_normal_(m.weight)
             else:
-                raise ValueError(f"unknown init {scheme!r}; choose kaiming, xavier or pytorch")
+                raise InputError(f"unknown init {scheme!r}; choose kaiming, xavier or pytorch")
 
 
 def build_supernet(space, num_classes, C=None, layers=None, stem="cifar", pc_k=1, edge_norm=None,
@@ -242,7 +242,7 @@ def build_supernet(space, num_classes, C=None, layers=None, stem="cifar", pc_k=1
         torch.manual_seed(seed)
         if space.cell == "nb201":
             if pc_k != 1 or edge_norm or stem != "cifar":
-                raise ValueError("partial channels, edge normalisation and the ImageNet stem are for "
+                raise InputError("partial channels, edge normalisation and the ImageNet stem are for "
                                  "DARTS-style spaces, not nb201")
             model = NB201Supernet(space, num_classes, C, layers, track_running_stats)
         else:
@@ -288,7 +288,7 @@ def set_trainable(model, option="C", train_classifier=True, verbose=True):
     """
     option = str(option).upper()
     if option not in OPTIONS:
-        raise ValueError(f"unknown option {option!r}; choose one of A, B, C, D (paper Table 1)")
+        raise InputError(f"unknown option {option!r}; choose one of A, B, C, D (paper Table 1)")
     train_conv, train_bn = OPTIONS[option]
     groups = param_groups(model)
     rule = {"conv": train_conv, "cell_bn": train_bn, "outer_bn": True,

@@ -109,7 +109,7 @@ def data_info(dataset, root=None, skip_bad=False):
         return data.DatasetInfo(1000, 224, data.IMAGENET_MEAN, data.IMAGENET_STD, 0, True)
     info = data.dataset_info("imagefolder", root, skip_bad=skip_bad)
     if not info.streaming:
-        raise ValueError(f"--dataset=imagenet: {root} holds small images; use --dataset=imagefolder")
+        raise runs.ConfigError(f"--dataset=imagenet: {root} holds small images; use --dataset=imagefolder")
     return info
 
 
@@ -128,7 +128,7 @@ def _network(g, info, C, layers, auxiliary):
     layers = layers or 20
     fits = aux_fits(info.size, layers)
     if auxiliary and not fits:
-        raise ValueError(f"the CIFAR auxiliary head needs an 8x8 map at cell {2 * layers // 3}, which "
+        raise runs.ConfigError(f"the CIFAR auxiliary head needs an 8x8 map at cell {2 * layers // 3}, which "
                          f"{info.size} px images do not give: use --auxiliary=0")
     return NetworkCIFAR(g, info.num_classes, C or 36, layers, fits if auxiliary is None else auxiliary)
 
@@ -150,7 +150,7 @@ def resolve(argv):
     try:
         genotype = load_genotype(cfg.genotype or cfg.arch)
     except UnicodeDecodeError as e:  # a binary file given as genotype.json
-        raise ValueError(f"--genotype={cfg.genotype}: not a genotype.json text file ({e.reason})") from None
+        raise runs.ConfigError(f"--genotype={cfg.genotype}: not a genotype.json text file ({e.reason})") from None
     info = data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
     setting = "nb201" if isinstance(genotype, NB201Cell) else "imagenet" if info.streaming else "darts"
     cfg = runs.parse_config(Config, argv, **RECIPES[setting])

@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 import zipfile
 
@@ -29,7 +30,7 @@ from harness import ddp
 from harness import runs
 
 
-class CheckpointError(ValueError):
+class CheckpointError(runs.ConfigError):
     """No readable checkpoint to resume from; the message names every file tried and why."""
 
 
@@ -139,6 +140,71 @@ def out_dir(path):
     return path
 
 
+def record_session(out, settings, start, resumed, run_keys, log, schedule="the lr schedule"):
+    """Write OUT/config.json: this session's `settings`, plus a "sessions" list (one entry per session:
+    the epoch it started from, when, and the values of the `run_keys` a resume may change), so what each
+    epoch followed stays recoverable. A resume that changes `epochs` is said in one line: the epochs
+    from `start` on follow `schedule` of the new length. Ending before `start` is refused."""
+    path = os.path.join(out, "config.json")
+    old = read_json(path) if resumed and os.path.isfile(path) else {}
+    sessions = old.get("sessions") or ([{"from_epoch": 0, **{k: old[k] for k in run_keys if k in old}}]
+                                       if old else [])
+    if old and old.get("epochs") != settings["epochs"]:
+        if settings["epochs"] < start:
+            raise runs.ConfigError(f"--epochs={settings['epochs']}: this run has done {start} epochs already")
+        log(f"--epochs changed from {old.get('epochs')} to {settings['epochs']} on resume: epochs "
+            f"{start + 1}-{settings['epochs']} follow {schedule} of a {settings['epochs']}-epoch run, epochs "
+            f"1-{start} followed {old.get('epochs')} (config.json keeps each session)")
+    sessions.append({"from_epoch": start, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                     **{k: settings[k] for k in run_keys if k in settings}})
+    write_json(path, {**settings, "sessions": sessions})
+
+
+class RunBusy(runs.ConfigError):
+    """Another run holds the output folder."""
+
+
+class RunLock:
+    """One run per output folder: an exclusive lock on OUT/.lock for the run's life (`with`).
+
+    fcntl.flock belongs to the open file, so the kernel releases it when the process ends, however it
+    ends (SIGKILL and crashes included): a lock is never left stale. A second run into a busy folder
+    stops at once with one line naming the folder and the holder's pid. Under DDP only rank 0 locks
+    (enabled=False elsewhere). Without fcntl (Windows) there is no lock."""
+
+    def __init__(self, out, enabled=True):
+        self.path, self.enabled, self.file = os.path.join(out, ".lock"), enabled, None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        if not self.enabled:
+            return self
+        try:
+            self.file = open(self.path, "a+")
+        except OSError as e:
+            raise runs.write_error(self.path, e) from e
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            pid = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise RunBusy(f"{os.path.dirname(self.path) or '.'} is in use by another run (pid {pid}); "
+                          "wait for it to end, or pass another --out") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            self.file.close()  # closing the file releases the lock; the file stays (removing it would race)
+
+
 class StopSignals:
     """SIGTERM / SIGINT handling for a whole run (`with`; the previous handlers come back on exit).
 
@@ -148,8 +214,9 @@ class StopSignals:
     is half done) and SIGINT is a KeyboardInterrupt. Under DDP the ranks agree (an all-reduce per poll),
     so all stop after the same step."""
 
-    def __init__(self, world=1, device="cpu"):
+    def __init__(self, world=1, device="cpu", poll_every=10):
         self.signum, self.world, self.device, self.saved, self.armed = 0, world, device, {}, False
+        self.poll_every = poll_every
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # handlers live in the main thread
@@ -169,10 +236,14 @@ class StopSignals:
         else:
             runs.stop_now(signum, frame)
 
-    def requested(self):
-        """The signal number when a stop was asked for (on any rank), else 0."""
+    def requested(self, step=None):
+        """The signal number when a stop was asked for (on any rank), else 0. Under DDP the ranks agree
+        through an all-reduce and a host sync, so a loop asks with its step number and only every
+        `poll_every`-th step polls (a stop then waits at most that many steps); without a step it polls."""
         if self.world == 1:
             return self.signum
+        if step is not None and step % self.poll_every:
+            return 0
         t = torch.tensor([self.signum], device=self.device)
         torch.distributed.all_reduce(t, torch.distributed.ReduceOp.MAX)
         return int(t.item())

@@ -31,8 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from spaces import InputError
 
-class DatasetError(ValueError):
+
+class DatasetError(InputError):
     """A dataset that is missing or malformed; the message is one line naming the path."""
 
 

@@ -42,14 +42,41 @@ def barrier(world):
         dist.barrier()
 
 
-def average_grads(grads):
-    """Average gradients over ranks in place (None entries, unused parameters, are skipped)."""
-    if dist.is_available() and dist.is_initialized():
-        world = dist.get_world_size()
-        for g in grads:
-            if g is not None:
-                dist.all_reduce(g)
-                g.div_(world)
+def average_grads(grads, bucket_mb=25):
+    """Average gradients over ranks in place (None entries, unused parameters, are skipped).
+
+    Flattened into buckets of about `bucket_mb` MB (DistributedDataParallel's default size), one
+    all_reduce per bucket: the DARTS supernet has hundreds of small tensors, one call each would be
+    hundreds of collectives per step."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world, bucket, size = dist.get_world_size(), [], 0
+    todo = [g for g in grads if g is not None]
+    for i, g in enumerate(todo):
+        bucket.append(g)
+        size += g.numel() * g.element_size()
+        if size >= bucket_mb * 2**20 or i == len(todo) - 1:
+            flat = torch._utils._flatten_dense_tensors(bucket)
+            dist.all_reduce(flat)
+            flat.div_(world)
+            for g_, v in zip(bucket, torch._utils._unflatten_dense_tensors(flat, bucket)):
+                g_.copy_(v)
+            bucket, size = [], 0
+
+
+def gather_rng(world):
+    """Every rank's RNG state, in rank order (what a checkpoint keeps; collective under DDP)."""
+    return all_gather(runs.rng_state(), world)
+
+
+def restore_rng(saved, rank, world):
+    """Set this rank's RNG from a checkpoint's gather_rng list (or one state, as older runs saved it).
+    Returns False, changing nothing, when another number of processes saved it."""
+    saved = [saved] if isinstance(saved, dict) else saved
+    if len(saved) != world:
+        return False
+    runs.set_rng_state(saved[rank])
+    return True
 
 
 def keep_rank0_buffers(model, world):

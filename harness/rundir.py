@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import genotypes as G
 from harness.checkpoints import read_json
+from spaces import InputError
 
 # search.py's epoch line (progress lines read "epoch N step ..." and do not match), e.g.
 # [ 78.1s] epoch 1/50 lr 0.025 train 2.237/0.156 valid 2.238/0.157 68s skip 0 entropy 1.6094 margin 9.07e-06
@@ -68,14 +69,14 @@ def load_run(path):
     """A search.py or analysis.py run directory -> Run; anything else is a one-line ValueError."""
     cfg = _read_json(os.path.join(path, "config.json"))
     if cfg is None:
-        raise ValueError(f"{path}: not a run directory (no config.json)")
+        raise InputError(f"{path}: not a run directory (no config.json)")
     if not isinstance(cfg, dict) or not ({"space", "exp"} & set(cfg)):
-        raise ValueError(f"{path}: config.json has neither 'space' (search.py) nor 'exp' (analysis.py)")
+        raise InputError(f"{path}: config.json has neither 'space' (search.py) nor 'exp' (analysis.py)")
     rows, log = _read_json(os.path.join(path, "history.json")), os.path.join(path, "log.txt")
     if rows is None and "space" in cfg and os.path.isfile(log):
         rows = parse_log(log, cfg["space"])
     if rows is None:
-        raise ValueError(f"{path}: no history.json" + ("" if "exp" in cfg else " or log.txt"))
+        raise InputError(f"{path}: no history.json" + ("" if "exp" in cfg else " or log.txt"))
     run = Run(path, os.path.basename(os.path.normpath(path)), cfg, rows)
     if "space" in cfg:
         run.alphas = _read_json(os.path.join(path, "alphas.json"), missing=[])

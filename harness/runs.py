@@ -24,9 +24,11 @@ import typing
 import torch
 import torch.nn.functional as F
 
+from spaces import InputError
 
-class ConfigError(ValueError):
-    pass
+
+class ConfigError(InputError):
+    """A bad command-line flag or a setting that contradicts another."""
 
 
 class WriteError(OSError):
@@ -109,9 +111,18 @@ def stop_now(signum, frame):
                     f"rerun (with --resume=1 where OUT/checkpoint.pt exists)", signum)
 
 
+def user_errors():
+    """The exceptions that are the user's mistake, not a bug: bad flags, names, files or data (InputError
+    and bench201's file/query errors), a failed read or write (OSError: disk full, no permission,
+    missing file) and a loss gone non-finite (FloatingPointError: lower the learning rate)."""
+    import bench201  # dependency-free, so it keeps its own error types
+    return (InputError, bench201.BenchmarkFileError, bench201.QueryError, OSError, FloatingPointError)
+
+
 def cli(main, argv=None):
-    """Run `main(argv)`; every fault ends as one line on stderr: user errors (bad config, data, arch,
-    damaged checkpoint) exit 2, failed reads/writes (disk full, permission) 1, a stop signal 128 + signum."""
+    """Run `main(argv)`; the user's faults end as one line on stderr: bad input (flags, data, arch, a
+    damaged checkpoint, a busy output folder) exits 2, a failed read/write (disk full, permission) 1, a
+    stop signal 128 + signum. Any other exception is a bug and keeps its traceback (exit 1)."""
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, stop_now) if main_thread else None  # loops: checkpoints.StopSignals
     try:
@@ -122,7 +133,7 @@ def cli(main, argv=None):
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is intact; rerun with --resume=1", file=sys.stderr)
         sys.exit(130)
-    except (ValueError, FloatingPointError, OSError) as e:
+    except user_errors() as e:
         if os.environ.get("RFDARTS_DEBUG"):
             raise
         print(f"error: {one_line(e)} (RFDARTS_DEBUG=1 shows the traceback)", file=sys.stderr)
@@ -162,8 +173,9 @@ def rng_state():
 def set_rng_state(state):
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_available():  # saved with more GPUs visible: the first ones
+        for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
 
 
 def write_error(path, e, hint="", what="could not write"):

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import genotypes as G
 from harness import imagenet_subset
 import search
+from harness import search_run
 from conftest import make_image_folder
 from supernet import MixedOp, build_supernet, set_trainable
 
@@ -65,7 +66,7 @@ def test_betas_train_with_alpha_and_enter_derivation():
         model.alphas_normal[1, 5] = 2.0          # ... edge 1 a weaker sep_conv_5x5
         model.betas_normal.zero_()
         model.betas_normal[1] = 5.0              # but beta favours edge 1 heavily
-    _, rec = search.genotype_record(model.space, model)
+    _, rec = search_run.genotype_record(model.space, model)
     assert G.load_genotype(rec) == G.derive("darts", model.alphas(), model.betas())
     assert G.load_genotype(rec).normal[0] == ("sep_conv_5x5", 1)
     assert G.derive("darts", model.alphas()).normal[0] == ("sep_conv_3x3", 0)
@@ -99,6 +100,39 @@ def test_imagenet_subset_and_stem_smoke(tmp_path):
     assert not set(fw) & set(fa) and sorted(lw) == [0] * 4 + [1] * 4
     again = imagenet_subset.sample_subset(root, (0.4, 0.2), seed=0)[0]
     assert again[0][0] == fw                                                   # seeded, reproducible
+
+
+def test_ddp_search_batch_is_global(tmp_path):
+    """--batch_size is the global batch: 2 gloo processes take 32 images each of the same 64-image
+    batch, so they run the steps per epoch of 1 process, and alpha follows the 1-process run.
+
+    Not bit for bit: each rank's BN normalises with the statistics of its own 32 images (no SyncBN, as
+    in DARTS' and PC-DARTS' multi-GPU code), and Adam's first step moves each alpha by about
+    lr * sign(gradient), so a coordinate with a near-zero gradient can go either way. Measured at
+    init: the alpha gradient from two half-batches with their own BN statistics has cosine 0.77 to the
+    whole batch's (another batch: about 0 or below), and alpha's move after this one step has cosine
+    0.60-0.61 between the 1- and 2-process runs (seeds 0 and 1). Asserted: above 0.4."""
+    data = make_image_folder(tmp_path / "data", classes=4, train_per_class=32, test_per_class=1)
+    common = ["search.py", "--space=nb201", "--layers=1", "--C=4", "--dataset=imagefolder", f"--data={data}",
+              "--batch_size=64", "--epochs=1", "--arch_lr=0.01", "--log_every=0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one, two = tmp_path / "one", tmp_path / "two"
+    for out, launch in ((one, []), (two, ["-m", "torch.distributed.run", "--nproc_per_node=2",
+                                          "--master_port=29518"])):
+        r = subprocess.run([sys.executable, *launch, *common, f"--out={out}"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+    logs = [(d / "log.txt").read_text() for d in (one, two)]
+    assert all("64 weight / 64 alpha images, 1 steps per epoch of 64 images" in log for log in logs), logs
+    assert "1 process(es)" in logs[0] and "2 process(es)" in logs[1]
+    rows = [json.loads((d / "history.json").read_text())[0] for d in (one, two)]
+    for row in rows:  # accuracies are counts over all 64 images of the global batch, not one rank's 32
+        assert row["train_acc"] * 64 == pytest.approx(round(row["train_acc"] * 64))
+        assert row["valid_acc"] * 64 == pytest.approx(round(row["valid_acc"] * 64))
+    init = build_supernet("nb201", 4, C=4, layers=1, seed=0).alphas_normal.detach()
+    moves = [torch.load(d / "checkpoint.pt", weights_only=True)["model"]["alphas_normal"] - init for d in (one, two)]
+    assert moves[0].norm() > 0.01
+    assert F.cosine_similarity(moves[0].flatten(), moves[1].flatten(), 0) > 0.4
 
 
 def test_ddp_search_two_processes_agree(tiny_folder, tmp_path):
