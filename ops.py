@@ -121,30 +121,38 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([a, b], dim=1))
 
 
-def _window_counts(H, W, stride, like):
-    """(1, 1, H', W') number of in-image pixels under each 3x3 window (padding 1): 9 inside, 4 at corners.
-
-    Recomputed per call (a 1-channel conv, microseconds) instead of cached: a cache keyed on the
-    device would be a graph break under torch.compile, which instead folds this into a constant."""
-    ones = like.new_ones(1, 1, H, W)
-    return F.conv2d(ones, like.new_ones(1, 1, 3, 3), stride=stride, padding=1)
-
-
 def avg_pool_3x3(x, stride):
-    """AvgPool2d(3, stride, padding=1, count_include_pad=False), computed as a depthwise conv with a
-    ones kernel divided by the window counts: the same numbers (tested), but 3x faster than PyTorch's
-    NCHW pooling kernel on CPU, where pooling otherwise took ~40% of an NB201 supernet step."""
-    C, (H, W) = x.shape[1], x.shape[2:]
-    sums = F.conv2d(x, x.new_ones(C, 1, 3, 3), stride=stride, padding=1, groups=C)
-    return sums / _window_counts(H, W, stride, x)
+    """AvgPool2d(3, stride, padding=1, count_include_pad=False), as DARTS and NB201 use it."""
+    return F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
 
 
 def max_pool_3x3(x, stride):
-    """MaxPool2d(3, stride, padding=1). On CPU the channels-last kernel is ~2.5x faster than the NCHW
-    one, even with the two layout conversions; elsewhere the plain call."""
-    if x.device.type != "cpu":
-        return F.max_pool2d(x, 3, stride, 1)
+    """MaxPool2d(3, stride, padding=1)."""
+    return F.max_pool2d(x, 3, stride, 1)
+
+
+# CPU speed paths: the same numbers (tests/test_ops.py), measured on a 2-core CPU 3x (average) and
+# 2.5x (max) faster than PyTorch's NCHW CPU pooling kernels, which took ~40% of an NB201 supernet step.
+def _avg_pool_3x3_cpu(x, stride):
+    """The average as a depthwise conv with a ones kernel, divided by the number of in-image pixels under
+    each window (9 inside, 4 at corners; a 1-channel conv, folded into a constant under torch.compile)."""
+    C, (H, W) = x.shape[1], x.shape[2:]
+    sums = F.conv2d(x, x.new_ones(C, 1, 3, 3), stride=stride, padding=1, groups=C)
+    counts = F.conv2d(x.new_ones(1, 1, H, W), x.new_ones(1, 1, 3, 3), stride=stride, padding=1)
+    return sums / counts
+
+
+def _max_pool_3x3_cpu(x, stride):
+    """The channels-last kernel, layout conversions included."""
     return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, stride, 1).contiguous()
+
+
+def pool_3x3(kind, x, stride):
+    """The one place a device picks its pooling kernel: the CPU paths above on CPU, the plain calls
+    (cuDNN's kernels on CUDA) everywhere else."""
+    if x.device.type == "cpu":
+        return (_avg_pool_3x3_cpu if kind == "avg" else _max_pool_3x3_cpu)(x, stride)
+    return (avg_pool_3x3 if kind == "avg" else max_pool_3x3)(x, stride)
 
 
 class Pool(nn.Module):
@@ -152,14 +160,14 @@ class Pool(nn.Module):
 
     def __init__(self, kind, C, stride, pool_bn=False, affine=True, track=True):
         super().__init__()
-        self.pool = avg_pool_3x3 if kind == "avg" else max_pool_3x3
-        self.stride = stride
+        self.kind, self.stride = kind, stride
         # DARTS' search supernet appends BN to pooling so pooled outputs are on the scale of the
-        # BN-normalised conv outputs they are summed with (darts.md §1.3); NB201 has no such BN.
+        # BN-normalised conv outputs they are summed with (DARTS cnn/operations.py, MixedOp in
+        # cnn/model_search.py); NB201 has no such BN.
         self.bn = bn(C, affine, track) if pool_bn else None
 
     def forward(self, x):
-        x = self.pool(x, self.stride)
+        x = pool_3x3(self.kind, x, self.stride)
         return self.bn(x) if self.bn is not None else x
 
 

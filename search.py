@@ -17,6 +17,7 @@ kept as checkpoint.prev.pt; --resume=1 continues bit-identically on CPU, mid-epo
 import contextlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -109,6 +110,9 @@ def make_config(argv=None):
     if cfg.dataset == "imagenet" and space.cell != "darts":
         raise runs.ConfigError("--dataset=imagenet searches a DARTS-style space (the NB201 net is for "
                                "32 px images); pick --space=darts or s1..s4")
+    if cfg.dataset == "imagenet" and "batch_size" not in given:
+        print(f"note: --batch_size={cfg.batch_size} is PC-DARTS' global batch, run on 8 GPUs; on fewer or "
+              "smaller cards lower it (with --lr and --arch_lr in proportion) if it does not fit", file=sys.stderr)
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise runs.ConfigError("--epochs and --batch_size must be positive")
     return cfg
@@ -182,6 +186,7 @@ def _search(cfg, rank, world, device, stop):
     if not cfg.resume and checkpoints.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
     runs.seed_everything(cfg.seed)
+    runs.tune_for(device)
     train_loader, arch_loader, num_classes, about = search_run.make_loaders(cfg, device, rank, world)
     model = build_supernet(cfg.space, num_classes, C=cfg.C or None, layers=cfg.layers or None,
                            stem="imagenet" if cfg.dataset == "imagenet" else "cifar", pc_k=cfg.pc_k,

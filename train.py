@@ -219,18 +219,32 @@ def main(argv=None):
         return train(cfg, genotype, info, ckpt, how, rank, world, device, stop)
 
 
+def fast_paths(cfg, device):
+    """(bf16 autocast, channels_last): on CUDA, where they pay off; the CPU runs float32 NCHW (tests
+    run both paths on the CPU through this function)."""
+    cuda = device.type == "cuda"
+    return cfg.amp and cuda, cfg.channels_last and cuda
+
+
 def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
-    """The retraining loop of a resolved run (main); returns the output folder."""
+    """The retraining loop of a resolved run (main); returns the output folder. One run per --out."""
     if cfg.batch_size % world:
-        raise runs.ConfigError(f"--batch_size={cfg.batch_size} must divide over {world} processes")
-    fast = device.type == "cuda"  # bf16 autocast and channels_last pay off only on CUDA
-    amp, nhwc = cfg.amp and fast, cfg.channels_last and fast
+        raise runs.ConfigError(f"--batch_size={cfg.batch_size} is the global batch: it must divide over "
+                               f"{world} processes")
     if rank == 0:
         checkpoints.out_dir(cfg.out)
+    with checkpoints.RunLock(cfg.out, enabled=rank == 0):
+        return _train(cfg, genotype, info, ckpt, how, rank, world, device, stop)
+
+
+def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
+    amp, nhwc = fast_paths(cfg, device)
+    fast = device.type == "cuda"
     log = runs.Log(cfg.out, enabled=rank == 0)
     log(f"config {json.dumps(runs.as_dict(cfg))}")
     log(f"{how}; genotype {genotype}")
 
+    runs.tune_for(device)
     runs.seed_everything(cfg.seed)  # same initial weights in every process (DDP also broadcasts them)
     model = _network(genotype, info, cfg.C, cfg.layers, cfg.auxiliary)
     params_m, macs_m = count_params(model), count_macs(model, info.size)
@@ -248,11 +262,12 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         # steps of epoch `start` done before a preemption; global batch k is the union of the ranks'
         # batches k, so this holds for any number of processes
         first = ckpt.get("step", 0)
-        if len(ckpt["rng"]) == world:  # one RNG state per process
-            runs.set_rng_state(ckpt["rng"][rank])
+        same = ddp.restore_rng(ckpt["rng"], rank, world)  # one RNG state per process
         log(f"resumed after epoch {start}" + (f", step {first} of epoch {start + 1}" if first else "") +
-            ("" if len(ckpt["rng"]) == world else
-             f"; saved by {len(ckpt['rng'])} processes, so random draws restart from the seed"))
+            ("" if same else f"; saved by {len(ckpt['rng'])} processes, so random draws restart from the seed"))
+    if rank == 0:
+        checkpoints.record_session(cfg.out, runs.as_dict(cfg), start, ckpt is not None, RUN_KEYS, log,
+                                   schedule="the lr schedule and the drop-path ramp")
     net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if fast else None)
     train_loader, test_loader = make_loaders(cfg, info, cfg.batch_size // world, device, rank, world)
@@ -301,7 +316,7 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             loss_sum = loss_sum + loss.detach() * len(y)
             correct = correct + (logits.argmax(1) == y).sum()
             if step + 1 < steps and stop.requested():  # SIGTERM / Ctrl-C: keep this step, then exit
-                rng = ddp.all_gather(runs.rng_state(), world)
+                rng = ddp.gather_rng(world)
                 sums = ddp.all_sum([loss_sum.item(), correct.item(), n[0]], device, world)  # exact in float64
                 if rank == 0:
                     checkpoints.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), checkpoint(
@@ -318,7 +333,7 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             extra = [("test_acc(report only)", score_test_set(model, test_loader, device, world, amp, nhwc)[1])]
         log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} drop_path {dp:.3f} train {train_stats[0]:.3f}/"
             f"{train_stats[1]:.3f} {time.time() - t0:.0f}s" + "".join(f" {k} {v:.4f}" for k, v in extra))
-        rng = ddp.all_gather(runs.rng_state(), world)
+        rng = ddp.gather_rng(world)
         if rank == 0:
             checkpoints.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), checkpoint(epoch + 1, rng))
         if stop.requested():
@@ -334,8 +349,8 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
                        genotype=genotype_to_json(genotype))
         checkpoints.write_json(os.path.join(cfg.out, "metrics.json"), metrics)
         log(f"final  test_loss {test_loss:.4f}  test_acc {test_acc:.4f}  ({cfg.out}/metrics.json)")
-    if len(set(digests)) > 1:
-        log("warning: processes ended with different weights")
+    if len(set(digests)) > 1:  # every rank sees the same digests, so all take part in the gather
+        log(f"warning: processes ended with different weights: {', '.join(ddp.differing_keys(model, world))}")
     ddp.teardown(world)
     return cfg.out
 

@@ -112,9 +112,20 @@ def all_gather(obj, world):
     return out
 
 
+def _bytes(t):
+    return t.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes()
+
+
 def state_digest(model):
     """sha256 of every parameter and buffer: equal on all processes iff they kept them in sync."""
     h = hashlib.sha256()
     for t in model.state_dict().values():
-        h.update(t.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(_bytes(t))
     return h.hexdigest()
+
+
+def differing_keys(model, world):
+    """The state_dict keys whose values are not the same on every process (a collective: all call it)."""
+    mine = {k: hashlib.sha256(_bytes(t)).hexdigest() for k, t in model.state_dict().items()}
+    every = all_gather(mine, world)
+    return [k for k in mine if len({d.get(k) for d in every}) > 1]

@@ -133,6 +133,11 @@ def cli(main, argv=None):
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is intact; rerun with --resume=1", file=sys.stderr)
         sys.exit(130)
+    except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as e:  # the GPU's memory, not a bug: say what to change, in one line
+        print(f"error: out of memory ({one_line(e).split(' Tried')[0][:120]}): lower --batch_size (the global "
+              "batch; under torchrun each process takes batch/N), --C or --layers, or run on more GPUs",
+              file=sys.stderr)
+        sys.exit(1)
     except user_errors() as e:
         if os.environ.get("RFDARTS_DEBUG"):
             raise
@@ -155,6 +160,13 @@ def pick_device(name="auto"):
         return torch.device(name)
     except RuntimeError as e:
         raise ConfigError(f"--device={name}: {e}") from None
+
+
+def tune_for(device):
+    """Fixed input shapes on CUDA: let cuDNN pick the fastest conv algorithms once per shape (as DARTS'
+    and PC-DARTS' scripts do). Not bit-reproducible across runs on CUDA (README says so)."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def seed_everything(seed):

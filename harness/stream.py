@@ -47,8 +47,10 @@ class ImageFiles(torch.utils.data.Dataset):
             return BadImage(self.files[i], data.why_unreadable(e))
         if epoch is None:
             return self.transform(img), self.labels[i]
-        with torch.random.fork_rng(devices=[]):  # with workers=0 this runs in the training process
-            torch.manual_seed(batching.key_seed(seed, epoch, i))  # torchvision's transforms draw from torch's RNG
+        # With workers=0 this runs in the training process: fork (and restore) the CPU RNG, which
+        # torchvision's transforms draw from, and seed only it (torch.manual_seed would reseed CUDA too).
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(batching.key_seed(seed, epoch, i))
             return self.transform(img), self.labels[i]
 
 

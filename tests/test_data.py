@@ -88,6 +88,20 @@ def test_large_images_stream(tmp_path):
         assert xb.shape == (2, 3, 32, 32) and yb.shape == (2,)
 
 
+def test_streamed_item_leaves_the_cuda_rng_alone(tmp_path, monkeypatch):
+    """With workers=0 an item's seeded transform runs in the training process: it must seed (and give
+    back) the CPU generator only, never reseed CUDA's (torch.manual_seed would)."""
+    root = make_folder(tmp_path / "big", classes=("x",), n=1, size=80)
+    files, labels, _ = data.folder_files(str(root), train=True)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))
+    loader = stream.folder_loader(files, labels, 1, True, size=32, workers=0)
+    before = torch.get_rng_state()
+    next(iter(loader))
+    assert calls == [] and torch.equal(torch.get_rng_state(), before)
+
+
 def test_constants_and_torchvision_missing(tmp_path):
     info = data.dataset_info("ImageNet16-120")
     assert (info.num_classes, info.size, info.padding) == (120, 16, 2) and abs(info.mean[0] - 122.68 / 255) < 1e-9

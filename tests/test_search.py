@@ -1,5 +1,6 @@
 """search.py end to end on tiny synthetic data: outputs, resume, what option C trains, CLI errors."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -31,7 +32,7 @@ def test_two_epoch_smoke_writes_every_output(tiny_folder, tmp_path, space, layer
     for name in ("config.json", "log.txt", "alphas.json", "genotype.json", "checkpoint.pt"):
         assert (out / name).is_file(), name
     assert len(json.loads((out / "alphas.json").read_text())) == 2
-    assert len((out / "log.txt").read_text().count("epoch 2/2").__str__()) > 0
+    assert (out / "log.txt").read_text().count("] epoch 2/2 ") == 1
     # the genotype in genotype.json is the one derived from the saved alphas
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     alphas = {k[len("alphas_"):]: v for k, v in ckpt["model"].items() if k.startswith("alphas_")}
@@ -146,3 +147,66 @@ def test_bench201_lookup_each_epoch(tiny_folder, nb201_table, tmp_path):
     _, history = run(tiny_folder, tmp_path / "r", "--layers=1", "--epochs=1", f"--bench201={nb201_table}")
     acc = fake_nb201_accuracy(history[0]["genotype"]["nb201_index"])
     assert history[0]["bench201"] == {"valid_acc": acc - 3, "test_acc": acc}
+
+
+def test_resume_with_other_epochs_says_so_and_keeps_each_session(tiny_folder, tmp_path):
+    """--resume=1 --epochs=N continues on the cosine of N epochs from where the run stopped, says so in
+    one line, and config.json keeps what each session followed."""
+    out = tmp_path / "run"
+    run(tiny_folder, out, "--layers=1", "--epochs=2", "--lr=0.1", "--lr_min=0")
+    _, history = search.search(search.make_config([f"--out={out}", "--resume=1", "--epochs=4"]))
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    log = (out / "log.txt").read_text()
+    assert log.count("--epochs changed from 2 to 4 on resume: epochs 3-4 follow the cosine lr of a "
+                     "4-epoch run, epochs 1-2 followed 2") == 1
+    # epochs 1-2 followed cos over 2 epochs (0.1, 0.05), epochs 3-4 follow cos over 4 (epoch index 2, 3)
+    lrs = [h["lr"] for h in json.loads((out / "history.json").read_text())]
+    assert lrs == pytest.approx([0.1, 0.05, 0.1 * (1 + math.cos(math.pi * 2 / 4)) / 2,
+                                 0.1 * (1 + math.cos(math.pi * 3 / 4)) / 2])
+    config = json.loads((out / "config.json").read_text())
+    assert config["epochs"] == 4 and [(s["from_epoch"], s["epochs"]) for s in config["sessions"]] == [(0, 2), (2, 4)]
+    with pytest.raises(runs.ConfigError, match="has done 4 epochs already"):
+        search.search(search.make_config([f"--out={out}", "--resume=1", "--epochs=3"]))
+
+
+def test_second_run_into_a_busy_folder_stops_and_the_first_is_untouched(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "busy"
+    argv = TINY + [f"--data={tiny_folder}", f"--out={out}", "--layers=1", "--epochs=3"]
+    first = subprocess.Popen([sys.executable, "search.py", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ((out / ".lock").exists() and (out / ".lock").read_text().strip()) and time.time() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(SystemExit) as e:
+        runs.cli(search.main, argv + ["--resume=1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and str(out) in err and f"pid {first.pid}" in err, err
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1, 2, 3]
+    assert (out / "log.txt").read_text().count("search nb201") == 1  # the second run wrote nothing
+    # a lock dies with its process, SIGKILL included: nothing stale stops the next run
+    killed = subprocess.Popen([sys.executable, "search.py", *TINY, f"--data={tiny_folder}", "--layers=1",
+                               "--epochs=50", f"--out={tmp_path / 'k'}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    while not (tmp_path / "k" / "checkpoint.pt").exists() and time.time() < deadline + 120:
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    cfg = search.make_config([f"--out={tmp_path / 'k'}", "--resume=1", "--stop_after=1"])
+    assert search.search(cfg)[1]  # ran an epoch
+
+
+def test_a_bug_keeps_its_traceback(capsys):
+    """Only the user's mistakes become one line: torch's own ValueError (what a real bug raises) and
+    any other exception propagate with their traceback."""
+    def buggy(argv):
+        torch.nn.functional.cross_entropy(torch.zeros(2, 3), torch.zeros(3, dtype=torch.long))
+
+    with pytest.raises(ValueError, match="batch_size"):
+        runs.cli(buggy, [])
+    with pytest.raises(KeyError):
+        runs.cli(lambda argv: {}["missing"], [])
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit) as e:  # the user's mistake: one line, exit 2
+        runs.cli(search.main, ["--space=nope"])
+    assert e.value.code == 2 and capsys.readouterr().err.startswith("error: unknown search space 'nope'")

@@ -1,6 +1,7 @@
 """train.py on tiny synthetic ImageFolders (random PNG/JPEG files in a temp dir): network building,
 recipes, 1-epoch smoke runs, bit-identical resume, a 2-process DDP run (gloo, CPU), bad inputs."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -183,3 +184,21 @@ def test_bad_arch_exit_code_from_the_command_line():
     r = subprocess.run([sys.executable, "train.py", "--arch=NOPE"], cwd=ROOT, env=subprocess_env(),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and r.stderr.startswith("error:") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_cuda_fast_paths_run_on_the_cpu(small, tmp_path, monkeypatch):
+    """bf16 autocast and channels_last are CUDA-only in a run; forced on here, the same code trains a
+    DARTS net (aux head, drop path) forward and backward on the CPU and scores it."""
+    seen = []
+    real_step = torch.optim.SGD.step
+
+    def step(self, *a, **k):  # the gradients reached the weights, finite, in float32
+        seen.append(all(torch.isfinite(p.grad).all() and p.grad.dtype == torch.float32
+                        for g in self.param_groups for p in g["params"] if p.grad is not None))
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(train, "fast_paths", lambda cfg, device: (True, True))
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    train.main(tiny(small, tmp_path, "--arch=DARTS_V2", "--layers=3", "--epochs=1", "--auxiliary=1"))
+    metrics, _ = read_run(tmp_path)
+    assert seen and all(seen) and 0 <= metrics["test_acc"] <= 1 and math.isfinite(metrics["test_loss"])
