@@ -16,12 +16,15 @@ and the mixed second derivative times v is taken by central differences (DARTS E
                                       / (2 eps),    eps = 0.01 / ||v||  (2-norm over all weight tensors).
 
 Note the parentheses: pt.darts (copied into NNI and NAS-Benchmark) wrote `(p - n) / 2.*eps`, which is
-eps * (p - n) / 2, i.e. the Hessian term scaled by eps^2 (style-anchors.md A4). tests/test_architect.py
+eps * (p - n) / 2, i.e. the Hessian term scaled by eps^2 (pt.darts issues #34, #43). tests/test_architect.py
 checks this product against an exact double-backward Hessian-vector product.
 
-As in the reference code (quark0/darts architect.py, darts.md §3.4 and §10; NB201 DARTS-V2, nb201.md
-§4.3) the virtual step is the SGD step with momentum and weight decay, read from the weight optimiser
-BEFORE its own step of this iteration:  w' = w - xi * (mu * m + grad_w L_train(w, a) + lambda * w).
+As in the reference code (quark0/darts cnn/architect.py; NB201's DARTS-V2, D-X-Y/AutoDL-Projects
+exps/NAS-Bench-201-algos/DARTS-V2.py) the virtual step is the SGD step with momentum and weight decay,
+read from the weight optimiser BEFORE its own step of this iteration:
+
+    w' = w - xi * (mu * m + grad_w L_train(w, a) + lambda * w).
+
 There is no Nesterov term, even when the weight optimiser uses nesterov=True (NB201's settings): the
 references drop it too. "weights" are the trainable weight tensors (for RF-DARTS, option C, the BN
 affine weights and whatever set_trainable leaves trained); frozen tensors are constants of both levels.
@@ -33,7 +36,7 @@ weights; the reference deep-copies the whole supernet each step) and is safe bec
 consumed by its autograd.grad call before the next overwrite, so no graph ever sees a weight change
 under it. Restoring the buffers means the four forwards (L_train at w, L_val at w', L_train at w +- eps v)
 leave the BN running statistics as they were; the reference lets the three it runs on the real model
-update them (darts.md §10).
+update them (quark0/darts cnn/architect.py).
 """
 import torch
 import torch.nn.functional as F

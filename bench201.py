@@ -2,12 +2,14 @@
 
 Owns the lookups behind the NB201 columns of RF-DARTS Tables 2 and 3: given an arch string or index,
 return CIFAR-10 / CIFAR-100 / ImageNet16-120 valid and test accuracy with the paper convention
-(nb201.md §6.2: hp '200', last epoch, mean over the stored seeds; CIFAR-10 valid = `cifar10-valid`
-x-valid, CIFAR-10 test = `cifar10` ori-test, the others x-valid / x-test; percent, as stored), plus
+(NB201 API `nas_201_api/api_201.py`, get_more_info(hp='200', is_random=False): last epoch, mean over the
+stored seeds; CIFAR-10 valid = `cifar10-valid` x-valid, CIFAR-10 test = `cifar10` ori-test, the others
+x-valid / x-test; percent, as stored), plus
 params (MB = 1e6 parameters) and FLOPs (1e6 conv/linear multiply-accumulates) computed analytically
-(nb201.md §3.3), because the stored costs are wrong for some archs.
+(as AutoDL's `xautodl/utils/flop_benchmark.py` counts), because the stored costs are wrong for some archs
+(NATS-Bench issue #36, AutoDL-Projects issue #134).
 
-Files it reads (nb201.md §5), chosen from `path`:
+Files it reads (the ones `nas_201_api/api_201.py` and NATS-Bench's `nats_bench/api_utils.py` load), from `path`:
   NAS-Bench-201-v1_[01]-*.pth   torch zip container (`*/data.pkl`) or legacy torch layout (pickles)
   NATS-tss-v1_0-3ffb9.pickle.pbz2        one bz2 pickle of the whole benchmark
   NATS-tss-v1_0-3ffb9-simple/            meta.pickle.pbz2 + one {index:06d}.pickle.pbz2 per arch
@@ -41,7 +43,8 @@ import zipfile
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  # NB201 order
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
-# (benchmark key, eval set) behind the valid and the test number of each dataset (nb201.md §6.2);
+# (benchmark key, eval set) behind the valid and the test number of each dataset (as NB201 API
+# `api_201.py` print_information pairs them);
 # train_acc is taken from the test key (for CIFAR-10: the model trained on all 50k images)
 _SOURCES = {
     "cifar10": (("cifar10-valid", "x-valid"), ("cifar10", "ori-test")),
@@ -115,7 +118,7 @@ def arch_costs(arch, dataset):
     return params / 1e6, flops / 1e6
 
 
-# ---------------------------------------------------------------- restricted unpickling (nb201.md §5)
+# ---------------------------------------------------------------- restricted unpickling (OrderedDict, NumPy scalars)
 class _DType:
     """NumPy-free numpy.dtype: keeps the type code ('f8', 'i8', ...) and the byte order from __setstate__."""
 
@@ -196,7 +199,8 @@ def _unpickle_file(path):
 
 
 def _seed_mean(state, key, setname, where):
-    """Mean over dataset_seed[key] of the last-epoch value of `setname` (nb201.md §6.1); None if absent."""
+    """Mean over dataset_seed[key] of the last-epoch value of `setname` (as NB201 API `api_utils.py`
+    get_metrics); None if absent."""
     seeds = tuple(state["dataset_seed"].get(key, ()))
     values = []
     for seed in seeds:

@@ -27,8 +27,8 @@ import numpy as np
 
 from spaces import DARTS_OPS, NB201_EDGES, NB201_OPS, InputError, get_space
 
-# darts.md §4.1: pairs are (op, input) with input 0 = c_{k-2}, 1 = c_{k-1}, j >= 2 = intermediate node j-2;
-# two pairs per node, node by node. concat is a list (not range) so == and JSON are plain.
+# quark0/darts cnn/genotypes.py: pairs are (op, input) with input 0 = c_{k-2}, 1 = c_{k-1}, j >= 2 =
+# intermediate node j-2; two pairs per node, node by node. concat is a list (not range) so == and JSON are plain.
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 DARTS_CONCAT = list(range(2, 6))
 DARTS_CELL_OPS = frozenset(DARTS_OPS) | {"noise"}  # every op a darts-style cell may hold (S4 adds noise)
@@ -101,7 +101,8 @@ class NB201Cell:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Derivation: alpha -> discrete cell (darts.md §4.2, §6.2, §7.4; nb201.md §4.3)
+# Derivation: alpha -> discrete cell (genotype() of quark0/darts cnn/model_search.py, PC-DARTS model_search.py,
+# RobustDARTS src/search/model_search.py; AutoDL xautodl/models/cell_searchs/search_model_darts.py)
 
 def _array(x, name):
     """numpy float64 copy of an array or a torch tensor (duck-typed, so torch is never imported here)."""
@@ -135,16 +136,17 @@ def derive(space, alphas, betas=None):
     """
     space = get_space(space) if isinstance(space, str) else space
     if space.cell == "nb201":
-        # NB201's DARTS (nb201.md §4.3): per edge, argmax over all 5 ops INCLUDING none, so a none-dominated
-        # edge stays none. betas are ignored: a positive factor on an edge cannot change that edge's argmax.
+        # NB201's DARTS (AutoDL search_model_darts.py genotype()): per edge, argmax over all 5 ops INCLUDING
+        # none, so a none-dominated edge stays none. betas are ignored: a positive factor on an edge cannot
+        # change that edge's argmax.
         w = _softmax(_kind_array(alphas, "normal", space.alpha_shape("normal"), "alphas"))
         return NB201Cell(tuple(ops[k] for ops, k in zip(space.normal, w.argmax(axis=1))))
     cells, nodes = {}, sorted({node for node, _ in space.edges})
     for kind in space.cell_kinds:
         w = _softmax(_kind_array(alphas, kind, space.alpha_shape(kind), "alphas"))  # (14, n), paper Eq. (1)/(6)
         if betas is not None:
-            # PC-DARTS edge normalisation (darts.md §6.2): softmax of beta per node over its incoming edges,
-            # multiplied into the op weights before ranking.
+            # PC-DARTS edge normalisation (yuhuixu1993/PC-DARTS model_search.py): softmax of beta per node
+            # over its incoming edges, multiplied into the op weights before ranking.
             b = _kind_array(betas, kind, (len(space.edges),), "betas")
             for node in nodes:
                 idx = [e for e, (n, _) in enumerate(space.edges) if n == node]
@@ -187,7 +189,7 @@ def skip_count(genotype):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# NB201 index <-> string (nb201.md §2.3)
+# NB201 index <-> string (the list AutoDL's exps/NAS-Bench-201/main.py generate_meta_info builds)
 
 _NB201_SHA256 = "83abc799e45cf34e9d2163654668ab998b9a54d01c39e72ca1f71f2cdf356d84"
 _NB201_ARCHS = None  # benchmark's 15,625 arch strings in index order; built on first use, never at import
@@ -341,7 +343,7 @@ def to_dot(genotype, kind="normal"):
                   if op != "none"]  # none = no connection; node 3 is the cell output
         return "\n".join(lines + ['  "3" [shape=doublecircle];', "}"]) + "\n"
     pairs, concat = _cell(genotype, kind)
-    names = ["c_{k-2}", "c_{k-1}", "0", "1", "2", "3"]  # state index -> node name (darts.md §4.1)
+    names = ["c_{k-2}", "c_{k-1}", "0", "1", "2", "3"]  # state index -> node name (quark0/darts cnn/genotypes.py)
     lines = [f"digraph {kind}_cell {{", "  rankdir=LR;", "  node [shape=circle];",
              '  "c_{k-2}" [shape=box]; "c_{k-1}" [shape=box]; "c_{k}" [shape=box];']
     lines += [f'  "{names[j]}" -> "{p // 2}" [label="{op}"];' for p, (op, j) in enumerate(pairs)]
@@ -350,7 +352,8 @@ def to_dot(genotype, kind="normal"):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Published cells (darts.md §4.4; nb201.md §2.3). Pairs per node: node0 = pairs 1-2, ..., node3 = pairs 7-8.
+# Published cells (quark0/darts cnn/genotypes.py, yuhuixu1993/PC-DARTS genotypes.py, chenxin061/pdarts
+# genotypes.py; RF-DARTS paper Table 3). Pairs per node: node0 = pairs 1-2, ..., node3 = pairs 7-8.
 
 _SEP3, _SEP5, _DIL3, _DIL5 = "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"
 _SKIP, _MAX, _AVG = "skip_connect", "max_pool_3x3", "avg_pool_3x3"

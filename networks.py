@@ -1,8 +1,8 @@
 """The discrete networks built from a genotype: what train.py retrains for the paper's Tables 3-6.
 
-  TinyNetwork      NAS-Bench-201's infer network from an NB201Cell (nb201.md §3.1): Table 3's cells
-  NetworkCIFAR     DARTS' evaluation network for 32 px data (darts.md §5.1, §7.5): Tables 4 and 6
-  NetworkImageNet  DARTS' 224 px ImageNet network, two stems and AvgPool2d(7) (darts.md §5.3): Tables 4, 5
+  TinyNetwork      NAS-Bench-201's infer network from an NB201Cell (AutoDL cell_infers/tiny_network.py): Table 3
+  NetworkCIFAR     DARTS' evaluation network for 32 px data (quark0/darts cnn/model.py): Tables 4 and 6
+  NetworkImageNet  DARTS' 224 px ImageNet network, two stems and AvgPool2d(7) (quark0/darts cnn/model.py): Tables 4, 5
   AuxiliaryHeadCIFAR, AuxiliaryHeadImageNet   the heads at cell 2L//3 (weight 0.4 is the caller's);
                    aux_fits tells whether the CIFAR head fits an image size
   drop_path        per-sample drop path, out of place
@@ -14,7 +14,7 @@ auxiliary=True returns (logits, aux_logits) in training mode only. TinyNetwork r
 benchmark's network also returned the pooled features; nothing here needs them). Module names follow
 the reference code (AutoDL's TinyNetwork; quark0/darts model.py, without leading underscores).
 Genotypes of S1-S4 build as well: `noise` stays active in eval mode and receives drop path like any op
-that is not an Identity (darts.md §7.5).
+that is not an Identity (as in automl/RobustDARTS src/evaluation/model.py).
 """
 import torch
 import torch.nn as nn
@@ -27,7 +27,7 @@ def drop_path(x, p):
     """Zero whole samples with probability p, scale the kept ones by 1/(1-p); x (B, C, H, W).
 
     The reference does this in place on the op output; out of place it is the same maths and safe
-    under autograd (darts.md §10). p is a float or a 0-dim tensor (the networks pass a buffer, so that
+    under autograd. p is a float or a 0-dim tensor (the networks pass a buffer, so that
     a compiled forward does not recompile when train.py changes p every epoch).
     """
     keep = 1.0 - p
@@ -81,7 +81,7 @@ class TinyNetwork(nn.Module):
 # ---------------------------------------------------------------------------------------------- DARTS
 
 class DartsCell(nn.Module):
-    """DARTS evaluation cell (darts.md §4.3): node i = op_2i(state_a) + op_2i+1(state_b), output the
+    """DARTS evaluation cell (quark0/darts cnn/model.py Cell): node i = op_2i(state_a) + op_2i+1(state_b), output the
     concat of the listed states. In a reduction cell the ops reading the cell inputs (index < 2) stride 2."""
 
     def __init__(self, genotype, C_pp, C_p, C, reduction, reduction_prev):
@@ -128,7 +128,7 @@ class AuxiliaryHeadCIFAR(nn.Module):
 
 class AuxiliaryHeadImageNet(nn.Module):
     """For a 7x7 input: as the CIFAR head with AvgPool 5/2 and, as in the reference, no BN after the
-    768-channel conv (the author kept a typo for consistency with the paper; darts.md §5.3)."""
+    768-channel conv (the author kept a typo for consistency with the paper; quark0/darts cnn/model.py)."""
 
     def __init__(self, C, num_classes):
         super().__init__()
@@ -252,7 +252,8 @@ def count_macs(model, size):
     """Multiply-accumulates (in millions) of one size x size image through every Conv2d and Linear:
     k_h*k_w*C_in/groups per output element, plus one per output element for a bias (NB201's
     flop_benchmark convention). Runs once in eval mode, so the auxiliary head is not counted.
-    Pooling, BN, ReLU and additions are not counted (darts.md §5.4, nb201.md §3.3)."""
+    Pooling, BN, ReLU and additions are not counted (AutoDL xautodl/utils/flop_benchmark.py; the DARTS
+    repositories have no FLOP counter)."""
     total = [0]
 
     def hook(m, inputs, out):

@@ -1,7 +1,8 @@
 """Candidate operations of every search space, by their reference names, and their building blocks.
 
 Owns the ops that sit on the edges of a cell (the o in Eq. (1)/(6) of the paper) plus the NB201 ResNet
-reduction block. Structures follow the reference code exactly (nb201.md §1.2, §3.1; darts.md §1.2):
+reduction block. Structures follow the reference code exactly (AutoDL xautodl/models/cell_operations.py;
+quark0/darts cnn/operations.py):
 
   NB201   none, skip_connect, nor_conv_1x1, nor_conv_3x3 (ReLU->Conv->BN), avg_pool_3x3 (no BN)
   DARTS   none, max_pool_3x3, avg_pool_3x3, skip_connect, sep_conv_3x3/5x5 (the separable block twice),
@@ -172,7 +173,8 @@ class Pool(nn.Module):
 
 
 class ResNetBasicblock(nn.Module):
-    """NB201 reduction block (nb201.md §3.1): two ReLUConvBN 3x3 (first strided) + AvgPool/1x1 shortcut.
+    """NB201 reduction block (ResNetBasicblock of AutoDL cell_infers/tiny_network.py): two ReLUConvBN 3x3
+    (first strided) + AvgPool/1x1 shortcut.
 
     No BN or ReLU on the shortcut and no activation after the sum, as in the benchmark's networks.
     """

@@ -3,9 +3,11 @@
 A space is a value, not a code path: the supernet (supernet.py) builds one mixed op per edge from the
 edge's own candidate list, and derivation (genotypes.py) reads the same lists back. Six spaces:
 
-  nb201      NAS-Bench-201 (nb201.md §1-2): 4-node cell, 6 edges, 5 ops on every edge, one cell kind.
-  darts      DARTS (darts.md §1.1, §2.1): 2-input cell, 4 nodes, 14 edges, 8 ops, normal + reduce.
-  s1 .. s4   RobustDARTS spaces (darts.md §7.2-7.3) on the DARTS cell: S1 has its own pair of ops on
+  nb201      NAS-Bench-201 (AutoDL cell_operations.py, search_cells.py): 4-node cell, 6 edges, 5 ops on
+             every edge, one cell kind.
+  darts      DARTS (quark0/darts cnn/genotypes.py, cnn/model_search.py): 2-input cell, 4 nodes, 14 edges,
+             8 ops, normal + reduce.
+  s1 .. s4   RobustDARTS spaces (automl/RobustDARTS src/spaces.py) on the DARTS cell: S1 has its own pair of ops on
              every edge (op order inside a pair matters: alpha column k is the k-th op of that edge's
              list), S2 [skip, sep3x3], S3 [none, skip, sep3x3], S4 [noise, sep3x3] on all 14 edges.
 
@@ -19,7 +21,8 @@ class InputError(ValueError):
     ...): reported as one line by the command-line scripts. Any other exception is a bug and keeps its
     traceback. Defined here, the paper module every other one imports, so each stays standalone."""
 
-# Op order is the alpha column order (nb201.md §1.1, darts.md §1.1). Never reorder.
+# Op order is the alpha column order (AutoDL cell_operations.py NAS_BENCH_201, quark0/darts cnn/genotypes.py
+# PRIMITIVES). Never reorder.
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 DARTS_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
              "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -27,12 +30,12 @@ DARTS_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
 # NB201 edges as (node i, input j), in the benchmark's row order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2.
 NB201_EDGES = tuple((i, j) for i in range(1, 4) for j in range(i))
 # DARTS edges as (node i, input j): node i in 0..3 takes inputs j in 0..i+1 (0 = c_{k-2}, 1 = c_{k-1},
-# j >= 2 = intermediate node j-2); numbered node by node, 14 in all (darts.md §2.1).
+# j >= 2 = intermediate node j-2); numbered node by node, 14 in all (quark0/darts cnn/model_search.py).
 DARTS_EDGES = tuple((i, j) for i in range(4) for j in range(i + 2))
 
 _SK, _MP, _AP = "skip_connect", "max_pool_3x3", "avg_pool_3x3"
 _S3, _D3, _D5 = "sep_conv_3x3", "dil_conv_3x3", "dil_conv_5x5"
-# RobustDARTS S1, per edge [op0, op1] (darts.md §7.2, automl/RobustDARTS src/spaces.py primitives_1).
+# RobustDARTS S1, per edge [op0, op1] (automl/RobustDARTS src/spaces.py primitives_1).
 S1_NORMAL = ((_SK, _D3), (_SK, _D5), (_SK, _D5), (_SK, _S3), (_SK, _D3), (_MP, _SK), (_SK, _S3),
              (_SK, _S3), (_SK, _D3), (_SK, _S3), (_MP, _SK), (_SK, _D3), (_D3, _D5), (_D3, _D5))
 S1_REDUCE = ((_MP, _AP), (_MP, _D3), (_MP, _AP), (_MP, _AP), (_SK, _D5), (_MP, _AP), (_MP, _S3),

@@ -5,9 +5,10 @@
   NB201SearchCell      NAS-Bench-201 search cell: node_i = sum_{j<i} o_bar_{i<-j}(node_j), output node 3
   DartsSearchCell      DARTS search cell: 2 inputs, 4 nodes, 14 edges, output concat of the 4 nodes;
                  optional PC-DARTS edge normalisation (softmax(beta) over each node's in-edges)
-  NB201Supernet  stem, 3 stages of N cells joined by ResNet blocks, BN-ReLU, pool, linear (nb201.md §3.2)
+  NB201Supernet  stem, 3 stages of N cells joined by ResNet blocks, BN-ReLU, pool, linear
+                 (AutoDL search_model_darts.py)
   DartsSupernet  stem (CIFAR 3x3 conv or the ImageNet 3-conv stem), L cells with reductions at L//3
-                 and 2L//3, pool, linear (darts.md §2.2, §6.4)
+                 and 2L//3, pool, linear (quark0/darts cnn/model_search.py; PC-DARTS train_search_imagenet.py)
   set_trainable  Table 1: which of conv / cell BN affine weights are trained (C = RF-DARTS, Eq. 7-8)
 
 One supernet serves all four options: every BN inside a cell is built affine, and options B/D freeze
@@ -39,8 +40,8 @@ def channel_shuffle(x, groups):
 class MixedOp(nn.Module):
     """One edge: the softmax-weighted sum of its candidate ops (Eq. 1 for DARTS, Eq. 6 for RF-DARTS).
 
-    With k > 1 (PC-DARTS, darts.md §6.1) the ops see only the first C/k channels; the other channels
-    bypass them (max-pooled 2x2 on stride-2 edges) and a channel shuffle with k groups follows.
+    With k > 1 (PC-DARTS, yuhuixu1993/PC-DARTS model_search.py) the ops see only the first C/k channels;
+    the other channels bypass them (max-pooled 2x2 on stride-2 edges) and a channel shuffle with k groups follows.
     """
 
     def __init__(self, C, stride, op_names, pool_bn, k=1, track=False):
@@ -65,7 +66,8 @@ class MixedOp(nn.Module):
 
 
 class NB201SearchCell(nn.Module):
-    """NB201 search cell (nb201.md §2.1): complete DAG over 4 nodes, 6 mixed edges, output node 3."""
+    """NB201 search cell (AutoDL xautodl/models/cell_searchs/search_cells.py): complete DAG over 4 nodes,
+    6 mixed edges, output node 3."""
 
     def __init__(self, space, C, track=False):
         super().__init__()
@@ -81,7 +83,7 @@ class NB201SearchCell(nn.Module):
 
 
 class DartsSearchCell(nn.Module):
-    """DARTS search cell (darts.md §2.1). Edges from the two cell inputs are strided in reductions."""
+    """DARTS search cell (quark0/darts cnn/model_search.py). Edges from the cell inputs stride in reductions."""
 
     def __init__(self, op_lists, C_pp, C_p, C, reduction, reduction_prev, k=1, track=False):
         super().__init__()
@@ -115,7 +117,7 @@ class _Supernet(nn.Module):
 
     def _init_arch(self, space, edge_norm):
         self.space = space
-        for kind in space.cell_kinds:  # 1e-3 * N(0, 1), "effectively zero" (darts.md §3.2)
+        for kind in space.cell_kinds:  # 1e-3 * N(0, 1), "effectively zero" (quark0/darts cnn/model_search.py)
             setattr(self, f"alphas_{kind}", nn.Parameter(1e-3 * torch.randn(space.alpha_shape(kind))))
             if edge_norm:
                 setattr(self, f"betas_{kind}", nn.Parameter(1e-3 * torch.randn(len(space.edges))))

@@ -84,8 +84,8 @@ def plan(cfg, flags):
                     raise runs.ConfigError(f"{folder} holds a run with other settings ({what}): use another --out")
                 if finished(folder, want["epochs"]):
                     state = "done"
-                elif has_checkpoint(os.path.join(folder, "checkpoint.pt")):
-                    state = "resume"
+            if state == "new" and has_checkpoint(os.path.join(folder, "checkpoint.pt")):
+                state = "resume"
             jobs.append((name, folder, argv + (["--resume=1"] if state == "resume" else []), state))
     return jobs
 
@@ -104,6 +104,16 @@ def epochs_done(folder):
         return read_json(path) if os.path.isfile(path) else []
     except ValueError:  # being replaced right now: read it on the next poll
         return None
+
+
+def _stop_with_parent():
+    """In a search's process before it starts (Linux): SIGTERM it when the sweep dies, however the sweep
+    dies (SIGKILL included), so it checkpoints and exits instead of running on unwatched."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def run_all(cfg, jobs, say=print):
@@ -130,7 +140,8 @@ def run_all(cfg, jobs, say=print):
                 os.makedirs(folder, exist_ok=True)
                 err = open(os.path.join(folder, "stderr.txt"), "a")
                 proc = subprocess.Popen([sys.executable, os.path.join(HERE, "search.py"), *argv], env=env,
-                                        stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+                                        stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                        preexec_fn=_stop_with_parent)
                 running[name] = (proc, folder, err, len(epochs_done(folder) or []), time.time())
                 say(f"{name}: {'resumed' if state == 'resume' else 'started'} (pid {proc.pid})")
             time.sleep(2)

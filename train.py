@@ -8,8 +8,8 @@
 Owns the Config, the recipe per setting, `build_network` (genotype + dataset -> network) and the loop.
 The network classes live in networks.py; config parsing, logging, RNG state, evaluation and the DDP
 setup are runs.py's, checkpoints and stop signals checkpoints.py's, shared with search.py. Recipes
-(darts.md §5.2, §5.3, §7.5; nb201.md §4.2), applied to every key not given on the command line (the
-checkpoint stores the resolved config):
+(quark0/darts cnn/train.py, cnn/train_imagenet.py; AutoDL configs/nas-benchmark/CIFAR.config), applied
+to every key not given on the command line (the checkpoint stores the resolved config):
 
   setting   network          epochs batch lr     schedule        wd    clip aux dp   cutout smooth C  L
   darts     NetworkCIFAR     600    96    0.025  cosine to 0     3e-4  5    0.4 0.2  16     0      36 20
@@ -291,7 +291,7 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         lr = learning_rate(cfg, epoch)
         runs.set_lr(optimizer, lr)
         dp = cfg.drop_path_prob * epoch / cfg.epochs if hasattr(model, "drop_path_prob") else 0.0
-        model.drop_path_prob = dp  # linear ramp from 0 (darts.md §5.1); TinyNetwork has none
+        model.drop_path_prob = dp  # linear ramp from 0 (quark0/darts cnn/train.py); TinyNetwork has none
         skip = first if epoch == start else 0  # a preempted epoch continues at its next batch
         train_loader.set_epoch(epoch, skip)  # both loaders: a batch is a function of (seed, epoch, index)
         net.train()

@@ -1,5 +1,5 @@
 """Tests for bench201.py: every container format, restricted unpickling, paper-convention means,
-analytic params/FLOPs against nb201.md §3.3 / §7.2, one-line errors and the CLI. Fixtures are tiny
+analytic params/FLOPs against the benchmark's stored costs, one-line errors and the CLI. Fixtures are tiny
 hand-built benchmarks in tmp_path (no network, no benchmark download)."""
 import bz2
 import collections
@@ -24,7 +24,7 @@ from bench201 import BenchmarkFileError, NB201, QueryError
 ROOT = Path(__file__).resolve().parents[1]
 
 FORMATS = ("zip", "legacy", "nats_file", "nats_dir")
-# 200-epoch seeds per benchmark key; the reader must average exactly these (nb201.md §6.1)
+# 200-epoch seeds per benchmark key; the reader must average exactly these (as api_utils.py get_metrics)
 SEEDS = {"cifar10-valid": (777, 888, 999), "cifar10": (777, 888), "cifar100": (777, 888, 999),
          "ImageNet16-120": (888,)}
 SETS = {"cifar10-valid": ("x-valid", "ori-test"), "cifar10": ("ori-test",)}  # others: ori-test, x-valid, x-test
@@ -32,7 +32,7 @@ NUM_ARCHS, UNEVALUATED = 16, 15
 
 
 def real_meta_archs():
-    """The benchmark's arch list, regenerated as AutoDL does (nb201.md §2.3) and checked by checksum."""
+    """The benchmark's arch list, regenerated as AutoDL's generate_meta_info does and checked by checksum."""
     archs = ["|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops) for ops in itertools.product(bench201.OPS, repeat=6)]
     random.Random(88).shuffle(archs)
     digest = hashlib.sha256("\n".join(archs).encode()).hexdigest()
@@ -51,7 +51,7 @@ def value(index, key, seed, setname, epoch):
 
 
 def results_count(index, key, seed, epochs):
-    """ResultsCount state dict (nb201.md §5.1), keeping 3 epochs so a wrong epoch shows."""
+    """ResultsCount state dict (NB201 API nas_201_api/api_utils.py), keeping 3 epochs so a wrong epoch shows."""
     kept = (0, epochs // 2, epochs - 1)
     sets = SETS.get(key, ("ori-test", "x-valid", "x-test"))
     return {"name": key, "net_state_dict": None, "train_acc5es": None, "train_times": None,
@@ -297,7 +297,8 @@ def test_bad_arch_strings_give_one_line_errors(arch, fragment):
 
 
 # ------------------------------------------------------------------------------------------ costs
-# nb201.md §3.3 and §7.2: index -> (params MB C10/C100/IN16, MFLOPs C10/C100/IN16), None = not given
+# index -> (params MB C10/C100/IN16, MFLOPs C10/C100/IN16), None = not given. 0 and 11: the values stored in
+# NATS-Bench's NATS-tss-v1_0-3ffb9-simple files; the rest by the same count (AutoDL flop_benchmark.py)
 ANCHORS = {
     0: (("0.129306", "0.135156", "0.136456"), ("15.64737", "15.65322", "3.91948")),
     11: (("0.802426", None, None), ("113.95137", None, None)),

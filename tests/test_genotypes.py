@@ -20,7 +20,8 @@ def full(op):
     return G._NB201_TEMPLATE.format(*[op] * 6)
 
 
-# nb201.md §2.3 anchors (regenerated list == NATS meta_archs), plus the asserts of AutoDL's generate_meta_info.
+# Anchors from the benchmark's list (regenerated list == NATS-Bench meta_archs), plus the asserts of
+# AutoDL's generate_meta_info.
 ANCHORS = {
     0: "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|",
     1: "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
@@ -78,7 +79,7 @@ def test_cell_is_immutable_and_checked():
 
 
 def test_partial_strings_are_completed_with_none():
-    resnet = "|nor_conv_3x3~0|+|nor_conv_3x3~1|+|skip_connect~0|skip_connect~2|"  # nb201.md §2.2
+    resnet = "|nor_conv_3x3~0|+|nor_conv_3x3~1|+|skip_connect~0|skip_connect~2|"  # ResNet, partial form
     assert str(NB201Cell.from_str(resnet)) == ANCHORS[11472] and G.nb201_index(resnet) == 11472
     # inputs may come in any order; missing last inputs are completed too (the benchmark's loop skips them)
     assert str(NB201Cell.from_str("|nor_conv_3x3~0|+|nor_conv_3x3~1|none~0|+||")) == \

@@ -1,5 +1,6 @@
-"""networks.py: exact parameter counts and MACs of the published cells (darts.md §5.4, nb201.md §3.3),
-drop path, the auxiliary head and the noise op. Counting runs on the meta device (no memory, no init)."""
+"""networks.py: exact parameter counts and MACs of the published cells (counted as quark0/darts cnn/utils.py
+count_parameters_in_MB and AutoDL's xautodl/utils/flop_benchmark.py count), drop path, the auxiliary head
+and the noise op. Counting runs on the meta device (no memory, no init)."""
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ def n_params(model):
     return round(count_params(model) * 1e6)
 
 
-# name: (CIFAR-10 C=36 L=20, ImageNet 1000 classes C=48 L=14), aux head excluded (darts.md §5.4)
+# name: (CIFAR-10 C=36 L=20, ImageNet 1000 classes C=48 L=14), aux head excluded (quark0/darts cnn/utils.py)
 DARTS_COUNTS = {
     "DARTS_V2": (3_349_342, 4_718_752),
     "DARTS_V1": (3_169_414, 4_510_432),
@@ -42,7 +43,7 @@ def test_nb201_param_counts(index, params):
         assert str(cell) == "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
     with torch.device("meta"):
         counts = [n_params(TinyNetwork(cell, k)) for k in (10, 100, 120)]
-    assert counts == [params, params + 5_850, params + 7_150]  # nb201.md §3.3: classifier 64*k + k
+    assert counts == [params, params + 5_850, params + 7_150]  # classifier Linear(64, k): 64*k + k
 
 
 def test_macs():
@@ -51,7 +52,7 @@ def test_macs():
         darts = NetworkImageNet(G.DARTS_V2, 1000)
     assert count_macs(nb201, 32) == pytest.approx(220.11969, abs=1e-5)  # NB201's stored FLOPs convention
     assert count_macs(TinyNetwork(G.load_genotype(0), 120), 16) == pytest.approx(3.91948, abs=1e-5)
-    assert count_macs(darts, 224) == pytest.approx(529.91, abs=0.01)  # darts.md §5.4 (conv + FC)
+    assert count_macs(darts, 224) == pytest.approx(529.91, abs=0.01)  # conv + FC only (the DARTS paper reports 574M)
     assert darts.training  # count_macs restores the mode
 
 
@@ -101,7 +102,8 @@ def test_aux_head_only_in_training():
 
 
 def test_noise_stays_active_in_eval():
-    # An S4-style cell (darts.md §7.5): noise ops build, get drop path, and resample in eval mode.
+    # An S4-style cell (RobustDARTS' S4 genotypes keep noise): noise ops build, get drop path, and
+    # resample in eval mode.
     pairs = [("noise", 0), ("sep_conv_3x3", 1), ("noise", 1), ("sep_conv_3x3", 2),
              ("noise", 2), ("sep_conv_3x3", 0), ("noise", 3), ("sep_conv_3x3", 4)]
     g = G.Genotype(pairs, [2, 3, 4, 5], pairs, [2, 3, 4, 5])

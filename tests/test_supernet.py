@@ -17,9 +17,9 @@ def cell_bn_affine_elements(model):
 
 
 @pytest.mark.parametrize("space,reference", [
-    ("darts", 1_930_618),   # darts.md §2.2: the 8-op DARTS search network, C=16, L=8, CIFAR-10
-    ("s1", 405_146),        # darts.md §7.2: RobustDARTS' own log "param size = 0.405146MB"
-    ("s2", 665_466), ("s3", 665_466), ("s4", 624_506),   # darts.md §7.3 (verified-calc)
+    ("darts", 1_930_618),   # quark0/darts cnn/model_search.py: the 8-op search network, C=16, L=8, CIFAR-10
+    ("s1", 405_146),        # RobustDARTS' own log (experiments/search_logs/s1) "param size = 0.405146MB"
+    ("s2", 665_466), ("s3", 665_466), ("s4", 624_506),   # counted from RobustDARTS src/search/model_search.py's shapes
 ])
 def test_darts_style_parameter_counts(space, reference):
     model = build_supernet(space, 10)
@@ -33,7 +33,8 @@ def test_darts_style_parameter_counts(space, reference):
 
 def test_nb201_parameter_count():
     model = build_supernet("nb201", 10)
-    # nb201.md §3.3: 73,306 outside the cells; every edge holds a conv3x3 (243,040 network-wide,
+    # 73,306 outside the cells (stem 464, ResNet blocks 14,464 + 57,600, last BN 128, classifier 650);
+    # every edge holds a conv3x3 (243,040 network-wide,
     # BN affine included) and a conv1x1 (28,000); 6 edges.
     assert n_elems(model.weight_parameters()) == 73_306 + 6 * (243_040 + 28_000)
     # the benchmark's search supernet has affine=False cell BN: 2c per conv op per edge per cell

@@ -1,0 +1,92 @@
+"""sweep.py: options x seeds of a tiny search, N at a time; the table and figures; a second invocation
+skips finished runs; a killed sweep resumes to the result of an uninterrupted run; bad flags and
+failed runs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from harness import runs
+import search
+import sweep
+from conftest import fake_nb201_accuracy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def flags(folder, table, *extra):
+    return ["--dataset=imagefolder", f"--data={folder}", "--C=4", "--layers=1", "--batch_size=4",
+            "--log_every=0", f"--bench201={table}", *extra]
+
+
+def test_sweep_table_figures_skip_and_a_failed_run(tiny_folder, nb201_table, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = [f"--out={out}", "--options=BC", "--seeds=1,2", "--jobs=2", "--threads=1",
+            *flags(tiny_folder, nb201_table, "--epochs=2")]
+    (out / "B_s2").mkdir(parents=True)
+    (out / "B_s2" / "checkpoint.pt").write_bytes(b"not a checkpoint")  # this run will fail on resume
+    summary = sweep.main(argv)
+    assert (out / "table.md").is_file() and (out / "figures" / "sweep_skip_and_bench.png").is_file()
+    assert (out / "figures" / "sweep_fig1.png").is_file()
+    table = json.loads((out / "table.json").read_text())
+    assert table == json.loads(json.dumps(summary))
+    states = {f"{o}_s{r['seed']}": r["state"] for o, s in table.items() for r in s["seeds"]}
+    assert states["B_s1"] == states["C_s1"] == states["C_s2"] == "finished"
+    assert states["B_s2"].startswith("failed (exit 2): error: cannot resume"), states
+    for option, n in (("B", 1), ("C", 2)):
+        recs = [r for r in table[option]["seeds"] if r["state"] == "finished"]
+        accs = [fake_nb201_accuracy(json.loads((out / f"{option}_s{r['seed']}" / "genotype.json").read_text())
+                                    ["nb201_index"]) for r in recs]
+        assert table[option]["n"] == n and [r["bench_test_acc"] for r in recs] == pytest.approx(accs)
+        assert table[option]["bench_test_acc"]["mean"] == pytest.approx(sum(accs) / n)
+    assert "| B_s2 | failed (exit 2)" in (out / "table.md").read_text()
+    # the same command again: finished runs are skipped and left as they were
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("?_s?/history.json")}
+    capsys.readouterr()
+    sweep.main(argv)
+    said = capsys.readouterr().out
+    assert all(f"{name}: finished before, skipped" in said for name in ("B_s1", "C_s1", "C_s2")), said
+    assert {p: p.stat().st_mtime_ns for p in out.glob("?_s?/history.json")} == stamps
+
+
+def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tiny_folder, nb201_table, tmp_path):
+    common = flags(tiny_folder, nb201_table, "--epochs=20")
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "sweep.py", f"--out={out}", "--options=C", "--seeds=3", "--threads=1", *common]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (out / "C_s3" / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # the sweep dies at once; its search gets SIGTERM and checkpoints
+    proc.wait()
+    lock = out / "C_s3" / ".lock"
+    while time.time() < deadline:  # the search has exited once its lock can be taken
+        try:
+            with open(lock, "a+") as f:
+                import fcntl
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.05)
+    assert len(json.loads((out / "C_s3" / "history.json").read_text())) < 20  # really cut short
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=240).returncode == 0
+    full, _ = search.search(search.make_config(common + ["--option=C", "--seed=3", f"--out={tmp_path / 'full'}"]))
+    resumed = torch.load(out / "C_s3" / "checkpoint.pt", weights_only=True)["model"]
+    for name, value in full.state_dict().items():
+        assert torch.equal(value, resumed[name]), name
+
+
+def test_bad_flags_fail_before_any_run(tmp_path, capsys):
+    for argv, needle in ((["--lr=fast"], "--lr=fast: expected a value of type float"),
+                         (["--seed=3"], "the sweep sets these per run"),
+                         (["--options=BX"], "--options=BX"), (["--space=nope"], "unknown search space")):
+        with pytest.raises(SystemExit) as e:
+            runs.cli(sweep.main, [f"--out={tmp_path / 's'}", *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and needle in err and err.count("\n") == 1, err
+        assert not any((tmp_path / "s").glob("*_s*"))  # no run started
