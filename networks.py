@@ -27,8 +27,7 @@ def drop_path(x, p):
     """Zero whole samples with probability p, scale the kept ones by 1/(1-p); x (B, C, H, W).
 
     The reference does this in place on the op output; out of place it is the same maths and safe
-    under autograd. p is a float or a 0-dim tensor (the networks pass a buffer, so that
-    a compiled forward does not recompile when train.py changes p every epoch).
+    under autograd. p is a float or a 0-dim tensor (see train.py --compile=1).
     """
     keep = 1.0 - p
     mask = torch.empty(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)  # (B,1,1,1)
@@ -102,9 +101,10 @@ class DartsCell(nn.Module):
             node = 0
             for k in (2 * i, 2 * i + 1):
                 h = self.ops[k](states[self.indices[k]])
-                # Identity (stride-1 skip) is never dropped; everything else is, noise included.
-                if self.training and not (isinstance(drop_prob, (int, float)) and drop_prob == 0) \
-                        and not isinstance(self.ops[k], Identity):
+                # Identity (stride-1 skip) is never dropped; everything else is, noise included. A 0-dim
+                # tensor p (train.py --compile=1) keeps drop path in the graph at every p, 0 included.
+                dropping = torch.is_tensor(drop_prob) or drop_prob > 0
+                if self.training and dropping and not isinstance(self.ops[k], Identity):
                     h = drop_path(h, drop_prob)
                 node = node + h
             states.append(node)
@@ -148,15 +148,7 @@ class _DartsNetwork(nn.Module):
 
     def _build_cells(self, genotype, num_classes, C, layers, auxiliary, C_pp, C_p, reduction_prev, head):
         self.layers = layers
-        # train.py sets drop_path_prob every epoch. It lives in a 0-dim buffer (not saved: it is a
-        # function of the epoch) so torch.compile sees a tensor input, not a constant to recompile on;
-        # only whether it is on (a bool) shapes the graph.
-        self.register_buffer("_drop_prob", torch.zeros(()), persistent=False)
-        self._drop_on = False
-        # True: drop path stays in the graph even at p = 0 (the identity in value: keep = 1, every mask
-        # 1), so a compiled run traces one graph instead of a second when the ramp leaves 0 after
-        # epoch 1. Off by default: eager runs skip the masks at p = 0, as the reference does.
-        self.keep_drop_path_graph = False
+        self.drop_path_prob = 0.0  # set by the training loop every epoch, as in DARTS' cnn/train.py
         self.aux_at = 2 * layers // 3
         self.cells, C_cur = nn.ModuleList(), C
         for i in range(layers):
@@ -172,22 +164,10 @@ class _DartsNetwork(nn.Module):
         self.auxiliary_head = head(C_aux, num_classes) if auxiliary else None
         self.classifier = nn.Linear(C_p, num_classes)
 
-    @property
-    def drop_path_prob(self):
-        return float(self._drop_prob)
-
-    @drop_path_prob.setter
-    def drop_path_prob(self, p):
-        self._drop_prob.fill_(p)
-        # folded in here, not tested in forward: the compiled graph guards on every flag forward reads,
-        # so one bool that stays True keeps one graph
-        self._drop_on = p > 0 or self.keep_drop_path_graph
-
     def _cells(self, s0, s1):
         aux = None
-        drop = self._drop_prob if self._drop_on else 0.0
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, drop)
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if i == self.aux_at and self.auxiliary_head is not None and self.training:
                 aux = self.auxiliary_head(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))

@@ -272,11 +272,11 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         model, device_ids=[device.index] if fast else None)
     train_loader, test_loader = make_loaders(cfg, info, cfg.batch_size // world, device, rank, world)
     steps = len(train_loader)
-    # Graphs: one for the full and one for the last partial batch; drop_path_prob is a tensor input
-    # and compiled runs keep drop path in the graph at p = 0 too (networks.py), so the ramp never
-    # retraces. The test set is scored eagerly, once.
-    if hasattr(model, "keep_drop_path_graph"):
-        model.keep_drop_path_graph = cfg.compile and cfg.drop_path_prob > 0
+    # Compiled graphs: one for the full and one for the last partial batch (the test set is scored
+    # eagerly, once). drop_path_prob is then a 0-dim tensor filled every epoch, not a float, which the
+    # graph would take as a constant and retrace on when the ramp moves (measured: 189 s per retrace,
+    # DARTS_V2 C=16); a tensor keeps drop path in the graph at p = 0 too, where its masks are all ones.
+    drop_tensor = torch.zeros((), device=device) if cfg.compile and cfg.drop_path_prob > 0 else None
     forward = runs.compile_model(net, cfg.compile, device)
 
     def checkpoint(epochs_done, rng, **partial):  # `partial`: where a preempted epoch stopped
@@ -291,7 +291,8 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         lr = learning_rate(cfg, epoch)
         runs.set_lr(optimizer, lr)
         dp = cfg.drop_path_prob * epoch / cfg.epochs if hasattr(model, "drop_path_prob") else 0.0
-        model.drop_path_prob = dp  # linear ramp from 0 (quark0/darts cnn/train.py); TinyNetwork has none
+        # linear ramp from 0 (quark0/darts cnn/train.py); TinyNetwork has none
+        model.drop_path_prob = dp if drop_tensor is None else drop_tensor.fill_(dp)
         skip = first if epoch == start else 0  # a preempted epoch continues at its next batch
         train_loader.set_epoch(epoch, skip)  # both loaders: a batch is a function of (seed, epoch, index)
         net.train()
