@@ -110,6 +110,7 @@ def test_compiled_steps_match_eager(eager_and_compiled):
 def test_compiled_alpha_step_computes_no_weight_gradient(option):
     """The alpha step has a backward graph of its own that returns alpha's gradient only, and the weight
     step's returns the trainable weights' only. Two graphs, reused step after step (no recompiles)."""
+    from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
     torch._dynamo.reset()
     returned = []  # per compiled backward graph: how many gradients it returns
@@ -117,9 +118,9 @@ def test_compiled_alpha_step_computes_no_weight_gradient(option):
     def bw_compiler(gm, example_inputs):
         outs = next(n for n in gm.graph.nodes if n.op == "output").args[0]
         returned.append(sum(o is not None for o in outs))
-        return gm.forward
+        return make_boxed_func(gm.forward)
 
-    backend = aot_autograd(fw_compiler=lambda gm, ex: gm.forward, bw_compiler=bw_compiler)
+    backend = aot_autograd(fw_compiler=lambda gm, ex: make_boxed_func(gm.forward), bw_compiler=bw_compiler)
     model = build_supernet("nb201", 10, C=4, layers=1, seed=0)
     arch = set_trainable(model, option, verbose=False)["arch"]
     weights = [p for p in model.weight_parameters() if p.requires_grad]
