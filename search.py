@@ -171,10 +171,11 @@ def no_grad_for(params):
 
 def search(cfg, rank=0, world=1, device=None, stop=None):
     """Run (or continue) the search that `cfg` describes; one run per --out (checkpoints.RunLock)."""
+    device = device or runs.pick_device(cfg.device)
+    stop = stop or checkpoints.StopSignals(world, device)  # main() installs it; without: default handlers
     checkpoints.out_dir(cfg.out)
     with checkpoints.RunLock(cfg.out, enabled=rank == 0):
-        return _search(cfg, rank, world, device or runs.pick_device(cfg.device),
-                       stop or checkpoints.StopSignals(world, device))  # main() installs the handlers
+        return _search(cfg, rank, world, device, stop)
 
 
 def _search(cfg, rank, world, device, stop):
