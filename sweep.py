@@ -15,7 +15,6 @@ hidden, and does not stop the others. Outputs: OUT/table.md, OUT/table.json, OUT
 Std is the sample standard deviation over seeds (ddof=1).
 """
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -24,8 +23,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from harness import runs
 import search
+from harness import checkpoints, runs
 from harness.checkpoints import has_checkpoint, read_json, write_json
 from harness.rundir import load_run
 
@@ -257,10 +256,11 @@ def report(cfg, jobs, status=None, say=print):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg, flags = parse(argv)
-    os.makedirs(cfg.out, exist_ok=True)
-    jobs = plan(cfg, flags)
-    status = run_all(cfg, jobs)
-    return report(cfg, jobs, status)
+    checkpoints.out_dir(cfg.out)
+    with checkpoints.RunLock(cfg.out):  # one sweep per folder (each search also locks its own)
+        jobs = plan(cfg, flags)
+        status = run_all(cfg, jobs)
+        return report(cfg, jobs, status)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def save_checkpoint(path, obj):
     a resume skipped is overwritten, never rotated over the good older file."""
     keep = previous_path(path) if zipfile.is_zipfile(path) else None  # False when missing
     atomic_write(path, lambda f: torch.save(obj, f), keep=keep,
-                 hint=f"; the last complete checkpoint is intact: free space, then --resume=1")
+                 hint="; the last complete checkpoint is intact: free space, then --resume=1")
 
 
 def write_json(path, obj):

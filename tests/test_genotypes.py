@@ -13,7 +13,7 @@ sys.path.insert(0, ROOT)
 
 import genotypes as G  # noqa: E402
 from genotypes import Genotype, NB201Cell  # noqa: E402
-from spaces import NB201_OPS, get_space  # noqa: E402
+from spaces import get_space  # noqa: E402
 
 
 def full(op):
