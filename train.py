@@ -6,8 +6,9 @@
     torchrun --nproc_per_node=8 train.py --arch=PC_DARTS_image --dataset=imagenet --data=DIR
 
 Owns the Config, the recipe per setting, `build_network` (genotype + dataset -> network) and the loop.
-The network classes live in networks.py; config parsing, logging, RNG state, evaluation and the DDP
-setup are runs.py's, checkpoints and stop signals checkpoints.py's, shared with search.py. Recipes
+The network classes live in networks.py; data loading and test scoring in harness/train_run.py; config
+parsing, logging, RNG state and evaluation in harness/runs.py, DDP in harness/ddp.py, checkpoints, the
+run lock and stop signals in harness/checkpoints.py, shared with search.py. Recipes
 (quark0/darts cnn/train.py, cnn/train_imagenet.py; AutoDL configs/nas-benchmark/CIFAR.config), applied
 to every key not given on the command line (the checkpoint stores the resolved config):
 
@@ -25,7 +26,7 @@ Decisions where the references are silent:
   `--resume=1 --epochs=N` extends a run consistently. CIFAR/SVHN S1-S4 cells use the DARTS recipe
   (C 36, 20 cells), which R-DARTS' code (8 cells, C 16) does not.
 - Resume is bit-identical on CPU: model, optimizer, epoch and every process's RNG state are saved;
-  the loaders depend only on (seed, epoch, batch index) (data.py, stream.py), so a run stopped by
+  the loaders depend only on (seed, epoch, batch index) (harness/batching.py, harness/stream.py), so a run stopped by
   SIGTERM / Ctrl-C mid-epoch (checkpoint at that step; the one before kept as checkpoint.prev.pt)
   continues exactly.
 - batch_size is global: each of N processes takes batch_size / N. The test set is evaluated once, at
@@ -41,12 +42,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from harness import checkpoints
-from harness import data
-from harness import batching
-from harness import ddp
-from harness import runs
-from harness import stream
+from harness import checkpoints, ddp, runs, train_run
 from genotypes import NB201Cell, genotype_to_json, load_genotype
 from networks import (NetworkCIFAR, NetworkImageNet, TinyNetwork, aux_fits, count_macs,
                       count_params)
@@ -101,23 +97,11 @@ RUN_KEYS = {"epochs", "resume", "out", "device", "amp", "channels_last", "worker
 CKPT_KEYS = ("model", "optimizer", "epoch", "rng", "seconds", "config", "genotype", "train")
 
 
-def data_info(dataset, root=None, skip_bad=False):
-    """data.DatasetInfo; 'imagenet' is a folder of large images (1000 classes, 224 px when root is None)."""
-    if dataset != "imagenet":
-        return data.dataset_info(dataset, root, skip_bad=skip_bad)
-    if root is None:
-        return data.DatasetInfo(1000, 224, data.IMAGENET_MEAN, data.IMAGENET_STD, 0, True)
-    info = data.dataset_info("imagefolder", root, skip_bad=skip_bad)
-    if not info.streaming:
-        raise runs.ConfigError(f"--dataset=imagenet: {root} holds small images; use --dataset=imagefolder")
-    return info
-
-
 def build_network(genotype_or_arch, dataset, C=None, layers=None, auxiliary=None, root=None):
     """The retraining network for a genotype (object, NB201Cell, arch string, published name, JSON path)
     on `dataset` (root: its folder, needed for imagefolder): NB201 cell -> TinyNetwork; DARTS genotype
     -> NetworkImageNet on 'imagenet' (large images), else NetworkCIFAR. auxiliary=None: on where it fits."""
-    return _network(load_genotype(genotype_or_arch), data_info(dataset, root), C, layers, auxiliary)
+    return _network(load_genotype(genotype_or_arch), train_run.data_info(dataset, root), C, layers, auxiliary)
 
 
 def _network(g, info, C, layers, auxiliary):
@@ -141,7 +125,7 @@ def resolve(argv):
     if cfg.resume and checkpoints.has_checkpoint(path):
         ckpt = checkpoints.load_checkpoint(path, required=CKPT_KEYS)
         cfg = runs.resumed_config(Config, ckpt["config"], argv, RUN_KEYS)
-        info = data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
+        info = train_run.data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
         return cfg, load_genotype(ckpt["genotype"]), info, ckpt, "resumed"
     if bool(cfg.arch) == bool(cfg.genotype):
         raise runs.ConfigError("give exactly one of --arch=NAME|NB201-STRING and --genotype=PATH")
@@ -151,7 +135,7 @@ def resolve(argv):
         genotype = load_genotype(cfg.genotype or cfg.arch)
     except UnicodeDecodeError as e:  # a binary file given as genotype.json
         raise runs.ConfigError(f"--genotype={cfg.genotype}: not a genotype.json text file ({e.reason})") from None
-    info = data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
+    info = train_run.data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
     setting = "nb201" if isinstance(genotype, NB201Cell) else "imagenet" if info.streaming else "darts"
     cfg = runs.parse_config(Config, argv, **RECIPES[setting])
     if setting == "darts" and "auxiliary" not in given:
@@ -166,50 +150,6 @@ def learning_rate(cfg, epoch):
     if cfg.schedule == "step":  # StepLR(step_size=1, gamma)
         return cfg.lr * cfg.lr_gamma ** epoch
     raise runs.ConfigError(f"--schedule={cfg.schedule}: choose cosine or step")
-
-
-def make_loaders(cfg, info, batch, device, rank, world):
-    """(train, test) loaders of this process's shard; `batch` images per process and step."""
-    g = torch.Generator().manual_seed(cfg.seed)
-    if info.streaming:  # ImageNet-style folder: decode from disk per step (DARTS' ImageNet transforms)
-        files, labels, classes = data.list_images(os.path.join(cfg.data, "train"))
-        if cfg.subset:
-            keep = torch.randperm(len(files), generator=g)[:cfg.subset].tolist()
-            files, labels = [files[i] for i in keep], [labels[i] for i in keep]
-        test_files, test_labels, _ = data.list_images(os.path.join(cfg.data, "test"), classes)
-        common = dict(mean=info.mean, std=info.std, size=info.size, workers=cfg.workers, seed=cfg.seed,
-                      rank=rank, world_size=world, pin_memory=device.type == "cuda")
-        return (stream.folder_loader(files, labels, batch, True, color_jitter=True, **common),
-                stream.folder_loader(test_files, test_labels, batch, False, **common))
-    name = "imagefolder" if cfg.dataset == "imagenet" else cfg.dataset
-    if rank == 0:  # first run: rank 0 downloads cifar/svhn, the other ranks then read its files
-        data.fetch(name, cfg.data, cfg.download)
-    ddp.barrier(world)
-    x, y = data.load_split(name, cfg.data, True, skip_bad=cfg.skip_bad_images)
-    if cfg.subset:
-        keep = torch.randperm(len(y), generator=g)[:cfg.subset]
-        x, y = x[keep], y[keep]
-    xt, yt = data.load_split(name, cfg.data, False, skip_bad=cfg.skip_bad_images)
-    common = dict(mean=info.mean, std=info.std, seed=cfg.seed, rank=rank, world_size=world)
-    return (batching.TensorLoader(x, y, batch, device, train=True, cutout=cfg.cutout, **common),
-            batching.TensorLoader(xt, yt, batch, device, train=False, **common))
-
-
-def _batches(loader, device, channels_last, count):
-    """Batches on `device` (NHWC if channels_last); adds each batch's size to count[0]."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    for x, y in loader:
-        count[0] += len(y)
-        yield x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
-
-
-def score_test_set(model, loader, device, world, amp, nhwc):
-    """Plain-CE loss and top-1 accuracy over the whole test set (every process scores its shard)."""
-    n = [0]
-    with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-        loss, acc = runs.evaluate(model, _batches(loader, device, nhwc, n))
-    loss_sum, correct, total = ddp.all_sum([loss * n[0], acc * n[0], n[0]], device, world)
-    return loss_sum / max(total, 1), correct / max(total, 1)
 
 
 def main(argv=None):
@@ -270,7 +210,7 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
                                    schedule="the lr schedule and the drop-path ramp")
     net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if fast else None)
-    train_loader, test_loader = make_loaders(cfg, info, cfg.batch_size // world, device, rank, world)
+    train_loader, test_loader = train_run.make_loaders(cfg, info, cfg.batch_size // world, device, rank, world)
     steps = len(train_loader)
     # Compiled graphs: one for the full and one for the last partial batch (the test set is scored
     # eagerly, once). drop_path_prob is then a 0-dim tensor filled every epoch, not a float, which the
@@ -301,7 +241,7 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         if skip and rank == 0:  # the preempted epoch's running sums (over all processes) go to rank 0
             loss_sum, correct = (torch.tensor(v, dtype=loss_sum.dtype, device=device) for v in ckpt["sums"][:2])
             n = [ckpt["sums"][2]]
-        for step, (x, y) in enumerate(_batches(train_loader, device, nhwc, n), skip):
+        for step, (x, y) in enumerate(train_run.batches(train_loader, device, nhwc, n), skip):
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 out = forward(x)  # the forward in bf16 on CUDA; loss and backward outside autocast
             logits, aux = out if isinstance(out, tuple) else (out, None)
@@ -331,7 +271,7 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         seconds += time.time() - t0
         extra = []
         if cfg.test_every_epoch:  # reported, never used to choose anything
-            extra = [("test_acc(report only)", score_test_set(model, test_loader, device, world, amp, nhwc)[1])]
+            extra = [("test_acc(report only)", train_run.score_test_set(model, test_loader, device, world, amp, nhwc)[1])]
         log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} drop_path {dp:.3f} train {train_stats[0]:.3f}/"
             f"{train_stats[1]:.3f} {time.time() - t0:.0f}s" + "".join(f" {k} {v:.4f}" for k, v in extra))
         rng = ddp.gather_rng(world)
@@ -341,7 +281,7 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             stop.stop(f"after epoch {epoch + 1}", os.path.join(cfg.out, "checkpoint.pt"))
     stop.armed = False
 
-    test_loss, test_acc = score_test_set(model, test_loader, device, world, amp, nhwc)
+    test_loss, test_acc = train_run.score_test_set(model, test_loader, device, world, amp, nhwc)
     digests = ddp.all_gather(ddp.state_digest(model), world)
     if rank == 0:
         metrics = dict(train_loss=train_stats[0], train_acc=train_stats[1], test_loss=test_loss,

@@ -20,7 +20,7 @@ from conftest import make_image_folder
 
 import bench201
 from harness import data
-from harness import runs
+from harness import runs, train_run
 import search
 from harness import stream
 import train
@@ -147,7 +147,7 @@ def test_train_sigterm_mid_epoch_then_resume_is_bit_identical(tiny_folder, tmp_p
     common = ["--arch=DARTS_V2", "--dataset=imagefolder", f"--data={tiny_folder}", "--C=4", "--layers=3",
               "--batch_size=4", "--subset=16", "--epochs=2"]
     train.main(common + [f"--out={tmp_path / 'straight'}"])
-    real = train._batches
+    real = train_run.batches
 
     def signalled(loader, *args):
         for i, batch in enumerate(real(loader, *args)):
@@ -155,7 +155,7 @@ def test_train_sigterm_mid_epoch_then_resume_is_bit_identical(tiny_folder, tmp_p
                 os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled while step 2 runs
             yield batch
 
-    monkeypatch.setattr(train, "_batches", signalled)
+    monkeypatch.setattr(train_run, "batches", signalled)
     code, err = cli(train.main, common + [f"--out={tmp_path / 'split'}"], capsys)
     monkeypatch.undo()
     assert code == 128 + signal.SIGTERM and err[0].startswith("stopped by SIGTERM in epoch 2 after step 2/4")

@@ -1,0 +1,66 @@
+"""train.py's data and scoring, so that its loop reads as the training step: the dataset's constants
+(`data_info`, 'imagenet' = a folder of large images), the train and test loaders of this process's
+share of the global batch (`make_loaders`), batches moved to the device (`batches`) and the test-set
+score summed over all processes (`score_test_set`).
+"""
+import os
+
+import torch
+
+from harness import batching, data, ddp, runs, stream
+
+
+def data_info(dataset, root=None, skip_bad=False):
+    """data.DatasetInfo; 'imagenet' is a folder of large images (1000 classes, 224 px when root is None)."""
+    if dataset != "imagenet":
+        return data.dataset_info(dataset, root, skip_bad=skip_bad)
+    if root is None:
+        return data.DatasetInfo(1000, 224, data.IMAGENET_MEAN, data.IMAGENET_STD, 0, True)
+    info = data.dataset_info("imagefolder", root, skip_bad=skip_bad)
+    if not info.streaming:
+        raise runs.ConfigError(f"--dataset=imagenet: {root} holds small images; use --dataset=imagefolder")
+    return info
+
+
+def make_loaders(cfg, info, batch, device, rank, world):
+    """(train, test) loaders of this process's shard; `batch` images per process and step."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    if info.streaming:  # ImageNet-style folder: decode from disk per step (DARTS' ImageNet transforms)
+        files, labels, classes = data.list_images(os.path.join(cfg.data, "train"))
+        if cfg.subset:
+            keep = torch.randperm(len(files), generator=g)[:cfg.subset].tolist()
+            files, labels = [files[i] for i in keep], [labels[i] for i in keep]
+        test_files, test_labels, _ = data.list_images(os.path.join(cfg.data, "test"), classes)
+        common = dict(mean=info.mean, std=info.std, size=info.size, workers=cfg.workers, seed=cfg.seed,
+                      rank=rank, world_size=world, pin_memory=device.type == "cuda")
+        return (stream.folder_loader(files, labels, batch, True, color_jitter=True, **common),
+                stream.folder_loader(test_files, test_labels, batch, False, **common))
+    name = "imagefolder" if cfg.dataset == "imagenet" else cfg.dataset
+    if rank == 0:  # first run: rank 0 downloads cifar/svhn, the other ranks then read its files
+        data.fetch(name, cfg.data, cfg.download)
+    ddp.barrier(world)
+    x, y = data.load_split(name, cfg.data, True, skip_bad=cfg.skip_bad_images)
+    if cfg.subset:
+        keep = torch.randperm(len(y), generator=g)[:cfg.subset]
+        x, y = x[keep], y[keep]
+    xt, yt = data.load_split(name, cfg.data, False, skip_bad=cfg.skip_bad_images)
+    common = dict(mean=info.mean, std=info.std, seed=cfg.seed, rank=rank, world_size=world)
+    return (batching.TensorLoader(x, y, batch, device, train=True, cutout=cfg.cutout, **common),
+            batching.TensorLoader(xt, yt, batch, device, train=False, **common))
+
+
+def batches(loader, device, channels_last, count):
+    """Batches on `device` (NHWC if channels_last); adds each batch's size to count[0]."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for x, y in loader:
+        count[0] += len(y)
+        yield x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
+
+
+def score_test_set(model, loader, device, world, amp, nhwc):
+    """Plain-CE loss and top-1 accuracy over the whole test set (every process scores its shard)."""
+    n = [0]
+    with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+        loss, acc = runs.evaluate(model, batches(loader, device, nhwc, n))
+    loss_sum, correct, total = ddp.all_sum([loss * n[0], acc * n[0], n[0]], device, world)
+    return loss_sum / max(total, 1), correct / max(total, 1)
