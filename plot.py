@@ -278,8 +278,10 @@ def analysis_figures(runs_, cfg):
 
 
 def _fig2(ax, chosen):
-    for k, r in enumerate(sorted(chosen, key=lambda r: r.config.get("depth", 0))):
+    widths = {r.config.get("width") for r in chosen}  # several widths: say which line is which
+    for k, r in enumerate(sorted(chosen, key=lambda r: (r.config.get("width", 1), r.config.get("depth", 0)))):
         epochs, label = [x["epoch"] for x in r.rows], f"{r.config.get('depth')} layers"
+        label += f", width {r.config.get('width')}" if len(widths) > 1 else ""
         ax.plot(epochs, [100 * x["train_err"] for x in r.rows], "-", color=f"C{k}", label=f"{label}, train")
         ax.plot(epochs, [100 * x["test_err"] for x in r.rows], "--", color=f"C{k}", label=f"{label}, test")
     ax.set(xlabel="epoch", ylabel="error (%)")
