@@ -97,14 +97,14 @@ class DartsCell(nn.Module):
 
     def forward(self, s0, s1, drop_prob=0.0):
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # each (B, C, H, W)
+        # A 0-dim tensor p (train.py --compile=1) keeps drop path in the graph at every p, 0 included.
+        dropping = self.training and (torch.is_tensor(drop_prob) or drop_prob > 0)
         for i in range(len(self.ops) // 2):
             node = 0
             for k in (2 * i, 2 * i + 1):
                 h = self.ops[k](states[self.indices[k]])
-                # Identity (stride-1 skip) is never dropped; everything else is, noise included. A 0-dim
-                # tensor p (train.py --compile=1) keeps drop path in the graph at every p, 0 included.
-                dropping = torch.is_tensor(drop_prob) or drop_prob > 0
-                if self.training and dropping and not isinstance(self.ops[k], Identity):
+                # Identity (stride-1 skip) is never dropped; everything else is, noise included.
+                if dropping and not isinstance(self.ops[k], Identity):
                     h = drop_path(h, drop_prob)
                 node = node + h
             states.append(node)

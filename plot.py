@@ -158,8 +158,8 @@ def sweep_figures(sweep_runs, out, dpi=120):
     for option, rs in sorted(by.items()):
         colour = OPTION_STYLE.get(option, ("tab:gray", "x"))[0]
         for ax, get in ((left, lambda r, row: row["skip_count"]), (right, lambda r, row: bench_acc(r, row, None))):
-            curves = [[(row["epoch"], get(r, row)) for row in r.rows if get(r, row) is not None] for r in rs]
-            curves = [c for c in curves if c]
+            curves = [[(row["epoch"], get(r, row)) for row in r.rows] for r in rs]
+            curves = [c for c in ([(e, v) for e, v in c if v is not None] for c in curves) if c]
             for c in curves:
                 ax.plot(*zip(*c), color=colour, lw=0.7, alpha=0.45)
             if curves:

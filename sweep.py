@@ -15,12 +15,13 @@ hidden, and does not stop the others. Outputs: OUT/table.md, OUT/table.json, OUT
 Std is the sample standard deviation over seeds (ddof=1).
 """
 import dataclasses
-import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
+from collections import namedtuple
 from dataclasses import dataclass
 
 import search
@@ -29,6 +30,8 @@ from harness.checkpoints import has_checkpoint, read_json, write_json
 from harness.rundir import load_run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# One search of the sweep: its argv (with --resume=1 when it continues), state: new | resume | done
+Job = namedtuple("Job", "name folder argv state epochs")
 
 
 @dataclass
@@ -64,7 +67,7 @@ def parse(argv):
 
 
 def plan(cfg, flags):
-    """Every run as (name, folder, argv, state), state: done | resume | new. Checks every run's settings
+    """Every run as a Job (state: done | resume | new). Checks every run's settings
     (search.make_config) and refuses a folder that holds a run with other settings, before any start."""
     jobs = []
     for seed in cfg.seeds:  # seed-major: an interrupted sweep has the same number of seeds per option
@@ -81,20 +84,22 @@ def plan(cfg, flags):
                 if differ:
                     what = ", ".join(f"{k}={saved[k]!r} not {want[k]!r}" for k in differ)
                     raise runs.ConfigError(f"{folder} holds a run with other settings ({what}): use another --out")
-                if finished(folder, want["epochs"]):
+                if finished_run(folder, want["epochs"]):
                     state = "done"
             if state == "new" and has_checkpoint(os.path.join(folder, "checkpoint.pt")):
                 state = "resume"
-            jobs.append((name, folder, argv + (["--resume=1"] if state == "resume" else []), state))
+            jobs.append(Job(name, folder, argv + (["--resume=1"] if state == "resume" else []), state,
+                            want["epochs"]))
     return jobs
 
 
-def finished(folder, epochs):
+def finished_run(folder, epochs):
+    """The run in `folder` (rundir.Run) if it has done `epochs` epochs, else None."""
     try:
-        rows = load_run(folder).rows
+        run = load_run(folder)
     except ValueError:
-        return False
-    return bool(rows) and rows[-1]["epoch"] >= epochs
+        return None
+    return run if run.rows and run.rows[-1]["epoch"] >= epochs else None
 
 
 def epochs_done(folder):
@@ -120,11 +125,11 @@ def run_all(cfg, jobs, say=print):
     A stop signal reaches every search (each checkpoints and exits), then the sweep exits too."""
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    pending = [j for j in jobs if j[3] != "done"]
+    pending = [j for j in jobs if j.state != "done"]
     running, status, stopping = {}, {}, []
-    for name, *_, state in jobs:
-        if state == "done":
-            say(f"{name}: finished before, skipped")
+    for j in jobs:
+        if j.state == "done":
+            say(f"{j.name}: finished before, skipped")
 
     def forward_stop(signum, frame):
         stopping.append(signum)
@@ -135,7 +140,7 @@ def run_all(cfg, jobs, say=print):
     try:
         while (pending and not stopping) or running:
             while pending and len(running) < cfg.jobs and not stopping:
-                name, folder, argv, state = pending.pop(0)
+                name, folder, argv, state, _ = pending.pop(0)
                 os.makedirs(folder, exist_ok=True)
                 err = open(os.path.join(folder, "stderr.txt"), "a")
                 proc = subprocess.Popen([sys.executable, os.path.join(HERE, "search.py"), *argv], env=env,
@@ -168,7 +173,10 @@ def run_all(cfg, jobs, say=print):
 
 def _last_error(folder):
     path = os.path.join(folder, "stderr.txt")
-    lines = open(path).read().strip().splitlines() if os.path.isfile(path) else []
+    if not os.path.isfile(path):
+        return "no message"
+    with open(path) as f:
+        lines = f.read().strip().splitlines()
     return lines[-1] if lines else "no message"
 
 
@@ -177,19 +185,19 @@ def mean_std(values):
     v = [x for x in values if x is not None]
     if not v:
         return None, None, 0
-    m = sum(v) / len(v)
-    return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0), len(v)
+    return statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)
 
 
-def summarize(cfg, jobs, status=None):
-    """The sweep's table: per option, each seed's final numbers and mean ± std over finished seeds."""
-    table = {}
-    for name, folder, argv, _ in jobs:
+def summarize(jobs, status=None):
+    """-> (the sweep's table: per option, each seed's final numbers and mean ± std over the finished
+    seeds; the finished runs, each read once)."""
+    table, done = {}, []
+    for name, folder, _, _, epochs in jobs:
         option, seed = name.split("_s")
-        epochs = search.make_config([a for a in argv if a != "--resume=1"]).epochs
         rec = dict(seed=int(seed), folder=folder)
-        if finished(folder, epochs):
-            run = load_run(folder)
+        run = finished_run(folder, epochs)
+        if run is not None:
+            done.append(run)
             last = run.rows[-1]
             rec.update(state="finished", epochs=last["epoch"], arch=(run.genotype or {}).get("arch"),
                        bench_test_acc=(last.get("bench201") or {}).get("test_acc"),
@@ -204,10 +212,10 @@ def summarize(cfg, jobs, status=None):
     keys = ("bench_test_acc", "skip_count", "train_acc", "alpha_half_acc", "minutes")
     out = {}
     for option, recs in table.items():
-        done = [r for r in recs if r["state"] == "finished"]
-        out[option] = dict(seeds=recs, n=len(done),
-                           **{k: dict(zip(("mean", "std", "n"), mean_std([r[k] for r in done]))) for k in keys})
-    return out
+        finished = [r for r in recs if r["state"] == "finished"]
+        out[option] = dict(seeds=recs, n=len(finished),
+                           **{k: dict(zip(("mean", "std", "n"), mean_std([r[k] for r in finished]))) for k in keys})
+    return out, done
 
 
 def markdown(summary):
@@ -235,20 +243,18 @@ def markdown(summary):
 
 
 def report(cfg, jobs, status=None, say=print):
-    summary = summarize(cfg, jobs, status)
+    summary, done = summarize(jobs, status)
     write_json(os.path.join(cfg.out, "table.json"), summary)
     text = markdown(summary)
-    with open(os.path.join(cfg.out, "table.md"), "w") as f:
-        f.write(text)
+    checkpoints.atomic_write(os.path.join(cfg.out, "table.md"), lambda f: f.write(text), mode="w")
     say(text)
-    done = [r["folder"] for s in summary.values() for r in s["seeds"] if r["state"] == "finished"]
     try:
         import plot
     except ImportError:  # matplotlib is for figures only
         say("note: matplotlib is not installed: no figures")
         return summary
     if done:
-        for p in plot.sweep_figures([load_run(f) for f in done], os.path.join(cfg.out, "figures")):
+        for p in plot.sweep_figures(done, os.path.join(cfg.out, "figures")):
             say(p)
     return summary
 

@@ -26,8 +26,8 @@ Decisions where the references are silent:
   `--resume=1 --epochs=N` extends a run consistently. CIFAR/SVHN S1-S4 cells use the DARTS recipe
   (C 36, 20 cells), which R-DARTS' code (8 cells, C 16) does not.
 - Resume is bit-identical on CPU: model, optimizer, epoch and every process's RNG state are saved;
-  the loaders depend only on (seed, epoch, batch index) (harness/batching.py, harness/stream.py), so a run stopped by
-  SIGTERM / Ctrl-C mid-epoch (checkpoint at that step; the one before kept as checkpoint.prev.pt)
+  the loaders depend only on (seed, epoch, batch index) (harness/batching.py, harness/stream.py), so a
+  run stopped by SIGTERM / Ctrl-C mid-epoch (checkpoint at that step; the one before kept as checkpoint.prev.pt)
   continues exactly.
 - batch_size is global: each of N processes takes batch_size / N. The test set is evaluated once, at
   the end (per epoch only with --test_every_epoch=1, for reporting; nothing is selected on it).
@@ -112,8 +112,8 @@ def _network(g, info, C, layers, auxiliary):
     layers = layers or 20
     fits = aux_fits(info.size, layers)
     if auxiliary and not fits:
-        raise runs.ConfigError(f"the CIFAR auxiliary head needs an 8x8 map at cell {2 * layers // 3}, which "
-                         f"{info.size} px images do not give: use --auxiliary=0")
+        raise runs.ConfigError(f"the CIFAR auxiliary head needs an 8x8 map at cell {2 * layers // 3}, "
+                               f"which {info.size} px images do not give: use --auxiliary=0")
     return NetworkCIFAR(g, info.num_classes, C or 36, layers, fits if auxiliary is None else auxiliary)
 
 
@@ -168,9 +168,7 @@ def fast_paths(cfg, device):
 
 def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
     """The retraining loop of a resolved run (main); returns the output folder. One run per --out."""
-    if cfg.batch_size % world:
-        raise runs.ConfigError(f"--batch_size={cfg.batch_size} is the global batch: it must divide over "
-                               f"{world} processes")
+    ddp.per_process_batch(cfg.batch_size, world)  # fail before anything is written
     if rank == 0:
         checkpoints.out_dir(cfg.out)
     with checkpoints.RunLock(cfg.out, enabled=rank == 0):
@@ -210,7 +208,8 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
                                    schedule="the lr schedule and the drop-path ramp")
     net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if fast else None)
-    train_loader, test_loader = train_run.make_loaders(cfg, info, cfg.batch_size // world, device, rank, world)
+    train_loader, test_loader = train_run.make_loaders(cfg, info, ddp.per_process_batch(cfg.batch_size, world),
+                                                      device, rank, world)
     steps = len(train_loader)
     # Compiled graphs: one for the full and one for the last partial batch (the test set is scored
     # eagerly, once). drop_path_prob is then a 0-dim tensor filled every epoch, not a float, which the
@@ -256,7 +255,7 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             optimizer.step()
             loss_sum = loss_sum + loss.detach() * len(y)
             correct = correct + (logits.argmax(1) == y).sum()
-            if step + 1 < steps and stop.requested():  # SIGTERM / Ctrl-C: keep this step, then exit
+            if step + 1 < steps and stop.requested(step + 1):  # SIGTERM / Ctrl-C: keep this step, exit
                 rng = ddp.gather_rng(world)
                 sums = ddp.all_sum([loss_sum.item(), correct.item(), n[0]], device, world)  # exact in float64
                 if rank == 0:

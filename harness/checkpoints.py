@@ -2,7 +2,8 @@
 
 Owns `atomic_write` (every file a run writes goes through a temporary file and a rename, so a reader, a
 crash or a full disk never sees half a file), `write_json` / `read_json`, `out_dir`, the checkpoints
-(`save_checkpoint`, `load_checkpoint`, `has_checkpoint`, `previous_path`) and `StopSignals`.
+(`save_checkpoint`, `load_checkpoint`, `has_checkpoint`, `previous_path`), `record_session` (config.json
+with one entry per session), `RunLock` (one run per output folder) and `StopSignals`.
 Checkpoints rotate (`checkpoint.pt` -> `checkpoint.prev.pt`, both complete files written through a
 temporary file and a rename), and `load_checkpoint` falls back to the older one when the newest is
 damaged. `StopSignals` turns SIGTERM / SIGINT (what SLURM, Kubernetes and spot instances send) into a

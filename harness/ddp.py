@@ -36,6 +36,14 @@ def teardown(world):
         dist.destroy_process_group()
 
 
+def per_process_batch(batch_size, world):
+    """--batch_size is the global batch: each of `world` processes takes batch_size / world of it."""
+    if batch_size % world:
+        raise runs.ConfigError(f"--batch_size={batch_size} is the global batch: it must divide over "
+                               f"{world} processes")
+    return batch_size // world
+
+
 def barrier(world):
     """Wait for every process (no-op in a single process)."""
     if world > 1:

@@ -1,9 +1,10 @@
 """What every run script shares: config from `--key=value`, device, seeding, RNG state, the run log,
 the lr schedule, evaluation and torch.compile (the torchrun/DDP plumbing is ddp.py's).
 
-Faults end as one line, never a traceback (`cli`): bad input exits 2, a failed write (disk full, no
-permission) 1 and names the path and the OS reason (WriteError), a stop signal 128 + its number
-(Preempted). Atomic, rotated checkpoints and the stop signals of the training loops are checkpoints.py's,
+The user's faults end as one line (`cli`): bad input (spaces.InputError and its subclasses here and
+in harness/) exits 2, a failed read or write (disk full, no permission) or running out of GPU memory 1,
+naming the path and the OS reason (WriteError), a stop signal 128 + its number (Preempted). Any other
+exception is a bug and keeps its traceback. Atomic, rotated checkpoints and the stop signals of the training loops are checkpoints.py's,
 built on these error types.
 
 search.py, train.py, analysis.py, bench.py, plot.py and checkpoints.py import these; nothing here knows
@@ -133,7 +134,7 @@ def cli(main, argv=None):
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is intact; rerun with --resume=1", file=sys.stderr)
         sys.exit(130)
-    except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as e:  # the GPU's memory, not a bug: say what to change, in one line
+    except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as e:  # not a bug: what to lower
         print(f"error: out of memory ({one_line(e).split(' Tried')[0][:120]}): lower --batch_size (the global "
               "batch; under torchrun each process takes batch/N), --C or --layers, or run on more GPUs",
               file=sys.stderr)

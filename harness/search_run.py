@@ -45,10 +45,7 @@ def make_loaders(cfg, device, rank, world):
     --batch_size is the global batch (the paper's and PC-DARTS' number): each of `world` processes takes
     batch_size / world images of the same global batch (batching.rank_share), so steps per epoch and
     the schedules do not depend on the number of processes."""
-    if cfg.batch_size % world:
-        raise runs.ConfigError(f"--batch_size={cfg.batch_size} is the global batch: it must divide over "
-                               f"{world} processes")
-    batch = cfg.batch_size // world
+    batch = ddp.per_process_batch(cfg.batch_size, world)
     if cfg.dataset == "imagenet":  # stream a per-class sample of a large ImageNet-style folder
         if rank == 0:  # one scan of the folder; the other ranks read the file lists it writes
             imagenet_subset.prepare(cfg.data, cfg.out, (cfg.weight_frac, cfg.arch_frac), cfg.seed)
@@ -79,6 +76,7 @@ class Tally:
     """One epoch's running sums, kept on the device (no host sync per step): loss sum, correct and
     images of the weight steps and of the alpha steps. `total` sums them over the ranks (exact in
     float64); a mid-epoch checkpoint keeps the total, which a resume gives back to rank 0 only."""
+
     def __init__(self, device, saved=None):
         self.sums = torch.zeros(6, dtype=torch.float64, device=device)
         if saved is not None:
