@@ -45,6 +45,8 @@ class SearchConfig:
     momentum: float = 0.9
     nesterov: bool = True          # NB201's DARTS: True; DARTS code: False
     weight_decay: float = 5e-4     # NB201 5e-4; DARTS 3e-4; applied to every trainable weight incl. BN
+    bn_decay: bool = True          # weight decay on the cell BN affine weights too (0: none there; the
+                                   # paper is silent; decay shrinks the parametric ops' gamma, not the skip)
     grad_clip: float = 5.0         # max norm of the weight gradients
     warmup_epochs: int = 0         # linear lr warm-up epochs (PC-DARTS ImageNet: 5)
     arch_lr: float = 3e-4          # Adam on alpha (and beta): lr 3e-4 (PC-DARTS 6e-4) ...
@@ -102,6 +104,8 @@ def make_config(argv=None):
     if cfg.unrolled:  # DARTS-V2 order: the virtual step reads the momentum from before this SGD step
         extra["arch_first"] = True
     cfg = replace(cfg, **{k: v for k, v in extra.items() if k not in given})
+    if cfg.unrolled and not cfg.bn_decay:
+        raise runs.ConfigError("--unrolled=1 models one SGD parameter group; drop --bn_decay=0")
     if cfg.unrolled and not cfg.arch_first:
         raise runs.ConfigError("--unrolled=1 takes the alpha step before the weight step; drop --arch_first=0")
     space = get_space(cfg.space)  # fail on a bad name before any data is read
@@ -116,6 +120,16 @@ def make_config(argv=None):
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise runs.ConfigError("--epochs and --batch_size must be positive")
     return cfg
+
+
+def weight_groups(weights, cell_bn, cfg):
+    """SGD parameter groups: one (every weight decayed, as in DARTS and NB201), or with --bn_decay=0 the
+    cell BN affine weights in a group of their own without weight decay."""
+    if cfg.bn_decay:
+        return [dict(params=weights)]
+    no_decay = {id(p) for p in cell_bn}
+    return [dict(params=[p for p in weights if id(p) not in no_decay]),
+            dict(params=[p for p in weights if id(p) in no_decay], weight_decay=0.0)]
 
 
 def gradient_step(model, params, opt, x, y, clip=0.0):
@@ -195,10 +209,11 @@ def _search(cfg, rank, world, device, stop):
                            seed=cfg.seed).to(device)
     runs.seed_everything(cfg.seed + rank)  # the same model everywhere; S4's noise differs between ranks
     space = model.space
-    arch = set_trainable(model, cfg.option, cfg.train_classifier, verbose=main_proc)["arch"]
+    groups = set_trainable(model, cfg.option, cfg.train_classifier, verbose=main_proc)
+    arch = groups["arch"]
     weights = [p for p in model.weight_parameters() if p.requires_grad]
-    w_opt = torch.optim.SGD(weights, cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                            weight_decay=cfg.weight_decay)
+    w_opt = torch.optim.SGD(weight_groups(weights, groups["cell_bn"], cfg), cfg.lr, momentum=cfg.momentum,
+                            nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     a_opt = torch.optim.Adam(arch, cfg.arch_lr, betas=(0.5, 0.999), weight_decay=cfg.arch_weight_decay)
     history, start, first = [], 0, 0  # first: steps of epoch `start` done before a preemption
     if ckpt is not None:

@@ -210,3 +210,25 @@ def test_a_bug_keeps_its_traceback(capsys):
     with pytest.raises(SystemExit) as e:  # the user's mistake: one line, exit 2
         runs.cli(search.main, ["--space=nope"])
     assert e.value.code == 2 and capsys.readouterr().err.startswith("error: unknown search space 'nope'")
+
+
+@pytest.mark.parametrize("bn_decay", [True, False])
+def test_bn_decay_switch_leaves_cell_bn_out_of_weight_decay(bn_decay):
+    model = build_supernet("nb201", 10, C=4, layers=1, seed=0)
+    groups = search.set_trainable(model, "C", verbose=False)
+    weights = [p for p in model.weight_parameters() if p.requires_grad]
+    cfg = search.make_config([f"--bn_decay={int(bn_decay)}"])
+    opt = torch.optim.SGD(search.weight_groups(weights, groups["cell_bn"], cfg), 0.1, weight_decay=0.5)
+    for p in weights:
+        p.grad = torch.zeros_like(p)  # only the decay moves a weight in this step
+    before = {name: [p.detach().clone() for p in groups[name]] for name in ("cell_bn", "outer_bn")}
+    opt.step()
+    moved = {name: [not torch.equal(a, b) for a, b in zip(before[name], groups[name])] for name in before}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(weights)
+    assert all(moved["outer_bn"][0::2])  # the gammas (1 at init) shrink; the betas are 0 already
+    assert all(moved["cell_bn"][0::2]) if bn_decay else not any(moved["cell_bn"])
+
+
+def test_bn_decay_off_is_refused_with_the_unrolled_step(tmp_path):
+    with pytest.raises(runs.ConfigError, match="--bn_decay=0"):
+        search.make_config([f"--out={tmp_path}", "--unrolled=1", "--bn_decay=0"])
