@@ -4,8 +4,9 @@
 
 Reads only what a run writes (through rundir.py), never a checkpoint. search.py runs (config.json has
 "space"): history.json (older runs: log.txt's epoch lines), alphas.json, genotype.json ->
-fig5_alphas_<run>[_<kind>].png (Fig. 5, softmax(alpha) per edge per epoch), cell_<run>.png, and over all
-runs skip_and_bench.png (skip_connect edges of each epoch's cell and its NAS-Bench-201 CIFAR-10 test
+fig5_alphas_<run>[_<kind>].png (Fig. 5, softmax(alpha) per edge per epoch), op_scale_<run>[_<kind>].png
+(softmax(alpha) beside each conv op's mean |gamma| and eta per edge: why a cell collapses or not),
+cell_<run>.png, and over all runs skip_and_bench.png (skip_connect edges of each epoch's cell and its NAS-Bench-201 CIFAR-10 test
 accuracy beside Table 2) and fig1_supernet_vs_cell.png (Fig. 1, one marker per option of Table 1).
 analysis.py runs (config.json has "exp"): history.json -> fig2_plain.png (Fig. 2), fig3_lambda.png
 (Fig. 3, lambda of Eq. 9), fig4_eta.png (Fig. 4, eta of Eq. 17-18). Benchmark accuracy: the run's logged
@@ -86,6 +87,41 @@ def fig5_alphas(run, cfg):
         fig.tight_layout()
         suffix = f"_{kind}" if len(space.cell_kinds) > 1 else ""
         paths.append(_save(fig, cfg.out, f"fig5_alphas_{run.name}{suffix}.png", cfg.dpi))
+    return paths
+
+
+def op_scale_figure(run, cfg):
+    """Why a cell collapses or not: per edge (columns), softmax(alpha) of every op, the mean |gamma| of
+    each conv op's last BN (what option C trains) and its eta (Eq. 17-18) against the epoch (search.py
+    logs both in alphas.json, harness/op_scale.py). One figure per cell kind."""
+    space, paths = get_space(run.config["space"]), []
+    rows_ = [a for a in run.alphas if "op_scale" in a]
+    epochs = [a["epoch"] for a in rows_]
+    for kind in space.cell_kinds:
+        n = len(space.edges)
+        fig, axes = plt.subplots(3, n, figsize=(2.6 * n, 6.6), sharex=True, sharey="row", squeeze=False)
+        handles = {}
+        for e in range(n):
+            for k, op in enumerate(space.ops(kind)[e]):
+                handles[op], = axes[0, e].plot(epochs, [a["alphas"][kind][e][k] for a in rows_],
+                                               color=OP_COLOURS[op], lw=1.4, label=op)
+                for r, stat in ((1, "gamma"), (2, "eta")):
+                    values = rows_[0]["op_scale"][kind][stat].get(op) if rows_ else None
+                    if values is not None and values[e] is not None:
+                        axes[r, e].plot(epochs, [a["op_scale"][kind][stat][op][e] for a in rows_],
+                                        color=OP_COLOURS[op], lw=1.4)
+            axes[0, e].set_title(_edge_title(space, e))
+            axes[2, e].set_xlabel("epoch")
+            axes[2, e].xaxis.get_major_locator().set_params(integer=True)  # whole epochs
+        for r, label in enumerate(("softmax(α)", "mean |γ| of the op's BN", "η = Var[Wγ/σ] / Var[W₀]")):
+            axes[r, 0].set_ylabel(label)
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 8),
+                   bbox_to_anchor=(0.5, -0.04), frameon=False, fontsize=10)
+        cell = f"{kind} cell, " if len(space.cell_kinds) > 1 else ""
+        fig.suptitle(f"what competes with skip_connect: {cell}run {run.name} ({space.name}, option {run.label})")
+        fig.tight_layout()
+        suffix = f"_{kind}" if len(space.cell_kinds) > 1 else ""
+        paths.append(_save(fig, cfg.out, f"op_scale_{run.name}{suffix}.png", cfg.dpi))
     return paths
 
 
@@ -322,6 +358,7 @@ def draw_all(loaded, table, cfg):
     search_runs, paths = [r for r in loaded if "space" in r.config and r.rows], []
     for r in search_runs:
         paths += fig5_alphas(r, cfg) if r.alphas else []
+        paths += op_scale_figure(r, cfg) if any("op_scale" in a for a in r.alphas or ()) else []
         paths += [draw_cell(r, cfg, bench_acc(r, r.rows[-1], table))] if r.genotype else []
     if search_runs:
         paths.append(skip_and_bench(search_runs, table, cfg))

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import architect
-from harness import checkpoints, ddp, runs, search_run
+from harness import checkpoints, ddp, op_scale, runs, search_run
 from harness.search_run import Tally
 from spaces import get_space
 from supernet import build_supernet, set_trainable
@@ -207,6 +207,9 @@ def _search(cfg, rank, world, device, stop):
                            stem="imagenet" if cfg.dataset == "imagenet" else "cifar", pc_k=cfg.pc_k,
                            init=cfg.init, track_running_stats=cfg.track_running_stats,
                            seed=cfg.seed).to(device)
+    # mean |gamma| and eta per edge and op every epoch (harness/op_scale.py); Var[W_init] is read here,
+    # before a checkpoint overwrites the initial weights
+    probe = op_scale.make_probe(model, arch_loader) if main_proc else None
     runs.seed_everything(cfg.seed + rank)  # the same model everywhere; S4's noise differs between ranks
     space = model.space
     groups = set_trainable(model, cfg.option, cfg.train_classifier, verbose=main_proc)
@@ -279,7 +282,7 @@ def _search(cfg, rank, world, device, stop):
                     checkpoint(epoch, step=step + 1, tally=tally.total(world), seconds=time.time() - t0)
                     stop.stop(f"in epoch {epoch + 1} after step {step + 1}/{steps}", ckpt_path)
         row = search_run.end_of_epoch(cfg, model, space, epoch, lr, tally.total(world), time.time() - t0,
-                                      bench, world, arch, ckpt_path)
+                                      bench, world, arch, ckpt_path, probe)
         history.append(row)
         log(search_run.epoch_line(cfg, row, bench is not None))
         if main_proc:

@@ -20,7 +20,7 @@ from spaces import InputError
 # [ 78.1s] epoch 1/50 lr 0.025 train 2.237/0.156 valid 2.238/0.157 68s skip 0 entropy 1.6094 margin 9.07e-06
 #   CELL [bench201 {'valid_acc': ..., 'test_acc': ...}]       (CELL: NB201 string or DARTS normal pairs)
 _EPOCH_LINE = re.compile(r"\] epoch (\d+)/\d+ lr (\S+) train (\S+)/(\S+) valid (\S+)/(\S+) (\S+)s skip (\d+) "
-                         r"entropy (\S+) margin (\S+) (.+?)(?: bench201 (\{.*\}))?$")
+                         r"entropy (\S+) margin (\S+) (.+?)(?: gamma \S+ eta \S+)?(?: bench201 (\{.*\}))?$")
 _LOG_KEYS = ("lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds")
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import genotypes as G
-from harness import batching, checkpoints, data, ddp, imagenet_subset, runs
+from harness import batching, checkpoints, data, ddp, imagenet_subset, op_scale, runs
 
 
 def alpha_entropy(model):
@@ -113,9 +113,11 @@ def progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path):
         log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {loss:.3f} acc {acc:.3f} ({time.time() - t0:.0f}s)")
 
 
-def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch, ckpt_path):
+def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch, ckpt_path,
+                 probe=None):
     """The epoch's history row: losses and accuracies summed over all ranks, the derived cell and how
-    settled alpha is (skip count, entropy, margin), softmax(alpha) for Fig. 5, benchmark accuracies."""
+    settled alpha is (skip count, entropy, margin), softmax(alpha) for Fig. 5, benchmark accuracies,
+    and (with a probe, rank 0) each op's mean |gamma| and eta (op_scale.py) beside alpha."""
     check_finite(sums[0] + sums[3], epoch, ckpt_path)
     if world > 1:
         ddp.check_ranks_agree(arch)
@@ -130,6 +132,8 @@ def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch
     if bench is not None:
         q = bench.query(rec["arch"], "cifar10")
         row["bench201"] = {k: q[k] for k in ("valid_acc", "test_acc")}
+    if probe is not None:
+        row["op_scale"] = probe.measure()
     return row
 
 
@@ -139,15 +143,18 @@ def epoch_line(cfg, row, with_bench):
             f"{row['train_acc']:.3f} valid {row['valid_loss']:.3f}/{row['valid_acc']:.3f} "
             f"{row['seconds']:.0f}s skip {row['skip_count']} entropy {row['entropy']:.4f} "
             f"margin {row['margin']:.2e} {rec.get('arch') or rec['normal']}"
+            + (" gamma {:.3f} eta {:.3f}".format(*op_scale.summary(row["op_scale"])) if "op_scale" in row else "")
             + (f" bench201 {row['bench201']}" if with_bench else ""))
 
 
 def write_outputs(out, history):
-    """alphas.json (Fig. 5), history.json (one row per epoch, without alphas) and genotype.json."""
+    """alphas.json (Fig. 5, with each epoch's op scales), history.json (one row per epoch, without
+    alphas and op scales) and genotype.json."""
+    with_alpha = ("alphas", "betas", "op_scale")
     checkpoints.write_json(os.path.join(out, "alphas.json"),
-                           [{k: r[k] for k in ("epoch", "alphas", "betas") if k in r} for r in history])
+                           [{k: r[k] for k in ("epoch", *with_alpha) if k in r} for r in history])
     checkpoints.write_json(os.path.join(out, "history.json"),
-                           [{k: v for k, v in r.items() if k not in ("alphas", "betas")} for r in history])
+                           [{k: v for k, v in r.items() if k not in with_alpha} for r in history])
     checkpoints.write_json(os.path.join(out, "genotype.json"), history[-1]["genotype"])
 
 

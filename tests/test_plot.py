@@ -43,8 +43,8 @@ def assert_real_png(path):
 def test_every_search_figure_from_tiny_real_runs(search_runs, tmp_path, capsys):
     paths = plot.main([*search_runs, f"--out={tmp_path}"])
     names = {os.path.basename(p) for p in paths}
-    assert names == {"fig5_alphas_B.png", "fig5_alphas_C.png", "cell_B.png", "cell_C.png",
-                     "skip_and_bench.png", "fig1_supernet_vs_cell.png"}
+    assert names == {"fig5_alphas_B.png", "fig5_alphas_C.png", "op_scale_B.png", "op_scale_C.png", "cell_B.png",
+                     "cell_C.png", "skip_and_bench.png", "fig1_supernet_vs_cell.png"}
     for p in paths:
         assert_real_png(p)
     assert capsys.readouterr().out.split() == paths  # the CLI prints the written paths
@@ -89,7 +89,8 @@ def test_darts_space_run_draws_both_cell_kinds(tiny_folder, tmp_path):
     search.search(search.make_config(TINY + [f"--data={tiny_folder}", f"--out={out}", "--space=s2", "--layers=2"]))
     paths = plot.main([str(out), f"--out={tmp_path / 'fig'}"])
     names = {os.path.basename(p) for p in paths}
-    assert names == {"fig5_alphas_s2_normal.png", "fig5_alphas_s2_reduce.png", "cell_s2.png", "skip_and_bench.png"}
+    assert names == {"fig5_alphas_s2_normal.png", "fig5_alphas_s2_reduce.png", "op_scale_s2_normal.png",
+                     "op_scale_s2_reduce.png", "cell_s2.png", "skip_and_bench.png"}
     for p in paths:
         assert_real_png(p)
 

@@ -1,0 +1,70 @@
+"""harness/op_scale.py: the per-edge, per-op mean |gamma| and eta logged beside alpha every epoch."""
+import json
+
+import pytest
+import torch
+
+import search
+from harness import op_scale
+from supernet import build_supernet
+
+TINY = ["--dataset=imagefolder", "--C=4", "--batch_size=4", "--log_every=0", "--layers=1"]
+
+
+@pytest.mark.parametrize("space", ["nb201", "s4"])  # s4: the noise op draws random numbers
+def test_measure_leaves_model_and_rng_bit_identical(space):
+    model = build_supernet(space, 10, C=4, layers=1 if space == "nb201" else 3, track_running_stats=True,
+                           seed=0)
+    probe = op_scale.Probe(model, torch.randn(6, 3, 32, 32))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    scales = probe.measure()
+    assert torch.equal(rng, torch.get_rng_state())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k  # BN running statistics put back
+    kinds = ("normal",) if space == "nb201" else ("normal", "reduce")
+    assert set(scales) == set(kinds)
+    assert all(len(v) == len(model.space.edges) for k in kinds for v in scales[k]["eta"].values())
+
+
+def test_gamma_and_eta_follow_the_bn_weight():
+    model = build_supernet("nb201", 10, C=4, layers=1, seed=0)
+    probe = op_scale.Probe(model, torch.randn(8, 3, 32, 32))
+    base = probe.measure()["normal"]
+    assert set(base["gamma"]) == {"nor_conv_1x1", "nor_conv_3x3"}  # the conv ops; skip / pool / none have none
+    assert all(g == 1.0 for v in base["gamma"].values() for g in v)  # gamma = 1 at init
+    cells = [c for c in model.cells if hasattr(c, "mixed")]
+    k, n = model.space.normal[2].index("nor_conv_3x3"), len(cells)
+    bn = cells[-1].mixed[2].ops[k].op[2]  # edge 1->2's 3x3 conv op in the last cell: ReLU, conv, BN
+
+    def with_gamma(value):
+        with torch.no_grad():
+            bn.weight.fill_(value)
+        return probe.measure()["normal"]
+
+    zero, two = with_gamma(0.0), with_gamma(-2.0)
+    assert two["gamma"]["nor_conv_3x3"][2] == pytest.approx((n - 1 + 2) / n)  # mean |gamma| over cells
+    # eta = Var[W gamma / sigma] / Var[W_0] is quadratic in this BN's gamma (sigma: the conv's output,
+    # upstream of it): gamma 0, 1, -2 give the last cell's term 0, x, 4x
+    x = n * (base["eta"]["nor_conv_3x3"][2] - zero["eta"]["nor_conv_3x3"][2])
+    assert x > 0
+    assert n * two["eta"]["nor_conv_3x3"][2] == pytest.approx(n * base["eta"]["nor_conv_3x3"][2] + 3 * x, rel=1e-4)
+    # edges that do not read node 2 do not see the change
+    assert two["eta"]["nor_conv_1x1"][:5] == base["eta"]["nor_conv_1x1"][:5]
+
+
+def test_search_logs_op_scales_beside_alpha_and_resumes_them(tiny_folder, tmp_path):
+    common = TINY + [f"--data={tiny_folder}", "--option=B", "--epochs=2", "--seed=2"]
+    search.search(search.make_config(common + [f"--out={tmp_path / 'full'}"]))
+    search.search(search.make_config(common + [f"--out={tmp_path / 'cut'}", "--stop_after=1"]))
+    search.search(search.make_config([f"--out={tmp_path / 'cut'}", "--resume=1"]))
+    full = json.loads((tmp_path / "full" / "alphas.json").read_text())
+    cut = json.loads((tmp_path / "cut" / "alphas.json").read_text())
+    # option B trains the convs: a resumed run's eta still divides by the variance of the initial weights
+    assert [a["op_scale"] for a in full] == [a["op_scale"] for a in cut]
+    assert full[0]["op_scale"] != full[1]["op_scale"]  # the convs moved, so eta moved
+    assert all("op_scale" not in r for r in json.loads((tmp_path / "full" / "history.json").read_text()))
+    assert " eta " in (tmp_path / "full" / "log.txt").read_text()
+    import plot  # the figure beside Fig. 5
+    paths = plot.main([str(tmp_path / "full"), f"--out={tmp_path / 'fig'}"])
+    assert str(tmp_path / "fig" / "op_scale_full.png") in paths
