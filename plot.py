@@ -1,6 +1,7 @@
 """Figures from run directories: the paper's Fig. 1-5, the DARTS-collapse curve, cell drawings (no Graphviz).
 
     python plot.py RUN_DIR [RUN_DIR ...] --out=DIR [--bench201=../shared/data/nb201/nb201-public.csv]
+    python plot.py SWEEP_DIR [SWEEP_DIR ...] --out=DIR      # the data ladder (ladder.png) over sweeps
 
 Reads only what a run writes (through rundir.py), never a checkpoint. search.py runs (config.json has
 "space"): history.json (older runs: log.txt's epoch lines), alphas.json, genotype.json ->
@@ -25,6 +26,7 @@ import numpy as np  # noqa: E402
 
 import genotypes as G  # noqa: E402
 from harness import runs  # noqa: E402
+from harness.checkpoints import read_json as read_json_file  # noqa: E402
 from harness.rundir import bench_acc, load_run  # noqa: E402
 from spaces import DARTS_OPS, NB201_OPS, get_space  # noqa: E402
 
@@ -233,6 +235,65 @@ def sweep_figures(sweep_runs, out, dpi=120):
     return paths
 
 
+def search_images(run_dir):
+    """(weight, alpha) image counts of a search, from the first line of its log.txt; None if absent."""
+    import re
+    path = os.path.join(run_dir, "log.txt")
+    if os.path.isfile(path):
+        with open(path) as f:
+            m = re.search(r"(\d+) weight / (\d+) alpha images", f.read())
+        if m:
+            return int(m[1]), int(m[2])
+    return None
+
+
+def ladder_points(sweep_dirs):
+    """{option: {search images (weight + alpha): [(final benchmark acc., final skip count) per finished
+    seed]}} over sweep folders (sweep.py's table.json; the image count from each run's log.txt)."""
+    by = {}
+    for d in sweep_dirs:
+        for option, s in read_json_file(os.path.join(d, "table.json")).items():
+            for r in s["seeds"]:
+                if r.get("state") != "finished":
+                    continue
+                n = search_images(os.path.join(d, f"{option}_s{r['seed']}"))
+                if n is not None:
+                    by.setdefault(option, {}).setdefault(sum(n), []).append((r["bench_test_acc"], r["skip_count"]))
+    return by
+
+
+def ladder_figure(sweep_dirs, cfg):
+    """The data ladder: final benchmark accuracy and final skip count against the number of search
+    images; every seed a dot, the mean per option a line (the paper's Table 2 numbers as references)."""
+    by = ladder_points(sweep_dirs)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    for option, rungs in sorted(by.items()):
+        colour, marker = OPTION_STYLE.get(option, ("tab:gray", "x"))
+        xs = sorted(rungs)
+        for ax, k in zip(axes, (0, 1)):
+            for x in xs:
+                vals = [v[k] for v in rungs[x] if v[k] is not None]
+                jitter = np.linspace(-0.012, 0.012, len(vals)) * x if len(vals) > 1 else [0.0]  # seeds side by side
+                ax.scatter(x + np.asarray(jitter), vals, color=colour, marker=marker, s=30, alpha=0.6)
+            means = [(x, np.mean([v[k] for v in rungs[x] if v[k] is not None])) for x in xs]
+            ax.plot(*zip(*means), color=colour, lw=2, marker=marker,
+                    label=f"option {option}" + (" (DARTS)" if option == "B" else " (RF-DARTS)" if option == "C" else ""))
+    for (name, value), style in zip(PAPER_NB201, ("--", "-.", ":")):
+        axes[0].axhline(value, color="black", ls=style, lw=1, label=f"{name} {value:.2f}")
+    axes[0].set(ylabel="final cell: NAS-Bench-201 test acc. (%)", title="benchmark accuracy of the final cell")
+    axes[1].set(ylabel="skip_connect edges of the final cell (of 6)", title="final skip count")
+    rungs_all = sorted({x for rungs in by.values() for x in rungs})
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xticks(rungs_all, [f"{x:,}" for x in rungs_all])
+        ax.minorticks_off()
+        ax.set_xlabel("search images (weight + α halves)")
+        ax.legend(fontsize=8)
+    fig.suptitle("Data ladder at 50 epochs: each seed a dot, the mean a line", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, cfg.out, "ladder.png", cfg.dpi)
+
+
 def draw_cell(run, cfg, acc=None):
     """The final cell as a graph: circles for nodes, arrows labelled with the op."""
     g = G.load_genotype(run.genotype)
@@ -379,6 +440,17 @@ def main(argv=None):
     dirs = [a for a in argv if not a.startswith("--")]
     if not dirs:
         raise runs.ConfigError("usage: python plot.py RUN_DIR [RUN_DIR ...] --out=DIR [--bench201=PATH]")
+    # sweep folders (table.json, no config.json of their own) give the data-ladder figure
+    sweeps = [d for d in dirs if os.path.isfile(os.path.join(d, "table.json"))
+              and not os.path.isfile(os.path.join(d, "config.json"))]
+    dirs = [d for d in dirs if d not in sweeps]
+    ladder = []
+    if sweeps:
+        os.makedirs(cfg.out, exist_ok=True)
+        ladder = [ladder_figure(sweeps, cfg)]
+        print(ladder[0])
+        if not dirs:
+            return ladder
     loaded = [load_run(d) for d in dirs]
     names = [r.name for r in loaded]
     for r in loaded:  # two runs called B_s1 in different folders: prefix the folder
@@ -394,7 +466,7 @@ def main(argv=None):
         paths = draw_all(loaded, table, cfg)
     for p in paths:
         print(p)
-    return paths
+    return ladder + paths
 
 
 if __name__ == "__main__":

@@ -146,3 +146,30 @@ def test_bad_command_lines_are_one_line_errors(capsys, argv, message):
         runs.cli(plot.main, argv)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_data_ladder_over_sweep_folders(tmp_path):
+    """Two sweep folders (table.json + each run's log.txt): one point per finished seed at its rung."""
+    def sweep(name, images, seeds):
+        root = tmp_path / name
+        table = {}
+        for option, accs in seeds.items():
+            recs = []
+            for seed, (acc, skip) in enumerate(accs, 1):
+                run = root / f"{option}_s{seed}"
+                run.mkdir(parents=True)
+                (run / "log.txt").write_text(f"[ 1.0s] search nb201 option {option} on imagefolder: {images // 2} "
+                                             f"weight / {images // 2} alpha images, 31 steps per epoch\n")
+                state = "finished" if acc is not None else "unfinished"
+                recs.append(dict(seed=seed, state=state, bench_test_acc=acc, skip_count=skip))
+            table[option] = dict(seeds=recs, n=sum(r["state"] == "finished" for r in recs))
+        (root / "table.json").write_text(json.dumps(table))
+        return str(root)
+
+    small = sweep("s4k", 4000, {"B": [(88.0, 4), (54.3, 6)], "C": [(91.0, 0), (None, None)]})
+    big = sweep("s16k", 16000, {"B": [(54.3, 6)], "C": [(93.0, 1)]})
+    assert plot.ladder_points([small, big]) == {"B": {4000: [(88.0, 4), (54.3, 6)], 16000: [(54.3, 6)]},
+                                                "C": {4000: [(91.0, 0)], 16000: [(93.0, 1)]}}
+    paths = plot.main([small, big, f"--out={tmp_path / 'fig'}"])
+    assert [os.path.basename(p) for p in paths] == ["ladder.png"]
+    assert_real_png(paths[0])
