@@ -7,14 +7,33 @@ mean ± std over seeds (Markdown + JSON) and its figures.
         --bench201=../shared/data/nb201/nb201-public.csv                                      # 2-core CPU
 
 Every flag that is not the sweep's own (out, options, seeds, jobs, threads) goes to each search
-unchanged; each run writes OUT/<option>_s<seed>/ as search.py does. Re-running the same command skips
-finished runs and resumes interrupted ones from their checkpoints (--resume=1), so a preempted sweep
-loses nothing. Every run's settings are checked before any run starts (a bad flag stops the sweep at
-once; a run folder made with other settings is refused). A failed run is reported in the table, not
-hidden, and does not stop the others. Outputs: OUT/table.md, OUT/table.json, OUT/figures/ (plot.py).
-Std is the sample standard deviation over seeds (ddof=1).
+unchanged; each run writes OUT/<option>_s<seed>/ as search.py does (its stderr in stderr.txt there).
+Outputs: OUT/table.md, OUT/table.json, OUT/figures/ (plot.py). Std is the sample standard deviation over
+seeds (ddof=1). A run counts (is "finished") only when it has done exactly the sweep's --epochs on a
+schedule of that length; the table names the benchmark dataset its accuracies come from.
+
+What the sweep does in each case (re-running the same command is always safe; nothing is lost):
+- Before any run starts, every run's settings are checked (search.make_config) and every run folder
+  read: a bad flag, a duplicate seed or option, a folder whose run (config.json, or the checkpoint's
+  own settings when there is no config.json) has other settings or more epochs than --epochs, and a
+  folder another process holds (OUT itself or a run folder) each stop the sweep with one line, exit 2.
+- Finished runs are skipped; interrupted ones resume from their checkpoints (--resume=1), and a shorter
+  finished run is continued to --epochs (its lr schedule changes length: config.json keeps each session
+  and the table says "continued from a N-epoch schedule").
+- A failed run (a damaged checkpoint, a non-finite loss, a full disk, ...) does not stop the others;
+  the table names it with the last line of its stderr.txt and the sweep exits 1.
+- SIGTERM / Ctrl-C: every search checkpoints after its current step and exits, the table is written,
+  the sweep exits 128 + signum; SIGKILL: each search still gets SIGTERM (Linux: PR_SET_PDEATHSIG) and
+  checkpoints. Re-running the command continues them (a search still writing its checkpoint holds its
+  folder: one line, exit 2; run it again a moment later).
+- The sweep's own write failing (disk full, no permission): one line naming the file, exit 1; a run
+  that did not finish is never counted.
+The table is written before the first run starts and again at the end, so it never counts a run the
+folder does not hold finished. Exit status: 0 every run finished; 1 a run failed or did not finish (or
+a write of the sweep's own failed); 2 refused before any run started; 128 + N stopped by signal N.
 """
 import dataclasses
+import functools
 import os
 import signal
 import statistics
@@ -60,15 +79,24 @@ def parse(argv):
         seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
     except ValueError:
         raise runs.ConfigError(f"--seeds={cfg.seeds}: give integers separated by commas") from None
-    if not seeds or cfg.jobs < 1:
-        raise runs.ConfigError("--seeds needs at least one seed and --jobs must be positive")
+    for flag, given, values in (("options", cfg.options, options), ("seeds", cfg.seeds, seeds)):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:  # one folder per (option, seed): a second job would fail on it and be counted twice
+            raise runs.ConfigError(f"--{flag}={given}: {', '.join(map(str, twice))} given twice; "
+                                   "each (option, seed) is one run")
+    if not seeds:
+        raise runs.ConfigError("--seeds needs at least one seed")
+    if cfg.jobs < 1 or cfg.threads < 0:
+        raise runs.ConfigError(f"--jobs={cfg.jobs} --threads={cfg.threads}: jobs must be at least 1, threads "
+                               "at least 0 (0: cores // jobs)")
     cfg = dataclasses.replace(cfg, options=options, seeds=seeds)
     return cfg, rest
 
 
 def plan(cfg, flags):
-    """Every run as a Job (state: done | resume | new). Checks every run's settings
-    (search.make_config) and refuses a folder that holds a run with other settings, before any start."""
+    """Every run as a Job (state: done | resume | new). Before any start: checks every run's settings
+    (search.make_config) and refuses a folder that another process holds or that holds a run with other
+    settings or more epochs than the sweep's (runs.ConfigError: one line, exit 2)."""
     jobs = []
     for seed in cfg.seeds:  # seed-major: an interrupted sweep has the same number of seeds per option
         for option in cfg.options:
@@ -76,14 +104,20 @@ def plan(cfg, flags):
             folder = os.path.join(cfg.out, name)
             argv = [*flags, f"--option={option}", f"--seed={seed}", f"--out={folder}"]
             want = runs.as_dict(search.make_config(argv))
-            saved_path = os.path.join(folder, "config.json")
+            if os.path.isdir(folder):
+                with checkpoints.RunLock(folder):  # a search still running there (e.g. a killed sweep's)
+                    pass
+            saved, done = saved_run(folder)
             state = "new"
-            if os.path.isfile(saved_path):
-                saved = read_json(saved_path)
+            if saved is not None:
                 differ = sorted(k for k in want if k not in search.RUN_KEYS and k in saved and saved[k] != want[k])
                 if differ:
                     what = ", ".join(f"{k}={saved[k]!r} not {want[k]!r}" for k in differ)
                     raise runs.ConfigError(f"{folder} holds a run with other settings ({what}): use another --out")
+                length = saved.get("epochs", done)
+                if max(length, done) > want["epochs"]:  # its epochs so far followed a longer schedule
+                    raise runs.ConfigError(f"{folder} holds a run of {length} epochs ({done} done), more than "
+                                           f"--epochs={want['epochs']}: pass --epochs={length}, or another --out")
                 if finished_run(folder, want["epochs"]):
                     state = "done"
             if state == "new" and has_checkpoint(os.path.join(folder, "checkpoint.pt")):
@@ -93,13 +127,36 @@ def plan(cfg, flags):
     return jobs
 
 
+def saved_run(folder):
+    """(settings, epochs done) of the run in `folder`: config.json and history.json, or without
+    config.json the checkpoint's own; (None, 0) when there is none or its checkpoint is unreadable (its
+    search then names the files and why, as one failed run)."""
+    if os.path.isfile(os.path.join(folder, "config.json")):
+        saved = read_json(os.path.join(folder, "config.json"))
+        try:
+            rows = load_run(folder).rows
+        except ValueError:  # no history yet (stopped in its first epoch), or damaged: the search says so
+            rows = []
+        return saved, rows[-1]["epoch"] if rows else 0
+    path = os.path.join(folder, "checkpoint.pt")
+    if not has_checkpoint(path):
+        return None, 0
+    try:
+        ckpt = checkpoints.load_checkpoint(path, required=("config", "epoch"), log=lambda msg: None)
+    except checkpoints.CheckpointError:
+        return None, 0
+    return ckpt["config"], ckpt["epoch"]
+
+
 def finished_run(folder, epochs):
-    """The run in `folder` (rundir.Run) if it has done `epochs` epochs, else None."""
+    """The run in `folder` (rundir.Run) if it has done exactly `epochs` epochs on an `epochs`-epoch
+    schedule, else None."""
     try:
         run = load_run(folder)
     except ValueError:
         return None
-    return run if run.rows and run.rows[-1]["epoch"] >= epochs else None
+    done = run.rows and run.rows[-1]["epoch"] == epochs and run.config.get("epochs", epochs) == epochs
+    return run if done else None
 
 
 def epochs_done(folder):
@@ -110,43 +167,67 @@ def epochs_done(folder):
         return None
 
 
-def _stop_with_parent():
+STOPS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _stop_with_parent(sweep_pid):
     """In a search's process before it starts (Linux): SIGTERM it when the sweep dies, however the sweep
     dies (SIGKILL included), so it checkpoints and exits instead of running on unwatched."""
     try:
         import ctypes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    if os.getppid() != sweep_pid:  # the sweep died before the prctl: do not start unwatched
+        os._exit(128 + signal.SIGTERM)
 
 
 def run_all(cfg, jobs, say=print):
     """Run the pending searches, cfg.jobs at a time; one line per finished epoch and per ended run.
-    A stop signal reaches every search (each checkpoints and exits), then the sweep exits too."""
+    -> ({name: exit status} of the runs that ran, the stop signal's number or 0). A stop signal reaches
+    every search (each checkpoints and exits); the sweep then waits for them and starts no more."""
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     pending = [j for j in jobs if j.state != "done"]
-    running, status, stopping = {}, {}, []
+    running, status, stopping, told = {}, {}, [], {}
     for j in jobs:
         if j.state == "done":
             say(f"{j.name}: finished before, skipped")
 
+    def tell(proc):  # SIGTERM once: dict.setdefault is one step that a signal handler cannot split
+        token = object()
+        if told.setdefault(proc.pid, token) is token:
+            proc.send_signal(signal.SIGTERM)  # the search checkpoints after its current step
+
     def forward_stop(signum, frame):
         stopping.append(signum)
-        for proc, *_ in running.values():
-            proc.send_signal(signal.SIGTERM)  # each search checkpoints after its current step
+        for proc, *_ in list(running.values()):
+            tell(proc)
 
-    old = {s: signal.signal(s, forward_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    def start(name, folder, argv):
+        os.makedirs(folder, exist_ok=True)
+        err = open(os.path.join(folder, "stderr.txt"), "a")
+        try:
+            proc = subprocess.Popen([sys.executable, os.path.join(HERE, "search.py"), *argv], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                    preexec_fn=functools.partial(_stop_with_parent, os.getpid()))
+        except BaseException:
+            err.close()
+            raise
+        running[name] = (proc, folder, err, len(epochs_done(folder) or []), time.time())
+        if stopping:  # a stop signal while it started, before forward_stop could see it in `running`
+            tell(proc)
+        return proc
+
+    old = {s: signal.signal(s, forward_stop) for s in STOPS}
     try:
         while (pending and not stopping) or running:
             while pending and len(running) < cfg.jobs and not stopping:
                 name, folder, argv, state, _ = pending.pop(0)
-                os.makedirs(folder, exist_ok=True)
-                err = open(os.path.join(folder, "stderr.txt"), "a")
-                proc = subprocess.Popen([sys.executable, os.path.join(HERE, "search.py"), *argv], env=env,
-                                        stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                        preexec_fn=_stop_with_parent)
-                running[name] = (proc, folder, err, len(epochs_done(folder) or []), time.time())
+                try:
+                    proc = start(name, folder, argv)
+                except OSError as e:  # e.g. a full disk: stderr.txt cannot be made (the others stop below)
+                    raise runs.write_error(getattr(e, "filename", None) or folder, e) from e
                 say(f"{name}: {'resumed' if state == 'resume' else 'started'} (pid {proc.pid})")
             time.sleep(2)
             for name, (proc, folder, err, seen, t0) in list(running.items()):
@@ -162,20 +243,24 @@ def run_all(cfg, jobs, say=print):
                     del running[name]
                     status[name] = proc.returncode
                     say(f"{name}: ended, exit {proc.returncode}, {(time.time() - t0) / 60:.1f} min")
+    except BaseException:  # the sweep itself failed: its searches checkpoint and end before it does
+        for proc, *_ in running.values():
+            tell(proc)
+        for proc, _, err, *_ in running.values():
+            proc.wait()
+            err.close()
+        raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    if stopping:
-        raise runs.Preempted("sweep stopped: every search checkpointed; rerun the same command to "
-                             "continue", stopping[0])
-    return status
+    return status, (stopping[0] if stopping else 0)
 
 
 def _last_error(folder):
     path = os.path.join(folder, "stderr.txt")
     if not os.path.isfile(path):
         return "no message"
-    with open(path) as f:
+    with open(path, errors="replace") as f:
         lines = f.read().strip().splitlines()
     return lines[-1] if lines else "no message"
 
@@ -186,6 +271,17 @@ def mean_std(values):
     if not v:
         return None, None, 0
     return statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)
+
+
+def run_state(name, folder, epochs, status):
+    """A run that is not finished: failed (exit N) / stopped (by a signal, continue with the same command)
+    / unfinished (not run in this invocation, or exit 0 short of `epochs`), with its last error line."""
+    code = (status or {}).get(name)
+    if code is None:
+        return "unfinished"
+    stop = {-s for s in STOPS} | {128 + s for s in STOPS}
+    what = "stopped" if code in stop else "failed" if code else f"unfinished after exit 0 (not at epoch {epochs})"
+    return f"{what} (exit {code}): {_last_error(folder)}" if code else what
 
 
 def summarize(jobs, status=None):
@@ -199,55 +295,76 @@ def summarize(jobs, status=None):
         if run is not None:
             done.append(run)
             last = run.rows[-1]
+            bench = last.get("bench201") or {}
+            schedules = [s["epochs"] for s in run.config.get("sessions", []) if "epochs" in s]
             rec.update(state="finished", epochs=last["epoch"], arch=(run.genotype or {}).get("arch"),
-                       bench_test_acc=(last.get("bench201") or {}).get("test_acc"),
+                       bench_test_acc=bench.get("test_acc"),
+                       bench201_dataset=bench.get("dataset", "cifar10") if bench else None,  # older runs: CIFAR-10
+                       schedules=[e for i, e in enumerate(schedules) if e not in schedules[:i]] or [epochs],
                        skip_count=last["skip_count"], train_acc=100 * last["train_acc"],
                        alpha_half_acc=100 * last["valid_acc"],
                        minutes=sum(r["seconds"] for r in run.rows) / 60, compile=run.config.get("compile", False))
-        elif status and status.get(name):
-            rec.update(state=f"failed (exit {status[name]}): {_last_error(folder)}")
         else:
-            rec.update(state="unfinished")
+            rec.update(state=run_state(name, folder, epochs, status))
         table.setdefault(option, []).append(rec)
     keys = ("bench_test_acc", "skip_count", "train_acc", "alpha_half_acc", "minutes")
     out = {}
     for option, recs in table.items():
         finished = [r for r in recs if r["state"] == "finished"]
-        out[option] = dict(seeds=recs, n=len(finished),
+        out[option] = dict(seeds=recs, n=len(finished), bench201_dataset=_dataset(finished),
                            **{k: dict(zip(("mean", "std", "n"), mean_std([r[k] for r in finished]))) for k in keys})
     return out, done
+
+
+def _dataset(recs):
+    """The benchmark dataset the finished runs' accuracies come from (None: no benchmark)."""
+    names = sorted({r["bench201_dataset"] for r in recs if r.get("bench201_dataset")})
+    return ", ".join(names) or None
+
+
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}  # ImageNet16-120 is written as it is
 
 
 def markdown(summary):
     def cell(s, digits):
         return "-" if s["mean"] is None else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
-    lines = ["| option | seeds | benchmark test acc. (%) | final skip edges | supernet train acc. (%) | "
+    dataset = _dataset([{"bench201_dataset": s["bench201_dataset"]} for s in summary.values()])
+    bench = f"NB201 {DATASET_NAMES.get(dataset, dataset)} test acc." if dataset else "benchmark test acc."
+    lines = [f"| option | seeds | {bench} (%) | final skip edges | supernet train acc. (%) | "
              "α-half acc. (%) | minutes per run |", "|---|---|---|---|---|---|---|"]
     for option, s in summary.items():
         lines.append(f"| {option} | {s['n']} | {cell(s['bench_test_acc'], 2)} | {cell(s['skip_count'], 2)} | "
                      f"{cell(s['train_acc'], 1)} | {cell(s['alpha_half_acc'], 1)} | {cell(s['minutes'], 0)} |")
     lines += ["", "Mean ± sample std (ddof=1) over the finished seeds. Each seed:", "",
-              "| run | state | benchmark test acc. | skip | train | α-half | minutes | compiled | cell |",
+              f"| run | state | {bench} | skip | train | α-half | minutes | compiled | cell |",
               "|---|---|---|---|---|---|---|---|---|"]
     for option, s in summary.items():
         for r in s["seeds"]:
             if r["state"] != "finished":
-                lines.append(f"| {option}_s{r['seed']} | {r['state']} | | | | | | | |")
+                lines.append(f"| {option}_s{r['seed']} | {r['state'].replace('|', chr(92) + '|')} | | | | | | | |")
                 continue
             acc = "-" if r["bench_test_acc"] is None else f"{r['bench_test_acc']:.2f}"
-            lines.append(f"| {option}_s{r['seed']} | finished ({r['epochs']} ep) | {acc} | {r['skip_count']} | "
+            earlier = ", ".join(map(str, r["schedules"][:-1]))
+            state = f"finished ({r['epochs']} ep" + (f"; continued from a {earlier}-epoch schedule)" if earlier else ")")
+            lines.append(f"| {option}_s{r['seed']} | {state} | {acc} | {r['skip_count']} | "
                          f"{r['train_acc']:.1f} | {r['alpha_half_acc']:.1f} | {r['minutes']:.0f} | "
                          f"{'yes' if r['compile'] else 'no'} | `{(r['arch'] or '-').replace('|', chr(92) + '|')}` |")
     return "\n".join(lines) + "\n"
 
 
-def report(cfg, jobs, status=None, say=print):
+def write_table(cfg, jobs, status=None, say=print):
+    """OUT/table.json and OUT/table.md (each atomic) -> (summary, the finished runs)."""
     summary, done = summarize(jobs, status)
     write_json(os.path.join(cfg.out, "table.json"), summary)
     text = markdown(summary)
     checkpoints.atomic_write(os.path.join(cfg.out, "table.md"), lambda f: f.write(text), mode="w")
     say(text)
+    return summary, done
+
+
+def report(cfg, jobs, status=None, say=print):
+    summary, done = write_table(cfg, jobs, status, say)
     try:
         import plot
     except ImportError:  # matplotlib is for figures only
@@ -260,13 +377,31 @@ def report(cfg, jobs, status=None, say=print):
 
 
 def main(argv=None):
+    """Run the sweep -> its summary (table.json) when every run finished. Otherwise the table is
+    written all the same, one line goes to stderr and it exits: 1 a run failed or did not finish,
+    128 + N stopped by signal N (runs.Preempted); refusals before any start are runs.ConfigError (2)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg, flags = parse(argv)
     checkpoints.out_dir(cfg.out)
-    with checkpoints.RunLock(cfg.out):  # one sweep per folder (each search also locks its own)
-        jobs = plan(cfg, flags)
-        status = run_all(cfg, jobs)
-        return report(cfg, jobs, status)
+    try:
+        with checkpoints.RunLock(cfg.out):  # one sweep per folder (each search also locks its own)
+            jobs = plan(cfg, flags)
+            write_table(cfg, jobs, say=lambda text: None)  # never claims what the folder no longer holds
+            status, signum = run_all(cfg, jobs)
+            if signum:
+                write_table(cfg, jobs, status)
+                raise runs.Preempted("", signum)
+            summary = report(cfg, jobs, status)
+    except (runs.Preempted, KeyboardInterrupt) as e:  # also outside run_all (runs.cli's SIGTERM handler)
+        signum = getattr(e, "signum", signal.SIGINT)
+        raise runs.Preempted(f"sweep stopped by {signal.Signals(signum).name}: every search that was "
+                             "running checkpointed; rerun the same command to continue", signum) from None
+    left = [f"{o}_s{r['seed']}" for o, s in summary.items() for r in s["seeds"] if r["state"] != "finished"]
+    if left:
+        print(f"error: {len(left)} of {len(jobs)} runs did not finish ({', '.join(left)}): "
+              f"{os.path.join(cfg.out, 'table.md')} names each one's last error line", file=sys.stderr)
+        sys.exit(1)
+    return summary
 
 
 if __name__ == "__main__":

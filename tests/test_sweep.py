@@ -1,8 +1,11 @@
 """sweep.py: options x seeds of a tiny search, N at a time; the table and figures; a second invocation
-skips finished runs; a killed sweep resumes to the result of an uninterrupted run; bad flags and
-failed runs."""
+skips finished runs; a killed sweep resumes to the result of an uninterrupted run; bad flags, failed runs
+and the exit status; what counts as done (exactly --epochs); folders refused before any start (busy,
+other settings, longer runs); a stop signal while a search starts; the benchmark dataset in the table."""
+import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,11 +33,13 @@ def test_sweep_table_figures_skip_and_a_failed_run(tiny_folder, nb201_table, tmp
             *flags(tiny_folder, nb201_table, "--epochs=2")]
     (out / "B_s2").mkdir(parents=True)
     (out / "B_s2" / "checkpoint.pt").write_bytes(b"not a checkpoint")  # this run will fail on resume
-    summary = sweep.main(argv)
+    with pytest.raises(SystemExit) as e:  # a failed run makes the exit status non-zero, through runs.cli
+        runs.cli(sweep.main, argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "1 of 4 runs did not finish (B_s2)" in err and err.count("\n") == 1, err
     assert (out / "table.md").is_file() and (out / "figures" / "sweep_skip_and_bench.png").is_file()
     assert (out / "figures" / "sweep_fig1.png").is_file()
     table = json.loads((out / "table.json").read_text())
-    assert table == json.loads(json.dumps(summary))
     states = {f"{o}_s{r['seed']}": r["state"] for o, s in table.items() for r in s["seeds"]}
     assert states["B_s1"] == states["C_s1"] == states["C_s2"] == "finished"
     assert states["B_s2"].startswith("failed (exit 2): error: cannot resume"), states
@@ -48,8 +53,10 @@ def test_sweep_table_figures_skip_and_a_failed_run(tiny_folder, nb201_table, tmp
     # the same command again: finished runs are skipped and left as they were
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("?_s?/history.json")}
     capsys.readouterr()
-    sweep.main(argv)
+    with pytest.raises(SystemExit) as e:
+        sweep.main(argv)
     said = capsys.readouterr().out
+    assert e.value.code == 1
     assert all(f"{name}: finished before, skipped" in said for name in ("B_s1", "C_s1", "C_s2")), said
     assert {p: p.stat().st_mtime_ns for p in out.glob("?_s?/history.json")} == stamps
 
@@ -81,12 +88,129 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tiny_folder, nb201_t
         assert torch.equal(value, resumed[name]), name
 
 
-def test_bad_flags_fail_before_any_run(tmp_path, capsys):
+def test_bad_flags_fail_before_any_run(tiny_folder, nb201_table, tmp_path, capsys):
     for argv, needle in ((["--lr=fast"], "--lr=fast: expected a value of type float"),
                          (["--seed=3"], "the sweep sets these per run"),
-                         (["--options=BX"], "--options=BX"), (["--space=nope"], "unknown search space")):
+                         (["--options=BX"], "--options=BX"), (["--space=nope"], "unknown search space"),
+                         (["--seeds=1,2,1"], "--seeds=1,2,1: 1 given twice"),  # one folder, counted twice
+                         (["--options=CbB"], "--options=CbB: B given twice"),
+                         (["--threads=-1"], "threads at least 0")):
         with pytest.raises(SystemExit) as e:
-            runs.cli(sweep.main, [f"--out={tmp_path / 's'}", *argv])
+            runs.cli(sweep.main, [f"--out={tmp_path / 's'}", *flags(tiny_folder, nb201_table, "--epochs=1"), *argv])
         err = capsys.readouterr().err
         assert e.value.code == 2 and needle in err and err.count("\n") == 1, err
         assert not any((tmp_path / "s").glob("*_s*"))  # no run started
+
+
+@pytest.fixture(scope="module")
+def made_runs(tiny_folder, nb201_table, tmp_path_factory):
+    """Run folders made in this process: C_s1 finished 2 epochs (1, then continued to 2); C_s2 stopped
+    after 1 of 2 epochs (checkpoint.pt, history.json)."""
+    root = tmp_path_factory.mktemp("made")
+    for seed, sessions in ((1, (["--epochs=1"], ["--epochs=2", "--resume=1"])), (2, (["--epochs=2", "--stop_after=1"],))):
+        for extra in sessions:
+            argv = flags(tiny_folder, nb201_table, *extra, "--option=C", f"--seed={seed}", f"--out={root / f'C_s{seed}'}")
+            search.search(search.make_config(argv))
+    return root
+
+
+def sweep_of(made_runs, tmp_path, *names):
+    out = tmp_path / "sweep"
+    for name in names:
+        shutil.copytree(made_runs / name, out / name)
+    return out
+
+
+def refused(argv, capsys):
+    """runs.cli(sweep.main, argv) must stop before any run starts, one line, exit 2 -> that line."""
+    with pytest.raises(SystemExit) as e:
+        runs.cli(sweep.main, argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    return err
+
+
+def started(out):
+    return sorted(p.parent.name for p in out.glob("*/stderr.txt"))
+
+
+def test_a_run_counts_only_at_the_sweeps_epochs(made_runs, tiny_folder, nb201_table, tmp_path, capsys):
+    out = sweep_of(made_runs, tmp_path, "C_s1", "C_s2")
+    base = [f"--out={out}", "--options=C", "--seeds=1,2"]
+
+    def states(epochs):
+        jobs = sweep.plan(*sweep.parse([*base, *flags(tiny_folder, nb201_table, f"--epochs={epochs}")]))
+        return [(j.state, "--resume=1" in j.argv) for j in jobs]
+    assert states(2) == [("done", False), ("resume", True)]
+    assert states(3) == [("resume", True), ("resume", True)]  # a shorter finished run is continued
+    for seeds, needle in (("1", "C_s1 holds a run of 2 epochs (2 done), more than --epochs=1"),
+                          ("2", "C_s2 holds a run of 2 epochs (1 done), more than --epochs=1")):
+        err = refused([*base[:2], f"--seeds={seeds}", *flags(tiny_folder, nb201_table, "--epochs=1")], capsys)
+        assert needle in err and "--epochs=2" in err, err
+    assert started(out) == [] and not (out / "table.md").exists()
+
+
+def test_busy_or_foreign_run_folders_are_refused_before_any_start(made_runs, tiny_folder, nb201_table,
+                                                                   tmp_path, capsys):
+    out = sweep_of(made_runs, tmp_path, "C_s2")
+    argv = [f"--out={out}", "--options=C", "--seeds=2", *flags(tiny_folder, nb201_table, "--epochs=2")]
+    for holder in (out / ".lock", out / "C_s2" / ".lock"):  # a second sweep; a search still running there
+        with open(holder, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            f.truncate(0)
+            f.write("4242")
+            f.flush()
+            err = refused(argv, capsys)
+        assert f"{holder.parent} is in use by another run (pid 4242)" in err, err
+    # only a checkpoint (no config.json): its own settings are the run's
+    (out / "C_s2" / "config.json").unlink()
+    err = refused(argv + ["--lr=0.1"], capsys)
+    assert f"{out / 'C_s2'} holds a run with other settings (lr=0.025 not 0.1)" in err, err
+    assert started(out) == []
+
+
+def test_the_table_names_the_benchmark_dataset_and_a_continued_schedule(made_runs, tiny_folder, nb201_table,
+                                                                       tmp_path):
+    out = sweep_of(made_runs, tmp_path, "C_s1", "C_s2")
+    jobs = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1,2",
+                                    *flags(tiny_folder, nb201_table, "--epochs=2")]))
+    summary, done = sweep.summarize(jobs, {"C_s2": 143})
+    text = sweep.markdown(summary)
+    assert "| NB201 CIFAR-10 test acc. (%) |" in text and summary["C"]["bench201_dataset"] == "cifar10"
+    assert "| C_s1 | finished (2 ep; continued from a 1-epoch schedule) |" in text, text
+    assert [r["state"].split(":")[0] for r in summary["C"]["seeds"]] == ["finished", "stopped (exit 143)"]
+    assert summary["C"]["n"] == 1 and [r.path for r in done] == [str(out / "C_s1")]
+    history = json.loads((out / "C_s1" / "history.json").read_text())
+    history[-1]["bench201"]["dataset"] = "cifar100"  # what a search on CIFAR-100 logs
+    (out / "C_s1" / "history.json").write_text(json.dumps(history))
+    summary, _ = sweep.summarize(jobs)
+    assert "| NB201 CIFAR-100 test acc. (%) |" in sweep.markdown(summary)
+    assert summary["C"]["bench201_dataset"] == summary["C"]["seeds"][0]["bench201_dataset"] == "cifar100"
+
+
+def test_a_stop_signal_while_a_search_starts_reaches_it(tmp_path, monkeypatch):
+    real = subprocess.Popen
+    procs = []
+
+    def popen_then_stop(args, **kw):  # the signal lands after the child exists, before the sweep lists it
+        procs.append(real([sys.executable, "-c", "import time; time.sleep(8)"], **kw))
+        os.kill(os.getpid(), signal.SIGTERM)
+        return procs[-1]
+    monkeypatch.setattr(sweep.subprocess, "Popen", popen_then_stop)
+    job = sweep.Job("C_s1", str(tmp_path / "C_s1"), [], "new", 1)
+    status, signum = sweep.run_all(sweep.SweepConfig(threads=1), [job, job._replace(name="C_s2")],
+                                   say=lambda line: None)
+    assert (status, signum) == ({"C_s1": -signal.SIGTERM}, signal.SIGTERM) and len(procs) == 1
+
+
+def test_the_sweeps_own_write_failing_is_one_line(made_runs, tiny_folder, nb201_table, tmp_path, capsys,
+                                                   monkeypatch):
+    out = sweep_of(made_runs, tmp_path, "C_s1")
+
+    def full(path, obj):
+        raise runs.write_error(path, OSError(28, "No space left on device"))
+    monkeypatch.setattr(sweep, "write_json", full)
+    with pytest.raises(SystemExit) as e:
+        runs.cli(sweep.main, [f"--out={out}", "--options=C", "--seeds=1", *flags(tiny_folder, nb201_table, "--epochs=2")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1 and f"{out / 'table.json'}: No space left" in err, err
