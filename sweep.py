@@ -49,6 +49,7 @@ def parse(argv):
     mine = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_") in own]
     rest = [a for a in argv if a not in mine]
     cfg = runs.parse_config(SweepConfig, mine)
+    runs.check_ranges(cfg, dict(jobs="[1, inf)", threads="[0, inf)"))
     taken = runs.explicit_keys(rest) & {"option", "seed", "resume", "stop_after"}
     if taken:
         raise runs.ConfigError(f"--{', --'.join(sorted(taken))}: the sweep sets these per run "
@@ -76,10 +77,9 @@ def plan(cfg, flags):
             folder = os.path.join(cfg.out, name)
             argv = [*flags, f"--option={option}", f"--seed={seed}", f"--out={folder}"]
             want = runs.as_dict(search.make_config(argv))
-            saved_path = os.path.join(folder, "config.json")
+            saved = checkpoints.saved_settings(folder)  # config.json, else a lone checkpoint's own config
             state = "new"
-            if os.path.isfile(saved_path):
-                saved = read_json(saved_path)
+            if saved is not None:
                 differ = sorted(k for k in want if k not in search.RUN_KEYS and k in saved and saved[k] != want[k])
                 if differ:
                     what = ", ".join(f"{k}={saved[k]!r} not {want[k]!r}" for k in differ)
