@@ -12,7 +12,9 @@ option trains: for RF-DARTS the BN affine weights) and an alpha step on a batch 
 settings (NB201's DARTS-V1 for nb201; DARTS for the DARTS-style spaces; PC-DARTS when pc_k > 1).
 Outputs in --out: config.json, log.txt, alphas.json (softmax(alpha) per epoch, Fig. 5), genotype.json,
 checkpoint.pt (atomic, every epoch and at the step where SIGTERM / Ctrl-C stopped it; the one before is
-kept as checkpoint.prev.pt; --resume=1 continues bit-identically on CPU, mid-epoch included).
+kept as checkpoint.prev.pt; --resume=1 continues bit-identically on CPU, mid-epoch included, with the
+run's own settings: config.json's, else the checkpoint's). `make_config` refuses in one line, before any
+data is read, whatever the search would refuse at start-up (`validate`; the sweep's pre-flight).
 """
 import contextlib
 import json

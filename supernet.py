@@ -10,6 +10,8 @@
   DartsSupernet  stem (CIFAR 3x3 conv or the ImageNet 3-conv stem), L cells with reductions at L//3
                  and 2L//3, pool, linear (quark0/darts cnn/model_search.py; PC-DARTS train_search_imagenet.py)
   set_trainable  Table 1: which of conv / cell BN affine weights are trained (C = RF-DARTS, Eq. 7-8)
+  check_supernet what build_supernet cannot build (nb201 with partial channels, C not divisible by K, ...),
+                 checked without building anything
 
 One supernet serves all four options: every BN inside a cell is built affine, and options B/D freeze
 gamma = 1, beta = 0 at their init, which computes exactly what DARTS' affine=False BN computes.

@@ -10,7 +10,8 @@ built on these error types.
 search.py, train.py, analysis.py, bench.py, plot.py and checkpoints.py import these; nothing here knows
 about architectures. The config is a dataclass per script (defaults = the paper's values); `parse_config`
 applies overrides and rejects unknown keys and badly typed values in one line, like nanoGPT's
-configurator but without exec.
+configurator but without exec; `check_ranges` refuses a numeric setting outside its range (each script
+declares a RANGES dict), `pick_device` a device this machine does not have.
 """
 import dataclasses
 import math
