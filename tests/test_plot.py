@@ -87,23 +87,24 @@ def test_benchmark_accuracy_from_the_table_when_the_run_did_not_log_it(search_ru
 def test_benchmark_axes_name_the_runs_dataset(search_runs, nb201_table_by_dataset, tmp_path, monkeypatch):
     """A run whose benchmark column is CIFAR-100 gets CIFAR-100 accuracies from a table and axes that say
     so; the logged rows of an ImageFolder run name CIFAR-10."""
-    labels, save = [], plot._save
-    monkeypatch.setattr(plot, "_save", lambda fig, *a: labels.extend(ax.get_ylabel() for ax in fig.axes) or
+    labels, save = [], plot._save  # the y labels of each figure drawn
+    monkeypatch.setattr(plot, "_save", lambda fig, *a: labels.append([ax.get_ylabel() for ax in fig.axes]) or
                         save(fig, *a))
-    plot.main([search_runs[1], f"--out={tmp_path / 'a'}"])
-    assert "NAS-Bench-201 CIFAR-10 test acc. (%)" in labels
+    cfg = plot.PlotConfig(out=str(tmp_path))
+    plot.skip_and_bench([rundir.load_run(search_runs[1])], None, cfg)
+    assert labels[-1][1].startswith("NAS-Bench-201 CIFAR-10 test acc")
     run_dir = shutil.copytree(search_runs[1], tmp_path / "C")
     config = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").write_text(json.dumps({**config, "bench201_dataset": "cifar100"}))
     rows = json.loads((run_dir / "history.json").read_text())
     (run_dir / "history.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "bench201"} for r in rows]))
     run, table = rundir.load_run(str(run_dir)), bench201.NB201(nb201_table_by_dataset)
-    assert [rundir.bench_acc(run, row, table) for row in run.rows] == \
-           [fake_nb201_accuracy(r["genotype"]["nb201_index"]) + NB201_OFFSETS["cifar100"] for r in rows]
-    labels.clear()
-    plot.main([str(run_dir), f"--out={tmp_path / 'b'}", f"--bench201={nb201_table_by_dataset}"])
-    bench_axes = [label for label in labels if "NAS-Bench-201" in label]
-    assert len(bench_axes) == 2 and all("CIFAR-100 test acc." in label for label in bench_axes), labels
+    accs = [rundir.bench_acc(run, row, table) for row in run.rows]
+    assert accs == [fake_nb201_accuracy(r["genotype"]["nb201_index"]) + NB201_OFFSETS["cifar100"] for r in rows]
+    plot.skip_and_bench([run], table, cfg)
+    plot.fig1([(run, 50.0, accs[-1])], cfg)
+    assert labels[-2][1].startswith("NAS-Bench-201 CIFAR-100 test acc")
+    assert labels[-1][0].startswith("found cell: NAS-Bench-201 CIFAR-100 test acc")
 
 
 def test_darts_space_run_draws_both_cell_kinds(tiny_folder, tmp_path):
