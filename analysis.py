@@ -35,7 +35,6 @@ Decisions where the paper is silent (README, "Sec. 4 analyses"):
   compiled graphs need static shapes). A stop signal mid-epoch drops that epoch: resume redoes it
   exactly (the loader depends only on (seed, epoch); nothing else is random).
 """
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from harness import checkpoints
 from harness import data
 from harness import batching
 from harness import runs
-from supernet import init_convs, set_trainable
+from supernet import INITS, init_convs, set_trainable
 
 
 @dataclass
@@ -78,6 +77,10 @@ class AnalysisConfig:
 
 
 RUN_KEYS = {"epochs", "out", "resume", "device", "amp", "compile", "download"}  # may change on resume
+# The range of every numeric setting (runs.check_ranges); depth is one of STAGES; subsets 0: all images.
+RANGES = dict(width="(0, inf)", lambda_init="[0, 1]", subset="[0, inf)", test_subset="[0, inf)",
+              epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", momentum="[0, 1)",
+              weight_decay="[0, inf)", seed=runs.SEED_RANGE)
 SETTINGS = {"convbn": "A", "bn": "C"}  # Table 1 options (supernet.OPTIONS) with the same rule
 STAGES = {18: (False, (2, 2, 2, 2)), 50: (True, (3, 4, 6, 3))}  # depth: (bottleneck, blocks per stage)
 
@@ -178,6 +181,8 @@ def init_variances(model):
 def make_config(argv=None):
     """The run's config: a resumed run's saved one (only RUN_KEYS may change), else the command line."""
     cfg, given = runs.parse_config(AnalysisConfig, argv), runs.explicit_keys(argv)
+    runs.check_ranges(cfg, RANGES)
+    runs.pick_device(cfg.device)
     path = os.path.join(cfg.out, "checkpoint.pt")
     if cfg.resume and checkpoints.has_checkpoint(path):
         ckpt = checkpoints.load_checkpoint(path, required=("config",))
@@ -188,12 +193,10 @@ def make_config(argv=None):
         raise runs.ConfigError(f"--setting={cfg.setting}: choose convbn (all trained) or bn (only BN)")
     if cfg.exp != "lambda" and "lambda_init" in given:
         raise runs.ConfigError("--lambda_init applies to --exp=lambda only")
-    if not 0 <= cfg.lambda_init <= 1:
-        raise runs.ConfigError(f"--lambda_init={cfg.lambda_init}: λ lies in [0, 1]")
-    if min(cfg.epochs, cfg.batch_size, cfg.subset + 1, cfg.test_subset + 1) < 1 or cfg.lr <= 0:
-        raise runs.ConfigError("--epochs, --batch_size and --lr must be positive, subsets >= 0")
-    if cfg.depth not in STAGES or not cfg.width > 0:
-        raise runs.ConfigError(f"--depth={cfg.depth} --width={cfg.width}: depth 18 or 50, width > 0")
+    if cfg.depth not in STAGES:
+        raise runs.ConfigError(f"--depth={cfg.depth}: choose 18 or 50")
+    if cfg.init not in INITS:
+        raise runs.ConfigError(f"--init={cfg.init}: choose {', '.join(INITS)}")
     return cfg
 
 
@@ -289,9 +292,7 @@ def run(cfg, stop=None):
             if stop.requested():
                 stop.stop(f"in epoch {epoch + 1} (redone on resume from epoch {epoch})", path)
         train_loss, correct = sums.tolist()
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"non-finite loss in epoch {epoch + 1}; the checkpoint after epoch "
-                                     f"{epoch} is kept at {path}: lower --lr and resume")
+        checkpoints.check_finite(train_loss, path, f"in epoch {epoch + 1}", model)
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
             test_loss, test_acc = runs.evaluate(model, test_loader)
         row = dict(epoch=epoch + 1, lr=lr, train_loss=train_loss / n, train_err=1 - correct / n,

@@ -1,7 +1,7 @@
 """Second-order (unrolled) architecture gradient of DARTS: Eq. (3)-(5) of DARTS, Eq. (5) of RF-DARTS.
 
     unrolled_arch_grads(model, weights, arch, w_opt, train_batch, valid_batch) -> (grads, loss, correct)
-    unrolled_arch_step(model, weights, w_opt, a_opt, train_batch, valid_batch) -> (loss, correct)
+    unrolled_arch_step(model, weights, w_opt, a_opt, train_batch, valid_batch, clip=0) -> (loss, correct)
 
 The bilevel objective is min_a L_val(w*(a), a) with w*(a) = argmin_w L_train(w, a). DARTS replaces
 w*(a) by one virtual step of the weight optimiser, w' = w - xi * grad_w L_train(w, a) (Eq. 3, 5 of
@@ -151,11 +151,12 @@ def unrolled_arch_grads(model, weights, arch, w_opt, train_batch, valid_batch, s
     return grads, loss.detach(), correct
 
 
-def unrolled_arch_step(model, weights, w_opt, a_opt, train_batch, valid_batch, sync=None):
+def unrolled_arch_step(model, weights, w_opt, a_opt, train_batch, valid_batch, sync=None, clip=0.0):
     """One second-order architecture step: write the unrolled gradient into .grad, step a_opt.
 
     The arch tensors are those a_opt optimises. Call it before the weight step of the iteration
-    (DARTS order), so that the momentum buffer it reads is the one that step will use.
+    (DARTS order), so that the momentum buffer it reads is the one that step will use. `clip` > 0 caps
+    the 2-norm of the unrolled gradient, as the first-order step caps its own (PC-DARTS ImageNet: 5).
     Returns (validation loss at w', correct predictions), device tensors.
     """
     arch = [p for g in a_opt.param_groups for p in g["params"]]  # alphas (E, n_ops) [, betas (E,)]
@@ -163,5 +164,7 @@ def unrolled_arch_step(model, weights, w_opt, a_opt, train_batch, valid_batch, s
                                                valid_batch, sync)
     for a, g in zip(arch, grads):
         a.grad = g
+    if clip:
+        torch.nn.utils.clip_grad_norm_(arch, clip)
     a_opt.step()
     return loss, correct

@@ -45,6 +45,12 @@ class BenchConfig:
     seed: int = 0
 
 
+# The range of every numeric setting (runs.check_ranges); C and layers 0: the space's default.
+RANGES = dict(batch_size="[1, inf)", C="[0, inf)", layers="[0, inf)", pc_k="[1, inf)", image_size="[1, inf)",
+              num_classes="[1, inf)", steps="[1, inf)", warmup="[0, inf)", threads="[0, inf)",
+              seed=runs.SEED_RANGE)
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -97,6 +103,7 @@ def bench_option(cfg, option):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     cfg = runs.parse_config(BenchConfig, argv)
+    runs.check_ranges(cfg, RANGES)
     options = "ABCD" if cfg.option.lower() == "all" else cfg.option.upper()
     if not options or set(options) - set("ABCD"):
         raise runs.ConfigError(f"--option={cfg.option}: give A, B, C, D, several (e.g. BC) or all")

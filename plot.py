@@ -7,8 +7,9 @@ Reads only what a run writes (through rundir.py), never a checkpoint. search.py 
 "space"): history.json (older runs: log.txt's epoch lines), alphas.json, genotype.json ->
 fig5_alphas_<run>[_<kind>].png (Fig. 5, softmax(alpha) per edge per epoch), op_scale_<run>[_<kind>].png
 (softmax(alpha) beside each conv op's mean |gamma| and eta per edge: why a cell collapses or not),
-cell_<run>.png, and over all runs skip_and_bench.png (skip_connect edges of each epoch's cell and its NAS-Bench-201 CIFAR-10 test
-accuracy beside Table 2) and fig1_supernet_vs_cell.png (Fig. 1, one marker per option of Table 1).
+cell_<run>.png, and over all runs skip_and_bench.png (skip_connect edges of each epoch's cell and its
+NAS-Bench-201 test accuracy beside Table 2; the axes name the benchmark dataset, the searched one's:
+rundir.bench_dataset) and fig1_supernet_vs_cell.png (Fig. 1, one marker per option of Table 1).
 analysis.py runs (config.json has "exp"): history.json -> fig2_plain.png (Fig. 2), fig3_lambda.png
 (Fig. 3, lambda of Eq. 9), fig4_eta.png (Fig. 4, eta of Eq. 17-18). Benchmark accuracy: the run's logged
 "bench201", else the --bench201=PATH table.
@@ -27,7 +28,7 @@ import numpy as np  # noqa: E402
 import genotypes as G  # noqa: E402
 from harness import runs  # noqa: E402
 from harness.checkpoints import read_json as read_json_file  # noqa: E402
-from harness.rundir import bench_acc, load_run  # noqa: E402
+from harness.rundir import BENCH201_NAMES, bench_acc, bench_dataset, bench_label, load_run  # noqa: E402
 from spaces import DARTS_OPS, NB201_OPS, get_space  # noqa: E402
 
 
@@ -44,8 +45,14 @@ OP_COLOURS = {op: f"C{i}" if i < 10 else "black" for i, op in enumerate(_ALL_OPS
 OPTION_STYLE = {"A": ("tab:green", "o"), "B": ("tab:red", "s"), "C": ("tab:blue", "^"),
                 "D": ("tab:purple", "D")}  # Table 1's options: colour and marker
 SEED_LINES = ("-", "--", ":", "-.")
+# CIFAR-10 test accuracies (%) on NAS-Bench-201 (paper Table 2), drawn on CIFAR-10 axes only
 PAPER_NB201 = (("DARTS 1st order (paper)", 54.30), ("RF-DARTS (paper)", 94.27), ("optimum", 94.37))
 SETTINGS = {"convbn": "Conv+BN", "bn": "only BN"}
+
+
+def _on_cifar10(runs_):
+    """Whether every run's benchmark accuracies are CIFAR-10's (PAPER_NB201 holds CIFAR-10 numbers)."""
+    return all(bench_dataset(r, r.rows[-1] if r.rows else None) == "cifar10" for r in runs_)
 
 def _save(fig, out, name, dpi):
     path = os.path.join(out, name)
@@ -157,9 +164,9 @@ def skip_and_bench(search_runs, table, cfg):
             colour, _, ls = _run_style(r, seeds)
             pts = [(row["epoch"], a) for row, a in zip(r.rows, accs[r.name]) if a is not None]
             right.plot(*zip(*pts), ls, color=colour, lw=1.6, marker=".", label=r.label)
-        for (name, value), style in zip(PAPER_NB201, ("--", "-.", ":")):
+        for (name, value), style in zip(PAPER_NB201 if _on_cifar10(with_acc) else (), ("--", "-.", ":")):
             right.axhline(value, color="black", ls=style, lw=1, label=f"{name} {value:.2f}")
-        right.set(xlabel="epoch", ylabel="NAS-Bench-201 CIFAR-10 test accuracy (%)",
+        right.set(xlabel="epoch", ylabel=bench_label(with_acc),
                   title="benchmark accuracy of each epoch's cell")
         right.legend()
     about = ", ".join(f"{r.name} ({r.config.get('epochs')} ep)" for r in search_runs)
@@ -175,11 +182,12 @@ def fig1(points, cfg):
         colour, marker, _ = _run_style(run)
         ax.scatter(x, y, s=70, color=colour, marker=marker, label=f"option {run.config.get('option')}")
         ax.annotate(run.label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.axhline(PAPER_NB201[2][1], color="black", ls=":", lw=1, label=f"NB201 optimum {PAPER_NB201[2][1]}")
+    if _on_cifar10([run for run, _, _ in points]):
+        ax.axhline(PAPER_NB201[2][1], color="black", ls=":", lw=1, label=f"NB201 optimum {PAPER_NB201[2][1]}")
     handles = dict(zip(*reversed(ax.get_legend_handles_labels())))  # one legend entry per option
     ax.legend(handles.values(), handles.keys())
     ax.set(xlabel="supernet accuracy (%) on the α half, last epoch (mean over its α batches)",
-           ylabel="found cell: NAS-Bench-201 CIFAR-10 test acc. (%)",
+           ylabel=f"found cell: {bench_label([run for run, _, _ in points])}",
            title="Supernet fit vs. found cell (paper Fig. 1)")
     return _save(fig, cfg.out, "fig1_supernet_vs_cell.png", cfg.dpi)
 
@@ -212,7 +220,7 @@ def sweep_figures(sweep_runs, out, dpi=120):
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     left.set(ylabel="skip_connect edges in the derived cell", title="skip_connect count per epoch")
-    right.set(ylabel="NAS-Bench-201 CIFAR-10 test acc. (%)", title="benchmark accuracy of each epoch's cell")
+    right.set(ylabel=bench_label(sweep_runs), title="benchmark accuracy of each epoch's cell")
     fig.tight_layout()
     paths = [_save(fig, out, "sweep_skip_and_bench.png", dpi)]
     if any(points.values()):
@@ -226,9 +234,10 @@ def sweep_figures(sweep_runs, out, dpi=120):
             sd = (lambda v: v.std(ddof=1) if len(v) > 1 else 0.0)
             ax.errorbar(xs.mean(), ys.mean(), xerr=sd(xs), yerr=sd(ys), color=colour, marker=marker, ms=9,
                         capsize=4, lw=1.6, label=f"option {option} (n={len(pts)})")
-        ax.axhline(PAPER_NB201[2][1], color="black", ls=":", lw=1, label=f"NB201 optimum {PAPER_NB201[2][1]}")
+        if _on_cifar10(sweep_runs):
+            ax.axhline(PAPER_NB201[2][1], color="black", ls=":", lw=1, label=f"NB201 optimum {PAPER_NB201[2][1]}")
         ax.set(xlabel="supernet accuracy (%) on the α half, last epoch",
-               ylabel="found cell: NAS-Bench-201 CIFAR-10 test acc. (%)",
+               ylabel=f"found cell: {bench_label(sweep_runs)}",
                title="Supernet fit vs. found cell (paper Fig. 1), mean ± std over seeds")
         ax.legend()
         paths.append(_save(fig, out, "sweep_fig1.png", dpi))
@@ -303,7 +312,8 @@ def draw_cell(run, cfg, acc=None):
     for ax, kind in zip(axes.flat, kinds):
         _draw_nb201(ax, g) if isinstance(g, G.NB201Cell) else _draw_darts(ax, g, kind)
     index = f", NB201 index {run.genotype['nb201_index']}" if "nb201_index" in run.genotype else ""
-    acc = "" if acc is None else f", CIFAR-10 test acc. {acc:.2f}% (NB201)"
+    name = BENCH201_NAMES.get(bench_dataset(run, run.rows[-1] if run.rows else None), "?")
+    acc = "" if acc is None else f", {name} test acc. {acc:.2f}% (NB201)"
     arch = f"\n{run.genotype['arch']}" if "arch" in run.genotype else ""
     fig.suptitle(f"Final cell of {run.name} (option {run.label}){index}{acc}{arch}", fontsize=9)
     fig.tight_layout()

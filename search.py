@@ -12,7 +12,9 @@ option trains: for RF-DARTS the BN affine weights) and an alpha step on a batch 
 settings (NB201's DARTS-V1 for nb201; DARTS for the DARTS-style spaces; PC-DARTS when pc_k > 1).
 Outputs in --out: config.json, log.txt, alphas.json (softmax(alpha) per epoch, Fig. 5), genotype.json,
 checkpoint.pt (atomic, every epoch and at the step where SIGTERM / Ctrl-C stopped it; the one before is
-kept as checkpoint.prev.pt; --resume=1 continues bit-identically on CPU, mid-epoch included).
+kept as checkpoint.prev.pt; --resume=1 continues bit-identically on CPU, mid-epoch included, with the
+run's own settings: config.json's, else the checkpoint's). `make_config` refuses in one line, before any
+data is read, whatever the search would refuse at start-up (`validate`; the sweep's pre-flight).
 """
 import contextlib
 import json
@@ -25,10 +27,10 @@ import torch
 import torch.nn.functional as F
 
 import architect
-from harness import checkpoints, ddp, op_scale, runs, search_run
+from harness import checkpoints, data, ddp, op_scale, rundir, runs, search_run
 from harness.search_run import Tally
 from spaces import get_space
-from supernet import build_supernet, set_trainable
+from supernet import build_supernet, check_supernet, set_trainable
 
 
 @dataclass
@@ -70,7 +72,9 @@ class SearchConfig:
     device: str = "auto"           # auto | cpu | cuda | cuda:1 | mps
     out: str = "runs/search"
     resume: bool = False           # continue from OUT/checkpoint.pt
-    bench201: str = ""             # optional NB201 benchmark file/CSV: log each epoch's accuracies
+    bench201: str = ""             # optional NB201 benchmark file/CSV: log each epoch's accuracies ...
+    bench201_dataset: str = ""     # ... of this dataset: cifar10 | cifar100 | ImageNet16-120 ("": the
+                                   # searched one's; imagefolder: cifar10, the CIFAR-10 JPEG copy)
     log_every: int = 50            # a progress line every this many steps
     compile: bool = False          # torch.compile the supernet's forward (CUDA: with CUDA graphs)
     stop_after: int = 0            # end this session after so many epochs (resume later); 0: run all
@@ -83,19 +87,28 @@ IMAGENET_DEFAULTS = dict(pc_k=2, batch_size=1024, lr=0.5, lr_min=0.0, warmup_epo
                          arch_start=35, arch_grad_clip=5.0)  # PC-DARTS train_search_imagenet.py
 
 
-# What a resumed search may change; every other setting comes from OUT/config.json.
-RUN_KEYS = {"epochs", "out", "resume", "device", "stop_after", "log_every", "bench201", "workers",
-            "compile", "download"}
+# What a resumed search may change; every other setting comes from OUT/config.json (or the checkpoint).
+RUN_KEYS = {"epochs", "out", "resume", "device", "stop_after", "log_every", "bench201", "bench201_dataset",
+            "workers", "compile", "download"}
+# The range of every numeric setting (runs.check_ranges); C and layers 0: the space's default.
+RANGES = dict(epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", lr_min="[0, inf)", momentum="[0, 1)",
+              weight_decay="[0, inf)", grad_clip="[0, inf)", warmup_epochs="[0, inf)", arch_lr="(0, inf)",
+              arch_weight_decay="[0, inf)", arch_start="[0, inf)", arch_grad_clip="[0, inf)", C="[0, inf)",
+              layers="[0, inf)", pc_k="[1, inf)", weight_frac="(0, 1]", arch_frac="(0, 1]", workers="[0, inf)",
+              subset="[0, inf)", seed=runs.SEED_RANGE, log_every="[0, inf)", stop_after="[0, inf)")
+DATASETS = data.NAMES + ("imagenet",)
 
 
 def make_config(argv=None):
-    cfg = runs.parse_config(SearchConfig, argv)
-    saved = os.path.join(cfg.out, "config.json")
-    if cfg.resume and os.path.isfile(saved):  # `--resume=1 --out=DIR` alone continues a run
-        cfg = runs.resumed_config(SearchConfig, checkpoints.read_json(saved), argv, RUN_KEYS)
+    """The run's config, checked (`validate`). A resume keeps the run's own settings: OUT/config.json,
+    else (a folder that holds only a checkpoint) the checkpoint's config; only RUN_KEYS may change.
+    A new run: the command line over the per-setting defaults."""
+    cfg, given = runs.parse_config(SearchConfig, argv), runs.explicit_keys(argv)
+    saved = checkpoints.saved_settings(cfg.out) if cfg.resume else None
+    if saved is not None:  # `--resume=1 --out=DIR` alone continues a run
+        cfg = runs.resumed_config(SearchConfig, saved, argv, RUN_KEYS)
         # stop_after belongs to the session that gave it, not to the run
-        return cfg if "stop_after" in runs.explicit_keys(argv) else replace(cfg, stop_after=0)
-    given = runs.explicit_keys(argv)
+        return validate(cfg if "stop_after" in given else replace(cfg, stop_after=0))
     extra = dict(DARTS_DEFAULTS) if cfg.space.lower() != "nb201" else {}
     if cfg.dataset == "imagenet":
         extra.update(IMAGENET_DEFAULTS)
@@ -103,23 +116,66 @@ def make_config(argv=None):
         extra.update(PC_DEFAULTS)
     if cfg.unrolled:  # DARTS-V2 order: the virtual step reads the momentum from before this SGD step
         extra["arch_first"] = True
-    cfg = replace(cfg, **{k: v for k, v in extra.items() if k not in given})
+    cfg = validate(replace(cfg, **{k: v for k, v in extra.items() if k not in given}))
+    if cfg.dataset == "imagenet" and "batch_size" not in given:
+        print(f"note: --batch_size={cfg.batch_size} is PC-DARTS' global batch, run on 8 GPUs; on fewer or "
+              "smaller cards lower it (with --lr and --arch_lr in proportion) if it does not fit", file=sys.stderr)
+    return cfg
+
+
+def validate(cfg):
+    """Refuse in one line, before any data is read or any model is built, what the search would refuse
+    at start-up: a value out of its range (RANGES), a bad name (space, option, dataset, init, device), a
+    combination the supernet cannot build (nb201 with --pc_k > 1, a --C the partial channels or the
+    ImageNet stem cannot split), a --subset too small for a batch in each half, a missing data folder
+    or benchmark file. The sweep checks every run with it before any starts. Returns cfg with the
+    benchmark's dataset resolved (--bench201_dataset)."""
+    runs.check_ranges(cfg, RANGES)
+    space = get_space(cfg.space)
+    if cfg.option.upper() not in "ABCD" or len(cfg.option) != 1:
+        raise runs.ConfigError(f"--option={cfg.option}: choose A, B, C (RF-DARTS) or D (paper Table 1)")
+    if cfg.dataset not in DATASETS:
+        raise runs.ConfigError(f"--dataset={cfg.dataset}: choose one of {', '.join(DATASETS)}")
+    if cfg.dataset == "imagenet" and space.cell != "darts":
+        raise runs.ConfigError("--dataset=imagenet searches a DARTS-style space (the NB201 net is for "
+                               "32 px images); pick --space=darts or s1..s4")
     if cfg.unrolled and not cfg.bn_decay:
         raise runs.ConfigError("--unrolled=1 models one SGD parameter group; drop --bn_decay=0")
     if cfg.unrolled and not cfg.arch_first:
         raise runs.ConfigError("--unrolled=1 takes the alpha step before the weight step; drop --arch_first=0")
-    space = get_space(cfg.space)  # fail on a bad name before any data is read
-    if cfg.option.upper() not in "ABCD" or len(cfg.option) != 1:
-        raise runs.ConfigError(f"--option={cfg.option}: choose A, B, C (RF-DARTS) or D (paper Table 1)")
-    if cfg.dataset == "imagenet" and space.cell != "darts":
-        raise runs.ConfigError("--dataset=imagenet searches a DARTS-style space (the NB201 net is for "
-                               "32 px images); pick --space=darts or s1..s4")
-    if cfg.dataset == "imagenet" and "batch_size" not in given:
-        print(f"note: --batch_size={cfg.batch_size} is PC-DARTS' global batch, run on 8 GPUs; on fewer or "
-              "smaller cards lower it (with --lr and --arch_lr in proportion) if it does not fit", file=sys.stderr)
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise runs.ConfigError("--epochs and --batch_size must be positive")
-    return cfg
+    if cfg.nesterov and not cfg.momentum:
+        raise runs.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
+    if cfg.dataset == "imagenet" and cfg.weight_frac + cfg.arch_frac > 1:
+        raise runs.ConfigError(f"--weight_frac={cfg.weight_frac} and --arch_frac={cfg.arch_frac}: the two "
+                               "samples are disjoint, so they must add up to at most 1")
+    if cfg.subset and cfg.dataset != "imagenet" and cfg.subset // 2 < cfg.batch_size:
+        raise runs.ConfigError(f"--subset={cfg.subset}: each search half gets about {cfg.subset // 2} images, "
+                               f"fewer than one batch (--batch_size={cfg.batch_size})")
+    ddp.per_process_batch(cfg.batch_size, int(os.environ.get("WORLD_SIZE", "1")))  # torchrun's world
+    check_supernet(space, cfg.C or None, cfg.layers or None, "imagenet" if cfg.dataset == "imagenet" else "cifar",
+                   cfg.pc_k, init=cfg.init)
+    runs.pick_device(cfg.device)
+    data.check_present("imagefolder" if cfg.dataset == "imagenet" else cfg.dataset, cfg.data, cfg.download)
+    if cfg.bench201 and space.name == "nb201" and not os.path.exists(cfg.bench201):
+        raise runs.ConfigError(f"--bench201={cfg.bench201}: no such file or folder")
+    return replace(cfg, bench201_dataset=bench201_dataset(cfg, space))
+
+
+def bench201_dataset(cfg, space):
+    """The NB201 dataset whose accuracies --bench201 looks up: --bench201_dataset, else the searched
+    dataset's own (rundir.BENCH201_COLUMNS: an ImageFolder is taken to be CIFAR-10); "" if it has none."""
+    if cfg.bench201_dataset:
+        import bench201
+        try:
+            return bench201.canonical_dataset(cfg.bench201_dataset)
+        except bench201.QueryError:
+            raise runs.ConfigError(f"--bench201_dataset={cfg.bench201_dataset}: choose one of "
+                                   f"{', '.join(bench201.DATASETS)}") from None
+    column = rundir.BENCH201_COLUMNS.get(cfg.dataset, "")
+    if cfg.bench201 and space.name == "nb201" and not column:
+        raise runs.ConfigError(f"--bench201: NAS-Bench-201 has no {cfg.dataset} results; pass "
+                               "--bench201_dataset=cifar10, cifar100 or ImageNet16-120 to look up those")
+    return column
 
 
 def weight_groups(weights, cell_bn, cfg):
@@ -200,6 +256,11 @@ def _search(cfg, rank, world, device, stop):
     ckpt = checkpoints.load_checkpoint(ckpt_path, required=required, log=log) if cfg.resume else None
     if not cfg.resume and checkpoints.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
+    differ = runs.differing(runs.as_dict(cfg), (ckpt or {}).get("config", {}), RUN_KEYS)
+    if differ:  # the checkpoint is the truth: e.g. a config.json copied from another run
+        what = ", ".join(f"{k}={ckpt['config'][k]!r} not {getattr(cfg, k)!r}" for k in differ)
+        raise runs.ConfigError(f"{ckpt_path} was written with other settings than {cfg.out}/config.json "
+                               f"({what}): remove that config.json to continue with the checkpoint's settings")
     runs.seed_everything(cfg.seed)
     runs.tune_for(device)
     train_loader, arch_loader, num_classes, about = search_run.make_loaders(cfg, device, rank, world)
@@ -229,15 +290,12 @@ def _search(cfg, rank, world, device, stop):
             ("" if same else "; saved by another number of processes, so random draws restart from the seed"))
     if main_proc:
         checkpoints.record_session(cfg.out, runs.as_dict(cfg), start, ckpt is not None, RUN_KEYS, log,
-                                   schedule="the cosine lr")
+                                   schedule="the cosine lr", saved=ckpt and ckpt.get("config"))
     ddp.barrier(world)
     steps = len(train_loader)
     log(f"search {space.name} option {cfg.option.upper()} on {cfg.dataset}: {about}, {steps} steps per "
         f"epoch of {cfg.batch_size} images, {world} process(es), device {device}")
-    bench = None
-    if cfg.bench201 and space.name == "nb201":
-        import bench201
-        bench = bench201.NB201(cfg.bench201)
+    bench = search_run.open_benchmark(cfg, space, main_proc, log)
 
     # Compiled: two graphs, one per step (each step switches the other's requires_grad off).
     forward = runs.compile_model(model, cfg.compile, device)
@@ -245,7 +303,7 @@ def _search(cfg, rank, world, device, stop):
     def update_alpha(xa, ya, x, y):
         if cfg.unrolled:  # second order (Eq. 7): needs the weight batch for the virtual step
             return architect.unrolled_arch_step(model, weights, w_opt, a_opt, (x, y), (xa, ya),
-                                                sync=ddp.average_grads)
+                                                sync=ddp.average_grads, clip=cfg.arch_grad_clip)
         return alpha_step(forward, arch, weights, a_opt, xa, ya, cfg.arch_grad_clip)
 
     def checkpoint(epochs_done, **partial):  # collective: every rank's RNG; `partial`: a preempted epoch
@@ -278,13 +336,16 @@ def _search(cfg, rank, world, device, stop):
                 tally.alpha(update_alpha(xa, ya, x, y), len(ya))
             if step + 1 < steps:  # progress line, and a stop signal: checkpoint this step, then exit
                 search_run.progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path)
-                if stop.requested(step + 1):
-                    checkpoint(epoch, step=step + 1, tally=tally.total(world), seconds=time.time() - t0)
+                if stop.requested(step + 1):  # never a checkpoint of a non-finite state
+                    sums = tally.total(world)
+                    checkpoints.check_finite(sums[0] + sums[3], ckpt_path, f"in epoch {epoch + 1} by step {step + 1}",
+                                             model, search_run.LOWER)
+                    checkpoint(epoch, step=step + 1, tally=sums, seconds=time.time() - t0)
                     stop.stop(f"in epoch {epoch + 1} after step {step + 1}/{steps}", ckpt_path)
         row = search_run.end_of_epoch(cfg, model, space, epoch, lr, tally.total(world), time.time() - t0,
                                       bench, world, arch, ckpt_path, probe)
         history.append(row)
-        log(search_run.epoch_line(cfg, row, bench is not None))
+        log(search_run.epoch_line(cfg, row))
         if main_proc:
             search_run.write_outputs(cfg.out, history)
         checkpoint(epoch + 1)

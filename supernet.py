@@ -10,6 +10,8 @@
   DartsSupernet  stem (CIFAR 3x3 conv or the ImageNet 3-conv stem), L cells with reductions at L//3
                  and 2L//3, pool, linear (quark0/darts cnn/model_search.py; PC-DARTS train_search_imagenet.py)
   set_trainable  Table 1: which of conv / cell BN affine weights are trained (C = RF-DARTS, Eq. 7-8)
+  check_supernet what build_supernet cannot build (nb201 with partial channels, C not divisible by K, ...),
+                 checked without building anything
 
 One supernet serves all four options: every BN inside a cell is built affine, and options B/D freeze
 gamma = 1, beta = 0 at their init, which computes exactly what DARTS' affine=False BN computes.
@@ -212,6 +214,32 @@ class DartsSupernet(_Supernet):
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
 
+INITS = ("kaiming", "xavier", "pytorch")  # init_convs' schemes
+
+
+def check_supernet(space, C=None, layers=None, stem="cifar", pc_k=1, edge_norm=None, init="kaiming"):
+    """Raise InputError for what build_supernet cannot build, without building anything (cheap: a
+    search checks its settings with it before any data is read). C and layers: None = the default."""
+    space = get_space(space) if isinstance(space, str) else space
+    C, layers = space.C if C is None else C, space.layers if layers is None else layers
+    if stem not in ("cifar", "imagenet"):
+        raise InputError(f"unknown stem {stem!r}; choose 'cifar' or 'imagenet'")
+    if init not in INITS:
+        raise InputError(f"unknown init {init!r}; choose {', '.join(INITS)}")
+    if C < 1 or layers < 1 or pc_k < 1:
+        raise InputError(f"C={C}, layers={layers}, pc_k={pc_k}: each must be at least 1")
+    if space.cell == "nb201":
+        if pc_k != 1 or edge_norm or stem != "cifar":
+            raise InputError("partial channels, edge normalisation and the ImageNet stem are for "
+                             "DARTS-style spaces, not nb201")
+        return
+    if C % pc_k:  # every cell's C is C * 2^r, so C itself decides (MixedOp)
+        raise InputError(f"partial channels need C divisible by K, got C={C}, K={pc_k}")
+    if stem == "imagenet" and C % 2:  # the first cell reduces the stem's s0 through a FactorizedReduce
+        raise InputError(f"FactorizedReduce needs an even number of output channels, got {C}: the ImageNet "
+                         "stem needs an even C")
+
+
 def init_convs(model, scheme="kaiming"):
     """Initialise every conv / linear weight. The paper's variance argument (Sec. 4.2, Eq. 14-18)
     assumes He (Kaiming) or Xavier init; PyTorch's default (Kaiming-uniform, a=sqrt(5)) is neither."""
@@ -224,7 +252,7 @@ def init_convs(model, scheme="kaiming"):
             elif scheme == "xavier":
                 nn.init.xavier_normal_(m.weight)
             else:
-                raise InputError(f"unknown init {scheme!r}; choose kaiming, xavier or pytorch")
+                raise InputError(f"unknown init {scheme!r}; choose {', '.join(INITS)}")
 
 
 def build_supernet(space, num_classes, C=None, layers=None, stem="cifar", pc_k=1, edge_norm=None,
@@ -239,13 +267,11 @@ def build_supernet(space, num_classes, C=None, layers=None, stem="cifar", pc_k=1
     space = get_space(space) if isinstance(space, str) else space
     C = C or space.C
     layers = layers or space.layers
+    check_supernet(space, C, layers, stem, pc_k, edge_norm, init)
     edge_norm = pc_k > 1 if edge_norm is None else edge_norm
     with torch.random.fork_rng(devices=[]):  # a private, seeded init that leaves the caller's RNG be
         torch.manual_seed(seed)
         if space.cell == "nb201":
-            if pc_k != 1 or edge_norm or stem != "cifar":
-                raise InputError("partial channels, edge normalisation and the ImageNet stem are for "
-                                 "DARTS-style spaces, not nb201")
             model = NB201Supernet(space, num_classes, C, layers, track_running_stats)
         else:
             model = DartsSupernet(space, num_classes, C, layers, stem, pc_k, edge_norm,

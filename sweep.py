@@ -68,6 +68,7 @@ def parse(argv):
     mine = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_") in own]
     rest = [a for a in argv if a not in mine]
     cfg = runs.parse_config(SweepConfig, mine)
+    runs.check_ranges(cfg, dict(jobs="[1, inf)", threads="[0, inf)"))
     taken = runs.explicit_keys(rest) & {"option", "seed", "resume", "stop_after"}
     if taken:
         raise runs.ConfigError(f"--{', --'.join(sorted(taken))}: the sweep sets these per run "
@@ -86,9 +87,6 @@ def parse(argv):
                                    "each (option, seed) is one run")
     if not seeds:
         raise runs.ConfigError("--seeds needs at least one seed")
-    if cfg.jobs < 1 or cfg.threads < 0:
-        raise runs.ConfigError(f"--jobs={cfg.jobs} --threads={cfg.threads}: jobs must be at least 1, threads "
-                               "at least 0 (0: cores // jobs)")
     cfg = dataclasses.replace(cfg, options=options, seeds=seeds)
     return cfg, rest
 

@@ -95,6 +95,11 @@ RECIPES = {
 RUN_KEYS = {"epochs", "resume", "out", "device", "amp", "channels_last", "workers", "test_every_epoch",
             "download", "compile"}
 CKPT_KEYS = ("model", "optimizer", "epoch", "rng", "seconds", "config", "genotype", "train")
+# The range of every numeric setting (runs.check_ranges); subset None or 0: every training image.
+RANGES = dict(epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", lr_gamma="(0, 1]", momentum="[0, 1)",
+              weight_decay="[0, inf)", grad_clip="[0, inf)", C="[1, inf)", layers="[1, inf)",
+              auxiliary_weight="[0, inf)", drop_path_prob="[0, 1)", cutout="[0, inf)", label_smoothing="[0, 1)",
+              seed=runs.SEED_RANGE, workers="[0, inf)", subset="[0, inf)")
 
 
 def build_network(genotype_or_arch, dataset, C=None, layers=None, auxiliary=None, root=None):
@@ -119,8 +124,12 @@ def _network(g, info, C, layers, auxiliary):
 
 def resolve(argv):
     """-> (cfg, genotype, DatasetInfo, checkpoint or None, what to log). A resumed run keeps its
-    checkpoint's settings; a fresh one takes its setting's recipe for every key not given."""
+    checkpoint's settings; a fresh one takes its setting's recipe for every key not given. Every
+    numeric setting is checked against its range (RANGES) and the device against the machine."""
     cfg, given = runs.parse_config(Config, argv), runs.explicit_keys(argv)
+    runs.check_ranges(cfg, RANGES)
+    runs.pick_device(cfg.device)
+    learning_rate(cfg, 0)  # an unknown --schedule is refused here, before any data is read
     path = os.path.join(cfg.out, "checkpoint.pt")
     if cfg.resume and checkpoints.has_checkpoint(path):
         ckpt = checkpoints.load_checkpoint(path, required=CKPT_KEYS)
@@ -138,6 +147,8 @@ def resolve(argv):
     info = train_run.data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
     setting = "nb201" if isinstance(genotype, NB201Cell) else "imagenet" if info.streaming else "darts"
     cfg = runs.parse_config(Config, argv, **RECIPES[setting])
+    if cfg.nesterov and not cfg.momentum:
+        raise runs.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
     if setting == "darts" and "auxiliary" not in given:
         cfg.auxiliary = aux_fits(info.size, cfg.layers)
     overrides = sorted(given & set(RECIPES[setting]) | given & {"auxiliary"})
@@ -178,7 +189,7 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
 def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
     amp, nhwc = fast_paths(cfg, device)
     fast = device.type == "cuda"
-    log = runs.Log(cfg.out, enabled=rank == 0)
+    log, ckpt_path = runs.Log(cfg.out, enabled=rank == 0), os.path.join(cfg.out, "checkpoint.pt")
     log(f"config {json.dumps(runs.as_dict(cfg))}")
     log(f"{how}; genotype {genotype}")
 
@@ -205,7 +216,8 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             ("" if same else f"; saved by {len(ckpt['rng'])} processes, so random draws restart from the seed"))
     if rank == 0:
         checkpoints.record_session(cfg.out, runs.as_dict(cfg), start, ckpt is not None, RUN_KEYS, log,
-                                   schedule="the lr schedule and the drop-path ramp")
+                                   schedule="the lr schedule and the drop-path ramp",
+                                   saved=ckpt and ckpt["config"])
     net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if fast else None)
     train_loader, test_loader = train_run.make_loaders(cfg, info, ddp.per_process_batch(cfg.batch_size, world),
@@ -235,12 +247,9 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         skip = first if epoch == start else 0  # a preempted epoch continues at its next batch
         train_loader.set_epoch(epoch, skip)  # both loaders: a batch is a function of (seed, epoch, index)
         net.train()
-        loss_sum = correct = torch.zeros((), device=device)
-        n = [0]
-        if skip and rank == 0:  # the preempted epoch's running sums (over all processes) go to rank 0
-            loss_sum, correct = (torch.tensor(v, dtype=loss_sum.dtype, device=device) for v in ckpt["sums"][:2])
-            n = [ckpt["sums"][2]]
-        for step, (x, y) in enumerate(train_run.batches(train_loader, device, nhwc, n), skip):
+        # loss sum, correct, images; the preempted epoch's running sums (over all processes) go to rank 0
+        sums = ddp.StepSums(device, saved=ckpt["sums"] if skip and rank == 0 else None)
+        for step, (x, y) in enumerate(train_run.batches(train_loader, device, nhwc, [0]), skip):
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 out = forward(x)  # the forward in bf16 on CUDA; loss and backward outside autocast
             logits, aux = out if isinstance(out, tuple) else (out, None)
@@ -253,19 +262,19 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            loss_sum = loss_sum + loss.detach() * len(y)
-            correct = correct + (logits.argmax(1) == y).sum()
+            sums.add(loss, (logits.argmax(1) == y).sum(), len(y))
             if step + 1 < steps and stop.requested(step + 1):  # SIGTERM / Ctrl-C: keep this step, exit
                 rng = ddp.gather_rng(world)
-                sums = ddp.all_sum([loss_sum.item(), correct.item(), n[0]], device, world)  # exact in float64
+                total = sums.total(world)
+                checkpoints.check_finite(total[0], ckpt_path, f"in epoch {epoch + 1} by step {step + 1}", model)
                 if rank == 0:
-                    checkpoints.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), checkpoint(
-                        epoch, rng, step=step + 1, sums=[sums[0], int(sums[1]), int(sums[2])],
+                    checkpoints.save_checkpoint(ckpt_path, checkpoint(
+                        epoch, rng, step=step + 1, sums=[total[0], int(total[1]), int(total[2])],
                         seconds=seconds + time.time() - t0))
-                stop.stop(f"in epoch {epoch + 1} after step {step + 1}/{steps}",
-                          os.path.join(cfg.out, "checkpoint.pt"))
+                stop.stop(f"in epoch {epoch + 1} after step {step + 1}/{steps}", ckpt_path)
         ddp.keep_rank0_buffers(model, world)  # each process updated BN running stats on its own shard
-        loss_sum, correct, total = ddp.all_sum([loss_sum.item(), correct.item(), n[0]], device, world)
+        loss_sum, correct, total = sums.total(world)
+        checkpoints.check_finite(loss_sum, ckpt_path, f"in epoch {epoch + 1}", model)
         train_stats = [loss_sum / max(total, 1), correct / max(total, 1)]
         seconds += time.time() - t0
         extra = []
@@ -275,9 +284,9 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             f"{train_stats[1]:.3f} {time.time() - t0:.0f}s" + "".join(f" {k} {v:.4f}" for k, v in extra))
         rng = ddp.gather_rng(world)
         if rank == 0:
-            checkpoints.save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), checkpoint(epoch + 1, rng))
+            checkpoints.save_checkpoint(ckpt_path, checkpoint(epoch + 1, rng))
         if stop.requested():
-            stop.stop(f"after epoch {epoch + 1}", os.path.join(cfg.out, "checkpoint.pt"))
+            stop.stop(f"after epoch {epoch + 1}", ckpt_path)
     stop.armed = False
 
     test_loss, test_acc = train_run.score_test_set(model, test_loader, device, world, amp, nhwc)

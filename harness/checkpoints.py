@@ -2,8 +2,10 @@
 
 Owns `atomic_write` (every file a run writes goes through a temporary file and a rename, so a reader, a
 crash or a full disk never sees half a file), `write_json` / `read_json`, `out_dir`, the checkpoints
-(`save_checkpoint`, `load_checkpoint`, `has_checkpoint`, `previous_path`), `record_session` (config.json
-with one entry per session), `RunLock` (one run per output folder) and `StopSignals`.
+(`save_checkpoint`, `load_checkpoint`, `has_checkpoint`, `previous_path`, `last_complete`), what a run
+folder was run with (`saved_settings`), `record_session` (config.json with one entry per session),
+`check_finite` (a non-finite state is never checkpointed), `RunLock` (one run per output folder) and
+`StopSignals`.
 Checkpoints rotate (`checkpoint.pt` -> `checkpoint.prev.pt`, both complete files written through a
 temporary file and a rename), and `load_checkpoint` falls back to the older one when the newest is
 damaged. `StopSignals` turns SIGTERM / SIGINT (what SLURM, Kubernetes and spot instances send) into a
@@ -17,6 +19,7 @@ README.md's "When things go wrong" describes.
 """
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -67,14 +70,38 @@ def has_checkpoint(path):
     return os.path.isfile(path) or os.path.isfile(previous_path(path))
 
 
+def last_complete(path):
+    """The newest complete checkpoint file of `path` (itself, else previous_path(path)), or None."""
+    return next((p for p in (path, previous_path(path)) if zipfile.is_zipfile(p)), None)  # False: missing
+
+
 def save_checkpoint(path, obj):
     """Write `obj` atomically to `path`, keeping the checkpoint it replaces as previous_path(path).
 
     Only a complete torch file is kept (the zip directory at its end is present): a damaged `path` that
-    a resume skipped is overwritten, never rotated over the good older file."""
-    keep = previous_path(path) if zipfile.is_zipfile(path) else None  # False when missing
-    atomic_write(path, lambda f: torch.save(obj, f), keep=keep,
-                 hint="; the last complete checkpoint is intact: free space, then --resume=1")
+    a resume skipped is overwritten, never rotated over the good older file. A failed write names the
+    complete checkpoint that is left, or says there is none."""
+    keep = previous_path(path) if zipfile.is_zipfile(path) else None
+    last = last_complete(path)
+    hint = (f"; the last complete checkpoint, {last}, is intact: free space, then --resume=1" if last else
+            "; no earlier checkpoint exists: free space, then run again")
+    atomic_write(path, lambda f: torch.save(obj, f), keep=keep, hint=hint)
+
+
+def check_finite(loss_sum, path, where, model=None, lower="--lr"):
+    """Stop with a FloatingPointError line, before anything is written, when a loss sum is NaN/Inf or (with
+    `model`) a parameter is: a checkpoint never holds a non-finite state. The line names the file that
+    holds the last good state (the checkpoint at `path`, else the one before it), or says there is none,
+    and what to `lower`. Parameters only: they are the same on every DDP rank, so all ranks stop together (one host sync)."""
+    finite = math.isfinite(loss_sum)
+    if finite and model is not None:
+        finite = bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+    if finite:
+        return
+    last = last_complete(path)
+    kept = (f"the last good state is in {last}: lower {lower} and continue from it with --resume=1" if last
+            else f"no checkpoint was written before: lower {lower} and start again")
+    raise FloatingPointError(f"non-finite loss or weights {where}: stopping without writing a checkpoint; {kept}")
 
 
 def write_json(path, obj):
@@ -90,6 +117,20 @@ def read_json(path):
     except ValueError as e:  # JSONDecodeError (truncated), UnicodeDecodeError (binary)
         raise runs.ConfigError(f"{path} is damaged ({type(e).__name__}: {runs.one_line(e)[:80]}); restore it, "
                                "or start afresh with another --out") from None
+
+
+def saved_settings(out, name="checkpoint.pt"):
+    """The settings of the run in folder `out`: its config.json, else (a folder that holds only a
+    checkpoint) the config its newest readable checkpoint was written with; None if neither is there
+    (an unreadable checkpoint is left for the resume to report)."""
+    path = os.path.join(out, "config.json")
+    if os.path.isfile(path):
+        return read_json(path)
+    for p in (os.path.join(out, name), previous_path(os.path.join(out, name))):
+        ckpt = _read_checkpoint(p, "cpu", ("config",))[0] if os.path.isfile(p) else None
+        if ckpt is not None:
+            return ckpt["config"]
+    return None
 
 
 def _read_checkpoint(path, device, required):
@@ -141,13 +182,14 @@ def out_dir(path):
     return path
 
 
-def record_session(out, settings, start, resumed, run_keys, log, schedule="the lr schedule"):
+def record_session(out, settings, start, resumed, run_keys, log, schedule="the lr schedule", saved=None):
     """Write OUT/config.json: this session's `settings`, plus a "sessions" list (one entry per session:
     the epoch it started from, when, and the values of the `run_keys` a resume may change), so what each
     epoch followed stays recoverable. A resume that changes `epochs` is said in one line: the epochs
-    from `start` on follow `schedule` of the new length. Ending before `start` is refused."""
+    from `start` on follow `schedule` of the new length. Ending before `start` is refused. `saved`: the
+    checkpoint's config, what a resume without config.json knows of the earlier sessions."""
     path = os.path.join(out, "config.json")
-    old = read_json(path) if resumed and os.path.isfile(path) else {}
+    old = (read_json(path) if os.path.isfile(path) else dict(saved or {})) if resumed else {}
     sessions = old.get("sessions") or ([{"from_epoch": 0, **{k: old[k] for k in run_keys if k in old}}]
                                        if old else [])
     if old and old.get("epochs") != settings["epochs"]:

@@ -1,6 +1,6 @@
 """Datasets: reading them (files, torchvision, NB201 pickles), their constants and the search split.
 
-Public: DatasetError, DatasetInfo, dataset_info, fetch, load_split, search_split, split_arrays,
+Public: DatasetError, DatasetInfo, dataset_info, check_present, fetch, load_split, search_split, split_arrays,
 read_imagenet16, list_images, folder_files, decode_images, channel_stats; why_unreadable is shared with
 stream.py. Batches (augmentation, TensorLoader) are batching.py's; streaming from disk is stream.py's.
 Datasets: cifar10 / cifar100 / svhn (torchvision files), ImageNet16-120 (NB201 §10 pickles), imagefolder
@@ -84,10 +84,14 @@ def list_images(path, classes=None):
     return files, labels, found
 
 
-def folder_files(root, train):
-    """(files, labels, classes) of root/train or root/test; classes = sorted train/ folders."""
+def _need_train_folder(root):
     if not os.path.isdir(os.path.join(root, "train")):
         raise DatasetError(f"{root}: no train/ folder (expected {root}/train/<class>/<image>)")
+
+
+def folder_files(root, train):
+    """(files, labels, classes) of root/train or root/test; classes = sorted train/ folders."""
+    _need_train_folder(root)
     files, labels, classes = list_images(os.path.join(root, "train"))
     return (files, labels, classes) if train else list_images(os.path.join(root, "test"), classes)
 
@@ -151,15 +155,21 @@ class _NumpyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _imagenet16_files(root, train):
+    """The pickles of one ImageNet16 split (each checked to be there)."""
+    paths = [os.path.join(root, n) for n in ([f"train_data_batch_{i}" for i in range(1, 11)] if train
+                                             else ["val_data"])]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise DatasetError(f"{path}: missing (ImageNet16 needs train_data_batch_1..10 and val_data)")
+    return paths
+
+
 def read_imagenet16(root, train, num_classes=120):
     """NB201 §10: pickled dicts {'data': uint8 (N, 768) channel-major, 'labels': 1..1000}; keep labels
     1..num_classes shifted to 0.. -> x uint8 (N, 3, 16, 16), y int64 (N,)."""
-    names = [f"train_data_batch_{i}" for i in range(1, 11)] if train else ["val_data"]
     xs, ys = [], []
-    for name in names:
-        path = os.path.join(root, name)
-        if not os.path.isfile(path):
-            raise DatasetError(f"{path}: missing (ImageNet16 needs train_data_batch_1..10 and val_data)")
+    for path in _imagenet16_files(root, train):
         with open(path, "rb") as f:
             d = _NumpyUnpickler(f, encoding="latin1").load()
         labels = np.asarray(d["labels"], dtype=np.int64)
@@ -203,6 +213,20 @@ def fetch(name, root, download=True):
     except Exception as e:  # noqa: BLE001  offline (URLError), proxy, checksum, full disk: all one line
         raise DatasetError(f"could not download {name} into {root} ({type(e).__name__}: "
                            f"{' '.join(str(e).split())[:120]}); offline? {where}") from e
+
+
+def check_present(name, root, download=True):
+    """Refuse, before any image is read, a dataset the run could not read: an unknown name, a folder
+    dataset (imagefolder) without root/train/, ImageNet16-120 without its pickles, cifar/svhn files that
+    are missing with download=False (with download they are fetched when the run starts)."""
+    if name not in NAMES:
+        raise DatasetError(f"{name}: unknown dataset, expected one of {NAMES}")
+    if name == "imagefolder":
+        _need_train_folder(root)
+    if name == "ImageNet16-120":
+        _imagenet16_files(root, True), _imagenet16_files(root, False)
+    if name in _TORCHVISION and not download:
+        fetch(name, root, download=False)  # only looks for the files
 
 
 def _read_torchvision(name, root, train):

@@ -4,9 +4,10 @@
 
 What it owns: the process group (setup / teardown), gradient averaging for steps that take gradients
 with torch.autograd.grad (which bypasses DistributedDataParallel's hooks, so the scripts all-reduce
-explicitly), keeping rank 0's BN running statistics, exact sums and gathers of per-rank numbers, and the
-checks that every rank ended with the same alpha and the same weights. No paper equation lives here:
-data parallelism must not change what a step computes, only how many images it sees.
+explicitly), keeping rank 0's BN running statistics, exact sums and gathers of per-rank numbers (an
+epoch's running loss and accuracy sums: `StepSums`), and the checks that every rank ended with the same
+alpha and the same weights. No paper equation lives here: data parallelism must not change what a step
+computes, only how many images it sees.
 """
 import hashlib
 import os
@@ -104,11 +105,50 @@ def check_ranks_agree(tensors, what="alpha"):
 
 
 def all_sum(values, device, world):
-    """Element-wise sum of a list of numbers over ranks, in float64 (exact for counts and loss sums)."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if world > 1:
-        dist.all_reduce(t)
+    """Element-wise sum of a list of numbers over ranks, in float64 (exact for counts and loss sums).
+
+    The float64 tensor lives where every backend has float64: on the GPU for NCCL (which reduces GPU
+    tensors only), else on the CPU (gloo reduces CPU tensors); MPS, which has no float64, never holds it."""
+    if world == 1:
+        return [float(v) for v in values]
+    on = device if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor(values, dtype=torch.float64, device=on)
+    dist.all_reduce(t)
     return t.tolist()
+
+
+class StepSums:
+    """An epoch's running sums of (loss * images, correct, images) in `groups` triples (search.py: the
+    weight and the alpha steps), exact and on any device. A step's mean loss and correct count stay on
+    the device (`add` appends them as one float32 pair: no host sync per step); `local` brings the pending
+    steps to the host in one transfer and adds them in step order in Python floats (float64). So the sums
+    are exact, the same wherever they are read (a resumed epoch adds exactly as an uninterrupted one),
+    and no device needs float64 (MPS has none). float32 holds a step's values exactly: the loss is float32
+    already, a count of correct predictions is below 2^24. `saved`: the sums a mid-epoch checkpoint kept."""
+
+    def __init__(self, device, groups=1, saved=None):
+        self.device = device
+        self.sums = [0.0] * (3 * groups) if saved is None else [float(v) for v in saved]
+        self._pending = []  # (first slot, float32 device tensor (loss, correct), images) per step
+
+    def add(self, loss, correct, n, group=0):
+        """One step: its mean loss and correct count (0-dim device tensors) over `n` images."""
+        self._pending.append((3 * group, torch.stack([loss.detach().float(), correct.float()]), n))
+
+    def local(self):
+        """This process's sums, as a list of floats (a host sync if steps are pending)."""
+        if self._pending:
+            values = torch.stack([v for _, v, _ in self._pending]).tolist()
+            for (at, _, n), (loss, correct) in zip(self._pending, values):
+                self.sums[at] += loss * n
+                self.sums[at + 1] += correct
+                self.sums[at + 2] += n
+            self._pending = []
+        return list(self.sums)
+
+    def total(self, world):
+        """The sums over every process (collective under DDP)."""
+        return all_sum(self.local(), self.device, world)
 
 
 def all_gather(obj, world):

@@ -18,10 +18,17 @@ from spaces import InputError
 
 # search.py's epoch line (progress lines read "epoch N step ..." and do not match), e.g.
 # [ 78.1s] epoch 1/50 lr 0.025 train 2.237/0.156 valid 2.238/0.157 68s skip 0 entropy 1.6094 margin 9.07e-06
-#   CELL [bench201 {'valid_acc': ..., 'test_acc': ...}]       (CELL: NB201 string or DARTS normal pairs)
+#   CELL [bench201 {'dataset': 'cifar10', 'valid_acc': ..., 'test_acc': ...}]  (CELL: NB201 string or DARTS
+#   normal pairs; runs from before the dataset was logged: no 'dataset', a CIFAR-10 lookup)
 _EPOCH_LINE = re.compile(r"\] epoch (\d+)/\d+ lr (\S+) train (\S+)/(\S+) valid (\S+)/(\S+) (\S+)s skip (\d+) "
                          r"entropy (\S+) margin (\S+) (.+?)(?: gamma \S+ eta \S+)?(?: bench201 (\{.*\}))?$")
 _LOG_KEYS = ("lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds")
+# The NB201 dataset whose accuracies a search's --bench201 looks up (search.py --bench201_dataset, default):
+# the searched dataset's own; an ImageFolder is taken to be CIFAR-10 (a JPEG copy of CIFAR-10 is how this
+# project searches on a CPU); svhn and imagenet have no column in the benchmark.
+BENCH201_COLUMNS = {"cifar10": "cifar10", "cifar100": "cifar100", "ImageNet16-120": "ImageNet16-120",
+                    "imagefolder": "cifar10"}
+BENCH201_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "ImageNet16-120": "ImageNet16-120"}
 
 
 @dataclass
@@ -85,9 +92,26 @@ def load_run(path):
     return run
 
 
+def bench_dataset(run, row=None):
+    """The NB201 dataset of a run's benchmark accuracies: the one `row` logged (rows from before rows named
+    it were CIFAR-10 lookups), else the run's --bench201_dataset, else its searched dataset's column."""
+    if row is not None and "bench201" in row:
+        return row["bench201"].get("dataset", "cifar10")
+    return run.config.get("bench201_dataset") or BENCH201_COLUMNS.get(run.config.get("dataset", "cifar10"))
+
+
+def bench_label(runs):
+    """How an axis names the benchmark accuracy of `runs`: with their dataset when they share one."""
+    names = {BENCH201_NAMES.get(bench_dataset(r, r.rows[-1] if r.rows else None)) for r in runs}
+    names.discard(None)
+    return f"NAS-Bench-201 {names.pop()} test acc. (%)" if len(names) == 1 else \
+        "NAS-Bench-201 test acc. (%), each run's dataset"
+
+
 def bench_acc(run, row, table):
-    """NB201 CIFAR-10 test accuracy (%) of one epoch's cell: logged by the run, else from `table`, else None."""
+    """NB201 test accuracy (%) of one epoch's cell on the run's benchmark dataset (bench_dataset): logged
+    by the run, else from `table`, else None."""
     if "bench201" in row:
         return row["bench201"]["test_acc"]
-    arch = (row.get("genotype") or {}).get("arch")
-    return table.query(arch, "cifar10")["test_acc"] if table is not None and arch else None
+    arch, dataset = (row.get("genotype") or {}).get("arch"), bench_dataset(run)
+    return table.query(arch, dataset)["test_acc"] if table is not None and arch and dataset else None

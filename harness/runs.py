@@ -10,7 +10,8 @@ built on these error types.
 search.py, train.py, analysis.py, bench.py, plot.py and checkpoints.py import these; nothing here knows
 about architectures. The config is a dataclass per script (defaults = the paper's values); `parse_config`
 applies overrides and rejects unknown keys and badly typed values in one line, like nanoGPT's
-configurator but without exec.
+configurator but without exec; `check_ranges` refuses a numeric setting outside its range (each script
+declares a RANGES dict), `pick_device` a device this machine does not have.
 """
 import dataclasses
 import math
@@ -90,16 +91,42 @@ def explicit_keys(argv=None):
     return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--") and "=" in a}
 
 
+def differing(settings, saved, allowed=()):
+    """The keys of `settings` outside `allowed` whose value differs from `saved` (sorted); a key `saved`
+    lacks (a run from before that setting existed) is not compared."""
+    return sorted(k for k in settings if k not in allowed and k in saved and saved[k] != settings[k])
+
+
 def resumed_config(cls, saved, argv, allowed):
     """A resumed run's config: the saved one, with the command line's values for the `allowed` keys
     (epochs, out, device, ...). Changing any other key would silently mix two experiments: an error."""
     cfg, given = parse_config(cls, argv), explicit_keys(argv)
-    changed = sorted(k for k in given - set(allowed) if getattr(cfg, k) != saved.get(k, getattr(cfg, k)))
+    changed = differing({k: getattr(cfg, k) for k in given}, saved, allowed)
     if changed:
         raise ConfigError(f"--resume=1 continues a run with its saved settings, but you changed "
                           f"{', '.join(changed)} (only {', '.join(sorted(allowed))} may change)")
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{**{k: v for k, v in saved.items() if k in names}, **{k: getattr(cfg, k) for k in given}})
+
+
+SEED_RANGE = "[0, 4294967296)"  # what every RNG here takes (numpy's too); seeds + rank stay inside
+
+
+def check_ranges(cfg, ranges):
+    """Refuse a setting outside its range, in one ConfigError line naming the flag and the range.
+
+    `ranges`: key -> the interval as a string, in the usual notation: "(0, inf)" (a learning rate),
+    "[0, 1)" (momentum), "[1, inf)" (epochs). A value of None (an optional setting left unset) passes.
+    NaN lies in no interval."""
+    for key, interval in ranges.items():
+        value = getattr(cfg, key)
+        if value is None:
+            continue
+        low, high = (float(v) for v in interval[1:-1].split(","))
+        above = value > low if interval[0] == "(" else value >= low
+        below = value < high if interval[-1] == ")" else value <= high
+        if not (above and below):
+            raise ConfigError(f"--{key}={value}: out of range, must lie in {interval}")
 
 
 def one_line(e):
@@ -158,9 +185,18 @@ def pick_device(name="auto"):
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as e:
         raise ConfigError(f"--device={name}: {e}") from None
+    # refused here, in one line, rather than as torch's traceback at the first .to(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device={name}: this machine has no CUDA device (or this torch has no CUDA "
+                          "support); use --device=auto or --device=cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"--device={name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"--device={name}: MPS is not available here; use --device=auto or --device=cpu")
+    return device
 
 
 def tune_for(device):

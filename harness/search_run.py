@@ -2,18 +2,20 @@
 
 Owns: the two search halves as loaders (`make_loaders`, --batch_size as the global batch), an epoch's
 running sums over both steps (`Tally`, summed over DDP ranks), the progress and epoch lines, the
-epoch's history row (the derived cell, how settled alpha is, benchmark accuracies) and the files an
-epoch writes (alphas.json for Fig. 5, history.json, genotype.json). No update rule lives here.
+epoch's history row (the derived cell, how settled alpha is, benchmark accuracies of the searched
+dataset, from the table only rank 0 opens: `open_benchmark`) and the files an epoch writes
+(alphas.json for Fig. 5, history.json, genotype.json). No update rule lives here.
 """
-import math
 import os
 import time
 
-import torch
 import torch.nn.functional as F
 
 import genotypes as G
-from harness import batching, checkpoints, data, ddp, imagenet_subset, op_scale, runs
+from harness import batching, checkpoints, data, ddp, imagenet_subset, op_scale, rundir, runs
+
+
+LOWER = "--lr or --arch_lr"  # what a non-finite search loss asks to lower (checkpoints.check_finite)
 
 
 def alpha_entropy(model):
@@ -72,31 +74,19 @@ def make_loaders(cfg, device, rank, world):
     return (*loaders, info.num_classes, f"{len(yw)} weight / {len(ya)} alpha images")
 
 
-class Tally:
-    """One epoch's running sums, kept on the device (no host sync per step): loss sum, correct and
-    images of the weight steps and of the alpha steps. `total` sums them over the ranks (exact in
-    float64); a mid-epoch checkpoint keeps the total, which a resume gives back to rank 0 only."""
+class Tally(ddp.StepSums):
+    """One epoch's running sums: loss sum, correct and images of the weight steps (0-2) and of the
+    alpha steps (3-5), exact and without a host sync per step (ddp.StepSums). `total` sums them over
+    the ranks; a mid-epoch checkpoint keeps the total, which a resume gives back to rank 0 only."""
 
     def __init__(self, device, saved=None):
-        self.sums = torch.zeros(6, dtype=torch.float64, device=device)
-        if saved is not None:
-            self.sums += torch.tensor(saved, dtype=torch.float64, device=device)
+        super().__init__(device, groups=2, saved=saved)
 
-    def weight(self, step_result, n):
-        self._add(0, *step_result, n)
+    def weight(self, step_result, n):  # (loss, correct) of a step: device tensors
+        self.add(*step_result, n, group=0)
 
     def alpha(self, step_result, n):
-        self._add(3, *step_result, n)
-
-    def _add(self, at, loss, correct, n):  # (loss, correct) of a step: device tensors
-        self.sums[at:at + 2] += torch.stack([loss.double() * n, correct.double()])
-        self.sums[at + 2] += n
-
-    def local(self):
-        return self.sums.tolist()
-
-    def total(self, world):
-        return ddp.all_sum(self.sums.tolist(), self.sums.device, world)
+        self.add(*step_result, n, group=1)
 
     @staticmethod
     def means(s):
@@ -108,7 +98,7 @@ def progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path):
     """Every --log_every steps: this process's running weight loss and accuracy (rank 0's under DDP)."""
     if cfg.log_every and (step + 1) % cfg.log_every == 0:
         s = tally.local()
-        check_finite(s[0] + s[3], epoch, ckpt_path)
+        checkpoints.check_finite(s[0] + s[3], ckpt_path, f"in epoch {epoch + 1}", lower=LOWER)
         loss, acc, _, _ = Tally.means(s)
         log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {loss:.3f} acc {acc:.3f} ({time.time() - t0:.0f}s)")
 
@@ -118,7 +108,7 @@ def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch
     """The epoch's history row: losses and accuracies summed over all ranks, the derived cell and how
     settled alpha is (skip count, entropy, margin), softmax(alpha) for Fig. 5, benchmark accuracies,
     and (with a probe, rank 0) each op's mean |gamma| and eta (op_scale.py) beside alpha."""
-    check_finite(sums[0] + sums[3], epoch, ckpt_path)
+    checkpoints.check_finite(sums[0] + sums[3], ckpt_path, f"in epoch {epoch + 1}", model, LOWER)
     if world > 1:
         ddp.check_ranks_agree(arch)
         ddp.keep_rank0_buffers(model, world)  # outer BN running stats saw only this rank's shard
@@ -129,22 +119,38 @@ def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch
                margin=alpha_margin(model), genotype=rec, alphas=G.edge_softmax(model.alphas(), decimals=6))
     if model.betas() is not None:
         row["betas"] = {k: F.softmax(b.detach().float(), -1).tolist() for k, b in model.betas().items()}
-    if bench is not None:
-        q = bench.query(rec["arch"], "cifar10")
-        row["bench201"] = {k: q[k] for k in ("valid_acc", "test_acc")}
+    if bench is not None:  # rank 0 only: the others do not open the file
+        q = bench.query(rec["arch"], cfg.bench201_dataset)
+        row["bench201"] = {k: q[k] for k in ("dataset", "valid_acc", "test_acc")}
     if probe is not None:
         row["op_scale"] = probe.measure()
     return row
 
 
-def epoch_line(cfg, row, with_bench):
+def open_benchmark(cfg, space, main_proc, log):
+    """The --bench201 table (bench201.NB201) on the main process of an nb201 search, else None: a v1_1
+    .pth takes ~26 GB of RAM, once per node rather than once per GPU. Logs which dataset's column."""
+    if not (cfg.bench201 and space.name == "nb201" and main_proc):
+        return None
+    import bench201
+    bench = bench201.NB201(cfg.bench201)
+    own = rundir.BENCH201_COLUMNS.get(cfg.dataset) if cfg.dataset != "imagefolder" else None
+    ds = cfg.bench201_dataset
+    log(f"bench201: {rundir.BENCH201_NAMES[ds]} accuracies from {cfg.bench201}" + (
+        "" if own == ds else f" (--bench201_dataset={ds}, not the searched {cfg.dataset})" if own else
+        f" (--dataset={cfg.dataset} has no benchmark column of its own: taken as --bench201_dataset={ds}; "
+        "pass another to change it)"))
+    return bench
+
+
+def epoch_line(cfg, row):
     rec = row["genotype"]
     return (f"epoch {row['epoch']}/{cfg.epochs} lr {row['lr']:.4g} train {row['train_loss']:.3f}/"
             f"{row['train_acc']:.3f} valid {row['valid_loss']:.3f}/{row['valid_acc']:.3f} "
             f"{row['seconds']:.0f}s skip {row['skip_count']} entropy {row['entropy']:.4f} "
             f"margin {row['margin']:.2e} {rec.get('arch') or rec['normal']}"
             + (" gamma {:.3f} eta {:.3f}".format(*op_scale.summary(row["op_scale"])) if "op_scale" in row else "")
-            + (f" bench201 {row['bench201']}" if with_bench else ""))
+            + (f" bench201 {row['bench201']}" if "bench201" in row else ""))
 
 
 def write_outputs(out, history):
@@ -156,11 +162,3 @@ def write_outputs(out, history):
     checkpoints.write_json(os.path.join(out, "history.json"),
                            [{k: v for k, v in r.items() if k not in with_alpha} for r in history])
     checkpoints.write_json(os.path.join(out, "genotype.json"), history[-1]["genotype"])
-
-
-def check_finite(value, epoch, ckpt_path):
-    """Stop on a NaN/Inf loss before this epoch's checkpoint is written over the last good one."""
-    if not math.isfinite(value):
-        kept = f"the checkpoint after epoch {epoch} is kept at {ckpt_path}" if epoch else "no checkpoint yet"
-        raise FloatingPointError(f"non-finite loss in epoch {epoch + 1}: stopping; {kept}. "
-                                 "Lower --lr or --arch_lr and resume.")

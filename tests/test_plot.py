@@ -15,7 +15,7 @@ import plot  # noqa: E402
 from harness import rundir  # noqa: E402
 from harness import runs  # noqa: E402
 import search  # noqa: E402
-from conftest import fake_nb201_accuracy  # noqa: E402
+from conftest import NB201_OFFSETS, fake_nb201_accuracy  # noqa: E402
 
 TINY = ["--dataset=imagefolder", "--C=4", "--batch_size=4", "--log_every=1", "--epochs=2"]
 
@@ -82,6 +82,29 @@ def test_benchmark_accuracy_from_the_table_when_the_run_did_not_log_it(search_ru
     assert "note: no benchmark accuracy" in capsys.readouterr().out
     names = {os.path.basename(p) for p in plot.main([str(run_dir), f"--out={tmp_path / 'b'}", f"--bench201={nb201_table}"])}
     assert "fig1_supernet_vs_cell.png" in names
+
+
+def test_benchmark_axes_name_the_runs_dataset(search_runs, nb201_table_by_dataset, tmp_path, monkeypatch):
+    """A run whose benchmark column is CIFAR-100 gets CIFAR-100 accuracies from a table and axes that say
+    so; the logged rows of an ImageFolder run name CIFAR-10."""
+    labels, save = [], plot._save  # the y labels of each figure drawn
+    monkeypatch.setattr(plot, "_save", lambda fig, *a: labels.append([ax.get_ylabel() for ax in fig.axes]) or
+                        save(fig, *a))
+    cfg = plot.PlotConfig(out=str(tmp_path))
+    plot.skip_and_bench([rundir.load_run(search_runs[1])], None, cfg)
+    assert labels[-1][1].startswith("NAS-Bench-201 CIFAR-10 test acc")
+    run_dir = shutil.copytree(search_runs[1], tmp_path / "C")
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "bench201_dataset": "cifar100"}))
+    rows = json.loads((run_dir / "history.json").read_text())
+    (run_dir / "history.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "bench201"} for r in rows]))
+    run, table = rundir.load_run(str(run_dir)), bench201.NB201(nb201_table_by_dataset)
+    accs = [rundir.bench_acc(run, row, table) for row in run.rows]
+    assert accs == [fake_nb201_accuracy(r["genotype"]["nb201_index"]) + NB201_OFFSETS["cifar100"] for r in rows]
+    plot.skip_and_bench([run], table, cfg)
+    plot.fig1([(run, 50.0, accs[-1])], cfg)
+    assert labels[-2][1].startswith("NAS-Bench-201 CIFAR-100 test acc")
+    assert labels[-1][0].startswith("found cell: NAS-Bench-201 CIFAR-100 test acc")
 
 
 def test_darts_space_run_draws_both_cell_kinds(tiny_folder, tmp_path):

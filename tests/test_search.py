@@ -1,4 +1,5 @@
-"""search.py end to end on tiny synthetic data: outputs, resume, what option C trains, CLI errors."""
+"""search.py end to end on tiny synthetic data: outputs, resume (with and without config.json), what option
+C trains, the unrolled step's clip, benchmark columns, non-finite states, CLI errors."""
 import json
 import math
 import os
@@ -6,14 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 
 import genotypes as G
-from harness import runs
+from harness import checkpoints, rundir, runs, search_run
 import search
-from conftest import fake_nb201_accuracy
+from conftest import NB201_OFFSETS, fake_nb201_accuracy
 from supernet import build_supernet, param_groups
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,7 +130,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_folder, tmp_pa
         return (loss * float("nan") if calls[0] >= 8 else loss), correct
 
     monkeypatch.setattr(search, "gradient_step", poisoned)
-    with pytest.raises(FloatingPointError, match="non-finite loss in epoch 2.*after epoch 1 is kept"):
+    with pytest.raises(FloatingPointError, match=f"non-finite loss or weights in epoch 2: stopping without writing "
+                                                 f"a checkpoint; the last good state is in {tmp_path}/checkpoint.pt"):
         run(tiny_folder, tmp_path, "--layers=1", "--epochs=3")
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values()
@@ -146,7 +149,125 @@ def test_resume_refuses_changed_settings(tiny_folder, tmp_path):
 def test_bench201_lookup_each_epoch(tiny_folder, nb201_table, tmp_path):
     _, history = run(tiny_folder, tmp_path / "r", "--layers=1", "--epochs=1", f"--bench201={nb201_table}")
     acc = fake_nb201_accuracy(history[0]["genotype"]["nb201_index"])
-    assert history[0]["bench201"] == {"valid_acc": acc - 3, "test_acc": acc}
+    assert history[0]["bench201"] == {"dataset": "cifar10", "valid_acc": acc - 3, "test_acc": acc}
+
+
+def test_bench201_reads_the_searched_datasets_column(tiny_folder, nb201_table_by_dataset, tmp_path):
+    """An ImageFolder search is looked up as CIFAR-10, said in the log; --bench201_dataset picks another
+    column; the row names the dataset (the sweep's table and the figures read it there)."""
+    for name, extra in (("cifar10", []), ("ImageNet16-120", ["--bench201_dataset=ImageNet16-120"])):
+        out = tmp_path / name
+        _, history = run(tiny_folder, out, "--layers=1", "--epochs=1", f"--bench201={nb201_table_by_dataset}", *extra)
+        acc = fake_nb201_accuracy(history[0]["genotype"]["nb201_index"]) + NB201_OFFSETS[name]
+        assert history[0]["bench201"] == {"dataset": name, "valid_acc": acc - 3, "test_acc": acc}
+        assert json.loads((out / "history.json").read_text())[0]["bench201"]["dataset"] == name
+        log = (out / "log.txt").read_text()
+        assert f"bench201: {rundir.BENCH201_NAMES[name]} accuracies from {nb201_table_by_dataset} (--dataset=" \
+               f"imagefolder has no benchmark column of its own: taken as --bench201_dataset={name}" in log
+        assert f"'dataset': '{name}'" in log.splitlines()[-2]  # the epoch line
+    with pytest.raises(runs.ConfigError, match="NAS-Bench-201 has no svhn results"):
+        search.make_config(["--dataset=svhn", f"--bench201={nb201_table_by_dataset}"])
+
+
+def test_unrolled_step_honours_arch_grad_clip(tiny_folder, tmp_path):
+    """--arch_grad_clip caps the second-order alpha gradient too (PC-DARTS' ImageNet setting is 5)."""
+    alphas = [run(tiny_folder, tmp_path / str(clip), "--layers=1", "--epochs=1", "--unrolled=1",
+                  f"--arch_grad_clip={clip}")[0].alphas_normal for clip in (0, 1e-9)]
+    assert not torch.equal(*alphas)
+
+
+def test_resume_without_config_json_keeps_the_checkpoints_settings(tiny_folder, tmp_path, capsys):
+    """A folder that holds only checkpoint.pt (config.json lost or not copied) resumes with the
+    checkpoint's own settings; a flag that contradicts them is refused in one line; a config.json from
+    another run is refused too."""
+    out = tmp_path / "r"
+    run(tiny_folder, out, "--layers=1", "--epochs=1", "--lr=0.1", "--weight_decay=0.01", "--lr_min=0")
+    (out / "config.json").unlink()
+    with pytest.raises(SystemExit) as e:
+        runs.cli(search.main, [f"--out={out}", "--resume=1", "--epochs=2", "--lr=0.2"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "you changed lr" in err, err
+    cfg = search.make_config([f"--out={out}", "--resume=1", "--epochs=2"])
+    assert (cfg.lr, cfg.weight_decay, cfg.epochs, cfg.C, cfg.layers) == (0.1, 0.01, 2, 4, 1)
+    _, history = search.search(cfg)
+    assert [h["lr"] for h in history] == pytest.approx([0.1, 0.05])  # cosine from 0.1 over 2 epochs
+    config = json.loads((out / "config.json").read_text())
+    assert (config["lr"], config["weight_decay"]) == (0.1, 0.01)
+    assert [(s["from_epoch"], s["epochs"]) for s in config["sessions"]] == [(0, 1), (1, 2)]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["w_opt"]["param_groups"][0]["weight_decay"] == 0.01
+    config["lr"] = 0.025  # e.g. another run's config.json copied in
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(runs.ConfigError, match="checkpoint.pt was written with other settings .*lr=0.1 not 0.025"):
+        search.search(search.make_config([f"--out={out}", "--resume=1", "--epochs=3"]))
+
+
+def _stop_at(calls_before_stop, poison):
+    """A gradient_step that sends this process SIGTERM at call `calls_before_stop` (a stop the loop
+    sees after that step) after applying `poison` to (loss, params)."""
+    calls, real = [0], search.gradient_step
+
+    def step(model, params, *args, **kwargs):
+        calls[0] += 1
+        loss, correct = real(model, params, *args, **kwargs)
+        if calls[0] >= calls_before_stop:
+            loss = poison(loss, params)
+        if calls[0] == calls_before_stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss, correct
+    return step
+
+
+def _nan_loss(loss, params):
+    return loss * float("nan")
+
+
+def _nan_weights(loss, params):
+    with torch.no_grad():
+        params[0].fill_(float("nan"))  # the loss of this step is still finite
+    return loss
+
+
+@pytest.mark.parametrize("calls, poison, epochs_done", [(8, _nan_loss, 1), (2, _nan_weights, 0)])
+def test_a_stop_after_the_state_turned_non_finite_writes_no_checkpoint(tiny_folder, tmp_path, monkeypatch,
+                                                                        calls, poison, epochs_done):
+    """A stop signal before the next finiteness check (--log_every=0: none until the epoch ends) never
+    checkpoints the non-finite state; the message names the file with the last good one, if any."""
+    monkeypatch.setattr(search, "gradient_step", _stop_at(calls, poison))
+    cfg = search.make_config(TINY + [f"--data={tiny_folder}", f"--out={tmp_path}", "--layers=1", "--epochs=3",
+                                      "--log_every=0"])
+    kept = (f"the last good state is in {tmp_path}/checkpoint.pt" if epochs_done else
+            "no checkpoint was written before")
+    with checkpoints.StopSignals() as stop, pytest.raises(FloatingPointError, match=f"in epoch {epochs_done + 1} "
+                                                          f"by step .*without writing a checkpoint; {kept}"):
+        search.search(cfg, stop=stop)
+    if epochs_done:
+        ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+        assert ckpt["epoch"] == 1 and "step" not in ckpt
+        assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    else:
+        assert not checkpoints.has_checkpoint(str(tmp_path / "checkpoint.pt"))
+
+
+def test_search_bookkeeping_needs_no_float64(tiny_folder, tmp_path, no_float64):
+    """MPS has no float64: an epoch's running sums must not need it (ddp.StepSums)."""
+    with no_float64():
+        _, history = run(tiny_folder, tmp_path, "--layers=1", "--epochs=1")
+    assert history[0]["train_acc"] >= 0
+
+
+def test_only_rank_0_opens_the_benchmark(tiny_folder, nb201_table, tmp_path, monkeypatch):
+    """Rank 1 of a DDP search (simulated in this process: its data is rank 0's) never loads the
+    --bench201 file (a v1_1 .pth is ~26 GB of RAM per process); rank 0 does."""
+    import bench201
+    opened, real_loaders, real_nb201 = [], search_run.make_loaders, bench201.NB201
+    monkeypatch.setattr(search_run, "make_loaders", lambda cfg, device, rank, world: real_loaders(cfg, device, 0, 1))
+    monkeypatch.setattr(bench201, "NB201", lambda path: opened.append(path) or real_nb201(path))
+    cfg = search.make_config(TINY + [f"--data={tiny_folder}", "--layers=1", "--epochs=1", f"--bench201={nb201_table}"])
+    _, history = search.search(replace(cfg, out=str(tmp_path / "rank1")), rank=1)
+    assert opened == [] and "bench201" not in history[0]
+    _, history = search.search(replace(cfg, out=str(tmp_path / "rank0")), rank=0)
+    assert opened == [nb201_table] and "bench201" in history[0]
 
 
 def test_resume_with_other_epochs_says_so_and_keeps_each_session(tiny_folder, tmp_path):

@@ -94,7 +94,7 @@ def test_bad_flags_fail_before_any_run(tiny_folder, nb201_table, tmp_path, capsy
                          (["--options=BX"], "--options=BX"), (["--space=nope"], "unknown search space"),
                          (["--seeds=1,2,1"], "--seeds=1,2,1: 1 given twice"),  # one folder, counted twice
                          (["--options=CbB"], "--options=CbB: B given twice"),
-                         (["--threads=-1"], "threads at least 0")):
+                         (["--threads=-1"], "--threads=-1: out of range")):
         with pytest.raises(SystemExit) as e:
             runs.cli(sweep.main, [f"--out={tmp_path / 's'}", *flags(tiny_folder, nb201_table, "--epochs=1"), *argv])
         err = capsys.readouterr().err

@@ -14,7 +14,7 @@ from PIL import Image
 from harness import checkpoints
 from harness import ddp
 import genotypes as G
-from harness import runs
+from harness import runs, train_run
 import train
 from networks import NetworkCIFAR, NetworkImageNet, TinyNetwork
 
@@ -178,6 +178,53 @@ def test_bad_inputs_one_line_error(args, needle, capsys):
         runs.cli(train.main, args)
     err = capsys.readouterr().err
     assert e.value.code != 0 and needle in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("flag, needle", [
+    ("--lr=-1", "--lr=-1.0: out of range, must lie in (0, inf)"),
+    ("--momentum=1", "--momentum=1.0: out of range, must lie in [0, 1)"),
+    ("--drop_path_prob=1", "--drop_path_prob=1.0: out of range, must lie in [0, 1)"),
+    ("--epochs=0", "--epochs=0: out of range, must lie in [1, inf)"),
+    ("--cutout=-4", "--cutout=-4: out of range"),
+    ("--nesterov=1", "--nesterov=1 needs --momentum > 0"),
+    pytest.param("--device=cuda", "--device=cuda: this machine has no CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine")),
+])
+def test_settings_out_of_range_are_one_line_before_anything_runs(small, tmp_path, capsys, flag, needle):
+    argv = tiny(small, tmp_path, "--arch=DARTS_V2", "--layers=2", "--epochs=1", flag)
+    if flag == "--nesterov=1":
+        argv.append("--momentum=0")
+    with pytest.raises(SystemExit) as e:
+        runs.cli(train.main, argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err and err.count("\n") == 1, err
+    assert not os.listdir(tmp_path)  # nothing was written
+
+
+def test_train_bookkeeping_needs_no_float64(small, tmp_path, no_float64):
+    """MPS has no float64: the epoch's running sums and the test-set sums must not need it."""
+    with no_float64():
+        train.main(tiny(small, tmp_path, f"--arch={NB201}", "--layers=1", "--epochs=1"))
+    metrics, _ = read_run(tmp_path)
+    assert 0 <= metrics["train_acc"] <= 1 and 0 <= metrics["test_acc"] <= 1
+
+
+def test_non_finite_training_is_never_checkpointed(small, tmp_path, monkeypatch):
+    """NaN images in epoch 2 make the loss and the weights NaN: the run stops before its epoch-2
+    checkpoint, naming the epoch-1 one as the last good state, which stays as it was."""
+    real = train_run.batches
+
+    def poisoned(loader, *args):
+        for x, y in real(loader, *args):
+            yield (x * float("nan") if loader.train and loader.epoch == 1 else x), y
+
+    monkeypatch.setattr(train_run, "batches", poisoned)
+    with pytest.raises(FloatingPointError, match=f"non-finite loss or weights in epoch 2: stopping without writing "
+                                                 f"a checkpoint; the last good state is in {tmp_path}/checkpoint.pt"):
+        train.main(tiny(small, tmp_path, f"--arch={NB201}", "--layers=1", "--epochs=2"))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values()
+                                      if v.is_floating_point())
 
 
 def test_bad_arch_exit_code_from_the_command_line():
