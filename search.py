@@ -188,7 +188,7 @@ def search(cfg, rank=0, world=1, device=None, stop=None):
     device = device or runs.pick_device(cfg.device)
     stop = stop or checkpoints.StopSignals(world, device)  # main() installs it; without: default handlers
     checkpoints.out_dir(cfg.out)
-    with checkpoints.RunLock(cfg.out, enabled=rank == 0):
+    with checkpoints.RunLock(cfg.out, enabled=rank == 0), runs.tuned(device):  # flags given back after
         return _search(cfg, rank, world, device, stop)
 
 
@@ -201,7 +201,6 @@ def _search(cfg, rank, world, device, stop):
     if not cfg.resume and checkpoints.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
     runs.seed_everything(cfg.seed)
-    runs.tune_for(device)
     train_loader, arch_loader, num_classes, about = search_run.make_loaders(cfg, device, rank, world)
     model = build_supernet(cfg.space, num_classes, C=cfg.C or None, layers=cfg.layers or None,
                            stem="imagenet" if cfg.dataset == "imagenet" else "cifar", pc_k=cfg.pc_k,

@@ -171,7 +171,7 @@ def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
     ddp.per_process_batch(cfg.batch_size, world)  # fail before anything is written
     if rank == 0:
         checkpoints.out_dir(cfg.out)
-    with checkpoints.RunLock(cfg.out, enabled=rank == 0):
+    with checkpoints.RunLock(cfg.out, enabled=rank == 0), runs.tuned(device):  # flags given back after
         return _train(cfg, genotype, info, ckpt, how, rank, world, device, stop)
 
 
@@ -182,7 +182,6 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
     log(f"config {json.dumps(runs.as_dict(cfg))}")
     log(f"{how}; genotype {genotype}")
 
-    runs.tune_for(device)
     runs.seed_everything(cfg.seed)  # same initial weights in every process (DDP also broadcasts them)
     model = _network(genotype, info, cfg.C, cfg.layers, cfg.auxiliary)
     params_m, macs_m = count_params(model), count_macs(model, info.size)

@@ -17,7 +17,7 @@ from conftest import fake_nb201_accuracy
 from supernet import build_supernet, param_groups
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--dataset=imagefolder", "--C=4", "--batch_size=4", "--log_every=1"]
+TINY = ["--dataset=imagefolder", "--C=4", "--batch_size=4", "--log_every=1", "--device=cpu"]
 
 
 def run(folder, out, *extra):

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def flags(folder, table, *extra):
     return ["--dataset=imagefolder", f"--data={folder}", "--C=4", "--layers=1", "--batch_size=4",
-            "--log_every=0", f"--bench201={table}", *extra]
+            "--log_every=0", "--device=cpu", f"--bench201={table}", *extra]
 
 
 def test_sweep_table_figures_skip_and_a_failed_run(tiny_folder, nb201_table, tmp_path, capsys):

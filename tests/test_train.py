@@ -55,7 +55,7 @@ def large(tmp_path_factory):
 
 def tiny(root, out, *extra):
     return ["--dataset=imagefolder", f"--data={root}", "--C=4", "--batch_size=8", "--subset=16",
-            f"--out={out}", *extra]
+            "--device=cpu", f"--out={out}", *extra]
 
 
 def test_build_network_accepts_every_spec(small, tmp_path):
