@@ -35,6 +35,7 @@ from supernet import build_supernet, set_trainable
 class SearchConfig:
     space: str = "nb201"           # nb201 | darts | s1 | s2 | s3 | s4
     dataset: str = "cifar10"       # cifar10 | cifar100 | svhn | ImageNet16-120 | imagefolder | imagenet
+                                   # | synthetic (random bytes of CIFAR-10's shape, no files: speed only)
     data: str = "data"             # dataset root (imagefolder/imagenet: a folder with train/<class>/)
     download: bool = True          # fetch missing cifar/svhn files through torchvision (0: never online)
     option: str = "C"              # Table 1: A | B (DARTS) | C (RF-DARTS) | D

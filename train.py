@@ -52,7 +52,8 @@ from networks import (NetworkCIFAR, NetworkImageNet, TinyNetwork, aux_fits, coun
 class Config:
     arch: str = ""                # published name (DARTS_V2, PC_DARTS_image, ...) or an NB201 arch string
     genotype: str = ""            # or: path to a genotype.json written by search.py
-    dataset: str = "cifar10"      # cifar10, cifar100, svhn, ImageNet16-120, imagefolder, imagenet
+    dataset: str = "cifar10"      # cifar10, cifar100, svhn, ImageNet16-120, imagefolder, imagenet,
+                                  # synthetic (random bytes of CIFAR-10's shape, no files: speed only)
     data: str = "data"            # dataset root folder
     download: bool = True         # fetch missing cifar/svhn files through torchvision (0: never online)
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
