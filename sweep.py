@@ -12,7 +12,9 @@ finished runs and resumes interrupted ones from their checkpoints (--resume=1), 
 loses nothing. Every run's settings are checked before any run starts (a bad flag stops the sweep at
 once; a run folder made with other settings is refused). A failed run is reported in the table, not
 hidden, and does not stop the others. Outputs: OUT/table.md, OUT/table.json, OUT/figures/ (plot.py).
-Std is the sample standard deviation over seeds (ddof=1).
+Std is the sample standard deviation over seeds (ddof=1). On CUDA the searches are spread over the
+visible GPUs, --jobs per GPU, each search seeing only its own (CUDA_VISIBLE_DEVICES); where each
+session ran is in OUT/<option>_s<seed>/device.txt and the table's device column.
 """
 import dataclasses
 import os
@@ -39,7 +41,7 @@ class SweepConfig:
     out: str = "runs/sweep"
     options: str = "BC"        # Table 1 options, e.g. BC or ABCD
     seeds: str = "1,2,3"       # comma-separated
-    jobs: int = 1              # searches at a time (CPU: one per core; one GPU: several share it)
+    jobs: int = 1              # searches at a time; on GPUs per GPU (CPU: one per core; several share a GPU)
     threads: int = 0           # CPU threads per search (OMP_NUM_THREADS); 0: cores // jobs
 
 
@@ -120,10 +122,55 @@ def _stop_with_parent():
         pass
 
 
-def run_all(cfg, jobs, say=print):
-    """Run the pending searches, cfg.jobs at a time; one line per finished epoch and per ended run.
-    A stop signal reaches every search (each checkpoints and exits), then the sweep exits too."""
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
+def visible_gpus(flags):
+    """The GPUs the searches are spread over, as CUDA_VISIBLE_DEVICES entries: every GPU this process
+    sees when the searches run on CUDA (--device=auto where CUDA is, or --device=cuda); none when they
+    run on the CPU or on the one device that --device=cuda:K (or mps) names for all of them."""
+    device = runs.parse_config(search.SearchConfig, flags).device
+    if device not in ("auto", "cuda"):
+        return []
+    import torch
+    if not torch.cuda.is_available():
+        return []
+    count, listed = torch.cuda.device_count(), os.environ.get("CUDA_VISIBLE_DEVICES")
+    return ([i.strip() for i in listed.split(",") if i.strip()] if listed else [str(i) for i in range(count)])[:count]
+
+
+def least_busy(gpus, busy):
+    """The GPU with the fewest running searches (`busy`: the GPU of each), the first of them on a tie;
+    None without GPUs."""
+    return min(gpus, key=busy.count) if gpus else None
+
+
+def job_env(env, gpu):
+    """A search's environment: on a GPU, that GPU alone is visible to it (it runs there as cuda:0)."""
+    return env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}
+
+
+def note_device(folder, gpu, flags):
+    """One line per session in FOLDER/device.txt: where the search ran (the table's device column)."""
+    where = f"GPU {gpu}" if gpu is not None else str(runs.pick_device(runs.parse_config(search.SearchConfig, flags).device))
+    with open(os.path.join(folder, "device.txt"), "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {where}\n")
+
+
+def run_devices(folder):
+    """The devices a run's sessions ran on (device.txt), in order, each once: e.g. "GPU 1" or "cpu"."""
+    path = os.path.join(folder, "device.txt")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        seen = [line.split(" ", 2)[2].strip() for line in f if line.count(" ") >= 2]
+    return ", ".join(dict.fromkeys(seen)) or None
+
+
+def run_all(cfg, jobs, say=print, gpus=None):
+    """Run the pending searches, cfg.jobs at a time (with GPUs: cfg.jobs per GPU, each search on the
+    least busy one); one line per finished epoch and per ended run. A stop signal reaches every search
+    (each checkpoints and exits), then the sweep exits too."""
+    gpus = visible_gpus(jobs[0].argv) if gpus is None and jobs else gpus or []
+    on_gpu, capacity = {}, cfg.jobs * max(1, len(gpus))
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // capacity)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     pending = [j for j in jobs if j.state != "done"]
     running, status, stopping = {}, {}, []
@@ -139,15 +186,19 @@ def run_all(cfg, jobs, say=print):
     old = {s: signal.signal(s, forward_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         while (pending and not stopping) or running:
-            while pending and len(running) < cfg.jobs and not stopping:
+            while pending and len(running) < capacity and not stopping:
                 name, folder, argv, state, _ = pending.pop(0)
                 os.makedirs(folder, exist_ok=True)
+                on_gpu[name] = least_busy(gpus, [on_gpu[n] for n in running])
+                note_device(folder, on_gpu[name], argv)
                 err = open(os.path.join(folder, "stderr.txt"), "a")
-                proc = subprocess.Popen([sys.executable, os.path.join(HERE, "search.py"), *argv], env=env,
+                proc = subprocess.Popen([sys.executable, os.path.join(HERE, "search.py"), *argv],
+                                        env=job_env(env, on_gpu[name]),
                                         stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
                                         preexec_fn=_stop_with_parent)
                 running[name] = (proc, folder, err, len(epochs_done(folder) or []), time.time())
-                say(f"{name}: {'resumed' if state == 'resume' else 'started'} (pid {proc.pid})")
+                say(f"{name}: {'resumed' if state == 'resume' else 'started'} (pid {proc.pid}"
+                    + (f", GPU {on_gpu[name]})" if on_gpu[name] is not None else ")"))
             time.sleep(2)
             for name, (proc, folder, err, seen, t0) in list(running.items()):
                 rows = epochs_done(folder)
@@ -194,7 +245,7 @@ def summarize(jobs, status=None):
     table, done = {}, []
     for name, folder, _, _, epochs in jobs:
         option, seed = name.split("_s")
-        rec = dict(seed=int(seed), folder=folder)
+        rec = dict(seed=int(seed), folder=folder, device=run_devices(folder))
         run = finished_run(folder, epochs)
         if run is not None:
             done.append(run)
@@ -228,17 +279,18 @@ def markdown(summary):
         lines.append(f"| {option} | {s['n']} | {cell(s['bench_test_acc'], 2)} | {cell(s['skip_count'], 2)} | "
                      f"{cell(s['train_acc'], 1)} | {cell(s['alpha_half_acc'], 1)} | {cell(s['minutes'], 0)} |")
     lines += ["", "Mean ± sample std (ddof=1) over the finished seeds. Each seed:", "",
-              "| run | state | benchmark test acc. | skip | train | α-half | minutes | compiled | cell |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| run | state | benchmark test acc. | skip | train | α-half | minutes | compiled | device | cell |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for option, s in summary.items():
         for r in s["seeds"]:
             if r["state"] != "finished":
-                lines.append(f"| {option}_s{r['seed']} | {r['state']} | | | | | | | |")
+                lines.append(f"| {option}_s{r['seed']} | {r['state']} | | | | | | | {r.get('device') or '-'} | |")
                 continue
             acc = "-" if r["bench_test_acc"] is None else f"{r['bench_test_acc']:.2f}"
             lines.append(f"| {option}_s{r['seed']} | finished ({r['epochs']} ep) | {acc} | {r['skip_count']} | "
                          f"{r['train_acc']:.1f} | {r['alpha_half_acc']:.1f} | {r['minutes']:.0f} | "
-                         f"{'yes' if r['compile'] else 'no'} | `{(r['arch'] or '-').replace('|', chr(92) + '|')}` |")
+                         f"{'yes' if r['compile'] else 'no'} | {r.get('device') or '-'} | "
+                         f"`{(r['arch'] or '-').replace('|', chr(92) + '|')}` |")
     return "\n".join(lines) + "\n"
 
 

@@ -90,3 +90,50 @@ def test_bad_flags_fail_before_any_run(tmp_path, capsys):
         err = capsys.readouterr().err
         assert e.value.code == 2 and needle in err and err.count("\n") == 1, err
         assert not any((tmp_path / "s").glob("*_s*"))  # no run started
+
+
+class FakeSearch:
+    """subprocess.Popen for the sweep's searches: records each one's environment and stays running for
+    two polls, so the sweep has several running at once."""
+    started = []
+
+    def __init__(self, cmd, env=None, **kwargs):
+        FakeSearch.started.append((cmd[-1], env.get("CUDA_VISIBLE_DEVICES"),  # --out=, its GPU, the others'
+                                   [f.env.get("CUDA_VISIBLE_DEVICES") for f in FakeSearch.live]))
+        self.env, self.polls, self.pid, self.returncode = env, 0, 1000 + len(FakeSearch.started), None
+        FakeSearch.live.append(self)
+
+    def poll(self):
+        self.polls += 1
+        if self.polls > 2:
+            self.returncode = 0
+            if self in FakeSearch.live:
+                FakeSearch.live.remove(self)
+        return self.returncode
+
+
+def test_searches_are_spread_over_the_gpus_and_name_their_device(tmp_path, monkeypatch):
+    """With GPUs 3 and 5 visible (mocked), --jobs=2 runs up to two searches per GPU, each seeing only
+    its own GPU; device.txt and the table name it. --device=cpu or an explicit cuda:K spread nothing."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert sweep.visible_gpus(["--device=auto"]) == sweep.visible_gpus(["--device=cuda"]) == ["3", "5"]
+    assert sweep.visible_gpus(["--device=cpu"]) == sweep.visible_gpus(["--device=cuda:1"]) == []
+    cfg, rest = sweep.parse([f"--out={tmp_path}", "--options=BC", "--seeds=1,2,3", "--jobs=2", "--C=4"])
+    jobs = sweep.plan(cfg, rest)
+    FakeSearch.started, FakeSearch.live = [], []
+    monkeypatch.setattr(sweep.subprocess, "Popen", FakeSearch)
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    status = sweep.run_all(cfg, jobs, say=lambda msg: None)
+    assert len(FakeSearch.started) == 6 and set(status.values()) == {0}
+    for _, gpu, others in FakeSearch.started:  # at most --jobs=2 searches on one GPU at any time
+        assert gpu in ("3", "5") and others.count(gpu) < 2
+    assert [g for _, g, _ in FakeSearch.started[:4]] == ["3", "5", "3", "5"]  # the least busy GPU first
+    first = tmp_path / "B_s1"
+    assert (first / "device.txt").read_text().endswith(" GPU 3\n") and sweep.run_devices(first) == "GPU 3"
+    summary, _ = sweep.summarize(jobs, status)
+    assert summary["B"]["seeds"][0]["device"] == "GPU 3" and "| unfinished | | | | | | | GPU 3 |" in sweep.markdown(summary)
+    sweep.note_device(first, None, ["--device=cpu"])  # a later session on the CPU
+    assert sweep.run_devices(first) == "GPU 3, cpu"
