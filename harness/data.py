@@ -245,12 +245,12 @@ def _load(name, root, train, download, skip_bad):
 def synthetic_split(train):
     """--dataset=synthetic: CIFAR-10's shape without a file (throughput on any machine, the GPU check):
     uniform random uint8 images (N, 3, 32, 32) and labels in 0..9, N = 50,000 (train) or 10,000
-    (test), the same on every call and machine (a fixed CPU generator per split). Nothing to learn in
+    (test), the same on every call and machine (a fixed numpy generator per split). Nothing to learn in
     it: accuracies stay at chance."""
-    g = torch.Generator().manual_seed(1 if train else 2)
+    rng = np.random.default_rng(1 if train else 2)
     n = SYNTHETIC_SIZES[0 if train else 1]
-    return (torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-            torch.randint(0, 10, (n,), generator=g))
+    x = np.frombuffer(rng.bytes(n * 3 * 32 * 32), dtype=np.uint8).reshape(n, 3, 32, 32)  # 150 MB in ~0.1 s
+    return torch.from_numpy(x.copy()), torch.from_numpy(rng.integers(0, 10, n))
 
 
 def load_split(name, root, train, download=False, skip_bad=False):
