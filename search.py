@@ -69,11 +69,13 @@ class SearchConfig:
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | cuda:1 | mps
+    ddp_backend: str = "auto"      # torchrun: auto (NCCL on CUDA) | nccl | gloo (gloo lets processes share GPUs)
     out: str = "runs/search"
     resume: bool = False           # continue from OUT/checkpoint.pt
     bench201: str = ""             # optional NB201 benchmark file/CSV: log each epoch's accuracies
     log_every: int = 50            # a progress line every this many steps
     compile: bool = False          # torch.compile the supernet's forward (CUDA: with CUDA graphs)
+    deterministic: bool = False    # CUDA: no cuDNN autotuning, deterministic algorithms: bit-reproducible
     stop_after: int = 0            # end this session after so many epochs (resume later); 0: run all
 
 
@@ -86,7 +88,7 @@ IMAGENET_DEFAULTS = dict(pc_k=2, batch_size=1024, lr=0.5, lr_min=0.0, warmup_epo
 
 # What a resumed search may change; every other setting comes from OUT/config.json.
 RUN_KEYS = {"epochs", "out", "resume", "device", "stop_after", "log_every", "bench201", "workers",
-            "compile", "download"}
+            "compile", "download", "ddp_backend", "deterministic"}
 
 
 def make_config(argv=None):
@@ -189,7 +191,7 @@ def search(cfg, rank=0, world=1, device=None, stop=None):
     device = device or runs.pick_device(cfg.device)
     stop = stop or checkpoints.StopSignals(world, device)  # main() installs it; without: default handlers
     checkpoints.out_dir(cfg.out)
-    with checkpoints.RunLock(cfg.out, enabled=rank == 0), runs.tuned(device):  # flags given back after
+    with checkpoints.RunLock(cfg.out, enabled=rank == 0), runs.tuned(device, cfg.deterministic):
         return _search(cfg, rank, world, device, stop)
 
 
@@ -275,6 +277,7 @@ def _search(cfg, rank, world, device, stop):
                 tally.alpha(update_alpha(xa, ya, x, y), len(ya))
             if step + 1 < steps:  # progress line, and a stop signal: checkpoint this step, then exit
                 search_run.progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path)
+                search_run.cpu_note(log, cfg, device, epoch, step, steps, t0)
                 if stop.requested(step + 1):
                     checkpoint(epoch, step=step + 1, tally=tally.total(world), seconds=time.time() - t0)
                     stop.stop(f"in epoch {epoch + 1} after step {step + 1}/{steps}", ckpt_path)
@@ -294,7 +297,7 @@ def _search(cfg, rank, world, device, stop):
 
 def main(argv=None):
     cfg = make_config(argv)
-    rank, world, device = ddp.setup(cfg.device)
+    rank, world, device = ddp.setup(cfg.device, cfg.ddp_backend)
     try:
         with checkpoints.StopSignals(world, device) as stop:
             search(cfg, rank, world, device, stop)

@@ -272,6 +272,14 @@ class Log:
                 raise write_error(self.path, e) from e
 
 
+def duration(seconds):
+    """A rough duration for a progress line: 45s, 12m, 3.4h, 2.1d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f}m" if unit == "m" else f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def cosine_lr(lr, epoch, epochs, lr_min=0.0, warmup=0):
     """The lr of an epoch: linear warm-up over `warmup` epochs, else cosine from lr to lr_min.
 

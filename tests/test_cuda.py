@@ -5,9 +5,9 @@ GPU machine and records the result; `python -m pytest -q tests/test_cuda.py` run
 Covered: compiled steps replayed through CUDA graphs against eager ones (losses, gradients and alpha
 within a stated tolerance, no graph skipped), bf16 autocast and channels_last in train.py with the test
 set scored in float32, the on-device TensorLoader (the CPU's batches), the CUDA RNG state through a
-checkpoint and a --deterministic=1 search that resumes bit for bit, the out-of-memory line, a run's
-cuDNN flags given back, the sweep's jobs on the GPUs, and two torchrun processes on the GPUs (NCCL on
-two, sharing one over gloo otherwise, refused with one line without that opt-in).
+checkpoint and a --deterministic=1 search that repeats and resumes bit for bit, the out-of-memory line,
+a run's cuDNN flags given back, the sweep's searches on the GPUs, and two torchrun processes on the
+GPUs (NCCL on two; on one, refused in one line, then shared over gloo with --ddp_backend=gloo).
 Nothing here times anything: scripts/gpu_check.py measures.
 """
 import json
@@ -21,6 +21,7 @@ import torch
 from conftest import CUDA, CUDA_ENV
 from harness import batching, runs
 import search
+import sweep
 import train
 from supernet import build_supernet, set_trainable
 
@@ -135,6 +136,21 @@ def test_cuda_rng_state_survives_a_checkpoint(tmp_path):
     assert torch.equal(torch.randn(4, device="cuda"), want)
 
 
+def test_deterministic_cuda_search_repeats_and_resumes_bit_for_bit(tiny_folder, tmp_path):
+    """--deterministic=1 on CUDA: S4 (its noise op draws from the CUDA RNG on every forward) run twice
+    ends bit-identical, and a run stopped after epoch 1 and resumed ends as the uninterrupted one."""
+    common = TINY + [f"--data={tiny_folder}", "--space=s4", "--layers=2", "--epochs=2", "--seed=3",
+                     "--deterministic=1"]
+    full, _ = search.search(search.make_config(common + [f"--out={tmp_path / 'full'}"]))
+    again, _ = search.search(search.make_config(common + [f"--out={tmp_path / 'again'}"]))
+    search.search(search.make_config(common + [f"--out={tmp_path / 'cut'}", "--stop_after=1"]))
+    resumed, history = search.search(search.make_config([f"--out={tmp_path / 'cut'}", "--resume=1"]))
+    assert [h["epoch"] for h in history] == [1, 2] and next(resumed.parameters()).is_cuda
+    for other in (again, resumed):
+        for (name, a), b in zip(full.state_dict().items(), other.state_dict().values()):
+            assert torch.equal(a, b), name
+
+
 def test_search_on_cuda_gives_the_cudnn_flags_back(tiny_folder, tmp_path):
     torch.backends.cudnn.benchmark = False
     seen = []
@@ -162,3 +178,36 @@ def test_out_of_memory_on_cuda_is_one_line(capsys):
         runs.cli(oom, [])
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.count("\n") == 1 and "out of memory" in err and "--batch_size" in err, err
+
+
+def test_sweep_runs_its_searches_on_the_gpus(tiny_folder, tmp_path, monkeypatch):
+    if CUDA_ENV.get("CUDA_VISIBLE_DEVICES") is None:  # the sweep sees the machine's GPUs, as a user's would
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", CUDA_ENV["CUDA_VISIBLE_DEVICES"])
+    summary = sweep.main([f"--out={tmp_path}", "--options=C", "--seeds=1,2", "--dataset=imagefolder",
+                          f"--data={tiny_folder}", "--C=4", "--layers=1", "--batch_size=4", "--epochs=1",
+                          "--log_every=0"])
+    seeds = summary["C"]["seeds"]
+    assert [r["state"] for r in seeds] == ["finished", "finished"], seeds
+    devices = [r["device"] for r in seeds]
+    assert all(d.startswith("GPU ") for d in devices) and len(set(devices)) == min(2, torch.cuda.device_count())
+    for r in seeds:  # each search saw its one GPU as cuda:0
+        assert "device cuda" in open(os.path.join(r["folder"], "log.txt")).read()
+
+
+def test_two_torchrun_processes_on_the_gpus(tiny_folder, tmp_path):
+    """Two GPUs: NCCL, one process each. One GPU: refused in one line, then shared over gloo."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "search.py", *TINY,
+           f"--data={tiny_folder}", "--layers=1", "--epochs=1"]
+    extra = []
+    if torch.cuda.device_count() == 1:
+        r = subprocess.run(cmd + [f"--out={tmp_path / 'refused'}"], cwd=ROOT, env=CUDA_ENV, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode != 0 and "torchrun started 2 processes on this node but 1 GPU(s)" in r.stderr, r.stderr
+        extra = ["--ddp_backend=gloo"]
+    r = subprocess.run(cmd + extra + [f"--out={tmp_path / 'run'}"], cwd=ROOT, env=CUDA_ENV, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "2 process(es), device cuda" in log and "epoch 1/1" in log  # alpha agreement is checked each epoch
