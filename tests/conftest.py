@@ -38,17 +38,19 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
-def cpu_unless_cuda_test(request, monkeypatch):
+def cpu_unless_cuda_test(request):
     """Outside the CUDA set, --device=auto means the CPU (the bit-identical checks compare CPU runs,
     and a CUDA model next to CPU tensors would fail on a GPU machine), and the global torch flags a
-    run sets are given back afterwards, so one test's cuDNN autotuning never reaches another."""
+    run sets are given back afterwards, so one test's cuDNN autotuning never reaches another. Its own
+    MonkeyPatch: a test's monkeypatch.undo() leaves the pin in place."""
     flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    if not ({"cuda", "real_device"} & {m.name for m in request.node.iter_markers()}):
-        from harness import runs
-        real = runs.pick_device
-        monkeypatch.setattr(runs, "pick_device", lambda name="auto": real("cpu" if name == "auto" else name))
-    yield
+    with pytest.MonkeyPatch.context() as pin:
+        if not ({"cuda", "real_device"} & {m.name for m in request.node.iter_markers()}):
+            from harness import runs
+            real = runs.pick_device
+            pin.setattr(runs, "pick_device", lambda name="auto": real("cpu" if name == "auto" else name))
+        yield
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags[:2]
     torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
 
