@@ -6,11 +6,13 @@
 
 Times the very step functions search.py runs (search.weight_step, search.alpha_step) on random data
 of the dataset's shape, on CPU or CUDA, and reports seconds per iteration split into the two steps,
-images/s (weight-half images per second, as an epoch counts them) and peak memory (CUDA: max allocated;
-CPU: the process's peak RSS, so each option runs in its own process). Why option C is cheaper: with the
-conv weights frozen, autograd skips every conv weight-gradient kernel in the weight step. The alpha step
-computes no weight gradient under any option (compiled too: it has a graph of its own, see
-search.alpha_step), so it should cost about the same for A-D and less than option B's weight step.
+images/s (weight-half images per second, as an epoch counts them) and peak memory (CUDA: max allocated
+and max reserved, which also counts the private pool that CUDA graphs keep their buffers in; CPU: the
+process's peak RSS, so each option runs in its own process). On CUDA cuDNN autotuning is on, as in
+search.py (runs.tune_for). Why option C is cheaper: with the conv weights frozen, autograd skips every
+conv weight-gradient kernel in the weight step. The alpha step computes no weight gradient under any
+option (compiled too: it has a graph of its own, see search.alpha_step), so it should cost about the
+same for A-D and less than option B's weight step.
 """
 import json
 import os
@@ -58,6 +60,7 @@ def _sync(device):
 
 def bench_option(cfg, option):
     device = runs.pick_device(cfg.device)
+    runs.tune_for(device)  # cuDNN autotuning on CUDA, as search.py and train.py run (warm-up steps absorb it)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -87,8 +90,10 @@ def bench_option(cfg, option):
         if i >= cfg.warmup:
             t_w, t_a = t_w + t1 - t0, t_a + time.perf_counter() - t1
     t_w, t_a = t_w / cfg.steps, t_a / cfg.steps
-    if device.type == "cuda":
+    reserved = None
+    if device.type == "cuda":  # CUDA graphs' private pool: in reserved, not always in allocated
         mem = torch.cuda.max_memory_allocated(device) / 2**20
+        reserved = round(torch.cuda.max_memory_reserved(device) / 2**20, 1)
         name = torch.cuda.get_device_name(device)
     else:
         mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -97,7 +102,7 @@ def bench_option(cfg, option):
                 compile=cfg.compile, weight_step_s=round(t_w, 4), arch_step_s=round(t_a, 4),
                 first_iteration_s=round(t_first, 2), compile_s=round(max(t_first - t_w - t_a, 0.0), 2),
                 iteration_s=round(t_w + t_a, 4), images_per_s=round(cfg.batch_size / (t_w + t_a), 1),
-                peak_mem_mb=round(mem, 1), trainable=sum(p.numel() for p in weights))
+                peak_mem_mb=round(mem, 1), peak_reserved_mb=reserved, trainable=sum(p.numel() for p in weights))
 
 
 def main(argv=None):

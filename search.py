@@ -37,6 +37,7 @@ from supernet import build_supernet, check_supernet, set_trainable
 class SearchConfig:
     space: str = "nb201"           # nb201 | darts | s1 | s2 | s3 | s4
     dataset: str = "cifar10"       # cifar10 | cifar100 | svhn | ImageNet16-120 | imagefolder | imagenet
+                                   # | synthetic (random bytes of CIFAR-10's shape, no files: speed only)
     data: str = "data"             # dataset root (imagefolder/imagenet: a folder with train/<class>/)
     download: bool = True          # fetch missing cifar/svhn files through torchvision (0: never online)
     option: str = "C"              # Table 1: A | B (DARTS) | C (RF-DARTS) | D
@@ -70,6 +71,7 @@ class SearchConfig:
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | cuda:1 | mps
+    ddp_backend: str = "auto"      # torchrun: auto (NCCL on CUDA) | nccl | gloo (gloo lets processes share GPUs)
     out: str = "runs/search"
     resume: bool = False           # continue from OUT/checkpoint.pt
     bench201: str = ""             # optional NB201 benchmark file/CSV: log each epoch's accuracies ...
@@ -77,6 +79,7 @@ class SearchConfig:
                                    # searched one's; imagefolder: cifar10, the CIFAR-10 JPEG copy)
     log_every: int = 50            # a progress line every this many steps
     compile: bool = False          # torch.compile the supernet's forward (CUDA: with CUDA graphs)
+    deterministic: bool = False    # CUDA: no cuDNN autotuning, deterministic algorithms: bit-reproducible
     stop_after: int = 0            # end this session after so many epochs (resume later); 0: run all
 
 
@@ -89,7 +92,7 @@ IMAGENET_DEFAULTS = dict(pc_k=2, batch_size=1024, lr=0.5, lr_min=0.0, warmup_epo
 
 # What a resumed search may change; every other setting comes from OUT/config.json (or the checkpoint).
 RUN_KEYS = {"epochs", "out", "resume", "device", "stop_after", "log_every", "bench201", "bench201_dataset",
-            "workers", "compile", "download"}
+            "workers", "compile", "download", "ddp_backend", "deterministic"}
 # The range of every numeric setting (runs.check_ranges); C and layers 0: the space's default.
 RANGES = dict(epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", lr_min="[0, inf)", momentum="[0, 1)",
               weight_decay="[0, inf)", grad_clip="[0, inf)", warmup_epochs="[0, inf)", arch_lr="(0, inf)",
@@ -244,7 +247,7 @@ def search(cfg, rank=0, world=1, device=None, stop=None):
     device = device or runs.pick_device(cfg.device)
     stop = stop or checkpoints.StopSignals(world, device)  # main() installs it; without: default handlers
     checkpoints.out_dir(cfg.out)
-    with checkpoints.RunLock(cfg.out, enabled=rank == 0):
+    with checkpoints.RunLock(cfg.out, enabled=rank == 0), runs.tuned(device, cfg.deterministic):
         return _search(cfg, rank, world, device, stop)
 
 
@@ -262,7 +265,6 @@ def _search(cfg, rank, world, device, stop):
         raise runs.ConfigError(f"{ckpt_path} was written with other settings than {cfg.out}/config.json "
                                f"({what}): remove that config.json to continue with the checkpoint's settings")
     runs.seed_everything(cfg.seed)
-    runs.tune_for(device)
     train_loader, arch_loader, num_classes, about = search_run.make_loaders(cfg, device, rank, world)
     model = build_supernet(cfg.space, num_classes, C=cfg.C or None, layers=cfg.layers or None,
                            stem="imagenet" if cfg.dataset == "imagenet" else "cifar", pc_k=cfg.pc_k,
@@ -336,6 +338,7 @@ def _search(cfg, rank, world, device, stop):
                 tally.alpha(update_alpha(xa, ya, x, y), len(ya))
             if step + 1 < steps:  # progress line, and a stop signal: checkpoint this step, then exit
                 search_run.progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path)
+                search_run.cpu_note(log, cfg, device, epoch, step, steps, t0)
                 if stop.requested(step + 1):  # never a checkpoint of a non-finite state
                     sums = tally.total(world)
                     checkpoints.check_finite(sums[0] + sums[3], ckpt_path, f"in epoch {epoch + 1} by step {step + 1}",
@@ -358,7 +361,7 @@ def _search(cfg, rank, world, device, stop):
 
 def main(argv=None):
     cfg = make_config(argv)
-    rank, world, device = ddp.setup(cfg.device)
+    rank, world, device = ddp.setup(cfg.device, cfg.ddp_backend)
     try:
         with checkpoints.StopSignals(world, device) as stop:
             search(cfg, rank, world, device, stop)

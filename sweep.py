@@ -31,6 +31,9 @@ What the sweep does in each case (re-running the same command is always safe; no
 The table is written before the first run starts and again at the end, so it never counts a run the
 folder does not hold finished. Exit status: 0 every run finished; 1 a run failed or did not finish (or
 a write of the sweep's own failed); 2 refused before any run started; 128 + N stopped by signal N.
+On CUDA the searches are spread over the visible GPUs, --jobs per GPU, each search seeing only its own
+(CUDA_VISIBLE_DEVICES); where each session ran is in OUT/<option>_s<seed>/device.txt and the table's
+device column.
 """
 import dataclasses
 import functools
@@ -58,7 +61,7 @@ class SweepConfig:
     out: str = "runs/sweep"
     options: str = "BC"        # Table 1 options, e.g. BC or ABCD
     seeds: str = "1,2,3"       # comma-separated
-    jobs: int = 1              # searches at a time (CPU: one per core; one GPU: several share it)
+    jobs: int = 1              # searches at a time; on GPUs per GPU (CPU: one per core; several share a GPU)
     threads: int = 0           # CPU threads per search (OMP_NUM_THREADS); 0: cores // jobs
 
 
@@ -180,11 +183,56 @@ def _stop_with_parent(sweep_pid):
         os._exit(128 + signal.SIGTERM)
 
 
-def run_all(cfg, jobs, say=print):
-    """Run the pending searches, cfg.jobs at a time; one line per finished epoch and per ended run.
+def visible_gpus(flags):
+    """The GPUs the searches are spread over, as CUDA_VISIBLE_DEVICES entries: every GPU this process
+    sees when the searches run on CUDA (--device=auto where CUDA is, or --device=cuda); none when they
+    run on the CPU or on the one device that --device=cuda:K (or mps) names for all of them."""
+    device = runs.parse_config(search.SearchConfig, flags).device
+    if device not in ("auto", "cuda"):
+        return []
+    import torch
+    if not torch.cuda.is_available():
+        return []
+    count, listed = torch.cuda.device_count(), os.environ.get("CUDA_VISIBLE_DEVICES")
+    return ([i.strip() for i in listed.split(",") if i.strip()] if listed else [str(i) for i in range(count)])[:count]
+
+
+def least_busy(gpus, busy):
+    """The GPU with the fewest running searches (`busy`: the GPU of each), the first of them on a tie;
+    None without GPUs."""
+    return min(gpus, key=busy.count) if gpus else None
+
+
+def job_env(env, gpu):
+    """A search's environment: on a GPU, that GPU alone is visible to it (it runs there as cuda:0)."""
+    return env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}
+
+
+def note_device(folder, gpu, flags):
+    """One line per session in FOLDER/device.txt: where the search ran (the table's device column)."""
+    where = f"GPU {gpu}" if gpu is not None else str(runs.pick_device(runs.parse_config(search.SearchConfig, flags).device))
+    with open(os.path.join(folder, "device.txt"), "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {where}\n")
+
+
+def run_devices(folder):
+    """The devices a run's sessions ran on (device.txt), in order, each once: e.g. "GPU 1" or "cpu"."""
+    path = os.path.join(folder, "device.txt")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        seen = [line.split(" ", 2)[2].strip() for line in f if line.count(" ") >= 2]
+    return ", ".join(dict.fromkeys(seen)) or None
+
+
+def run_all(cfg, jobs, say=print, gpus=None):
+    """Run the pending searches, cfg.jobs at a time (with GPUs: cfg.jobs per GPU, each search on the
+    least busy one); one line per finished epoch and per ended run.
     -> ({name: exit status} of the runs that ran, the stop signal's number or 0). A stop signal reaches
     every search (each checkpoints and exits); the sweep then waits for them and starts no more."""
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
+    gpus = visible_gpus(jobs[0].argv) if gpus is None and jobs else gpus or []
+    on_gpu, capacity = {}, cfg.jobs * max(1, len(gpus))
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // capacity)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     pending = [j for j in jobs if j.state != "done"]
     running, status, stopping, told = {}, {}, [], {}
@@ -202,11 +250,12 @@ def run_all(cfg, jobs, say=print):
         for proc, *_ in list(running.values()):
             tell(proc)
 
-    def start(name, folder, argv):
+    def start(name, folder, argv, gpu):
         os.makedirs(folder, exist_ok=True)
+        note_device(folder, gpu, argv)
         err = open(os.path.join(folder, "stderr.txt"), "a")
         try:
-            proc = subprocess.Popen([sys.executable, os.path.join(HERE, "search.py"), *argv], env=env,
+            proc = subprocess.Popen([sys.executable, os.path.join(HERE, "search.py"), *argv], env=job_env(env, gpu),
                                     stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
                                     preexec_fn=functools.partial(_stop_with_parent, os.getpid()))
         except BaseException:
@@ -220,13 +269,15 @@ def run_all(cfg, jobs, say=print):
     old = {s: signal.signal(s, forward_stop) for s in STOPS}
     try:
         while (pending and not stopping) or running:
-            while pending and len(running) < cfg.jobs and not stopping:
+            while pending and len(running) < capacity and not stopping:
                 name, folder, argv, state, _ = pending.pop(0)
                 try:
-                    proc = start(name, folder, argv)
+                    on_gpu[name] = least_busy(gpus, [on_gpu[n] for n in running])
+                    proc = start(name, folder, argv, on_gpu[name])
                 except OSError as e:  # e.g. a full disk: stderr.txt cannot be made (the others stop below)
                     raise runs.write_error(getattr(e, "filename", None) or folder, e) from e
-                say(f"{name}: {'resumed' if state == 'resume' else 'started'} (pid {proc.pid})")
+                say(f"{name}: {'resumed' if state == 'resume' else 'started'} (pid {proc.pid}"
+                    + (f", GPU {on_gpu[name]})" if on_gpu[name] is not None else ")"))
             time.sleep(2)
             for name, (proc, folder, err, seen, t0) in list(running.items()):
                 rows = epochs_done(folder)
@@ -288,7 +339,7 @@ def summarize(jobs, status=None):
     table, done = {}, []
     for name, folder, _, _, epochs in jobs:
         option, seed = name.split("_s")
-        rec = dict(seed=int(seed), folder=folder)
+        rec = dict(seed=int(seed), folder=folder, device=run_devices(folder))
         run = finished_run(folder, epochs)
         if run is not None:
             done.append(run)
@@ -335,19 +386,21 @@ def markdown(summary):
         lines.append(f"| {option} | {s['n']} | {cell(s['bench_test_acc'], 2)} | {cell(s['skip_count'], 2)} | "
                      f"{cell(s['train_acc'], 1)} | {cell(s['alpha_half_acc'], 1)} | {cell(s['minutes'], 0)} |")
     lines += ["", "Mean ± sample std (ddof=1) over the finished seeds. Each seed:", "",
-              f"| run | state | {bench} | skip | train | α-half | minutes | compiled | cell |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              f"| run | state | {bench} | skip | train | α-half | minutes | compiled | device | cell |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for option, s in summary.items():
         for r in s["seeds"]:
             if r["state"] != "finished":
-                lines.append(f"| {option}_s{r['seed']} | {r['state'].replace('|', chr(92) + '|')} | | | | | | | |")
+                lines.append(f"| {option}_s{r['seed']} | {r['state'].replace('|', chr(92) + '|')} | | | | | | | "
+                             f"{r.get('device') or '-'} | |")
                 continue
             acc = "-" if r["bench_test_acc"] is None else f"{r['bench_test_acc']:.2f}"
             earlier = ", ".join(map(str, r["schedules"][:-1]))
             state = f"finished ({r['epochs']} ep" + (f"; continued from a {earlier}-epoch schedule)" if earlier else ")")
             lines.append(f"| {option}_s{r['seed']} | {state} | {acc} | {r['skip_count']} | "
                          f"{r['train_acc']:.1f} | {r['alpha_half_acc']:.1f} | {r['minutes']:.0f} | "
-                         f"{'yes' if r['compile'] else 'no'} | `{(r['arch'] or '-').replace('|', chr(92) + '|')}` |")
+                         f"{'yes' if r['compile'] else 'no'} | {r.get('device') or '-'} | "
+                         f"`{(r['arch'] or '-').replace('|', chr(92) + '|')}` |")
     return "\n".join(lines) + "\n"
 
 

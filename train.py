@@ -52,7 +52,8 @@ from networks import (NetworkCIFAR, NetworkImageNet, TinyNetwork, aux_fits, coun
 class Config:
     arch: str = ""                # published name (DARTS_V2, PC_DARTS_image, ...) or an NB201 arch string
     genotype: str = ""            # or: path to a genotype.json written by search.py
-    dataset: str = "cifar10"      # cifar10, cifar100, svhn, ImageNet16-120, imagefolder, imagenet
+    dataset: str = "cifar10"      # cifar10, cifar100, svhn, ImageNet16-120, imagefolder, imagenet,
+                                  # synthetic (random bytes of CIFAR-10's shape, no files: speed only)
     data: str = "data"            # dataset root folder
     download: bool = True         # fetch missing cifar/svhn files through torchvision (0: never online)
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
@@ -74,6 +75,7 @@ class Config:
     label_smoothing: float = 0.0  # training loss only; evaluation uses plain CE
     seed: int = 0
     device: str = "auto"          # auto, cpu, cuda, mps
+    ddp_backend: str = "auto"     # torchrun: auto (NCCL on CUDA) | nccl | gloo (gloo lets processes share GPUs)
     out: str = "runs/train"       # checkpoint.pt, log.txt, metrics.json go here
     resume: bool = False          # continue from OUT/checkpoint.pt if it exists
     amp: bool = True              # bf16 autocast (CUDA only)
@@ -82,6 +84,9 @@ class Config:
     subset: int | None = None     # train on this many (seeded random) training images; None = all
     test_every_epoch: bool = False  # also report test accuracy every epoch (reporting only)
     compile: bool = False         # torch.compile the training forward (evaluation stays eager)
+    deterministic: bool = False   # CUDA: no cuDNN autotuning, deterministic algorithms: bit-reproducible
+    cuda_graphs: bool | None = None  # compiled on CUDA: replay through CUDA graphs (none: on in one
+                                     # process, off under torchrun, see cuda_graphs_on)
 
 
 RECIPES = {
@@ -93,7 +98,7 @@ RECIPES = {
 }
 # What a resumed run may change; any other key must match the checkpoint's config.
 RUN_KEYS = {"epochs", "resume", "out", "device", "amp", "channels_last", "workers", "test_every_epoch",
-            "download", "compile"}
+            "download", "compile", "ddp_backend", "cuda_graphs", "deterministic"}
 CKPT_KEYS = ("model", "optimizer", "epoch", "rng", "seconds", "config", "genotype", "train")
 # The range of every numeric setting (runs.check_ranges); subset None or 0: every training image.
 RANGES = dict(epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", lr_gamma="(0, 1]", momentum="[0, 1)",
@@ -165,7 +170,7 @@ def learning_rate(cfg, epoch):
 
 def main(argv=None):
     cfg, genotype, info, ckpt, how = resolve(argv)
-    rank, world, device = ddp.setup(cfg.device)
+    rank, world, device = ddp.setup(cfg.device, cfg.ddp_backend)
     with checkpoints.StopSignals(world, device) as stop:  # SIGTERM / Ctrl-C: checkpoint the step, one line
         return train(cfg, genotype, info, ckpt, how, rank, world, device, stop)
 
@@ -177,12 +182,32 @@ def fast_paths(cfg, device):
     return cfg.amp and cuda, cfg.channels_last and cuda
 
 
+def small_batch_note(cfg, info, world):
+    """One line when the ImageNet recipe's global batch leaves few images per process for BN (DARTS'
+    128 on 8 GPUs: 16 each), naming PC-DARTS' 8-GPU setting; None otherwise. The recipe stays DARTS':
+    PC-DARTS' linear lr decay with warm-up is not one of this script's schedules."""
+    per = cfg.batch_size // world
+    if not info.streaming or world == 1 or per >= 32:
+        return None
+    return (f"note: --batch_size={cfg.batch_size} is the global batch (DARTS' ImageNet recipe), {per} images per "
+            f"process for BN on {world} processes; PC-DARTS retrained on 8 GPUs with batch 1024 and lr 0.5 "
+            f"(linear decay, 5 warm-up epochs): raise --batch_size, with --lr in proportion, for more per GPU")
+
+
+def cuda_graphs_on(cfg, world):
+    """Whether a compiled forward replays through CUDA graphs (--cuda_graphs; on CUDA only). Default: in
+    one process yes, under torchrun no: CUDA graphs on a DistributedDataParallel-wrapped network with
+    BN are what PyTorch skips, or has crashed on (pytorch/pytorch issues 139207, 113809, 128218);
+    compiled kernels without graphs keep most of the gain. --cuda_graphs=1 forces them."""
+    return world == 1 if cfg.cuda_graphs is None else cfg.cuda_graphs
+
+
 def train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
     """The retraining loop of a resolved run (main); returns the output folder. One run per --out."""
     ddp.per_process_batch(cfg.batch_size, world)  # fail before anything is written
     if rank == 0:
         checkpoints.out_dir(cfg.out)
-    with checkpoints.RunLock(cfg.out, enabled=rank == 0):
+    with checkpoints.RunLock(cfg.out, enabled=rank == 0), runs.tuned(device, cfg.deterministic):
         return _train(cfg, genotype, info, ckpt, how, rank, world, device, stop)
 
 
@@ -192,8 +217,9 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
     log, ckpt_path = runs.Log(cfg.out, enabled=rank == 0), os.path.join(cfg.out, "checkpoint.pt")
     log(f"config {json.dumps(runs.as_dict(cfg))}")
     log(f"{how}; genotype {genotype}")
+    if small_batch_note(cfg, info, world):
+        log(small_batch_note(cfg, info, world))
 
-    runs.tune_for(device)
     runs.seed_everything(cfg.seed)  # same initial weights in every process (DDP also broadcasts them)
     model = _network(genotype, info, cfg.C, cfg.layers, cfg.auxiliary)
     params_m, macs_m = count_params(model), count_macs(model, info.size)
@@ -218,8 +244,12 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         checkpoints.record_session(cfg.out, runs.as_dict(cfg), start, ckpt is not None, RUN_KEYS, log,
                                    schedule="the lr schedule and the drop-path ramp",
                                    saved=ckpt and ckpt["config"])
+    unused = ddp.unused_parameters(model, torch.zeros(2, 3, info.size, info.size, device=device)) if world > 1 else []
+    if unused:
+        log(f"{len(unused)} parameter tensors get no gradient from this cell ({', '.join(unused[:3])}"
+            f"{', ...' if len(unused) > 3 else ''}): DDP runs with find_unused_parameters=True")
     net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if fast else None)
+        model, device_ids=[device.index] if fast else None, find_unused_parameters=bool(unused))
     train_loader, test_loader = train_run.make_loaders(cfg, info, ddp.per_process_batch(cfg.batch_size, world),
                                                       device, rank, world)
     steps = len(train_loader)
@@ -228,7 +258,9 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
     # graph would take as a constant and retrace on when the ramp moves (measured: 189 s per retrace,
     # DARTS_V2 C=16); a tensor keeps drop path in the graph at p = 0 too, where its masks are all ones.
     drop_tensor = torch.zeros((), device=device) if cfg.compile and cfg.drop_path_prob > 0 else None
-    forward = runs.compile_model(net, cfg.compile, device)
+    forward = runs.compile_model(net, cfg.compile, device, cuda_graphs=cuda_graphs_on(cfg, world))
+    if cfg.compile:
+        log(f"compiled forward, mode {runs.compile_mode(device, cuda_graphs=cuda_graphs_on(cfg, world)) or 'default'}")
 
     def checkpoint(epochs_done, rng, **partial):  # `partial`: where a preempted epoch stopped
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -247,8 +279,8 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         skip = first if epoch == start else 0  # a preempted epoch continues at its next batch
         train_loader.set_epoch(epoch, skip)  # both loaders: a batch is a function of (seed, epoch, index)
         net.train()
-        # loss sum, correct, images; the preempted epoch's running sums (over all processes) go to rank 0
         sums = ddp.StepSums(device, saved=ckpt["sums"] if skip and rank == 0 else None)
+        resumed_images = ckpt["sums"][2] if skip and rank == 0 else 0  # not this session's throughput
         for step, (x, y) in enumerate(train_run.batches(train_loader, device, nhwc, [0]), skip):
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 out = forward(x)  # the forward in bf16 on CUDA; loss and backward outside autocast
@@ -275,13 +307,16 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         ddp.keep_rank0_buffers(model, world)  # each process updated BN running stats on its own shard
         loss_sum, correct, total = sums.total(world)
         checkpoints.check_finite(loss_sum, ckpt_path, f"in epoch {epoch + 1}", model)
+        rate = (total - resumed_images) / max(time.time() - t0, 1e-9)  # images/s over all processes
+        left = (seconds + time.time() - t0) / (epoch + 1) * (cfg.epochs - epoch - 1)  # at the mean epoch's pace
         train_stats = [loss_sum / max(total, 1), correct / max(total, 1)]
         seconds += time.time() - t0
         extra = []
         if cfg.test_every_epoch:  # reported, never used to choose anything
-            extra = [("test_acc(report only)", train_run.score_test_set(model, test_loader, device, world, amp, nhwc)[1])]
+            extra = [("test_acc(report only)", train_run.score_test_set(model, test_loader, device, world, nhwc)[1])]
         log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} drop_path {dp:.3f} train {train_stats[0]:.3f}/"
-            f"{train_stats[1]:.3f} {time.time() - t0:.0f}s" + "".join(f" {k} {v:.4f}" for k, v in extra))
+            f"{train_stats[1]:.3f} {time.time() - t0:.0f}s {rate:.0f} img/s, run ~{runs.duration(left)} left"
+            + "".join(f" {k} {v:.4f}" for k, v in extra))
         rng = ddp.gather_rng(world)
         if rank == 0:
             checkpoints.save_checkpoint(ckpt_path, checkpoint(epoch + 1, rng))
@@ -289,7 +324,7 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             stop.stop(f"after epoch {epoch + 1}", ckpt_path)
     stop.armed = False
 
-    test_loss, test_acc = train_run.score_test_set(model, test_loader, device, world, amp, nhwc)
+    test_loss, test_acc = train_run.score_test_set(model, test_loader, device, world, nhwc)
     digests = ddp.all_gather(ddp.state_digest(model), world)
     if rank == 0:
         metrics = dict(train_loss=train_stats[0], train_acc=train_stats[1], test_loss=test_loss,

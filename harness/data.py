@@ -4,7 +4,8 @@ Public: DatasetError, DatasetInfo, dataset_info, check_present, fetch, load_spli
 read_imagenet16, list_images, folder_files, decode_images, channel_stats; why_unreadable is shared with
 stream.py. Batches (augmentation, TensorLoader) are batching.py's; streaming from disk is stream.py's.
 Datasets: cifar10 / cifar100 / svhn (torchvision files), ImageNet16-120 (NB201 §10 pickles), imagefolder
-(`DIR/train/<class>/<image>`, optional `DIR/test/`). Two paths, chosen by image size: small images
+(`DIR/train/<class>/<image>`, optional `DIR/test/`), synthetic (random bytes of CIFAR-10's shape, no
+files: for measuring speed anywhere). Two paths, chosen by image size: small images
 (side <= 64) are decoded once into uint8 (N, 3, H, W) + int64 (N,) in memory and augmented on the device in
 whole batches (batching.TensorLoader); large folders (ImageNet-style) stream from disk (stream.folder_loader).
 
@@ -54,7 +55,10 @@ _CONSTANTS = {  # name: (num_classes, size, mean, std)
     "svhn": (10, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),  # R-DARTS src/utils.py
     "ImageNet16-120": (120, 16, tuple(v / 255 for v in (122.68, 116.66, 104.01)),
                        tuple(v / 255 for v in (63.22, 61.26, 65.09))),  # NB201 §4.1
+    # uniform random bytes: mean 255/2 / 255, std sqrt((256^2 - 1) / 12) / 255
+    "synthetic": (10, 32, (0.5,) * 3, (((256 ** 2 - 1) / 12) ** 0.5 / 255,) * 3),
 }
+SYNTHETIC_SIZES = (50_000, 10_000)  # CIFAR-10's train and test sets
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # streaming path (DARTS §5.3)
 NAMES = tuple(_CONSTANTS) + ("imagefolder",)
 NB201_CONVENTION = ("cifar100", "ImageNet16-120")  # α on half the test set (NB201 §4.3)
@@ -245,6 +249,8 @@ def _read_torchvision(name, root, train):
 
 @functools.lru_cache(maxsize=4)  # dataset_info and search_split/load_split share one decode per process
 def _load(name, root, train, download, skip_bad):
+    if name == "synthetic":
+        return synthetic_split(train)
     if name in _TORCHVISION:
         fetch(name, root, download)
         return _read_torchvision(name, root, train)
@@ -257,6 +263,18 @@ def _load(name, root, train, download, skip_bad):
         raise DatasetError(f"{root}: images larger than {MAX_SMALL} px stream from disk: "
                            "use stream.folder_loader")
     return decode_images(files, labels, skip_bad)
+
+
+@functools.lru_cache(maxsize=2)  # one copy per process, whatever --data says
+def synthetic_split(train):
+    """--dataset=synthetic: CIFAR-10's shape without a file (throughput on any machine, the GPU check):
+    uniform random uint8 images (N, 3, 32, 32) and labels in 0..9, N = 50,000 (train) or 10,000
+    (test), the same on every call and machine (a fixed numpy generator per split). Nothing to learn in
+    it: accuracies stay at chance."""
+    rng = np.random.default_rng(1 if train else 2)
+    n = SYNTHETIC_SIZES[0 if train else 1]
+    x = np.frombuffer(rng.bytes(n * 3 * 32 * 32), dtype=np.uint8).reshape(n, 3, 32, 32)  # 150 MB in ~0.1 s
+    return torch.from_numpy(x.copy()), torch.from_numpy(rng.integers(0, 10, n))
 
 
 def load_split(name, root, train, download=False, skip_bad=False):

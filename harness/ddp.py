@@ -2,13 +2,16 @@
 
     torchrun --nproc_per_node=2 search.py ...      # the same scripts; every helper is a no-op for 1 process
 
-What it owns: the process group (setup / teardown), gradient averaging for steps that take gradients
-with torch.autograd.grad (which bypasses DistributedDataParallel's hooks, so the scripts all-reduce
-explicitly), keeping rank 0's BN running statistics, exact sums and gathers of per-rank numbers (an
-epoch's running loss and accuracy sums: `StepSums`), and the checks that every rank ended with the same
-alpha and the same weights. No paper equation lives here: data parallelism must not change what a step
-computes, only how many images it sees.
+What it owns: the process group (setup / teardown, which GPU each process takes, the long wait for
+rank 0's data preparation), the parameters a network leaves without gradient (DDP must know them),
+gradient averaging for steps that take gradients with torch.autograd.grad (which bypasses
+DistributedDataParallel's hooks, so the scripts all-reduce explicitly), keeping rank 0's BN running
+statistics, exact sums and gathers of per-rank numbers (an epoch's running loss and accuracy sums:
+`StepSums`), and the checks that every rank ended with the same alpha and the same weights. No paper
+equation lives here: data parallelism must not change what a step computes, only how many images it sees.
 """
+import copy
+import datetime
 import hashlib
 import os
 
@@ -18,22 +21,58 @@ import torch.distributed as dist
 from harness import runs
 
 
-def setup(device_name="auto"):
-    """Read torchrun's environment; init the process group. Returns (rank, world_size, device)."""
+# Rank 0 alone prepares data on a first run (a CIFAR download, the scan of an ImageNet folder for the
+# subset lists) while the other ranks wait: on a gloo group of their own with this timeout, not on the
+# default group, whose NCCL watchdog would end the run after its 10 minutes.
+DATA_WAIT = datetime.timedelta(hours=2)
+_DATA_GROUP = []  # the gloo group for that wait, made by setup
+
+
+def setup(device_name="auto", backend="auto"):
+    """Read torchrun's environment; init the process group. Returns (rank, world_size, device).
+
+    backend: auto (NCCL on CUDA, gloo on the CPU) | nccl | gloo. On CUDA each process takes the GPU of
+    its local rank; more processes on a node than GPUs is refused in one line (NCCL refuses two ranks
+    on one GPU), unless backend=gloo, which shares them (process k on GPU k mod count). The process
+    group is given this process's GPU (NCCL binds to it at once instead of guessing from the rank)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if backend not in ("auto", "nccl", "gloo"):
+        raise runs.ConfigError(f"--ddp_backend={backend}: choose auto, nccl or gloo")
     if world == 1:
         return 0, 1, runs.pick_device(device_name)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = runs.pick_device(device_name)
     if device.type == "cuda":
-        device = torch.device("cuda", local)
+        device = gpu_of(local, int(os.environ.get("LOCAL_WORLD_SIZE", world)), torch.cuda.device_count(),
+                        backend == "gloo", rank)
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=rank, world_size=world,
+                            device_id=device if backend == "nccl" else None)
+    _DATA_GROUP[:] = [dist.new_group(backend="gloo", timeout=DATA_WAIT)]  # collective: every rank makes it
     return rank, world, device
+
+
+def gpu_of(local, local_world, count, share, rank=0):
+    """The GPU of the process with this local rank: its own, or with `share` (gloo) local mod count.
+    More processes on this node than GPUs without `share`: one ConfigError line on rank 0 (the other
+    ranks exit 2 without repeating it; torchrun then stops them all)."""
+    if local_world > count and not share:
+        if rank:
+            raise SystemExit(2)
+        raise runs.ConfigError(
+            f"torchrun started {local_world} processes on this node but {count} GPU(s) are visible: use "
+            f"--nproc_per_node={count} (one process per GPU; NCCL refuses two on one GPU), or --ddp_backend=gloo "
+            f"to share the GPUs (slower collectives)")
+    if count == 0:
+        raise runs.ConfigError("--device=cuda under torchrun, but no GPU is visible")
+    return torch.device("cuda", local % count)
 
 
 def teardown(world):
     if world > 1:
+        _DATA_GROUP.clear()
         dist.destroy_process_group()
 
 
@@ -49,6 +88,13 @@ def barrier(world):
     """Wait for every process (no-op in a single process)."""
     if world > 1:
         dist.barrier()
+
+
+def wait_for_rank0(world):
+    """The other ranks wait while rank 0 prepares data (downloads, folder scans): a barrier on the gloo
+    group `setup` made, with DATA_WAIT's timeout (no-op in a single process)."""
+    if world > 1:
+        dist.barrier(group=_DATA_GROUP[0] if _DATA_GROUP else None)
 
 
 def average_grads(grads, bucket_mb=25):
@@ -71,6 +117,20 @@ def average_grads(grads, bucket_mb=25):
             for g_, v in zip(bucket, torch._utils._unflatten_dense_tensors(flat, bucket)):
                 g_.copy_(v)
             bucket, size = [], 0
+
+
+def unused_parameters(model, example):
+    """Names of the trainable parameters that one training forward and backward of `model` on `example`
+    leaves without a gradient. DistributedDataParallel must be told of them (find_unused_parameters),
+    else it stops at step 2 waiting for their gradients: a DARTS cell that never reads input state 0
+    (or only through `noise`, which ignores its input) leaves that preprocessing layer out. (NB201's
+    `none` is x * 0, which keeps a zero gradient path.) Runs on a copy, with the RNG forked, so the
+    model, its BN statistics and the run's random draws are untouched."""
+    probe = copy.deepcopy(model).train()
+    with torch.random.fork_rng(devices=[example.device] if example.is_cuda else []):
+        out = probe(example)
+        sum(o.float().sum() for o in (out if isinstance(out, tuple) else (out,)) if o is not None).backward()
+    return [n for n, p in probe.named_parameters() if p.requires_grad and p.grad is None]
 
 
 def gather_rng(world):

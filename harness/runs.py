@@ -13,6 +13,7 @@ applies overrides and rejects unknown keys and badly typed values in one line, l
 configurator but without exec; `check_ranges` refuses a numeric setting outside its range (each script
 declares a RANGES dict), `pick_device` a device this machine does not have.
 """
+import contextlib
 import dataclasses
 import math
 import os
@@ -178,11 +179,18 @@ def cli(main, argv=None):
 
 
 def pick_device(name="auto"):
+    """--device: auto (CUDA, else MPS, else the CPU) or a torch device name. When auto falls back to the
+    CPU although this torch was built for CUDA (no usable driver or GPU, or CUDA_VISIBLE_DEVICES hides
+    them), one line on stderr says why, once per process (rank 0's under torchrun)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
+        why = cpu_fallback_reason()
+        if why and not _SAID_CPU and os.environ.get("RANK", "0") == "0":
+            _SAID_CPU.append(why)
+            print(f"note: running on the CPU: {why} (--device=cpu silences this)", file=sys.stderr, flush=True)
         return torch.device("cpu")
     try:
         device = torch.device(name)
@@ -199,11 +207,56 @@ def pick_device(name="auto"):
     return device
 
 
+_SAID_CPU = []  # the reason, once pick_device has said it
+
+
+def cpu_fallback_reason():
+    """Why --device=auto finds no GPU on a CUDA build of torch, in a few words; None on a CPU-only build
+    (nothing was expected) or when CUDA is usable. The reason is CUDA_VISIBLE_DEVICES when it hides
+    every GPU, else what CUDA's initialisation says (e.g. "Found no NVIDIA driver on your system")."""
+    if torch.version.cuda is None or torch.cuda.is_available():
+        return None
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and not hidden.strip():
+        return "CUDA_VISIBLE_DEVICES is empty, so no GPU is visible"
+    try:
+        torch.cuda.init()  # raises with CUDA's reason when is_available() is False
+        detail = "torch.cuda.is_available() is False"
+    except Exception as e:  # noqa: BLE001  RuntimeError / AssertionError: the message is the reason
+        detail = one_line(e).split(". ")[0].rstrip(".")[:160]
+    return f"this torch is a CUDA {torch.version.cuda} build but finds no usable GPU ({detail})"
+
+
 def tune_for(device):
     """Fixed input shapes on CUDA: let cuDNN pick the fastest conv algorithms once per shape (as DARTS'
-    and PC-DARTS' scripts do). Not bit-reproducible across runs on CUDA (README says so)."""
+    and PC-DARTS' scripts do). Not bit-reproducible across runs on CUDA (README says so); `tuned` is
+    the form a run uses (it restores the flags and knows --deterministic=1)."""
     if torch.device(device).type == "cuda":
         torch.backends.cudnn.benchmark = True
+
+
+@contextlib.contextmanager
+def tuned(device, deterministic=False):
+    """A run's global torch flags, given back on exit (so a process that runs several, the test suite
+    or a notebook, does not inherit one run's cuDNN autotuning). deterministic=False: `tune_for`.
+    deterministic=True (--deterministic=1): cuDNN benchmark off, cuDNN and every op that has one on
+    its deterministic algorithm (torch.use_deterministic_algorithms; an op without one warns once
+    instead of stopping the run), and cuBLAS's fixed workspace (CUBLAS_WORKSPACE_CONFIG, which must be
+    set before the first matmul on the GPU), so that a CUDA run repeats bit for bit."""
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            tune_for(device)
+        yield
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
 
 
 def seed_everything(seed):
@@ -255,6 +308,14 @@ class Log:
                 raise write_error(self.path, e) from e
 
 
+def duration(seconds):
+    """A rough duration for a progress line: 45s, 12m, 3.4h, 2.1d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f}m" if unit == "m" else f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def cosine_lr(lr, epoch, epochs, lr_min=0.0, warmup=0):
     """The lr of an epoch: linear warm-up over `warmup` epochs, else cosine from lr to lr_min.
 
@@ -292,20 +353,27 @@ def as_dict(cfg):
     return dataclasses.asdict(cfg)
 
 
-def compile_model(model, enabled=True, device=None, backend="inductor"):
+def compile_mode(device, backend="inductor", cuda_graphs=True):
+    """torch.compile's mode for a forward on `device`: "reduce-overhead" (inductor replays the graph
+    through CUDA graphs) on CUDA with cuda_graphs, else None (plain kernels; aot_eager has no modes)."""
+    cuda = device is not None and torch.device(device).type == "cuda"
+    return "reduce-overhead" if cuda and backend == "inductor" and cuda_graphs else None
+
+
+def compile_model(model, enabled=True, device=None, backend="inductor", cuda_graphs=True):
     """The callable a training loop runs its forward through: `model` itself, or torch.compile of it.
 
     The compiled module shares the parameters, buffers and state_dict of `model`, so optimisers and
     checkpoints keep using `model`. Shapes are static (dynamic=False: loaders drop the last partial
-    batch), so one graph is traced per (train/eval mode, batch shape). On CUDA the graph is replayed
-    through CUDA graphs (mode "reduce-overhead"): a new step is marked before every forward, which is
-    safe because each step consumes its outputs (loss, logits) before the next forward runs.
-    `backend="aot_eager"` traces the same graphs without generating kernels (the fast test suite uses it).
+    batch), so one graph is traced per (train/eval mode, batch shape). On CUDA with `cuda_graphs` the
+    graph is replayed through CUDA graphs (mode "reduce-overhead", `compile_mode`): a new step is marked
+    before every forward, which is safe because each step consumes its outputs (loss, logits) before
+    the next forward runs. `backend="aot_eager"` traces the same graphs without generating kernels
+    (the fast test suite uses it).
     """
     if not enabled:
         return model
-    cuda = device is not None and torch.device(device).type == "cuda"
-    mode = "reduce-overhead" if cuda and backend == "inductor" else None
+    mode = compile_mode(device, backend, cuda_graphs)
     compiled = torch.compile(model, backend=backend, mode=mode, dynamic=False)
     if mode is None:
         return compiled

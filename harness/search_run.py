@@ -51,7 +51,7 @@ def make_loaders(cfg, device, rank, world):
     if cfg.dataset == "imagenet":  # stream a per-class sample of a large ImageNet-style folder
         if rank == 0:  # one scan of the folder; the other ranks read the file lists it writes
             imagenet_subset.prepare(cfg.data, cfg.out, (cfg.weight_frac, cfg.arch_frac), cfg.seed)
-        ddp.barrier(world)
+        ddp.wait_for_rank0(world)
         (fw, lw, classes), (fa, la, _) = imagenet_subset.prepare(
             cfg.data, cfg.out, (cfg.weight_frac, cfg.arch_frac), cfg.seed)
         kw = dict(device=device, rank=rank, world_size=world, workers=cfg.workers)
@@ -60,7 +60,7 @@ def make_loaders(cfg, device, rank, world):
         return (*loaders, len(classes), f"{len(fw)} weight / {len(fa)} alpha images (file lists in --out)")
     if rank == 0:  # first run: rank 0 downloads cifar/svhn, the other ranks then read its files
         data.fetch(cfg.dataset, cfg.data, cfg.download)
-    ddp.barrier(world)
+    ddp.wait_for_rank0(world)
     info = data.dataset_info(cfg.dataset, cfg.data, skip_bad=cfg.skip_bad_images)
     (xw, yw), (xa, ya) = data.search_split(cfg.dataset, cfg.data, cfg.subset or None, cfg.seed,
                                            skip_bad=cfg.skip_bad_images)
@@ -95,12 +95,29 @@ class Tally(ddp.StepSums):
 
 
 def progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path):
-    """Every --log_every steps: this process's running weight loss and accuracy (rank 0's under DDP)."""
+    """Every --log_every steps: this process's running weight loss and accuracy (rank 0's under DDP),
+    and at this epoch's pace so far, about how long the epoch and the run have left."""
     if cfg.log_every and (step + 1) % cfg.log_every == 0:
         s = tally.local()
         checkpoints.check_finite(s[0] + s[3], ckpt_path, f"in epoch {epoch + 1}", lower=LOWER)
         loss, acc, _, _ = Tally.means(s)
-        log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {loss:.3f} acc {acc:.3f} ({time.time() - t0:.0f}s)")
+        elapsed = time.time() - t0
+        per_step = elapsed / (step + 1)
+        epoch_left = per_step * (steps - step - 1)
+        run_left = epoch_left + per_step * steps * (cfg.epochs - epoch - 1)
+        log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {loss:.3f} acc {acc:.3f} ({elapsed:.0f}s; left: "
+            f"epoch ~{runs.duration(epoch_left)}, run ~{runs.duration(run_left)})")
+
+
+def cpu_note(log, cfg, device, epoch, step, steps, t0):
+    """A fresh full-size search (the whole dataset) on the CPU: after its third step, one line says
+    about how long the run takes here and which flags give a reduced run."""
+    if device.type == "cpu" and not cfg.subset and epoch == 0 and step == 2:
+        per_step = (time.time() - t0) / 3
+        total = runs.duration(per_step * steps * cfg.epochs)
+        log(f"note: on the CPU this full-size search takes about {total} here ({per_step:.2f} s per step, {steps} "
+            f"steps x {cfg.epochs} epochs); a reduced run: --subset=4000 --C=8 (the 2-core runs of "
+            "results/README.md), or a GPU")
 
 
 def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch, ckpt_path,

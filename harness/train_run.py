@@ -1,7 +1,7 @@
 """train.py's data and scoring, so that its loop reads as the training step: the dataset's constants
 (`data_info`, 'imagenet' = a folder of large images), the train and test loaders of this process's
 share of the global batch (`make_loaders`), batches moved to the device (`batches`) and the test-set
-score summed over all processes (`score_test_set`).
+score summed over all processes, in float32 (`score_test_set`).
 """
 import os
 
@@ -38,7 +38,7 @@ def make_loaders(cfg, info, batch, device, rank, world):
     name = "imagefolder" if cfg.dataset == "imagenet" else cfg.dataset
     if rank == 0:  # first run: rank 0 downloads cifar/svhn, the other ranks then read its files
         data.fetch(name, cfg.data, cfg.download)
-    ddp.barrier(world)
+    ddp.wait_for_rank0(world)
     x, y = data.load_split(name, cfg.data, True, skip_bad=cfg.skip_bad_images)
     if cfg.subset:
         keep = torch.randperm(len(y), generator=g)[:cfg.subset]
@@ -57,10 +57,10 @@ def batches(loader, device, channels_last, count):
         yield x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
 
 
-def score_test_set(model, loader, device, world, amp, nhwc):
-    """Plain-CE loss and top-1 accuracy over the whole test set (every process scores its shard)."""
+def score_test_set(model, loader, device, world, nhwc):
+    """Plain-CE loss and top-1 accuracy over the whole test set (every process scores its shard), in
+    float32 whatever the training ran in: the reported number must not depend on bf16 rounding."""
     n = [0]
-    with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-        loss, acc = runs.evaluate(model, batches(loader, device, nhwc, n))
+    loss, acc = runs.evaluate(model, batches(loader, device, nhwc, n))
     loss_sum, correct, total = ddp.all_sum([loss * n[0], acc * n[0], n[0]], device, world)
     return loss_sum / max(total, 1), correct / max(total, 1)

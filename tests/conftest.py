@@ -1,6 +1,13 @@
 """Test setup: the repository root on sys.path (the modules are flat files there), one thread per
-process, and the synthetic data shared by the tests: a tiny ImageFolder and complete fake
-NAS-Bench-201 tables; a mode that refuses float64 tensors (as MPS does)."""
+process, the CPU for every test outside the CUDA set, and the synthetic data shared by the tests: a
+tiny ImageFolder and complete fake NAS-Bench-201 tables; a mode that refuses float64 tensors (as MPS
+does).
+
+The suite passes on a machine with a GPU as on one without: every test runs on the CPU (the scripts'
+--device=auto is pinned to the CPU in this process, and the subprocesses the tests start see no GPU),
+except the CUDA set (tests/test_cuda.py, marked `cuda`), which runs only where CUDA is and gives its
+subprocesses the GPUs back (CUDA_ENV). Global torch flags a test or a run sets (cuDNN autotuning,
+deterministic algorithms) are given back after every test."""
 import os
 import sys
 
@@ -13,10 +20,42 @@ import torch  # noqa: E402  (after OMP_NUM_THREADS, which torch reads when it lo
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
+# The GPUs stay visible to this process (CUDA reads CUDA_VISIBLE_DEVICES once, when it initialises,
+# which happens here) and are hidden from every subprocess a test starts: search.py, train.py, sweep.py
+# and torchrun run there with --device=auto and must run on the CPU. CUDA tests pass CUDA_ENV instead.
+CUDA = torch.cuda.is_available()
+CUDA_ENV = dict(os.environ)
+if CUDA:
+    torch.cuda.init()
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 import numpy as np
 import pytest
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: runs on CUDA (tests/test_cuda.py); skipped without a GPU")
+    config.addinivalue_line("markers", "real_device: sees the real --device=auto (its test mocks the machine)")
+
+
+@pytest.fixture(autouse=True)
+def cpu_unless_cuda_test(request):
+    """Outside the CUDA set, --device=auto means the CPU (the bit-identical checks compare CPU runs,
+    and a CUDA model next to CPU tensors would fail on a GPU machine), and the global torch flags a
+    run sets are given back afterwards, so one test's cuDNN autotuning never reaches another. Its own
+    MonkeyPatch: a test's monkeypatch.undo() leaves the pin in place."""
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    with pytest.MonkeyPatch.context() as pin:
+        if not ({"cuda", "real_device"} & {m.name for m in request.node.iter_markers()}):
+            from harness import runs
+            real = runs.pick_device
+            pin.setattr(runs, "pick_device", lambda name="auto": real("cpu" if name == "auto" else name))
+        yield
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags[:2]
+    torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
 
 
 def make_image_folder(root, classes=3, train_per_class=8, test_per_class=4, size=16, seed=0):

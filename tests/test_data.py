@@ -278,3 +278,26 @@ def test_cutout_clipped_square():
         mask[np.clip(cy - 2, 0, 8):np.clip(cy + 2, 0, 8), np.clip(cx - 2, 0, 8):np.clip(cx + 2, 0, 8)] = 0
         assert torch.equal(out[i], torch.from_numpy(mask).expand(3, 8, 8))
     assert int((out[0] == 0).sum()) == 3 * 4 and int((out[1] == 0).sum()) == 3 * 16
+
+
+def test_synthetic_dataset_is_cifar10_shaped_without_files(tmp_path):
+    """--dataset=synthetic: the search split is 25,000 / 25,000 images of 3x32x32 bytes with labels
+    0..9, the same whatever --data says (nothing is read or written there); the test set has 10,000."""
+    (xw, yw), (xa, ya) = data.search_split("synthetic", tmp_path / "absent")
+    assert xw.shape == xa.shape == (25_000, 3, 32, 32) and xw.dtype == torch.uint8 and len(yw) == len(ya)
+    assert 0 <= int(yw.min()) and int(yw.max()) == 9 and not (tmp_path / "absent").exists()
+    x, y = data.load_split("synthetic", "elsewhere", True)
+    assert torch.equal(torch.sort(torch.cat([yw, ya])).values, torch.sort(y).values)  # a split of it
+    assert len(data.load_split("synthetic", "elsewhere", False)[1]) == 10_000
+    info = data.dataset_info("synthetic")
+    assert (info.num_classes, info.size, info.streaming) == (10, 32, False)
+    mean, std = data.channel_stats(x[:2000])  # the constants normalise it to about N(0, 1) per channel
+    assert mean == pytest.approx(info.mean, abs=0.01) and std == pytest.approx(info.std, abs=0.01)
+
+
+def test_search_runs_on_synthetic_data(tmp_path):
+    import search
+    _, history = search.search(search.make_config([
+        "--dataset=synthetic", f"--data={tmp_path / 'absent'}", "--subset=16", "--C=4", "--layers=1",
+        "--batch_size=4", "--epochs=1", "--device=cpu", f"--out={tmp_path / 'run'}"]))
+    assert "8 weight / 8 alpha images" in (tmp_path / "run" / "log.txt").read_text() and len(history) == 1

@@ -58,3 +58,23 @@ def test_out_of_memory_is_one_line_with_what_to_lower(capsys):
         runs.cli(oom, [])
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.count("\n") == 1 and "lower --batch_size" in err, err
+
+
+def test_parameters_a_cell_leaves_without_gradient_are_found():
+    """What DDP must be told (find_unused_parameters): a DARTS cell that never reads input state 0, or
+    reads it only through `noise`, leaves preprocess0 without gradient. The probe runs on a copy:
+    weights, BN statistics and RNG untouched."""
+    import genotypes as G
+    from networks import NetworkCIFAR
+    x = torch.zeros(2, 3, 32, 32)
+    assert ddp.unused_parameters(NetworkCIFAR(G.DARTS_V2, 10, C=4, layers=3, auxiliary=True), x) == []
+    normal = [("sep_conv_3x3", 1), ("skip_connect", 1), ("sep_conv_3x3", 1), ("skip_connect", 2),
+              ("max_pool_3x3", 1), ("skip_connect", 3), ("skip_connect", 4), ("dil_conv_3x3", 2)]
+    for first in (("sep_conv_3x3", 1), ("noise", 0)):  # s0 not read, or read only through noise
+        g = G.Genotype([first] + normal[1:], G.DARTS_CONCAT, G.DARTS_V2.reduce, G.DARTS_CONCAT)
+        net = NetworkCIFAR(g, 10, C=4, layers=3, auxiliary=False)  # cell 0 normal, cells 1-2 reduction
+        before, rng = {k: v.clone() for k, v in net.state_dict().items()}, torch.get_rng_state()
+        unused = ddp.unused_parameters(net, x)
+        assert unused and all(n.startswith("cells.0.preprocess0.") for n in unused), unused
+        assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+        assert torch.equal(rng, torch.get_rng_state()) and all(p.grad is None for p in net.parameters())

@@ -27,7 +27,7 @@ import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEARCH = ["--dataset=imagefolder", "--C=4", "--batch_size=1", "--log_every=1", "--space=nb201",
-          "--layers=1", "--epochs=2", "--seed=7"]  # 12 steps per epoch
+          "--layers=1", "--epochs=2", "--seed=7", "--device=cpu"]  # 12 steps per epoch
 
 
 def cli(main, argv, capsys):

@@ -114,7 +114,7 @@ def test_ddp_search_batch_is_global(tmp_path):
     0.60-0.61 between the 1- and 2-process runs (seeds 0 and 1). Asserted: above 0.4."""
     data = make_image_folder(tmp_path / "data", classes=4, train_per_class=32, test_per_class=1)
     common = ["search.py", "--space=nb201", "--layers=1", "--C=4", "--dataset=imagefolder", f"--data={data}",
-              "--batch_size=64", "--epochs=1", "--arch_lr=0.01", "--log_every=0"]
+              "--batch_size=64", "--epochs=1", "--arch_lr=0.01", "--log_every=0", "--device=cpu"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one, two = tmp_path / "one", tmp_path / "two"
     for out, launch in ((one, []), (two, ["-m", "torch.distributed.run", "--nproc_per_node=2",
@@ -139,7 +139,7 @@ def test_ddp_search_two_processes_agree(tiny_folder, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
            "search.py", "--space=nb201", "--layers=1", "--C=4", "--dataset=imagefolder",
-           f"--data={tiny_folder}", "--batch_size=2", "--epochs=2", f"--out={out}"]
+           f"--data={tiny_folder}", "--batch_size=2", "--epochs=2", "--device=cpu", f"--out={out}"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -19,7 +19,7 @@ from conftest import NB201_OFFSETS, fake_nb201_accuracy
 from supernet import build_supernet, param_groups
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--dataset=imagefolder", "--C=4", "--batch_size=4", "--log_every=1"]
+TINY = ["--dataset=imagefolder", "--C=4", "--batch_size=4", "--log_every=1", "--device=cpu"]
 
 
 def run(folder, out, *extra):

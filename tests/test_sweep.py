@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def flags(folder, table, *extra):
     return ["--dataset=imagefolder", f"--data={folder}", "--C=4", "--layers=1", "--batch_size=4",
-            "--log_every=0", f"--bench201={table}", *extra]
+            "--log_every=0", "--device=cpu", f"--bench201={table}", *extra]
 
 
 def test_sweep_table_figures_skip_and_a_failed_run(tiny_folder, nb201_table, tmp_path, capsys):
@@ -214,3 +214,50 @@ def test_the_sweeps_own_write_failing_is_one_line(made_runs, tiny_folder, nb201_
         runs.cli(sweep.main, [f"--out={out}", "--options=C", "--seeds=1", *flags(tiny_folder, nb201_table, "--epochs=2")])
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.count("\n") == 1 and f"{out / 'table.json'}: No space left" in err, err
+
+
+class FakeSearch:
+    """subprocess.Popen for the sweep's searches: records each one's environment and stays running for
+    two polls, so the sweep has several running at once."""
+    started = []
+
+    def __init__(self, cmd, env=None, **kwargs):
+        FakeSearch.started.append((cmd[-1], env.get("CUDA_VISIBLE_DEVICES"),  # --out=, its GPU, the others'
+                                   [f.env.get("CUDA_VISIBLE_DEVICES") for f in FakeSearch.live]))
+        self.env, self.polls, self.pid, self.returncode = env, 0, 1000 + len(FakeSearch.started), None
+        FakeSearch.live.append(self)
+
+    def poll(self):
+        self.polls += 1
+        if self.polls > 2:
+            self.returncode = 0
+            if self in FakeSearch.live:
+                FakeSearch.live.remove(self)
+        return self.returncode
+
+
+def test_searches_are_spread_over_the_gpus_and_name_their_device(tmp_path, monkeypatch):
+    """With GPUs 3 and 5 visible (mocked), --jobs=2 runs up to two searches per GPU, each seeing only
+    its own GPU; device.txt and the table name it. --device=cpu or an explicit cuda:K spread nothing."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert sweep.visible_gpus(["--device=auto"]) == sweep.visible_gpus(["--device=cuda"]) == ["3", "5"]
+    assert sweep.visible_gpus(["--device=cpu"]) == sweep.visible_gpus(["--device=cuda:1"]) == []
+    cfg, rest = sweep.parse([f"--out={tmp_path}", "--options=BC", "--seeds=1,2,3", "--jobs=2", "--C=4"])
+    jobs = sweep.plan(cfg, rest)
+    FakeSearch.started, FakeSearch.live = [], []
+    monkeypatch.setattr(sweep.subprocess, "Popen", FakeSearch)
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    status, _ = sweep.run_all(cfg, jobs, say=lambda msg: None)
+    assert len(FakeSearch.started) == 6 and set(status.values()) == {0}
+    for _, gpu, others in FakeSearch.started:  # at most --jobs=2 searches on one GPU at any time
+        assert gpu in ("3", "5") and others.count(gpu) < 2
+    assert [g for _, g, _ in FakeSearch.started[:4]] == ["3", "5", "3", "5"]  # the least busy GPU first
+    first = tmp_path / "B_s1"
+    assert (first / "device.txt").read_text().endswith(" GPU 3\n") and sweep.run_devices(first) == "GPU 3"
+    summary, _ = sweep.summarize(jobs, status)
+    assert summary["B"]["seeds"][0]["device"] == "GPU 3" and "| unfinished | | | | | | | GPU 3 |" in sweep.markdown(summary)
+    sweep.note_device(first, None, ["--device=cpu"])  # a later session on the CPU
+    assert sweep.run_devices(first) == "GPU 3, cpu"

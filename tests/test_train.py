@@ -55,7 +55,7 @@ def large(tmp_path_factory):
 
 def tiny(root, out, *extra):
     return ["--dataset=imagefolder", f"--data={root}", "--C=4", "--batch_size=8", "--subset=16",
-            f"--out={out}", *extra]
+            "--device=cpu", f"--out={out}", *extra]
 
 
 def test_build_network_accepts_every_spec(small, tmp_path):
@@ -148,21 +148,34 @@ def subprocess_env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
 
 
+# A DARTS cell that never reads input state 0: preprocess0 gets no gradient, which DDP must be told of
+# (find_unused_parameters), or it stops at step 2 (issue 24).
+NO_S0 = G.Genotype([("sep_conv_3x3", 1), ("skip_connect", 1), ("sep_conv_3x3", 1), ("skip_connect", 2),
+                    ("max_pool_3x3", 1), ("skip_connect", 3), ("skip_connect", 4), ("dil_conv_3x3", 2)],
+                   G.DARTS_CONCAT, G.DARTS_V2.reduce, G.DARTS_CONCAT)
+
+
 def test_ddp_two_processes_end_identical(small, tmp_path):
-    args = tiny(small, tmp_path, f"--arch={NB201}", "--layers=1", "--epochs=1")
+    path = tmp_path / "no_s0.json"
+    path.write_text(json.dumps(G.genotype_to_json(NO_S0)))
+    args = tiny(small, tmp_path / "run", f"--genotype={path}", "--layers=3", "--epochs=1")  # 2 steps
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            os.path.join(ROOT, "train.py"), *args]
     r = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
-    metrics, ckpt = read_run(tmp_path)
+    metrics, ckpt = read_run(tmp_path / "run")
     assert metrics["world_size"] == 2 and len(metrics["state_sha256"]) == 2
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "find_unused_parameters=True" in log and "preprocess0" in log
     # gradients and BN stats synced (the log tail is in the message: a mismatch was seen once, 1 run in ~10)
-    assert metrics["state_sha256"][0] == metrics["state_sha256"][1], (tmp_path / "log.txt").read_text()[-2000:]
+    assert metrics["state_sha256"][0] == metrics["state_sha256"][1], log[-2000:]
     assert metrics["state_sha256"][0] == ddp.state_digest(_load_model(ckpt))  # = what rank 0 saved
 
 
 def _load_model(ckpt):
-    net = train.build_network(ckpt["genotype"], "imagefolder", C=4, layers=1, root=ckpt["config"]["data"])
+    cfg = ckpt["config"]
+    net = train.build_network(ckpt["genotype"], "imagefolder", C=4, layers=cfg["layers"], auxiliary=cfg["auxiliary"],
+                              root=cfg["data"])
     net.load_state_dict(ckpt["model"])
     return net
 
@@ -235,7 +248,7 @@ def test_bad_arch_exit_code_from_the_command_line():
 
 def test_cuda_fast_paths_run_on_the_cpu(small, tmp_path, monkeypatch):
     """bf16 autocast and channels_last are CUDA-only in a run; forced on here, the same code trains a
-    DARTS net (aux head, drop path) forward and backward on the CPU and scores it."""
+    DARTS net (aux head, drop path) forward and backward on the CPU and scores it, in float32."""
     seen = []
     real_step = torch.optim.SGD.step
 
@@ -244,8 +257,16 @@ def test_cuda_fast_paths_run_on_the_cpu(small, tmp_path, monkeypatch):
                         for g in self.param_groups for p in g["params"] if p.grad is not None))
         return real_step(self, *a, **k)
 
+    scored, real_evaluate = [], runs.evaluate
+
+    def evaluate(model, loader):  # the test-set score: float32 whatever the training ran in (no autocast)
+        scored.append(torch.is_autocast_enabled("cpu"))
+        return real_evaluate(model, loader)
+
     monkeypatch.setattr(train, "fast_paths", lambda cfg, device: (True, True))
     monkeypatch.setattr(torch.optim.SGD, "step", step)
+    monkeypatch.setattr(runs, "evaluate", evaluate)
     train.main(tiny(small, tmp_path, "--arch=DARTS_V2", "--layers=3", "--epochs=1", "--auxiliary=1"))
     metrics, _ = read_run(tmp_path)
     assert seen and all(seen) and 0 <= metrics["test_acc"] <= 1 and math.isfinite(metrics["test_loss"])
+    assert scored == [False]
