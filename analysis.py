@@ -182,7 +182,7 @@ def make_config(argv=None):
     """The run's config: a resumed run's saved one (only RUN_KEYS may change), else the command line."""
     cfg, given = runs.parse_config(AnalysisConfig, argv), runs.explicit_keys(argv)
     runs.check_ranges(cfg, RANGES)
-    runs.pick_device(cfg.device)
+    runs.check_device(cfg.device)
     path = os.path.join(cfg.out, "checkpoint.pt")
     if cfg.resume and checkpoints.has_checkpoint(path):
         ckpt = checkpoints.load_checkpoint(path, required=("config",))

@@ -157,7 +157,7 @@ def validate(cfg):
     ddp.per_process_batch(cfg.batch_size, int(os.environ.get("WORLD_SIZE", "1")))  # torchrun's world
     check_supernet(space, cfg.C or None, cfg.layers or None, "imagenet" if cfg.dataset == "imagenet" else "cifar",
                    cfg.pc_k, init=cfg.init)
-    runs.pick_device(cfg.device)
+    runs.check_device(cfg.device)
     data.check_present("imagefolder" if cfg.dataset == "imagenet" else cfg.dataset, cfg.data, cfg.download)
     if cfg.bench201 and space.name == "nb201" and not os.path.exists(cfg.bench201):
         raise runs.ConfigError(f"--bench201={cfg.bench201}: no such file or folder")

@@ -133,7 +133,7 @@ def resolve(argv):
     numeric setting is checked against its range (RANGES) and the device against the machine."""
     cfg, given = runs.parse_config(Config, argv), runs.explicit_keys(argv)
     runs.check_ranges(cfg, RANGES)
-    runs.pick_device(cfg.device)
+    runs.check_device(cfg.device)
     learning_rate(cfg, 0)  # an unknown --schedule is refused here, before any data is read
     path = os.path.join(cfg.out, "checkpoint.pt")
     if cfg.resume and checkpoints.has_checkpoint(path):

@@ -210,6 +210,13 @@ def pick_device(name="auto"):
 _SAID_CPU = []  # the reason, once pick_device has said it
 
 
+def check_device(name):
+    """A config check: refuse a --device this machine does not have (one line). 'auto' always has one;
+    it is picked, and a CPU fallback announced, when the run starts, not while flags are checked."""
+    if name != "auto":
+        pick_device(name)
+
+
 def cpu_fallback_reason():
     """Why --device=auto finds no GPU on a CUDA build of torch, in a few words; None on a CPU-only build
     (nothing was expected) or when CUDA is usable. The reason is CUDA_VISIBLE_DEVICES when it hides

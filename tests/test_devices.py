@@ -13,6 +13,7 @@ NB201 = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1
 
 def test_cpu_tests_run_on_the_cpu_even_where_cuda_is(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert runs.pick_device("auto") == torch.device("cpu")  # conftest pins auto to the CPU here
     assert runs.pick_device("cuda:1") == torch.device("cuda", 1)  # an explicit device is left alone
 
@@ -81,6 +82,7 @@ class FakeDist:
         import torch.distributed as dist
         self.calls = []
         monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)  # runs.pick_device asks
         monkeypatch.setattr(torch.cuda, "set_device", lambda d: self.calls.append(("set_device", d)))
         monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: self.calls.append((backend, kw)))
         monkeypatch.setattr(dist, "new_group", lambda **kw: self.calls.append(("new_group", kw)) or "data group")

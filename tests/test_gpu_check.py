@@ -33,7 +33,10 @@ def script_and_args(argv):
 
 
 @pytest.mark.parametrize("size", ["paper", "tiny"])
-def test_every_step_is_a_valid_run_of_its_script(size, tmp_path):
+def test_every_step_is_a_valid_run_of_its_script(size, tmp_path, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the checked machine has a GPU:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)     # make_config refuses cuda otherwise
     cfg = runs.parse_config(gpu_check.CheckConfig, [f"--size={size}", "--device=cuda", f"--out={tmp_path}"])
     groups = gpu_check.plan(cfg, {"gpus": [{}, {}]})  # a 2-GPU machine: torchrun included
     steps = {s.name: s for g in groups for s in g}

@@ -258,6 +258,6 @@ def test_searches_are_spread_over_the_gpus_and_name_their_device(tmp_path, monke
     first = tmp_path / "B_s1"
     assert (first / "device.txt").read_text().endswith(" GPU 3\n") and sweep.run_devices(first) == "GPU 3"
     summary, _ = sweep.summarize(jobs, status)
-    assert summary["B"]["seeds"][0]["device"] == "GPU 3" and "| unfinished | | | | | | | GPU 3 |" in sweep.markdown(summary)
+    assert summary["B"]["seeds"][0]["device"] == "GPU 3" and "| GPU 3 |" in next(line for line in sweep.markdown(summary).splitlines() if line.startswith("| B_s1 "))
     sweep.note_device(first, None, ["--device=cpu"])  # a later session on the CPU
     assert sweep.run_devices(first) == "GPU 3, cpu"
