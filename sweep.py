@@ -418,7 +418,9 @@ def report(cfg, jobs, status=None, say=print):
     summary, done = write_table(cfg, jobs, status, say)
     try:
         import plot
-    except ImportError:  # matplotlib is for figures only
+    except ImportError as e:  # matplotlib is for figures only; any other import error is a real one
+        if not (e.name or "").startswith("matplotlib"):
+            raise
         say("note: matplotlib is not installed: no figures")
         return summary
     if done:
