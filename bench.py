@@ -13,7 +13,17 @@ search.py (runs.tune_for). Why option C is cheaper: with the conv weights frozen
 conv weight-gradient kernel in the weight step. The alpha step computes no weight gradient under any
 option (compiled too: it has a graph of its own, see search.alpha_step), so it should cost about the
 same for A-D and less than option B's weight step.
+
+Every speed number carries its distance to the floor (issue 22): `gflop_weight_step` / `gflop_arch_step`
+are the convolution and matmul FLOPs of one step, counted by torch.utils.flop_counter.FlopCounterMode on
+an extra, untimed iteration of the same model (forward and backward, only the gradients the step
+computes); `gflops` is their sum over the iteration time; `peak_gflops` is a float32 2048x2048 matmul on
+the same threads, timed in the same process after the steps (best of 5); `floor_s` = gflop / peak, the
+iteration at peak; `over_floor` = iteration_s / floor_s. `--profile=N` profiles N more iterations with
+torch.profiler and adds `profile`: seconds per iteration by op kind (`kind_of`), also printed as a table
+on stderr; compiled, the generated (fused) kernels count as "inductor kernels".
 """
+import collections
 import json
 import os
 import resource
@@ -44,18 +54,102 @@ class BenchConfig:
     device: str = "auto"
     threads: int = 0           # torch CPU threads (0: torch's default)
     compile: bool = False      # torch.compile the forward (search.py --compile=1); see compile_s
+    fast: bool = True          # as search.py --fast: harness/fast_supernet.py, eager only; 0: supernet.py
     seed: int = 0
+    flops: bool = True         # count FLOPs per step (one extra untimed iteration) and time the matmul peak
+    profile: int = 0           # profile this many more iterations by op kind (torch.profiler)
+    peak_n: int = 2048         # the matmul size of the peak measurement (n x n float32)
 
 
 # The range of every numeric setting (runs.check_ranges); C and layers 0: the space's default.
 RANGES = dict(batch_size="[1, inf)", C="[0, inf)", layers="[0, inf)", pc_k="[1, inf)", image_size="[1, inf)",
               num_classes="[1, inf)", steps="[1, inf)", warmup="[0, inf)", threads="[0, inf)",
-              seed=runs.SEED_RANGE)
+              profile="[0, inf)", peak_n="[1, inf)", seed=runs.SEED_RANGE)
 
 
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def matmul_peak(device, n=2048, repeats=5):
+    """GFLOP/s of an n x n float32 matmul on `device` (the threads set now), best of `repeats` after a
+    warm-up: the reference for how far a step is from what the core can do."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
+    for i in range(repeats + 2):
+        _sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        if i >= 2:
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+# Op kinds of a profile, by the name torch.profiler gives an op or region: (kind, name fragments).
+# First match wins, so the backward kinds come before their forward ones.
+KINDS = (
+    ("conv backward", ("convolution_backward", "conv2d_backward", "conv_depthwise2d_backward")),
+    ("conv forward", ("convolution", "conv2d", "conv_depthwise2d")),
+    ("batch norm backward", ("batch_norm_backward",)),
+    ("batch norm forward", ("batch_norm",)),
+    ("matmul (classifier)", ("addmm", "::mm", "::bmm", "matmul", "linear")),
+    ("pooling", ("pool",)),
+    ("optimizer", ("_foreach_", "Optimizer.", "clip_grad")),
+    ("inductor kernels", ("Compiled", "cpp_fused", "Torch-Compiled", "## Call")),
+    ("copies and layout", ("copy_", "clone", "contiguous", "::cat", "::stack", "to_dense", "reorder",
+                           "::to", "_to_copy")),
+    ("allocation and views", ("empty", "resize_", "as_strided", "::view", "select", "slice", "expand",
+                              "permute", "transpose", "reshape", "unsqueeze", "squeeze", "detach",
+                              "alias", "t", "zeros", "ones", "new_", "fill_", "zero_")),
+    ("autograd engine", ("autograd::", "Backward0", "Backward1")),
+    ("elementwise", ("aten::",)),  # mul, add, relu, threshold_backward, div, softmax, loss, ...
+)
+
+
+def kind_of(name):
+    """The op kind (a KINDS entry) that profiled op or region `name` belongs to."""
+    for kind, fragments in KINDS:
+        if any(f in name if f != "t" else name.endswith("::t") for f in fragments):
+            return kind
+    return "other"
+
+
+def profile_by_kind(run_iteration, iterations, device):
+    """Seconds per iteration by op kind (self time of every profiled op), plus `wall` and `untraced`
+    (wall minus the ops: Python between them)."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            run_iteration()
+        wall = (time.perf_counter() - t0) / iterations
+    by = collections.Counter()
+    for e in prof.key_averages():
+        by[kind_of(e.key)] += e.self_cpu_time_total / 1e6 / iterations
+    out = {k: round(v, 4) for k, v in by.most_common()}
+    out["wall"], out["untraced"] = round(wall, 4), round(wall - sum(by.values()), 4)
+    return out
+
+
+def print_profile(prof, file=None):
+    file = file or sys.stderr
+    wall = prof["wall"]
+    print(f"{'op kind':24s} {'s/iter':>8s} {'share':>6s}", file=file)
+    for k, v in prof.items():
+        if k != "wall":
+            print(f"{k:24s} {v:8.3f} {100 * v / wall:5.1f}%", file=file)
+    print(f"{'wall':24s} {wall:8.3f}", file=file)
+
+
+def count_gflop(step):
+    """GFLOP (convolutions and matmuls, forward and backward) that one call of `step` runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops() / 1e9
 
 
 def bench_option(cfg, option):
@@ -66,6 +160,9 @@ def bench_option(cfg, option):
     torch.manual_seed(cfg.seed)
     model = build_supernet(cfg.space, cfg.num_classes, C=cfg.C or None, layers=cfg.layers or None,
                            pc_k=cfg.pc_k, seed=cfg.seed).to(device)
+    if cfg.fast and not cfg.compile:  # as search.py: the rearranged cell for eager steps only
+        from harness import fast_supernet
+        fast_supernet.speed_up(model)
     set_trainable(model, option, verbose=False)
     weights = [p for p in model.weight_parameters() if p.requires_grad]
     w_opt = torch.optim.SGD(weights, 0.025, momentum=0.9, weight_decay=3e-4)
@@ -75,15 +172,26 @@ def bench_option(cfg, option):
     y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+
+    def w_step(f):
+        return weight_step(f, weights, model.arch_parameters(), w_opt, x, y, 5.0)
+
+    def a_step(f):
+        return alpha_step(f, model.arch_parameters(), weights, a_opt, xa, y)
+
+    flops = {}
+    if cfg.flops:  # an extra iteration, eager (a compiled graph runs the same convolutions and matmuls)
+        flops = dict(gflop_weight_step=count_gflop(lambda: w_step(model)),
+                     gflop_arch_step=count_gflop(lambda: a_step(model)))
     forward = runs.compile_model(model, cfg.compile, device)
     t_w = t_a = t_first = 0.0
     for i in range(cfg.warmup + cfg.steps):
         _sync(device)
         t0 = time.perf_counter()
-        weight_step(forward, weights, model.arch_parameters(), w_opt, x, y, 5.0)
+        w_step(forward)
         _sync(device)
         t1 = time.perf_counter()
-        alpha_step(forward, model.arch_parameters(), weights, a_opt, xa, y)
+        a_step(forward)
         _sync(device)
         if i == 0:  # with --compile=1 this iteration also traces and compiles forward and backward
             t_first = time.perf_counter() - t0
@@ -98,11 +206,21 @@ def bench_option(cfg, option):
     else:
         mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         name = f"cpu x{torch.get_num_threads()} threads"
-    return dict(option=option, space=cfg.space, batch_size=cfg.batch_size, device=name,
-                compile=cfg.compile, weight_step_s=round(t_w, 4), arch_step_s=round(t_a, 4),
-                first_iteration_s=round(t_first, 2), compile_s=round(max(t_first - t_w - t_a, 0.0), 2),
-                iteration_s=round(t_w + t_a, 4), images_per_s=round(cfg.batch_size / (t_w + t_a), 1),
-                peak_mem_mb=round(mem, 1), peak_reserved_mb=reserved, trainable=sum(p.numel() for p in weights))
+    out = dict(option=option, space=cfg.space, batch_size=cfg.batch_size, device=name,
+               compile=cfg.compile, fast=cfg.fast and not cfg.compile, weight_step_s=round(t_w, 4), arch_step_s=round(t_a, 4),
+               first_iteration_s=round(t_first, 2), compile_s=round(max(t_first - t_w - t_a, 0.0), 2),
+               iteration_s=round(t_w + t_a, 4), images_per_s=round(cfg.batch_size / (t_w + t_a), 1),
+               peak_mem_mb=round(mem, 1), peak_reserved_mb=reserved,
+               trainable=sum(p.numel() for p in weights))
+    if flops:
+        gflop, peak = sum(flops.values()), matmul_peak(device, cfg.peak_n)
+        out.update({k: round(v, 3) for k, v in flops.items()}, gflop=round(gflop, 3),
+                   gflops=round(gflop / (t_w + t_a), 2), peak_gflops=round(peak, 1),
+                   floor_s=round(gflop / peak, 4), over_floor=round((t_w + t_a) * peak / gflop, 2))
+    if cfg.profile:
+        out["profile"] = profile_by_kind(lambda: (w_step(forward), a_step(forward)), cfg.profile, device)
+        print_profile(out["profile"])
+    return out
 
 
 def main(argv=None):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import architect
-from harness import checkpoints, data, ddp, op_scale, rundir, runs, search_run
+from harness import checkpoints, data, ddp, fast_supernet, op_scale, rundir, runs, search_run
 from harness.search_run import Tally
 from spaces import get_space
 from supernet import build_supernet, check_supernet, set_trainable
@@ -80,6 +80,8 @@ class SearchConfig:
     log_every: int = 50            # a progress line every this many steps
     compile: bool = False          # torch.compile the supernet's forward (CUDA: with CUDA graphs)
     deterministic: bool = False    # CUDA: no cuDNN autotuning, deterministic algorithms: bit-reproducible
+    fast: bool = True              # NB201, eager steps: the rearranged cell of harness/fast_supernet.py (the
+                                   # same sums, float32 rounding apart), channels-last; 0: supernet.py as is
     stop_after: int = 0            # end this session after so many epochs (resume later); 0: run all
 
 
@@ -92,7 +94,7 @@ IMAGENET_DEFAULTS = dict(pc_k=2, batch_size=1024, lr=0.5, lr_min=0.0, warmup_epo
 
 # What a resumed search may change; every other setting comes from OUT/config.json (or the checkpoint).
 RUN_KEYS = {"epochs", "out", "resume", "device", "stop_after", "log_every", "bench201", "bench201_dataset",
-            "workers", "compile", "download", "ddp_backend", "deterministic"}
+            "workers", "compile", "download", "ddp_backend", "deterministic", "fast"}
 # The range of every numeric setting (runs.check_ranges); C and layers 0: the space's default.
 RANGES = dict(epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", lr_min="[0, inf)", momentum="[0, 1)",
               weight_decay="[0, inf)", grad_clip="[0, inf)", warmup_epochs="[0, inf)", arch_lr="(0, inf)",
@@ -270,6 +272,10 @@ def _search(cfg, rank, world, device, stop):
                            stem="imagenet" if cfg.dataset == "imagenet" else "cifar", pc_k=cfg.pc_k,
                            init=cfg.init, track_running_stats=cfg.track_running_stats,
                            seed=cfg.seed).to(device)
+    # In place, same parameters. Compiled steps keep supernet.py's cell: inductor already shares the
+    # ReLUs and pools (CSE) and runs the convs channels-last, and it compiles the rearranged cell ~10x
+    # slower for no gain (results/README.md, "Speed").
+    swapped = fast_supernet.speed_up(model) if cfg.fast and not cfg.compile else 0
     # mean |gamma| and eta per edge and op every epoch (harness/op_scale.py); Var[W_init] is read here,
     # before a checkpoint overwrites the initial weights
     probe = op_scale.make_probe(model, arch_loader) if main_proc else None
@@ -296,7 +302,8 @@ def _search(cfg, rank, world, device, stop):
     ddp.barrier(world)
     steps = len(train_loader)
     log(f"search {space.name} option {cfg.option.upper()} on {cfg.dataset}: {about}, {steps} steps per "
-        f"epoch of {cfg.batch_size} images, {world} process(es), device {device}")
+        f"epoch of {cfg.batch_size} images, {world} process(es), device {device}"
+        + (f"; --fast=1: {swapped} cells rearranged, channels-last" if swapped else ""))
     bench = search_run.open_benchmark(cfg, space, main_proc, log)
 
     # Compiled: two graphs, one per step (each step switches the other's requires_grad off).

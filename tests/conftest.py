@@ -129,3 +129,31 @@ def no_float64(monkeypatch):
     from harness import data
     monkeypatch.setattr(data, "channel_stats", lambda x: ((0.5,) * 3, (0.25,) * 3))
     return Float64Refused
+
+
+def alternating_steps(option, steps=3, prepare=None, forward_of=None):
+    """A few alternating weight / alpha steps of a tiny NB201 supernet (C=4, one cell per stage), as
+    search.py runs them: per step (weight loss, alpha loss, weight grads, alpha grads), and the model.
+    `prepare(model)` changes the model first (--fast=1); `forward_of(model)` is what the steps call
+    (a compiled forward); by default the model itself."""
+    import search
+    from supernet import build_supernet, set_trainable
+    torch.manual_seed(0)
+    model = build_supernet("nb201", 10, C=4, layers=1, seed=0)
+    if prepare is not None:
+        prepare(model)
+    arch = set_trainable(model, option, verbose=False)["arch"]
+    weights = [p for p in model.weight_parameters() if p.requires_grad]
+    w_opt = torch.optim.SGD(weights, 0.025, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    a_opt = torch.optim.Adam(arch, 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    forward = forward_of(model) if forward_of is not None else model
+    g = torch.Generator().manual_seed(1)
+    record = []
+    for _ in range(steps):
+        x, xa = torch.randn(8, 3, 16, 16, generator=g), torch.randn(8, 3, 16, 16, generator=g)
+        y = torch.randint(0, 10, (8,), generator=g)
+        lw, _ = search.weight_step(forward, weights, arch, w_opt, x, y, clip=5.0)
+        gw = [p.grad.clone() for p in weights]
+        la, _ = search.alpha_step(forward, arch, weights, a_opt, xa, y)
+        record.append((lw, la, gw, [p.grad.clone() for p in arch]))
+    return record, model

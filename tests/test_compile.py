@@ -18,6 +18,7 @@ from harness import runs
 import search
 from networks import NetworkCIFAR, TinyNetwork
 from genotypes import DARTS_V2, NB201Cell
+from conftest import alternating_steps
 from supernet import build_supernet, set_trainable
 
 BACKEND = "inductor" if os.environ.get("RFDARTS_INDUCTOR_TESTS") == "1" else "aot_eager"
@@ -65,24 +66,8 @@ def test_network_forward_is_one_graph(net):
 
 def _steps(option, compiled, steps=3):
     """A few alternating weight/alpha steps; returns per-step (loss, grads) and the final model."""
-    torch.manual_seed(0)
-    model = build_supernet("nb201", 10, C=4, layers=1, seed=0)
-    arch = set_trainable(model, option, verbose=False)["arch"]
-    weights = [p for p in model.weight_parameters() if p.requires_grad]
-    w_opt = torch.optim.SGD(weights, 0.025, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    a_opt = torch.optim.Adam(arch, 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
-    forward = runs.compile_model(model, compiled, torch.device("cpu"), backend=BACKEND)
-    g = torch.Generator().manual_seed(1)
-    record = []
-    for _ in range(steps):
-        x, xa = torch.randn(8, 3, 16, 16, generator=g), torch.randn(8, 3, 16, 16, generator=g)
-        y = torch.randint(0, 10, (8,), generator=g)
-        lw, _ = search.weight_step(forward, weights, arch, w_opt, x, y, clip=5.0)
-        gw = [p.grad.clone() for p in weights]
-        la, _ = search.alpha_step(forward, arch, weights, a_opt, xa, y)
-        ga = [p.grad.clone() for p in arch]
-        record.append((lw, la, gw, ga))
-    return record, model
+    return alternating_steps(option, steps, forward_of=lambda m: runs.compile_model(
+        m, compiled, torch.device("cpu"), backend=BACKEND))
 
 
 @pytest.fixture(scope="module", params=["B", "C"])

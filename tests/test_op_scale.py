@@ -53,6 +53,18 @@ def test_gamma_and_eta_follow_the_bn_weight():
     assert two["eta"]["nor_conv_1x1"][:5] == base["eta"]["nor_conv_1x1"][:5]
 
 
+def test_fast_cell_reports_the_plain_cells_scales():
+    """--fast=1's cell calls its BN as a module while the probe hooks it, so sigma is seen."""
+    from harness import fast_supernet
+    x = torch.randn(8, 3, 32, 32)
+    plain, fast = (build_supernet("nb201", 10, C=4, layers=1, seed=0) for _ in range(2))
+    assert fast_supernet.speed_up(fast) == 3
+    a, b = op_scale.Probe(plain, x).measure(), op_scale.Probe(fast, x).measure()
+    for stat in ("gamma", "eta"):
+        for op, edges in a["normal"][stat].items():
+            assert b["normal"][stat][op] == pytest.approx(edges, rel=1e-4), (stat, op)
+
+
 def test_search_logs_op_scales_beside_alpha_and_resumes_them(tiny_folder, tmp_path):
     common = TINY + [f"--data={tiny_folder}", "--option=B", "--epochs=2", "--seed=2"]
     search.search(search.make_config(common + [f"--out={tmp_path / 'full'}"]))

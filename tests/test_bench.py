@@ -1,0 +1,46 @@
+"""bench.py's distance to the floor (issue 22): counted FLOPs, the matmul peak, the profile by op kind."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import bench
+from harness import runs
+
+TINY = ["--C=4", "--layers=1", "--batch_size=2", "--image_size=16", "--steps=1", "--warmup=0", "--device=cpu",
+        "--peak_n=256"]
+
+
+def test_count_gflop_counts_a_convolution_and_its_backward_exactly():
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    w = torch.randn(6, 4, 3, 3)
+    forward = 2 * 2 * 6 * 4 * 9 * 8 * 8  # 2 * batch * C_out * C_in * k * k * H * W (padding 1)
+    assert bench.count_gflop(lambda: F.conv2d(x, w, padding=1)) * 1e9 == forward
+    # backward: the input gradient only (w needs none), one more convolution's worth
+    assert bench.count_gflop(lambda: F.conv2d(x, w, padding=1).sum().backward()) * 1e9 == 2 * forward
+    w.requires_grad_(True)  # and the weight gradient: a third
+    assert bench.count_gflop(lambda: F.conv2d(x, w, padding=1).sum().backward()) * 1e9 == 3 * forward
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("aten::convolution_backward", "conv backward"), ("aten::mkldnn_convolution", "conv forward"),
+    ("aten::native_batch_norm_backward", "batch norm backward"), ("aten::addmm", "matmul (classifier)"),
+    ("aten::avg_pool2d", "pooling"), ("Optimizer.step#SGD.step", "optimizer"),
+    ("cpp_fused_add_mul_0", "inductor kernels"), ("aten::t", "allocation and views"),
+    ("aten::mul", "elementwise"), ("something else", "other")])
+def test_profile_kinds(name, kind):
+    assert bench.kind_of(name) == kind
+
+
+def test_options_report_flops_peak_floor_and_a_profile(capsys):
+    c = bench.bench_option(runs.parse_config(bench.BenchConfig, TINY + ["--fast=0", "--profile=1"]), "C")
+    b = bench.bench_option(runs.parse_config(bench.BenchConfig, TINY + ["--fast=0"]), "B")
+    for r in (b, c):
+        assert r["gflop"] == pytest.approx(r["gflop_weight_step"] + r["gflop_arch_step"], abs=2e-3)
+        assert r["gflop_arch_step"] > 0 and r["peak_gflops"] > 0
+        assert r["floor_s"] == pytest.approx(r["gflop"] / r["peak_gflops"], rel=1e-2, abs=1e-4)
+    # option B's weight step also computes the conv weight gradients; the alpha step computes none in either
+    assert b["gflop_weight_step"] > c["gflop_weight_step"] > 0
+    assert b["gflop_arch_step"] == pytest.approx(c["gflop_arch_step"])
+    prof = c["profile"]
+    assert prof["wall"] > 0 and "conv forward" in prof and "conv backward" in prof
+    assert "op kind" in capsys.readouterr().err  # the table on stderr; stdout stays JSON

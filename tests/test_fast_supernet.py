@@ -1,0 +1,121 @@
+"""--fast=1 (harness/fast_supernet.py): the rearranged NB201 cell computes what the paper's cell computes.
+
+Same parameters (names, objects, state_dict), the same forward values, and the same search: losses,
+gradients, alpha and every weight after a few alternating weight / alpha steps of options B and C agree
+with the plain supernet's within the float32 tolerance test_compile.py states for the compiled path,
+eager and compiled (the "aot_eager" backend by default, inductor with RFDARTS_INDUCTOR_TESTS=1).
+"""
+import os
+import shutil
+
+import pytest
+import torch
+
+from harness import fast_supernet
+import search
+from conftest import alternating_steps
+from supernet import NB201SearchCell, build_supernet, set_trainable
+
+BACKEND = "inductor" if os.environ.get("RFDARTS_INDUCTOR_TESTS") == "1" else "aot_eager"
+needs_cc = pytest.mark.skipif(BACKEND == "inductor" and shutil.which("g++") is None
+                              and shutil.which("c++") is None,
+                              reason="torch.compile with inductor on CPU needs a C++ compiler")
+TOL = dict(atol=1e-4, rtol=1e-3)  # as tests/test_compile.py: fused or reordered float32 sums
+
+
+def _fast(model, channels_last=True):
+    n = fast_supernet.speed_up(model, channels_last)
+    return model, n
+
+
+def test_speed_up_swaps_every_nb201_cell_and_keeps_the_parameters():
+    plain = build_supernet("nb201", 10, C=4, layers=1, seed=0)
+    model = build_supernet("nb201", 10, C=4, layers=1, seed=0)
+    params = {n: p for n, p in model.named_parameters()}
+    _, swapped = _fast(model)
+    assert swapped == 3  # one cell per stage
+    cells = [b for b in model.cells if isinstance(b, NB201SearchCell)]
+    assert len(cells) == 3 and all(isinstance(c, fast_supernet.FastNB201Cell) for c in cells)
+    assert {n: p for n, p in model.named_parameters()} == params  # the same tensor objects
+    assert list(model.state_dict()) == list(plain.state_dict())
+    conv = model.cells[0].mixed[0].ops[3].op[1].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    groups = set_trainable(model, "C", verbose=False)  # cell BN is still found inside the swapped cells
+    assert len(groups["cell_bn"]) == len(set_trainable(plain, "C", verbose=False)["cell_bn"]) > 0
+
+
+def test_darts_supernets_stay_plain():
+    model = build_supernet("s3", 10, C=4, layers=2)
+    before = [type(m) for m in model.modules()]
+    assert fast_supernet.speed_up(model, channels_last=False) == 0
+    assert [type(m) for m in model.modules()] == before
+
+
+@pytest.mark.parametrize("track", [False, True])
+def test_forward_matches_the_plain_cell(track):
+    plain = build_supernet("nb201", 10, C=4, layers=1, seed=0, track_running_stats=track)
+    model, _ = _fast(build_supernet("nb201", 10, C=4, layers=1, seed=0, track_running_stats=track))
+    with torch.no_grad():  # alpha away from uniform, so that every op's weight matters
+        for m in (plain, model):
+            m.alphas_normal.copy_(torch.randn(6, 5, generator=torch.Generator().manual_seed(2)))
+    x = torch.randn(4, 3, 16, 16)
+    torch.testing.assert_close(model(x), plain(x), **TOL)
+    for (n, a), b in zip(plain.state_dict().items(), model.state_dict().values()):
+        torch.testing.assert_close(b, a, **TOL, msg=n)  # running statistics moved alike (track=True)
+    plain.eval(), model.eval()
+    torch.testing.assert_close(model(x), plain(x), **TOL)
+
+
+def _steps(option, fast, steps=3):
+    """A few alternating weight/alpha steps (NB201, C=4, one cell per stage) -> per-step record, model."""
+    return alternating_steps(option, steps, prepare=_fast if fast else None)
+
+
+@pytest.mark.parametrize("option", ["B", "C"])
+def test_fast_steps_match_plain_steps(option):
+    (rec_p, model_p), (rec_f, model_f) = _steps(option, False), _steps(option, True)
+    for step, (p, f) in enumerate(zip(rec_p, rec_f)):
+        torch.testing.assert_close(f[0], p[0], **TOL, msg=f"{option} weight loss, step {step}")
+        torch.testing.assert_close(f[1], p[1], **TOL, msg=f"{option} alpha loss, step {step}")
+        for gp, gf in zip(p[2] + p[3], f[2] + f[3]):
+            torch.testing.assert_close(gf, gp, **TOL, msg=f"{option} gradient, step {step}")
+    for (n, a), b in zip(model_p.state_dict().items(), model_f.state_dict().values()):
+        torch.testing.assert_close(b, a, **TOL, msg=n)
+    # the steps moved alpha (the comparison is not between two untouched tensors)
+    assert not torch.equal(model_f.alphas_normal, build_supernet("nb201", 10, C=4, layers=1).alphas_normal)
+
+
+@needs_cc
+def test_compiled_fast_cell_matches_the_plain_cell():
+    """Compiled, the cell pools with F.avg_pool2d (eager: ops.pool_3x3): values and gradients agree."""
+    from spaces import get_space
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    plain = NB201SearchCell(get_space("nb201"), 4)
+    fast = fast_supernet.FastNB201Cell(plain, fast_supernet._op_columns(plain.mixed[0]))
+    alpha = torch.randn(6, 5, requires_grad=True)
+    x = torch.randn(4, 4, 8, 8, requires_grad=True)
+    params = [x, alpha] + [p for p in plain.parameters() if p.dim() == 1]  # BN affine, as option C trains
+
+    def grads(cell):
+        out = cell(x, torch.softmax(alpha, -1))
+        return [out] + list(torch.autograd.grad(out.square().mean(), params))
+
+    for a, b in zip(grads(plain), grads(torch.compile(fast, backend=BACKEND, dynamic=False))):
+        torch.testing.assert_close(b, a, **TOL)
+
+
+def test_a_search_resumed_with_the_other_path_continues_it(tiny_folder, tmp_path):
+    """--fast is a run key: checkpoints of the channels-last fast model load into the plain one (and the
+    momentum buffers of option B's convs with them); the result agrees within float32 rounding."""
+    common = [f"--data={tiny_folder}", "--dataset=imagefolder", "--C=4", "--layers=1", "--batch_size=4",
+              "--log_every=0", "--option=B", "--epochs=2", "--seed=1"]
+    full, _ = search.search(search.make_config(common + [f"--out={tmp_path / 'full'}"]))
+    search.search(search.make_config(common + [f"--out={tmp_path / 'cut'}", "--stop_after=1"]))
+    resumed, history = search.search(search.make_config([f"--out={tmp_path / 'cut'}", "--resume=1",
+                                                         "--fast=0"]))
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert not isinstance(resumed.cells[0], fast_supernet.FastNB201Cell)
+    assert isinstance(full.cells[0], fast_supernet.FastNB201Cell)
+    for (n, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(b, a, **TOL, msg=n)
