@@ -3,7 +3,7 @@
 supernet.py's NB201SearchCell computes Eq. (1)/(6) as the paper writes it: every edge e = (i <- j) is a
 MixedOp, sum_o softmax(alpha_e)_o * o(node_j), its candidate ops called one by one. FastNB201Cell computes
 the same node sums rearranged; each rearrangement is exact in real arithmetic, so only float32 rounding
-differs (tests/test_fast_supernet.py: losses, gradients and alpha after a few steps, eager and compiled):
+differs (tests/test_fast_supernet.py: losses, gradients and alpha after a few steps):
 
 - `none` is skipped: it adds w * 0 and its alpha gets the gradient sum(0 * dL/dout) = 0 (as MixedOp does).
 - ReLU and avg_pool_3x3 once per node instead of once per edge: nor_conv_1x1 and nor_conv_3x3 of every
@@ -11,8 +11,6 @@ differs (tests/test_fast_supernet.py: losses, gradients and alpha after a few st
   (node 0 feeds 3 edges, node 1 two: per cell 3 ReLUs instead of 12 and 3 poolings instead of 6).
 - the edge's op weight folded into BN's affine: w * (gamma * xhat + beta) = (w gamma) * xhat + w beta, so a
   conv branch costs conv + one BN, not conv + BN + a scaling pass (and the same in the backward).
-- under torch.compile, avg_pool_3x3 is the plain F.avg_pool2d call, which inductor generates as a loop
-  fused with its neighbours; eager, ops.pool_3x3 picks the device's fastest kernel as everywhere else.
 
 Measured (results/README.md, "Speed"): 1.35-1.45x per eager iteration (C=8, N=5, batch 64, one
 thread); compiled, no gain (inductor already shares the ReLUs and pools, fuses the sums and runs CPU
@@ -59,13 +57,6 @@ def _op_columns(mixed):
     return cols if set(cols) == set(NB201_KINDS) and mixed.k == 1 else None
 
 
-def avg_pool_3x3(x):
-    """avg_pool_3x3 at stride 1: compiled, the plain call (inductor fuses it); eager, ops.pool_3x3."""
-    if torch.compiler.is_compiling():
-        return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
-    return pool_3x3("avg", x, 1)
-
-
 class FastNB201Cell(NB201SearchCell):
     """NB201SearchCell's forward, rearranged (module docstring). Built from a plain cell, sharing its
     `mixed` edges and so every parameter; isinstance(NB201SearchCell) holds, so the supernet's forward,
@@ -91,7 +82,7 @@ class FastNB201Cell(NB201SearchCell):
         nodes, partial = [x], {}
         for j in range(3):
             xj = nodes[j]
-            relu_x, pooled = F.relu(xj), avg_pool_3x3(xj)  # shared by every edge leaving node j
+            relu_x, pooled = F.relu(xj), pool_3x3("avg", xj, 1)  # shared by every edge leaving node j
             for e, i in self.out_edges[j]:
                 w = weights[e]
                 term = (w[self.col["skip"]] * xj + w[self.col["pool"]] * pooled
