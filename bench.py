@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness import runs
+from harness import fast_supernet, runs
 from search import alpha_step, weight_step
 from supernet import build_supernet, set_trainable
 
@@ -160,8 +160,8 @@ def bench_option(cfg, option):
     torch.manual_seed(cfg.seed)
     model = build_supernet(cfg.space, cfg.num_classes, C=cfg.C or None, layers=cfg.layers or None,
                            pc_k=cfg.pc_k, seed=cfg.seed).to(device)
-    if cfg.fast and not cfg.compile:  # as search.py: the rearranged cell for eager steps only
-        from harness import fast_supernet
+    fast = fast_supernet.applies(cfg.fast, cfg.compile)  # as search.py: eager steps only
+    if fast:
         fast_supernet.speed_up(model)
     set_trainable(model, option, verbose=False)
     weights = [p for p in model.weight_parameters() if p.requires_grad]
@@ -207,7 +207,7 @@ def bench_option(cfg, option):
         mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         name = f"cpu x{torch.get_num_threads()} threads"
     out = dict(option=option, space=cfg.space, batch_size=cfg.batch_size, device=name,
-               compile=cfg.compile, fast=cfg.fast and not cfg.compile, weight_step_s=round(t_w, 4), arch_step_s=round(t_a, 4),
+               compile=cfg.compile, fast=fast, weight_step_s=round(t_w, 4), arch_step_s=round(t_a, 4),
                first_iteration_s=round(t_first, 2), compile_s=round(max(t_first - t_w - t_a, 0.0), 2),
                iteration_s=round(t_w + t_a, 4), images_per_s=round(cfg.batch_size / (t_w + t_a), 1),
                peak_mem_mb=round(mem, 1), peak_reserved_mb=reserved,

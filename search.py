@@ -275,7 +275,7 @@ def _search(cfg, rank, world, device, stop):
     # In place, same parameters. Compiled steps keep supernet.py's cell: inductor already shares the
     # ReLUs and pools (CSE) and runs the convs channels-last, and it compiles the rearranged cell ~10x
     # slower for no gain (results/README.md, "Speed").
-    swapped = fast_supernet.speed_up(model) if cfg.fast and not cfg.compile else 0
+    swapped = fast_supernet.speed_up(model) if fast_supernet.applies(cfg.fast, cfg.compile) else 0
     # mean |gamma| and eta per edge and op every epoch (harness/op_scale.py); Var[W_init] is read here,
     # before a checkpoint overwrites the initial weights
     probe = op_scale.make_probe(model, arch_loader) if main_proc else None

@@ -110,3 +110,8 @@ def speed_up(model, channels_last=True):
     if channels_last and swapped:  # measured for the NB201 cells only (results/README.md, issue 22)
         model.to(memory_format=torch.channels_last)
     return swapped
+
+
+def applies(fast, compiled):
+    """Whether --fast swaps the cells: eager steps only (compiled, inductor does the same itself)."""
+    return bool(fast) and not compiled
