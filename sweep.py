@@ -39,7 +39,6 @@ import dataclasses
 import functools
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -48,8 +47,9 @@ from dataclasses import dataclass
 
 import search
 from harness import checkpoints, runs
-from harness.checkpoints import has_checkpoint, read_json, write_json
+from harness.checkpoints import has_checkpoint, read_json
 from harness.rundir import load_run
+from harness.sweep_table import STOPS, finished_run, write_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # One search of the sweep: its argv (with --resume=1 when it continues), state: new | resume | done
@@ -149,26 +149,12 @@ def saved_run(folder):
     return ckpt["config"], ckpt["epoch"]
 
 
-def finished_run(folder, epochs):
-    """The run in `folder` (rundir.Run) if it has done exactly `epochs` epochs on an `epochs`-epoch
-    schedule, else None."""
-    try:
-        run = load_run(folder)
-    except ValueError:
-        return None
-    done = run.rows and run.rows[-1]["epoch"] == epochs and run.config.get("epochs", epochs) == epochs
-    return run if done else None
-
-
 def epochs_done(folder):
     path = os.path.join(folder, "history.json")
     try:
         return read_json(path) if os.path.isfile(path) else []
     except ValueError:  # being replaced right now: read it on the next poll
         return None
-
-
-STOPS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _stop_with_parent(sweep_pid):
@@ -213,16 +199,6 @@ def note_device(folder, gpu, flags):
     where = f"GPU {gpu}" if gpu is not None else str(runs.pick_device(runs.parse_config(search.SearchConfig, flags).device))
     with open(os.path.join(folder, "device.txt"), "a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {where}\n")
-
-
-def run_devices(folder):
-    """The devices a run's sessions ran on (device.txt), in order, each once: e.g. "GPU 1" or "cpu"."""
-    path = os.path.join(folder, "device.txt")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        seen = [line.split(" ", 2)[2].strip() for line in f if line.count(" ") >= 2]
-    return ", ".join(dict.fromkeys(seen)) or None
 
 
 def run_all(cfg, jobs, say=print, gpus=None):
@@ -303,115 +279,6 @@ def run_all(cfg, jobs, say=print, gpus=None):
         for s, h in old.items():
             signal.signal(s, h)
     return status, (stopping[0] if stopping else 0)
-
-
-def _last_error(folder):
-    path = os.path.join(folder, "stderr.txt")
-    if not os.path.isfile(path):
-        return "no message"
-    with open(path, errors="replace") as f:
-        lines = f.read().strip().splitlines()
-    return lines[-1] if lines else "no message"
-
-
-def mean_std(values):
-    """(mean, sample std over seeds (ddof=1; 0 for one value), n) of the non-None values."""
-    v = [x for x in values if x is not None]
-    if not v:
-        return None, None, 0
-    return statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)
-
-
-def run_state(name, folder, epochs, status):
-    """A run that is not finished: failed (exit N) / stopped (by a signal, continue with the same command)
-    / unfinished (not run in this invocation, or exit 0 short of `epochs`), with its last error line."""
-    code = (status or {}).get(name)
-    if code is None:
-        return "unfinished"
-    stop = {-s for s in STOPS} | {128 + s for s in STOPS}
-    what = "stopped" if code in stop else "failed" if code else f"unfinished after exit 0 (not at epoch {epochs})"
-    return f"{what} (exit {code}): {_last_error(folder)}" if code else what
-
-
-def summarize(jobs, status=None):
-    """-> (the sweep's table: per option, each seed's final numbers and mean ± std over the finished
-    seeds; the finished runs, each read once)."""
-    table, done = {}, []
-    for name, folder, _, _, epochs in jobs:
-        option, seed = name.split("_s")
-        rec = dict(seed=int(seed), folder=folder, device=run_devices(folder))
-        run = finished_run(folder, epochs)
-        if run is not None:
-            done.append(run)
-            last = run.rows[-1]
-            bench = last.get("bench201") or {}
-            schedules = [s["epochs"] for s in run.config.get("sessions", []) if "epochs" in s]
-            rec.update(state="finished", epochs=last["epoch"], arch=(run.genotype or {}).get("arch"),
-                       bench_test_acc=bench.get("test_acc"),
-                       bench201_dataset=bench.get("dataset", "cifar10") if bench else None,  # older runs: CIFAR-10
-                       schedules=[e for i, e in enumerate(schedules) if e not in schedules[:i]] or [epochs],
-                       skip_count=last["skip_count"], train_acc=100 * last["train_acc"],
-                       alpha_half_acc=100 * last["valid_acc"],
-                       minutes=sum(r["seconds"] for r in run.rows) / 60, compile=run.config.get("compile", False))
-        else:
-            rec.update(state=run_state(name, folder, epochs, status))
-        table.setdefault(option, []).append(rec)
-    keys = ("bench_test_acc", "skip_count", "train_acc", "alpha_half_acc", "minutes")
-    out = {}
-    for option, recs in table.items():
-        finished = [r for r in recs if r["state"] == "finished"]
-        out[option] = dict(seeds=recs, n=len(finished), bench201_dataset=_dataset(finished),
-                           **{k: dict(zip(("mean", "std", "n"), mean_std([r[k] for r in finished]))) for k in keys})
-    return out, done
-
-
-def _dataset(recs):
-    """The benchmark dataset the finished runs' accuracies come from (None: no benchmark)."""
-    names = sorted({r["bench201_dataset"] for r in recs if r.get("bench201_dataset")})
-    return ", ".join(names) or None
-
-
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}  # ImageNet16-120 is written as it is
-
-
-def markdown(summary):
-    def cell(s, digits):
-        return "-" if s["mean"] is None else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
-
-    dataset = _dataset([{"bench201_dataset": s["bench201_dataset"]} for s in summary.values()])
-    bench = f"NB201 {DATASET_NAMES.get(dataset, dataset)} test acc." if dataset else "benchmark test acc."
-    lines = [f"| option | seeds | {bench} (%) | final skip edges | supernet train acc. (%) | "
-             "α-half acc. (%) | minutes per run |", "|---|---|---|---|---|---|---|"]
-    for option, s in summary.items():
-        lines.append(f"| {option} | {s['n']} | {cell(s['bench_test_acc'], 2)} | {cell(s['skip_count'], 2)} | "
-                     f"{cell(s['train_acc'], 1)} | {cell(s['alpha_half_acc'], 1)} | {cell(s['minutes'], 0)} |")
-    lines += ["", "Mean ± sample std (ddof=1) over the finished seeds. Each seed:", "",
-              f"| run | state | {bench} | skip | train | α-half | minutes | compiled | device | cell |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for option, s in summary.items():
-        for r in s["seeds"]:
-            if r["state"] != "finished":
-                lines.append(f"| {option}_s{r['seed']} | {r['state'].replace('|', chr(92) + '|')} | | | | | | | "
-                             f"{r.get('device') or '-'} | |")
-                continue
-            acc = "-" if r["bench_test_acc"] is None else f"{r['bench_test_acc']:.2f}"
-            earlier = ", ".join(map(str, r["schedules"][:-1]))
-            state = f"finished ({r['epochs']} ep" + (f"; continued from a {earlier}-epoch schedule)" if earlier else ")")
-            lines.append(f"| {option}_s{r['seed']} | {state} | {acc} | {r['skip_count']} | "
-                         f"{r['train_acc']:.1f} | {r['alpha_half_acc']:.1f} | {r['minutes']:.0f} | "
-                         f"{'yes' if r['compile'] else 'no'} | {r.get('device') or '-'} | "
-                         f"`{(r['arch'] or '-').replace('|', chr(92) + '|')}` |")
-    return "\n".join(lines) + "\n"
-
-
-def write_table(cfg, jobs, status=None, say=print):
-    """OUT/table.json and OUT/table.md (each atomic) -> (summary, the finished runs)."""
-    summary, done = summarize(jobs, status)
-    write_json(os.path.join(cfg.out, "table.json"), summary)
-    text = markdown(summary)
-    checkpoints.atomic_write(os.path.join(cfg.out, "table.md"), lambda f: f.write(text), mode="w")
-    say(text)
-    return summary, done
 
 
 def report(cfg, jobs, status=None, say=print):

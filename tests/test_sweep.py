@@ -17,6 +17,7 @@ import torch
 from harness import runs
 import search
 import sweep
+from harness import sweep_table
 from conftest import fake_nb201_accuracy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -174,8 +175,8 @@ def test_the_table_names_the_benchmark_dataset_and_a_continued_schedule(made_run
     out = sweep_of(made_runs, tmp_path, "C_s1", "C_s2")
     jobs = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1,2",
                                     *flags(tiny_folder, nb201_table, "--epochs=2")]))
-    summary, done = sweep.summarize(jobs, {"C_s2": 143})
-    text = sweep.markdown(summary)
+    summary, done = sweep_table.summarize(jobs, {"C_s2": 143})
+    text = sweep_table.markdown(summary)
     assert "| NB201 CIFAR-10 test acc. (%) |" in text and summary["C"]["bench201_dataset"] == "cifar10"
     assert "| C_s1 | finished (2 ep; continued from a 1-epoch schedule) |" in text, text
     assert [r["state"].split(":")[0] for r in summary["C"]["seeds"]] == ["finished", "stopped (exit 143)"]
@@ -183,8 +184,8 @@ def test_the_table_names_the_benchmark_dataset_and_a_continued_schedule(made_run
     history = json.loads((out / "C_s1" / "history.json").read_text())
     history[-1]["bench201"]["dataset"] = "cifar100"  # what a search on CIFAR-100 logs
     (out / "C_s1" / "history.json").write_text(json.dumps(history))
-    summary, _ = sweep.summarize(jobs)
-    assert "| NB201 CIFAR-100 test acc. (%) |" in sweep.markdown(summary)
+    summary, _ = sweep_table.summarize(jobs)
+    assert "| NB201 CIFAR-100 test acc. (%) |" in sweep_table.markdown(summary)
     assert summary["C"]["bench201_dataset"] == summary["C"]["seeds"][0]["bench201_dataset"] == "cifar100"
 
 
@@ -209,7 +210,7 @@ def test_the_sweeps_own_write_failing_is_one_line(made_runs, tiny_folder, nb201_
 
     def full(path, obj):
         raise runs.write_error(path, OSError(28, "No space left on device"))
-    monkeypatch.setattr(sweep, "write_json", full)
+    monkeypatch.setattr(sweep_table, "write_json", full)
     with pytest.raises(SystemExit) as e:
         runs.cli(sweep.main, [f"--out={out}", "--options=C", "--seeds=1", *flags(tiny_folder, nb201_table, "--epochs=2")])
     err = capsys.readouterr().err
@@ -256,8 +257,8 @@ def test_searches_are_spread_over_the_gpus_and_name_their_device(tmp_path, monke
         assert gpu in ("3", "5") and others.count(gpu) < 2
     assert [g for _, g, _ in FakeSearch.started[:4]] == ["3", "5", "3", "5"]  # the least busy GPU first
     first = tmp_path / "B_s1"
-    assert (first / "device.txt").read_text().endswith(" GPU 3\n") and sweep.run_devices(first) == "GPU 3"
-    summary, _ = sweep.summarize(jobs, status)
-    assert summary["B"]["seeds"][0]["device"] == "GPU 3" and "| GPU 3 |" in next(line for line in sweep.markdown(summary).splitlines() if line.startswith("| B_s1 "))
+    assert (first / "device.txt").read_text().endswith(" GPU 3\n") and sweep_table.run_devices(first) == "GPU 3"
+    summary, _ = sweep_table.summarize(jobs, status)
+    assert summary["B"]["seeds"][0]["device"] == "GPU 3" and "| GPU 3 |" in next(line for line in sweep_table.markdown(summary).splitlines() if line.startswith("| B_s1 "))
     sweep.note_device(first, None, ["--device=cpu"])  # a later session on the CPU
-    assert sweep.run_devices(first) == "GPU 3, cpu"
+    assert sweep_table.run_devices(first) == "GPU 3, cpu"
