@@ -284,14 +284,14 @@ def run_all(cfg, jobs, say=print, gpus=None):
 def report(cfg, jobs, status=None, say=print):
     summary, done = write_table(cfg, jobs, status, say)
     try:
-        import plot
+        from harness.sweep_figures import sweep_figures
     except ImportError as e:  # matplotlib is for figures only; any other import error is a real one
         if not (e.name or "").startswith("matplotlib"):
             raise
         say("note: matplotlib is not installed: no figures")
         return summary
     if done:
-        for p in plot.sweep_figures(done, os.path.join(cfg.out, "figures")):
+        for p in sweep_figures(done, os.path.join(cfg.out, "figures")):
             say(p)
     return summary
 

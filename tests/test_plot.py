@@ -13,7 +13,7 @@ import matplotlib.image  # noqa: E402
 import bench201  # noqa: E402
 import plot  # noqa: E402
 from harness import rundir  # noqa: E402
-from harness import runs  # noqa: E402
+from harness import runs, sweep_figures  # noqa: E402
 import search  # noqa: E402
 from conftest import NB201_OFFSETS, fake_nb201_accuracy  # noqa: E402
 
@@ -87,8 +87,8 @@ def test_benchmark_accuracy_from_the_table_when_the_run_did_not_log_it(search_ru
 def test_benchmark_axes_name_the_runs_dataset(search_runs, nb201_table_by_dataset, tmp_path, monkeypatch):
     """A run whose benchmark column is CIFAR-100 gets CIFAR-100 accuracies from a table and axes that say
     so; the logged rows of an ImageFolder run name CIFAR-10."""
-    labels, save = [], plot._save  # the y labels of each figure drawn
-    monkeypatch.setattr(plot, "_save", lambda fig, *a: labels.append([ax.get_ylabel() for ax in fig.axes]) or
+    labels, save = [], plot.save  # the y labels of each figure drawn
+    monkeypatch.setattr(plot, "save", lambda fig, *a: labels.append([ax.get_ylabel() for ax in fig.axes]) or
                         save(fig, *a))
     cfg = plot.PlotConfig(out=str(tmp_path))
     plot.skip_and_bench([rundir.load_run(search_runs[1])], None, cfg)
@@ -191,7 +191,7 @@ def test_data_ladder_over_sweep_folders(tmp_path):
 
     small = sweep("s4k", 4000, {"B": [(88.0, 4), (54.3, 6)], "C": [(91.0, 0), (None, None)]})
     big = sweep("s16k", 16000, {"B": [(54.3, 6)], "C": [(93.0, 1)]})
-    assert plot.ladder_points([small, big]) == {"B": {4000: [(88.0, 4), (54.3, 6)], 16000: [(54.3, 6)]},
+    assert sweep_figures.ladder_points([small, big]) == {"B": {4000: [(88.0, 4), (54.3, 6)], 16000: [(54.3, 6)]},
                                                 "C": {4000: [(91.0, 0)], 16000: [(93.0, 1)]}}
     paths = plot.main([small, big, f"--out={tmp_path / 'fig'}"])
     assert [os.path.basename(p) for p in paths] == ["ladder.png"]
