@@ -157,3 +157,25 @@ def alternating_steps(option, steps=3, prepare=None, forward_of=None):
         la, _ = search.alpha_step(forward, arch, weights, a_opt, xa, y)
         record.append((lw, la, gw, [p.grad.clone() for p in arch]))
     return record, model
+
+
+# Stated float32 tolerance between two computations of the same steps (compiled kernels, or --fast's
+# rearranged cell: sums fused or reordered): absolute 1e-4 plus relative 1e-3 on losses, gradients,
+# alpha and weights after a few steps of a tiny supernet.
+STEP_TOL = dict(atol=1e-4, rtol=1e-3)
+
+
+def assert_steps_agree(option, ref, other):
+    """Two alternating_steps results, (record, model) each, agree within STEP_TOL: every step's losses and
+    gradients, then every entry of the final state_dict; and the steps really moved alpha (the comparison
+    is not between two untouched tensors)."""
+    from supernet import build_supernet
+    (rec_r, model_r), (rec_o, model_o) = ref, other
+    for step, (r, o) in enumerate(zip(rec_r, rec_o)):
+        torch.testing.assert_close(o[0], r[0], **STEP_TOL, msg=f"{option} weight loss, step {step}")
+        torch.testing.assert_close(o[1], r[1], **STEP_TOL, msg=f"{option} alpha loss, step {step}")
+        for gr, go in zip(r[2] + r[3], o[2] + o[3]):
+            torch.testing.assert_close(go, gr, **STEP_TOL, msg=f"{option} gradient, step {step}")
+    for (n, a), b in zip(model_r.state_dict().items(), model_o.state_dict().values()):
+        torch.testing.assert_close(b, a, **STEP_TOL, msg=n)
+    assert not torch.equal(model_r.alphas_normal, build_supernet("nb201", 10, C=4, layers=1).alphas_normal)

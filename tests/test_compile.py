@@ -2,7 +2,7 @@
 compiled search resumes exactly.
 
 Inductor needs minutes to compile even a tiny supernet on a loaded 2-core CPU (measured: ~3-4 min per
-option, 11 min for this file), too long for the suite's budget. So by default the compiled checks use
+option, 11 min for this file when each check compiled its own), too long for the suite's budget. So by default the compiled checks use
 the "aot_eager" backend: the same dynamo graph capture and AOTAutograd forward/backward split that
 --compile=1 runs, without kernel generation. RFDARTS_INDUCTOR_TESTS=1 runs them with inductor (the
 real --compile=1 path); the README records that run. Graph-break checks only trace.
@@ -18,7 +18,7 @@ from harness import runs
 import search
 from networks import NetworkCIFAR, TinyNetwork
 from genotypes import DARTS_V2, NB201Cell
-from conftest import alternating_steps
+from conftest import STEP_TOL, alternating_steps, assert_steps_agree
 from supernet import build_supernet, set_trainable
 
 BACKEND = "inductor" if os.environ.get("RFDARTS_INDUCTOR_TESTS") == "1" else "aot_eager"
@@ -27,9 +27,6 @@ needs_cc = pytest.mark.skipif(BACKEND == "inductor" and shutil.which("g++") is N
                               and shutil.which("c++") is None,
                               reason="torch.compile with inductor on CPU needs a C++ compiler")
 
-# Stated float32 tolerance between compiled and eager (fused kernels reorder sums): absolute 1e-4
-# plus relative 1e-3 on losses, gradients, alpha and weights after a few steps of a tiny supernet.
-TOL = dict(atol=1e-4, rtol=1e-3)
 
 
 def _graph_breaks(model, x):
@@ -99,17 +96,9 @@ def eager_and_compiled(request):
 
 @needs_cc
 def test_compiled_steps_match_eager(eager_and_compiled):
-    option, (rec_e, model_e), (rec_c, model_c), _ = eager_and_compiled
-    for step, (e, c) in enumerate(zip(rec_e, rec_c)):
-        torch.testing.assert_close(c[0], e[0], **TOL, msg=f"{option} weight loss, step {step}")
-        torch.testing.assert_close(c[1], e[1], **TOL, msg=f"{option} alpha loss, step {step}")
-        for ge, gc in zip(e[2] + e[3], c[2] + c[3]):
-            torch.testing.assert_close(gc, ge, **TOL, msg=f"{option} gradient, step {step}")
-    torch.testing.assert_close(model_c.alphas_normal, model_e.alphas_normal, **TOL)
-    for (n, a), b in zip(model_e.state_dict().items(), model_c.state_dict().values()):
-        torch.testing.assert_close(b, a, **TOL, msg=n)
-    # the steps really moved alpha (the comparison is not between two untouched tensors)
-    assert not torch.equal(model_e.alphas_normal, build_supernet("nb201", 10, C=4, layers=1).alphas_normal)
+    option, eager, compiled, _ = eager_and_compiled
+    assert_steps_agree(option, eager, compiled)
+    torch.testing.assert_close(compiled[1].alphas_normal, eager[1].alphas_normal, **STEP_TOL)
 
 
 @needs_cc

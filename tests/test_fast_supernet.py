@@ -2,7 +2,7 @@
 
 Same parameters (names, objects, state_dict), the same forward values, and the same search: losses,
 gradients, alpha and every weight after a few alternating weight / alpha steps of options B and C agree
-with the plain supernet's within the float32 tolerance test_compile.py states for the compiled path; a
+with the plain supernet's within the float32 tolerance conftest.STEP_TOL states (as for the compiled path); a
 search resumed on the other path continues it. (Compiled steps keep the plain cell: search.py.)
 """
 import pytest
@@ -10,10 +10,9 @@ import torch
 
 from harness import fast_supernet
 import search
-from conftest import alternating_steps
+from conftest import STEP_TOL, alternating_steps, assert_steps_agree
 from supernet import NB201SearchCell, build_supernet, set_trainable
 
-TOL = dict(atol=1e-4, rtol=1e-3)  # as tests/test_compile.py: fused or reordered float32 sums
 
 
 def _fast(model, channels_last=True):
@@ -52,11 +51,11 @@ def test_forward_matches_the_plain_cell(track):
         for m in (plain, model):
             m.alphas_normal.copy_(torch.randn(6, 5, generator=torch.Generator().manual_seed(2)))
     x = torch.randn(4, 3, 16, 16)
-    torch.testing.assert_close(model(x), plain(x), **TOL)
+    torch.testing.assert_close(model(x), plain(x), **STEP_TOL)
     for (n, a), b in zip(plain.state_dict().items(), model.state_dict().values()):
-        torch.testing.assert_close(b, a, **TOL, msg=n)  # running statistics moved alike (track=True)
+        torch.testing.assert_close(b, a, **STEP_TOL, msg=n)  # running statistics moved alike (track=True)
     plain.eval(), model.eval()
-    torch.testing.assert_close(model(x), plain(x), **TOL)
+    torch.testing.assert_close(model(x), plain(x), **STEP_TOL)
 
 
 def _steps(option, fast, steps=3):
@@ -66,16 +65,7 @@ def _steps(option, fast, steps=3):
 
 @pytest.mark.parametrize("option", ["B", "C"])
 def test_fast_steps_match_plain_steps(option):
-    (rec_p, model_p), (rec_f, model_f) = _steps(option, False), _steps(option, True)
-    for step, (p, f) in enumerate(zip(rec_p, rec_f)):
-        torch.testing.assert_close(f[0], p[0], **TOL, msg=f"{option} weight loss, step {step}")
-        torch.testing.assert_close(f[1], p[1], **TOL, msg=f"{option} alpha loss, step {step}")
-        for gp, gf in zip(p[2] + p[3], f[2] + f[3]):
-            torch.testing.assert_close(gf, gp, **TOL, msg=f"{option} gradient, step {step}")
-    for (n, a), b in zip(model_p.state_dict().items(), model_f.state_dict().values()):
-        torch.testing.assert_close(b, a, **TOL, msg=n)
-    # the steps moved alpha (the comparison is not between two untouched tensors)
-    assert not torch.equal(model_f.alphas_normal, build_supernet("nb201", 10, C=4, layers=1).alphas_normal)
+    assert_steps_agree(option, _steps(option, False), _steps(option, True))
 
 
 def test_a_search_resumed_with_the_other_path_continues_it(tiny_folder, tmp_path):
@@ -91,4 +81,4 @@ def test_a_search_resumed_with_the_other_path_continues_it(tiny_folder, tmp_path
     assert not isinstance(resumed.cells[0], fast_supernet.FastNB201Cell)
     assert isinstance(full.cells[0], fast_supernet.FastNB201Cell)
     for (n, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
-        torch.testing.assert_close(b, a, **TOL, msg=n)
+        torch.testing.assert_close(b, a, **STEP_TOL, msg=n)
