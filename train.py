@@ -82,6 +82,8 @@ class Config:
     channels_last: bool = True    # NHWC memory format (CUDA only)
     workers: int = 8              # loader processes (streaming ImageNet-style folders only)
     subset: int | None = None     # train on this many (seeded random) training images; None = all
+    test_subset: int | None = None  # score on this many (seeded random) test images; None = all (a
+                                    # quick check's number, not a result: the log and metrics say so)
     test_every_epoch: bool = False  # also report test accuracy every epoch (reporting only)
     compile: bool = False         # torch.compile the training forward (evaluation stays eager)
     deterministic: bool = False   # CUDA: no cuDNN autotuning, deterministic algorithms: bit-reproducible
@@ -100,11 +102,12 @@ RECIPES = {
 RUN_KEYS = {"epochs", "resume", "out", "device", "amp", "channels_last", "workers", "test_every_epoch",
             "download", "compile", "ddp_backend", "cuda_graphs", "deterministic"}
 CKPT_KEYS = ("model", "optimizer", "epoch", "rng", "seconds", "config", "genotype", "train")
-# The range of every numeric setting (runs.check_ranges); subset None or 0: every training image.
+# The range of every numeric setting (runs.check_ranges); (test_)subset None or 0: every image.
 RANGES = dict(epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", lr_gamma="(0, 1]", momentum="[0, 1)",
               weight_decay="[0, inf)", grad_clip="[0, inf)", C="[1, inf)", layers="[1, inf)",
               auxiliary_weight="[0, inf)", drop_path_prob="[0, 1)", cutout="[0, inf)", label_smoothing="[0, 1)",
-              seed=runs.SEED_RANGE, workers="[0, inf)", subset="[0, inf)")
+              seed=runs.SEED_RANGE, workers="[0, inf)", subset="[0, inf)",
+              test_subset="[0, inf)")
 
 
 def build_network(genotype_or_arch, dataset, C=None, layers=None, auxiliary=None, root=None):
@@ -324,15 +327,16 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             stop.stop(f"after epoch {epoch + 1}", ckpt_path)
     stop.armed = False
 
-    test_loss, test_acc = train_run.score_test_set(model, test_loader, device, world, nhwc)
+    test_loss, test_acc, test_images = train_run.score_test_set(model, test_loader, device, world, nhwc)
     digests = ddp.all_gather(ddp.state_digest(model), world)
     if rank == 0:
         metrics = dict(train_loss=train_stats[0], train_acc=train_stats[1], test_loss=test_loss,
-                       test_acc=test_acc, params_m=params_m, macs_m=macs_m, epochs=cfg.epochs,
+                       test_acc=test_acc, test_images=test_images, params_m=params_m, macs_m=macs_m, epochs=cfg.epochs,
                        seconds=seconds, world_size=world, state_sha256=digests, dataset=cfg.dataset,
                        genotype=genotype_to_json(genotype))
         checkpoints.write_json(os.path.join(cfg.out, "metrics.json"), metrics)
-        log(f"final  test_loss {test_loss:.4f}  test_acc {test_acc:.4f}  ({cfg.out}/metrics.json)")
+        part = f" on a {test_images}-image test subset (a check, not the test set)" if cfg.test_subset else ""
+        log(f"final  test_loss {test_loss:.4f}  test_acc {test_acc:.4f}{part}  ({cfg.out}/metrics.json)")
     if len(set(digests)) > 1:  # every rank sees the same digests, so all take part in the gather
         log(f"warning: processes ended with different weights: {', '.join(ddp.differing_keys(model, world))}")
     ddp.teardown(world)

@@ -31,6 +31,9 @@ def make_loaders(cfg, info, batch, device, rank, world):
             keep = torch.randperm(len(files), generator=g)[:cfg.subset].tolist()
             files, labels = [files[i] for i in keep], [labels[i] for i in keep]
         test_files, test_labels, _ = data.list_images(os.path.join(cfg.data, "test"), classes)
+        if cfg.test_subset:
+            keep = test_subset_indices(len(test_files), cfg)
+            test_files, test_labels = [test_files[i] for i in keep], [test_labels[i] for i in keep]
         common = dict(mean=info.mean, std=info.std, size=info.size, workers=cfg.workers, seed=cfg.seed,
                       rank=rank, world_size=world, pin_memory=device.type == "cuda")
         return (stream.folder_loader(files, labels, batch, True, color_jitter=True, **common),
@@ -44,9 +47,20 @@ def make_loaders(cfg, info, batch, device, rank, world):
         keep = torch.randperm(len(y), generator=g)[:cfg.subset]
         x, y = x[keep], y[keep]
     xt, yt = data.load_split(name, cfg.data, False, skip_bad=cfg.skip_bad_images)
+    if cfg.test_subset:
+        keep = test_subset_indices(len(yt), cfg)
+        xt, yt = xt[keep], yt[keep]
     common = dict(mean=info.mean, std=info.std, seed=cfg.seed, rank=rank, world_size=world)
     return (batching.TensorLoader(x, y, batch, device, train=True, cutout=cfg.cutout, **common),
             batching.TensorLoader(xt, yt, batch, device, train=False, **common))
+
+
+def test_subset_indices(n, cfg):
+    """--test_subset: that many seeded random indices of the n test images (its own generator, so the
+    training images and their order do not depend on it)."""
+    if cfg.test_subset > n:
+        raise runs.ConfigError(f"--test_subset={cfg.test_subset}: the test set has only {n} images")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 1))[:cfg.test_subset].tolist()
 
 
 def batches(loader, device, channels_last, count):
@@ -58,9 +72,9 @@ def batches(loader, device, channels_last, count):
 
 
 def score_test_set(model, loader, device, world, nhwc):
-    """Plain-CE loss and top-1 accuracy over the whole test set (every process scores its shard), in
-    float32 whatever the training ran in: the reported number must not depend on bf16 rounding."""
+    """(plain-CE loss, top-1 accuracy, images scored) over the whole test set (every process scores its
+    shard), in float32 whatever the training ran in: the reported number must not depend on bf16 rounding."""
     n = [0]
     loss, acc = runs.evaluate(model, batches(loader, device, nhwc, n))
     loss_sum, correct, total = ddp.all_sum([loss * n[0], acc * n[0], n[0]], device, world)
-    return loss_sum / max(total, 1), correct / max(total, 1)
+    return loss_sum / max(total, 1), correct / max(total, 1), int(total)

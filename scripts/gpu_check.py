@@ -56,7 +56,7 @@ SIZES = {
                   train=["--arch=DARTS_V2", "--subset=4800", "--epochs=2"], ddp_subset=["--subset=12800"]),
     "tiny": dict(net=["--C=4", "--layers=1"], batch=8, bench=["--steps=2", "--warmup=1"], subset=["--subset=64"],
                  train=["--arch=|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|",
-                        "--C=4", "--layers=1", "--batch_size=32", "--subset=64", "--epochs=2"],
+                        "--C=4", "--layers=1", "--batch_size=32", "--subset=64", "--test_subset=64", "--epochs=2"],
                  ddp_subset=["--subset=32"]),
 }
 # Seconds per step at the paper's size (tiny: 3x, for a busy 2-core CPU); --budget caps the whole run.

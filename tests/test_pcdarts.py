@@ -113,15 +113,14 @@ def test_ddp_search_batch_is_global(tmp_path):
     whole batch's (another batch: about 0 or below), and alpha's move after this one step has cosine
     0.60-0.61 between the 1- and 2-process runs (seeds 0 and 1). Asserted: above 0.4."""
     data = make_image_folder(tmp_path / "data", classes=4, train_per_class=32, test_per_class=1)
-    common = ["search.py", "--space=nb201", "--layers=1", "--C=4", "--dataset=imagefolder", f"--data={data}",
+    common = ["--space=nb201", "--layers=1", "--C=4", "--dataset=imagefolder", f"--data={data}",
               "--batch_size=64", "--epochs=1", "--arch_lr=0.01", "--log_every=0", "--device=cpu"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     one, two = tmp_path / "one", tmp_path / "two"
-    for out, launch in ((one, []), (two, ["-m", "torch.distributed.run", "--nproc_per_node=2",
-                                          "--master_port=29518"])):
-        r = subprocess.run([sys.executable, *launch, *common, f"--out={out}"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=300, env=env)
-        assert r.returncode == 0, r.stderr[-2000:]
+    search.search(search.make_config(common + [f"--out={one}"]))  # 1 process: this one
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29518",
+                        "search.py", *common, f"--out={two}"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-2000:]
     logs = [(d / "log.txt").read_text() for d in (one, two)]
     assert all("64 weight / 64 alpha images, 1 steps per epoch of 64 images" in log for log in logs), logs
     assert "1 process(es)" in logs[0] and "2 process(es)" in logs[1]

@@ -104,7 +104,20 @@ def test_nb201_smoke(small, tmp_path):
     metrics, ckpt = read_run(tmp_path)
     assert ckpt["epoch"] == 1 and ckpt["genotype"] == {"cell": "nb201", "arch": NB201}
     assert metrics["epochs"] == 1 and 0 <= metrics["test_acc"] <= 1 and metrics["macs_m"] > 0
+    assert metrics["test_images"] == 6  # the whole test set: 3 classes x 2
     assert set(metrics) >= {"train_loss", "train_acc", "test_loss", "params_m", "seconds"}
+
+
+def test_test_subset_scores_that_many_images_and_says_so(small, tmp_path, capsys):
+    train.main(tiny(small, tmp_path / "sub", f"--arch={NB201}", "--layers=1", "--epochs=1", "--test_subset=4"))
+    assert read_run(tmp_path / "sub")[0]["test_images"] == 4
+    with open(tmp_path / "sub" / "log.txt") as f:
+        assert "on a 4-image test subset (a check, not the test set)" in f.read()
+    with pytest.raises(SystemExit) as e:
+        runs.cli(train.main, tiny(small, tmp_path / "big", f"--arch={NB201}", "--layers=1", "--test_subset=7"))
+    err = capsys.readouterr().err
+    assert e.value.code != 0 and "--test_subset=7: the test set has only 6 images" in err
+    assert err.count("\n") == 1, err
 
 
 class Crash(Exception):
