@@ -117,7 +117,7 @@ def test_ddp_search_batch_is_global(tmp_path):
               "--batch_size=64", "--epochs=1", "--arch_lr=0.01", "--log_every=0", "--device=cpu"]
     one, two = tmp_path / "one", tmp_path / "two"
     search.search(search.make_config(common + [f"--out={one}"]))  # 1 process: this one
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29518",
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         "search.py", *common, f"--out={two}"], cwd=ROOT, capture_output=True, text=True,
                        timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -136,7 +136,7 @@ def test_ddp_search_batch_is_global(tmp_path):
 
 def test_ddp_search_two_processes_agree(tiny_folder, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "search.py", "--space=nb201", "--layers=1", "--C=4", "--dataset=imagefolder",
            f"--data={tiny_folder}", "--batch_size=2", "--epochs=2", "--device=cpu", f"--out={out}"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
