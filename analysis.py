@@ -205,7 +205,7 @@ def _take(xy, n, seed, what):
     x, y = xy
     if n > len(y):
         raise runs.ConfigError(f"--{what}={n}: only {len(y)} images there")
-    keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n] if n else slice(None)
+    keep = data.seeded_pick(len(y), n, seed) if n else slice(None)
     return x[keep], y[keep]
 
 

@@ -331,9 +331,9 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
     digests = ddp.all_gather(ddp.state_digest(model), world)
     if rank == 0:
         metrics = dict(train_loss=train_stats[0], train_acc=train_stats[1], test_loss=test_loss,
-                       test_acc=test_acc, test_images=test_images, params_m=params_m, macs_m=macs_m, epochs=cfg.epochs,
-                       seconds=seconds, world_size=world, state_sha256=digests, dataset=cfg.dataset,
-                       genotype=genotype_to_json(genotype))
+                       test_acc=test_acc, test_images=test_images, params_m=params_m, macs_m=macs_m,
+                       epochs=cfg.epochs, seconds=seconds, world_size=world, state_sha256=digests,
+                       dataset=cfg.dataset, genotype=genotype_to_json(genotype))
         checkpoints.write_json(os.path.join(cfg.out, "metrics.json"), metrics)
         part = f" on a {test_images}-image test subset (a check, not the test set)" if cfg.test_subset else ""
         log(f"final  test_loss {test_loss:.4f}  test_acc {test_acc:.4f}{part}  ({cfg.out}/metrics.json)")

@@ -1,8 +1,8 @@
 """Datasets: reading them (files, torchvision, NB201 pickles), their constants and the search split.
 
 Public: DatasetError, DatasetInfo, dataset_info, check_present, fetch, load_split, search_split, split_arrays,
-read_imagenet16, list_images, folder_files, decode_images, channel_stats; why_unreadable is shared with
-stream.py. Batches (augmentation, TensorLoader) are batching.py's; streaming from disk is stream.py's.
+seeded_pick, read_imagenet16, list_images, folder_files, decode_images, channel_stats; why_unreadable is
+shared with stream.py. Batches (augmentation, TensorLoader) are batching.py's; streaming from disk is stream.py's.
 Datasets: cifar10 / cifar100 / svhn (torchvision files), ImageNet16-120 (NB201 §10 pickles), imagefolder
 (`DIR/train/<class>/<image>`, optional `DIR/test/`), synthetic (random bytes of CIFAR-10's shape, no
 files: for measuring speed anywhere). Two paths, chosen by image size: small images
@@ -312,6 +312,12 @@ def dataset_info(name, root=None, download=False, skip_bad=False):
 
 
 # ---------------------------------------------------------------------------------------------- search split
+
+def seeded_pick(n, k, seed):
+    """k of the indices 0..n-1 (all n if k >= n), a seeded random choice in random order, as a list. The
+    CPU generator of its own: the same choice on every machine, the global RNG untouched."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].tolist()
+
 
 def split_arrays(train, test=None, subset=None, seed=0):
     """Search split on tensors -> ((x_w, y_w), (x_α, y_α)): the weight half and the α half.

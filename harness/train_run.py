@@ -24,11 +24,10 @@ def data_info(dataset, root=None, skip_bad=False):
 
 def make_loaders(cfg, info, batch, device, rank, world):
     """(train, test) loaders of this process's shard; `batch` images per process and step."""
-    g = torch.Generator().manual_seed(cfg.seed)
     if info.streaming:  # ImageNet-style folder: decode from disk per step (DARTS' ImageNet transforms)
         files, labels, classes = data.list_images(os.path.join(cfg.data, "train"))
         if cfg.subset:
-            keep = torch.randperm(len(files), generator=g)[:cfg.subset].tolist()
+            keep = data.seeded_pick(len(files), cfg.subset, cfg.seed)
             files, labels = [files[i] for i in keep], [labels[i] for i in keep]
         test_files, test_labels, _ = data.list_images(os.path.join(cfg.data, "test"), classes)
         if cfg.test_subset:
@@ -44,7 +43,7 @@ def make_loaders(cfg, info, batch, device, rank, world):
     ddp.wait_for_rank0(world)
     x, y = data.load_split(name, cfg.data, True, skip_bad=cfg.skip_bad_images)
     if cfg.subset:
-        keep = torch.randperm(len(y), generator=g)[:cfg.subset]
+        keep = data.seeded_pick(len(y), cfg.subset, cfg.seed)
         x, y = x[keep], y[keep]
     xt, yt = data.load_split(name, cfg.data, False, skip_bad=cfg.skip_bad_images)
     if cfg.test_subset:
@@ -60,7 +59,7 @@ def test_subset_indices(n, cfg):
     training images and their order do not depend on it)."""
     if cfg.test_subset > n:
         raise runs.ConfigError(f"--test_subset={cfg.test_subset}: the test set has only {n} images")
-    return torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 1))[:cfg.test_subset].tolist()
+    return data.seeded_pick(n, cfg.test_subset, cfg.seed + 1)
 
 
 def batches(loader, device, channels_last, count):

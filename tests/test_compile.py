@@ -2,10 +2,10 @@
 compiled search resumes exactly.
 
 Inductor needs minutes to compile even a tiny supernet on a loaded 2-core CPU (measured: ~3-4 min per
-option, 11 min for this file when each check compiled its own), too long for the suite's budget. So by default the compiled checks use
-the "aot_eager" backend: the same dynamo graph capture and AOTAutograd forward/backward split that
---compile=1 runs, without kernel generation. RFDARTS_INDUCTOR_TESTS=1 runs them with inductor (the
-real --compile=1 path); the README records that run. Graph-break checks only trace.
+option, 11 min for this file when each check compiled its own), too long for the suite's budget. So by
+default the compiled checks use the "aot_eager" backend: the same dynamo graph capture and AOTAutograd
+forward/backward split that --compile=1 runs, without kernel generation. RFDARTS_INDUCTOR_TESTS=1 runs
+them with inductor (the real --compile=1 path); the README records that run. Graph-break checks only trace.
 """
 import json
 import os
