@@ -72,38 +72,48 @@ def fig5_alphas(run, cfg):
 def op_scale_figure(run, cfg):
     """Why a cell collapses or not: per edge (columns), softmax(alpha) of every op, the mean |gamma| of
     each conv op's last BN (what option C trains) and its eta (Eq. 17-18) against the epoch (search.py
-    logs both in alphas.json, harness/op_scale.py). One figure per cell kind."""
+    logs both in alphas.json, harness/op_scale.py). One figure per cell kind; more than 7 edges (the
+    DARTS cell's 14) wrap into blocks of three rows, so the figure stays page-wide."""
     space, paths = get_space(run.config["space"]), []
     rows_ = [a for a in run.alphas if "op_scale" in a]
     epochs = [a["epoch"] for a in rows_]
+    labels = ("softmax(α)", "mean |γ| of the op's BN", "η = Var[Wγ/σ] / Var[W₀]")
     for kind in space.cell_kinds:
         n = len(space.edges)
-        fig, axes = plt.subplots(3, n, figsize=(2.6 * n, 6.6), sharex=True, sharey="row", squeeze=False)
+        cols = n if n <= 7 else -(-n // 2)
+        blocks = -(-n // cols)
+        fig, axes = plt.subplots(3 * blocks, cols, figsize=(2.6 * cols, 2.2 * 3 * blocks), sharex=True,
+                                 squeeze=False)
         handles = {}
-        for e in range(n):
+        for e, (b, c) in enumerate((b, c) for b in range(blocks) for c in range(cols)):
+            panels = axes[3 * b: 3 * b + 3, c]  # edge e's softmax(α), |γ| and η, top to bottom
+            for r, label in enumerate(labels):
+                if (b, c) != (0, 0):
+                    panels[r].sharey(axes[r, 0])  # one scale per quantity over every block
+                panels[r].set_ylabel(label if c == 0 else "")
+                panels[r].set_visible(e < n)
+            if e >= n:
+                continue
             for k, op in enumerate(space.ops(kind)[e]):
-                handles[op], = axes[0, e].plot(epochs, [a["alphas"][kind][e][k] for a in rows_],
-                                               color=OP_COLOURS[op], lw=1.4, label=op)
+                handles[op], = panels[0].plot(epochs, [a["alphas"][kind][e][k] for a in rows_],
+                                              color=OP_COLOURS[op], lw=1.4, label=op)
                 for r, stat in ((1, "gamma"), (2, "eta")):
                     values = rows_[0]["op_scale"][kind][stat].get(op) if rows_ else None
                     if values is not None and values[e] is not None:
-                        axes[r, e].plot(epochs, [a["op_scale"][kind][stat][op][e] for a in rows_],
-                                        color=OP_COLOURS[op], lw=1.4)
-            axes[0, e].set_title(edge_title(space, e))
-            axes[2, e].set_xlabel("epoch")
-            axes[2, e].xaxis.get_major_locator().set_params(integer=True)  # whole epochs
-        for r, label in enumerate(("softmax(α)", "mean |γ| of the op's BN", "η = Var[Wγ/σ] / Var[W₀]")):
-            axes[r, 0].set_ylabel(label)
+                        panels[r].plot(epochs, [a["op_scale"][kind][stat][op][e] for a in rows_],
+                                       color=OP_COLOURS[op], lw=1.4)
+            panels[0].set_title(edge_title(space, e))
+            panels[2].set_xlabel("epoch")
+            panels[2].tick_params(labelbottom=True)  # every block's last row carries the epoch axis
+            panels[2].xaxis.get_major_locator().set_params(integer=True)  # whole epochs
         fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 8),
-                   bbox_to_anchor=(0.5, -0.04), frameon=False, fontsize=10)
+                   bbox_to_anchor=(0.5, -0.04 / blocks), frameon=False, fontsize=10)
         cell = f"{kind} cell, " if len(space.cell_kinds) > 1 else ""
         fig.suptitle(f"what competes with skip_connect: {cell}run {run.name} ({space.name}, option {run.label})")
         fig.tight_layout()
         suffix = f"_{kind}" if len(space.cell_kinds) > 1 else ""
         paths.append(save(fig, cfg.out, f"op_scale_{run.name}{suffix}.png", cfg.dpi))
     return paths
-
-
 
 
 def skip_and_bench(search_runs, table, cfg):

@@ -27,11 +27,11 @@ def make_loaders(cfg, info, batch, device, rank, world):
     if info.streaming:  # ImageNet-style folder: decode from disk per step (DARTS' ImageNet transforms)
         files, labels, classes = data.list_images(os.path.join(cfg.data, "train"))
         if cfg.subset:
-            keep = data.seeded_pick(len(files), cfg.subset, cfg.seed)
+            keep = pick(len(files), cfg.subset, cfg.seed, "--subset", "training set")
             files, labels = [files[i] for i in keep], [labels[i] for i in keep]
         test_files, test_labels, _ = data.list_images(os.path.join(cfg.data, "test"), classes)
         if cfg.test_subset:
-            keep = test_subset_indices(len(test_files), cfg)
+            keep = pick(len(test_files), cfg.test_subset, cfg.seed + 1, "--test_subset", "test set")
             test_files, test_labels = [test_files[i] for i in keep], [test_labels[i] for i in keep]
         common = dict(mean=info.mean, std=info.std, size=info.size, workers=cfg.workers, seed=cfg.seed,
                       rank=rank, world_size=world, pin_memory=device.type == "cuda")
@@ -43,23 +43,24 @@ def make_loaders(cfg, info, batch, device, rank, world):
     ddp.wait_for_rank0(world)
     x, y = data.load_split(name, cfg.data, True, skip_bad=cfg.skip_bad_images)
     if cfg.subset:
-        keep = data.seeded_pick(len(y), cfg.subset, cfg.seed)
+        keep = pick(len(y), cfg.subset, cfg.seed, "--subset", "training set")
         x, y = x[keep], y[keep]
     xt, yt = data.load_split(name, cfg.data, False, skip_bad=cfg.skip_bad_images)
     if cfg.test_subset:
-        keep = test_subset_indices(len(yt), cfg)
+        keep = pick(len(yt), cfg.test_subset, cfg.seed + 1, "--test_subset", "test set")
         xt, yt = xt[keep], yt[keep]
     common = dict(mean=info.mean, std=info.std, seed=cfg.seed, rank=rank, world_size=world)
     return (batching.TensorLoader(x, y, batch, device, train=True, cutout=cfg.cutout, **common),
             batching.TensorLoader(xt, yt, batch, device, train=False, **common))
 
 
-def test_subset_indices(n, cfg):
-    """--test_subset: that many seeded random indices of the n test images (its own generator, so the
-    training images and their order do not depend on it)."""
-    if cfg.test_subset > n:
-        raise runs.ConfigError(f"--test_subset={cfg.test_subset}: the test set has only {n} images")
-    return data.seeded_pick(n, cfg.test_subset, cfg.seed + 1)
+def pick(n, k, seed, flag, what):
+    """--subset / --test_subset: k seeded random indices of n images, or one clear line when k > n (the
+    seeded pick would quietly take all n). The test subset draws with seed + 1, its own generator, so the
+    training images and their order do not depend on it."""
+    if k > n:
+        raise runs.ConfigError(f"{flag}={k}: the {what} has only {n} images")
+    return data.seeded_pick(n, k, seed)
 
 
 def batches(loader, device, channels_last, count):

@@ -108,16 +108,25 @@ def test_nb201_smoke(small, tmp_path):
     assert set(metrics) >= {"train_loss", "train_acc", "test_loss", "params_m", "seconds"}
 
 
-def test_test_subset_scores_that_many_images_and_says_so(small, tmp_path, capsys):
+def test_test_subset_scores_that_many_images_and_says_so(small, tmp_path):
     train.main(tiny(small, tmp_path / "sub", f"--arch={NB201}", "--layers=1", "--epochs=1", "--test_subset=4"))
     assert read_run(tmp_path / "sub")[0]["test_images"] == 4
     with open(tmp_path / "sub" / "log.txt") as f:
         assert "on a 4-image test subset (a check, not the test set)" in f.read()
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--test_subset=7", "--test_subset=7: the test set has only 6 images"),
+    ("--subset=25", "--subset=25: the training set has only 24 images"),  # tiny() asks for 16 first
+])
+def test_a_subset_larger_than_its_set_is_refused_in_one_line(small, tmp_path, capsys, flag, message):
+    # seeded_pick alone would quietly take every image, and the run would say N images it never had
     with pytest.raises(SystemExit) as e:
-        runs.cli(train.main, tiny(small, tmp_path / "big", f"--arch={NB201}", "--layers=1", "--test_subset=7"))
+        runs.cli(train.main, tiny(small, tmp_path / "big", f"--arch={NB201}", "--layers=1", flag))
     err = capsys.readouterr().err
-    assert e.value.code != 0 and "--test_subset=7: the test set has only 6 images" in err
+    assert e.value.code != 0 and message in err
     assert err.count("\n") == 1, err
+    assert not (tmp_path / "big" / "metrics.json").exists()
 
 
 class Crash(Exception):
