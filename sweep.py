@@ -32,8 +32,8 @@ The table is written before the first run starts and again at the end, so it nev
 folder does not hold finished. Exit status: 0 every run finished; 1 a run failed or did not finish (or
 a write of the sweep's own failed); 2 refused before any run started; 128 + N stopped by signal N.
 On CUDA the searches are spread over the visible GPUs, --jobs per GPU, each search seeing only its own
-(CUDA_VISIBLE_DEVICES); where each session ran is in OUT/<option>_s<seed>/device.txt and the table's
-device column.
+(CUDA_VISIBLE_DEVICES); where each session ran (GPU index, or CPU model and vector ISA) is in
+OUT/<option>_s<seed>/device.txt and the table's device column.
 """
 import dataclasses
 import functools
@@ -197,6 +197,8 @@ def job_env(env, gpu):
 def note_device(folder, gpu, flags):
     """One line per session in FOLDER/device.txt: where the search ran (the table's device column)."""
     where = f"GPU {gpu}" if gpu is not None else str(runs.pick_device(runs.parse_config(search.SearchConfig, flags).device))
+    if where == "cpu":  # minutes per run depend on the CPU, which can change between sessions
+        where = f"cpu ({runs.cpu_name()})"
     with open(os.path.join(folder, "device.txt"), "a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {where}\n")
 

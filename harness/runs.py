@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import platform
 import random
 import signal
 import sys
@@ -215,6 +216,20 @@ def check_device(name):
     it is picked, and a CPU fallback announced, when the run starts, not while flags are checked."""
     if name != "auto":
         pick_device(name)
+
+
+def cpu_name():
+    """The CPU a run's seconds were measured on, e.g. "Intel(R) Xeon(R) Processor, AVX512": the model
+    (/proc/cpuinfo on Linux, else platform.processor()) and the widest vector ISA torch dispatches to.
+    The machine behind a long study can change between sessions, and step times with it."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    model = model or platform.processor() or "unknown CPU"
+    return f"{model}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def cpu_fallback_reason():
