@@ -203,9 +203,7 @@ def make_config(argv=None):
 def _take(xy, n, seed, what):
     """n seeded random items of (x, y), or all for n = 0."""
     x, y = xy
-    if n > len(y):
-        raise runs.ConfigError(f"--{what}={n}: only {len(y)} images there")
-    keep = data.seeded_pick(len(y), n, seed) if n else slice(None)
+    keep = data.seeded_pick(len(y), n, seed, f"--{what}", "the data") if n else slice(None)
     return x[keep], y[keep]
 
 

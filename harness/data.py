@@ -313,9 +313,12 @@ def dataset_info(name, root=None, download=False, skip_bad=False):
 
 # ---------------------------------------------------------------------------------------------- search split
 
-def seeded_pick(n, k, seed):
-    """k of the indices 0..n-1 (all n if k >= n), a seeded random choice in random order, as a list. The
-    CPU generator of its own: the same choice on every machine, the global RNG untouched."""
+def seeded_pick(n, k, seed, flag="k", where="the set"):
+    """k of the indices 0..n-1, a seeded random choice in random order, as a list; k > n is refused in one
+    line naming the flag (a quiet 'all n' would let a run report images it never had). The CPU generator
+    of its own: the same choice on every machine, the global RNG untouched."""
+    if k > n:
+        raise DatasetError(f"{flag}={k}: {where} has only {n} images")
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].tolist()
 
 

@@ -22,16 +22,21 @@ def data_info(dataset, root=None, skip_bad=False):
     return info
 
 
+# --subset / --test_subset draw with seed and seed + 1: generators of their own, so the training images and
+# their order do not depend on the test subset; a subset larger than its set stops in one line
+SUBSET, TEST_SUBSET = ("--subset", "the training set"), ("--test_subset", "the test set")
+
+
 def make_loaders(cfg, info, batch, device, rank, world):
     """(train, test) loaders of this process's shard; `batch` images per process and step."""
     if info.streaming:  # ImageNet-style folder: decode from disk per step (DARTS' ImageNet transforms)
         files, labels, classes = data.list_images(os.path.join(cfg.data, "train"))
         if cfg.subset:
-            keep = pick(len(files), cfg.subset, cfg.seed, "--subset", "training set")
+            keep = data.seeded_pick(len(files), cfg.subset, cfg.seed, *SUBSET)
             files, labels = [files[i] for i in keep], [labels[i] for i in keep]
         test_files, test_labels, _ = data.list_images(os.path.join(cfg.data, "test"), classes)
         if cfg.test_subset:
-            keep = pick(len(test_files), cfg.test_subset, cfg.seed + 1, "--test_subset", "test set")
+            keep = data.seeded_pick(len(test_files), cfg.test_subset, cfg.seed + 1, *TEST_SUBSET)
             test_files, test_labels = [test_files[i] for i in keep], [test_labels[i] for i in keep]
         common = dict(mean=info.mean, std=info.std, size=info.size, workers=cfg.workers, seed=cfg.seed,
                       rank=rank, world_size=world, pin_memory=device.type == "cuda")
@@ -43,24 +48,15 @@ def make_loaders(cfg, info, batch, device, rank, world):
     ddp.wait_for_rank0(world)
     x, y = data.load_split(name, cfg.data, True, skip_bad=cfg.skip_bad_images)
     if cfg.subset:
-        keep = pick(len(y), cfg.subset, cfg.seed, "--subset", "training set")
+        keep = data.seeded_pick(len(y), cfg.subset, cfg.seed, *SUBSET)
         x, y = x[keep], y[keep]
     xt, yt = data.load_split(name, cfg.data, False, skip_bad=cfg.skip_bad_images)
     if cfg.test_subset:
-        keep = pick(len(yt), cfg.test_subset, cfg.seed + 1, "--test_subset", "test set")
+        keep = data.seeded_pick(len(yt), cfg.test_subset, cfg.seed + 1, *TEST_SUBSET)
         xt, yt = xt[keep], yt[keep]
     common = dict(mean=info.mean, std=info.std, seed=cfg.seed, rank=rank, world_size=world)
     return (batching.TensorLoader(x, y, batch, device, train=True, cutout=cfg.cutout, **common),
             batching.TensorLoader(xt, yt, batch, device, train=False, **common))
-
-
-def pick(n, k, seed, flag, what):
-    """--subset / --test_subset: k seeded random indices of n images, or one clear line when k > n (the
-    seeded pick would quietly take all n). The test subset draws with seed + 1, its own generator, so the
-    training images and their order do not depend on it."""
-    if k > n:
-        raise runs.ConfigError(f"{flag}={k}: the {what} has only {n} images")
-    return data.seeded_pick(n, k, seed)
 
 
 def batches(loader, device, channels_last, count):
