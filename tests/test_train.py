@@ -268,14 +268,14 @@ def test_bad_arch_exit_code_from_the_command_line():
     assert r.returncode != 0 and r.stderr.startswith("error:") and r.stderr.count("\n") == 1, r.stderr
 
 
-def test_cuda_fast_paths_run_on_the_cpu(small, tmp_path, monkeypatch):
-    """bf16 autocast and channels_last are CUDA-only in a run; forced on here, the same code trains a
-    DARTS net (aux head, drop path) forward and backward on the CPU and scores it, in float32."""
-    seen = []
+def forced_fast_paths_run(root, out):
+    """The run of test_cuda_fast_paths_run_on_the_cpu, in the process that calls it: train.py with the
+    CUDA fast paths forced on; prints what the optimizer and the scoring saw as one JSON line."""
+    seen = []  # per SGD step: every gradient reached its weight, finite, in float32
     real_step = torch.optim.SGD.step
 
-    def step(self, *a, **k):  # the gradients reached the weights, finite, in float32
-        seen.append(all(torch.isfinite(p.grad).all() and p.grad.dtype == torch.float32
+    def step(self, *a, **k):
+        seen.append(all(bool(torch.isfinite(p.grad).all()) and p.grad.dtype == torch.float32
                         for g in self.param_groups for p in g["params"] if p.grad is not None))
         return real_step(self, *a, **k)
 
@@ -285,10 +285,29 @@ def test_cuda_fast_paths_run_on_the_cpu(small, tmp_path, monkeypatch):
         scored.append(torch.is_autocast_enabled("cpu"))
         return real_evaluate(model, loader)
 
-    monkeypatch.setattr(train, "fast_paths", lambda cfg, device: (True, True))
-    monkeypatch.setattr(torch.optim.SGD, "step", step)
-    monkeypatch.setattr(runs, "evaluate", evaluate)
-    train.main(tiny(small, tmp_path, "--arch=DARTS_V2", "--layers=3", "--epochs=1", "--auxiliary=1"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "fast_paths", lambda cfg, device: (True, True))
+        mp.setattr(torch.optim.SGD, "step", step)
+        mp.setattr(runs, "evaluate", evaluate)
+        train.main(tiny(root, out, "--arch=DARTS_V2", "--layers=3", "--epochs=1", "--auxiliary=1"))
+    print(json.dumps({"seen": seen, "scored": scored}))
+
+
+def test_cuda_fast_paths_run_on_the_cpu(small, tmp_path):
+    """bf16 autocast and channels_last are CUDA-only in a run; forced on here, the same code trains a
+    DARTS net (aux head, drop path) forward and backward on the CPU and scores it, in float32.
+
+    In a fresh process: in this suite's worker, on an AVX-512/AMX Xeon (real bf16 CPU kernels), the run
+    went non-finite in two of four full-suite runs, never alone or with its file alone; what state of the
+    worker did it is not known (not reproduced on an AVX2 CPU, also with glibc's MALLOC_PERTURB_
+    filling recycled memory). The CPU never runs bf16 in a real run (train.fast_paths), so the test
+    keeps to what it checks: the CUDA path's dtypes and flow, not the CPU's bf16 kernels' state."""
+    code = (f"import sys; sys.path.insert(0, 'tests'); from test_train import forced_fast_paths_run; "
+            f"forced_fast_paths_run({str(small)!r}, {str(tmp_path)!r})")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    saw = json.loads(r.stdout.strip().splitlines()[-1])
     metrics, _ = read_run(tmp_path)
-    assert seen and all(seen) and 0 <= metrics["test_acc"] <= 1 and math.isfinite(metrics["test_loss"])
-    assert scored == [False]
+    assert saw["seen"] and all(saw["seen"]) and 0 <= metrics["test_acc"] <= 1
+    assert math.isfinite(metrics["test_loss"]) and saw["scored"] == [False]
