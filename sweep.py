@@ -194,11 +194,12 @@ def job_env(env, gpu):
     return env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}
 
 
-def note_device(folder, gpu, flags):
-    """One line per session in FOLDER/device.txt: where the search ran (the table's device column)."""
+def note_device(folder, gpu, flags, threads):
+    """One line per session in FOLDER/device.txt: where the search ran (the table's device column); on
+    the CPU as bench.py names it, e.g. "cpu x2 threads (AMD EPYC, AVX2)"."""
     where = f"GPU {gpu}" if gpu is not None else str(runs.pick_device(runs.parse_config(search.SearchConfig, flags).device))
-    if where == "cpu":  # minutes per run depend on the CPU, which can change between sessions
-        where = f"cpu ({runs.cpu_name()})"
+    if where == "cpu":  # minutes per run depend on the CPU and the threads, which can change between sessions
+        where = f"cpu x{threads} threads ({runs.cpu_name()})"
     with open(os.path.join(folder, "device.txt"), "a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {where}\n")
 
@@ -230,7 +231,7 @@ def run_all(cfg, jobs, say=print, gpus=None):
 
     def start(name, folder, argv, gpu):
         os.makedirs(folder, exist_ok=True)
-        note_device(folder, gpu, argv)
+        note_device(folder, gpu, argv, threads)
         err = open(os.path.join(folder, "stderr.txt"), "a")
         try:
             proc = subprocess.Popen([sys.executable, os.path.join(HERE, "search.py"), *argv], env=job_env(env, gpu),

@@ -260,7 +260,7 @@ def test_searches_are_spread_over_the_gpus_and_name_their_device(tmp_path, monke
     assert (first / "device.txt").read_text().endswith(" GPU 3\n") and sweep_table.run_devices(first) == "GPU 3"
     summary, _ = sweep_table.summarize(jobs, status)
     assert summary["B"]["seeds"][0]["device"] == "GPU 3" and "| GPU 3 |" in next(line for line in sweep_table.markdown(summary).splitlines() if line.startswith("| B_s1 "))
-    sweep.note_device(first, None, ["--device=cpu"])  # a later session on the CPU, which it names
+    sweep.note_device(first, None, ["--device=cpu"], 2)  # a later session on the CPU, which it names
     cpu = runs.cpu_name()
     assert cpu.endswith(", " + torch.backends.cpu.get_cpu_capability()) and len(cpu) > len(", AVX2")
-    assert sweep_table.run_devices(first) == f"GPU 3, cpu ({cpu})"
+    assert sweep_table.run_devices(first) == f"GPU 3, cpu x2 threads ({cpu})"
