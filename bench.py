@@ -205,7 +205,7 @@ def bench_option(cfg, option):
         name = torch.cuda.get_device_name(device)
     else:
         mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        name = f"cpu x{torch.get_num_threads()} threads ({runs.cpu_name()})"
+        name = runs.cpu_device(torch.get_num_threads())
     out = dict(option=option, space=cfg.space, batch_size=cfg.batch_size, device=name,
                compile=cfg.compile, fast=fast, weight_step_s=round(t_w, 4), arch_step_s=round(t_a, 4),
                first_iteration_s=round(t_first, 2), compile_s=round(max(t_first - t_w - t_a, 0.0), 2),

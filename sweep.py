@@ -196,10 +196,10 @@ def job_env(env, gpu):
 
 def note_device(folder, gpu, flags, threads):
     """One line per session in FOLDER/device.txt: where the search ran (the table's device column); on
-    the CPU as bench.py names it, e.g. "cpu x2 threads (AMD EPYC, AVX2)"."""
+    the CPU, runs.cpu_device (as bench.py names it)."""
     where = f"GPU {gpu}" if gpu is not None else str(runs.pick_device(runs.parse_config(search.SearchConfig, flags).device))
     if where == "cpu":  # minutes per run depend on the CPU and the threads, which can change between sessions
-        where = f"cpu x{threads} threads ({runs.cpu_name()})"
+        where = runs.cpu_device(threads)
     with open(os.path.join(folder, "device.txt"), "a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {where}\n")
 

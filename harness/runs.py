@@ -232,6 +232,12 @@ def cpu_name():
     return f"{model}, {torch.backends.cpu.get_cpu_capability()}"
 
 
+def cpu_device(threads):
+    """How bench.py and sweep.py's device.txt name a CPU run, e.g. "cpu x2 threads (AMD EPYC, AVX2)":
+    step times depend on the thread count as much as on the CPU."""
+    return f"cpu x{threads} threads ({cpu_name()})"
+
+
 def cpu_fallback_reason():
     """Why --device=auto finds no GPU on a CUDA build of torch, in a few words; None on a CPU-only build
     (nothing was expected) or when CUDA is usable. The reason is CUDA_VISIBLE_DEVICES when it hides
