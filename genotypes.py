@@ -5,6 +5,7 @@ Owns
   NB201Cell           one NAS-Bench-201 cell: 6 op names in edge order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2
   derive              alpha (+ PC-DARTS betas) -> NB201Cell or Genotype, with the rule of each space
   edge_softmax, op_counts, skip_count    what search.py logs every epoch (collapse watch, paper Fig. 5)
+  all_skip                               the collapsed cell of Table 2 (every op skip_connect)
   nb201_index, nb201_arch                arch string <-> benchmark index 0..15624, without the benchmark file
   genotype_to_json, genotype_from_json, load_genotype, to_dot            files, names and pictures
   DARTS_V1, DARTS_V2 (= DARTS), PC_DARTS_cifar (= PCDARTS), PC_DARTS_image, PDARTS, RF_DARTS_NB201, PUBLISHED
@@ -186,6 +187,12 @@ def op_counts(genotype, kind="normal"):
 def skip_count(genotype):
     """Number of skip_connect ops in an NB201 cell or a Genotype's normal cell (the DARTS-collapse symptom)."""
     return op_counts(genotype).get("skip_connect", 0)
+
+
+def all_skip(genotype):
+    """Whether every op of an NB201 cell, or of a Genotype's normal cell, is skip_connect: the collapsed
+    cell of the paper's Table 2 (DARTS' 54.30 ± 0.00 on NAS-Bench-201 CIFAR-10)."""
+    return set(op_counts(genotype)) == {"skip_connect"}
 
 
 # ---------------------------------------------------------------------------------------------------------------

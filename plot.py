@@ -1,7 +1,7 @@
 """Figures from run directories: the paper's Fig. 1-5, the DARTS-collapse curve, cell drawings (no Graphviz).
 
     python plot.py RUN_DIR [RUN_DIR ...] --out=DIR [--bench201=../shared/data/nb201/nb201-public.csv]
-    python plot.py SWEEP_DIR [SWEEP_DIR ...] --out=DIR      # the data ladder (ladder.png) over sweeps
+    python plot.py SWEEP_DIR [SWEEP_DIR ...] --out=DIR      # the data ladder (ladder.png, ladder.md) over sweeps
 
 Reads only what a run writes (through rundir.py), never a checkpoint. search.py runs (config.json has
 "space"): history.json (older runs: log.txt's epoch lines), alphas.json, genotype.json ->
@@ -11,9 +11,10 @@ cell_<run>.png (harness/cell_figure.py), and over all runs skip_and_bench.png (s
 each epoch's cell and its NAS-Bench-201 test accuracy beside Table 2; the axes name the benchmark
 dataset, the searched one's: rundir.bench_dataset) and fig1_supernet_vs_cell.png (Fig. 1, one marker
 per option of Table 1). analysis.py runs (config.json has "exp"): fig2_plain.png, fig3_lambda.png,
-fig4_eta.png (Sec. 4, harness/analysis_figures.py). Sweep folders: ladder.png
-(harness/sweep_figures.py). Benchmark accuracy: the run's logged "bench201", else the --bench201=PATH
-table. matplotlib is needed by this file and the harness/*_figure(s).py, figure_style.py it imports only.
+fig4_eta.png (Sec. 4, harness/analysis_figures.py). Sweep folders: ladder.png (harness/sweep_figures.py)
+and ladder.md, its numbers as a table (harness/sweep_table.py). Benchmark accuracy: the run's logged
+"bench201", else the --bench201=PATH table. matplotlib is needed by this file and the
+harness/*_figure(s).py, figure_style.py it imports only.
 """
 import os
 import sys
@@ -24,10 +25,12 @@ import numpy as np
 from harness import runs
 from harness.analysis_figures import analysis_figures
 from harness.cell_figure import draw_cell
+from harness.checkpoints import atomic_write
 # plt: matplotlib.pyplot, imported there after its backend is set to Agg (files only, no display)
 from harness.figure_style import OP_COLOURS, PAPER_NB201, edge_title, on_cifar10, plt, run_style, save
 from harness.rundir import bench_acc, bench_label, load_run
 from harness.sweep_figures import ladder_figure
+from harness.sweep_table import ladder as ladder_runs, ladder_markdown
 from spaces import get_space
 
 
@@ -202,8 +205,11 @@ def main(argv=None):
     ladder = []
     if sweeps:
         os.makedirs(cfg.out, exist_ok=True)
-        ladder = [ladder_figure(sweeps, cfg)]
-        print(ladder[0])
+        table = os.path.join(cfg.out, "ladder.md")  # the figure's numbers: mean ± std, all-skip counts
+        text = ladder_markdown(ladder_runs(sweeps))
+        atomic_write(table, lambda f: f.write(text), mode="w")
+        ladder = [ladder_figure(sweeps, cfg), table]
+        print(*ladder, sep="\n")
         if not dirs:
             return ladder
     loaded = [load_run(d) for d in dirs]

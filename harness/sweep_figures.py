@@ -3,14 +3,13 @@ Fig. 1 as mean ± std over seeds (sweep.py draws these when it ends), and the da
 quality against the number of search images, every seed a dot, the mean per option a line.
 """
 import os
-import re
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from harness.checkpoints import read_json as read_json_file
 from harness.figure_style import OPTION_STYLE, PAPER_NB201, on_cifar10, save
 from harness.rundir import bench_acc, bench_label
+from harness.sweep_table import ladder
 
 
 def sweep_figures(sweep_runs, out, dpi=120):
@@ -65,29 +64,13 @@ def sweep_figures(sweep_runs, out, dpi=120):
     return paths
 
 
-def search_images(run_dir):
-    """(weight, alpha) image counts of a search, from the first line of its log.txt; None if absent."""
-    path = os.path.join(run_dir, "log.txt")
-    if os.path.isfile(path):
-        with open(path) as f:
-            m = re.search(r"(\d+) weight / (\d+) alpha images", f.read())
-        if m:
-            return int(m[1]), int(m[2])
-    return None
-
-
 def ladder_points(sweep_dirs):
     """{option: {search images (weight + alpha): [(final benchmark acc., final skip count) per finished
-    seed]}} over sweep folders (sweep.py's table.json; the image count from each run's log.txt)."""
+    seed]}} over sweep folders (sweep_table.ladder)."""
     by = {}
-    for d in sweep_dirs:
-        for option, s in read_json_file(os.path.join(d, "table.json")).items():
-            for r in s["seeds"]:
-                if r.get("state") != "finished":
-                    continue
-                n = search_images(os.path.join(d, f"{option}_s{r['seed']}"))
-                if n is not None:
-                    by.setdefault(option, {}).setdefault(sum(n), []).append((r["bench_test_acc"], r["skip_count"]))
+    for option, rungs in ladder(sweep_dirs).items():
+        for size, recs in rungs.items():
+            by.setdefault(option, {}).setdefault(sum(size), []).extend((r["acc"], r["skip"]) for r in recs)
     return by
 
 

@@ -1,13 +1,16 @@
 """A sweep's run folders read back: whether a run is finished, where it ran, why it did not finish, and
-the paper's Table 2 row over seeds (mean ± sample std, ddof=1) as OUT/table.json and OUT/table.md.
+the paper's Table 2 row over seeds (mean ± sample std, ddof=1, and how many seeds ended in the all-skip
+cell) as OUT/table.json and OUT/table.md; several sweeps at different data sizes as one ladder table.
 
 sweep.py starts the searches; this module only reads their folders (rundir.load_run, device.txt,
 stderr.txt) and writes the table, so a table can be rebuilt from any sweep folder.
 """
 import os
+import re
 import signal
 import statistics
 
+import genotypes as G
 from harness import checkpoints
 from harness.checkpoints import write_json
 from harness.rundir import load_run
@@ -53,6 +56,11 @@ def mean_std(values):
     return statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)
 
 
+def final_all_skip(run):
+    """Whether a run's final cell (genotype.json) is the all-skip cell (genotypes.all_skip); None without one."""
+    return None if not run.genotype else G.all_skip(G.genotype_from_json(run.genotype))
+
+
 def run_state(name, folder, epochs, status):
     """A run that is not finished: failed (exit N) / stopped (by a signal, continue with the same command)
     / unfinished (not run in this invocation, or exit 0 short of `epochs`), with its last error line."""
@@ -81,7 +89,7 @@ def summarize(jobs, status=None):
                        bench_test_acc=bench.get("test_acc"),
                        bench201_dataset=bench.get("dataset", "cifar10") if bench else None,  # older runs: CIFAR-10
                        schedules=[e for i, e in enumerate(schedules) if e not in schedules[:i]] or [epochs],
-                       skip_count=last["skip_count"], train_acc=100 * last["train_acc"],
+                       skip_count=last["skip_count"], all_skip=final_all_skip(run), train_acc=100 * last["train_acc"],
                        alpha_half_acc=100 * last["valid_acc"],
                        minutes=sum(r["seconds"] for r in run.rows) / 60, compile=run.config.get("compile", False))
         else:
@@ -91,7 +99,9 @@ def summarize(jobs, status=None):
     out = {}
     for option, recs in table.items():
         finished = [r for r in recs if r["state"] == "finished"]
+        judged = [r["all_skip"] for r in finished if r["all_skip"] is not None]
         out[option] = dict(seeds=recs, n=len(finished), bench201_dataset=_dataset(finished),
+                           all_skip=dict(count=sum(judged), n=len(judged)),
                            **{k: dict(zip(("mean", "std", "n"), mean_std([r[k] for r in finished]))) for k in keys})
     return out, done
 
@@ -111,10 +121,11 @@ def markdown(summary):
 
     dataset = _dataset([{"bench201_dataset": s["bench201_dataset"]} for s in summary.values()])
     bench = f"NB201 {DATASET_NAMES.get(dataset, dataset)} test acc." if dataset else "benchmark test acc."
-    lines = [f"| option | seeds | {bench} (%) | final skip edges | supernet train acc. (%) | "
-             "α-half acc. (%) | minutes per run |", "|---|---|---|---|---|---|---|"]
+    lines = [f"| option | seeds | {bench} (%) | final skip edges | all-skip cells | supernet train acc. (%) | "
+             "α-half acc. (%) | minutes per run |", "|---|---|---|---|---|---|---|---|"]
     for option, s in summary.items():
         lines.append(f"| {option} | {s['n']} | {cell(s['bench_test_acc'], 2)} | {cell(s['skip_count'], 2)} | "
+                     f"{_of(s.get('all_skip'))} | "
                      f"{cell(s['train_acc'], 1)} | {cell(s['alpha_half_acc'], 1)} | {cell(s['minutes'], 0)} |")
     lines += ["", "Mean ± sample std (ddof=1) over the finished seeds. Each seed:", "",
               f"| run | state | {bench} | skip | train | α-half | minutes | compiled | device | cell |",
@@ -135,6 +146,11 @@ def markdown(summary):
     return "\n".join(lines) + "\n"
 
 
+def _of(counted):
+    """{"count": k, "n": n} -> "k of n" ("-" when nothing was judged)."""
+    return f"{counted['count']} of {counted['n']}" if counted and counted["n"] else "-"
+
+
 def write_table(cfg, jobs, status=None, say=print):
     """OUT/table.json and OUT/table.md (each atomic) -> (summary, the finished runs)."""
     summary, done = summarize(jobs, status)
@@ -143,3 +159,68 @@ def write_table(cfg, jobs, status=None, say=print):
     checkpoints.atomic_write(os.path.join(cfg.out, "table.md"), lambda f: f.write(text), mode="w")
     say(text)
     return summary, done
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The data ladder: sweeps that differ in the number of search images, side by side (plot.py draws it too)
+
+# The paper's Table 2 (NAS-Bench-201 CIFAR-10, 3 runs each, 25k/25k images, 50 epochs of 391 steps)
+PAPER_LADDER_NOTE = ("Paper, Table 2 (25,000 / 25,000 images, 19,550 weight steps, 3 runs each, NB201 CIFAR-10): "
+                     "DARTS 54.30 ± 0.00 (the all-skip cell in every run), RF-DARTS 94.27 ± 0.15.")
+
+
+def search_size(run_dir):
+    """(weight images, α images, weight steps) of a search: the image counts and steps per epoch from
+    log.txt's first line, times config.json's epochs (steps None without it); None without a log."""
+    path = os.path.join(run_dir, "log.txt")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        m = re.search(r"(\d+) weight / (\d+) alpha images, (\d+) steps per epoch", f.read())
+    if not m:
+        return None
+    config = os.path.join(run_dir, "config.json")
+    epochs = checkpoints.read_json(config).get("epochs") if os.path.isfile(config) else None
+    return int(m[1]), int(m[2]), int(m[3]) * epochs if epochs else None
+
+
+def ladder(sweep_dirs):
+    """{option: {(weight images, α images): [per finished seed: dict(acc, skip, all_skip, steps)]}} over
+    sweep folders (each sweep's table.json; sizes from each run's folder)."""
+    by = {}
+    for d in sweep_dirs:
+        for option, s in checkpoints.read_json(os.path.join(d, "table.json")).items():
+            for r in s["seeds"]:
+                folder = os.path.join(d, f"{option}_s{r['seed']}")
+                size = search_size(folder) if r.get("state") == "finished" else None
+                if size is None:
+                    continue
+                flag = r.get("all_skip")
+                if flag is None and os.path.isfile(os.path.join(folder, "genotype.json")):  # tables before all_skip
+                    flag = G.all_skip(G.genotype_from_json(checkpoints.read_json(os.path.join(folder, "genotype.json"))))
+                by.setdefault(option, {}).setdefault(size[:2], []).append(
+                    dict(acc=r["bench_test_acc"], skip=r["skip_count"], all_skip=flag, steps=size[2]))
+    return by
+
+
+def ladder_markdown(by):
+    """The ladder as one Markdown table: per number of search images and option, mean ± sample std over
+    the finished seeds (ddof=1) and how many ended in the all-skip cell."""
+    def cell(values, digits):
+        mean, std, n = mean_std(values)
+        return "-" if not n else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+    lines = ["| search images (weight / α) | weight steps per run | option | finished seeds | benchmark test acc. (%) "
+             "| per seed | all-skip cells | final skip edges |", "|---|---|---|---|---|---|---|---|"]
+    for size in sorted({size for rungs in by.values() for size in rungs}):
+        for option in sorted(by):
+            recs = by[option].get(size)
+            if not recs:
+                continue
+            steps = sorted({r["steps"] for r in recs if r["steps"]})
+            judged = [r["all_skip"] for r in recs if r["all_skip"] is not None]
+            seeds = ", ".join("-" if r["acc"] is None else f"{r['acc']:.2f}" for r in recs)
+            lines.append(f"| {size[0]:,} / {size[1]:,} | {', '.join(f'{s:,}' for s in steps) or '-'} | {option} | "
+                         f"{len(recs)} | {cell([r['acc'] for r in recs], 2)} | {seeds} | "
+                         f"{_of(dict(count=sum(judged), n=len(judged)))} | {cell([r['skip'] for r in recs], 2)} |")
+    return "\n".join(lines + ["", PAPER_LADDER_NOTE]) + "\n"

@@ -269,6 +269,18 @@ def test_edge_softmax_and_counts():
     assert G.op_counts(G.DARTS_V1, "reduce") == {"max_pool_3x3": 4, "skip_connect": 3, "avg_pool_3x3": 1}
 
 
+def test_all_skip_is_the_collapsed_cell_only():
+    """Table 2's collapsed cell: every op skip_connect (NB201: all 6 edges; DARTS: the normal cell)."""
+    collapsed = NB201Cell(["skip_connect"] * 6)
+    assert G.all_skip(collapsed) and G.all_skip(NB201Cell.from_str(ANCHORS[1835]))
+    assert not G.all_skip(NB201Cell(["skip_connect"] * 5 + ["nor_conv_3x3"]))
+    assert not G.all_skip(NB201Cell(["none"] * 6)) and not G.all_skip(G.RF_DARTS_NB201)
+    skips = [("skip_connect", j) for j in (0, 1, 0, 1, 0, 1, 0, 1)]
+    normal_skip = Genotype(skips, [2, 3, 4, 5], G.DARTS_V2.reduce, [2, 3, 4, 5])
+    assert G.all_skip(normal_skip) and not G.all_skip(G.DARTS_V2)  # the reduce cell is not judged
+    assert not G.all_skip(Genotype(G.DARTS_V2.normal, [2, 3, 4, 5], skips, [2, 3, 4, 5]))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Published cells, JSON, loading, DOT
 

@@ -175,8 +175,12 @@ def test_bad_command_lines_are_one_line_errors(capsys, argv, message):
 
 
 def test_data_ladder_over_sweep_folders(tmp_path):
-    """Two sweep folders (table.json + each run's log.txt): one point per finished seed at its rung."""
-    def sweep(name, images, seeds):
+    """Two sweep folders (table.json + each run's log.txt): one point per finished seed at its rung, and
+    ladder.md with mean ± std and the all-skip count per rung and option (from the table's all_skip, or
+    for a table written before it, from the run's genotype.json)."""
+    all_skip_arch = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+
+    def sweep(name, images, seeds, epochs=None):
         root = tmp_path / name
         table = {}
         for option, accs in seeds.items():
@@ -187,15 +191,27 @@ def test_data_ladder_over_sweep_folders(tmp_path):
                 (run / "log.txt").write_text(f"[ 1.0s] search nb201 option {option} on imagefolder: {images // 2} "
                                              f"weight / {images // 2} alpha images, 31 steps per epoch\n")
                 state = "finished" if acc is not None else "unfinished"
-                recs.append(dict(seed=seed, state=state, bench_test_acc=acc, skip_count=skip))
+                rec = dict(seed=seed, state=state, bench_test_acc=acc, skip_count=skip)
+                if epochs:  # a newer table: all_skip recorded, config.json gives the weight steps
+                    (run / "config.json").write_text(json.dumps(dict(epochs=epochs)))
+                    rec["all_skip"] = skip == 6 if acc is not None else None
+                elif acc is not None:  # an older table: whether all-skip only in the run's genotype.json
+                    arch = all_skip_arch if skip == 6 else all_skip_arch.replace("skip_connect~2", "nor_conv_3x3~2")
+                    (run / "genotype.json").write_text(json.dumps(dict(cell="nb201", arch=arch)))
+                recs.append(rec)
             table[option] = dict(seeds=recs, n=sum(r["state"] == "finished" for r in recs))
         (root / "table.json").write_text(json.dumps(table))
         return str(root)
 
     small = sweep("s4k", 4000, {"B": [(88.0, 4), (54.3, 6)], "C": [(91.0, 0), (None, None)]})
-    big = sweep("s16k", 16000, {"B": [(54.3, 6)], "C": [(93.0, 1)]})
-    assert sweep_figures.ladder_points([small, big]) == {"B": {4000: [(88.0, 4), (54.3, 6)], 16000: [(54.3, 6)]},
-                                                "C": {4000: [(91.0, 0)], 16000: [(93.0, 1)]}}
+    big = sweep("s16k", 16000, {"B": [(54.3, 6), (54.3, 6)], "C": [(93.0, 1), (92.0, 6)]}, epochs=50)
+    assert sweep_figures.ladder_points([small, big]) == {"B": {4000: [(88.0, 4), (54.3, 6)], 16000: [(54.3, 6)] * 2},
+                                                         "C": {4000: [(91.0, 0)], 16000: [(93.0, 1), (92.0, 6)]}}
     paths = plot.main([small, big, f"--out={tmp_path / 'fig'}"])
-    assert [os.path.basename(p) for p in paths] == ["ladder.png"]
+    assert [os.path.basename(p) for p in paths] == ["ladder.png", "ladder.md"]
     assert_real_png(paths[0])
+    rows = [line for line in open(paths[1]).read().splitlines() if line.startswith("| 2,000") or line.startswith("| 8,000")]
+    assert rows == ["| 2,000 / 2,000 | - | B | 2 | 71.15 ± 23.83 | 88.00, 54.30 | 1 of 2 | 5.00 ± 1.41 |",
+                    "| 2,000 / 2,000 | - | C | 1 | 91.00 ± 0.00 | 91.00 | 0 of 1 | 0.00 ± 0.00 |",
+                    "| 8,000 / 8,000 | 1,550 | B | 2 | 54.30 ± 0.00 | 54.30, 54.30 | 2 of 2 | 6.00 ± 0.00 |",
+                    "| 8,000 / 8,000 | 1,550 | C | 2 | 92.50 ± 0.71 | 93.00, 92.00 | 1 of 2 | 3.50 ± 3.54 |"], rows

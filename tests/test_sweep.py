@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 
+import genotypes as G
 from harness import runs
 import search
 import sweep
@@ -50,6 +51,12 @@ def test_sweep_table_figures_skip_and_a_failed_run(tiny_folder, nb201_table, tmp
                                     ["nb201_index"]) for r in recs]
         assert table[option]["n"] == n and [r["bench_test_acc"] for r in recs] == pytest.approx(accs)
         assert table[option]["bench_test_acc"]["mean"] == pytest.approx(sum(accs) / n)
+        cells = [G.NB201Cell.from_str(r["arch"]) for r in recs]  # the all-skip count is over the finished runs
+        assert [r["all_skip"] for r in recs] == [G.all_skip(c) for c in cells]
+        assert table[option]["all_skip"] == dict(count=sum(map(G.all_skip, cells)), n=n)
+    assert "| final skip edges | all-skip cells |" in (out / "table.md").read_text()
+    b_row = next(line for line in (out / "table.md").read_text().splitlines() if line.startswith("| B | 1 | "))
+    assert f" | {table['B']['all_skip']['count']} of 1 | " in b_row, b_row
     assert "| B_s2 | failed (exit 2)" in (out / "table.md").read_text()
     # the same command again: finished runs are skipped and left as they were
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("?_s?/history.json")}
