@@ -100,7 +100,8 @@ def ladder_figure(sweep_dirs, cfg):
         ax.set_xticks(rungs_all, [f"{x:,}" for x in rungs_all])
         ax.minorticks_off()
         ax.set_xlabel("search images (weight + α halves)")
-        ax.legend(fontsize=8)
+        # below the axes: inside, it hid the dots of whichever seed landed mid-range
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     fig.suptitle("Data ladder at 50 epochs: each seed a dot, the mean a line", fontsize=10)
     fig.tight_layout()
     return save(fig, cfg.out, "ladder.png", cfg.dpi)
