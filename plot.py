@@ -206,9 +206,10 @@ def main(argv=None):
     if sweeps:
         os.makedirs(cfg.out, exist_ok=True)
         table = os.path.join(cfg.out, "ladder.md")  # the figure's numbers: mean ± std, all-skip counts
-        text = ladder_markdown(ladder_runs(sweeps))
+        by_size = ladder_runs(sweeps)  # the folders read once, for the table and the figure
+        text = ladder_markdown(by_size)
         atomic_write(table, lambda f: f.write(text), mode="w")
-        ladder = [ladder_figure(sweeps, cfg), table]
+        ladder = [ladder_figure(by_size, cfg), table]
         print(*ladder, sep="\n")
         if not dirs:
             return ladder

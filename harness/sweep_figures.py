@@ -67,17 +67,23 @@ def sweep_figures(sweep_runs, out, dpi=120):
 def ladder_points(sweep_dirs):
     """{option: {search images (weight + alpha): [(final benchmark acc., final skip count) per finished
     seed]}} over sweep folders (sweep_table.ladder)."""
+    return points(ladder(sweep_dirs))
+
+
+def points(by_size):
+    """sweep_table.ladder's {option: {(weight, α images): [records]}} -> ladder_points' form."""
     by = {}
-    for option, rungs in ladder(sweep_dirs).items():
+    for option, rungs in by_size.items():
         for size, recs in rungs.items():
             by.setdefault(option, {}).setdefault(sum(size), []).extend((r["acc"], r["skip"]) for r in recs)
     return by
 
 
-def ladder_figure(sweep_dirs, cfg):
-    """The data ladder: final benchmark accuracy and final skip count against the number of search
-    images; every seed a dot, the mean per option a line (the paper's Table 2 numbers as references)."""
-    by = ladder_points(sweep_dirs)
+def ladder_figure(by_size, cfg):
+    """The data ladder (sweep_table.ladder's dict, read once for this and ladder.md): final benchmark
+    accuracy and final skip count against the number of search images; every seed a dot, the mean per
+    option a line (the paper's Table 2 numbers as references)."""
+    by = points(by_size)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     for option, rungs in sorted(by.items()):
         colour, marker = OPTION_STYLE.get(option, ("tab:gray", "x"))

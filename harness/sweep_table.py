@@ -3,7 +3,8 @@ the paper's Table 2 row over seeds (mean ± sample std, ddof=1, and how many see
 cell) as OUT/table.json and OUT/table.md; several sweeps at different data sizes as one ladder table.
 
 sweep.py starts the searches; this module only reads their folders (rundir.load_run, device.txt,
-stderr.txt) and writes the table, so a table can be rebuilt from any sweep folder.
+stderr.txt; for the ladder each sweep's table.json and each run's log.txt, config.json, genotype.json)
+and writes the tables, so a table can be rebuilt from any sweep folder.
 """
 import os
 import re
@@ -56,9 +57,20 @@ def mean_std(values):
     return statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)
 
 
-def final_all_skip(run):
-    """Whether a run's final cell (genotype.json) is the all-skip cell (genotypes.all_skip); None without one."""
-    return None if not run.genotype else G.all_skip(G.genotype_from_json(run.genotype))
+def final_all_skip(genotype):
+    """Whether a run's final cell (genotype.json's contents) is the all-skip cell (genotypes.all_skip);
+    None without one."""
+    return None if not genotype else G.all_skip(G.genotype_from_json(genotype))
+
+
+def count_all_skip(flags):
+    """[all_skip per finished run, None where not judged] -> {"count": k, "n": judged}."""
+    judged = [f for f in flags if f is not None]
+    return dict(count=sum(judged), n=len(judged))
+
+
+def _pm(mean, std, digits):
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def run_state(name, folder, epochs, status):
@@ -89,7 +101,7 @@ def summarize(jobs, status=None):
                        bench_test_acc=bench.get("test_acc"),
                        bench201_dataset=bench.get("dataset", "cifar10") if bench else None,  # older runs: CIFAR-10
                        schedules=[e for i, e in enumerate(schedules) if e not in schedules[:i]] or [epochs],
-                       skip_count=last["skip_count"], all_skip=final_all_skip(run), train_acc=100 * last["train_acc"],
+                       skip_count=last["skip_count"], all_skip=final_all_skip(run.genotype), train_acc=100 * last["train_acc"],
                        alpha_half_acc=100 * last["valid_acc"],
                        minutes=sum(r["seconds"] for r in run.rows) / 60, compile=run.config.get("compile", False))
         else:
@@ -99,9 +111,8 @@ def summarize(jobs, status=None):
     out = {}
     for option, recs in table.items():
         finished = [r for r in recs if r["state"] == "finished"]
-        judged = [r["all_skip"] for r in finished if r["all_skip"] is not None]
         out[option] = dict(seeds=recs, n=len(finished), bench201_dataset=_dataset(finished),
-                           all_skip=dict(count=sum(judged), n=len(judged)),
+                           all_skip=count_all_skip([r["all_skip"] for r in finished]),
                            **{k: dict(zip(("mean", "std", "n"), mean_std([r[k] for r in finished]))) for k in keys})
     return out, done
 
@@ -117,7 +128,7 @@ DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}  # ImageNet16-1
 
 def markdown(summary):
     def cell(s, digits):
-        return "-" if s["mean"] is None else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+        return "-" if s["mean"] is None else _pm(s["mean"], s["std"], digits)
 
     dataset = _dataset([{"bench201_dataset": s["bench201_dataset"]} for s in summary.values()])
     bench = f"NB201 {DATASET_NAMES.get(dataset, dataset)} test acc." if dataset else "benchmark test acc."
@@ -196,8 +207,9 @@ def ladder(sweep_dirs):
                 if size is None:
                     continue
                 flag = r.get("all_skip")
-                if flag is None and os.path.isfile(os.path.join(folder, "genotype.json")):  # tables before all_skip
-                    flag = G.all_skip(G.genotype_from_json(checkpoints.read_json(os.path.join(folder, "genotype.json"))))
+                genotype = os.path.join(folder, "genotype.json")
+                if flag is None and os.path.isfile(genotype):  # a table written before all_skip was recorded
+                    flag = final_all_skip(checkpoints.read_json(genotype))
                 by.setdefault(option, {}).setdefault(size[:2], []).append(
                     dict(acc=r["bench_test_acc"], skip=r["skip_count"], all_skip=flag, steps=size[2]))
     return by
@@ -208,7 +220,7 @@ def ladder_markdown(by):
     the finished seeds (ddof=1) and how many ended in the all-skip cell."""
     def cell(values, digits):
         mean, std, n = mean_std(values)
-        return "-" if not n else f"{mean:.{digits}f} ± {std:.{digits}f}"
+        return "-" if not n else _pm(mean, std, digits)
 
     lines = ["| search images (weight / α) | weight steps per run | option | finished seeds | benchmark test acc. (%) "
              "| per seed | all-skip cells | final skip edges |", "|---|---|---|---|---|---|---|---|"]
@@ -218,9 +230,8 @@ def ladder_markdown(by):
             if not recs:
                 continue
             steps = sorted({r["steps"] for r in recs if r["steps"]})
-            judged = [r["all_skip"] for r in recs if r["all_skip"] is not None]
             seeds = ", ".join("-" if r["acc"] is None else f"{r['acc']:.2f}" for r in recs)
             lines.append(f"| {size[0]:,} / {size[1]:,} | {', '.join(f'{s:,}' for s in steps) or '-'} | {option} | "
                          f"{len(recs)} | {cell([r['acc'] for r in recs], 2)} | {seeds} | "
-                         f"{_of(dict(count=sum(judged), n=len(judged)))} | {cell([r['skip'] for r in recs], 2)} |")
+                         f"{_of(count_all_skip([r['all_skip'] for r in recs]))} | {cell([r['skip'] for r in recs], 2)} |")
     return "\n".join(lines + ["", PAPER_LADDER_NOTE]) + "\n"
