@@ -27,16 +27,23 @@ v1_1 and ~12 GB / ~1 min for v1_0. A NATS -simple directory is read lazily (meta
 `python bench201.py NAS-Bench-201-v1_1-096897.pth --export nb201.csv` (~5 MB); NB201('nb201.csv')
 then opens 15,625 archs in <1 s with ~35 MB of RAM.
 
-Public: NB201(path).query(arch_or_index, dataset) -> dict, NB201.index_of, NB201.export_csv,
-arch_costs(arch, dataset), parse_arch(arch), BenchmarkFileError, QueryError; CLI: see main().
+Against chance (is a found cell better than a random one?): NB201.ranked (one column over every cell, or
+over the 4,096 pool-free cells, sorted), NB201.baselines (the medians of both: what a random cell gets),
+NB201.percentiles (where one cell stands in both), percentile (the mid-rank definition), pool_free.
+
+Public: NB201(path).query(arch_or_index, dataset) -> dict, NB201.index_of, NB201.export_csv, NB201.ranked,
+NB201.baselines, NB201.percentiles, arch_costs(arch, dataset), parse_arch(arch), pool_free(arch),
+percentile(value, ranked), BenchmarkFileError, QueryError; CLI: see main().
 """
 import argparse
+import bisect
 import bz2
 import collections
 import csv
 import operator
 import os
 import pickle
+import statistics
 import struct
 import sys
 import zipfile
@@ -98,6 +105,25 @@ def canonical_dataset(dataset):
     if key not in _ALIASES:
         raise QueryError(f"unknown dataset {dataset!r}, expected one of {', '.join(DATASETS)}")
     return _ALIASES[key]
+
+
+def pool_free(arch):
+    """Whether no edge of an NB201 arch string is avg_pool_3x3: 4^6 = 4,096 of the 15,625 cells. Of the
+    five ops, leaving out this one raises the median cell most (CIFAR-10 test), so the pool-free cells
+    are the harder random baseline: a search that only learned to avoid pools beats the median of all
+    cells, not necessarily theirs."""
+    return "avg_pool_3x3" not in parse_arch(arch)
+
+
+def percentile(value, ranked):
+    """Percentile (0-100) of `value` in `ranked` (numbers sorted ascending) by the mid-rank definition:
+    100 x (the share of entries strictly below `value` + half the share equal to it). A value tied with
+    the whole population is at 50, the best of n distinct values at 100 (1 - 1 / (2n)), a value below
+    all at 0; a value need not be one of the entries."""
+    if not ranked:
+        raise QueryError("no cells to rank against (the benchmark has no results for this column)")
+    below, upto = bisect.bisect_left(ranked, value), bisect.bisect_right(ranked, value)
+    return 100 * (below + (upto - below) / 2) / len(ranked)
 
 
 def arch_costs(arch, dataset):
@@ -238,6 +264,7 @@ class NB201:
     def __init__(self, path):
         self.path, self._dir = os.fspath(path), None
         self._rows = {}  # index -> _summarise() result; filled on demand for a -simple directory
+        self._ranked = {}  # (dataset, field, pool_free_only) -> ranked(); filled on first use
         is_csv = self.path.lower().endswith(".csv")
         if os.path.isdir(self.path):
             meta = os.path.join(self.path, "meta.pickle.pbz2")
@@ -294,6 +321,40 @@ class NB201:
         result = self._results(index).get(ds, _NO_RESULT)
         params_mb, flops_m = arch_costs(arch, ds)
         return dict(index=index, arch=arch, dataset=ds, **result, params_mb=params_mb, flops_m=flops_m)
+
+    def ranked(self, dataset="cifar10", field="test_acc", pool_free_only=False):
+        """`field` (valid_acc, test_acc or train_acc) of `dataset` over every cell that has it, sorted
+        ascending: the population a found cell is ranked in; `pool_free_only`: only the pool-free cells
+        (pool_free). Kept after the first call; a NATS -simple directory reads all its files for it."""
+        ds = canonical_dataset(dataset)
+        if field not in _FIELDS[:3]:
+            raise QueryError(f"unknown result {field!r}, expected one of {', '.join(_FIELDS[:3])}")
+        key = (ds, field, bool(pool_free_only))
+        if key not in self._ranked:
+            values = (self._results(i, missing_ok=True).get(ds, _NO_RESULT)[field]
+                      for i, arch in enumerate(self.meta_archs) if not pool_free_only or pool_free(arch))
+            self._ranked[key] = sorted(v for v in values if v is not None)
+        return self._ranked[key]
+
+    def baselines(self, dataset="cifar10", field="test_acc"):
+        """What a cell drawn at random gets: {median_all, median_pool_free} (`field` of `dataset`, the
+        median over every cell and over the pool-free cells) and the cells counted, {n_all, n_pool_free}."""
+        out = {}
+        for name, only in (("all", False), ("pool_free", True)):
+            ranked = self.ranked(dataset, field, only)
+            if not ranked:
+                raise QueryError(f"{self.path} has no {canonical_dataset(dataset)} {field} to take a median of")
+            out.update({f"median_{name}": statistics.median(ranked), f"n_{name}": len(ranked)})
+        return out
+
+    def percentiles(self, arch_or_index, dataset="cifar10", field="test_acc"):
+        """{percentile_all, percentile_pool_free}: where the cell's `field` of `dataset` stands among every
+        cell and among the pool-free cells (percentile's mid-rank definition; the cell need not be pool-free
+        itself); None for a cell without that result."""
+        ranked = {name: self.ranked(dataset, field, only) for name, only in (("all", False), ("pool_free", True))}
+        value = self._results(self.index_of(arch_or_index), missing_ok=True).get(
+            canonical_dataset(dataset), _NO_RESULT)[field]
+        return {f"percentile_{name}": None if value is None else percentile(value, r) for name, r in ranked.items()}
 
     def export_csv(self, out_path):
         """Write CSV_HEADER rows for every arch (empty cells where no results); returns the count."""

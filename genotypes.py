@@ -5,6 +5,7 @@ Owns
   NB201Cell           one NAS-Bench-201 cell: 6 op names in edge order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2
   derive              alpha (+ PC-DARTS betas) -> NB201Cell or Genotype, with the rule of each space
   edge_softmax, op_counts, skip_count    what search.py logs every epoch (collapse watch, paper Fig. 5)
+  top2_margins                           per edge, how far the final choice is from flipping (near ties)
   all_skip                               the collapsed cell of Table 2 (every op skip_connect)
   nb201_index, nb201_arch                arch string <-> benchmark index 0..15624, without the benchmark file
   genotype_to_json, genotype_from_json, load_genotype, to_dot            files, names and pictures
@@ -176,6 +177,23 @@ def edge_softmax(alphas, decimals=4):
     """{kind: per-edge softmax(alpha) as nested lists of floats}, for logs and alphas.json (paper Fig. 5)."""
     return {kind: np.round(_softmax(_array(a, f"alphas[{kind!r}]")), decimals).tolist()
             for kind, a in alphas.items()}
+
+
+def top2_margins(probs):
+    """Per edge, the largest minus the second-largest op weight of softmax(alpha): how far the edge's choice
+    is from flipping (0: a tie; 1: one-hot). `probs`: one cell kind's per-edge weights, each row summing to
+    1, as edge_softmax writes them (alphas.json's alphas[kind]; rows may differ in length). Every op counts,
+    as the NB201 rule ranks them (DARTS-style spaces leave `none` out of the choice; its weight still
+    counts here). -> one float per edge. Raw logits (rows not summing to 1) are refused."""
+    if not isinstance(probs, (list, tuple)) and not hasattr(probs, "shape"):
+        raise InputError(f"softmax weights must be a list of per-edge rows, got {type(probs).__name__}")
+    margins = []
+    for e, row in enumerate(probs):
+        w = np.sort(_array(row, f"softmax weights of edge {e}").ravel())
+        if w.size < 2 or w.min() < 0 or abs(w.sum() - 1) > 1e-3:  # alphas.json rounds to 6 decimals
+            raise InputError(f"edge {e}: want >= 2 softmax weights (>= 0, summing to 1), got {np.round(w, 6).tolist()}")
+        margins.append(float(w[-1] - w[-2]))
+    return margins
 
 
 def op_counts(genotype, kind="normal"):

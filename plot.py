@@ -12,8 +12,10 @@ each epoch's cell and its NAS-Bench-201 test accuracy beside Table 2; the axes n
 dataset, the searched one's: rundir.bench_dataset) and fig1_supernet_vs_cell.png (Fig. 1, one marker
 per option of Table 1). analysis.py runs (config.json has "exp"): fig2_plain.png, fig3_lambda.png,
 fig4_eta.png (Sec. 4, harness/analysis_figures.py). Sweep folders: ladder.png (harness/sweep_figures.py)
-and ladder.md, its numbers as a table (harness/sweep_table.py). Benchmark accuracy: the run's logged
-"bench201", else the --bench201=PATH table. matplotlib is needed by this file and the
+and ladder.md, its numbers as a table (harness/sweep_table.py), with each found cell's Table 2 columns,
+percentiles against random cells and final top-2 margins of softmax(alpha) (looked up in --bench201=PATH,
+else in the table each run recorded). Benchmark accuracy: the run's logged "bench201", else the
+--bench201=PATH table. matplotlib is needed by this file and the
 harness/*_figure(s).py, figure_style.py it imports only.
 """
 import os
@@ -206,7 +208,7 @@ def main(argv=None):
     if sweeps:
         os.makedirs(cfg.out, exist_ok=True)
         table = os.path.join(cfg.out, "ladder.md")  # the figure's numbers: mean ± std, all-skip counts
-        by_size = ladder_runs(sweeps)  # the folders read once, for the table and the figure
+        by_size = ladder_runs(sweeps, cfg.bench201)  # the folders read once, for the table and the figure
         text = ladder_markdown(by_size)
         atomic_write(table, lambda f: f.write(text), mode="w")
         ladder = [ladder_figure(by_size, cfg), table]

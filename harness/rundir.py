@@ -45,7 +45,7 @@ class Run:
         return f"{self.config.get('option', '?')} s{self.config.get('seed', '?')}"
 
 
-def _read_json(path, missing=None):
+def read_json_if_any(path, missing=None):
     """The JSON in `path`, or `missing` if there is no such file (a damaged one: a one-line error)."""
     return read_json(path) if os.path.isfile(path) else missing
 
@@ -74,21 +74,21 @@ def parse_log(path, space):
 
 def load_run(path):
     """A search.py or analysis.py run directory -> Run; anything else is a one-line ValueError."""
-    cfg = _read_json(os.path.join(path, "config.json"))
+    cfg = read_json_if_any(os.path.join(path, "config.json"))
     if cfg is None:
         raise InputError(f"{path}: not a run directory (no config.json)")
     if not isinstance(cfg, dict) or not ({"space", "exp"} & set(cfg)):
         raise InputError(f"{path}: config.json has neither 'space' (search.py) nor 'exp' (analysis.py)")
-    rows, log = _read_json(os.path.join(path, "history.json")), os.path.join(path, "log.txt")
+    rows, log = read_json_if_any(os.path.join(path, "history.json")), os.path.join(path, "log.txt")
     if rows is None and "space" in cfg and os.path.isfile(log):
         rows = parse_log(log, cfg["space"])
     if rows is None:
         raise InputError(f"{path}: no history.json" + ("" if "exp" in cfg else " or log.txt"))
     run = Run(path, os.path.basename(os.path.normpath(path)), cfg, rows)
     if "space" in cfg:
-        run.alphas = _read_json(os.path.join(path, "alphas.json"), missing=[])
+        run.alphas = read_json_if_any(os.path.join(path, "alphas.json"), missing=[])
         last = rows[-1]["genotype"] if rows else None
-        run.genotype = _read_json(os.path.join(path, "genotype.json"), missing=last)
+        run.genotype = read_json_if_any(os.path.join(path, "genotype.json"), missing=last)
     return run
 
 

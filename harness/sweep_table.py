@@ -2,21 +2,37 @@
 the paper's Table 2 row over seeds (mean ± sample std, ddof=1, and how many seeds ended in the all-skip
 cell) as OUT/table.json and OUT/table.md; several sweeps at different data sizes as one ladder table.
 
+Both tables also set each finished run's found cell against the benchmark and against chance (found_cell):
+Table 2's NB201 columns of the cell in genotype.json (CIFAR-10 valid and test, CIFAR-100 and
+ImageNet16-120 test), looked up in the --bench201 table given here or else the one the run recorded, so a
+run finished before these columns existed gets them without a rerun; its CIFAR-10 test percentile among
+every cell and among the pool-free cells, beside the medians of both (bench201.NB201.baselines: what a
+random cell gets); and the final top-2 margin of softmax(α) per edge (alphas.json's last row).
+
 sweep.py starts the searches; this module only reads their folders (rundir.load_run, device.txt,
-stderr.txt; for the ladder each sweep's table.json and each run's log.txt, config.json, genotype.json)
-and writes the tables, so a table can be rebuilt from any sweep folder.
+stderr.txt; for the ladder each sweep's table.json and each run's log.txt, config.json, genotype.json,
+alphas.json) and writes the tables, so a table can be rebuilt from any sweep folder.
 """
 import os
 import re
 import signal
 import statistics
 
+import bench201
 import genotypes as G
 from harness import checkpoints
 from harness.checkpoints import write_json
-from harness.rundir import load_run
+from harness.rundir import load_run, read_json_if_any
 
 STOPS = {signal.SIGTERM, signal.SIGINT}  # stop a sweep (sweep.py); a run ended by one is "stopped", not failed
+# Paper Table 2's NB201 columns of a found cell, (dataset, result) as bench201's query names them. The
+# public table (../shared/data/nb201) has no CIFAR-100 or ImageNet16-120 valid accuracy: those two of the
+# paper's six columns are left out.
+TABLE2_COLUMNS = (("cifar10", "valid_acc"), ("cifar10", "test_acc"), ("cifar100", "test_acc"),
+                  ("ImageNet16-120", "test_acc"))
+TABLE2_KEYS = tuple(f"{ds}_{field}" for ds, field in TABLE2_COLUMNS)  # as bench201's CSV header names them
+CHANCE_COLUMN = ("cifar10", "test_acc")  # what percentiles and random baselines rank by (Table 2's headline)
+PERCENTILES = ("percentile_all", "percentile_pool_free")
 
 
 def finished_run(folder, epochs):
@@ -57,6 +73,11 @@ def mean_std(values):
     return statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)
 
 
+def _stats(values):
+    """mean_std as {"mean", "std", "n"}: how table.json stores a column."""
+    return dict(zip(("mean", "std", "n"), mean_std(values)))
+
+
 def final_all_skip(genotype):
     """Whether a run's final cell (genotype.json's contents) is the all-skip cell (genotypes.all_skip);
     None without one."""
@@ -73,6 +94,67 @@ def _pm(mean, std, digits):
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+class Benchmarks:
+    """The NB201 tables (bench201.NB201) finished runs are looked up in, each opened once: `given` (a
+    sweep's or plot.py's --bench201) for every run, else the path the run recorded (config.json's
+    bench201), None where it recorded none or that path no longer resolves (a run made in another
+    folder: pass --bench201). A given table that cannot be read is the caller's one-line error."""
+
+    def __init__(self, given=""):
+        self.given, self.opened, self._baselines = given or "", {}, {}
+
+    def for_run(self, config):
+        path = self.given or (config or {}).get("bench201") or ""
+        if not path or (path != self.given and not os.path.exists(path)):
+            return None
+        if path not in self.opened:
+            self.opened[path] = bench201.NB201(path)
+        return self.opened[path]
+
+    def baselines(self, path):
+        """bench201.NB201.baselines of the opened table `path` by CHANCE_COLUMN, with its path; once each."""
+        if path not in self._baselines:
+            self._baselines[path] = dict(table=path, **self.opened[path].baselines(*CHANCE_COLUMN))
+        return self._baselines[path]
+
+
+def found_cell(genotype, alphas, bench):
+    """A finished run's found cell against the benchmark and chance -> {"margins": {kind: the final top-2
+    margin of softmax(α) per edge (genotypes.top2_margins of alphas.json's last row)}} and, for an NB201
+    cell (genotype.json's contents) and a table `bench` (bench201.NB201, or None), "nb201": its index and
+    table, Table 2's columns (TABLE2_KEYS) and its CIFAR-10 test percentiles among every cell and among
+    the pool-free ones (NB201.percentiles: strictly below plus half the ties)."""
+    out = {}
+    if alphas:
+        # alphas.json keeps 6 decimals: so do the margins
+        out["margins"] = {kind: [round(m, 6) for m in G.top2_margins(p)] for kind, p in alphas[-1]["alphas"].items()}
+    arch = (genotype or {}).get("arch")
+    if bench is not None and arch:
+        looked = {f"{ds}_{field}": bench.query(arch, ds)[field] for ds, field in TABLE2_COLUMNS}
+        out["nb201"] = dict(index=bench.index_of(arch), table=bench.path, **looked,
+                            **bench.percentiles(arch, *CHANCE_COLUMN))
+    return out
+
+
+def against_chance(lookups, baselines):
+    """Over the found cells of one option (or rung and option; found_cell's "nb201" dicts): mean ± sample
+    std of Table 2's columns and of the percentiles, and "chance": the random baselines of the table they
+    were looked up in (`baselines`: table path -> Benchmarks.baselines' dict; None if several tables) with
+    whether the CIFAR-10 test mean beats the pool-free median."""
+    out = dict(n=len(lookups), **{k: _stats([x.get(k) for x in lookups]) for k in TABLE2_KEYS + PERCENTILES})
+    tables, mean = {x["table"] for x in lookups}, out["_".join(CHANCE_COLUMN)]["mean"]
+    chance = baselines(tables.pop()) if len(tables) == 1 else None
+    if chance:
+        chance = dict(chance, beats_pool_free_median=None if mean is None else mean > chance["median_pool_free"])
+    return dict(out, chance=chance)
+
+
+def given_benchmark(jobs):
+    """The --bench201 a sweep passes its searches ("" without one): it wins over what a run recorded."""
+    given = [a.split("=", 1)[1] for j in jobs[:1] for a in j.argv if a.startswith("--bench201=")]
+    return given[-1] if given else ""
+
+
 def run_state(name, folder, epochs, status):
     """A run that is not finished: failed (exit N) / stopped (by a signal, continue with the same command)
     / unfinished (not run in this invocation, or exit 0 short of `epochs`), with its last error line."""
@@ -84,10 +166,12 @@ def run_state(name, folder, epochs, status):
     return f"{what} (exit {code}): {_last_error(folder)}" if code else what
 
 
-def summarize(jobs, status=None):
+def summarize(jobs, status=None, bench201_path=None):
     """-> (the sweep's table: per option, each seed's final numbers and mean ± std over the finished
-    seeds; the finished runs, each read once)."""
+    seeds, with found_cell's lookups in `bench201_path` (default: the sweep's --bench201, else each run's
+    recorded table) and against_chance per option; the finished runs, each read once)."""
     table, done = {}, []
+    benchmarks = Benchmarks(given_benchmark(jobs) if bench201_path is None else bench201_path)
     for name, folder, _, _, epochs in jobs:
         option, seed = name.split("_s")
         rec = dict(seed=int(seed), folder=folder, device=run_devices(folder))
@@ -103,7 +187,8 @@ def summarize(jobs, status=None):
                        schedules=[e for i, e in enumerate(schedules) if e not in schedules[:i]] or [epochs],
                        skip_count=last["skip_count"], all_skip=final_all_skip(run.genotype), train_acc=100 * last["train_acc"],
                        alpha_half_acc=100 * last["valid_acc"],
-                       minutes=sum(r["seconds"] for r in run.rows) / 60, compile=run.config.get("compile", False))
+                       minutes=sum(r["seconds"] for r in run.rows) / 60, compile=run.config.get("compile", False),
+                       **found_cell(run.genotype, run.alphas, benchmarks.for_run(run.config)))
         else:
             rec.update(state=run_state(name, folder, epochs, status))
         table.setdefault(option, []).append(rec)
@@ -113,7 +198,10 @@ def summarize(jobs, status=None):
         finished = [r for r in recs if r["state"] == "finished"]
         out[option] = dict(seeds=recs, n=len(finished), bench201_dataset=_dataset(finished),
                            all_skip=count_all_skip([r["all_skip"] for r in finished]),
-                           **{k: dict(zip(("mean", "std", "n"), mean_std([r[k] for r in finished]))) for k in keys})
+                           **{k: _stats([r[k] for r in finished]) for k in keys})
+        lookups = [r["nb201"] for r in finished if "nb201" in r]
+        if lookups:
+            out[option]["nb201"] = against_chance(lookups, benchmarks.baselines)
     return out, done
 
 
@@ -138,6 +226,10 @@ def markdown(summary):
         lines.append(f"| {option} | {s['n']} | {cell(s['bench_test_acc'], 2)} | {cell(s['skip_count'], 2)} | "
                      f"{_of(s.get('all_skip'))} | "
                      f"{cell(s['train_acc'], 1)} | {cell(s['alpha_half_acc'], 1)} | {cell(s['minutes'], 0)} |")
+    found = {o: s["nb201"] for o, s in summary.items() if s.get("nb201")}
+    if found:
+        lines += ["", *_header("option", *chance_columns()),
+                  *(f"| {o} | {chance_cells(agg)}" for o, agg in found.items()), "", chance_note(found.values())]
     lines += ["", "Mean ± sample std (ddof=1) over the finished seeds. Each seed:", "",
               f"| run | state | {bench} | skip | train | α-half | minutes | compiled | device | cell |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -154,7 +246,79 @@ def markdown(summary):
                          f"{r['train_acc']:.1f} | {r['alpha_half_acc']:.1f} | {r['minutes']:.0f} | "
                          f"{'yes' if r['compile'] else 'no'} | {r.get('device') or '-'} | "
                          f"`{(r['arch'] or '-').replace('|', chr(92) + '|')}` |")
+    seeds = [(f"{o}_s{r['seed']}", r) for o, s in summary.items() for r in s["seeds"]
+             if r["state"] == "finished" and ("nb201" in r or "margins" in r)]
+    if seeds:
+        lines += ["", "Each finished seed's found cell:", "", *_header("run", *found_columns()),
+                  *(f"| {name} | {found_cells(r)}" for name, r in seeds)]
     return "\n".join(lines) + "\n"
+
+
+def _header(*names):
+    """A Markdown table's header line and its separator line."""
+    return ["| " + " | ".join(names) + " |", "|---" * len(names) + "|"]
+
+
+def chance_columns():
+    """The names of chance_cells' columns."""
+    return ["cells", *(f"{_column_name(k)} (%)" for k in TABLE2_KEYS), "percentile, all cells",
+            "percentile, pool-free cells", "median, all cells (%)", "median, pool-free cells (%)",
+            "mean beats the pool-free median"]
+
+
+def chance_cells(agg):
+    """against_chance's dict as the rest of a Markdown row: cells counted, mean ± std per column and
+    percentile, the two medians and whether the CIFAR-10 test mean beats the pool-free one."""
+    cells = [str(agg["n"])]
+    cells += ["-" if agg[k]["mean"] is None else _pm(agg[k]["mean"], agg[k]["std"], 2 if k in TABLE2_KEYS else 1)
+              for k in TABLE2_KEYS + PERCENTILES]
+    chance = agg["chance"]
+    if chance is None:
+        cells += ["-", "-", "-"]
+    else:
+        beats = chance["beats_pool_free_median"]
+        cells += [f"{chance['median_all']:.2f}", f"{chance['median_pool_free']:.2f}",
+                  "-" if beats is None else "yes" if beats else "no"]
+    return " | ".join(cells) + " |"
+
+
+def chance_note(aggs):
+    """What the chance table's numbers are, naming the table(s) and the cell counts."""
+    tables = {(a["chance"]["table"], a["chance"]["n_all"], a["chance"]["n_pool_free"]) for a in aggs if a["chance"]}
+    where = "; ".join(f"{t} ({n:,} cells, {m:,} pool-free)" for t, n, m in sorted(tables)) or "several tables"
+    return ("Found cells on NAS-Bench-201 (paper Table 2's columns, looked up from each run's genotype.json) and "
+            "against chance: mean ± sample std (ddof=1) over the finished seeds. Percentile of a cell's CIFAR-10 "
+            "test accuracy among every cell and among the pool-free cells (no avg_pool_3x3 edge): the share "
+            "strictly below plus half the ties; the medians are what a random cell of each set gets. "
+            f"Table: {where}.")
+
+
+def found_columns():
+    """The names of found_cells' columns."""
+    return ["NB201 index", *map(_column_name, TABLE2_KEYS), "percentile, all", "percentile, pool-free",
+            "top-2 margin of softmax(α) per edge (last epoch)", "smallest margin"]
+
+
+def found_cells(rec):
+    """One run's found_cell (its "nb201" and "margins") as the rest of a Markdown row; "-" where absent."""
+    nb = rec.get("nb201") or {}
+
+    def num(k, digits):
+        return "-" if nb.get(k) is None else f"{nb[k]:.{digits}f}"
+    margins = rec.get("margins") or {}
+    every = [m for ms in margins.values() for m in ms]
+    # .2e as the log's margin: near ties (1e-5) and clear choices (1e-2) both readable
+    per_edge = "; ".join((f"{kind}: " if len(margins) > 1 else "") + ", ".join(f"{m:.2e}" for m in ms)
+                         for kind, ms in margins.items())
+    cells = [str(nb.get("index", "-")), *(num(k, 2) for k in TABLE2_KEYS), *(num(k, 1) for k in PERCENTILES),
+             per_edge or "-", f"{min(every):.2e}" if every else "-"]
+    return " | ".join(cells) + " |"
+
+
+def _column_name(key):
+    """'cifar10_valid_acc' -> 'CIFAR-10 valid'."""
+    ds, field = next((ds, f) for ds, f in TABLE2_COLUMNS if f"{ds}_{f}" == key)
+    return f"{DATASET_NAMES.get(ds, ds)} {field.split('_')[0]}"
 
 
 def _of(counted):
@@ -195,10 +359,12 @@ def search_size(run_dir):
     return int(m[1]), int(m[2]), int(m[3]) * epochs if epochs else None
 
 
-def ladder(sweep_dirs):
-    """{option: {(weight images, α images): [per finished seed: dict(acc, skip, all_skip, steps)]}} over
-    sweep folders (each sweep's table.json; sizes from each run's folder)."""
-    by = {}
+def ladder(sweep_dirs, bench201_path=""):
+    """{option: {(weight images, α images): [per finished seed: dict(seed, acc, skip, all_skip, steps,
+    margins, nb201, chance)]}} over sweep folders (each sweep's table.json; sizes, found cells and margins
+    from each run's folder: found_cell, looked up in `bench201_path` or else the table the run recorded;
+    chance: that table's random baselines)."""
+    by, benchmarks = {}, Benchmarks(bench201_path)
     for d in sweep_dirs:
         for option, s in checkpoints.read_json(os.path.join(d, "table.json")).items():
             for r in s["seeds"]:
@@ -206,32 +372,49 @@ def ladder(sweep_dirs):
                 size = search_size(folder) if r.get("state") == "finished" else None
                 if size is None:
                     continue
+                genotype, alphas, config = (read_json_if_any(os.path.join(folder, f"{name}.json"))
+                                            for name in ("genotype", "alphas", "config"))
                 flag = r.get("all_skip")
-                genotype = os.path.join(folder, "genotype.json")
-                if flag is None and os.path.isfile(genotype):  # a table written before all_skip was recorded
-                    flag = final_all_skip(checkpoints.read_json(genotype))
-                by.setdefault(option, {}).setdefault(size[:2], []).append(
-                    dict(acc=r["bench_test_acc"], skip=r["skip_count"], all_skip=flag, steps=size[2]))
+                if flag is None:  # a table written before all_skip was recorded
+                    flag = final_all_skip(genotype)
+                rec = dict(seed=r["seed"], acc=r["bench_test_acc"], skip=r["skip_count"], all_skip=flag, steps=size[2],
+                           **found_cell(genotype, alphas, benchmarks.for_run(config)))
+                rec["chance"] = benchmarks.baselines(rec["nb201"]["table"]) if "nb201" in rec else None
+                by.setdefault(option, {}).setdefault(size[:2], []).append(rec)
     return by
 
 
 def ladder_markdown(by):
-    """The ladder as one Markdown table: per number of search images and option, mean ± sample std over
-    the finished seeds (ddof=1) and how many ended in the all-skip cell."""
+    """The ladder as Markdown: per number of search images and option, mean ± sample std over the
+    finished seeds (ddof=1) and how many ended in the all-skip cell; where the runs' cells were looked up,
+    a second table with Table 2's columns against chance (against_chance) and a third with each seed's
+    found cell and final top-2 margins (found_cells)."""
     def cell(values, digits):
         mean, std, n = mean_std(values)
         return "-" if not n else _pm(mean, std, digits)
 
     lines = ["| search images (weight / α) | weight steps per run | option | finished seeds | benchmark test acc. (%) "
              "| per seed | all-skip cells | final skip edges |", "|---|---|---|---|---|---|---|---|"]
-    for size in sorted({size for rungs in by.values() for size in rungs}):
-        for option in sorted(by):
-            recs = by[option].get(size)
-            if not recs:
-                continue
-            steps = sorted({r["steps"] for r in recs if r["steps"]})
-            seeds = ", ".join("-" if r["acc"] is None else f"{r['acc']:.2f}" for r in recs)
-            lines.append(f"| {size[0]:,} / {size[1]:,} | {', '.join(f'{s:,}' for s in steps) or '-'} | {option} | "
-                         f"{len(recs)} | {cell([r['acc'] for r in recs], 2)} | {seeds} | "
-                         f"{_of(count_all_skip([r['all_skip'] for r in recs]))} | {cell([r['skip'] for r in recs], 2)} |")
-    return "\n".join(lines + ["", PAPER_LADDER_NOTE]) + "\n"
+    rungs = [(size, option, by[option][size]) for size in sorted({size for sizes in by.values() for size in sizes})
+             for option in sorted(by) if by[option].get(size)]
+    for size, option, recs in rungs:
+        steps = sorted({r["steps"] for r in recs if r["steps"]})
+        seeds = ", ".join("-" if r["acc"] is None else f"{r['acc']:.2f}" for r in recs)
+        lines.append(f"| {size[0]:,} / {size[1]:,} | {', '.join(f'{s:,}' for s in steps) or '-'} | {option} | "
+                     f"{len(recs)} | {cell([r['acc'] for r in recs], 2)} | {seeds} | "
+                     f"{_of(count_all_skip([r['all_skip'] for r in recs]))} | {cell([r['skip'] for r in recs], 2)} |")
+    lines += ["", PAPER_LADDER_NOTE]
+    found = [(size, option, against_chance([r["nb201"] for r in recs if "nb201" in r],
+                                           {r["chance"]["table"]: r["chance"] for r in recs if r["chance"]}.get))
+             for size, option, recs in rungs if any("nb201" in r for r in recs)]
+    if found:
+        lines += ["", *_header("search images (weight / α)", "option", *chance_columns()),
+                  *(f"| {size[0]:,} / {size[1]:,} | {option} | {chance_cells(agg)}" for size, option, agg in found),
+                  "", chance_note([agg for *_, agg in found])]
+    seeds = [(size, f"{option}_s{r['seed']}", r) for size, option, recs in rungs for r in recs
+             if "nb201" in r or "margins" in r]
+    if seeds:
+        lines += ["", "Each finished seed's found cell:", "",
+                  *_header("search images (weight / α)", "run", *found_columns()),
+                  *(f"| {size[0]:,} / {size[1]:,} | {name} | {found_cells(r)}" for size, name, r in seeds)]
+    return "\n".join(lines) + "\n"

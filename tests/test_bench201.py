@@ -392,6 +392,55 @@ def test_missing_last_epoch_key_names_the_problem(tmp_path):
     assert_one_line(err, "arch 2", "'cifar100' seed 999 lacks a x-test result", "x-test@199")
 
 
+# ------------------------------------------------------------------------------------------ against chance
+def chance_table(tmp_path):
+    """A 7-cell CSV with hand-picked CIFAR-10 test accuracies (None: no result); pools on cells 1, 4, 6."""
+    def arch(*ops):
+        return "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops)
+    rows = [(arch(*["none"] * 6), 10.0), (arch("avg_pool_3x3", *["none"] * 5), 20.0),
+            (arch(*["skip_connect"] * 6), 30.0), (arch(*["nor_conv_3x3"] * 6), 30.0),
+            (arch(*["avg_pool_3x3"] * 6), 5.0), (arch(*["nor_conv_1x1"] * 6), None),
+            (arch(*["nor_conv_1x1"] * 5, "avg_pool_3x3"), 50.0)]
+    path = tmp_path / "chance.csv"
+    with open(path, "w") as f:
+        f.write(",".join(bench201.CSV_HEADER) + "\n")
+        for i, (a, test) in enumerate(rows):  # CIFAR-10 valid = test - 1; the other datasets empty
+            c10 = ["", ""] if test is None else [repr(test - 1), repr(test)]
+            f.write(",".join([str(i), a, *c10, "", "", ""] + [""] * 10) + "\n")
+    return NB201(path)
+
+
+def test_percentiles_and_baselines_of_a_hand_made_table(tmp_path):
+    """Sorted CIFAR-10 test: all [5, 10, 20, 30, 30, 50] (the cell without a result left out), pool-free
+    [10, 30, 30]; percentile = share strictly below + half the ties."""
+    bench = chance_table(tmp_path)
+    assert [bench201.pool_free(a) for a in bench.meta_archs] == [True, False, True, True, False, True, False]
+    assert bench.ranked() == [5.0, 10.0, 20.0, 30.0, 30.0, 50.0]
+    assert bench.ranked(pool_free_only=True) == [10.0, 30.0, 30.0]
+    assert bench.ranked("c10", "valid_acc", True) == [9.0, 29.0, 29.0]
+    assert bench.baselines() == dict(median_all=25.0, n_all=6, median_pool_free=30.0, n_pool_free=3)
+    expected_percentiles = {0: (100 * 1.5 / 6, 100 * 0.5 / 3),   # 10: one cell below, none pool-free below
+                            2: (100 * 4 / 6, 100 * 2 / 3),       # 30: 3 below + half of a 2-way tie
+                            4: (100 * 0.5 / 6, 0.0),             # 5: the worst; below every pool-free cell
+                            6: (100 * 5.5 / 6, 100.0)}           # 50: a pooled cell above every pool-free one
+    for index, (everyone, no_pool) in expected_percentiles.items():
+        got = bench.percentiles(index)
+        assert got == pytest.approx(dict(percentile_all=everyone, percentile_pool_free=no_pool)), index
+    assert bench.percentiles(bench.meta_archs[3]) == bench.percentiles(2)  # by arch string; tied cells agree
+    assert bench.percentiles(5) == dict(percentile_all=None, percentile_pool_free=None)  # no result
+    assert bench201.percentile(25.0, [10.0, 20.0, 30.0]) == pytest.approx(200 / 3)  # need not be an entry
+    assert bench201.percentile(7.0, [7.0, 7.0, 7.0]) == 50.0 and bench201.percentile(1.0, [2.0]) == 0.0
+    for call, fragment in ((lambda: bench201.percentile(1.0, []), "no cells to rank against"),
+                           (lambda: bench.ranked("cifar10", "test"), "unknown result 'test'"),
+                           (lambda: bench.ranked("mnist"), "unknown dataset 'mnist'"),
+                           (lambda: bench.baselines("cifar100"), "no cifar100 test_acc to take a median of"),
+                           (lambda: bench.percentiles(99), "out of range"),
+                           (lambda: bench201.pool_free("|none~0|"), "expected 3")):
+        with pytest.raises(QueryError) as err:
+            call()
+        assert_one_line(err, fragment)
+
+
 SHARED_TABLE = os.path.join(ROOT, "..", "shared", "data", "nb201", "nb201-public.csv")
 
 
@@ -413,3 +462,8 @@ def test_shared_public_table_gives_the_anchors_of_its_readme():
     # 6111 and 13714: the CIFAR-10 test optimum
     tests = [bench.query(i, "cifar10")["test_acc"] for i in range(len(bench))]
     assert (acc(6111, "cifar10"), acc(13714, "cifar10"), round(max(tests), 2)) == (94.37, 94.37, 94.37)
+    # the random baselines: every cell has a CIFAR-10 test accuracy; 4^6 cells have no pooling
+    chance = bench.baselines()
+    assert (chance["n_all"], chance["n_pool_free"]) == (15625, 4096)
+    assert (round(chance["median_all"], 2), round(chance["median_pool_free"], 2)) == (90.73, 92.10)
+    assert bench.percentiles(1835)["percentile_all"] < 3 < 99 < bench.percentiles(9930)["percentile_all"]

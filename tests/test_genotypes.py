@@ -269,6 +269,26 @@ def test_edge_softmax_and_counts():
     assert G.op_counts(G.DARTS_V1, "reduce") == {"max_pool_3x3": 4, "skip_connect": 3, "avg_pool_3x3": 1}
 
 
+def test_top2_margins_of_hand_made_softmax_weights():
+    """Largest minus second-largest weight per edge, ties 0, any order of ops, rows of different lengths
+    (alphas.json's form); raw logits, one-op edges, negative weights and non-lists are one-line errors."""
+    probs = [[0.1, 0.2, 0.3, 0.4, 0.0],       # 0.4 - 0.3
+             [0.25, 0.25, 0.2, 0.2, 0.1],     # a tie at the top: 0
+             [0.05, 0.8, 0.05, 0.05, 0.05],   # 0.8 - 0.05
+             [0.5, 0.5]]                      # a two-op edge (S1-S4 style), tied
+    assert G.top2_margins(probs) == pytest.approx([0.1, 0.0, 0.75, 0.0])
+    uniform = G.edge_softmax({"normal": np.zeros((6, 5))})["normal"]  # what a search starts from
+    assert G.top2_margins(uniform) == [0.0] * 6
+    sharp = G.edge_softmax({"normal": np.array([[3.0, 1.0, 0.0, 0.0, 0.0]])}, decimals=6)["normal"]
+    e = np.exp([3.0, 1.0, 0.0, 0.0, 0.0])
+    assert G.top2_margins(sharp) == pytest.approx([(e[0] - e[1]) / e.sum()], abs=2e-6)  # 6 decimals kept
+    for bad, words in (([[2.0, 1.0, 0.0]], "summing to 1"), ([[1.0]], ">= 2"), ([[1.2, -0.2]], ">= 0"),
+                       ([["a", "b"]], "not a numeric array"), ("weights", "list of per-edge rows")):
+        with pytest.raises(ValueError) as err:
+            G.top2_margins(bad)
+        assert words in str(err.value) and "\n" not in str(err.value), err.value
+
+
 def test_all_skip_is_the_collapsed_cell_only():
     """Table 2's collapsed cell: every op skip_connect (NB201: all 6 edges; DARTS: the normal cell)."""
     collapsed = NB201Cell(["skip_connect"] * 6)

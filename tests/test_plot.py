@@ -3,6 +3,7 @@ benchmark look-ups from a table, one-line errors."""
 import json
 import os
 import shutil
+import statistics
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import matplotlib.image  # noqa: E402
 import bench201  # noqa: E402
 import plot  # noqa: E402
 from harness import rundir  # noqa: E402
-from harness import runs, sweep_figures  # noqa: E402
+from harness import runs, sweep_figures, sweep_table  # noqa: E402
 import search  # noqa: E402
 from conftest import NB201_OFFSETS, fake_nb201_accuracy  # noqa: E402
 
@@ -174,11 +175,17 @@ def test_bad_command_lines_are_one_line_errors(capsys, argv, message):
     assert len(lines) == 1 and message in lines[0], lines
 
 
-def test_data_ladder_over_sweep_folders(tmp_path):
+def test_data_ladder_over_sweep_folders(tmp_path, nb201_table):
     """Two sweep folders (table.json + each run's log.txt): one point per finished seed at its rung, and
     ladder.md with mean ± std and the all-skip count per rung and option (from the table's all_skip, or
-    for a table written before it, from the run's genotype.json)."""
+    for a table written before it, from the run's genotype.json); each found cell (genotype.json) looked
+    up in --bench201 or else the table its config.json recorded: Table 2's columns and percentiles beside
+    the random baselines per rung and option, and per seed with the last alphas.json row's top-2 margins."""
     all_skip_arch = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+    other_arch = all_skip_arch.replace("skip_connect~2", "nor_conv_3x3~2")
+    last_alphas = [[0.3, 0.25, 0.15, 0.15, 0.15]] * 5 + [[0.2] * 5]  # top-2 margins 0.05 x 5 and a tie
+    alphas = [dict(epoch=1, alphas=dict(normal=[[0.9, 0.025, 0.025, 0.025, 0.025]] * 6)),
+              dict(epoch=2, alphas=dict(normal=last_alphas))]
 
     def sweep(name, images, seeds, epochs=None):
         root = tmp_path / name
@@ -192,12 +199,13 @@ def test_data_ladder_over_sweep_folders(tmp_path):
                                              f"weight / {images // 2} alpha images, 31 steps per epoch\n")
                 state = "finished" if acc is not None else "unfinished"
                 rec = dict(seed=seed, state=state, bench_test_acc=acc, skip_count=skip)
-                if epochs:  # a newer table: all_skip recorded, config.json gives the weight steps
-                    (run / "config.json").write_text(json.dumps(dict(epochs=epochs)))
-                    rec["all_skip"] = skip == 6 if acc is not None else None
-                elif acc is not None:  # an older table: whether all-skip only in the run's genotype.json
-                    arch = all_skip_arch if skip == 6 else all_skip_arch.replace("skip_connect~2", "nor_conv_3x3~2")
+                if acc is not None:  # the committed cell and α, as a finished search leaves them
+                    arch = all_skip_arch if skip == 6 else other_arch
                     (run / "genotype.json").write_text(json.dumps(dict(cell="nb201", arch=arch)))
+                    (run / "alphas.json").write_text(json.dumps(alphas))
+                if epochs:  # a newer table: all_skip recorded, config.json gives the weight steps and its table
+                    (run / "config.json").write_text(json.dumps(dict(epochs=epochs, bench201=nb201_table)))
+                    rec["all_skip"] = skip == 6 if acc is not None else None
                 recs.append(rec)
             table[option] = dict(seeds=recs, n=sum(r["state"] == "finished" for r in recs))
         (root / "table.json").write_text(json.dumps(table))
@@ -207,11 +215,42 @@ def test_data_ladder_over_sweep_folders(tmp_path):
     big = sweep("s16k", 16000, {"B": [(54.3, 6), (54.3, 6)], "C": [(93.0, 1), (92.0, 6)]}, epochs=50)
     assert sweep_figures.ladder_points([small, big]) == {"B": {4000: [(88.0, 4), (54.3, 6)], 16000: [(54.3, 6)] * 2},
                                                          "C": {4000: [(91.0, 0)], 16000: [(93.0, 1), (92.0, 6)]}}
-    paths = plot.main([small, big, f"--out={tmp_path / 'fig'}"])
+    # no --bench201: the 16k runs recorded their table, the 4k ones (no config.json) did not: margins only
+    recorded = sweep_table.ladder([small, big])
+    assert [("nb201" in r, r["margins"]["normal"]) for r in recorded["B"][(2000, 2000)]] == \
+        [(False, pytest.approx([0.05] * 5 + [0.0]))] * 2
+    assert all(r["nb201"]["table"] == nb201_table for r in recorded["C"][(8000, 8000)])
+    paths = plot.main([small, big, f"--out={tmp_path / 'fig'}", f"--bench201={nb201_table}"])
     assert [os.path.basename(p) for p in paths] == ["ladder.png", "ladder.md"]
     assert_real_png(paths[0])
-    rows = [line for line in open(paths[1]).read().splitlines() if line.startswith("| 2,000") or line.startswith("| 8,000")]
+    text = open(paths[1]).read()
+    lines = text.split("\n\n")[0].splitlines()
+    rows = [line for line in lines if line.startswith("| 2,000") or line.startswith("| 8,000")]
     assert rows == ["| 2,000 / 2,000 | - | B | 2 | 71.15 ± 23.83 | 88.00, 54.30 | 1 of 2 | 5.00 ± 1.41 |",
                     "| 2,000 / 2,000 | - | C | 1 | 91.00 ± 0.00 | 91.00 | 0 of 1 | 0.00 ± 0.00 |",
                     "| 8,000 / 8,000 | 1,550 | B | 2 | 54.30 ± 0.00 | 54.30, 54.30 | 2 of 2 | 6.00 ± 0.00 |",
                     "| 8,000 / 8,000 | 1,550 | C | 2 | 92.50 ± 0.71 | 93.00, 92.00 | 1 of 2 | 3.50 ± 3.54 |"], rows
+    bench = bench201.NB201(nb201_table)
+    skip_acc, other_acc = (fake_nb201_accuracy(bench.index_of(a)) for a in (all_skip_arch, other_arch))
+    chance = bench.baselines()
+    pct = {a: bench.percentiles(a) for a in (all_skip_arch, other_arch)}
+    assert ("| search images (weight / α) | option | cells | CIFAR-10 valid (%) | CIFAR-10 test (%) | CIFAR-100 test (%) "
+            "| ImageNet16-120 test (%) | percentile, all cells | percentile, pool-free cells | median, all cells (%) "
+            "| median, pool-free cells (%) | mean beats the pool-free median |") in text
+    mean, std = statistics.mean([other_acc, skip_acc]), statistics.stdev([other_acc, skip_acc])
+    b_4k = next(line for line in text.splitlines() if line.startswith("| 2,000 / 2,000 | B | 2 | "))
+    beats = "yes" if mean > chance["median_pool_free"] else "no"
+    assert (f"| {mean - 3:.2f} ± {std:.2f} | {mean:.2f} ± {std:.2f} | {mean:.2f} ± {std:.2f} | "
+            f"{mean:.2f} ± {std:.2f} | ") in b_4k, b_4k
+    assert b_4k.endswith(f"| {chance['median_all']:.2f} | {chance['median_pool_free']:.2f} | {beats} |"), b_4k
+    all_pct = [pct[a]["percentile_all"] for a in (other_arch, all_skip_arch)]
+    assert f"| {statistics.mean(all_pct):.1f} ± {statistics.stdev(all_pct):.1f} | " in b_4k, b_4k
+    c_16k = next(line for line in text.splitlines() if line.startswith("| 8,000 / 8,000 | C | 2 | "))
+    assert c_16k.startswith(f"| 8,000 / 8,000 | C | 2 | {statistics.mean([other_acc, skip_acc]) - 3:.2f} ± "), c_16k
+    seed_rows = [line for line in text.splitlines() if line.startswith("| 2,000 / 2,000 | B_s")]
+    margins = "5.00e-02, 5.00e-02, 5.00e-02, 5.00e-02, 5.00e-02, 0.00e+00 | 0.00e+00 |"
+    assert seed_rows == [
+        f"| 2,000 / 2,000 | B_s{seed} | {bench.index_of(a)} | {acc - 3:.2f} | {acc:.2f} | {acc:.2f} | {acc:.2f} | "
+        f"{pct[a]['percentile_all']:.1f} | {pct[a]['percentile_pool_free']:.1f} | {margins}"
+        for seed, a, acc in ((1, other_arch, other_acc), (2, all_skip_arch, skip_acc))], seed_rows
+    assert not any(line.startswith("| 2,000 / 2,000 | C_s2 |") for line in text.splitlines())  # unfinished

@@ -196,6 +196,68 @@ def test_the_table_names_the_benchmark_dataset_and_a_continued_schedule(made_run
     assert summary["C"]["bench201_dataset"] == summary["C"]["seeds"][0]["bench201_dataset"] == "cifar100"
 
 
+def brute_percentile(value, population):
+    """100 x (strictly below + half the ties) / n, counted one by one (bench201.percentile bisects)."""
+    return 100 * (sum(v < value for v in population) + sum(v == value for v in population) / 2) / len(population)
+
+
+def test_the_table_sets_found_cells_against_the_benchmark_and_chance(made_runs, tiny_folder, nb201_table,
+                                                                     nb201_table_by_dataset, tmp_path):
+    """Table 2's columns of the committed genotype (looked up in the sweep's --bench201, else the path the
+    run recorded, never a rerun), its percentiles among all and pool-free cells beside their medians, and
+    the last epoch's top-2 margins; a run counts once and only when finished."""
+    out = sweep_of(made_runs, tmp_path, "C_s1", "C_s2")
+    given = flags(tiny_folder, nb201_table_by_dataset, "--epochs=2")  # recorded: nb201_table; given: by_dataset
+    jobs = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1,2", *given]))
+    summary, _ = sweep_table.summarize(jobs, {"C_s2": 143})
+    rec, stopped = summary["C"]["seeds"]
+    genotype = json.loads((out / "C_s1" / "genotype.json").read_text())
+    index, acc = genotype["nb201_index"], fake_nb201_accuracy(genotype["nb201_index"])
+    assert rec["nb201"] == pytest.approx(dict(
+        index=index, table=nb201_table_by_dataset, cifar10_valid_acc=acc - 3, cifar10_test_acc=acc,
+        cifar100_test_acc=acc - 10, **{"ImageNet16-120_test_acc": acc - 20},
+        percentile_all=brute_percentile(acc, [fake_nb201_accuracy(i) for i in range(15625)]),
+        percentile_pool_free=brute_percentile(acc, [fake_nb201_accuracy(i) for i in range(15625)
+                                                    if "avg_pool_3x3" not in G.nb201_arch(i)])))
+    last = json.loads((out / "C_s1" / "alphas.json").read_text())[-1]["alphas"]["normal"]
+    assert rec["margins"]["normal"] == pytest.approx([sorted(p)[-1] - sorted(p)[-2] for p in last], abs=1e-6)
+    assert "nb201" not in stopped and "margins" not in stopped  # the stopped run is named, not counted
+    population = sorted(fake_nb201_accuracy(i) for i in range(15625))
+    pool_free = sorted(fake_nb201_accuracy(i) for i in range(15625) if "avg_pool_3x3" not in G.nb201_arch(i))
+    chance = summary["C"]["nb201"]["chance"]
+    assert chance == dict(table=nb201_table_by_dataset, n_all=15625, n_pool_free=4096,
+                          median_all=pytest.approx((population[7811] + population[7812]) / 2),  # ties: either
+                          median_pool_free=pytest.approx((pool_free[2047] + pool_free[2048]) / 2),
+                          beats_pool_free_median=acc > chance["median_pool_free"])
+    assert summary["C"]["nb201"]["n"] == 1
+    assert summary["C"]["nb201"]["cifar10_test_acc"]["mean"] == pytest.approx(acc)
+    text = sweep_table.markdown(summary)
+    assert ("| option | cells | CIFAR-10 valid (%) | CIFAR-10 test (%) | CIFAR-100 test (%) | ImageNet16-120 test (%) "
+            "| percentile, all cells | percentile, pool-free cells | median, all cells (%) | median, pool-free cells (%) "
+            "| mean beats the pool-free median |") in text
+    row = next(line for line in text.splitlines() if line.startswith(f"| C | 1 | {acc - 3:.2f} ± 0.00 | "))
+    assert f"| {acc:.2f} ± 0.00 | {acc - 10:.2f} ± 0.00 | {acc - 20:.2f} ± 0.00 |" in row, row
+    assert row.endswith(f"| {chance['median_pool_free']:.2f} | {'yes' if acc > chance['median_pool_free'] else 'no'} |")
+    assert f"Table: {nb201_table_by_dataset} (15,625 cells, 4,096 pool-free)." in text
+    seed_row = next(line for line in text.splitlines() if line.startswith(f"| C_s1 | {index} | "))
+    assert ", ".join(f"{m:.2e}" for m in rec["margins"]["normal"]) in seed_row
+    assert seed_row.endswith(f"| {min(rec['margins']['normal']):.2e} |")
+    c_s2 = [line.split(" | ")[1] for line in text.splitlines() if line.startswith("| C_s2 | ")]
+    assert c_s2 == ["stopped (exit 143): no message"]  # only in the per-seed state table
+    # without --bench201 the run's recorded table; a recorded path that is gone: margins only
+    plain = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1,2",
+                                     *[f for f in given if not f.startswith("--bench201=")]]))
+    recorded, _ = sweep_table.summarize(plain)
+    assert recorded["C"]["seeds"][0]["nb201"]["table"] == nb201_table
+    assert recorded["C"]["seeds"][0]["nb201"]["cifar100_test_acc"] == pytest.approx(acc)
+    config = json.loads((out / "C_s1" / "config.json").read_text())
+    (out / "C_s1" / "config.json").write_text(json.dumps({**config, "bench201": str(tmp_path / "moved.csv")}))
+    gone, _ = sweep_table.summarize(plain)
+    assert "nb201" not in gone["C"] and "nb201" not in gone["C"]["seeds"][0] and gone["C"]["seeds"][0]["margins"]
+    assert "| C_s1 | - | - | - | - | - | - | - | " in sweep_table.markdown(gone)
+    assert "percentile, all cells" not in sweep_table.markdown(gone)
+
+
 def test_a_stop_signal_while_a_search_starts_reaches_it(tmp_path, monkeypatch):
     real = subprocess.Popen
     procs = []
