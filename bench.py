@@ -3,6 +3,7 @@
     python bench.py --space=nb201 --option=C --batch_size=64      # one option, JSON on stdout
     python bench.py --space=nb201 --option=all                     # A-D, each in a fresh process
     python bench.py --C=8 --option=BC --compile=1                  # compiled; also reports compile_s
+    python bench.py --option=BC --procs=4 --seconds=20             # 4 at once (B, C, B, C): total iterations/s
 
 Times the very step functions search.py runs (search.weight_step, search.alpha_step) on random data
 of the dataset's shape, on CPU or CUDA, and reports seconds per iteration split into the two steps,
@@ -22,6 +23,13 @@ the same threads, timed in the same process after the steps (best of 5); `floor_
 iteration at peak; `over_floor` = iteration_s / floor_s. `--profile=N` profiles N more iterations with
 torch.profiler and adds `profile`: seconds per iteration by op kind (`kind_of`), also printed as a table
 on stderr; compiled, the generated (fused) kernels count as "inductor kernels".
+
+For planning GPU sweeps: on CUDA `--compile=1` replays the compiled graph through CUDA graphs as
+search.py does (`--cuda_graphs=0`: plain compiled kernels); `--gpu_busy=N` profiles N more iterations
+and adds `gpu_kernel_s` (GPU time per iteration) and `gpu_busy` (that over the iteration time: far below
+1, the step is launch-bound); `--procs=K --seconds=S` runs K copies at once (the options in turn, as a
+sweep's --jobs=K shares one GPU or CPU), times each for the same S seconds once all have warmed up, and
+reports `iterations_per_s` summed over them.
 """
 import collections
 import json
@@ -54,17 +62,24 @@ class BenchConfig:
     device: str = "auto"
     threads: int = 0           # torch CPU threads (0: torch's default)
     compile: bool = False      # torch.compile the forward (search.py --compile=1); see compile_s
+    cuda_graphs: bool = True   # compiled on CUDA: replay through CUDA graphs (search.py's mode); 0: plain kernels
+    backend: str = "inductor"  # torch.compile backend; eager / aot_eager only trace (the suite's tiny checks)
     fast: bool = True          # as search.py --fast: harness/fast_supernet.py, eager only; 0: supernet.py
     seed: int = 0
     flops: bool = True         # count FLOPs per step (one extra untimed iteration) and time the matmul peak
     profile: int = 0           # profile this many more iterations by op kind (torch.profiler)
     peak_n: int = 2048         # the matmul size of the peak measurement (n x n float32)
+    gpu_busy: int = 0          # CUDA: profile this many more iterations for gpu_busy (kernel time / wall)
+    seconds: float = 0.0       # >0: time as many iterations as fit in this many seconds instead of --steps
+    procs: int = 1             # run this many copies at once (--option's letters in turn, e.g. BC: B, C, B, ...)
+    barrier: str = ""          # set by --procs for its copies: a folder where they meet before timing
 
 
 # The range of every numeric setting (runs.check_ranges); C and layers 0: the space's default.
 RANGES = dict(batch_size="[1, inf)", C="[0, inf)", layers="[0, inf)", pc_k="[1, inf)", image_size="[1, inf)",
               num_classes="[1, inf)", steps="[1, inf)", warmup="[0, inf)", threads="[0, inf)",
-              profile="[0, inf)", peak_n="[1, inf)", seed=runs.SEED_RANGE)
+              profile="[0, inf)", peak_n="[1, inf)", gpu_busy="[0, inf)", seconds="[0, inf)",
+              procs="[1, inf)", seed=runs.SEED_RANGE)
 
 
 def _sync(device):
@@ -152,6 +167,75 @@ def count_gflop(step):
     return counter.get_total_flops() / 1e9
 
 
+def busy_seconds(intervals):
+    """Length of the union of (start, end) intervals: the time at least one of them runs."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def gpu_kernel_seconds(run_iteration, iterations, device):
+    """GPU time per iteration: the union of every CUDA kernel and memcpy/memset interval that
+    torch.profiler records over `iterations` more iterations. Divided by the unprofiled iteration time
+    it is `gpu_busy`, the share of the iteration the GPU works; far below 1 the step is launch-bound (the
+    CPU cannot issue kernels fast enough), which CUDA graphs and several searches per GPU both address.
+    The profiler slows the CPU side only, so the kernel time it records is the unprofiled one."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    _sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(iterations):
+            run_iteration()
+        _sync(device)
+    spans = [(e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    return busy_seconds(spans) / 1e6 / iterations  # the profiler's times are microseconds
+
+
+def meet(folder, timeout=900.0):
+    """--procs's start line: each copy, set up and warmed up, leaves a file in `folder` and waits until all
+    of FOLDER/procs have, so that every copy's timed iterations run while all the others do. -> seconds
+    waited (0.0 without a folder)."""
+    if not folder:
+        return 0.0
+    t0 = time.perf_counter()
+    with open(os.path.join(folder, f"ready-{os.getpid()}"), "w"):
+        pass
+    with open(os.path.join(folder, "procs")) as f:
+        want = int(f.read())
+    while sum(name.startswith("ready-") for name in os.listdir(folder)) < want:
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"--barrier: the other copies did not start within {timeout:.0f} s")
+        time.sleep(0.05)
+    return round(time.perf_counter() - t0, 2)
+
+
+def run_procs(cfg, argv, options):
+    """--procs=K: K copies of this benchmark at once (options in turn), each timing --seconds after all
+    are warmed up; -> their results and `iterations_per_s`, the total over the copies (what K searches
+    sharing the device get done together)."""
+    import tempfile
+    keep = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_") not in ("option", "procs", "barrier", "flops")]
+    with tempfile.TemporaryDirectory(prefix="bench-procs-") as folder:
+        with open(os.path.join(folder, "procs"), "w") as f:
+            f.write(str(cfg.procs))
+        which = [options[i % len(options)] for i in range(cfg.procs)]
+        children = [subprocess.Popen([sys.executable, os.path.abspath(__file__), *keep, f"--option={o}",
+                                      f"--barrier={folder}", "--flops=0"], stdout=subprocess.PIPE, text=True)
+                    for o in which]
+        outs = [c.communicate()[0] for c in children]
+    if any(c.returncode for c in children):
+        raise RuntimeError(f"--procs={cfg.procs}: {sum(bool(c.returncode) for c in children)} of the copies failed "
+                           "(their errors are above)")
+    results = [json.loads(o.strip().splitlines()[-1]) for o in outs]
+    return dict(procs=cfg.procs, options="".join(which), device=results[0]["device"], compile=cfg.compile,
+                seconds=cfg.seconds, iterations_per_s=round(sum(r["iterations_per_s"] for r in results), 3),
+                results=results)
+
+
 def bench_option(cfg, option):
     device = runs.pick_device(cfg.device)
     runs.tune_for(device)  # cuDNN autotuning on CUDA, as search.py and train.py run (warm-up steps absorb it)
@@ -183,9 +267,9 @@ def bench_option(cfg, option):
     if cfg.flops:  # an extra iteration, eager (a compiled graph runs the same convolutions and matmuls)
         flops = dict(gflop_weight_step=count_gflop(lambda: w_step(model)),
                      gflop_arch_step=count_gflop(lambda: a_step(model)))
-    forward = runs.compile_model(model, cfg.compile, device)
-    t_w = t_a = t_first = 0.0
-    for i in range(cfg.warmup + cfg.steps):
+    forward = runs.compile_model(model, cfg.compile, device, backend=cfg.backend, cuda_graphs=cfg.cuda_graphs)
+
+    def iteration():  # -> seconds of (weight step, alpha step), each synchronised
         _sync(device)
         t0 = time.perf_counter()
         w_step(forward)
@@ -193,11 +277,21 @@ def bench_option(cfg, option):
         t1 = time.perf_counter()
         a_step(forward)
         _sync(device)
-        if i == 0:  # with --compile=1 this iteration also traces and compiles forward and backward
-            t_first = time.perf_counter() - t0
-        if i >= cfg.warmup:
-            t_w, t_a = t_w + t1 - t0, t_a + time.perf_counter() - t1
-    t_w, t_a = t_w / cfg.steps, t_a / cfg.steps
+        return t1 - t0, time.perf_counter() - t1
+
+    t_first = 0.0  # with --compile=1 the first iteration also traces and compiles forward and backward
+    for i in range(cfg.warmup):
+        t = iteration()
+        t_first = t_first or sum(t)
+    waited = meet(cfg.barrier)
+    t_w = t_a = 0.0
+    n, start = 0, time.perf_counter()
+    while (time.perf_counter() - start < cfg.seconds) if cfg.seconds else n < cfg.steps:
+        dw, da = iteration()
+        t_first = t_first or dw + da
+        t_w, t_a, n = t_w + dw, t_a + da, n + 1
+    elapsed = time.perf_counter() - start
+    t_w, t_a = t_w / n, t_a / n
     reserved = None
     if device.type == "cuda":  # CUDA graphs' private pool: in reserved, not always in allocated
         mem = torch.cuda.max_memory_allocated(device) / 2**20
@@ -207,16 +301,22 @@ def bench_option(cfg, option):
         mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         name = runs.cpu_device(torch.get_num_threads())
     out = dict(option=option, space=cfg.space, batch_size=cfg.batch_size, device=name,
-               compile=cfg.compile, fast=fast, weight_step_s=round(t_w, 4), arch_step_s=round(t_a, 4),
+               compile=cfg.compile, cuda_graphs=cfg.compile and runs.compile_mode(device, cfg.backend, cfg.cuda_graphs)
+               is not None, fast=fast, weight_step_s=round(t_w, 4), arch_step_s=round(t_a, 4),
                first_iteration_s=round(t_first, 2), compile_s=round(max(t_first - t_w - t_a, 0.0), 2),
                iteration_s=round(t_w + t_a, 4), images_per_s=round(cfg.batch_size / (t_w + t_a), 1),
                peak_mem_mb=round(mem, 1), peak_reserved_mb=reserved,
-               trainable=sum(p.numel() for p in weights))
+               trainable=sum(p.numel() for p in weights), iterations=n, iterations_per_s=round(n / elapsed, 3))
+    if cfg.barrier:
+        out["barrier_wait_s"] = waited
     if flops:
         gflop, peak = sum(flops.values()), matmul_peak(device, cfg.peak_n)
         out.update({k: round(v, 3) for k, v in flops.items()}, gflop=round(gflop, 3),
                    gflops=round(gflop / (t_w + t_a), 2), peak_gflops=round(peak, 1),
                    floor_s=round(gflop / peak, 4), over_floor=round((t_w + t_a) * peak / gflop, 2))
+    if cfg.gpu_busy and device.type == "cuda":
+        kernel_s = gpu_kernel_seconds(lambda: (w_step(forward), a_step(forward)), cfg.gpu_busy, device)
+        out.update(gpu_kernel_s=round(kernel_s, 5), gpu_busy=round(min(kernel_s / (t_w + t_a), 1.0), 3))
     if cfg.profile:
         out["profile"] = profile_by_kind(lambda: (w_step(forward), a_step(forward)), cfg.profile, device)
         print_profile(out["profile"])
@@ -230,6 +330,14 @@ def main(argv=None):
     options = "ABCD" if cfg.option.lower() == "all" else cfg.option.upper()
     if not options or set(options) - set("ABCD"):
         raise runs.ConfigError(f"--option={cfg.option}: give A, B, C, D, several (e.g. BC) or all")
+    if cfg.backend not in ("inductor", "aot_eager", "eager"):
+        raise runs.ConfigError(f"--backend={cfg.backend}: choose inductor, aot_eager or eager")
+    if cfg.procs > 1:
+        if not cfg.seconds:
+            raise runs.ConfigError(f"--procs={cfg.procs} times every copy over the same wall-clock window: "
+                                   "give its length with --seconds=S")
+        print(json.dumps(run_procs(cfg, argv, options)))
+        return
     if len(options) == 1:
         print(json.dumps(bench_option(cfg, options)))
         return

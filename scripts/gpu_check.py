@@ -1,28 +1,33 @@
-"""One command for the first GPU machine: what of the CUDA path works and what it costs, in one summary.
+"""One command for a GPU window: does the CUDA path work, what does it cost, and how should the paper's
+Table 2 row be run on this GPU, in one summary that fits the window.
 
-    python scripts/gpu_check.py                                   # one GPU: the paper's sizes, under 8 min
+    python scripts/gpu_check.py                                   # one GPU: the paper's sizes, <= 8 min
     python scripts/gpu_check.py --size=tiny --device=cpu --out=DIR  # the same steps, tiny (the suite runs it)
 
-Steps, each a subprocess with its own time limit (a hang costs that step, not the run; the whole run
-also stops starting steps once --budget seconds are spent), in this order:
-  env           device, driver, torch, CUDA, cuDNN, GPUs, what --device=auto picks (and why, on the CPU)
-  then side by side (CPU-bound, nothing timed):
-  cuda_set      the suite's CUDA set: python -m pytest tests/test_cuda.py (all skipped on the CPU)
-  bench_*_compiled_cold  bench.py B and C compiled on a cold cache: the cold compile time, and
-                inductor's on-disk cache for the compiled steps below
-  then one at a time:
-  bench_*       bench.py, options B and C, eager and compiled, at the paper's NB201 size (C=16, N=5,
-                batch 64): seconds per iteration, images/s, peak memory allocated and reserved
-  search_*      one full-size search epoch (--dataset=synthetic: 25,000 / 25,000 images, 390 steps),
-                eager and compiled: seconds and images/s
-  train_*       train.py throughput (DARTS_V2, the DARTS recipe: C=36, 20 cells, batch 96) with and
-                without bf16 autocast and channels_last
-  torchrun      a 2-process search epoch when the machine has 2 GPUs (NCCL; gloo on the CPU when tiny)
-Outputs in --out: summary.json (everything), summary.md (a table per step) and one log per step.
---size=tiny runs every step at a tiny size (C=4, one cell, a few images; compiled steps only trace,
-torch.compile's "eager" backend), so the script is known to work before a GPU sees it. No data file
-is read (synthetic images only) and nothing outside the repository is needed.
-Exit status: 0 when every step that ran passed, 1 otherwise.
+Steps run in the order of what they decide for the Table 2 sweep (a window may end before the last):
+  env            device, driver, torch, CUDA, cuDNN, GPUs, what --device=auto picks (and why, on the CPU)
+  bench_*_eager  bench.py options C and B at the paper's NB201 size (C=16, N=5, batch 64), eager:
+                 seconds per iteration, gpu_busy (GPU time over iteration time: launch-bound or not)
+  search_eager   one real search epoch (--dataset=synthetic: 25,000 / 25,000 images, 390 steps), eager
+  then side by side (nothing timed): the suite's CUDA set (python -m pytest -v tests/test_cuda.py, each
+                 test's result kept even if the step is stopped) and bench.py C and B compiled with
+                 CUDA graphs on a cold cache (compile_s, and inductor's on-disk cache for what follows)
+  bench_*_graphs compiled + CUDA graphs (search.py's --compile=1 on CUDA), warm cache
+  procs_K        K = 2, 4, 6 searches' iterations at once on the GPU (bench.py --procs, B and C in turn) in
+                 the faster mode of the two above: total iterations per second
+  search_compiled  two search epochs compiled (the second timed)
+  bench_*_compiled compiled without CUDA graphs
+  train_*        train.py throughput (DARTS_V2, C=36, 20 cells, batch 96), bf16 + channels_last on / off
+  torchrun       a 2-process search epoch when the machine has 2 GPUs
+Each step is a subprocess with a time limit. A step starts only when its expected time (`NEED`) fits
+what is left of --budget; one that does not is `skipped`, one the budget's end stops is `cut`; neither
+fails the check. The summary ends with the Table 2 plan: predicted minutes for the whole row (3 seeds x
+options B and C x 19,550 iterations) per number of searches at once, and the --jobs to give sweep.py.
+Outputs: summary.json, summary.md, one .out / .log per step, in a folder of this run's own: --out, or
+OUT-2, OUT-3, ... when OUT already holds files. --size=tiny runs every step tiny (C=4, one cell, a few
+images; compiled steps only trace with torch.compile's "eager" backend). No data file is read.
+Exit status: 0 when every step that ran passed (skipped and cut steps did not run to a verdict), 1
+otherwise, 2 on a bad flag.
 """
 import json
 import os
@@ -38,32 +43,40 @@ sys.path.insert(0, ROOT)
 
 from harness import checkpoints, runs  # noqa: E402
 
+# The paper's Table 2 row: 3 seeds of options B and C, 50 epochs of 391 steps (25k / 25k CIFAR-10).
+TABLE2_RUNS, TABLE2_ITERATIONS = 6, 19_550
+
 
 @dataclass
 class CheckConfig:
     size: str = "paper"           # paper (C=16, N=5, batch 64, 25k/25k images) | tiny (the suite's check)
     device: str = "auto"          # for every step: auto | cuda | cpu
-    out: str = "runs/gpu_check"
-    budget: int = 470             # seconds for the whole run: no step starts once they are spent
-    only: str = ""                # comma-separated step names (or prefixes: bench, search, train) to run
+    out: str = "runs/gpu_check"   # this run's folder; taken: OUT-2, OUT-3, ...
+    budget: int = 480             # seconds for the whole check: no step starts whose expected time exceeds what is left
+    only: str = ""                # comma-separated step names (or prefixes: bench, search, train, procs) to run
 
 
 # What each child runs at each size. Compiled steps at tiny size only trace (torch.compile's "eager"
-# backend, through the wrapper below): inductor, even aot_eager, needs minutes on a 2-core CPU, and
-# compiled numerics are tests/test_compile.py's (CPU) and tests/test_cuda.py's (CUDA graphs).
+# backend): inductor needs minutes on a 2-core CPU; compiled numerics are tests/test_compile.py's (CPU)
+# and tests/test_cuda.py's (CUDA graphs).
 SIZES = {
-    "paper": dict(net=["--C=16", "--layers=5"], batch=64, bench=["--steps=20", "--warmup=5"], subset=[],
+    "paper": dict(net=["--C=16", "--layers=5"], batch=64, bench=["--steps=30", "--warmup=5", "--gpu_busy=10"],
+                  backend="inductor", procs_s=10, subset=[],
                   train=["--arch=DARTS_V2", "--subset=4800", "--epochs=2"], ddp_subset=["--subset=12800"]),
-    "tiny": dict(net=["--C=4", "--layers=1"], batch=8, bench=["--steps=2", "--warmup=1"], subset=["--subset=64"],
+    "tiny": dict(net=["--C=4", "--layers=1"], batch=8, bench=["--steps=2", "--warmup=1", "--gpu_busy=1"],
+                 backend="eager", procs_s=1, subset=["--subset=64"],
                  train=["--arch=|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|",
                         "--C=4", "--layers=1", "--batch_size=32", "--subset=64", "--test_subset=64", "--epochs=2"],
                  ddp_subset=["--subset=32"]),
 }
-# Seconds per step at the paper's size (tiny: 3x, for a busy 2-core CPU); --budget caps the whole run.
-# Cold inductor compiles of the full NB201 supernet took ~6 min on one CPU core here, so on a GPU host
-# they get the first group's 5 minutes.
-LIMITS = dict(env=60, cuda_set=300, bench_cold=300, bench_eager=60, bench_compiled=120, search_eager=120,
-              search_compiled=180, train=60, torchrun=150)
+# Seconds per step at the paper's size: NEED is what a step is expected to take on one GPU of a 16-core
+# host (it starts only if that fits the budget left), LIMITS what it may take before it counts as hung.
+# The cold inductor compile of the C=16 supernet took ~6 min on one CPU core; a GPU host compiles its
+# kernels in parallel workers. --size=tiny gives every step 3x (a busy 2-core CPU).
+NEED = dict(env=15, bench_eager=25, search_eager=45, cold=120, bench_graphs=40, procs=50, search_compiled=75,
+            bench_compiled=40, train=40, torchrun=60)
+LIMITS = dict(env=60, bench_eager=90, search_eager=150, cold=240, bench_graphs=120, procs=150,
+              search_compiled=200, bench_compiled=120, train=90, torchrun=150)
 TINY_COMPILE = ("import runpy, sys; from harness import runs; real = runs.compile_model; "
                 "runs.compile_model = lambda *a, **k: real(*a, **{**k, 'backend': 'eager'}); "
                 "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
@@ -97,17 +110,29 @@ class Step:
     name: str
     what: str                     # a few words for the summary
     argv: list                    # after the python executable
-    limit: int                    # seconds
+    kind: str                     # its NEED / LIMITS entry
     parse: object = None          # (step, stdout) -> dict of results
     folder: str = ""              # the run folder a search/train step writes
-    result: dict = field(default_factory=dict)
+    result: dict = field(default_factory=dict)  # preset: {"status": "skipped", "why": ...}
+    resolve: object = None        # (records by name) -> (argv, what), decided when the step starts
+    parse_always: bool = False    # parse a stopped or failed step's output too (the CUDA set's per-test lines)
 
 
-def run_steps(steps, out, limits):
+def fresh_folder(out):
+    """OUT when it is new or empty, else the first of OUT-2, OUT-3, ... that is: every check writes a folder
+    of its own (a second run into a used folder would meet the first one's run folders)."""
+    candidate, n = out, 1
+    while os.path.isdir(candidate) and os.listdir(candidate):
+        n += 1
+        candidate = f"{out.rstrip(os.sep)}-{n}"
+    return candidate
+
+
+def run_steps(steps, out, limits, cut=()):
     """Run `steps` side by side (one, or a group), each as its own process group with stdout in
-    OUT/<name>.out and stderr in OUT/<name>.log; a step still running at its limit is stopped (with
-    its children). -> one dict per step: status ok|failed|timeout, seconds, rc, limit_s, the log's
-    tail and the parsed result."""
+    OUT/<name>.out and stderr in OUT/<name>.log; a step still running at its limit is stopped (with its
+    children): status `timeout`, or `cut` for the names in `cut` (limits the budget shortened). -> one dict
+    per step: status ok|failed|timeout|cut, seconds, rc, limit_s, the log's tail and the parsed result."""
     started = []
     for step, limit in zip(steps, limits):
         paths = (os.path.join(out, f"{step.name}.out"), os.path.join(out, f"{step.name}.log"))
@@ -122,7 +147,7 @@ def run_steps(steps, out, limits):
                 ends[i] = (time.time(), "ok" if proc.returncode == 0 else "failed")
             elif i not in ends and time.time() > t0 + limit:
                 _kill_group(proc)
-                ends[i] = (time.time(), "timeout")
+                ends[i] = (time.time(), "cut" if step.name in cut else "timeout")
         time.sleep(0.1)
     records = []
     for i, (step, limit, (out_path, log_path), proc, t0) in enumerate(started):
@@ -132,7 +157,7 @@ def run_steps(steps, out, limits):
         with open(log_path) as f:
             tail = (f.read().strip().splitlines() or stdout.strip().splitlines())[-12:]
         rec = dict(status=status, seconds=round(end - t0, 1), rc=proc.returncode, limit_s=limit, tail=tail)
-        if status == "ok" and step.parse is not None:
+        if step.parse is not None and (status == "ok" or step.parse_always):
             try:
                 rec["result"] = step.parse(step, stdout)
             except Exception as e:  # noqa: BLE001  it ran, but its output is not what we expect: a failure
@@ -156,19 +181,24 @@ def _last_json(step, out):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _pytest_counts(step, out):
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)", out)}
-    return dict(counts, failures=[line for line in out.splitlines() if line.startswith(("FAILED", "ERROR"))])
+def _pytest_tests(step, out):
+    """Per-test verdicts from `pytest -v` lines (kept when the step was stopped mid-way), and the counts."""
+    tests = dict(re.findall(r"^\S+::(\S+) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)", out, re.M))
+    counts = {}
+    for verdict in tests.values():
+        counts[verdict.lower()] = counts.get(verdict.lower(), 0) + 1
+    return dict(counts, tests=tests, failures=[t for t, v in tests.items() if v in ("FAILED", "ERROR")])
 
 
 def _search_epoch(step, out):
+    """The last epoch's time of a search step (the first of a compiled run also compiles)."""
     rows = checkpoints.read_json(os.path.join(step.folder, "history.json"))
     with open(os.path.join(step.folder, "log.txt")) as f:
         log = f.read()
     steps, batch = map(int, re.search(r"(\d+) steps per epoch of (\d+) images", log).groups())
     procs = int(re.search(r"(\d+) process\(es\)", log).group(1))
-    seconds = rows[0]["seconds"]
-    return dict(epoch_s=round(seconds, 1), steps=steps, batch=batch, processes=procs,
+    seconds = rows[-1]["seconds"]
+    return dict(epoch_s=round(seconds, 1), epochs=len(rows), steps=steps, batch=batch, processes=procs,
                 images_per_s=round(steps * batch / seconds, 1), iteration_s=round(seconds / steps, 4))
 
 
@@ -180,53 +210,79 @@ def _train_rate(step, out):
                 note="the last epoch's images/s (the first one includes cuDNN autotuning)")
 
 
+def _ok(records, name):
+    rec = records.get(name) or {}
+    return rec.get("result") if rec.get("status") == "ok" else None
+
+
+def faster_mode(records):
+    """'graphs' when compiled + CUDA graphs ran and beat eager on option C, else 'eager' (what procs_K
+    and the sweep's --compile should use)."""
+    eager, graphs = _ok(records, "bench_C_eager"), _ok(records, "bench_C_graphs")
+    if graphs and (not eager or graphs["iteration_s"] < eager["iteration_s"]):
+        return "graphs"
+    return "eager"
+
+
 def plan(cfg, env):
-    """The steps for this size and machine, as groups run one after another; the steps of a group run
-    side by side. The first group is the CPU-bound work that times nothing: the CUDA set and the
-    cold-cache compiles of bench.py B and C (inductor keeps what it compiled in its on-disk cache, so
-    the compiled steps after it, bench and search alike, time warm). Everything after it runs alone.
+    """The steps for this size and machine, as groups run one after another, in the order of what they
+    decide; the steps of a group run side by side (only the untimed cold-cache group has several).
     env: the env step's result (the GPU count)."""
     size, dev, out = SIZES[cfg.size], f"--device={cfg.device}", cfg.out
     gpus, tiny = len(env.get("gpus") or []), cfg.size == "tiny"
-    limits = {k: v * (3 if tiny else 1) for k, v in LIMITS.items()}
 
-    def compiled(script, *args):  # a compiled step: inductor at the paper's size, dynamo only when tiny
+    def compiled(script, *args):  # a compiled search/train: inductor at the paper's size, dynamo only when tiny
         return (["-c", TINY_COMPILE, script] if tiny else [script]) + list(args)
 
-    def bench(option, comp, name, what, limit):
-        argv = ["--space=nb201", f"--option={option}", f"--batch_size={size['batch']}", *size["net"],
-                *size["bench"], f"--compile={comp}", dev]
-        return Step(name, what, compiled("bench.py", *argv) if comp else ["bench.py", *argv], limit, _last_json)
+    def bench_argv(option, mode, *extra):
+        return ["bench.py", "--space=nb201", f"--option={option}", f"--batch_size={size['batch']}", *size["net"],
+                f"--compile={int(mode != 'eager')}", f"--cuda_graphs={int(mode == 'graphs')}",
+                f"--backend={size['backend']}", dev, *extra]
 
-    first = [Step("cuda_set", "the suite's CUDA set (tests/test_cuda.py)",
-                  ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"], limits["cuda_set"],
-                  _pytest_counts)]
-    first += [bench(o, 1, f"bench_{o}_compiled_cold", f"bench.py option {o} compiled, cold cache, beside the "
-                    "CUDA set (compile_s; its step times are disturbed)", limits["bench_cold"]) for o in "BC"]
-    groups = [first]
-    groups += [[bench(o, 0, f"bench_{o}_eager", f"bench.py option {o}, eager", limits["bench_eager"])] for o in "BC"]
-    groups += [[bench(o, 1, f"bench_{o}_compiled", f"bench.py option {o}, compiled (warm cache)",
-                      limits["bench_compiled"])] for o in "BC"]
+    def bench(option, mode, name, what, kind):
+        return Step(name, what, bench_argv(option, mode, *size["bench"]), kind, _last_json)
+
+    groups = [[bench(o, "eager", f"bench_{o}_eager", f"bench.py option {o}, eager", "bench_eager")] for o in "CB"]
     for comp in (0, 1):
         kind = "compiled" if comp else "eager"
         folder = os.path.join(out, f"search_{kind}")
-        argv = ["--dataset=synthetic", "--epochs=50", "--stop_after=1", f"--batch_size={size['batch']}",
+        argv = ["--dataset=synthetic", "--epochs=50", f"--stop_after={1 + comp}", f"--batch_size={size['batch']}",
                 *size["net"], *size["subset"], f"--compile={comp}", "--log_every=100", dev, f"--out={folder}"]
-        what = f"one search epoch (option C), {kind}" + (" (its first steps compile, warm cache)" if comp else "")
-        groups.append([Step(f"search_{kind}", what,
-                            compiled("search.py", *argv) if comp else ["search.py", *argv],
-                            limits[f"search_{kind}"], _search_epoch, folder)])
-    for amp, nhwc in ((1, 1), (0, 0)) if tiny else ((1, 1), (1, 0), (0, 1), (0, 0)):
+        what = "two search epochs (option C), compiled: the second timed" if comp else "one search epoch (option C), eager"
+        step = Step(f"search_{kind}", what, compiled("search.py", *argv) if comp else ["search.py", *argv],
+                    f"search_{kind}", _search_epoch, folder)
+        if not comp:
+            groups.append([step])
+            cold = [Step("cuda_set", "the suite's CUDA set (tests/test_cuda.py), per test",
+                         ["-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_cuda.py"], "cold",
+                         _pytest_tests, parse_always=True)]
+            cold += [bench(o, "graphs", f"bench_{o}_graphs_cold", f"bench.py option {o} compiled + CUDA graphs, cold "
+                           "cache, beside the CUDA set (compile_s; its step times are disturbed)", "cold") for o in "CB"]
+            groups.append(cold)
+            groups += [[bench(o, "graphs", f"bench_{o}_graphs", f"bench.py option {o}, compiled + CUDA graphs "
+                              "(warm cache)", "bench_graphs")] for o in "CB"]
+            for k in (2, 4, 6):
+                def resolve(records, k=k):
+                    mode = faster_mode(records)
+                    return (bench_argv("BC", mode, f"--procs={k}", f"--seconds={size['procs_s']}", "--warmup=3"),
+                            f"{k} searches' iterations at once (B and C in turn), {mode}")
+                groups.append([Step(f"procs_{k}", f"{k} searches' iterations at once", [], "procs", _last_json,
+                                    resolve=resolve)])
+        else:
+            groups.append([step])
+    groups += [[bench(o, "compiled", f"bench_{o}_compiled", f"bench.py option {o}, compiled, no CUDA graphs",
+                      "bench_compiled")] for o in "CB"]
+    for amp, nhwc in ((1, 1), (0, 0)):
         name = f"train_amp{amp}_cl{nhwc}"
         argv = ["train.py", "--dataset=synthetic", *size["train"], f"--amp={amp}", f"--channels_last={nhwc}", dev,
                 f"--out={os.path.join(out, name)}"]
         groups.append([Step(name, f"train.py, bf16 {'on' if amp else 'off'}, channels_last {'on' if nhwc else 'off'}",
-                            argv, limits["train"], _train_rate, os.path.join(out, name))])
+                            argv, "train", _train_rate, os.path.join(out, name))])
     folder = os.path.join(out, "torchrun")
     torchrun = Step("torchrun", "2-process torchrun search epoch", [
         "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "search.py", "--dataset=synthetic",
         "--epochs=50", "--stop_after=1", f"--batch_size={size['batch']}", *size["net"], *size["ddp_subset"],
-        "--log_every=0", dev, f"--out={folder}"], limits["torchrun"], _search_epoch, folder)
+        "--log_every=0", dev, f"--out={folder}"], "torchrun", _search_epoch, folder)
     if gpus < 2 and not (tiny and cfg.device == "cpu"):
         torchrun.result = dict(status="skipped", why=f"{gpus} GPU: needs 2 (the CUDA set runs 2 processes "
                                                      "sharing one GPU over gloo)")
@@ -237,6 +293,52 @@ def plan(cfg, env):
     return [g for g in keep if g]
 
 
+def table2_plan(records):
+    """From the measured steps: total iterations per second with k searches at once (k = 1: B and C one
+    after the other, 2 / (t_B + t_C)), each scaled by what a real search epoch costs over bench.py's bare
+    iterations (evaluation, data, logging: search_eager / search_compiled over bench C), and the minutes
+    the whole Table 2 row (6 runs x 19,550 iterations) takes at each k. -> dict, or {} when nothing ran."""
+    mode = faster_mode(records)
+    single = {o: _ok(records, f"bench_{o}_{mode}") for o in "BC"}
+    rates = {}
+    if single["B"] and single["C"]:
+        rates[1] = 2 / (single["B"]["iteration_s"] + single["C"]["iteration_s"])
+    for k in (2, 4, 6):
+        res = _ok(records, f"procs_{k}")
+        if res and res.get("compile") == (mode != "eager"):
+            rates[k] = res["iterations_per_s"]
+    if not rates:
+        return {}
+    search = _ok(records, "search_compiled" if mode != "eager" else "search_eager") or _ok(records, "search_eager")
+    overhead = (search["iteration_s"] / single["C"]["iteration_s"]) if search and single["C"] else 1.0
+    minutes = {k: TABLE2_RUNS * TABLE2_ITERATIONS / r * overhead / 60 for k, r in rates.items()}
+    best = min(minutes, key=lambda k: (round(minutes[k], 1), k))
+    return dict(mode=mode, overhead=round(overhead, 3), iterations_per_s={k: round(r, 2) for k, r in rates.items()},
+                minutes={k: round(m, 1) for k, m in minutes.items()}, jobs=best,
+                sweep_flags=f"--jobs={best} --compile={int(mode != 'eager')}")
+
+
+def _result_text(s):
+    res = s.get("result") or {}
+    if s["name"] == "cuda_set":
+        counts = ", ".join(f"{v} {k}" for k, v in res.items() if k not in ("tests", "failures"))
+        return counts + ("; failed: " + ", ".join(res["failures"]) if res.get("failures") else "")
+    if not res:
+        return ""
+    if s["name"].startswith("procs"):
+        per = ", ".join(f"{r['option']} {r['iteration_s']} s" for r in res["results"])
+        return f"{res['iterations_per_s']} iterations/s in all ({per} per iteration)"
+    if s["name"].startswith("bench"):
+        busy = f", GPU busy {res['gpu_busy']:.0%}" if res.get("gpu_busy") is not None else ""
+        return (f"{res.get('iteration_s')} s/iteration, {res.get('images_per_s')} img/s{busy}, peak "
+                f"{res.get('peak_mem_mb')} MB allocated / {res.get('peak_reserved_mb')} MB reserved"
+                + (f", compile {res.get('compile_s')} s" if res.get("compile") else ""))
+    if s["name"].startswith(("search", "torchrun")):
+        return (f"{res['epoch_s']} s per epoch of {res['steps']} steps x {res['batch']} ({res['processes']} "
+                f"process(es)), {res['images_per_s']} img/s")
+    return f"{res['images_per_s']} img/s (last of {res['epochs']} epochs)"
+
+
 def markdown(summary):
     env = summary["steps"][0].get("result", {})
     gpus = ", ".join(f"{g['name']} ({g['memory_gib']} GiB)" for g in env.get("gpus", [])) or "none"
@@ -244,30 +346,23 @@ def markdown(summary):
              f"torch {env.get('torch')} (CUDA build {env.get('cuda_build')}, cuDNN {env.get('cudnn')}), driver "
              f"{env.get('driver')}, GPUs: {gpus}; --device=auto picks {env.get('auto_device')}"
              + (f" ({env['cpu_reason']})" if env.get("cpu_reason") else "") + ".",
-             f"{summary['passed']} of {summary['ran']} steps passed in {summary['wall_s']:.0f} s "
-             f"(budget {summary['budget_s']} s).", "",
-             "| step | what | status | seconds (limit) | result |", "|---|---|---|---|---|"]
+             f"{summary['passed']} of {summary['ran']} steps that ran passed, {summary['skipped']} skipped, "
+             f"{summary['cut']} cut by the budget, in {summary['wall_s']:.0f} s (budget {summary['budget_s']} s).",
+             "", "| step | what | status | seconds (limit) | result |", "|---|---|---|---|---|"]
     for s in summary["steps"][1:]:
-        res = s.get("result") or {}
-        if s["status"] == "skipped":
-            text = s.get("why", "")
-        elif s["name"] == "cuda_set":
-            text = ", ".join(f"{v} {k}" for k, v in res.items() if k != "failures") + \
-                   ("; " + "; ".join(res["failures"]) if res.get("failures") else "")
-        elif s["name"].startswith("bench"):
-            text = (f"{res.get('iteration_s')} s/iteration, {res.get('images_per_s')} img/s, peak "
-                    f"{res.get('peak_mem_mb')} MB allocated / {res.get('peak_reserved_mb')} MB reserved"
-                    + (f", compile {res.get('compile_s')} s" if res.get("compile") else "")) if res else ""
-        elif s["name"].startswith(("search", "torchrun")):
-            text = (f"{res['epoch_s']} s per epoch of {res['steps']} steps x {res['batch']} ({res['processes']} "
-                    f"process(es)), {res['images_per_s']} img/s") if res else ""
-        else:
-            text = f"{res['images_per_s']} img/s (last of {res['epochs']} epochs)" if res else ""
-        if s["status"] not in ("ok", "skipped"):
+        text = s.get("why", "") if s["status"] == "skipped" else _result_text(s)
+        if s["status"] not in ("ok", "skipped") and s["name"] != "cuda_set":
             text = (s.get("error") or " / ".join(s.get("tail", [])[-3:]))[:300]
         limit = f" ({s['limit_s']})" if "limit_s" in s else ""
         lines.append(f"| {s['name']} | {s['what']} | {s['status']} | {s.get('seconds', '-')}{limit} | "
                      f"{text.replace('|', '/')} |")
+    p = summary.get("table2")
+    if p:
+        lines += ["", f"## Table 2 plan ({TABLE2_RUNS} runs x {TABLE2_ITERATIONS:,} iterations, {p['mode']})", "",
+                  "| searches at once | iterations/s in all | predicted minutes for the row |", "|---|---|---|"]
+        lines += [f"| {k} | {p['iterations_per_s'][k]} | {p['minutes'][k]} |" for k in p["minutes"]]
+        lines += ["", f"A real search epoch costs {p['overhead']}x bench.py's bare iterations (evaluation, data, "
+                      f"logging). Run the row with `sweep.py ... {p['sweep_flags']}`: ~{p['minutes'][p['jobs']]} min."]
     return "\n".join(lines) + "\n"
 
 
@@ -279,34 +374,50 @@ def main(argv=None):
     cfg = runs.parse_config(CheckConfig, argv)
     if cfg.size not in SIZES:
         raise runs.ConfigError(f"--size={cfg.size}: choose paper or tiny")
+    runs.check_ranges(cfg, dict(budget="[1, inf)"))
+    cfg.out = fresh_folder(cfg.out)
     checkpoints.out_dir(cfg.out)
+    say(f"writing to {cfg.out}")
     t_start, started = time.time(), time.strftime("%Y-%m-%d %H:%M:%S")
-    env_step = Step("env", "device, driver, torch, CUDA", ["-c", ENV], LIMITS["env"], _last_json)
-    records = [dict(name="env", what=env_step.what, **run_steps([env_step], cfg.out, [LIMITS["env"]])[0])]
+    scale = 3 if cfg.size == "tiny" else 1
+    need = {k: v * scale for k, v in NEED.items()}
+    limits = {k: v * scale for k, v in LIMITS.items()}
+    env_step = Step("env", "device, driver, torch, CUDA", ["-c", ENV], "env", _last_json)
+    records = [dict(name="env", what=env_step.what, **run_steps([env_step], cfg.out, [limits["env"]])[0])]
     env = records[0].get("result", {})
     if cfg.size == "paper" and cfg.device != "cpu" and not env.get("cuda_available"):
         raise runs.ConfigError(f"no GPU here ({env.get('cpu_reason') or 'see ' + cfg.out + '/env.log'}): the "
                                "paper's sizes would take hours on the CPU; --size=tiny --device=cpu runs the same "
                                "steps tiny")
     for group in plan(cfg, env):
-        left = int(cfg.budget - (time.time() - t_start))
+        left = cfg.budget - (time.time() - t_start)
+        by_name = {r["name"]: r for r in records}
         todo = [s for s in group if s.result.get("status") != "skipped"]
+        wants = max((need[s.kind] for s in todo), default=0)
         for step in group:
             if step not in todo:
                 records.append(dict(name=step.name, what=step.what, **step.result))
-            elif left < 10:
+            elif left < wants:
                 records.append(dict(name=step.name, what=step.what, status="skipped",
-                                    why=f"out of time: the {cfg.budget} s budget was spent"))
-        if todo and left >= 10:
-            limits = [min(s.limit, left) for s in todo]
-            say(f"{', '.join(s.name for s in todo)} (limit {max(limits)} s) ...")
-            for step, rec in zip(todo, run_steps(todo, cfg.out, limits)):
-                records.append(dict(name=step.name, what=step.what, **rec))
-                say(f"{step.name}: {rec['status']} in {rec['seconds']} s")
-    ran = [r for r in records if r["status"] != "skipped"]
-    summary = dict(size=cfg.size, device=cfg.device, started=started, budget_s=cfg.budget,
+                                    why=f"out of time: needs ~{wants} s, {max(left, 0):.0f} s of the budget left"))
+        if not todo or left < wants:
+            continue
+        for step in todo:
+            if step.resolve:
+                step.argv, step.what = step.resolve(by_name)
+        step_limits = [min(limits[s.kind], int(left)) for s in todo]
+        cut = {s.name for s, lim in zip(todo, step_limits) if lim < limits[s.kind]}
+        say(f"{', '.join(s.name for s in todo)} (limit {max(step_limits)} s) ...")
+        for step, rec in zip(todo, run_steps(todo, cfg.out, step_limits, cut)):
+            records.append(dict(name=step.name, what=step.what, **rec))
+            say(f"{step.name}: {rec['status']} in {rec['seconds']} s")
+    ran = [r for r in records if r["status"] not in ("skipped", "cut")]
+    summary = dict(size=cfg.size, device=cfg.device, out=cfg.out, started=started, budget_s=cfg.budget,
                    wall_s=round(time.time() - t_start, 1), ran=len(ran),
-                   passed=sum(r["status"] == "ok" for r in ran), steps=records)
+                   passed=sum(r["status"] == "ok" for r in ran),
+                   skipped=sum(r["status"] == "skipped" for r in records),
+                   cut=sum(r["status"] == "cut" for r in records), steps=records,
+                   table2=table2_plan({r["name"]: r for r in records}))
     checkpoints.write_json(os.path.join(cfg.out, "summary.json"), summary)
     text = markdown(summary)
     checkpoints.atomic_write(os.path.join(cfg.out, "summary.md"), lambda f: f.write(text), mode="w")

@@ -44,3 +44,28 @@ def test_options_report_flops_peak_floor_and_a_profile(capsys):
     prof = c["profile"]
     assert prof["wall"] > 0 and "conv forward" in prof and "conv backward" in prof
     assert "op kind" in capsys.readouterr().err  # the table on stderr; stdout stays JSON
+
+
+def test_busy_seconds_is_the_union_of_intervals():
+    assert bench.busy_seconds([]) == 0.0
+    assert bench.busy_seconds([(0, 2), (1, 3), (5, 6)]) == 4  # overlap counted once, the gap not at all
+    assert bench.busy_seconds([(4, 5), (0, 10), (2, 3)]) == 10  # nested, in any order
+
+
+def test_gpu_kernel_seconds_reads_the_profiler_and_finds_no_kernel_on_the_cpu():
+    x = torch.randn(64, 64)
+    assert bench.gpu_kernel_seconds(lambda: x @ x, 2, torch.device("cpu")) == 0.0
+
+
+def test_procs_time_copies_together_and_sum_their_rates():
+    out = bench.run_procs(runs.parse_config(bench.BenchConfig, TINY + ["--procs=2", "--seconds=0.5", "--threads=1"]),
+                          TINY + ["--procs=2", "--seconds=0.5", "--threads=1", "--option=BC"], "BC")
+    assert out["procs"] == 2 and [r["option"] for r in out["results"]] == ["B", "C"]
+    assert all(r["iterations"] >= 1 and "barrier_wait_s" in r for r in out["results"])
+    assert out["iterations_per_s"] == pytest.approx(sum(r["iterations_per_s"] for r in out["results"]), abs=2e-3)
+
+
+def test_procs_without_seconds_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        runs.cli(bench.main, TINY + ["--procs=2"])
+    assert e.value.code == 2 and "--seconds" in capsys.readouterr().err

@@ -1,9 +1,9 @@
-"""scripts/gpu_check.py, the first GPU machine's one command, on the CPU: every step's command is a valid
-run of its script at both sizes (the paper's: C=16, N=5, batch 64, 25k/25k images), a hanging step costs
-only its own limit, and the script runs end to end at the tiny size on one step of each kind that
-measures (bench, search epoch, train). The CUDA set, the compiled steps and torchrun differ from those
-only in their command lines, checked here, and cost minutes more on 2 cores:
-`python scripts/gpu_check.py --size=tiny --device=cpu` runs every step."""
+"""scripts/gpu_check.py, a GPU window's check, on the CPU: every step's command is a valid run of its script
+at both sizes (the paper's: C=16, N=5, batch 64, 25k/25k images) in the order of what it decides, a
+hanging step costs only its own limit, a step that cannot fit the budget is skipped and one the budget
+stops is cut (neither fails), a second check gets a folder of its own, the CUDA set's per-test verdicts
+survive a stop, the Table 2 plan's arithmetic, and the script end to end at the tiny size on one step
+of each kind that measures. `python scripts/gpu_check.py --size=tiny --device=cpu` runs every step."""
 import importlib.util
 import json
 import os
@@ -32,6 +32,17 @@ def script_and_args(argv):
     return argv[0], argv[1:]
 
 
+def resolved(groups, records=None):
+    """Every step of a plan with its argv, the runtime-chosen ones (procs_K) resolved from `records`."""
+    steps = {}
+    for g in groups:
+        for s in g:
+            if s.resolve:
+                s.argv, s.what = s.resolve(records or {})
+            steps[s.name] = s
+    return steps
+
+
 @pytest.mark.parametrize("size", ["paper", "tiny"])
 def test_every_step_is_a_valid_run_of_its_script(size, tmp_path, monkeypatch):
     import torch
@@ -39,23 +50,34 @@ def test_every_step_is_a_valid_run_of_its_script(size, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)     # make_config refuses cuda otherwise
     cfg = runs.parse_config(gpu_check.CheckConfig, [f"--size={size}", "--device=cuda", f"--out={tmp_path}"])
     groups = gpu_check.plan(cfg, {"gpus": [{}, {}]})  # a 2-GPU machine: torchrun included
-    steps = {s.name: s for g in groups for s in g}
-    assert {s.name for s in groups[0]} == {"cuda_set", "bench_B_compiled_cold", "bench_C_compiled_cold"}
-    assert all(len(g) == 1 for g in groups[1:])  # everything that times runs alone
-    train_names = {f"train_amp{a}_cl{c}" for a, c in ((1, 1), (1, 0), (0, 1), (0, 0))[: 4 if size == "paper" else 1]}
-    assert {f"bench_{o}_{k}" for o in "BC" for k in ("eager", "compiled")} | {"search_eager", "search_compiled",
-                                                                           "torchrun"} | train_names <= set(steps)
+    order = [s.name for g in groups for s in g]
+    # what decides the Table 2 plan comes first: eager speed, a real search epoch, the CUDA set with the
+    # cold compiles, the compiled (CUDA graphs) speed, then searches at once; throughput extras last
+    assert order[:5] == ["bench_C_eager", "bench_B_eager", "search_eager", "cuda_set", "bench_C_graphs_cold"]
+    assert order.index("procs_6") < order.index("search_compiled") < order.index("bench_C_compiled") \
+        < order.index("train_amp1_cl1") < order.index("torchrun") == len(order) - 1
+    assert [len(g) for g in groups if len(g) > 1] == [3]  # only the untimed cold-cache group runs side by side
+    steps = resolved(groups, {"bench_C_graphs": dict(status="ok", result=dict(iteration_s=0.01)),
+                              "bench_C_eager": dict(status="ok", result=dict(iteration_s=0.05))})
+    assert {f"bench_{o}_{k}" for o in "BC" for k in ("eager", "graphs", "compiled")} | {
+        "search_eager", "search_compiled", "torchrun", "procs_2", "procs_4", "procs_6"} <= set(steps)
     for name, step in steps.items():
         script, args = script_and_args(step.argv)
         assert "--device=cuda" in args or name == "cuda_set", name
         if script == "bench.py":
             b = runs.parse_config(bench.BenchConfig, args)
             assert (b.C, b.layers, b.batch_size) == ((16, 5, 64) if size == "paper" else (4, 1, 8))
-            assert b.compile == ("compiled" in name)
+            assert b.compile == ("eager" not in name) and b.cuda_graphs == ("graphs" in name or "procs" in name)
+            assert b.backend == ("inductor" if size == "paper" else "eager")
+            if name.startswith("procs"):  # the faster mode measured (here CUDA graphs), B and C in turn
+                assert b.procs == int(name[-1]) and b.seconds > 0 and b.option == "BC" and b.compile
+            else:
+                assert b.gpu_busy > 0
         elif script == "search.py":
             c = search.make_config(args)
-            assert (c.dataset, c.C, c.layers, c.batch_size, c.stop_after) == (
-                "synthetic", *((16, 5, 64) if size == "paper" else (4, 1, 8)), 1)
+            assert (c.dataset, c.C, c.layers, c.batch_size) == (
+                "synthetic", *((16, 5, 64) if size == "paper" else (4, 1, 8)))
+            assert c.stop_after == (2 if name == "search_compiled" else 1)
             if size == "paper" and name != "torchrun":  # the full 25,000 / 25,000 split: 390 steps of 64
                 assert c.subset == 0 and c.compile == (name == "search_compiled")
         elif script == "train.py":
@@ -63,15 +85,62 @@ def test_every_step_is_a_valid_run_of_its_script(size, tmp_path, monkeypatch):
             assert t.dataset == "synthetic" and info.size == 32 and t.device == "cuda"
             assert (t.C, t.layers, t.batch_size) == ((36, 20, 96) if size == "paper" else (4, 1, 32))
         else:
-            assert step.argv[-1] == "tests/test_cuda.py" and name == "cuda_set"
+            assert step.argv[-1] == "tests/test_cuda.py" and "-v" in step.argv and name == "cuda_set"
     one_gpu = gpu_check.plan(cfg, {"gpus": [{}]})[-1][0]
     assert one_gpu.name == "torchrun" and one_gpu.result["status"] == "skipped"
+    eager_procs = resolved(gpu_check.plan(cfg, {"gpus": [{}]}))["procs_4"]  # no compiled result: eager
+    assert "--compile=0" in eager_procs.argv and "eager" in eager_procs.what
+
+
+def test_the_cuda_sets_tests_survive_a_stop(tmp_path):
+    out = "tests/test_cuda.py::test_a PASSED [ 10%]\ntests/test_cuda.py::test_b[C] FAILED [ 20%]\n" \
+          "tests/test_cuda.py::test_c SKIPPED (needs a CUDA GPU) [ 30%]\n"  # then the step was stopped
+    res = gpu_check._pytest_tests(None, out)
+    assert res["tests"] == {"test_a": "PASSED", "test_b[C]": "FAILED", "test_c": "SKIPPED"}
+    assert (res["passed"], res["failed"], res["skipped"], res["failures"]) == (1, 1, 1, ["test_b[C]"])
+
+
+def test_the_table2_plan_predicts_minutes_and_picks_the_jobs():
+    def ok(**result):
+        return dict(status="ok", result=result)
+    records = {"bench_B_eager": ok(iteration_s=0.06), "bench_C_eager": ok(iteration_s=0.04),
+               "bench_B_graphs": ok(iteration_s=0.012), "bench_C_graphs": ok(iteration_s=0.008),
+               "procs_2": ok(iterations_per_s=150.0, compile=True), "procs_4": ok(iterations_per_s=240.0, compile=True),
+               "procs_6": ok(iterations_per_s=230.0, compile=True), "search_compiled": ok(iteration_s=0.01)}
+    p = gpu_check.table2_plan(records)
+    assert p["mode"] == "graphs" and p["overhead"] == pytest.approx(1.25)  # a real epoch: 0.01 s per 0.008 s
+    assert p["iterations_per_s"][1] == pytest.approx(100.0)  # B then C alone: 2 / (0.012 + 0.008)
+    assert p["minutes"][4] == pytest.approx(6 * 19_550 / 240 * 1.25 / 60, abs=0.1)
+    assert p["jobs"] == 4 and p["sweep_flags"] == "--jobs=4 --compile=1"
+    records["bench_C_graphs"] = dict(status="failed")  # compiled failed: the plan is eager's
+    p = gpu_check.table2_plan(records)
+    assert p["mode"] == "eager" and set(p["minutes"]) == {1} and p["overhead"] == 1.0
+    assert gpu_check.table2_plan({}) == {}
+
+
+def test_a_step_that_cannot_fit_is_skipped_and_one_the_budget_stops_is_cut(tmp_path, monkeypatch):
+    sleepy = gpu_check.Step("sleepy", "sleeps", ["-c", "import time; time.sleep(60)"], "bench_eager")
+    big = gpu_check.Step("big", "never starts", ["-c", "pass"], "search_eager")
+    monkeypatch.setattr(gpu_check, "plan", lambda cfg, env: [[sleepy], [big]])
+    monkeypatch.setitem(gpu_check.NEED, "bench_eager", 1)      # fits the budget: starts, its limit cut to it
+    monkeypatch.setitem(gpu_check.NEED, "search_eager", 10**6)  # never fits
+    cfg = ["--size=tiny", "--device=cpu", f"--out={tmp_path / 'c'}", "--budget=20"]
+    assert gpu_check.main(cfg) == 0  # neither a skipped nor a cut step fails the check
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    by = {s["name"]: s for s in summary["steps"]}
+    assert by["sleepy"]["status"] == "cut" and by["sleepy"]["seconds"] < 40
+    assert by["big"]["status"] == "skipped" and "out of time" in by["big"]["why"]
+    assert (summary["ran"], summary["skipped"], summary["cut"]) == (1, 1, 1)
+    # a second check into the same --out gets a folder of its own
+    monkeypatch.setattr(gpu_check, "plan", lambda cfg, env: [])
+    assert gpu_check.main(cfg) == 0
+    assert json.loads((tmp_path / "c-2" / "summary.json").read_text())["out"] == str(tmp_path / "c-2")
 
 
 def test_a_hanging_step_costs_only_its_own_limit(tmp_path):
-    hang = gpu_check.Step("hang", "sleeps", ["-c", "import time; time.sleep(120)"], 1)
-    quick = gpu_check.Step("quick", "prints", ["-c", "print('{\"x\": 1}')"], 60, gpu_check._last_json)
-    broken = gpu_check.Step("broken", "prints no JSON", ["-c", "print('no')"], 60, gpu_check._last_json)
+    hang = gpu_check.Step("hang", "sleeps", ["-c", "import time; time.sleep(120)"], "env")
+    quick = gpu_check.Step("quick", "prints", ["-c", "print('{\"x\": 1}')"], "env", gpu_check._last_json)
+    broken = gpu_check.Step("broken", "prints no JSON", ["-c", "print('no')"], "env", gpu_check._last_json)
     recs = gpu_check.run_steps([hang, quick, broken], str(tmp_path), [1, 60, 60])
     assert [r["status"] for r in recs] == ["timeout", "ok", "failed"]
     assert recs[0]["seconds"] < 30 and recs[1]["result"] == {"x": 1} and "could not read" in recs[2]["error"]
@@ -80,19 +149,22 @@ def test_a_hanging_step_costs_only_its_own_limit(tmp_path):
 def test_the_tiny_check_runs_end_to_end(tmp_path):
     out = tmp_path / "check"
     r = subprocess.run([sys.executable, "scripts/gpu_check.py", "--size=tiny", "--device=cpu", f"--out={out}",
-                        "--only=bench_C_eager,search_eager,train_amp1_cl1"], cwd=ROOT, capture_output=True,
+                        "--only=bench_C_eager,search_eager,procs_2,train_amp1_cl1"], cwd=ROOT, capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     by = {s["name"]: s for s in summary["steps"]}
-    assert set(by) == {"env", "bench_C_eager", "search_eager", "train_amp1_cl1"}
+    assert set(by) == {"env", "bench_C_eager", "search_eager", "procs_2", "train_amp1_cl1"}
     assert all(s["status"] == "ok" for s in by.values()), {k: s.get("tail") for k, s in by.items()}
     env = by["env"]["result"]
     assert env["torch"] and env["auto_device"] and "gpus" in env
     b = by["bench_C_eager"]["result"]
-    assert b["option"] == "C" and b["iteration_s"] > 0 and "peak_reserved_mb" in b
+    assert b["option"] == "C" and b["iteration_s"] > 0 and "peak_reserved_mb" in b and not b["compile"]
+    p = by["procs_2"]["result"]
+    assert p["procs"] == 2 and len(p["results"]) == 2 and p["iterations_per_s"] > 0
     s = by["search_eager"]["result"]
     assert (s["steps"], s["batch"], s["processes"]) == (4, 8, 1) and s["images_per_s"] > 0  # 32 / 32 images
     assert by["train_amp1_cl1"]["result"]["images_per_s"] > 0
     md = (out / "summary.md").read_text()
-    assert all(f"| {name} |" in md for name in by if name != "env") and "4 of 4 steps passed" in md
+    assert all(f"| {name} |" in md for name in by if name != "env") and "5 of 5 steps that ran passed" in md
+    assert summary["table2"]["mode"] == "eager" and "## Table 2 plan" in md

@@ -1,0 +1,298 @@
+"""The prepared command of a GPU window: one line runs the check or the paper's Table 2 row under a hard
+wall-clock limit and leaves what it did in at most 8 files of one folder, as the window returns them.
+
+Here, before the window (packs the data into the ignored folder .gpu/, ~19 MB; the window carries it):
+    python scripts/gpu_window.py --task=pack
+In the window (its command; OUT is the folder that comes back):
+    python scripts/gpu_window.py --task=check --out=$OUT      # scripts/gpu_check.py, <= 8 min
+    python scripts/gpu_window.py --task=table2 --out=$OUT     # the Table 2 row: sweep.py at full size
+Back here, after a table2 window (the run folders into results/nb201-full, checkpoints included):
+    python scripts/gpu_window.py --task=unpack --out=FILES_AT
+
+table2 runs, in the carried tree, `sweep.py --out=results/nb201-full --options=BC --seeds=1,2,3` on the
+packed 50,000 CIFAR-10 training images (25k / 25k, the paper's split), C=16, N=5, 50 epochs (19,550
+weight steps), --compile=1 (CUDA graphs) and --bench201 from the public table, with --jobs searches at
+once on the GPU (give the check's plan). It resumes every run folder it finds there, so the next window
+continues with the same command when the unfinished runs' checkpoints travel back (`--task=unpack`, then
+`carry` results/nb201-full: ~7 MB per option-C and ~14 MB per option-B checkpoint at C=16).
+
+The limit: the child (the check or the sweep) runs in its own process group; at --limit minus the
+packing reserve it gets SIGTERM (every search checkpoints after its current step), 20 s later SIGKILL.
+What it has done is packed into OUT every --every seconds while it runs and once at the end (each file
+written beside and renamed, so a window killed mid-write still returns the last whole pack):
+  window.md       what ran, how it ended, the files here (and, for table2, the sweep's table and each run's state)
+  window.log      the child's output (its last 2 MB)
+  check: summary.md, summary.json, check.tar.gz (every step's log; no checkpoint)
+  table2: runs.tar.gz (each run folder without checkpoints: config, log, history, alphas, genotype, device,
+          plus the sweep's table.md / table.json); checkpoints.tar.gz.N (the unfinished runs'
+          checkpoint.pt, in parts of at most 15 MiB, at most 5 parts: those that do not fit are named in window.md)
+Exit status: the child's (0: the check passed / every run finished), 124 when the limit stopped it,
+2 on a bad flag or a missing pack.
+"""
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from harness import runs  # noqa: E402
+
+MAX_FILES, MAX_BYTES, PART_BYTES, MAX_PARTS = 8, 16 * 2**20, 15 * 2**20, 5
+LOG_BYTES = 2 * 2**20
+
+
+@dataclass
+class WindowConfig:
+    task: str = "check"                 # pack | check | table2 | unpack
+    out: str = ""                       # the returned folder (default: $OUT); for unpack: the folder the window returned
+    limit: int = 560                    # seconds for the whole command, packing included (a window's command: <= 600)
+    reserve: int = 25                   # seconds kept for the last pack after the child is stopped
+    every: int = 60                     # seconds between packs while the child runs
+    pack_dir: str = ".gpu"              # the carried folder: the packed data, unpacked next to it in the window
+    data: str = "../shared/data/cifar10-50k"              # --task=pack: the ImageFolder tree to pack
+    bench201: str = "../shared/data/nb201/nb201-public.csv"  # --task=pack: the public NAS-Bench-201 table
+    runs_out: str = "results/nb201-full"  # table2: the sweep's folder (in the carried tree)
+    options: str = "BC"
+    seeds: str = "1,2,3"
+    jobs: int = 6                       # table2: searches at once on the GPU (the check's plan says which)
+    compile: bool = True                # table2: --compile of the searches (CUDA graphs on a GPU)
+    size: str = "paper"                 # paper | tiny (C=4, one cell, batch 4: the suite's check)
+    epochs: int = 50
+    device: str = "auto"
+    only: str = ""                      # check: scripts/gpu_check.py's --only (step names or prefixes)
+
+
+# table2's search flags per size; the data and the table are the packed ones.
+SEARCH = {"paper": ["--C=16", "--layers=5", "--log_every=50"],
+          "tiny": ["--C=4", "--layers=1", "--batch_size=4", "--log_every=0", "--workers=0"]}
+
+
+def say(msg):
+    print(f"gpu_window: {msg}", file=sys.stderr, flush=True)
+
+
+def data_name(cfg):
+    return os.path.basename(os.path.normpath(cfg.data))
+
+
+def pack(cfg):
+    """The data and the table into PACK_DIR (ignored by git; the window's `carry` names it)."""
+    for path in (cfg.data, cfg.bench201):
+        if not os.path.exists(path):
+            raise runs.ConfigError(f"--task=pack: {path} does not exist")
+    os.makedirs(cfg.pack_dir, exist_ok=True)
+    archive = os.path.join(cfg.pack_dir, data_name(cfg) + ".tar.gz")
+    with tarfile.open(archive + ".tmp", "w:gz") as tar:
+        tar.add(cfg.data, arcname=data_name(cfg))
+    os.replace(archive + ".tmp", archive)
+    shutil.copyfile(cfg.bench201, os.path.join(cfg.pack_dir, "nb201-public.csv"))
+    mb = sum(os.path.getsize(os.path.join(cfg.pack_dir, f)) for f in os.listdir(cfg.pack_dir)
+             if os.path.isfile(os.path.join(cfg.pack_dir, f))) / 2**20
+    say(f"packed {archive} and nb201-public.csv: {mb:.1f} MB in {cfg.pack_dir} (carry it: run(carry=['{cfg.pack_dir}']))")
+
+
+def unpacked_data(cfg):
+    """PACK_DIR/data/<name>: the packed ImageFolder tree, extracted once."""
+    archives = [f for f in sorted(os.listdir(cfg.pack_dir)) if f.endswith(".tar.gz")] if os.path.isdir(cfg.pack_dir) else []
+    if not archives or not os.path.exists(os.path.join(cfg.pack_dir, "nb201-public.csv")):
+        raise runs.ConfigError(f"{cfg.pack_dir}: no packed data (run --task=pack before the window and carry "
+                               f"{cfg.pack_dir})")
+    name = archives[0][: -len(".tar.gz")]
+    target = os.path.join(cfg.pack_dir, "data")
+    if not os.path.isdir(os.path.join(target, name)):
+        with tarfile.open(os.path.join(cfg.pack_dir, archives[0])) as tar:
+            tar.extractall(target, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(target)
+    return os.path.join(target, name)
+
+
+def child_argv(cfg, work):
+    """The command the window runs (after the python executable)."""
+    if cfg.task == "check":
+        return ["scripts/gpu_check.py", f"--size={cfg.size}", f"--device={cfg.device}", f"--out={work}",
+                f"--budget={max(cfg.limit - cfg.reserve - 40, 60)}"] + ([f"--only={cfg.only}"] if cfg.only else [])
+    data = unpacked_data(cfg)
+    return ["sweep.py", f"--out={cfg.runs_out}", f"--options={cfg.options}", f"--seeds={cfg.seeds}",
+            f"--jobs={cfg.jobs}", "--dataset=imagefolder", f"--data={os.path.relpath(data, ROOT)}",
+            f"--epochs={cfg.epochs}", f"--compile={int(cfg.compile)}", f"--device={cfg.device}",
+            f"--bench201={os.path.relpath(os.path.join(cfg.pack_dir, 'nb201-public.csv'), ROOT)}", *SEARCH[cfg.size]]
+
+
+def _write(out, name, data):
+    """OUT/name <- data (bytes), written beside and renamed: a kill mid-write leaves the last whole file."""
+    tmp = os.path.join(out, f".{name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, os.path.join(out, name))
+
+
+def _tar(members):
+    """members: [(path on disk, name in the archive)] -> the .tar.gz bytes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path, arcname in members:
+            if os.path.isfile(path):
+                tar.add(path, arcname=arcname)
+    return buf.getvalue()
+
+
+def _files_under(folder, skip=lambda name: False):
+    for base, _, names in os.walk(folder):
+        for name in sorted(names):
+            if not skip(name):
+                yield os.path.join(base, name)
+
+
+def is_checkpoint(name):
+    return name.startswith("checkpoint") or name == ".lock"
+
+
+def run_states(cfg):
+    """[(run name, epochs done, finished?)] of the sweep's run folders."""
+    from harness.checkpoints import read_json
+    states = []
+    if not os.path.isdir(cfg.runs_out):
+        return states
+    for name in sorted(os.listdir(cfg.runs_out)):
+        folder = os.path.join(cfg.runs_out, name)
+        if not os.path.isdir(folder) or name == "figures":
+            continue
+        history = os.path.join(folder, "history.json")
+        done = len(read_json(history)) if os.path.exists(history) else 0
+        states.append((name, done, done >= cfg.epochs and os.path.exists(os.path.join(folder, "genotype.json"))))
+    return states
+
+
+def pack_results(cfg, work, log_path, status, t0):
+    """Everything worth returning, into OUT, in at most MAX_FILES files of at most MAX_BYTES each."""
+    files, notes = {}, []
+    with open(log_path, "rb") as f:
+        f.seek(max(os.path.getsize(log_path) - LOG_BYTES, 0))
+        files["window.log"] = f.read()
+    if cfg.task == "check":
+        for name in ("summary.md", "summary.json"):
+            path = os.path.join(work, name)
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    files[name] = f.read()
+        files["check.tar.gz"] = _tar([(p, os.path.relpath(p, work)) for p in _files_under(work, is_checkpoint)])
+    else:
+        top = os.path.dirname(os.path.normpath(cfg.runs_out)) or "."
+        files["runs.tar.gz"] = _tar([(p, os.path.relpath(p, top)) for p in _files_under(cfg.runs_out, is_checkpoint)])
+        states = run_states(cfg)
+        ckpts = [(os.path.join(cfg.runs_out, name, "checkpoint.pt"), name) for name, _, finished in states
+                 if not finished]
+        parts, part, size = [], [], 0
+        for path, name in ckpts:
+            if not os.path.exists(path):
+                continue
+            n = os.path.getsize(path)
+            if part and size + n > PART_BYTES:
+                parts.append(part)
+                part, size = [], 0
+            part.append((path, os.path.relpath(path, os.path.dirname(os.path.normpath(cfg.runs_out)) or ".")))
+            size += n
+        if part:
+            parts.append(part)
+        for i, members in enumerate(parts):
+            blob = _tar(members)
+            if i >= MAX_PARTS or len(blob) > MAX_BYTES:
+                notes.append(f"not returned (over the window's file limits): {', '.join(m[1] for m in members)}")
+                continue
+            files[f"checkpoints.tar.gz.{i}"] = blob
+    lines = [f"# GPU window: --task={cfg.task}", "", f"status: {status}; {time.time() - t0:.0f} s of the "
+             f"{cfg.limit} s limit; child: `python {' '.join(cfg.child)}`", ""]
+    if cfg.task == "table2":
+        lines += ["| run | epochs done | finished |", "|---|---|---|"]
+        lines += [f"| {name} | {done} of {cfg.epochs} | {'yes' if fin else 'no'} |" for name, done, fin in run_states(cfg)]
+        table = os.path.join(cfg.runs_out, "table.md")
+        if os.path.exists(table):
+            with open(table) as f:
+                lines += ["", f.read().strip()]
+    lines += ["", "Files: " + ", ".join(f"{k} ({len(v) / 2**20:.2f} MB)" for k, v in files.items())] + notes
+    files = {"window.md": ("\n".join(lines) + "\n").encode(), **files}
+    for name, blob in list(files.items())[:MAX_FILES]:
+        _write(cfg.out, name, blob)
+
+
+def run_window(cfg):
+    t0 = time.time()
+    os.makedirs(cfg.out, exist_ok=True)
+    if os.listdir(cfg.out):
+        raise runs.ConfigError(f"--out={cfg.out} is not empty: the window returns only what this run writes there")
+    work = os.path.join(cfg.pack_dir, "check-" + time.strftime("%Y%m%d-%H%M%S"))
+    cfg.child = child_argv(cfg, work)
+    os.makedirs(cfg.pack_dir, exist_ok=True)
+    log_path = os.path.join(cfg.pack_dir, "window-child.log")
+    say(f"python {' '.join(cfg.child)} (limit {cfg.limit} s)")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, *cfg.child], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    deadline, next_pack, status = t0 + cfg.limit - cfg.reserve, t0 + cfg.every, None
+    previous = {s: signal.signal(s, lambda signum, frame: os.killpg(proc.pid, signal.SIGTERM))
+                for s in (signal.SIGTERM, signal.SIGINT)}  # a stop from outside: the child checkpoints too
+    try:
+        while proc.poll() is None:
+            if time.time() >= deadline:
+                say(f"limit: stopping the child at {time.time() - t0:.0f} s")
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                status = f"stopped at the limit (child exit {proc.returncode})"
+                break
+            if time.time() >= next_pack:
+                pack_results(cfg, work, log_path, "running", t0)
+                next_pack = time.time() + cfg.every
+            time.sleep(0.5)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    rc = 124 if status else proc.returncode
+    status = status or f"child exit {proc.returncode}"
+    pack_results(cfg, work, log_path, status, t0)
+    say(f"{status}; results in {cfg.out}")
+    return rc
+
+
+def unpack(cfg):
+    """A table2 window's runs.tar.gz and checkpoint parts into the run folders here (the archives name
+    results/nb201-full/... relative to the parent of --runs_out)."""
+    top = os.path.dirname(os.path.normpath(cfg.runs_out)) or "."
+    names = sorted(f for f in os.listdir(cfg.out) if f == "runs.tar.gz" or f.startswith("checkpoints.tar.gz."))
+    if "runs.tar.gz" not in names:
+        raise runs.ConfigError(f"--out={cfg.out}: no runs.tar.gz (the folder a --task=table2 window returned)")
+    for name in names:
+        with tarfile.open(os.path.join(cfg.out, name)) as tar:
+            tar.extractall(top, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(top)
+    say(f"unpacked {', '.join(names)} into {cfg.runs_out}")
+
+
+def main(argv=None):
+    cfg = runs.parse_config(WindowConfig, argv)
+    if cfg.task not in ("pack", "check", "table2", "unpack"):
+        raise runs.ConfigError(f"--task={cfg.task}: choose pack, check, table2 or unpack")
+    if cfg.size not in SEARCH:
+        raise runs.ConfigError(f"--size={cfg.size}: choose paper or tiny")
+    runs.check_ranges(cfg, dict(limit="[10, inf)", reserve="[5, inf)", every="[1, inf)", jobs="[1, inf)",
+                                epochs="[1, inf)"))
+    if cfg.task == "pack":
+        return pack(cfg)
+    cfg.out = cfg.out or os.environ.get("OUT", "")
+    if not cfg.out:
+        raise runs.ConfigError("--out: give the folder the window returns (there: --out=$OUT)")
+    if cfg.task == "unpack":
+        return unpack(cfg)
+    return run_window(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(runs.cli(main))

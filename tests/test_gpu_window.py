@@ -1,0 +1,108 @@
+"""scripts/gpu_window.py, a GPU window's prepared command, at the tiny size on the CPU: it packs the data,
+runs the Table 2 sweep under its hard limit, is stopped there with every search checkpointed, returns at
+most 8 files of at most 16 MiB in one flat folder, and the next window continues the runs it returned
+(unpacked here, carried back); the check task returns the check's summary; bad input is one line."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from conftest import make_image_folder, write_nb201_table
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "gpu_window.py")
+spec = importlib.util.spec_from_file_location("gpu_window", SCRIPT)
+gpu_window = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gpu_window)
+
+
+def window(*args, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def returned(out):
+    """The files a window returns, checked against the device tool's limits."""
+    names = os.listdir(out)
+    assert len(names) <= 8 and all(os.path.isfile(os.path.join(out, n)) for n in names), names
+    assert all(os.path.getsize(os.path.join(out, n)) <= 16 * 2**20 for n in names)
+    assert not [n for n in names if n.startswith(".")]  # no half-written file left
+    return set(names)
+
+
+def epochs_done(runs_out, name):
+    with open(os.path.join(runs_out, name, "history.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("window")
+    make_image_folder(root / "images")
+    write_nb201_table(root / "nb201.csv")
+    r = window("--task=pack", f"--data={root / 'images'}", f"--bench201={root / 'nb201.csv'}",
+               f"--pack_dir={root / 'pack'}")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(root / "pack")) == ["images.tar.gz", "nb201-public.csv"]
+    return root
+
+
+def test_table2_stops_at_its_limit_returns_its_files_and_the_next_window_continues(packed, tmp_path):
+    runs_out = tmp_path / "window-tree" / "nb201-full"
+    flags = ["--task=table2", "--size=tiny", "--device=cpu", f"--pack_dir={packed / 'pack'}", f"--runs_out={runs_out}",
+             "--limit=20", "--reserve=5", "--every=3", "--jobs=2", "--seeds=1", "--epochs=500", "--compile=0"]
+    r = window(*flags, f"--out={tmp_path / 'out1'}")
+    assert r.returncode == 124, r.stderr  # the limit stopped it: 500 tiny epochs do not fit in 20 s
+    files = returned(tmp_path / "out1")
+    assert {"window.md", "window.log", "runs.tar.gz", "checkpoints.tar.gz.0"} <= files
+    md = (tmp_path / "out1" / "window.md").read_text()
+    assert "stopped at the limit" in md and "| B_s1 |" in md and "| C_s1 |" in md
+    with tarfile.open(tmp_path / "out1" / "runs.tar.gz") as tar:
+        names = tar.getnames()
+    assert {"nb201-full/B_s1/history.json", "nb201-full/C_s1/config.json", "nb201-full/table.md"} <= set(names)
+    assert not [n for n in names if "checkpoint" in n]
+    with tarfile.open(tmp_path / "out1" / "checkpoints.tar.gz.0") as tar:
+        assert sorted(tar.getnames()) == ["nb201-full/B_s1/checkpoint.pt", "nb201-full/C_s1/checkpoint.pt"]
+
+    # back here: unpack into a fresh tree (another machine), run the same command there: it continues
+    here = tmp_path / "here" / "nb201-full"
+    r = window("--task=unpack", f"--out={tmp_path / 'out1'}", f"--runs_out={here}")
+    assert r.returncode == 0, r.stderr
+    first = epochs_done(here, "C_s1")
+    assert len(first) >= 1 and (here / "C_s1" / "checkpoint.pt").exists()
+    flags[flags.index(f"--runs_out={runs_out}")] = f"--runs_out={here}"
+    r = window(*flags, f"--out={tmp_path / 'out2'}")
+    assert r.returncode == 124, r.stderr
+    returned(tmp_path / "out2")
+    again = epochs_done(here, "C_s1")
+    assert len(again) > len(first) and again[: len(first)] == first  # continued, the first epochs kept
+    assert "resum" in (here / "C_s1" / "log.txt").read_text()
+
+
+def test_check_task_returns_the_checks_summary(packed, tmp_path):
+    r = window("--task=check", "--size=tiny", "--device=cpu", f"--pack_dir={packed / 'pack'}", "--only=bench_C_eager",
+               f"--out={tmp_path / 'out'}", "--limit=200")
+    assert r.returncode == 0, r.stderr
+    files = returned(tmp_path / "out")
+    assert files == {"window.md", "window.log", "summary.md", "summary.json", "check.tar.gz"}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [s["name"] for s in summary["steps"]] == ["env", "bench_C_eager"] and summary["passed"] == 2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--task=fly"], "--task=fly"),
+    (["--task=table2", "--pack_dir=/nonexistent-pack", "--out=OUTDIR"], "no packed data"),
+    (["--task=check"], "--out"),
+    (["--task=unpack", "--out=EMPTY"], "no runs.tar.gz"),
+])
+def test_bad_input_is_one_line(args, words, tmp_path):
+    (tmp_path / "empty").mkdir()
+    args = [a.replace("OUTDIR", str(tmp_path / "o")).replace("EMPTY", str(tmp_path / "empty")) for a in args]
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    r = subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
