@@ -33,6 +33,9 @@ TABLE2_COLUMNS = (("cifar10", "valid_acc"), ("cifar10", "test_acc"), ("cifar100"
 TABLE2_KEYS = tuple(f"{ds}_{field}" for ds, field in TABLE2_COLUMNS)  # as bench201's CSV header names them
 CHANCE_COLUMN = ("cifar10", "test_acc")  # what percentiles and random baselines rank by (Table 2's headline)
 PERCENTILES = ("percentile_all", "percentile_pool_free")
+# A run "drifted to skip" when its final cell holds at least this many of the NB201 cell's 6 skip edges:
+# short of the all-skip cell, but most of the cell parameter-free (the 16k C_s3 run held 5).
+SKIP_HEAVY = 4
 
 
 def finished_run(folder, epochs):
@@ -88,6 +91,32 @@ def count_all_skip(flags):
     """[all_skip per finished run, None where not judged] -> {"count": k, "n": judged}."""
     judged = [f for f in flags if f is not None]
     return dict(count=sum(judged), n=len(judged))
+
+
+def count_skip_heavy(skips):
+    """[final skip edges per finished run, None where unknown] -> {"count": runs with >= SKIP_HEAVY, "n": judged}."""
+    judged = [k for k in skips if k is not None]
+    return dict(count=sum(k >= SKIP_HEAVY for k in judged), n=len(judged))
+
+
+def wilson(k, n, z=1.959964):
+    """The 95% Wilson score interval (lo, hi) of a rate from k successes in n trials; (0, 1) for n = 0.
+    Wilson rather than Clopper-Pearson: a closed form (Clopper-Pearson needs beta quantiles, i.e. scipy),
+    near the nominal 95% coverage at small n where the plain k/n +- 1.96 sd interval is far off."""
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = k / n, z * z
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z / (1 + z2 / n) * (p * (1 - p) / n + z2 / (4 * n * n)) ** 0.5
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _rate(counted):
+    """{"count": k, "n": n} -> "k of n (lo-hi%)", the 95% Wilson interval of the rate ("-" when nothing
+    was judged)."""
+    if not counted or not counted["n"]:
+        return "-"
+    lo, hi = wilson(counted["count"], counted["n"])
+    return f"{counted['count']} of {counted['n']} ({100 * lo:.0f}-{100 * hi:.0f}%)"
 
 
 def _pm(mean, std, digits):
@@ -198,6 +227,7 @@ def summarize(jobs, status=None, bench201_path=None):
         finished = [r for r in recs if r["state"] == "finished"]
         out[option] = dict(seeds=recs, n=len(finished), bench201_dataset=_dataset(finished),
                            all_skip=count_all_skip([r["all_skip"] for r in finished]),
+                           skip_heavy=count_skip_heavy([r["skip_count"] for r in finished]),
                            **{k: _stats([r[k] for r in finished]) for k in keys})
         lookups = [r["nb201"] for r in finished if "nb201" in r]
         if lookups:
@@ -220,17 +250,18 @@ def markdown(summary):
 
     dataset = _dataset([{"bench201_dataset": s["bench201_dataset"]} for s in summary.values()])
     bench = f"NB201 {DATASET_NAMES.get(dataset, dataset)} test acc." if dataset else "benchmark test acc."
-    lines = [f"| option | seeds | {bench} (%) | final skip edges | all-skip cells | supernet train acc. (%) | "
-             "α-half acc. (%) | minutes per run |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| option | seeds | {bench} (%) | final skip edges | all-skip cells | >= {SKIP_HEAVY} skip edges | "
+             "supernet train acc. (%) | α-half acc. (%) | minutes per run |", "|---|---|---|---|---|---|---|---|---|"]
     for option, s in summary.items():
         lines.append(f"| {option} | {s['n']} | {cell(s['bench_test_acc'], 2)} | {cell(s['skip_count'], 2)} | "
-                     f"{_of(s.get('all_skip'))} | "
+                     f"{_rate(s.get('all_skip'))} | {_rate(s.get('skip_heavy'))} | "
                      f"{cell(s['train_acc'], 1)} | {cell(s['alpha_half_acc'], 1)} | {cell(s['minutes'], 0)} |")
     found = {o: s["nb201"] for o, s in summary.items() if s.get("nb201")}
     if found:
         lines += ["", *_header("option", *chance_columns()),
                   *(f"| {o} | {chance_cells(agg)}" for o, agg in found.items()), "", chance_note(found.values())]
-    lines += ["", "Mean ± sample std (ddof=1) over the finished seeds. Each seed:", "",
+    lines += ["", f"Mean ± sample std (ddof=1) over the finished seeds; k of n with the 95% Wilson interval of the "
+              f"rate. Each seed:", "",
               f"| run | state | {bench} | skip | train | α-half | minutes | compiled | device | cell |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for option, s in summary.items():
@@ -321,11 +352,6 @@ def _column_name(key):
     return f"{DATASET_NAMES.get(ds, ds)} {field.split('_')[0]}"
 
 
-def _of(counted):
-    """{"count": k, "n": n} -> "k of n" ("-" when nothing was judged)."""
-    return f"{counted['count']} of {counted['n']}" if counted and counted["n"] else "-"
-
-
 def write_table(cfg, jobs, status=None, say=print):
     """OUT/table.json and OUT/table.md (each atomic) -> (summary, the finished runs)."""
     summary, done = summarize(jobs, status)
@@ -394,7 +420,8 @@ def ladder_markdown(by):
         return "-" if not n else _pm(mean, std, digits)
 
     lines = ["| search images (weight / α) | weight steps per run | option | finished seeds | benchmark test acc. (%) "
-             "| per seed | all-skip cells | final skip edges |", "|---|---|---|---|---|---|---|---|"]
+             f"| per seed | all-skip cells | >= {SKIP_HEAVY} skip edges | final skip edges |",
+             "|---|---|---|---|---|---|---|---|---|"]
     rungs = [(size, option, by[option][size]) for size in sorted({size for sizes in by.values() for size in sizes})
              for option in sorted(by) if by[option].get(size)]
     for size, option, recs in rungs:
@@ -402,8 +429,9 @@ def ladder_markdown(by):
         seeds = ", ".join("-" if r["acc"] is None else f"{r['acc']:.2f}" for r in recs)
         lines.append(f"| {size[0]:,} / {size[1]:,} | {', '.join(f'{s:,}' for s in steps) or '-'} | {option} | "
                      f"{len(recs)} | {cell([r['acc'] for r in recs], 2)} | {seeds} | "
-                     f"{_of(count_all_skip([r['all_skip'] for r in recs]))} | {cell([r['skip'] for r in recs], 2)} |")
-    lines += ["", PAPER_LADDER_NOTE]
+                     f"{_rate(count_all_skip([r['all_skip'] for r in recs]))} | "
+                     f"{_rate(count_skip_heavy([r['skip'] for r in recs]))} | {cell([r['skip'] for r in recs], 2)} |")
+    lines += ["", "k of n: with the 95% Wilson interval of the rate.", "", PAPER_LADDER_NOTE]
     found = [(size, option, against_chance([r["nb201"] for r in recs if "nb201" in r],
                                            {r["chance"]["table"]: r["chance"] for r in recs if r["chance"]}.get))
              for size, option, recs in rungs if any("nb201" in r for r in recs)]

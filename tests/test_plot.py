@@ -226,10 +226,12 @@ def test_data_ladder_over_sweep_folders(tmp_path, nb201_table):
     text = open(paths[1]).read()
     lines = text.split("\n\n")[0].splitlines()
     rows = [line for line in lines if line.startswith("| 2,000") or line.startswith("| 8,000")]
-    assert rows == ["| 2,000 / 2,000 | - | B | 2 | 71.15 ± 23.83 | 88.00, 54.30 | 1 of 2 | 5.00 ± 1.41 |",
-                    "| 2,000 / 2,000 | - | C | 1 | 91.00 ± 0.00 | 91.00 | 0 of 1 | 0.00 ± 0.00 |",
-                    "| 8,000 / 8,000 | 1,550 | B | 2 | 54.30 ± 0.00 | 54.30, 54.30 | 2 of 2 | 6.00 ± 0.00 |",
-                    "| 8,000 / 8,000 | 1,550 | C | 2 | 92.50 ± 0.71 | 93.00, 92.00 | 1 of 2 | 3.50 ± 3.54 |"], rows
+    # k of n with its 95% Wilson interval (0 of 1: 0-79%, 1 of 2: 9-91%, 2 of 2: 34-100%)
+    assert rows == [
+        "| 2,000 / 2,000 | - | B | 2 | 71.15 ± 23.83 | 88.00, 54.30 | 1 of 2 (9-91%) | 2 of 2 (34-100%) | 5.00 ± 1.41 |",
+        "| 2,000 / 2,000 | - | C | 1 | 91.00 ± 0.00 | 91.00 | 0 of 1 (0-79%) | 0 of 1 (0-79%) | 0.00 ± 0.00 |",
+        "| 8,000 / 8,000 | 1,550 | B | 2 | 54.30 ± 0.00 | 54.30, 54.30 | 2 of 2 (34-100%) | 2 of 2 (34-100%) | 6.00 ± 0.00 |",
+        "| 8,000 / 8,000 | 1,550 | C | 2 | 92.50 ± 0.71 | 93.00, 92.00 | 1 of 2 (9-91%) | 1 of 2 (9-91%) | 3.50 ± 3.54 |"], rows
     bench = bench201.NB201(nb201_table)
     skip_acc, other_acc = (fake_nb201_accuracy(bench.index_of(a)) for a in (all_skip_arch, other_arch))
     chance = bench.baselines()

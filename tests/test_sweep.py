@@ -56,7 +56,10 @@ def test_sweep_table_figures_skip_and_a_failed_run(tiny_folder, nb201_table, tmp
         assert table[option]["all_skip"] == dict(count=sum(map(G.all_skip, cells)), n=n)
     assert "| final skip edges | all-skip cells |" in (out / "table.md").read_text()
     b_row = next(line for line in (out / "table.md").read_text().splitlines() if line.startswith("| B | 1 | "))
-    assert f" | {table['B']['all_skip']['count']} of 1 | " in b_row, b_row
+    assert f" | {table['B']['all_skip']['count']} of 1 (" in b_row, b_row
+    for option in "BC":  # runs that ended with >= 4 of the 6 skip edges, over the finished runs
+        recs = [r for r in table[option]["seeds"] if r["state"] == "finished"]
+        assert table[option]["skip_heavy"] == dict(count=sum(r["skip_count"] >= 4 for r in recs), n=len(recs))
     assert "| B_s2 | failed (exit 2)" in (out / "table.md").read_text()
     # the same command again: finished runs are skipped and left as they were
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("?_s?/history.json")}
@@ -333,3 +336,10 @@ def test_searches_are_spread_over_the_gpus_and_name_their_device(tmp_path, monke
     cpu = runs.cpu_name()
     assert cpu.endswith(", " + torch.backends.cpu.get_cpu_capability()) and len(cpu) > len(", AVX2")
     assert sweep_table.run_devices(first) == f"GPU 3, cpu x2 threads ({cpu})"
+
+
+@pytest.mark.parametrize("k, n, lo, hi", [(0, 3, 0.0, 0.5615), (3, 3, 0.4385, 1.0), (1, 2, 0.0945, 0.9055),
+                                          (5, 10, 0.2366, 0.7634), (0, 0, 0.0, 1.0)])
+def test_wilson_interval(k, n, lo, hi):
+    # 0 of n: the upper end is z^2 / (n + z^2); k of n and n-k of n mirror each other
+    assert sweep_table.wilson(k, n) == pytest.approx((lo, hi), abs=1e-4)
