@@ -260,8 +260,8 @@ def markdown(summary):
     if found:
         lines += ["", *_header("option", *chance_columns()),
                   *(f"| {o} | {chance_cells(agg)}" for o, agg in found.items()), "", chance_note(found.values())]
-    lines += ["", f"Mean ± sample std (ddof=1) over the finished seeds; k of n with the 95% Wilson interval of the "
-              f"rate. Each seed:", "",
+    lines += ["", "Mean ± sample std (ddof=1) over the finished seeds; k of n with the 95% Wilson interval of the "
+              "rate. Each seed:", "",
               f"| run | state | {bench} | skip | train | α-half | minutes | compiled | device | cell |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for option, s in summary.items():

@@ -116,7 +116,7 @@ def child_argv(cfg, work):
     """The command the window runs (after the python executable)."""
     if cfg.task == "check":
         return ["scripts/gpu_check.py", f"--size={cfg.size}", f"--device={cfg.device}", f"--out={work}",
-                f"--budget={max(cfg.limit - cfg.reserve - 40, 60)}"] + ([f"--only={cfg.only}"] if cfg.only else [])
+                f"--budget={min(480, max(cfg.limit - cfg.reserve - 40, 60))}"] + ([f"--only={cfg.only}"] if cfg.only else [])
     data = unpacked_data(cfg)
     return ["sweep.py", f"--out={cfg.runs_out}", f"--options={cfg.options}", f"--seeds={cfg.seeds}",
             f"--jobs={cfg.jobs}", "--dataset=imagefolder", f"--data={os.path.relpath(data, ROOT)}",
