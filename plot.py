@@ -14,11 +14,16 @@ per option of Table 1). analysis.py runs (config.json has "exp"): fig2_plain.png
 fig4_eta.png (Sec. 4, harness/analysis_figures.py). Sweep folders: ladder.png (harness/sweep_figures.py)
 and ladder.md, its numbers as a table (harness/sweep_table.py), with each found cell's Table 2 columns,
 percentiles against random cells and final top-2 margins of softmax(alpha) (looked up in --bench201=PATH,
-else in the table each run recorded). Benchmark accuracy: the run's logged "bench201", else the
+else in the table each run recorded); sweeps whose runs' settings differ in more than the number of
+images are refused in one line, and a seed two sweeps hold at one rung counts once, from the first
+folder given (a note says which). Benchmark accuracy: the run's logged "bench201", else the
 --bench201=PATH table. matplotlib is needed by this file and the
 harness/*_figure(s).py, figure_style.py it imports only.
 """
+import dataclasses
+import inspect
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -32,7 +37,7 @@ from harness.checkpoints import atomic_write
 from harness.figure_style import OP_COLOURS, PAPER_NB201, edge_title, on_cifar10, plt, run_style, save
 from harness.rundir import bench_acc, bench_label, load_run
 from harness.sweep_figures import ladder_figure
-from harness.sweep_table import ladder as ladder_runs, ladder_markdown
+from harness.sweep_table import ladder as ladder_runs, ladder_markdown, ladder_notes
 from spaces import get_space
 
 
@@ -40,11 +45,28 @@ from spaces import get_space
 class PlotConfig:
     out: str = "figures"       # folder for the PNGs (created)
     bench201: str = ""         # NB201 table (any bench201.py format) for runs that did not log accuracies
-    dpi: int = 120
+    dpi: int = 120             # resolution of the PNGs (dots per inch)
+
+
+HELP_FLAGS = ("--help", "-h")
+
+
+def help_text():
+    """What --help prints: the docstring's first line and command lines, then each key with its default
+    and the comment after its field in PlotConfig. plot.py's own: the command line holds folders beside
+    the keys, so runs.parse_config never sees all of it."""
+    doc = __doc__.splitlines()
+    notes = dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.*)$", inspect.getsource(PlotConfig), re.M))
+    keys = [f"  --{f.name}={f.default}".ljust(20) + notes.get(f.name, "") for f in dataclasses.fields(PlotConfig)]
+    return "\n".join([doc[0], "", "usage:", *(line[2:] for line in doc if line.startswith("    python plot.py")),
+                      "", "keys (--key=value, shown with the default):", *keys])
 
 
 def fig5_alphas(run, cfg):
-    """Fig. 5: per edge, softmax(alpha) of each candidate op against the epoch (one figure per cell kind)."""
+    """Fig. 5: per edge, softmax(alpha) of each candidate op against the epoch (one figure per cell kind).
+    The y axis starts at 0 and reaches at least twice the uniform level 1/K (K ops on the edge; dashed),
+    where α = 0 puts every op: scaled to the data, a short run's 0.1995-0.2005 would fill the panel and
+    read as a strong trend."""
     space, paths = get_space(run.config["space"]), []
     epochs = [a["epoch"] for a in run.alphas]
     for kind in space.cell_kinds:
@@ -53,21 +75,24 @@ def fig5_alphas(run, cfg):
         rows = -(-n // cols)
         fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.5 * rows), sharex=True, sharey=True,
                                  squeeze=False)  # one y scale: edges compare honestly
-        handles = {}
+        handles, uniform = {}, [1 / len(ops) for ops in space.ops(kind)]
         for e, ax in enumerate(axes.flat):
             ax.set_visible(e < n)
             for k, op in enumerate(space.ops(kind)[e] if e < n else ()):
                 handles[op], = ax.plot(epochs, probs[:, e, k], color=OP_COLOURS[op], lw=1.6, label=op)
+            if e < n:
+                handles["uniform (α = 0)"] = ax.axhline(uniform[e], color="gray", ls="--", lw=1)
             ax.set(title=edge_title(space, e) if e < n else "", ylabel="softmax(α)" if e % cols == 0 else "")
             ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs
             if n - cols <= e < n:  # the lowest panel of each column carries the epoch axis
                 ax.set_xlabel("epoch")
                 ax.tick_params(labelbottom=True)
+        axes[0, 0].set_ylim(0, min(1.0, max(2 * max(uniform), 1.1 * probs.max())))  # shared by every panel
         fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6),
                    bbox_to_anchor=(0.5, -0.06 if rows < 3 else -0.02), frameon=False, fontsize=10)
         cell = f"{kind} cell, " if len(space.cell_kinds) > 1 else ""
         fig.suptitle(f"softmax(α) per edge over the search (paper Fig. 5): {cell}run {run.name} "
-                     f"({space.name}, option {run.label})")
+                     f"({space.name}, option {run.label}); y from 0, dashed: uniform")
         fig.tight_layout()
         suffix = f"_{kind}" if len(space.cell_kinds) > 1 else ""
         paths.append(save(fig, cfg.out, f"fig5_alphas_{run.name}{suffix}.png", cfg.dpi))
@@ -194,8 +219,12 @@ def draw_all(loaded, table, cfg):
 
 
 def main(argv=None):
-    """`RUN_DIR ... --key=value ...` -> draw every applicable figure; returns (and prints) the PNG paths."""
+    """`RUN_DIR ... --key=value ...` -> draw every applicable figure; returns (and prints) the PNG paths.
+    --help or -h: prints help_text and draws nothing."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if any(a in HELP_FLAGS for a in argv):
+        print(help_text())
+        return []
     cfg = runs.parse_config(PlotConfig, [a for a in argv if a.startswith("--")])
     dirs = [a for a in argv if not a.startswith("--")]
     if not dirs:
@@ -206,9 +235,11 @@ def main(argv=None):
     dirs = [d for d in dirs if d not in sweeps]
     ladder = []
     if sweeps:
-        os.makedirs(cfg.out, exist_ok=True)
-        table = os.path.join(cfg.out, "ladder.md")  # the figure's numbers: mean ± std, all-skip counts
         by_size = ladder_runs(sweeps, cfg.bench201)  # the folders read once, for the table and the figure
+        os.makedirs(cfg.out, exist_ok=True)  # after the settings check: a refused ladder leaves nothing behind
+        table = os.path.join(cfg.out, "ladder.md")  # the figure's numbers: mean ± std, all-skip counts
+        for note in ladder_notes(by_size):  # a seed two sweeps hold: which run counted (ladder.md says it too)
+            print(note)
         text = ladder_markdown(by_size)
         atomic_write(table, lambda f: f.write(text), mode="w")
         ladder = [ladder_figure(by_size, cfg), table]

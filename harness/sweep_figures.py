@@ -1,6 +1,7 @@
 """Figures over sweeps (sweep.py's folders): a sweep's skip count and benchmark accuracy per epoch with
 Fig. 1 as mean ± std over seeds (sweep.py draws these when it ends), and the data ladder: final cell
-quality against the number of search images, every seed a dot, the mean per option a line.
+quality against the weight steps of a run (one rung per number of search images, the paper's Table 2 at
+its steps), every seed a dot, the mean per option a line.
 """
 import os
 
@@ -8,8 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from harness.figure_style import OPTION_STYLE, PAPER_NB201, on_cifar10, save
-from harness.rundir import bench_acc, bench_label
-from harness.sweep_table import ladder
+from harness.rundir import BENCH201_NAMES, bench_acc, bench_label
+from harness.sweep_table import PAPER_STEPS, ladder
 
 
 def sweep_figures(sweep_runs, out, dpi=120):
@@ -79,35 +80,84 @@ def points(by_size):
     return by
 
 
+# Table 2's rows as points of the ladder (CIFAR-10 test acc. %, sample std over 3 runs, final skip edges
+# where the paper says: DARTS ends in the all-skip cell); drawn at the paper's PAPER_STEPS weight steps
+PAPER_POINTS = {"B": ("DARTS", PAPER_NB201[0][1], 0.0, 6), "C": ("RF-DARTS", PAPER_NB201[1][1], 0.15, None)}
+OPTION_NAMES = {"B": "DARTS", "C": "RF-DARTS"}
+SPREAD = 0.035  # decades between the options' dots at one rung; a rung's seeds spread over a third of it
+
+
 def ladder_figure(by_size, cfg):
     """The data ladder (sweep_table.ladder's dict, read once for this and ladder.md): final benchmark
-    accuracy and final skip count against the number of search images; every seed a dot, the mean per
-    option a line (the paper's Table 2 numbers as references)."""
-    by = points(by_size)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
-    for option, rungs in sorted(by.items()):
+    accuracy and final skip count against the weight steps of a run (log x: the rungs and the paper's
+    PAPER_STEPS on one scale); every seed a dot, the mean per option a line; on NB201 CIFAR-10 the
+    paper's Table 2 as hollow points at its steps and the benchmark's optimum as a line. The dots of a
+    rung are spread sideways (options apart, then seeds) so none hides another; the title says so. A
+    panel with no values (no benchmark accuracy: a sweep without --bench201, a DARTS-space or SVHN
+    search; no finished run at all) says that instead of drawing."""
+    recs = [r for rungs in by_size.values() for rs in rungs.values() for r in rs]
+    nb201_c10 = bool(recs) and all(r["space"] == "nb201" and r["bench201_dataset"] == "cifar10" for r in recs)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    options = sorted(by_size)
+    rung_steps = {}  # x tick -> its label
+    for i, option in enumerate(options):
         colour, marker = OPTION_STYLE.get(option, ("tab:gray", "x"))
-        xs = sorted(rungs)
-        for ax, k in zip(axes, (0, 1)):
-            for x in xs:
-                vals = [v[k] for v in rungs[x] if v[k] is not None]
-                jitter = np.linspace(-0.012, 0.012, len(vals)) * x if len(vals) > 1 else [0.0]  # seeds side by side
-                ax.scatter(x + np.asarray(jitter), vals, color=colour, marker=marker, s=30, alpha=0.6)
-            means = [(x, np.mean([v[k] for v in rungs[x] if v[k] is not None])) for x in xs]
-            ax.plot(*zip(*means), color=colour, lw=2, marker=marker,
-                    label=f"option {option}" + (" (DARTS)" if option == "B" else " (RF-DARTS)" if option == "C" else ""))
-    for (name, value), style in zip(PAPER_NB201, ("--", "-.", ":")):
-        axes[0].axhline(value, color="black", ls=style, lw=1, label=f"{name} {value:.2f}")
-    axes[0].set(ylabel="final cell: NAS-Bench-201 test acc. (%)", title="benchmark accuracy of the final cell")
-    axes[1].set(ylabel="skip_connect edges of the final cell (of 6)", title="final skip count")
-    rungs_all = sorted({x for rungs in by.values() for x in rungs})
-    for ax in axes:
+        shift = 10 ** (SPREAD * (i - (len(options) - 1) / 2))
+        name = f"option {option}" + (f" ({OPTION_NAMES[option]})" if option in OPTION_NAMES else "")
+        for ax, key in zip(axes, ("acc", "skip")):
+            means = []
+            for size, rs in sorted(by_size[option].items(), key=lambda kv: kv[1][0]["steps"]):
+                x = rs[0]["steps"] * shift
+                rung_steps[rs[0]["steps"]] = f"{rs[0]['steps']:,}\n{size[0]:,} / {size[1]:,} img"
+                vals = [r[key] for r in rs if r[key] is not None]
+                if not vals:
+                    continue
+                spread = 10 ** (np.linspace(-SPREAD / 3, SPREAD / 3, len(vals)) if len(vals) > 1 else np.zeros(1))
+                ax.scatter(x * spread, vals, color=colour, marker=marker, s=30, alpha=0.6)
+                means.append((x, np.mean(vals)))
+            if means:
+                ax.plot(*zip(*means), color=colour, lw=2, marker=marker, ms=8, label=f"{name}: mean over seeds")
+            if nb201_c10 and option in PAPER_POINTS:
+                paper, acc, std, skip = PAPER_POINTS[option]
+                y = acc if key == "acc" else skip
+                if y is not None:
+                    ax.errorbar(PAPER_STEPS * shift, y, yerr=std if key == "acc" else None, color=colour,
+                                marker=marker, ms=10, mfc="white", mew=1.8, capsize=4, ls="none",
+                                label=f"{paper}, paper Table 2: {acc:.2f} ± {std:.2f}" if key == "acc" else
+                                f"{paper}, paper: the all-skip cell")
+    if nb201_c10:
+        optimum = PAPER_NB201[2][1]
+        axes[0].axhline(optimum, color="black", ls=":", lw=1, label=f"best NB201 cell: {optimum:.2f}")
+        for ax in axes:
+            ax.axvline(PAPER_STEPS, color="gray", lw=0.8, alpha=0.5)
+        rung_steps[PAPER_STEPS] = f"{PAPER_STEPS:,}\npaper: 25,000 / 25,000"
+    columns = {r["bench201_dataset"] for r in recs if r["acc"] is not None}  # one, unless no run has an accuracy
+    column = next((BENCH201_NAMES.get(c, c) + " " for c in columns), "") if len(columns) == 1 else ""
+    axes[0].set(ylabel=f"NAS-Bench-201 {column}test acc. (%)", title="benchmark accuracy of the final cell")
+    nb201 = bool(recs) and all(r["space"] == "nb201" for r in recs)
+    axes[1].set(ylabel="skip_connect edges" + (" (of 6)" if nb201 else " (normal cell)"),
+                title="final skip count: skip_connect edges of the final cell")
+    skips = [r["skip"] for r in recs if r["skip"] is not None]
+    axes[1].set_ylim(-0.3, (6 if nb201 else max(skips, default=1)) + 0.3)  # counts from 0: a flat 2 is no trend
+    axes[1].yaxis.get_major_locator().set_params(integer=True)
+    epochs = sorted({r["epochs"] for r in recs})
+    for ax, key in zip(axes, ("acc", "skip")):
+        if not any(r[key] is not None for r in recs):
+            ax.text(0.5, 0.5, "no benchmark accuracy in these runs\n(searched without --bench201, or a space or\n"
+                    "dataset NAS-Bench-201 has no column for)" if recs else "no finished run in these sweeps",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=9, color="dimgray")
+            ax.set_yticks([])  # an empty panel's 0-1 scale would read as data
         ax.set_xscale("log")
-        ax.set_xticks(rungs_all, [f"{x:,}" for x in rungs_all])
+        ticks = sorted(rung_steps)
+        ax.set_xticks(ticks, [rung_steps[t] for t in ticks], fontsize=8)
         ax.minorticks_off()
-        ax.set_xlabel("search images (weight + α halves)")
-        # below the axes: inside, it hid the dots of whichever seed landed mid-range
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
-    fig.suptitle("Data ladder at 50 epochs: each seed a dot, the mean a line", fontsize=10)
+        if ticks:
+            ax.set_xlim(ticks[0] / 10 ** (3 * SPREAD), ticks[-1] * 10 ** (3 * SPREAD))
+        ax.set_xlabel("weight steps per run (log scale)")
+        if ax.get_legend_handles_labels()[0]:  # below the axes: inside, it hid the dots of a mid-range seed
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
+    fig.suptitle(f"Data ladder: {', '.join(map(str, epochs)) or '?'} epochs per run, the same settings but the "
+                 "number of images; each seed a dot, the mean a line\n(a rung's dots are spread sideways, options "
+                 "apart, then seeds, only so that none hides another)", fontsize=10)
     fig.tight_layout()
     return save(fig, cfg.out, "ladder.png", cfg.dpi)

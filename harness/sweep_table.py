@@ -1,6 +1,8 @@
 """A sweep's run folders read back: whether a run is finished, where it ran, why it did not finish, and
 the paper's Table 2 row over seeds (mean ± sample std, ddof=1, and how many seeds ended in the all-skip
-cell) as OUT/table.json and OUT/table.md; several sweeps at different data sizes as one ladder table.
+cell) as OUT/table.json and OUT/table.md; several sweeps at different data sizes as one ladder table
+(ladder): each (option, seed) of a rung counted once, and only sweeps whose settings differ in nothing
+but the image count (search_settings; anything else is refused in one line).
 
 Both tables also set each finished run's found cell against the benchmark and against chance (found_cell):
 Table 2's NB201 columns of the cell in genotype.json (CIFAR-10 valid and test, CIFAR-100 and
@@ -13,6 +15,7 @@ sweep.py starts the searches; this module only reads their folders (rundir.load_
 stderr.txt; for the ladder each sweep's table.json and each run's log.txt, config.json, genotype.json,
 alphas.json) and writes the tables, so a table can be rebuilt from any sweep folder.
 """
+import dataclasses
 import os
 import re
 import signal
@@ -22,7 +25,9 @@ import bench201
 import genotypes as G
 from harness import checkpoints
 from harness.checkpoints import write_json
-from harness.rundir import load_run, read_json_if_any
+from harness.rundir import BENCH201_COLUMNS, load_run, read_json_if_any
+from harness.runs import ConfigError
+from spaces import get_space
 
 STOPS = {signal.SIGTERM, signal.SIGINT}  # stop a sweep (sweep.py); a run ended by one is "stopped", not failed
 # Paper Table 2's NB201 columns of a found cell, (dataset, result) as bench201's query names them. The
@@ -255,7 +260,7 @@ def markdown(summary):
     for option, s in summary.items():
         lines.append(f"| {option} | {s['n']} | {cell(s['bench_test_acc'], 2)} | {cell(s['skip_count'], 2)} | "
                      f"{_rate(s.get('all_skip'))} | {_rate(s.get('skip_heavy'))} | "
-                     f"{cell(s['train_acc'], 1)} | {cell(s['alpha_half_acc'], 1)} | {cell(s['minutes'], 0)} |")
+                     f"{cell(s['train_acc'], 1)} | {cell(s['alpha_half_acc'], 1)} | {cell(s['minutes'], 1)} |")
     found = {o: s["nb201"] for o, s in summary.items() if s.get("nb201")}
     if found:
         lines += ["", *_header("option", *chance_columns()),
@@ -274,7 +279,7 @@ def markdown(summary):
             earlier = ", ".join(map(str, r["schedules"][:-1]))
             state = f"finished ({r['epochs']} ep" + (f"; continued from a {earlier}-epoch schedule)" if earlier else ")")
             lines.append(f"| {option}_s{r['seed']} | {state} | {acc} | {r['skip_count']} | "
-                         f"{r['train_acc']:.1f} | {r['alpha_half_acc']:.1f} | {r['minutes']:.0f} | "
+                         f"{r['train_acc']:.1f} | {r['alpha_half_acc']:.1f} | {r['minutes']:.1f} | "
                          f"{'yes' if r['compile'] else 'no'} | {r.get('device') or '-'} | "
                          f"`{(r['arch'] or '-').replace('|', chr(92) + '|')}` |")
     seeds = [(f"{o}_s{r['seed']}", r) for o, s in summary.items() for r in s["seeds"]
@@ -366,8 +371,9 @@ def write_table(cfg, jobs, status=None, say=print):
 # The data ladder: sweeps that differ in the number of search images, side by side (plot.py draws it too)
 
 # The paper's Table 2 (NAS-Bench-201 CIFAR-10, 3 runs each, 25k/25k images, 50 epochs of 391 steps)
-PAPER_LADDER_NOTE = ("Paper, Table 2 (25,000 / 25,000 images, 19,550 weight steps, 3 runs each, NB201 CIFAR-10): "
-                     "DARTS 54.30 ± 0.00 (the all-skip cell in every run), RF-DARTS 94.27 ± 0.15.")
+PAPER_STEPS = 50 * 391
+PAPER_LADDER_NOTE = (f"Paper, Table 2 (25,000 / 25,000 images, {PAPER_STEPS:,} weight steps, 3 runs each, "
+                     "NB201 CIFAR-10): DARTS 54.30 ± 0.00 (the all-skip cell in every run), RF-DARTS 94.27 ± 0.15.")
 
 
 def search_size(run_dir):
@@ -385,13 +391,63 @@ def search_size(run_dir):
     return int(m[1]), int(m[2]), int(m[3]) * epochs if epochs else None
 
 
+# config.json keys that are not a sweep's setting: the image count (a ladder's rungs differ in it; ImageNet
+# sets it by the per-class fractions) and each run's own option and seed
+IMAGE_KEYS = ("subset", "weight_frac", "arch_frac")
+RUN_IDENTITY = ("option", "seed")
+
+
+def search_settings(config):
+    """A search's settings as a ladder compares them (config.json's contents -> dict): every key but
+    IMAGE_KEYS, RUN_IDENTITY and the run plumbing. Plumbing is search.py's RUN_KEYS (what a resumed run
+    may change: out, resume, device, stop_after, log_every, workers, download, ddp_backend, the bench201
+    path, and compile, deterministic, fast, which change float rounding, not the search's sums) less two
+    that do change what a rung measures, epochs (the schedule) and bench201_dataset (the benchmark
+    column); plus sessions (each session's record) and data, the folder a named dataset's files lie in
+    (for an ImageFolder the folder is the dataset: compared). Written-out defaults compare equal to their
+    short forms: a key config.json lacks (a run from before that setting existed) is SearchConfig's
+    default, as settings are added with the old behaviour as their default; the space is get_space's
+    name for it ("NB201" is "nb201"); C and layers 0 are the space's own; bench201_dataset "" is the
+    searched dataset's column (rundir.BENCH201_COLUMNS). config.json records no code version: one
+    setting's runs on different code compare equal (results/README: the 4k seed-3 rerun)."""
+    import search  # here, not at import: search.py pulls in torch and the supernet, which the tables need only now
+    settings = {**{f.name: f.default for f in dataclasses.fields(search.SearchConfig)}, **config}
+    space = get_space(settings["space"])
+    settings.update(space=space.name, C=settings["C"] or space.C, layers=settings["layers"] or space.layers,
+                    bench201_dataset=settings["bench201_dataset"] or BENCH201_COLUMNS.get(settings["dataset"]))
+    plumbing = (search.RUN_KEYS - {"epochs", "bench201_dataset"}) | {"sessions"}
+    if settings["dataset"] != "imagefolder":
+        plumbing.add("data")
+    return {k: v for k, v in settings.items() if k not in plumbing and k not in IMAGE_KEYS + RUN_IDENTITY}
+
+
+def check_settings(labelled):
+    """Refuse, in one ConfigError line naming two run folders and the keys, a ladder whose runs'
+    search_settings differ: [(run folder, settings)], every finished run of every sweep given."""
+    (first, ref), *rest = labelled
+    for folder, settings in rest:
+        keys = sorted(k for k in ref.keys() | settings.keys() if ref.get(k) != settings.get(k))
+        if keys:
+            what = ", ".join(f"{k} {ref.get(k)!r} / {settings.get(k)!r}" for k in keys)
+            raise ConfigError(f"{first} and {folder} differ in more than the number of search images ({what}): "
+                              "a ladder pools sweeps of one setting; plot these apart")
+
+
 def ladder(sweep_dirs, bench201_path=""):
     """{option: {(weight images, α images): [per finished seed: dict(seed, acc, skip, all_skip, steps,
-    margins, nb201, chance)]}} over sweep folders (each sweep's table.json; sizes, found cells and margins
-    from each run's folder: found_cell, looked up in `bench201_path` or else the table the run recorded;
-    chance: that table's random baselines)."""
-    by, benchmarks = {}, Benchmarks(bench201_path)
+    epochs, space, bench201_dataset, folder, repeats, margins, nb201, chance)]}} over sweep folders (each
+    sweep's table.json, whose finished state is the sweep's own: an unfinished run does not count; sizes,
+    settings, found cells and margins from each run's folder: found_cell, looked up in `bench201_path` or
+    else the table the run recorded; chance: that table's random baselines).
+
+    Every finished run's search_settings must be equal (check_settings: one line otherwise), so the
+    rungs differ in the image count only. An (option, seed) that two sweeps hold at one rung counts once:
+    the run of the first folder given is kept, the others are listed in its `repeats` as (sweep folder,
+    benchmark acc., final skip edges) for ladder_notes. A folder given twice is read once."""
+    by, benchmarks, labelled, dirs = {}, Benchmarks(bench201_path), [], {}
     for d in sweep_dirs:
+        dirs.setdefault(os.path.realpath(d), d)  # a folder named twice (or by two paths): its first name
+    for d in dirs.values():
         for option, s in checkpoints.read_json(os.path.join(d, "table.json")).items():
             for r in s["seeds"]:
                 folder = os.path.join(d, f"{option}_s{r['seed']}")
@@ -400,14 +456,45 @@ def ladder(sweep_dirs, bench201_path=""):
                     continue
                 genotype, alphas, config = (read_json_if_any(os.path.join(folder, f"{name}.json"))
                                             for name in ("genotype", "alphas", "config"))
+                if not config or "epochs" not in config:
+                    raise ConfigError(f"{folder}: finished in {os.path.join(d, 'table.json')} but its config.json "
+                                      "is missing or holds no epochs, so its settings cannot be compared")
+                settings = search_settings(config)
+                labelled.append((folder, settings))
+                rung = by.setdefault(option, {}).setdefault(size[:2], [])
+                kept = next((rec for rec in rung if rec["seed"] == r["seed"]), None)
+                if kept is not None:  # the same (option, seed) at this rung in an earlier folder: counted there
+                    kept["repeats"].append((d, r["bench_test_acc"], r["skip_count"]))
+                    continue
                 flag = r.get("all_skip")
                 if flag is None:  # a table written before all_skip was recorded
                     flag = final_all_skip(genotype)
                 rec = dict(seed=r["seed"], acc=r["bench_test_acc"], skip=r["skip_count"], all_skip=flag, steps=size[2],
+                           epochs=config["epochs"], space=settings["space"],
+                           bench201_dataset=settings["bench201_dataset"], folder=d, repeats=[],
                            **found_cell(genotype, alphas, benchmarks.for_run(config)))
                 rec["chance"] = benchmarks.baselines(rec["nb201"]["table"]) if "nb201" in rec else None
-                by.setdefault(option, {}).setdefault(size[:2], []).append(rec)
+                rung.append(rec)
+    if labelled:
+        check_settings(labelled)
     return by
+
+
+def ladder_notes(by):
+    """One line per (option, seed) that several sweeps held at one rung (ladder's `repeats`): where it
+    was, what each run found, and which one counted."""
+    def found(acc, skip):
+        return f"{'-' if acc is None else f'{acc:.2f}'}, {skip} skip edges"
+    notes = []
+    for option in sorted(by):
+        for size in sorted(by[option]):
+            for r in by[option][size]:
+                if r["repeats"]:
+                    others = "; ".join(f"{d} ({found(acc, skip)})" for d, acc, skip in r["repeats"])
+                    notes.append(f"note: {option}_s{r['seed']} at {size[0]:,} / {size[1]:,} images is in "
+                                 f"{r['folder']} ({found(r['acc'], r['skip'])}) and in {others}: counted once, "
+                                 f"from {r['folder']} (the first folder given)")
+    return notes
 
 
 def ladder_markdown(by):
@@ -431,7 +518,10 @@ def ladder_markdown(by):
                      f"{len(recs)} | {cell([r['acc'] for r in recs], 2)} | {seeds} | "
                      f"{_rate(count_all_skip([r['all_skip'] for r in recs]))} | "
                      f"{_rate(count_skip_heavy([r['skip'] for r in recs]))} | {cell([r['skip'] for r in recs], 2)} |")
-    lines += ["", "k of n: with the 95% Wilson interval of the rate.", "", PAPER_LADDER_NOTE]
+    epochs, notes = sorted({r["epochs"] for *_, recs in rungs for r in recs}), ladder_notes(by)
+    lines += ["", f"{', '.join(map(str, epochs)) or '-'} epochs per run; every run's settings are the same but for "
+              "the number of images (config.json). k of n: with the 95% Wilson interval of the rate.", "",
+              PAPER_LADDER_NOTE, *(["", *notes] if notes else [])]
     found = [(size, option, against_chance([r["nb201"] for r in recs if "nb201" in r],
                                            {r["chance"]["table"]: r["chance"] for r in recs if r["chance"]}.get))
              for size, option, recs in rungs if any("nb201" in r for r in recs)]

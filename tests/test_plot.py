@@ -122,6 +122,32 @@ def test_darts_space_run_draws_both_cell_kinds(tiny_folder, tmp_path):
         assert_real_png(p)
 
 
+@pytest.mark.parametrize("moved,top", [(0.0005, 0.4), (0.7, 0.99)])
+def test_fig5_keeps_its_axis_from_zero_with_the_uniform_level(tmp_path, monkeypatch, moved, top):
+    """A barely moving α (0.2 ± 0.0005) stays a flat line on a 0-0.4 axis (twice the uniform 1/5), not a
+    panel-filling trend; a collapsing one (0.9) widens the axis. Each panel draws the uniform level."""
+    figs, save = [], plot.save
+    monkeypatch.setattr(plot, "save", lambda fig, *a: figs.append(fig) or save(fig, *a))
+    alphas = [dict(epoch=e, alphas=dict(normal=[[0.2 + d, 0.2 - d, 0.2, 0.2, 0.2]] * 6))
+              for e, d in ((1, 0.0), (2, moved / 2), (3, moved))]
+    run = rundir.Run(str(tmp_path), "C_s1", dict(space="nb201", option="C", seed=1), rows=[], alphas=alphas)
+    plot.fig5_alphas(run, plot.PlotConfig(out=str(tmp_path)))
+    panels = [ax for ax in figs[-1].axes if ax.get_visible()]
+    assert len(panels) == 6 and panels[0].get_ylim() == pytest.approx((0, top))
+    for ax in panels:
+        uniform = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert len(uniform) == 1 and list(uniform[0].get_ydata()) == [0.2, 0.2]
+    assert "y from 0, dashed: uniform" in figs[-1]._suptitle.get_text()
+
+
+def test_help_prints_the_usage_and_keys_and_exits_0(capsys):
+    for flag in ("--help", "-h"):
+        assert runs.cli(plot.main, [flag]) == []  # cli returns: exit 0, nothing drawn
+        out = capsys.readouterr().out
+        assert "python plot.py SWEEP_DIR [SWEEP_DIR ...] --out=DIR" in out
+        assert "--out=figures" in out and "folder for the PNGs" in out and "--dpi=120" in out, out
+
+
 def write_analysis_run(root, name, rows, **config):
     path = root / name
     path.mkdir()
@@ -176,18 +202,19 @@ def test_bad_command_lines_are_one_line_errors(capsys, argv, message):
 
 
 def test_data_ladder_over_sweep_folders(tmp_path, nb201_table):
-    """Two sweep folders (table.json + each run's log.txt): one point per finished seed at its rung, and
-    ladder.md with mean ± std and the all-skip count per rung and option (from the table's all_skip, or
-    for a table written before it, from the run's genotype.json); each found cell (genotype.json) looked
-    up in --bench201 or else the table its config.json recorded: Table 2's columns and percentiles beside
-    the random baselines per rung and option, and per seed with the last alphas.json row's top-2 margins."""
+    """Two sweep folders (table.json + each run's log.txt and config.json): one point per finished seed
+    at its rung, and ladder.md with mean ± std and the all-skip count per rung and option (from the
+    table's all_skip, or for a table written before it, from the run's genotype.json); each found cell
+    (genotype.json) looked up in --bench201 or else the table its config.json recorded: Table 2's
+    columns and percentiles beside the random baselines per rung and option, and per seed with the last
+    alphas.json row's top-2 margins."""
     all_skip_arch = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
     other_arch = all_skip_arch.replace("skip_connect~2", "nor_conv_3x3~2")
     last_alphas = [[0.3, 0.25, 0.15, 0.15, 0.15]] * 5 + [[0.2] * 5]  # top-2 margins 0.05 x 5 and a tie
     alphas = [dict(epoch=1, alphas=dict(normal=[[0.9, 0.025, 0.025, 0.025, 0.025]] * 6)),
               dict(epoch=2, alphas=dict(normal=last_alphas))]
 
-    def sweep(name, images, seeds, epochs=None):
+    def sweep(name, images, seeds, newer=False):
         root = tmp_path / name
         table = {}
         for option, accs in seeds.items():
@@ -196,26 +223,28 @@ def test_data_ladder_over_sweep_folders(tmp_path, nb201_table):
                 run = root / f"{option}_s{seed}"
                 run.mkdir(parents=True)
                 (run / "log.txt").write_text(f"[ 1.0s] search nb201 option {option} on imagefolder: {images // 2} "
-                                             f"weight / {images // 2} alpha images, 31 steps per epoch\n")
+                                             f"weight / {images // 2} alpha images, {images // 128} steps per epoch\n")
                 state = "finished" if acc is not None else "unfinished"
                 rec = dict(seed=seed, state=state, bench_test_acc=acc, skip_count=skip)
                 if acc is not None:  # the committed cell and α, as a finished search leaves them
                     arch = all_skip_arch if skip == 6 else other_arch
                     (run / "genotype.json").write_text(json.dumps(dict(cell="nb201", arch=arch)))
                     (run / "alphas.json").write_text(json.dumps(alphas))
-                if epochs:  # a newer table: all_skip recorded, config.json gives the weight steps and its table
-                    (run / "config.json").write_text(json.dumps(dict(epochs=epochs, bench201=nb201_table)))
+                config = dict(epochs=50)  # the weight steps; the other settings: search.py's defaults
+                if newer:  # a newer table: all_skip recorded, config.json names its benchmark table
+                    config["bench201"] = nb201_table
                     rec["all_skip"] = skip == 6 if acc is not None else None
+                (run / "config.json").write_text(json.dumps(config))
                 recs.append(rec)
             table[option] = dict(seeds=recs, n=sum(r["state"] == "finished" for r in recs))
         (root / "table.json").write_text(json.dumps(table))
         return str(root)
 
     small = sweep("s4k", 4000, {"B": [(88.0, 4), (54.3, 6)], "C": [(91.0, 0), (None, None)]})
-    big = sweep("s16k", 16000, {"B": [(54.3, 6), (54.3, 6)], "C": [(93.0, 1), (92.0, 6)]}, epochs=50)
+    big = sweep("s16k", 16000, {"B": [(54.3, 6), (54.3, 6)], "C": [(93.0, 1), (92.0, 6)]}, newer=True)
     assert sweep_figures.ladder_points([small, big]) == {"B": {4000: [(88.0, 4), (54.3, 6)], 16000: [(54.3, 6)] * 2},
                                                          "C": {4000: [(91.0, 0)], 16000: [(93.0, 1), (92.0, 6)]}}
-    # no --bench201: the 16k runs recorded their table, the 4k ones (no config.json) did not: margins only
+    # no --bench201: the 16k runs recorded their table, the 4k ones did not: margins only
     recorded = sweep_table.ladder([small, big])
     assert [("nb201" in r, r["margins"]["normal"]) for r in recorded["B"][(2000, 2000)]] == \
         [(False, pytest.approx([0.05] * 5 + [0.0]))] * 2
@@ -228,10 +257,10 @@ def test_data_ladder_over_sweep_folders(tmp_path, nb201_table):
     rows = [line for line in lines if line.startswith("| 2,000") or line.startswith("| 8,000")]
     # k of n with its 95% Wilson interval (0 of 1: 0-79%, 1 of 2: 9-91%, 2 of 2: 34-100%)
     assert rows == [
-        "| 2,000 / 2,000 | - | B | 2 | 71.15 ± 23.83 | 88.00, 54.30 | 1 of 2 (9-91%) | 2 of 2 (34-100%) | 5.00 ± 1.41 |",
-        "| 2,000 / 2,000 | - | C | 1 | 91.00 ± 0.00 | 91.00 | 0 of 1 (0-79%) | 0 of 1 (0-79%) | 0.00 ± 0.00 |",
-        "| 8,000 / 8,000 | 1,550 | B | 2 | 54.30 ± 0.00 | 54.30, 54.30 | 2 of 2 (34-100%) | 2 of 2 (34-100%) | 6.00 ± 0.00 |",
-        "| 8,000 / 8,000 | 1,550 | C | 2 | 92.50 ± 0.71 | 93.00, 92.00 | 1 of 2 (9-91%) | 1 of 2 (9-91%) | 3.50 ± 3.54 |"], rows
+        "| 2,000 / 2,000 | 1,550 | B | 2 | 71.15 ± 23.83 | 88.00, 54.30 | 1 of 2 (9-91%) | 2 of 2 (34-100%) | 5.00 ± 1.41 |",
+        "| 2,000 / 2,000 | 1,550 | C | 1 | 91.00 ± 0.00 | 91.00 | 0 of 1 (0-79%) | 0 of 1 (0-79%) | 0.00 ± 0.00 |",
+        "| 8,000 / 8,000 | 6,250 | B | 2 | 54.30 ± 0.00 | 54.30, 54.30 | 2 of 2 (34-100%) | 2 of 2 (34-100%) | 6.00 ± 0.00 |",
+        "| 8,000 / 8,000 | 6,250 | C | 2 | 92.50 ± 0.71 | 93.00, 92.00 | 1 of 2 (9-91%) | 1 of 2 (9-91%) | 3.50 ± 3.54 |"], rows
     bench = bench201.NB201(nb201_table)
     skip_acc, other_acc = (fake_nb201_accuracy(bench.index_of(a)) for a in (all_skip_arch, other_arch))
     chance = bench.baselines()

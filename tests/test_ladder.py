@@ -1,0 +1,176 @@
+"""The data ladder over sweep folders (harness/sweep_table.py, harness/sweep_figures.py, plot.py) and the
+sweep table's columns, from made-up folders as sweep.py leaves them: no search runs. Each (option,
+seed) of a rung counts once; sweeps whose settings differ in more than the image count are refused in
+one line; a rung without benchmark accuracy still draws; the x axis is weight steps with the paper's."""
+import dataclasses
+import json
+import os
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+import plot  # noqa: E402
+import search  # noqa: E402
+from harness import runs, sweep_figures, sweep_table  # noqa: E402
+from harness.sweep_table import PAPER_STEPS  # noqa: E402
+
+ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+OTHER = ALL_SKIP.replace("skip_connect~2", "nor_conv_3x3~2")
+# the 4k sweep's settings (results/nb201-sweep): search.py's config.json with these over the defaults
+SETTINGS = dict(dataset="imagefolder", data="../shared/data/cifar10-jpeg", C=8, layers=5, log_every=10, compile=True)
+
+
+def make_sweep(root, images, seeds, older=(), **settings):
+    """A sweep folder as sweep.py leaves it: table.json and per run log.txt's first line (the image
+    counts, steps per epoch of 64 images) and config.json (SearchConfig with SETTINGS, `settings`, the
+    option, seed and subset; without the keys in `older`, as a run from before they existed writes it).
+    seeds: {option: {seed: (benchmark acc. or None, final skip edges), or None for an unfinished run}}."""
+    table = {}
+    for option, runs_ in seeds.items():
+        recs = []
+        for seed, result in runs_.items():
+            run = root / f"{option}_s{seed}"
+            run.mkdir(parents=True)
+            config = dataclasses.asdict(search.SearchConfig(**{**SETTINGS, **settings}, option=option, seed=seed,
+                                                            subset=images, out=str(run)))
+            (run / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in older}))
+            (run / "log.txt").write_text(f"[ 1.0s] search nb201 option {option} on imagefolder: {images // 2} weight / "
+                                         f"{images // 2} alpha images, {images // 2 // 64} steps per epoch\n")
+            rec = dict(seed=seed, state="unfinished" if result is None else "finished")
+            if result is not None:
+                acc, skip = result
+                rec.update(bench_test_acc=acc, skip_count=skip, all_skip=skip == 6)
+                arch = ALL_SKIP if skip == 6 else OTHER
+                (run / "genotype.json").write_text(json.dumps(dict(cell="nb201", arch=arch)))
+            recs.append(rec)
+        table[option] = dict(seeds=recs)
+    (root / "table.json").write_text(json.dumps(table))
+    return str(root)
+
+
+def drawn(monkeypatch):
+    """The figures sweep_figures saves, in order (each still written)."""
+    figs, save = [], sweep_figures.save
+    monkeypatch.setattr(sweep_figures, "save", lambda fig, *a: figs.append(fig) or save(fig, *a))
+    return figs
+
+
+def test_a_seed_two_sweeps_hold_at_a_rung_counts_once_from_the_first_folder(tmp_path, capsys):
+    first = make_sweep(tmp_path / "sweep", 4000, {"C": {1: (91.0, 0), 2: (92.0, 1), 3: (88.0, 4)}}, older=("bn_decay",))
+    # the same settings; only run plumbing differs (how and where it ran, not what it searched)
+    again = make_sweep(tmp_path / "rerun", 4000, {"B": {3: (54.3, 6)}, "C": {3: (92.5, 3)}}, compile=False, fast=False,
+                       deterministic=True, log_every=25, device="cpu", workers=0, download=False, resume=True,
+                       bench201="elsewhere/nb201.csv", ddp_backend="gloo")
+    bigger = make_sweep(tmp_path / "16k", 16000, {"C": {1: (93.0, 1), 4: None}})  # seed 4 still running
+    running = make_sweep(tmp_path / "running", 16000, {"C": {5: None}}, C=16)  # unfinished: not counted, not compared
+    by = sweep_table.ladder([first, again, bigger, running, first])  # a folder given twice is read once
+    assert [(r["seed"], r["acc"]) for r in by["C"][(2000, 2000)]] == [(1, 91.0), (2, 92.0), (3, 88.0)]
+    assert [(r["seed"], r["acc"]) for r in by["C"][(8000, 8000)]] == [(1, 93.0)]  # another rung: its own run
+    assert [(r["seed"], r["acc"]) for r in by["B"][(2000, 2000)]] == [(3, 54.3)]
+    note = (f"note: C_s3 at 2,000 / 2,000 images is in {first} (88.00, 4 skip edges) and in {again} (92.50, 3 skip "
+            f"edges): counted once, from {first} (the first folder given)")
+    assert sweep_table.ladder_notes(by) == [note]
+    # the first folder given decides which run counts
+    assert [r["acc"] for r in sweep_table.ladder([again, first])["C"][(2000, 2000)]] == [92.5, 91.0, 92.0]
+    paths = plot.main([first, again, bigger, running, f"--out={tmp_path / 'fig'}"])
+    assert note in capsys.readouterr().out.splitlines()
+    text = open(paths[1]).read()
+    assert note in text.splitlines()
+    assert "| 2,000 / 2,000 | 1,550 | C | 3 | 90.33 ± 2.08 | 91.00, 92.00, 88.00 |" in text
+    assert "| 8,000 / 8,000 | 6,250 | C | 1 | 93.00 ± 0.00 | 93.00 |" in text
+
+
+def test_settings_compare_written_out_defaults_equal_and_leave_out_plumbing():
+    config = dataclasses.asdict(search.SearchConfig(**SETTINGS, subset=4000))
+    same = sweep_table.search_settings(config)
+    assert sweep_table.search_settings({k: v for k, v in config.items() if k != "bn_decay"}) == same  # older run
+    assert sweep_table.search_settings(dict(config, C=0)) == sweep_table.search_settings(dict(config, C=16))
+    assert sweep_table.search_settings(dict(config, bench201_dataset="cifar10")) == same  # ImageFolder: CIFAR-10
+    for plumbing in dict(out="x", sessions=[{}], compile=False, fast=False, deterministic=True, bench201="y"), \
+            dict(subset=16000, option="B", seed=9):
+        assert sweep_table.search_settings(dict(config, **plumbing)) == same
+    assert sweep_table.search_settings(dict(config, data="other")) != same  # an ImageFolder's folder is its data
+    named = dict(config, dataset="cifar10")
+    assert sweep_table.search_settings(dict(named, data="other")) == sweep_table.search_settings(named)
+
+
+@pytest.mark.parametrize("change,differs", [
+    (dict(C=16), "C 8 / 16"), (dict(epochs=10), "epochs 50 / 10"), (dict(bn_decay=False), "bn_decay True / False"),
+    (dict(bench201_dataset="cifar100"), "bench201_dataset 'cifar10' / 'cifar100'"),
+    (dict(init="xavier"), "init 'kaiming' / 'xavier'"), (dict(data="another-folder"), "data "),
+    (dict(dataset="cifar10"), "dataset 'imagefolder' / 'cifar10'")])
+def test_sweeps_whose_settings_differ_in_more_than_the_images_are_refused_in_one_line(tmp_path, capsys, change,
+                                                                                     differs):
+    base = make_sweep(tmp_path / "4k", 4000, {"B": {1: (88.0, 4)}}, older=("bn_decay", "bench201_dataset"))
+    other = make_sweep(tmp_path / "16k", 16000, {"B": {1: (54.3, 6)}}, **change)
+    with pytest.raises(SystemExit) as e:
+        runs.cli(plot.main, [base, other, f"--out={tmp_path / 'fig'}"])
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "differ in more than the number of search images" in lines[0], lines
+    assert f"{base}/B_s1 and {other}/B_s1" in lines[0] and differs in lines[0], lines
+    assert not os.path.exists(tmp_path / "fig")  # nothing written
+
+
+def test_a_finished_run_without_its_settings_is_refused(tmp_path, capsys):
+    sweep = make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0)}})
+    os.remove(os.path.join(sweep, "C_s1", "config.json"))
+    with pytest.raises(SystemExit) as e:
+        runs.cli(plot.main, [sweep, f"--out={tmp_path / 'fig'}"])
+    assert e.value.code == 2 and "settings cannot be compared" in capsys.readouterr().err
+
+
+def test_the_ladder_draws_rungs_without_benchmark_accuracy(tmp_path, monkeypatch):
+    """A sweep searched without --bench201 beside one with it, and a DARTS-space ladder with none at all
+    (was: `ValueError: x and y must be the same size` from the jitter of an empty rung)."""
+    figs = drawn(monkeypatch)
+    small = make_sweep(tmp_path / "4k", 4000, {"B": {1: (88.0, 4), 2: (54.3, 6)}, "C": {1: (91.0, 0)}})
+    big = make_sweep(tmp_path / "16k", 16000, {"B": {1: (None, 6)}, "C": {1: (None, 1), 2: (None, 2)}})
+    plot.main([small, big, f"--out={tmp_path / 'nb201'}"])
+    acc, skip = figs[-1].axes
+    means = {line.get_label(): line.get_ydata() for line in acc.get_lines()}
+    assert list(means["option C (RF-DARTS): mean over seeds"]) == [91.0]  # the 16k rung has no accuracy
+    assert list(skip.get_lines()[0].get_ydata()) == [5.0, 6.0]  # B's skip count at both rungs
+    darts = [make_sweep(tmp_path / f"s3_{n}", n, {"C": {1: (None, 2)}}, space="s3", dataset="svhn", epochs=10)
+             for n in (4000, 16000)]
+    paths = plot.main([*darts, f"--out={tmp_path / 's3'}"])
+    assert os.path.isfile(paths[0])
+    acc, skip = figs[-1].axes
+    assert any("no benchmark accuracy" in t.get_text() for t in acc.texts)
+    assert not acc.containers and not acc.get_legend()  # no paper points off NB201 CIFAR-10
+    assert "(normal cell)" in skip.get_ylabel()
+    assert "10 epochs per run" in figs[-1]._suptitle.get_text()  # the runs' epochs, not a fixed 50
+
+
+def test_the_ladder_x_axis_is_weight_steps_with_the_paper_marked(tmp_path, monkeypatch):
+    figs = drawn(monkeypatch)
+    small = make_sweep(tmp_path / "4k", 4000, {"B": {1: (54.3, 6)}, "C": {1: (91.0, 0), 2: (93.0, 1)}})
+    big = make_sweep(tmp_path / "16k", 16000, {"B": {1: (54.3, 6)}, "C": {1: (93.5, 1)}})
+    plot.main([small, big, f"--out={tmp_path / 'fig'}"])
+    fig = figs[-1]
+    for ax in fig.axes:
+        assert ax.get_xscale() == "log" and ax.get_xlabel().startswith("weight steps per run")
+        assert list(ax.get_xticks()) == [1550, 6250, PAPER_STEPS]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1,550\n2,000 / 2,000 img", "6,250\n8,000 / 8,000 img",
+                                                                "19,550\npaper: 25,000 / 25,000"]
+    acc = fig.axes[0]
+    paper = {c.get_label(): c.lines[0].get_data() for c in acc.containers}  # the paper's rows, hollow, with std
+    assert set(paper) == {"DARTS, paper Table 2: 54.30 ± 0.00", "RF-DARTS, paper Table 2: 94.27 ± 0.15"}
+    for x, y in paper.values():
+        assert x[0] == pytest.approx(PAPER_STEPS, rel=0.1) and y[0] in (54.30, 94.27)
+    optimum = [line for line in acc.get_lines() if line.get_label() == "best NB201 cell: 94.37"]
+    assert len(optimum) == 1 and list(optimum[0].get_ydata()) == [94.37, 94.37]  # a line; the paper's 94.27 a point
+    assert "spread sideways" in fig._suptitle.get_text() and "50 epochs per run" in fig._suptitle.get_text()
+
+
+def test_the_sweep_table_gives_minutes_to_one_decimal():
+    seeds = [dict(seed=s, state="finished", epochs=2, schedules=[2], bench_test_acc=90.0, skip_count=1, train_acc=30.0,
+                  alpha_half_acc=25.0, minutes=m, compile=False, device="cpu", arch=OTHER)
+             for s, m in ((1, 0.2), (2, 0.4))]
+    stats = {k: sweep_table._stats([r[k] for r in seeds])
+             for k in ("bench_test_acc", "skip_count", "train_acc", "alpha_half_acc", "minutes")}
+    text = sweep_table.markdown({"C": dict(seeds=seeds, n=2, bench201_dataset="cifar10", **stats,
+                                           all_skip=dict(count=0, n=2), skip_heavy=dict(count=0, n=2))})
+    assert text.splitlines()[2].endswith("| 30.0 ± 0.0 | 25.0 ± 0.0 | 0.3 ± 0.1 |"), text  # was 0 ± 0
+    assert "| C_s1 | finished (2 ep) | 90.00 | 1 | 30.0 | 25.0 | 0.2 | no | cpu |" in text
