@@ -8,10 +8,13 @@ every skip of ResNet-50 (Eq. 9-10, Fig. 3) and the relative variance η per conv
         --dataset=imagefolder --data=../shared/data/cifar10-jpeg --test_subset=1000   # minutes on a CPU
 
 Owns the CIFAR ResNet-18/50 (`build_resnet`: 3x3 stem, no max-pool, stages 64-128-256-512 x width; a
-switch for plain blocks, one for λ-gated skips), the two training settings, η (`relative_variance`) and
-the loop. OUT gets config.json (the config + "eta_layers", the conv names of the η lists), history.json
-(one row per epoch: lr, train/test loss and error (0-1), seconds, "lambda" per block or "eta" per conv
-layer, network order), log.txt and checkpoint.pt (atomic, every epoch; --resume=1 continues).
+switch for plain blocks, one for λ-gated skips), the two training settings and the loop; η is
+`relative_variance` (harness/op_scale.py, shared with the search's op-scale log). OUT gets config.json
+(the config + "eta_layers", the conv names of the η lists), history.json (one row per epoch: lr,
+train/test loss and error (0-1), seconds, "lambda" per block or "eta" per conv layer, network order),
+log.txt and checkpoint.pt (atomic, every epoch; --resume=1 continues). The log ends with the run's
+result (`result_line`), after one note when a test loss was far above chance's ln(classes)
+(`loss_note`: BN statistics that have not settled, or divergence).
 Settings reuse Table 1's options through supernet.set_trainable: convbn = option A (everything trains),
 bn = option C (convs frozen at their Kaiming-normal fan-in init; BN γ/β and the classifier train). Every
 BN of a ResNet is "outer" BN there, trained in both; λ is the "architecture" parameter: always trained.
@@ -35,6 +38,7 @@ Decisions where the paper is silent (README, "Sec. 4 analyses"):
   compiled graphs need static shapes). A stop signal mid-epoch drops that epoch: resume redoes it
   exactly (the loader depends only on (seed, epoch); nothing else is random).
 """
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -47,6 +51,9 @@ from harness import checkpoints
 from harness import data
 from harness import batching
 from harness import runs
+# η (Eq. 17-18) lives in the harness, where the search's op-scale log takes it too; harness modules
+# never import an entry script
+from harness.op_scale import relative_variance
 from supernet import INITS, init_convs, set_trainable
 
 
@@ -58,21 +65,21 @@ class AnalysisConfig:
     width: float = 1.0             # multiplies every stage width (64-128-256-512 at 1)
     lambda_init: float = 0.0       # exp=lambda: initial λ of every skip (paper: 0, 0.5, 1)
     dataset: str = "cifar10"       # cifar10 | cifar100 | svhn | imagefolder (small images)
-    data: str = "data"
+    data: str = "data"             # dataset root folder
     download: bool = True          # fetch missing cifar/svhn files through torchvision
     subset: int = 0                # train on this many (seeded random) training images; 0: all
     test_subset: int = 0           # test on this many (seeded random) test images; 0: all
-    epochs: int = 200
-    batch_size: int = 128
+    epochs: int = 200              # not given; Fig. 3's "the end 100 epochs" implies more than 100
+    batch_size: int = 128          # training batch (the test set is scored in batches of 256)
     lr: float = 0.1                # SGD, cosine to 0 per epoch
-    momentum: float = 0.9
+    momentum: float = 0.9          # SGD momentum
     weight_decay: float = 5e-4     # on every trained weight but λ
     init: str = "kaiming"          # conv init (supernet.init_convs): kaiming | xavier | pytorch
-    seed: int = 0
-    device: str = "auto"
+    seed: int = 0                  # the net's init, the subsets, batch order and augmentation
+    device: str = "auto"           # auto | cpu | cuda | cuda:1 | mps
     amp: bool = True               # bf16 autocast for the forward (CUDA only)
     compile: bool = False          # torch.compile the forward
-    out: str = "runs/analysis"
+    out: str = "runs/analysis"     # the run's folder: config, history, log, checkpoint
     resume: bool = False           # continue OUT/checkpoint.pt (starts afresh when there is none)
 
 
@@ -165,17 +172,40 @@ def conv_bn_pairs(model):
     return pairs
 
 
-@torch.no_grad()
-def relative_variance(conv, bn, init_var, sigma=None):
-    """η = Var[W γ/σ] / Var[W_init] (Eq. 17-18) of one conv layer: W (C_out, C_in, k, k) scaled per output
-    channel by γ/σ (C_out,). σ: the BN's running statistics sqrt(running_var + eps) unless given."""
-    sigma = (bn.running_var + bn.eps).sqrt() if sigma is None else sigma
-    w = conv.weight.float() * (bn.weight.float() / sigma.float()).view(-1, 1, 1, 1)
-    return (w.var(correction=0) / init_var).item()
-
-
 def init_variances(model):
     return [conv.weight.detach().float().var(correction=0).item() for _, conv, _ in conv_bn_pairs(model)]
+
+
+FAR_ABOVE_CHANCE = 5  # a test loss above this many times ln(classes) (chance) gets a note (loss_note)
+
+
+def loss_note(history, num_classes):
+    """One line when a test loss of the run was far above ln(num_classes), the loss of a uniform guess
+    (FAR_ABOVE_CHANCE times it), else None: a net scored in eval mode with BN running statistics that
+    have not settled (few steps: a tiny --subset, early epochs) or a run that diverged."""
+    chance = math.log(num_classes)
+    far = [r for r in history if not r["test_loss"] <= FAR_ABOVE_CHANCE * chance]  # NaN counts as far
+    if not far:
+        return None
+    worst = max(far, key=lambda r: r["test_loss"] if r["test_loss"] == r["test_loss"] else math.inf)
+    return (f"note: the test loss was far above chance (ln({num_classes}) = {chance:.2f}) in {len(far)} of "
+            f"{len(history)} epochs, {worst['test_loss']:.3g} at epoch {worst['epoch']}: the BN running "
+            "statistics the test pass uses have not settled (few training steps: a small --subset or early "
+            "epochs) or the run diverged (train loss rising: lower --lr)")
+
+
+def result_line(cfg, history):
+    """The run's result, the log's last line: the last epoch's test and train loss and error, and the
+    mean λ (exp lambda) or median η (plain nets) over the net."""
+    last = history[-1]
+    extra = ""
+    if "lambda" in last:
+        extra = f", mean λ {sum(last['lambda']) / len(last['lambda']):.3f}"
+    elif "eta" in last:
+        extra = f", median η {sorted(last['eta'])[len(last['eta']) // 2]:.3g}"
+    return (f"final (epoch {last['epoch']}/{cfg.epochs}): test loss {last['test_loss']:.4g} error "
+            f"{last['test_err']:.4f}, train loss {last['train_loss']:.4g} error {last['train_err']:.4f}{extra} "
+            f"({os.path.join(cfg.out, 'history.json')})")
 
 
 def make_config(argv=None):
@@ -309,6 +339,10 @@ def run(cfg, stop=None):
         if stop.requested():
             stop.stop(f"after epoch {epoch + 1}", path)
     stop.armed = False
+    note = loss_note(history, num_classes)
+    if note:
+        log(note)
+    log(result_line(cfg, history))
     return model, history
 
 

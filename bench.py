@@ -49,23 +49,23 @@ from supernet import build_supernet, set_trainable
 
 @dataclass
 class BenchConfig:
-    space: str = "nb201"
+    space: str = "nb201"       # nb201 | darts | s1 | s2 | s3 | s4 (search.py's spaces)
     option: str = "all"        # A | B | C | D | all
-    batch_size: int = 64
+    batch_size: int = 64       # images per step, in each of the two steps
     C: int = 0                 # 0: the space's default
-    layers: int = 0
-    pc_k: int = 1
-    image_size: int = 32
-    num_classes: int = 10
+    layers: int = 0            # nb201: cells per stage; DARTS-style: cells (0: the space's default)
+    pc_k: int = 1              # partial channels K (1: off), as search.py --pc_k
+    image_size: int = 32       # side of the random images (CIFAR: 32)
+    num_classes: int = 10      # classifier outputs
     steps: int = 10            # timed iterations
     warmup: int = 3            # untimed iterations first (allocator, cuDNN autotune)
-    device: str = "auto"
+    device: str = "auto"       # auto | cpu | cuda | cuda:1 | mps
     threads: int = 0           # torch CPU threads (0: torch's default)
     compile: bool = False      # torch.compile the forward (search.py --compile=1); see compile_s
     cuda_graphs: bool = True   # compiled on CUDA: replay through CUDA graphs (search.py's mode); 0: plain kernels
     backend: str = "inductor"  # torch.compile backend; eager / aot_eager only trace (the suite's tiny checks)
     fast: bool = True          # as search.py --fast: harness/fast_supernet.py, eager only; 0: supernet.py
-    seed: int = 0
+    seed: int = 0              # the supernet's init and the random data
     flops: bool = True         # count FLOPs per step (one extra untimed iteration) and time the matmul peak
     profile: int = 0           # profile this many more iterations by op kind (torch.profiler)
     peak_n: int = 2048         # the matmul size of the peak measurement (n x n float32)
@@ -89,17 +89,67 @@ def _sync(device):
 
 def matmul_peak(device, n=2048, repeats=5):
     """GFLOP/s of an n x n float32 matmul on `device` (the threads set now), best of `repeats` after a
-    warm-up: the reference for how far a step is from what the core can do."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    best = float("inf")
-    for i in range(repeats + 2):
-        _sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        if i >= 2:
-            best = min(best, time.perf_counter() - t0)
+    warm-up: the reference for how far a step is from what the core can do. Matrices that cannot be
+    allocated are --peak_n's fault, said in one line (runs.ConfigError), not a traceback."""
+    try:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        best = float("inf")
+        for i in range(repeats + 2):
+            _sync(device)
+            t0 = time.perf_counter()
+            a @ b
+            _sync(device)
+            if i >= 2:
+                best = min(best, time.perf_counter() - t0)
+    except RuntimeError as e:  # torch.OutOfMemoryError is one; so are the CPU allocator's and a size overflow
+        text = runs.one_line(e)
+        if not isinstance(e, torch.cuda.OutOfMemoryError) and "alloc" not in text and "overflow" not in text:
+            raise
+        raise runs.ConfigError(f"--peak_n={n}: {peak_bytes(n) / 2**30:.3g} GiB for the matmul peak could not be "
+                               f"allocated on {device} ({text[:120]}); lower --peak_n (default 2048) or pass "
+                               "--flops=0 (no peak, no FLOP counts)") from None
     return 2 * n ** 3 / best / 1e9
+
+
+def peak_bytes(n):
+    """Memory of the matmul peak: three n x n float32 matrices (a, b and a @ b)."""
+    return 3 * 4 * n * n
+
+
+def memory_bytes(device):
+    """The memory of `device`: a GPU's total, the machine's physical memory for the CPU; None where it is
+    not known (MPS, a system without sysconf)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):
+            return None
+    return None
+
+
+def check_peak(cfg, device):
+    """Refuse a --peak_n whose matrices exceed the device's whole memory before any step runs (the peak
+    is measured last, after the steps, or in each option's child process)."""
+    if not cfg.flops:
+        return
+    need, have = peak_bytes(cfg.peak_n), memory_bytes(device)
+    if have is not None and need > have:
+        raise runs.ConfigError(f"--peak_n={cfg.peak_n}: the matmul peak needs three {cfg.peak_n} x {cfg.peak_n} "
+                               f"float32 matrices, {need / 2**30:.3g} GiB, more than the {have / 2**30:.3g} GiB of "
+                               f"{device}; lower --peak_n (default 2048) or pass --flops=0 (no peak, no FLOP counts)")
+
+
+def child_failed(failed):
+    """End bench.py in one line when its child processes failed. `failed`: [(what the child ran, its exit
+    status)]. Each child's own error (its one line, or a bug's traceback) went to stderr above; the exit
+    status is the first failed child's (2: a setting it refused), 128 + N for one a signal N ended."""
+    what = ", ".join(f"{name} (exit {code})" for name, code in failed)
+    print(f"error: {len(failed)} of bench.py's child processes failed: {what}; the error is above",
+          file=sys.stderr)
+    code = failed[0][1]
+    sys.exit(code if code > 0 else 128 - code)
 
 
 # Op kinds of a profile, by the name torch.profiler gives an op or region: (kind, name fragments).
@@ -227,9 +277,10 @@ def run_procs(cfg, argv, options):
                                       f"--barrier={folder}", "--flops=0"], stdout=subprocess.PIPE, text=True)
                     for o in which]
         outs = [c.communicate()[0] for c in children]
-    if any(c.returncode for c in children):
-        raise RuntimeError(f"--procs={cfg.procs}: {sum(bool(c.returncode) for c in children)} of the copies failed "
-                           "(their errors are above)")
+    failed = [(f"--procs copy {i + 1} (option {o})", c.returncode) for i, (o, c) in enumerate(zip(which, children))
+              if c.returncode]
+    if failed:
+        child_failed(failed)
     results = [json.loads(o.strip().splitlines()[-1]) for o in outs]
     return dict(procs=cfg.procs, options="".join(which), device=results[0]["device"], compile=cfg.compile,
                 seconds=cfg.seconds, iterations_per_s=round(sum(r["iterations_per_s"] for r in results), 3),
@@ -338,15 +389,19 @@ def main(argv=None):
                                    "give its length with --seconds=S")
         print(json.dumps(run_procs(cfg, argv, options)))
         return
+    device = runs.pick_device(cfg.device)  # here once (a CPU fallback is announced once, not per option)
+    check_peak(cfg, device)
     if len(options) == 1:
         print(json.dumps(bench_option(cfg, options)))
         return
     results = []
     for option in options:  # a fresh process per option: CPU peak RSS (and compile cost) is per process
-        args = [a for a in argv if not a.startswith("--option=")] + [f"--option={option}"]
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], check=True,
-                             capture_output=True, text=True).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        args = [a for a in argv if not a.startswith("--option=")] + [f"--option={option}", f"--device={device}"]
+        # its stderr passes through: a failed child's own one-line error (or traceback) is what to read
+        child = subprocess.run([sys.executable, os.path.abspath(__file__), *args], stdout=subprocess.PIPE, text=True)
+        if child.returncode:
+            child_failed([(f"option {option}", child.returncode)])
+        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
     by = {r["option"]: r for r in results}
     summary = {f"{a}_over_C_{what}": round(by[a][f"{what}_s"] / by["C"][f"{what}_s"], 3)
                for a in "AB" if a in by and "C" in by for what in ("iteration", "weight_step")}

@@ -45,7 +45,7 @@ class SearchConfig:
     batch_size: int = 64           # global batch per step, both halves, over all processes (PC-DARTS: 256)
     lr: float = 0.025              # SGD on the trainable weights, cosine per epoch ...
     lr_min: float = 0.001          # ... down to this (DARTS code and NB201 use 0.001; PC-DARTS 0)
-    momentum: float = 0.9
+    momentum: float = 0.9          # SGD momentum of the weight step
     nesterov: bool = True          # NB201's DARTS: True; DARTS code: False
     weight_decay: float = 5e-4     # NB201 5e-4; DARTS 3e-4; applied to every trainable weight incl. BN
     bn_decay: bool = True          # weight decay on the cell BN affine weights too (0: none there; the
@@ -69,10 +69,10 @@ class SearchConfig:
     track_running_stats: bool = False  # cell BN running statistics (default: batch statistics only)
     subset: int = 0                # use only this many training images (0: all)
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
-    seed: int = 0
+    seed: int = 0                  # the supernet's init, the split into two halves, batch order, augmentation
     device: str = "auto"           # auto | cpu | cuda | cuda:1 | mps
     ddp_backend: str = "auto"      # torchrun: auto (NCCL on CUDA) | nccl | gloo (gloo lets processes share GPUs)
-    out: str = "runs/search"
+    out: str = "runs/search"       # the run's folder: config, log, history, alphas, genotype, checkpoint
     resume: bool = False           # continue from OUT/checkpoint.pt
     bench201: str = ""             # optional NB201 benchmark file/CSV: log each epoch's accuracies ...
     bench201_dataset: str = ""     # ... of this dataset: cifar10 | cifar100 | ImageNet16-120 ("": the
@@ -362,7 +362,12 @@ def _search(cfg, rank, world, device, stop):
         if stop.requested():
             stop.stop(f"after epoch {epoch + 1}", ckpt_path)
     stop.armed = False
-    log(f"final genotype: {json.dumps(history[-1]['genotype']) if history else 'none'}")
+    cell = json.dumps(history[-1]["genotype"]) if history else "none"
+    if last < cfg.epochs:  # --stop_after ended this session: the cell is not the search's result yet
+        log(f"stopped after epoch {last} of {cfg.epochs} (--stop_after={cfg.stop_after}); the cell so far: "
+            f"{cell}; continue with --resume=1 --out={cfg.out}")
+    else:
+        log(f"final genotype: {cell}")
     return model, history
 
 

@@ -33,7 +33,9 @@ folder does not hold finished. Exit status: 0 every run finished; 1 a run failed
 a write of the sweep's own failed); 2 refused before any run started; 128 + N stopped by signal N.
 On CUDA the searches are spread over the visible GPUs, --jobs per GPU, each search seeing only its own
 (CUDA_VISIBLE_DEVICES); where each session ran (GPU index, or CPU model and vector ISA) is in
-OUT/<option>_s<seed>/device.txt and the table's device column.
+OUT/<option>_s<seed>/device.txt and the table's device column. The first line says how many searches
+run, how many at once and the CPU threads each gets (the searches' OMP_NUM_THREADS: --threads, else
+cores // searches at once, with the shell's own OMP_NUM_THREADS named when it differs).
 """
 import dataclasses
 import functools
@@ -58,21 +60,29 @@ Job = namedtuple("Job", "name folder argv state epochs")
 
 @dataclass
 class SweepConfig:
-    out: str = "runs/sweep"
+    out: str = "runs/sweep"    # the sweep's folder: OUT/<option>_s<seed>/ per run, table.md, figures/
     options: str = "BC"        # Table 1 options, e.g. BC or ABCD
     seeds: str = "1,2,3"       # comma-separated
     jobs: int = 1              # searches at a time; on GPUs per GPU (CPU: one per core; several share a GPU)
-    threads: int = 0           # CPU threads per search (OMP_NUM_THREADS); 0: cores // jobs
+    threads: int = 0           # CPU threads per search (sets its OMP_NUM_THREADS); 0: cores // searches at once
+
+
+SET_PER_RUN = ("option", "seed", "resume", "stop_after")  # search keys the sweep gives each run itself
 
 
 def parse(argv):
-    """argv -> (SweepConfig, the search flags shared by every run)."""
+    """argv -> (SweepConfig, the search flags shared by every run). --help / -h: the sweep's keys, then
+    the search keys it passes on (runs.help_text), exit 0."""
+    if runs.wants_help(argv):
+        runs.show_help(SweepConfig, more=[(
+            "search.py keys, passed on to every search (the sweep sets --option, --seed, --resume and "
+            "--stop_after per run)", search.SearchConfig, SET_PER_RUN)])
     own = {f.name for f in dataclasses.fields(SweepConfig)}
     mine = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_") in own]
     rest = [a for a in argv if a not in mine]
     cfg = runs.parse_config(SweepConfig, mine)
     runs.check_ranges(cfg, dict(jobs="[1, inf)", threads="[0, inf)"))
-    taken = runs.explicit_keys(rest) & {"option", "seed", "resume", "stop_after"}
+    taken = runs.explicit_keys(rest) & set(SET_PER_RUN)
     if taken:
         raise runs.ConfigError(f"--{', --'.join(sorted(taken))}: the sweep sets these per run "
                                "(use --options= and --seeds=)")
@@ -204,6 +214,21 @@ def note_device(folder, gpu, flags, threads):
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {where}\n")
 
 
+def thread_count(cfg, at_once):
+    """-> (CPU threads per search, why): --threads, else this machine's cores // searches at once. The
+    searches' OMP_NUM_THREADS is set to it, so an OMP_NUM_THREADS of the sweep's own shell that differs
+    is named: it does not reach them."""
+    if cfg.threads:
+        return cfg.threads, f"--threads={cfg.threads}"
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // at_once)
+    why = f"--threads=0: {cores} cores // {at_once} search{'es' if at_once > 1 else ''} at once"
+    shell = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if shell and shell != str(threads):
+        why += f"; this shell's OMP_NUM_THREADS={shell} is not passed on (--threads={shell} keeps it)"
+    return threads, why
+
+
 def run_all(cfg, jobs, say=print, gpus=None):
     """Run the pending searches, cfg.jobs at a time (with GPUs: cfg.jobs per GPU, each search on the
     least busy one); one line per finished epoch and per ended run.
@@ -211,10 +236,13 @@ def run_all(cfg, jobs, say=print, gpus=None):
     every search (each checkpoints and exits); the sweep then waits for them and starts no more."""
     gpus = visible_gpus(jobs[0].argv) if gpus is None and jobs else gpus or []
     on_gpu, capacity = {}, cfg.jobs * max(1, len(gpus))
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // capacity)
+    threads, why = thread_count(cfg, capacity)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     pending = [j for j in jobs if j.state != "done"]
     running, status, stopping, told = {}, {}, [], {}
+    if pending:  # the thread count decides the minutes per run (device.txt): say what it is and why
+        say(f"{len(pending)} of {len(jobs)} searches to run, {capacity} at a time"
+            + (f" on {len(gpus)} GPU(s)" if gpus else "") + f", {threads} CPU thread(s) each ({why})")
     for j in jobs:
         if j.state == "done":
             say(f"{j.name}: finished before, skipped")

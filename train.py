@@ -57,13 +57,13 @@ class Config:
     data: str = "data"            # dataset root folder
     download: bool = True         # fetch missing cifar/svhn files through torchvision (0: never online)
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
-    epochs: int = 600
+    epochs: int = 600             # training epochs (the recipe's: darts 600, imagenet 250, nb201 200)
     batch_size: int = 96          # global, over all processes
     lr: float = 0.025             # initial SGD learning rate
     schedule: str = "cosine"      # cosine (to 0 at `epochs`) or step (lr * lr_gamma^epoch)
-    lr_gamma: float = 0.97
-    momentum: float = 0.9
-    nesterov: bool = False
+    lr_gamma: float = 0.97        # schedule=step: the lr's factor per epoch
+    momentum: float = 0.9         # SGD momentum
+    nesterov: bool = False        # Nesterov momentum (the nb201 recipe's)
     weight_decay: float = 3e-4    # on every parameter, as the references
     grad_clip: float = 5.0        # max global grad norm; 0 = off
     C: int = 36                   # initial channels
@@ -73,7 +73,7 @@ class Config:
     drop_path_prob: float = 0.2   # final drop path probability, ramped linearly from 0
     cutout: int = 16              # cutout side in px; 0 = off
     label_smoothing: float = 0.0  # training loss only; evaluation uses plain CE
-    seed: int = 0
+    seed: int = 0                 # the subsets, the network's init, batch order, augmentation, drop path
     device: str = "auto"          # auto, cpu, cuda, mps
     ddp_backend: str = "auto"     # torchrun: auto (NCCL on CUDA) | nccl | gloo (gloo lets processes share GPUs)
     out: str = "runs/train"       # checkpoint.pt, log.txt, metrics.json go here
@@ -98,6 +98,9 @@ RECIPES = {
     "nb201": dict(epochs=200, batch_size=256, lr=0.1, nesterov=True, weight_decay=5e-4, grad_clip=0.0,
                   auxiliary=False, drop_path_prob=0.0, cutout=0, C=16, layers=5),
 }
+# The keys a recipe sets (the table above; momentum and the aux weight are the same in all three): the
+# ones a user gives are named in the log's recipe line.
+RECIPE_KEYS = set().union(*RECIPES.values()) | {"momentum", "auxiliary_weight"}
 # What a resumed run may change; any other key must match the checkpoint's config.
 RUN_KEYS = {"epochs", "resume", "out", "device", "amp", "channels_last", "workers", "test_every_epoch",
             "download", "compile", "ddp_backend", "cuda_graphs", "deterministic"}
@@ -159,8 +162,10 @@ def resolve(argv):
         raise runs.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
     if setting == "darts" and "auxiliary" not in given:
         cfg.auxiliary = aux_fits(info.size, cfg.layers)
-    overrides = sorted(given & set(RECIPES[setting]) | given & {"auxiliary"})
-    return cfg, genotype, info, None, f"recipe {setting} (yours: {', '.join(overrides) or 'none'})"
+    # every recipe key the command line set, whether or not this setting's recipe changes it from the
+    # Config default (darts' recipe is the defaults: it changes none)
+    yours = ", ".join(f"{k}={runs.flag_value(getattr(cfg, k))}" for k in sorted(given & RECIPE_KEYS, key=str.lower))
+    return cfg, genotype, info, None, f"recipe {setting} (yours: {yours or 'none'})"
 
 
 def learning_rate(cfg, epoch):

@@ -5,11 +5,11 @@ make a parametric op (a conv op) compete with the parameter-free skip_connect is
 it. `Probe.measure` reports, for every edge and every candidate op that ends in a BN:
 - gamma: mean |γ| of the op's last BN (the scale of the op's output; 1 under options B and D, which
   freeze γ = 1);
-- eta: the Sec. 4 quantity η = Var[W γ/σ] / Var[W_init] (Eq. 17-18, analysis.relative_variance) of the
-  conv that feeds that BN, σ = sqrt(batch variance + eps) of the conv's output on a fixed probe batch:
-  the value the BN divides by in the search, which uses batch statistics. None where the last BN does
-  not follow one conv (FactorizedReduce, the skip of a reduction edge: two convs concatenated) or where
-  an edge lacks the op.
+- eta: the Sec. 4 quantity η = Var[W γ/σ] / Var[W_init] (Eq. 17-18, `relative_variance`, which
+  analysis.py's Fig. 4 runs take from here) of the conv that feeds that BN, σ = sqrt(batch variance +
+  eps) of the conv's output on a fixed probe batch: the value the BN divides by in the search, which
+  uses batch statistics. None where the last BN does not follow one conv (FactorizedReduce, the skip of
+  a reduction edge: two convs concatenated) or where an edge lacks the op.
 Both are averaged over the cells of one kind (every normal cell shares alpha_normal, Eq. 6).
 
 The probe is the first (per-process batch) images of the alpha half, unaugmented: the same batch every
@@ -20,7 +20,14 @@ S4 noise op draws), so logging leaves the search bit-identical.
 import torch
 import torch.nn as nn
 
-from analysis import relative_variance
+
+@torch.no_grad()
+def relative_variance(conv, bn, init_var, sigma=None):
+    """η = Var[W γ/σ] / Var[W_init] (Eq. 17-18) of one conv layer: W (C_out, C_in, k, k) scaled per output
+    channel by γ/σ (C_out,). σ: the BN's running statistics sqrt(running_var + eps) unless given."""
+    sigma = (bn.running_var + bn.eps).sqrt() if sigma is None else sigma
+    w = conv.weight.float() * (bn.weight.float() / sigma.float()).view(-1, 1, 1, 1)
+    return (w.var(correction=0) / init_var).item()
 
 
 def _last_conv_bn(op):

@@ -11,18 +11,24 @@ search.py, train.py, analysis.py, bench.py, plot.py and checkpoints.py import th
 about architectures. The config is a dataclass per script (defaults = the paper's values); `parse_config`
 applies overrides and rejects unknown keys and badly typed values in one line, like nanoGPT's
 configurator but without exec; `check_ranges` refuses a numeric setting outside its range (each script
-declares a RANGES dict), `pick_device` a device this machine does not have.
+declares a RANGES dict), `pick_device` a device this machine does not have. `--help` (or `-h`) anywhere
+on a command line that `parse_config` reads prints `help_text` (every key with its default, type and the
+comment after its field, the usage line and the docstring's examples) and exits 0.
 """
 import contextlib
 import dataclasses
+import inspect
+import io
 import math
 import os
 import platform
 import random
 import signal
 import sys
+import textwrap
 import threading
 import time
+import tokenize
 import typing
 
 import torch
@@ -67,12 +73,24 @@ def _convert(name, text, typ):
         raise ConfigError(f"--{name}={text}: expected a value of type {tname}") from None
 
 
+HELP_FLAGS = ("--help", "-h")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: scripts are named from it
+
+
+def wants_help(argv=None):
+    """Whether the command line (default: sys.argv[1:]) asks for --help or -h."""
+    return any(a in HELP_FLAGS for a in (sys.argv[1:] if argv is None else argv))
+
+
 def parse_config(cls, argv=None, **defaults):
     """Build dataclass `cls` from `--key=value` strings (default: sys.argv[1:]).
 
-    `defaults` are applied before argv (scripts use them for per-setting defaults).
+    `defaults` are applied before argv (scripts use them for per-setting defaults). `--help` or `-h`
+    among them prints `help_text(cls)` and exits 0 (SystemExit, which `cli` lets through).
     """
     argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv):
+        show_help(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values = dict(defaults)
@@ -82,9 +100,116 @@ def parse_config(cls, argv=None, **defaults):
         key, text = arg[2:].split("=", 1)
         key = key.replace("-", "_")
         if key not in fields:
-            raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(fields)}")
+            raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(fields)} "
+                              "(--help says what each means)")
         values[key] = _convert(key, text, hints[key])
     return cls(**values)
+
+
+def show_help(cls, doc=None, usage=None, more=()):
+    """Print `help_text` on stdout and exit 0: what `parse_config` does on --help (a script that reads
+    its command line otherwise, as sweep.py and plot.py do, calls this itself)."""
+    print(help_text(cls, doc, usage, more))
+    sys.exit(0)
+
+
+def help_text(cls, doc=None, usage=None, more=()):
+    """The --help of a script whose settings are dataclass `cls`: the first paragraph of its docstring `doc`
+    (default: the docstring of the module that defines `cls`, `__main__` for a script run as one), the
+    usage line (`usage`, default "python SCRIPT [--key=value ...]"), the docstring's example commands,
+    then every key as --key=default, its type and its meaning (`field_notes`). `more`: further sections,
+    each (title, dataclass, keys left out), e.g. the search keys sweep.py passes on to every search."""
+    module = sys.modules.get(cls.__module__)
+    doc = inspect.cleandoc(doc if doc is not None else getattr(module, "__doc__", None) or "")
+    path = os.path.abspath(getattr(module, "__file__", None) or f"{cls.__module__}.py")
+    script = os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else os.path.basename(path)
+    summary = doc.split("\n\n", 1)[0].splitlines()  # the docstring's first paragraph
+    lines = summary + ["", f"usage: {usage or f'python {script} [--key=value ...]'}"]
+    examples = _examples(doc)
+    if examples:
+        lines += ["", "examples:", *examples]
+    optional = any(type(None) in typing.get_args(t) for c in [cls] + [m[1] for m in more]
+                   for t in typing.get_type_hints(c).values())
+    lines += ["", "keys (--key=value, shown with the default; booleans take 1 or 0"
+              + ("; none leaves an optional one unset):" if optional else "):"), *_key_lines(cls)]
+    for title, other, left_out in more:
+        lines += ["", f"{title}:", *_key_lines(other, left_out)]
+    return "\n".join(lines)
+
+
+def _examples(doc):
+    """The docstring's indented command lines (python / torchrun, with their backslash continuations)."""
+    out, going_on = [], False
+    for line in doc.splitlines():
+        text = line.strip()
+        if going_on or (line.startswith("    ") and text.split(" ", 1)[0] in ("python", "python3", "torchrun")):
+            out.append("  " + line[4:] if line.startswith("    ") else "  " + text)
+            going_on = text.endswith("\\")
+    return out
+
+
+def _key_lines(cls, left_out=()):
+    """One entry per field of `cls` (wrapped at 110 columns): --name=default, type, meaning."""
+    hints, notes = typing.get_type_hints(cls), field_notes(cls)
+    rows = [(f"--{f.name}={_shown(f)}", _type_name(hints[f.name]), notes.get(f.name, ""))
+            for f in dataclasses.fields(cls) if f.name not in left_out]
+    width = min(max((len(flag) for flag, *_ in rows), default=0), 28)  # a longer one: its note below it
+    types = max((len(t) for _, t, _ in rows), default=0)
+    lines = []
+    indent = " " * (width + types + 6)
+    for flag, typ, note in rows:
+        head = f"  {flag:<{width}}  {typ:<{types}}  "
+        if len(flag) > width:  # a long default: the meaning goes under it, in the column of the others
+            lines.append(f"  {flag}  {typ}")
+            head = indent
+        lines += [t.rstrip() for t in textwrap.wrap(note, 110, initial_indent=head, subsequent_indent=indent)
+                  or [head]]
+    return lines
+
+
+def _shown(field):
+    return flag_value(field.default_factory() if field.default is dataclasses.MISSING else field.default)
+
+
+def flag_value(value):
+    """A setting as it is typed on the command line: 1 / 0 for booleans, none for None."""
+    if isinstance(value, bool) or value is None:
+        return {True: "1", False: "0", None: "none"}[value]
+    return str(value)
+
+
+def _type_name(typ):
+    args = typing.get_args(typ)
+    if type(None) in args:
+        return "|".join("none" if a is type(None) else _type_name(a) for a in args)
+    return getattr(typ, "__name__", str(typ))
+
+
+def field_notes(cls):
+    """{field name: its meaning} of dataclass `cls`: the `# comment` at the end of the field's line in
+    the source, joined with the comment-only lines under it that are indented past the field (its
+    continuation). {} where the source cannot be read (a frozen executable, a class made at run time)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    names, notes = {f.name for f in dataclasses.fields(cls)}, {}
+    current, row, col, first = None, 0, 0, True  # the field being read, its line and column; a line start?
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            own_line = tok.line[:tok.start[1]].strip() == ""
+            if current and (tok.start[0] == row or (own_line and tok.start[1] > col)):
+                notes.setdefault(current, []).append(tok.string.lstrip("#").strip())
+            elif own_line:
+                current = None  # a comment above what follows, not a continuation
+        elif tok.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+            first = True
+        elif tok.type != tokenize.NL:
+            if first:
+                current = tok.string if tok.type == tokenize.NAME and tok.string in names else None
+                row, col = tok.start
+            first = False
+    return {k: " ".join(v) for k, v in notes.items()}
 
 
 def explicit_keys(argv=None):

@@ -59,13 +59,13 @@ class WindowConfig:
     data: str = "../shared/data/cifar10-50k"              # --task=pack: the ImageFolder tree to pack
     bench201: str = "../shared/data/nb201/nb201-public.csv"  # --task=pack: the public NAS-Bench-201 table
     runs_out: str = "results/nb201-full"  # table2: the sweep's folder (in the carried tree)
-    options: str = "BC"
-    seeds: str = "1,2,3"
+    options: str = "BC"                 # table2: the sweep's --options (Table 1's B and C)
+    seeds: str = "1,2,3"                # table2: the sweep's --seeds
     jobs: int = 6                       # table2: searches at once on the GPU (the check's plan says which)
     compile: bool = True                # table2: --compile of the searches (CUDA graphs on a GPU)
     size: str = "paper"                 # paper | tiny (C=4, one cell, batch 4: the suite's check)
-    epochs: int = 50
-    device: str = "auto"
+    epochs: int = 50                    # table2: search epochs (the paper's 50)
+    device: str = "auto"                # check and table2: every step's / search's --device
     only: str = ""                      # check: scripts/gpu_check.py's --only (step names or prefixes)
 
 

@@ -157,6 +157,11 @@ def test_run_directory_contract_and_exact_resume(tiny_folder, tmp_path):
         assert 0 <= r["train_err"] <= 1 and 0 <= r["test_err"] <= 1
         assert len(r["eta"]) == len(cfg["eta_layers"]) == 17 and all(v > 0 for v in r["eta"])
     assert (whole / "log.txt").is_file() and (whole / "checkpoint.pt").is_file()
+    last = rows[-1]  # the log ends with the run's result
+    median = sorted(last["eta"])[len(last["eta"]) // 2]
+    assert (whole / "log.txt").read_text().splitlines()[-1].endswith(
+        f"final (epoch 2/2): test loss {last['test_loss']:.4g} error {last['test_err']:.4f}, train loss "
+        f"{last['train_loss']:.4g} error {last['train_err']:.4f}, median η {median:.3g} ({whole / 'history.json'})")
     # 1 epoch, then resume to 2: the same numbers and weights as the uninterrupted run
     part = tmp_path / "part"
     analysis.main(TINY + common + [f"--out={part}", "--epochs=1"])  # the later value wins
@@ -167,6 +172,22 @@ def test_run_directory_contract_and_exact_resume(tiny_folder, tmp_path):
            [{k: v for k, v in r.items() if k not in drop} for r in rows]
     a, b = (torch.load(d / "checkpoint.pt", weights_only=True)["model"] for d in (whole, part))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_test_loss_far_above_chance_gets_one_note():
+    """--exp=lambda at a tiny size logged test losses of 5.98e8 and 9.9e6 without a word: one note names
+    them against ln(classes) and the two causes."""
+    rows = [dict(epoch=1, test_loss=5.98e8), dict(epoch=2, test_loss=9.9e6), dict(epoch=3, test_loss=2.1)]
+    note = analysis.loss_note(rows, 10)
+    assert note.startswith("note: the test loss was far above chance (ln(10) = 2.30) in 2 of 3 epochs, 5.98e+08 "
+                           "at epoch 1: the BN running statistics") and "diverged" in note and "\n" not in note
+    assert analysis.loss_note(rows[2:], 10) is None  # near chance: nothing to say
+    assert analysis.loss_note([dict(epoch=1, test_loss=11.0)], 10) is None  # under 5 x ln(10) = 11.5
+    assert "in 1 of 1 epochs, nan at epoch 1" in analysis.loss_note([dict(epoch=1, test_loss=float("nan"))], 100)
+    cfg = analysis.AnalysisConfig(exp="lambda", epochs=3, out="o")
+    row = dict(epoch=3, test_loss=2.0, test_err=0.5, train_loss=1.0, train_err=0.25, **{"lambda": [0.5, 1.0]})
+    assert analysis.result_line(cfg, [row]) == ("final (epoch 3/3): test loss 2 error 0.5000, train loss 1 error "
+                                                f"0.2500, mean λ 0.750 ({os.path.join('o', 'history.json')})")
 
 
 @pytest.mark.parametrize("argv, words", [

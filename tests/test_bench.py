@@ -69,3 +69,31 @@ def test_procs_without_seconds_is_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         runs.cli(bench.main, TINY + ["--procs=2"])
     assert e.value.code == 2 and "--seconds" in capsys.readouterr().err
+
+
+def test_a_peak_n_too_big_for_the_machine_is_one_line(capsys):
+    """bench.py --peak_n=99999999999 ended in a 30-line CalledProcessError traceback (the peak's child
+    could not allocate its matrices): refused before any step, naming --peak_n and why."""
+    for option in ("C", "all"):
+        with pytest.raises(SystemExit) as e:
+            runs.cli(bench.main, TINY + ["--peak_n=99999999999", f"--option={option}"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1, err
+        assert err.startswith("error: --peak_n=99999999999: the matmul peak needs three 99999999999 x 99999999999 "
+                              "float32 matrices, 1.12e+14 GiB, more than the "), err
+    # a size the machine has but cannot allocate now: the peak's own allocation says the same in one line
+    with pytest.raises(runs.ConfigError, match=r"^--peak_n=99999999999: 1.12e\+14 GiB for the matmul peak could "
+                                               r"not be allocated on cpu \(Storage size calculation overflowed"):
+        bench.matmul_peak(torch.device("cpu"), 99999999999)
+
+
+def test_a_failed_child_is_one_line_after_its_own_error(capfd, monkeypatch):
+    """--option=BC runs each option in a child: its one-line error passes through and the parent adds one
+    line with the child's exit status (was: the child's stderr swallowed, then CalledProcessError)."""
+    monkeypatch.setattr(bench, "memory_bytes", lambda device: None)  # the parent lets it through; the child not
+    with pytest.raises(SystemExit) as e:
+        runs.cli(bench.main, TINY + ["--peak_n=99999999999", "--option=BC"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 2, err
+    assert err[0].startswith("error: --peak_n=99999999999: the matmul peak needs") and "Traceback" not in err[0]
+    assert err[1] == "error: 1 of bench.py's child processes failed: option B (exit 2); the error is above"

@@ -80,3 +80,31 @@ def test_search_logs_op_scales_beside_alpha_and_resumes_them(tiny_folder, tmp_pa
     import plot  # the figure beside Fig. 5
     paths = plot.main([str(tmp_path / "full"), f"--out={tmp_path / 'fig'}"])
     assert str(tmp_path / "fig" / "op_scale_full.png") in paths
+
+
+def test_the_harness_imports_no_entry_script():
+    """η (Eq. 17-18) is op_scale's, and analysis.py takes it from there: no harness module imports an entry
+    script when it is imported (op_scale imported analysis.py for it, an import that ran upward). An import
+    inside a function, run only when called, is not counted here."""
+    import ast
+    import os
+    import analysis
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # the entry scripts: the top level less the paper's modules and bench201.py, which is also the
+    # dependency-free reader the harness reads benchmark files with
+    scripts = {f[:-3] for f in os.listdir(root) if f.endswith(".py")} - {
+        "ops", "spaces", "supernet", "genotypes", "architect", "networks", "bench201"}
+
+    def imported_at_import(node):  # the modules a statement imports, function bodies left out
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return set()
+        found = {a.name.split(".")[0] for a in node.names} if isinstance(node, ast.Import) else \
+            {node.module.split(".")[0]} if isinstance(node, ast.ImportFrom) and node.module else set()
+        return found.union(*(imported_at_import(child) for child in ast.iter_child_nodes(node)))
+
+    for name in sorted(os.listdir(os.path.join(root, "harness"))):
+        if name.endswith(".py"):
+            with open(os.path.join(root, "harness", name)) as f:
+                upward = imported_at_import(ast.parse(f.read())) & scripts
+            assert not upward, f"harness/{name} imports {sorted(upward)}"
+    assert analysis.relative_variance is op_scale.relative_variance

@@ -45,12 +45,20 @@ def test_two_epoch_smoke_writes_every_output(tiny_folder, tmp_path, space, layer
     assert ckpt["epoch"] == 2 and json.loads((out / "config.json").read_text())["space"] == space
 
 
-def test_resume_equals_uninterrupted_run(tiny_folder, tmp_path):
+def test_resume_equals_uninterrupted_run(tiny_folder, tmp_path, capsys):
     common = ("--space=nb201", "--layers=1", "--epochs=3", "--seed=3")
     full, _ = run(tiny_folder, tmp_path / "full", *common)
-    run(tiny_folder, tmp_path / "cut", *common, "--stop_after=1")
+    capsys.readouterr()
+    _, first = run(tiny_folder, tmp_path / "cut", *common, "--stop_after=1")
+    # a session that --stop_after ended says so, on screen and in log.txt, instead of "final genotype"
+    said = (f"stopped after epoch 1 of 3 (--stop_after=1); the cell so far: {json.dumps(first[-1]['genotype'])}; "
+            f"continue with --resume=1 --out={tmp_path / 'cut'}")
+    log = (tmp_path / "cut" / "log.txt").read_text()
+    assert said in capsys.readouterr().out and said in log and "final genotype" not in log
     # --resume=1 --out=DIR alone restores every setting from DIR/config.json
     resumed, history = search.search(search.make_config([f"--out={tmp_path / 'cut'}", "--resume=1"]))
+    assert (tmp_path / "cut" / "log.txt").read_text().splitlines()[-1].endswith(
+        f"final genotype: {json.dumps(history[-1]['genotype'])}")
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert torch.equal(full.alphas_normal, resumed.alphas_normal)
     for (n, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):

@@ -338,6 +338,37 @@ def test_searches_are_spread_over_the_gpus_and_name_their_device(tmp_path, monke
     assert sweep_table.run_devices(first) == f"GPU 3, cpu x2 threads ({cpu})"
 
 
+def test_the_start_line_says_the_thread_count_and_why(tmp_path, monkeypatch):
+    """--threads=0 takes cores // searches at once and replaces the shell's OMP_NUM_THREADS: the start
+    line says both (a run made with OMP_NUM_THREADS=1 was recorded as "cpu x2 threads" without a word)."""
+    given = []  # each search's OMP_NUM_THREADS
+
+    class Recording(FakeSearch):
+        def __init__(self, cmd, env=None, **kwargs):
+            given.append(env["OMP_NUM_THREADS"])
+            super().__init__(cmd, env=env, **kwargs)
+    monkeypatch.setattr(sweep.subprocess, "Popen", Recording)
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    jobs = [sweep.Job(f"C_s{i}", str(tmp_path / f"C_s{i}"), ["--device=cpu"], "new", 1) for i in (1, 2)]
+    for cfg, line in (
+            (sweep.SweepConfig(jobs=1), "2 of 2 searches to run, 1 at a time, 2 CPU thread(s) each (--threads=0: "
+             "2 cores // 1 search at once; this shell's OMP_NUM_THREADS=1 is not passed on (--threads=1 keeps it))"),
+            (sweep.SweepConfig(jobs=2), "2 of 2 searches to run, 2 at a time, 1 CPU thread(s) each (--threads=0: "
+             "2 cores // 2 searches at once)"),
+            (sweep.SweepConfig(jobs=1, threads=3), "2 of 2 searches to run, 1 at a time, 3 CPU thread(s) each "
+             "(--threads=3)")):
+        FakeSearch.started, FakeSearch.live, said, given[:] = [], [], [], []
+        sweep.run_all(cfg, jobs, say=said.append, gpus=[])
+        assert said[0] == line
+        assert given == [line.split(", ")[2].split()[0]] * 2  # what the line says is what the searches get
+    jobs = [job._replace(state="done") for job in jobs]  # nothing to run: no start line
+    said = []
+    sweep.run_all(sweep.SweepConfig(), jobs, say=said.append, gpus=[])
+    assert said == ["C_s1: finished before, skipped", "C_s2: finished before, skipped"]
+
+
 @pytest.mark.parametrize("k, n, lo, hi", [(0, 3, 0.0, 0.5615), (3, 3, 0.4385, 1.0), (1, 2, 0.0945, 0.9055),
                                           (5, 10, 0.2366, 0.7634), (0, 0, 0.0, 1.0)])
 def test_wilson_interval(k, n, lo, hi):

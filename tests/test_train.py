@@ -93,6 +93,18 @@ def test_recipes(large):
     assert [train.learning_rate(cfg, e) for e in (0, 2, 4)] == pytest.approx([0.025, 0.0125, 0.0])
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["--arch=DARTS_V2"], "recipe darts (yours: none)"),
+    # darts' recipe is the Config defaults, so it changes none of these: they are the user's all the same
+    (["--arch=DARTS_V2", "--C=8", "--layers=5", "--epochs=2", "--auxiliary=0", "--seed=3"],
+     "recipe darts (yours: auxiliary=0, C=8, epochs=2, layers=5)"),
+    ([f"--arch={NB201}", "--epochs=12", "--nesterov=0", "--momentum=0.8"],
+     "recipe nb201 (yours: epochs=12, momentum=0.8, nesterov=0)"),
+])
+def test_the_recipe_line_names_every_recipe_key_the_user_set(argv, said):
+    assert train.resolve(argv)[4] == said
+
+
 def read_run(out):
     with open(os.path.join(out, "metrics.json")) as f:
         metrics = json.load(f)
