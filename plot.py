@@ -20,10 +20,7 @@ folder given (a note says which). Benchmark accuracy: the run's logged "bench201
 --bench201=PATH table. matplotlib is needed by this file and the
 harness/*_figure(s).py, figure_style.py it imports only.
 """
-import dataclasses
-import inspect
 import os
-import re
 import sys
 from dataclasses import dataclass
 
@@ -46,20 +43,6 @@ class PlotConfig:
     out: str = "figures"       # folder for the PNGs (created)
     bench201: str = ""         # NB201 table (any bench201.py format) for runs that did not log accuracies
     dpi: int = 120             # resolution of the PNGs (dots per inch)
-
-
-HELP_FLAGS = ("--help", "-h")
-
-
-def help_text():
-    """What --help prints: the docstring's first line and command lines, then each key with its default
-    and the comment after its field in PlotConfig. plot.py's own: the command line holds folders beside
-    the keys, so runs.parse_config never sees all of it."""
-    doc = __doc__.splitlines()
-    notes = dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.*)$", inspect.getsource(PlotConfig), re.M))
-    keys = [f"  --{f.name}={f.default}".ljust(20) + notes.get(f.name, "") for f in dataclasses.fields(PlotConfig)]
-    return "\n".join([doc[0], "", "usage:", *(line[2:] for line in doc if line.startswith("    python plot.py")),
-                      "", "keys (--key=value, shown with the default):", *keys])
 
 
 def fig5_alphas(run, cfg):
@@ -220,10 +203,10 @@ def draw_all(loaded, table, cfg):
 
 def main(argv=None):
     """`RUN_DIR ... --key=value ...` -> draw every applicable figure; returns (and prints) the PNG paths.
-    --help or -h: prints help_text and draws nothing."""
+    --help or -h: prints runs.help_text (the command lines above and every key) and draws nothing."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    if any(a in HELP_FLAGS for a in argv):
-        print(help_text())
+    if runs.wants_help(argv):  # the command line holds folders beside the keys: parse_config never sees all
+        print(runs.help_text(PlotConfig, __doc__, usage="python plot.py RUN_DIR|SWEEP_DIR ... --out=DIR [--key=value ...]"))
         return []
     cfg = runs.parse_config(PlotConfig, [a for a in argv if a.startswith("--")])
     dirs = [a for a in argv if not a.startswith("--")]
