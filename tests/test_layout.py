@@ -9,8 +9,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAPER = ("ops", "spaces", "supernet", "genotypes", "architect", "networks")
-ENTRY_POINTS = ("search", "train", "analysis", "bench201", "plot", "bench", "sweep")
+PAPER = ("ops", "spaces", "supernet", "genotypes", "architect", "networks", "bnnas")
+ENTRY_POINTS = ("search", "train", "analysis", "bench201", "plot", "bench", "sweep", "bnnas_search")
 # What each module builds in an empty folder: a small, real use of what it defines.
 USE = {
     "ops": "import torch, ops; assert ops.make_op('sep_conv_3x3', 4)(torch.randn(1, 4, 8, 8)).shape == (1, 4, 8, 8)",
@@ -22,6 +22,8 @@ USE = {
     "networks": "import torch, networks, genotypes as G; "
                 "n = networks.NetworkCIFAR(G.DARTS_V2, 10, C=4, layers=3, auxiliary=False).eval(); "
                 "assert n(torch.randn(1, 3, 32, 32)).shape == (1, 10)",
+    "bnnas": "import torch, bnnas; m = bnnas.build_bnnas_supernet(10, C=4, N=1); "
+             "assert m(torch.randn(2, 3, 16, 16), (0, 1, 2, 3, 4, 0)).shape == (2, 10)",
 }
 
 
