@@ -288,6 +288,9 @@ def cli(main, argv=None):
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is intact; rerun with --resume=1", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # whoever read stdout stopped (`--help | head`): no error of ours to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at the exit's flush
+        sys.exit(128 + signal.SIGPIPE)
     except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as e:  # not a bug: what to lower
         print(f"error: out of memory ({one_line(e).split(' Tried')[0][:120]}): lower --batch_size (the global "
               "batch; under torchrun each process takes batch/N), --C or --layers, or run on more GPUs",

@@ -143,3 +143,13 @@ def test_parse_config_answers_help_and_nothing_else(capsys):
     assert runs.parse_config(Toy, ["--name=help"]).name == "help"
     with pytest.raises(runs.ConfigError, match="unknown config key 'help'"):
         runs.parse_config(Toy, ["--help=1"])  # a key, not the flag
+
+
+def test_help_into_a_closed_pipe_ends_quietly():
+    # `python search.py --help | head -0`: the reader is gone before the help is written (torch's import
+    # takes seconds); the write fails with EPIPE, which ends the script with 128 + SIGPIPE, no error line
+    proc = subprocess.Popen([sys.executable, "search.py", "--help"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "error" not in err and "Traceback" not in err, err
