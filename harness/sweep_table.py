@@ -16,6 +16,7 @@ stderr.txt; for the ladder each sweep's table.json and each run's log.txt, confi
 alphas.json) and writes the tables, so a table can be rebuilt from any sweep folder.
 """
 import dataclasses
+import functools
 import os
 import re
 import signal
@@ -25,6 +26,7 @@ import bench201
 import genotypes as G
 from harness import checkpoints
 from harness.checkpoints import write_json
+from harness.data import IMG_EXTENSIONS
 from harness.rundir import BENCH201_COLUMNS, load_run, read_json_if_any
 from harness.runs import ConfigError
 from spaces import get_space
@@ -421,16 +423,67 @@ def search_settings(config):
     return {k: v for k, v in settings.items() if k not in plumbing and k not in IMAGE_KEYS + RUN_IDENTITY}
 
 
+def _train_images(root):
+    """{(class folder, file name): size in bytes} of an ImageFolder root's train/ split."""
+    train, found = os.path.join(root, "train"), {}
+    for c in sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith(".")):
+        for e in os.scandir(os.path.join(train, c)):
+            if e.name.lower().endswith(IMG_EXTENSIONS):
+                found[c, e.name] = e.stat().st_size
+    return found
+
+
+def _same_bytes(a, b, chunk=1 << 16):
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(chunk), fb.read(chunk)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+@functools.lru_cache(maxsize=None)
+def nested_imagefolders(a, b):
+    """Why two ImageFolder roots are not one dataset at two sizes, or "" when they are: the same class
+    folders under train/, and every training image of the root with fewer lies, byte for byte, under the
+    same class and file name in the other (../shared/data/cifar10-jpeg/train is the first 2,500 files
+    per class of cifar10-50k/train). A search reads only train/ (harness/data.search_split), so this is
+    what makes a 25k / 25k rung from the larger folder a bigger rung of the smaller folder's ladder. One
+    difference remains: an ImageFolder is normalised by its train/'s own channel mean and std
+    (harness/data.dataset_info; a --subset rung keeps its folder's), which for cifar10-jpeg against
+    cifar10-50k differ by at most 7e-4 (means 0.4919, 0.4823, 0.4463 against 0.4913, 0.4821, 0.4465)."""
+    for root in (a, b):
+        if not os.path.isdir(os.path.join(root, "train")):
+            return f"{os.path.join(root, 'train')} is not on this machine, so the images cannot be compared"
+    small, large = sorted((a, b), key=lambda root: len(_train_images(root)))
+    inner, outer = _train_images(small), _train_images(large)
+    if {c for c, _ in inner} != {c for c, _ in outer}:
+        return f"the class folders of {small}/train and {large}/train differ"
+    for (c, name), size in sorted(inner.items()):
+        there = os.path.join(large, "train", c, name)
+        if outer.get((c, name)) != size or not _same_bytes(os.path.join(small, "train", c, name), there):
+            return f"{os.path.join(small, 'train', c, name)} is not, byte for byte, {there}"
+    return ""
+
+
 def check_settings(labelled):
     """Refuse, in one ConfigError line naming two run folders and the keys, a ladder whose runs'
-    search_settings differ: [(run folder, settings)], every finished run of every sweep given."""
+    search_settings differ: [(run folder, settings)], every finished run of every sweep given. Two
+    ImageFolder folders (`data`) compare equal when one holds the other's training images
+    (nested_imagefolders): the same dataset at two sizes."""
     (first, ref), *rest = labelled
     for folder, settings in rest:
         keys = sorted(k for k in ref.keys() | settings.keys() if ref.get(k) != settings.get(k))
+        why = ""
+        if "data" in keys and ref.get("dataset") == settings.get("dataset") == "imagefolder":
+            why = nested_imagefolders(*sorted((ref["data"], settings["data"])))
+            if not why:
+                keys.remove("data")
         if keys:
             what = ", ".join(f"{k} {ref.get(k)!r} / {settings.get(k)!r}" for k in keys)
-            raise ConfigError(f"{first} and {folder} differ in more than the number of search images ({what}): "
-                              "a ladder pools sweeps of one setting; plot these apart")
+            raise ConfigError(f"{first} and {folder} differ in more than the number of search images ({what}"
+                              f"{': ' + why if why else ''}): a ladder pools sweeps of one setting; plot these apart")
 
 
 def ladder(sweep_dirs, bench201_path=""):
@@ -472,6 +525,7 @@ def ladder(sweep_dirs, bench201_path=""):
                 rec = dict(seed=r["seed"], acc=r["bench_test_acc"], skip=r["skip_count"], all_skip=flag, steps=size[2],
                            epochs=config["epochs"], space=settings["space"],
                            bench201_dataset=settings["bench201_dataset"], folder=d, repeats=[],
+                           data=config.get("data") if settings["dataset"] == "imagefolder" else None,
                            **found_cell(genotype, alphas, benchmarks.for_run(config)))
                 rec["chance"] = benchmarks.baselines(rec["nb201"]["table"]) if "nb201" in rec else None
                 rung.append(rec)
@@ -495,6 +549,20 @@ def ladder_notes(by):
                                  f"{r['folder']} ({found(r['acc'], r['skip'])}) and in {others}: counted once, "
                                  f"from {r['folder']} (the first folder given)")
     return notes
+
+
+def data_note(rungs):
+    """["", a line naming each rung's ImageFolder folders] when the rungs come from more than one folder
+    (check_settings let them pool: nested_imagefolders), else []. rungs: [(size, option, records)]."""
+    folders = {}
+    for size, _, recs in rungs:
+        folders.setdefault(size, set()).update(r["data"] for r in recs if r.get("data"))
+    if len(set().union(*folders.values())) < 2:
+        return []
+    where = "; ".join(f"{size[0]:,} / {size[1]:,} images from {', '.join(sorted(f))}"
+                      for size, f in sorted(folders.items()) if f)
+    return ["", f"ImageFolder data: {where} (one dataset: each smaller folder's training images lie, byte for "
+                "byte, in the larger)."]
 
 
 def ladder_markdown(by):
@@ -521,7 +589,7 @@ def ladder_markdown(by):
     epochs, notes = sorted({r["epochs"] for *_, recs in rungs for r in recs}), ladder_notes(by)
     lines += ["", f"{', '.join(map(str, epochs)) or '-'} epochs per run; every run's settings are the same but for "
               "the number of images (config.json). k of n: with the 95% Wilson interval of the rate.", "",
-              PAPER_LADDER_NOTE, *(["", *notes] if notes else [])]
+              PAPER_LADDER_NOTE, *(["", *notes] if notes else []), *data_note(rungs)]
     found = [(size, option, against_chance([r["nb201"] for r in recs if "nb201" in r],
                                            {r["chance"]["table"]: r["chance"] for r in recs if r["chance"]}.get))
              for size, option, recs in rungs if any("nb201" in r for r in recs)]

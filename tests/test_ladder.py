@@ -113,6 +113,38 @@ def test_sweeps_whose_settings_differ_in_more_than_the_images_are_refused_in_one
     assert not os.path.exists(tmp_path / "fig")  # nothing written
 
 
+def image_tree(root, files):
+    """An ImageFolder root's train/ with {(class, name): bytes}."""
+    for (c, name), content in files.items():
+        (root / "train" / c).mkdir(parents=True, exist_ok=True)
+        (root / "train" / c / name).write_bytes(content)
+    return str(root)
+
+
+def test_two_imagefolders_pool_when_the_smaller_lies_byte_for_byte_in_the_larger(tmp_path, capsys):
+    small = {("cat", f"{i}.jpg"): bytes([i, 7]) for i in range(3)} | {("dog", "0.jpg"): b"d0"}
+    large = image_tree(tmp_path / "50k", small | {("cat", "9.jpg"): b"c9", ("dog", "5.png"): b"d5"})
+    image_tree(tmp_path / "25k", small)
+    base = make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0)}}, data=str(tmp_path / "25k"))
+    full = make_sweep(tmp_path / "full", 50000, {"C": {1: (93.0, 1)}}, data=large)
+    by = sweep_table.ladder([base, full])  # pooled: one dataset at two sizes
+    assert [(size, [r["acc"] for r in recs]) for size, recs in sorted(by["C"].items())] == \
+        [((2000, 2000), [91.0]), ((25000, 25000), [93.0])]
+    note = sweep_table.ladder_markdown(by).splitlines()
+    assert (f"ImageFolder data: 2,000 / 2,000 images from {tmp_path / '25k'}; 25,000 / 25,000 images from "
+            f"{large} (one dataset: each smaller folder's training images lie, byte for byte, in the larger).") in note
+    for name, change, why in [("changed", {("dog", "0.jpg"): b"dX"}, "0.jpg is not, byte for byte,"),
+                              ("classes", {("fox", "0.jpg"): b"f0"}, "the class folders of"),
+                              ("absent", None, "is not on this machine")]:
+        other = str(tmp_path / name) if change is None else image_tree(tmp_path / name, small | change)
+        refused = make_sweep(tmp_path / f"sweep-{name}", 4000, {"C": {1: (91.0, 0)}}, data=other)
+        with pytest.raises(SystemExit) as e:
+            runs.cli(plot.main, [refused, full, f"--out={tmp_path / 'fig'}"])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(lines) == 1 and why in lines[0] and "data " in lines[0], lines
+    assert not os.path.exists(tmp_path / "fig")
+
+
 def test_a_finished_run_without_its_settings_is_refused(tmp_path, capsys):
     sweep = make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0)}})
     os.remove(os.path.join(sweep, "C_s1", "config.json"))
