@@ -12,7 +12,7 @@ each epoch's cell and its NAS-Bench-201 test accuracy beside Table 2; the axes n
 dataset, the searched one's: rundir.bench_dataset) and fig1_supernet_vs_cell.png (Fig. 1, one marker
 per option of Table 1). analysis.py runs (config.json has "exp"): fig2_plain.png, fig3_lambda.png,
 fig4_eta.png (Sec. 4, harness/analysis_figures.py). Sweep folders: ladder.png (harness/sweep_figures.py)
-and ladder.md, its numbers as a table (harness/sweep_table.py), with each found cell's Table 2 columns,
+and ladder.md, its numbers as a table (harness/ladder.py), with each found cell's Table 2 columns,
 percentiles against random cells and final top-2 margins of softmax(alpha) (looked up in --bench201=PATH,
 else in the table each run recorded); sweeps whose runs' settings differ in more than the number of
 images are refused in one line, and a seed two sweeps hold at one rung counts once, from the first
@@ -34,7 +34,7 @@ from harness.checkpoints import atomic_write
 from harness.figure_style import OP_COLOURS, PAPER_NB201, edge_title, on_cifar10, plt, run_style, save
 from harness.rundir import bench_acc, bench_label, load_run
 from harness.sweep_figures import ladder_figure
-from harness.sweep_table import ladder as ladder_runs, ladder_markdown, ladder_notes
+from harness.ladder import ladder as ladder_runs, ladder_markdown, ladder_notes
 from spaces import get_space
 
 
@@ -218,7 +218,8 @@ def main(argv=None):
     dirs = [d for d in dirs if d not in sweeps]
     ladder = []
     if sweeps:
-        by_size = ladder_runs(sweeps, cfg.bench201)  # the folders read once, for the table and the figure
+        import search  # its SearchConfig and RUN_KEYS say what a rung's setting is; here: only a ladder needs it
+        by_size = ladder_runs(sweeps, search, cfg.bench201)  # the folders read once, for the table and the figure
         os.makedirs(cfg.out, exist_ok=True)  # after the settings check: a refused ladder leaves nothing behind
         table = os.path.join(cfg.out, "ladder.md")  # the figure's numbers: mean ± std, all-skip counts
         for note in ladder_notes(by_size):  # a seed two sweeps hold: which run counted (ladder.md says it too)

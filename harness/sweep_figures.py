@@ -10,7 +10,7 @@ import numpy as np
 
 from harness.figure_style import OPTION_STYLE, PAPER_NB201, on_cifar10, save
 from harness.rundir import BENCH201_NAMES, bench_acc, bench_label
-from harness.sweep_table import PAPER_STEPS, ladder
+from harness.ladder import PAPER_STEPS, ladder
 
 
 def sweep_figures(sweep_runs, out, dpi=120):
@@ -65,14 +65,14 @@ def sweep_figures(sweep_runs, out, dpi=120):
     return paths
 
 
-def ladder_points(sweep_dirs):
+def ladder_points(sweep_dirs, search):
     """{option: {search images (weight + alpha): [(final benchmark acc., final skip count) per finished
-    seed]}} over sweep folders (sweep_table.ladder)."""
-    return points(ladder(sweep_dirs))
+    seed]}} over sweep folders (harness/ladder.ladder; search: the search script's module)."""
+    return points(ladder(sweep_dirs, search))
 
 
 def points(by_size):
-    """sweep_table.ladder's {option: {(weight, α images): [records]}} -> ladder_points' form."""
+    """ladder.ladder's {option: {(weight, α images): [records]}} -> ladder_points' form."""
     by = {}
     for option, rungs in by_size.items():
         for size, recs in rungs.items():
@@ -88,7 +88,7 @@ SPREAD = 0.035  # decades between the options' dots at one rung; a rung's seeds 
 
 
 def ladder_figure(by_size, cfg):
-    """The data ladder (sweep_table.ladder's dict, read once for this and ladder.md): final benchmark
+    """The data ladder (ladder.ladder's dict, read once for this and ladder.md): final benchmark
     accuracy and final skip count against the weight steps of a run (log x: the rungs and the paper's
     PAPER_STEPS on one scale); every seed a dot, the mean per option a line; on NB201 CIFAR-10 the
     paper's Table 2 as hollow points at its steps and the benchmark's optimum as a line. The dots of a

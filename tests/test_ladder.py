@@ -1,4 +1,4 @@
-"""The data ladder over sweep folders (harness/sweep_table.py, harness/sweep_figures.py, plot.py) and the
+"""The data ladder over sweep folders (harness/ladder.py, harness/sweep_figures.py, plot.py) and the
 sweep table's columns, from made-up folders as sweep.py leaves them: no search runs. Each (option,
 seed) of a rung counts once; sweeps whose settings differ in more than the image count are refused in
 one line; a rung without benchmark accuracy still draws; the x axis is weight steps with the paper's."""
@@ -12,8 +12,8 @@ pytest.importorskip("matplotlib")
 
 import plot  # noqa: E402
 import search  # noqa: E402
-from harness import runs, sweep_figures, sweep_table  # noqa: E402
-from harness.sweep_table import PAPER_STEPS  # noqa: E402
+from harness import ladder, runs, sweep_figures, sweep_table  # noqa: E402
+from harness.ladder import PAPER_STEPS  # noqa: E402
 
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
 OTHER = ALL_SKIP.replace("skip_connect~2", "nor_conv_3x3~2")
@@ -64,15 +64,15 @@ def test_a_seed_two_sweeps_hold_at_a_rung_counts_once_from_the_first_folder(tmp_
                        bench201="elsewhere/nb201.csv", ddp_backend="gloo")
     bigger = make_sweep(tmp_path / "16k", 16000, {"C": {1: (93.0, 1), 4: None}})  # seed 4 still running
     running = make_sweep(tmp_path / "running", 16000, {"C": {5: None}}, C=16)  # unfinished: not counted, not compared
-    by = sweep_table.ladder([first, again, bigger, running, first])  # a folder given twice is read once
+    by = ladder.ladder([first, again, bigger, running, first], search)  # a folder given twice is read once
     assert [(r["seed"], r["acc"]) for r in by["C"][(2000, 2000)]] == [(1, 91.0), (2, 92.0), (3, 88.0)]
     assert [(r["seed"], r["acc"]) for r in by["C"][(8000, 8000)]] == [(1, 93.0)]  # another rung: its own run
     assert [(r["seed"], r["acc"]) for r in by["B"][(2000, 2000)]] == [(3, 54.3)]
     note = (f"note: C_s3 at 2,000 / 2,000 images is in {first} (88.00, 4 skip edges) and in {again} (92.50, 3 skip "
             f"edges): counted once, from {first} (the first folder given)")
-    assert sweep_table.ladder_notes(by) == [note]
+    assert ladder.ladder_notes(by) == [note]
     # the first folder given decides which run counts
-    assert [r["acc"] for r in sweep_table.ladder([again, first])["C"][(2000, 2000)]] == [92.5, 91.0, 92.0]
+    assert [r["acc"] for r in ladder.ladder([again, first], search)["C"][(2000, 2000)]] == [92.5, 91.0, 92.0]
     paths = plot.main([first, again, bigger, running, f"--out={tmp_path / 'fig'}"])
     assert note in capsys.readouterr().out.splitlines()
     text = open(paths[1]).read()
@@ -83,16 +83,16 @@ def test_a_seed_two_sweeps_hold_at_a_rung_counts_once_from_the_first_folder(tmp_
 
 def test_settings_compare_written_out_defaults_equal_and_leave_out_plumbing():
     config = dataclasses.asdict(search.SearchConfig(**SETTINGS, subset=4000))
-    same = sweep_table.search_settings(config)
-    assert sweep_table.search_settings({k: v for k, v in config.items() if k != "bn_decay"}) == same  # older run
-    assert sweep_table.search_settings(dict(config, C=0)) == sweep_table.search_settings(dict(config, C=16))
-    assert sweep_table.search_settings(dict(config, bench201_dataset="cifar10")) == same  # ImageFolder: CIFAR-10
+    same = ladder.search_settings(config, search)
+    assert ladder.search_settings({k: v for k, v in config.items() if k != "bn_decay"}, search) == same  # older run
+    assert ladder.search_settings(dict(config, C=0), search) == ladder.search_settings(dict(config, C=16), search)
+    assert ladder.search_settings(dict(config, bench201_dataset="cifar10"), search) == same  # ImageFolder: CIFAR-10
     for plumbing in dict(out="x", sessions=[{}], compile=False, fast=False, deterministic=True, bench201="y"), \
             dict(subset=16000, option="B", seed=9):
-        assert sweep_table.search_settings(dict(config, **plumbing)) == same
-    assert sweep_table.search_settings(dict(config, data="other")) != same  # an ImageFolder's folder is its data
+        assert ladder.search_settings(dict(config, **plumbing), search) == same
+    assert ladder.search_settings(dict(config, data="other"), search) != same  # an ImageFolder's folder is its data
     named = dict(config, dataset="cifar10")
-    assert sweep_table.search_settings(dict(named, data="other")) == sweep_table.search_settings(named)
+    assert ladder.search_settings(dict(named, data="other"), search) == ladder.search_settings(named, search)
 
 
 @pytest.mark.parametrize("change,differs", [
@@ -127,10 +127,10 @@ def test_two_imagefolders_pool_when_the_smaller_lies_byte_for_byte_in_the_larger
     image_tree(tmp_path / "25k", small)
     base = make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0)}}, data=str(tmp_path / "25k"))
     full = make_sweep(tmp_path / "full", 50000, {"C": {1: (93.0, 1)}}, data=large)
-    by = sweep_table.ladder([base, full])  # pooled: one dataset at two sizes
+    by = ladder.ladder([base, full], search)  # pooled: one dataset at two sizes
     assert [(size, [r["acc"] for r in recs]) for size, recs in sorted(by["C"].items())] == \
         [((2000, 2000), [91.0]), ((25000, 25000), [93.0])]
-    note = sweep_table.ladder_markdown(by).splitlines()
+    note = ladder.ladder_markdown(by).splitlines()
     assert (f"ImageFolder data: 2,000 / 2,000 images from {tmp_path / '25k'}; 25,000 / 25,000 images from "
             f"{large} (one dataset: each smaller folder's training images lie, byte for byte, in the larger).") in note
     for name, change, why in [("changed", {("dog", "0.jpg"): b"dX"}, "0.jpg is not, byte for byte,"),

@@ -14,7 +14,7 @@ import matplotlib.image  # noqa: E402
 import bench201  # noqa: E402
 import plot  # noqa: E402
 from harness import rundir  # noqa: E402
-from harness import runs, sweep_figures, sweep_table  # noqa: E402
+from harness import ladder, runs, sweep_figures  # noqa: E402
 import search  # noqa: E402
 from conftest import NB201_OFFSETS, fake_nb201_accuracy  # noqa: E402
 
@@ -242,10 +242,10 @@ def test_data_ladder_over_sweep_folders(tmp_path, nb201_table):
 
     small = sweep("s4k", 4000, {"B": [(88.0, 4), (54.3, 6)], "C": [(91.0, 0), (None, None)]})
     big = sweep("s16k", 16000, {"B": [(54.3, 6), (54.3, 6)], "C": [(93.0, 1), (92.0, 6)]}, newer=True)
-    assert sweep_figures.ladder_points([small, big]) == {"B": {4000: [(88.0, 4), (54.3, 6)], 16000: [(54.3, 6)] * 2},
+    assert sweep_figures.ladder_points([small, big], search) == {"B": {4000: [(88.0, 4), (54.3, 6)], 16000: [(54.3, 6)] * 2},
                                                          "C": {4000: [(91.0, 0)], 16000: [(93.0, 1), (92.0, 6)]}}
     # no --bench201: the 16k runs recorded their table, the 4k ones did not: margins only
-    recorded = sweep_table.ladder([small, big])
+    recorded = ladder.ladder([small, big], search)
     assert [("nb201" in r, r["margins"]["normal"]) for r in recorded["B"][(2000, 2000)]] == \
         [(False, pytest.approx([0.05] * 5 + [0.0]))] * 2
     assert all(r["nb201"]["table"] == nb201_table for r in recorded["C"][(8000, 8000)])
