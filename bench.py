@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness import fast_supernet, runs
+from harness import concurrency, fast_supernet, runs
 from search import alpha_step, weight_step
 from supernet import build_supernet, set_trainable
 
@@ -82,11 +82,6 @@ RANGES = dict(batch_size="[1, inf)", C="[0, inf)", layers="[0, inf)", pc_k="[1, 
               procs="[1, inf)", seed=runs.SEED_RANGE)
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_peak(device, n=2048, repeats=5):
     """GFLOP/s of an n x n float32 matmul on `device` (the threads set now), best of `repeats` after a
     warm-up: the reference for how far a step is from what the core can do. Matrices that cannot be
@@ -95,10 +90,10 @@ def matmul_peak(device, n=2048, repeats=5):
         a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         best = float("inf")
         for i in range(repeats + 2):
-            _sync(device)
+            concurrency.sync(device)
             t0 = time.perf_counter()
             a @ b
-            _sync(device)
+            concurrency.sync(device)
             if i >= 2:
                 best = min(best, time.perf_counter() - t0)
     except RuntimeError as e:  # torch.OutOfMemoryError is one; so are the CPU allocator's and a size overflow
@@ -139,17 +134,6 @@ def check_peak(cfg, device):
         raise runs.ConfigError(f"--peak_n={cfg.peak_n}: the matmul peak needs three {cfg.peak_n} x {cfg.peak_n} "
                                f"float32 matrices, {need / 2**30:.3g} GiB, more than the {have / 2**30:.3g} GiB of "
                                f"{device}; lower --peak_n (default 2048) or pass --flops=0 (no peak, no FLOP counts)")
-
-
-def child_failed(failed):
-    """End bench.py in one line when its child processes failed. `failed`: [(what the child ran, its exit
-    status)]. Each child's own error (its one line, or a bug's traceback) went to stderr above; the exit
-    status is the first failed child's (2: a setting it refused), 128 + N for one a signal N ended."""
-    what = ", ".join(f"{name} (exit {code})" for name, code in failed)
-    print(f"error: {len(failed)} of bench.py's child processes failed: {what}; the error is above",
-          file=sys.stderr)
-    code = failed[0][1]
-    sys.exit(code if code > 0 else 128 - code)
 
 
 # Op kinds of a profile, by the name torch.profiler gives an op or region: (kind, name fragments).
@@ -217,76 +201,6 @@ def count_gflop(step):
     return counter.get_total_flops() / 1e9
 
 
-def busy_seconds(intervals):
-    """Length of the union of (start, end) intervals: the time at least one of them runs."""
-    total, reach = 0.0, float("-inf")
-    for start, end in sorted(intervals):
-        if end > reach:
-            total += end - max(start, reach)
-            reach = end
-    return total
-
-
-def gpu_kernel_seconds(run_iteration, iterations, device):
-    """GPU time per iteration: the union of every CUDA kernel and memcpy/memset interval that
-    torch.profiler records over `iterations` more iterations. Divided by the unprofiled iteration time
-    it is `gpu_busy`, the share of the iteration the GPU works; far below 1 the step is launch-bound (the
-    CPU cannot issue kernels fast enough), which CUDA graphs and several searches per GPU both address.
-    The profiler slows the CPU side only, so the kernel time it records is the unprofiled one."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-    _sync(device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in range(iterations):
-            run_iteration()
-        _sync(device)
-    spans = [(e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA]
-    return busy_seconds(spans) / 1e6 / iterations  # the profiler's times are microseconds
-
-
-def meet(folder, timeout=900.0):
-    """--procs's start line: each copy, set up and warmed up, leaves a file in `folder` and waits until all
-    of FOLDER/procs have, so that every copy's timed iterations run while all the others do. -> seconds
-    waited (0.0 without a folder)."""
-    if not folder:
-        return 0.0
-    t0 = time.perf_counter()
-    with open(os.path.join(folder, f"ready-{os.getpid()}"), "w"):
-        pass
-    with open(os.path.join(folder, "procs")) as f:
-        want = int(f.read())
-    while sum(name.startswith("ready-") for name in os.listdir(folder)) < want:
-        if time.perf_counter() - t0 > timeout:
-            raise RuntimeError(f"--barrier: the other copies did not start within {timeout:.0f} s")
-        time.sleep(0.05)
-    return round(time.perf_counter() - t0, 2)
-
-
-def run_procs(cfg, argv, options):
-    """--procs=K: K copies of this benchmark at once (options in turn), each timing --seconds after all
-    are warmed up; -> their results and `iterations_per_s`, the total over the copies (what K searches
-    sharing the device get done together)."""
-    import tempfile
-    keep = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_") not in ("option", "procs", "barrier", "flops")]
-    with tempfile.TemporaryDirectory(prefix="bench-procs-") as folder:
-        with open(os.path.join(folder, "procs"), "w") as f:
-            f.write(str(cfg.procs))
-        which = [options[i % len(options)] for i in range(cfg.procs)]
-        children = [subprocess.Popen([sys.executable, os.path.abspath(__file__), *keep, f"--option={o}",
-                                      f"--barrier={folder}", "--flops=0"], stdout=subprocess.PIPE, text=True)
-                    for o in which]
-        outs = [c.communicate()[0] for c in children]
-    failed = [(f"--procs copy {i + 1} (option {o})", c.returncode) for i, (o, c) in enumerate(zip(which, children))
-              if c.returncode]
-    if failed:
-        child_failed(failed)
-    results = [json.loads(o.strip().splitlines()[-1]) for o in outs]
-    return dict(procs=cfg.procs, options="".join(which), device=results[0]["device"], compile=cfg.compile,
-                seconds=cfg.seconds, iterations_per_s=round(sum(r["iterations_per_s"] for r in results), 3),
-                results=results)
-
-
 def bench_option(cfg, option):
     device = runs.pick_device(cfg.device)
     runs.tune_for(device)  # cuDNN autotuning on CUDA, as search.py and train.py run (warm-up steps absorb it)
@@ -321,20 +235,20 @@ def bench_option(cfg, option):
     forward = runs.compile_model(model, cfg.compile, device, backend=cfg.backend, cuda_graphs=cfg.cuda_graphs)
 
     def iteration():  # -> seconds of (weight step, alpha step), each synchronised
-        _sync(device)
+        concurrency.sync(device)
         t0 = time.perf_counter()
         w_step(forward)
-        _sync(device)
+        concurrency.sync(device)
         t1 = time.perf_counter()
         a_step(forward)
-        _sync(device)
+        concurrency.sync(device)
         return t1 - t0, time.perf_counter() - t1
 
     t_first = 0.0  # with --compile=1 the first iteration also traces and compiles forward and backward
     for i in range(cfg.warmup):
         t = iteration()
         t_first = t_first or sum(t)
-    waited = meet(cfg.barrier)
+    waited = concurrency.meet(cfg.barrier)
     t_w = t_a = 0.0
     n, start = 0, time.perf_counter()
     while (time.perf_counter() - start < cfg.seconds) if cfg.seconds else n < cfg.steps:
@@ -366,7 +280,7 @@ def bench_option(cfg, option):
                    gflops=round(gflop / (t_w + t_a), 2), peak_gflops=round(peak, 1),
                    floor_s=round(gflop / peak, 4), over_floor=round((t_w + t_a) * peak / gflop, 2))
     if cfg.gpu_busy and device.type == "cuda":
-        kernel_s = gpu_kernel_seconds(lambda: (w_step(forward), a_step(forward)), cfg.gpu_busy, device)
+        kernel_s = concurrency.gpu_kernel_seconds(lambda: (w_step(forward), a_step(forward)), cfg.gpu_busy, device)
         out.update(gpu_kernel_s=round(kernel_s, 5), gpu_busy=round(min(kernel_s / (t_w + t_a), 1.0), 3))
     if cfg.profile:
         out["profile"] = profile_by_kind(lambda: (w_step(forward), a_step(forward)), cfg.profile, device)
@@ -387,7 +301,7 @@ def main(argv=None):
         if not cfg.seconds:
             raise runs.ConfigError(f"--procs={cfg.procs} times every copy over the same wall-clock window: "
                                    "give its length with --seconds=S")
-        print(json.dumps(run_procs(cfg, argv, options)))
+        print(json.dumps(concurrency.run_procs(cfg, argv, options, __file__)))
         return
     device = runs.pick_device(cfg.device)  # here once (a CPU fallback is announced once, not per option)
     check_peak(cfg, device)
@@ -400,7 +314,7 @@ def main(argv=None):
         # its stderr passes through: a failed child's own one-line error (or traceback) is what to read
         child = subprocess.run([sys.executable, os.path.abspath(__file__), *args], stdout=subprocess.PIPE, text=True)
         if child.returncode:
-            child_failed([(f"option {option}", child.returncode)])
+            concurrency.child_failed([(f"option {option}", child.returncode)], __file__)
         results.append(json.loads(child.stdout.strip().splitlines()[-1]))
     by = {r["option"]: r for r in results}
     summary = {f"{a}_over_C_{what}": round(by[a][f"{what}_s"] / by["C"][f"{what}_s"], 3)

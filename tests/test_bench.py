@@ -1,10 +1,11 @@
-"""bench.py's distance to the floor (issue 22): counted FLOPs, the matmul peak, the profile by op kind."""
+"""bench.py's distance to the floor (issue 22): counted FLOPs, the matmul peak, the profile by op kind; and its
+sharing numbers, from harness/concurrency.py: gpu_busy's kernel time and --procs's copies at once."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import bench
-from harness import runs
+from harness import concurrency, runs
 
 TINY = ["--C=4", "--layers=1", "--batch_size=2", "--image_size=16", "--steps=1", "--warmup=0", "--device=cpu",
         "--peak_n=256"]
@@ -47,19 +48,20 @@ def test_options_report_flops_peak_floor_and_a_profile(capsys):
 
 
 def test_busy_seconds_is_the_union_of_intervals():
-    assert bench.busy_seconds([]) == 0.0
-    assert bench.busy_seconds([(0, 2), (1, 3), (5, 6)]) == 4  # overlap counted once, the gap not at all
-    assert bench.busy_seconds([(4, 5), (0, 10), (2, 3)]) == 10  # nested, in any order
+    assert concurrency.busy_seconds([]) == 0.0
+    assert concurrency.busy_seconds([(0, 2), (1, 3), (5, 6)]) == 4  # overlap counted once, the gap not at all
+    assert concurrency.busy_seconds([(4, 5), (0, 10), (2, 3)]) == 10  # nested, in any order
 
 
 def test_gpu_kernel_seconds_reads_the_profiler_and_finds_no_kernel_on_the_cpu():
     x = torch.randn(64, 64)
-    assert bench.gpu_kernel_seconds(lambda: x @ x, 2, torch.device("cpu")) == 0.0
+    assert concurrency.gpu_kernel_seconds(lambda: x @ x, 2, torch.device("cpu")) == 0.0
 
 
 def test_procs_time_copies_together_and_sum_their_rates():
-    out = bench.run_procs(runs.parse_config(bench.BenchConfig, TINY + ["--procs=2", "--seconds=0.5", "--threads=1"]),
-                          TINY + ["--procs=2", "--seconds=0.5", "--threads=1", "--option=BC"], "BC")
+    argv = TINY + ["--procs=2", "--seconds=0.5", "--threads=1"]
+    cfg = runs.parse_config(bench.BenchConfig, argv)
+    out = concurrency.run_procs(cfg, argv + ["--option=BC"], "BC", bench.__file__)
     assert out["procs"] == 2 and [r["option"] for r in out["results"]] == ["B", "C"]
     assert all(r["iterations"] >= 1 and "barrier_wait_s" in r for r in out["results"])
     assert out["iterations_per_s"] == pytest.approx(sum(r["iterations_per_s"] for r in out["results"]), abs=2e-3)
