@@ -38,24 +38,18 @@ run, how many at once and the CPU threads each gets (the searches' OMP_NUM_THREA
 cores // searches at once, with the shell's own OMP_NUM_THREADS named when it differs).
 """
 import dataclasses
-import functools
 import os
 import signal
-import subprocess
 import sys
-import time
-from collections import namedtuple
 from dataclasses import dataclass
 
 import search
-from harness import checkpoints, runs
-from harness.checkpoints import has_checkpoint, read_json
-from harness.rundir import load_run
-from harness.sweep_table import STOPS, finished_run, write_table
+from harness import checkpoints, jobs as runner, runs
+from harness.checkpoints import has_checkpoint
+from harness.jobs import Job, saved_run
+from harness.sweep_table import finished_run, write_table
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-# One search of the sweep: its argv (with --resume=1 when it continues), state: new | resume | done
-Job = namedtuple("Job", "name folder argv state epochs")
+SEARCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "search.py")  # what each job runs
 
 
 @dataclass
@@ -138,178 +132,18 @@ def plan(cfg, flags):
     return jobs
 
 
-def saved_run(folder):
-    """(settings, epochs done) of the run in `folder`: config.json and history.json, or without
-    config.json the checkpoint's own; (None, 0) when there is none or its checkpoint is unreadable (its
-    search then names the files and why, as one failed run)."""
-    if os.path.isfile(os.path.join(folder, "config.json")):
-        saved = read_json(os.path.join(folder, "config.json"))
-        try:
-            rows = load_run(folder).rows
-        except ValueError:  # no history yet (stopped in its first epoch), or damaged: the search says so
-            rows = []
-        return saved, rows[-1]["epoch"] if rows else 0
-    path = os.path.join(folder, "checkpoint.pt")
-    if not has_checkpoint(path):
-        return None, 0
-    try:
-        ckpt = checkpoints.load_checkpoint(path, required=("config", "epoch"), log=lambda msg: None)
-    except checkpoints.CheckpointError:
-        return None, 0
-    return ckpt["config"], ckpt["epoch"]
-
-
-def epochs_done(folder):
-    path = os.path.join(folder, "history.json")
-    try:
-        return read_json(path) if os.path.isfile(path) else []
-    except ValueError:  # being replaced right now: read it on the next poll
-        return None
-
-
-def _stop_with_parent(sweep_pid):
-    """In a search's process before it starts (Linux): SIGTERM it when the sweep dies, however the sweep
-    dies (SIGKILL included), so it checkpoints and exits instead of running on unwatched."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != sweep_pid:  # the sweep died before the prctl: do not start unwatched
-        os._exit(128 + signal.SIGTERM)
-
-
-def visible_gpus(flags):
-    """The GPUs the searches are spread over, as CUDA_VISIBLE_DEVICES entries: every GPU this process
-    sees when the searches run on CUDA (--device=auto where CUDA is, or --device=cuda); none when they
-    run on the CPU or on the one device that --device=cuda:K (or mps) names for all of them."""
-    device = runs.parse_config(search.SearchConfig, flags).device
-    if device not in ("auto", "cuda"):
-        return []
-    import torch
-    if not torch.cuda.is_available():
-        return []
-    count, listed = torch.cuda.device_count(), os.environ.get("CUDA_VISIBLE_DEVICES")
-    return ([i.strip() for i in listed.split(",") if i.strip()] if listed else [str(i) for i in range(count)])[:count]
-
-
-def least_busy(gpus, busy):
-    """The GPU with the fewest running searches (`busy`: the GPU of each), the first of them on a tie;
-    None without GPUs."""
-    return min(gpus, key=busy.count) if gpus else None
-
-
-def job_env(env, gpu):
-    """A search's environment: on a GPU, that GPU alone is visible to it (it runs there as cuda:0)."""
-    return env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}
-
-
-def note_device(folder, gpu, flags, threads):
-    """One line per session in FOLDER/device.txt: where the search ran (the table's device column); on
-    the CPU, runs.cpu_device (as bench.py names it)."""
-    where = f"GPU {gpu}" if gpu is not None else str(runs.pick_device(runs.parse_config(search.SearchConfig, flags).device))
-    if where == "cpu":  # minutes per run depend on the CPU and the threads, which can change between sessions
-        where = runs.cpu_device(threads)
-    with open(os.path.join(folder, "device.txt"), "a") as f:
-        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {where}\n")
-
-
-def thread_count(cfg, at_once):
-    """-> (CPU threads per search, why): --threads, else this machine's cores // searches at once. The
-    searches' OMP_NUM_THREADS is set to it, so an OMP_NUM_THREADS of the sweep's own shell that differs
-    is named: it does not reach them."""
-    if cfg.threads:
-        return cfg.threads, f"--threads={cfg.threads}"
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // at_once)
-    why = f"--threads=0: {cores} cores // {at_once} search{'es' if at_once > 1 else ''} at once"
-    shell = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if shell and shell != str(threads):
-        why += f"; this shell's OMP_NUM_THREADS={shell} is not passed on (--threads={shell} keeps it)"
-    return threads, why
+def epoch_line(name, row):
+    """A search's line per finished epoch, from its history.json row."""
+    bench = row.get("bench201", {}).get("test_acc")
+    return (f"{name}: epoch {row['epoch']} skip {row['skip_count']} train {row['train_acc']:.3f} "
+            f"alpha-half {row['valid_acc']:.3f}" + (f" bench {bench:.2f}" if bench else ""))
 
 
 def run_all(cfg, jobs, say=print, gpus=None):
     """Run the pending searches, cfg.jobs at a time (with GPUs: cfg.jobs per GPU, each search on the
-    least busy one); one line per finished epoch and per ended run.
-    -> ({name: exit status} of the runs that ran, the stop signal's number or 0). A stop signal reaches
-    every search (each checkpoints and exits); the sweep then waits for them and starts no more."""
-    gpus = visible_gpus(jobs[0].argv) if gpus is None and jobs else gpus or []
-    on_gpu, capacity = {}, cfg.jobs * max(1, len(gpus))
-    threads, why = thread_count(cfg, capacity)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    pending = [j for j in jobs if j.state != "done"]
-    running, status, stopping, told = {}, {}, [], {}
-    if pending:  # the thread count decides the minutes per run (device.txt): say what it is and why
-        say(f"{len(pending)} of {len(jobs)} searches to run, {capacity} at a time"
-            + (f" on {len(gpus)} GPU(s)" if gpus else "") + f", {threads} CPU thread(s) each ({why})")
-    for j in jobs:
-        if j.state == "done":
-            say(f"{j.name}: finished before, skipped")
-
-    def tell(proc):  # SIGTERM once: dict.setdefault is one step that a signal handler cannot split
-        token = object()
-        if told.setdefault(proc.pid, token) is token:
-            proc.send_signal(signal.SIGTERM)  # the search checkpoints after its current step
-
-    def forward_stop(signum, frame):
-        stopping.append(signum)
-        for proc, *_ in list(running.values()):
-            tell(proc)
-
-    def start(name, folder, argv, gpu):
-        os.makedirs(folder, exist_ok=True)
-        note_device(folder, gpu, argv, threads)
-        err = open(os.path.join(folder, "stderr.txt"), "a")
-        try:
-            proc = subprocess.Popen([sys.executable, os.path.join(HERE, "search.py"), *argv], env=job_env(env, gpu),
-                                    stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                    preexec_fn=functools.partial(_stop_with_parent, os.getpid()))
-        except BaseException:
-            err.close()
-            raise
-        running[name] = (proc, folder, err, len(epochs_done(folder) or []), time.time())
-        if stopping:  # a stop signal while it started, before forward_stop could see it in `running`
-            tell(proc)
-        return proc
-
-    old = {s: signal.signal(s, forward_stop) for s in STOPS}
-    try:
-        while (pending and not stopping) or running:
-            while pending and len(running) < capacity and not stopping:
-                name, folder, argv, state, _ = pending.pop(0)
-                try:
-                    on_gpu[name] = least_busy(gpus, [on_gpu[n] for n in running])
-                    proc = start(name, folder, argv, on_gpu[name])
-                except OSError as e:  # e.g. a full disk: stderr.txt cannot be made (the others stop below)
-                    raise runs.write_error(getattr(e, "filename", None) or folder, e) from e
-                say(f"{name}: {'resumed' if state == 'resume' else 'started'} (pid {proc.pid}"
-                    + (f", GPU {on_gpu[name]})" if on_gpu[name] is not None else ")"))
-            time.sleep(2)
-            for name, (proc, folder, err, seen, t0) in list(running.items()):
-                rows = epochs_done(folder)
-                for row in (rows or [])[seen:]:
-                    bench = row.get("bench201", {}).get("test_acc")
-                    say(f"{name}: epoch {row['epoch']} skip {row['skip_count']} train {row['train_acc']:.3f} "
-                        f"alpha-half {row['valid_acc']:.3f}" + (f" bench {bench:.2f}" if bench else ""))
-                if rows is not None:
-                    running[name] = (proc, folder, err, max(seen, len(rows)), t0)
-                if proc.poll() is not None:
-                    err.close()
-                    del running[name]
-                    status[name] = proc.returncode
-                    say(f"{name}: ended, exit {proc.returncode}, {(time.time() - t0) / 60:.1f} min")
-    except BaseException:  # the sweep itself failed: its searches checkpoint and end before it does
-        for proc, *_ in running.values():
-            tell(proc)
-        for proc, _, err, *_ in running.values():
-            proc.wait()
-            err.close()
-        raise
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    return status, (stopping[0] if stopping else 0)
+    least busy one), cfg.threads CPU threads each (harness/jobs.run_all); one line per finished epoch
+    and per ended run. -> ({name: exit status} of the runs that ran, the stop signal's number or 0)."""
+    return runner.run_all(jobs, SEARCH, search.SearchConfig, cfg.jobs, cfg.threads, say, gpus, epoch_line)
 
 
 def report(cfg, jobs, status=None, say=print):

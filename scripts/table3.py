@@ -11,9 +11,9 @@ unchanged; each run writes OUT/<option>_e<epochs>_s<seed>/ as bnnas_search.py do
 The runs go one after another in this process (a BN-NAS step runs one path: cheap); a second copy of
 the same command (another terminal) runs the runs the first is not running, each run folder being
 locked by the run in it. Rerunning the command is always safe: finished runs are skipped, interrupted
-ones resumed (--resume=1), and the table rewritten. (sweep.run_all, which would run them N at a time in
-subprocesses, starts search.py only; sweep.saved_run and sweep_table's counting, lookups and formats are
-reused here.)
+ones resumed (--resume=1), and the table rewritten. (harness/jobs.py, which runs sweep.py's searches N at a
+time in subprocesses, gives the jobs, the saved-run reading and the device.txt line; sweep_table the
+counting, lookups and formats.)
 Outputs: OUT/table3.md and OUT/table3.json, each (setting, epochs) as the paper's row: the best of the
 finished seeds (by the NB201 CIFAR-10 test accuracy of its cell, with that cell's valid accuracy), the
 mean ± sample std (ddof=1) over them, how many ended in the all-`none` cell (k of n, 95% Wilson
@@ -30,7 +30,6 @@ import dataclasses
 import os
 import signal
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,10 +41,11 @@ sys.path.insert(0, ROOT)
 import bnnas_search  # noqa: E402
 import genotypes as G  # noqa: E402
 from harness import checkpoints, runs  # noqa: E402
+from harness.jobs import Job, note_device, saved_run  # noqa: E402
+from harness.ladder import search_size  # noqa: E402
 from harness.rundir import read_json_if_any  # noqa: E402
 from harness.sweep_table import (Benchmarks, _pm, _rate, count_all_skip, finished_run, found_cell,  # noqa: E402
-                                 given_benchmark, mean_std, run_devices, search_size)
-from sweep import Job, saved_run  # noqa: E402
+                                 given_benchmark, mean_std, run_devices)
 
 
 @dataclass
@@ -140,9 +140,7 @@ def run_one(job, now):
     cfg = bnnas_search.make_config(job.argv + (["--resume=1"] if now == "resume" else []))
     device = runs.pick_device(cfg.device)
     checkpoints.out_dir(job.folder)
-    where = f"GPU {device}" if device.type == "cuda" else runs.cpu_device(torch.get_num_threads())
-    with open(os.path.join(job.folder, "device.txt"), "a") as f:  # sweep_table.run_devices reads it
-        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {where}\n")
+    note_device(job.folder, f"GPU {device}" if device.type == "cuda" else "cpu", torch.get_num_threads())
     try:
         with checkpoints.StopSignals(1, device) as stop:
             bnnas_search.search(cfg, device, stop)

@@ -18,7 +18,7 @@ import genotypes as G
 from harness import runs
 import search
 import sweep
-from harness import sweep_table
+from harness import jobs as runner, sweep_table
 from conftest import fake_nb201_accuracy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -269,7 +269,7 @@ def test_a_stop_signal_while_a_search_starts_reaches_it(tmp_path, monkeypatch):
         procs.append(real([sys.executable, "-c", "import time; time.sleep(8)"], **kw))
         os.kill(os.getpid(), signal.SIGTERM)
         return procs[-1]
-    monkeypatch.setattr(sweep.subprocess, "Popen", popen_then_stop)
+    monkeypatch.setattr(runner.subprocess, "Popen", popen_then_stop)
     job = sweep.Job("C_s1", str(tmp_path / "C_s1"), [], "new", 1)
     status, signum = sweep.run_all(sweep.SweepConfig(threads=1), [job, job._replace(name="C_s2")],
                                    say=lambda line: None)
@@ -316,13 +316,15 @@ def test_searches_are_spread_over_the_gpus_and_name_their_device(tmp_path, monke
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    assert sweep.visible_gpus(["--device=auto"]) == sweep.visible_gpus(["--device=cuda"]) == ["3", "5"]
-    assert sweep.visible_gpus(["--device=cpu"]) == sweep.visible_gpus(["--device=cuda:1"]) == []
+    def visible(device):
+        return runner.visible_gpus([f"--device={device}"], search.SearchConfig)
+    assert visible("auto") == visible("cuda") == ["3", "5"]
+    assert visible("cpu") == visible("cuda:1") == []
     cfg, rest = sweep.parse([f"--out={tmp_path}", "--options=BC", "--seeds=1,2,3", "--jobs=2", "--C=4"])
     jobs = sweep.plan(cfg, rest)
     FakeSearch.started, FakeSearch.live = [], []
-    monkeypatch.setattr(sweep.subprocess, "Popen", FakeSearch)
-    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    monkeypatch.setattr(runner.subprocess, "Popen", FakeSearch)
+    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
     status, _ = sweep.run_all(cfg, jobs, say=lambda msg: None)
     assert len(FakeSearch.started) == 6 and set(status.values()) == {0}
     for _, gpu, others in FakeSearch.started:  # at most --jobs=2 searches on one GPU at any time
@@ -332,7 +334,7 @@ def test_searches_are_spread_over_the_gpus_and_name_their_device(tmp_path, monke
     assert (first / "device.txt").read_text().endswith(" GPU 3\n") and sweep_table.run_devices(first) == "GPU 3"
     summary, _ = sweep_table.summarize(jobs, status)
     assert summary["B"]["seeds"][0]["device"] == "GPU 3" and "| GPU 3 |" in next(line for line in sweep_table.markdown(summary).splitlines() if line.startswith("| B_s1 "))
-    sweep.note_device(first, None, ["--device=cpu"], 2)  # a later session on the CPU, which it names
+    runner.note_device(first, "cpu", 2)  # a later session on the CPU, which it names
     cpu = runs.cpu_name()
     assert cpu.endswith(", " + torch.backends.cpu.get_cpu_capability()) and len(cpu) > len(", AVX2")
     assert sweep_table.run_devices(first) == f"GPU 3, cpu x2 threads ({cpu})"
@@ -347,9 +349,9 @@ def test_the_start_line_says_the_thread_count_and_why(tmp_path, monkeypatch):
         def __init__(self, cmd, env=None, **kwargs):
             given.append(env["OMP_NUM_THREADS"])
             super().__init__(cmd, env=env, **kwargs)
-    monkeypatch.setattr(sweep.subprocess, "Popen", Recording)
-    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
-    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runner.subprocess, "Popen", Recording)
+    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     jobs = [sweep.Job(f"C_s{i}", str(tmp_path / f"C_s{i}"), ["--device=cpu"], "new", 1) for i in (1, 2)]
     for cfg, line in (
