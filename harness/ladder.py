@@ -18,7 +18,7 @@ from harness import checkpoints
 from harness.data import IMG_EXTENSIONS
 from harness.rundir import BENCH201_COLUMNS, read_json_if_any
 from harness.runs import ConfigError
-from harness.sweep_table import (SKIP_HEAVY, Benchmarks, _header, _pm, _rate, against_chance, chance_cells,
+from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, plus_minus, rate_cell, against_chance, chance_cells,
                                  chance_columns, chance_note, count_all_skip, count_skip_heavy, final_all_skip,
                                  found_cell, found_cells, found_columns, mean_std)
 from spaces import get_space
@@ -223,7 +223,7 @@ def ladder_markdown(by):
     found cell and final top-2 margins (found_cells)."""
     def cell(values, digits):
         mean, std, n = mean_std(values)
-        return "-" if not n else _pm(mean, std, digits)
+        return "-" if not n else plus_minus(mean, std, digits)
 
     lines = ["| search images (weight / α) | weight steps per run | option | finished seeds | benchmark test acc. (%) "
              f"| per seed | all-skip cells | >= {SKIP_HEAVY} skip edges | final skip edges |",
@@ -235,8 +235,8 @@ def ladder_markdown(by):
         seeds = ", ".join("-" if r["acc"] is None else f"{r['acc']:.2f}" for r in recs)
         lines.append(f"| {size[0]:,} / {size[1]:,} | {', '.join(f'{s:,}' for s in steps) or '-'} | {option} | "
                      f"{len(recs)} | {cell([r['acc'] for r in recs], 2)} | {seeds} | "
-                     f"{_rate(count_all_skip([r['all_skip'] for r in recs]))} | "
-                     f"{_rate(count_skip_heavy([r['skip'] for r in recs]))} | {cell([r['skip'] for r in recs], 2)} |")
+                     f"{rate_cell(count_all_skip([r['all_skip'] for r in recs]))} | "
+                     f"{rate_cell(count_skip_heavy([r['skip'] for r in recs]))} | {cell([r['skip'] for r in recs], 2)} |")
     epochs, notes = sorted({r["epochs"] for *_, recs in rungs for r in recs}), ladder_notes(by)
     lines += ["", f"{', '.join(map(str, epochs)) or '-'} epochs per run; every run's settings are the same but for "
               "the number of images (config.json). k of n: with the 95% Wilson interval of the rate.", "",
@@ -245,13 +245,13 @@ def ladder_markdown(by):
                                            {r["chance"]["table"]: r["chance"] for r in recs if r["chance"]}.get))
              for size, option, recs in rungs if any("nb201" in r for r in recs)]
     if found:
-        lines += ["", *_header("search images (weight / α)", "option", *chance_columns()),
+        lines += ["", *table_header("search images (weight / α)", "option", *chance_columns()),
                   *(f"| {size[0]:,} / {size[1]:,} | {option} | {chance_cells(agg)}" for size, option, agg in found),
                   "", chance_note([agg for *_, agg in found])]
     seeds = [(size, f"{option}_s{r['seed']}", r) for size, option, recs in rungs for r in recs
              if "nb201" in r or "margins" in r]
     if seeds:
         lines += ["", "Each finished seed's found cell:", "",
-                  *_header("search images (weight / α)", "run", *found_columns()),
+                  *table_header("search images (weight / α)", "run", *found_columns()),
                   *(f"| {size[0]:,} / {size[1]:,} | {name} | {found_cells(r)}" for size, name, r in seeds)]
     return "\n".join(lines) + "\n"

@@ -75,7 +75,7 @@ def mean_std(values):
     return statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)
 
 
-def _stats(values):
+def stats(values):
     """mean_std as {"mean", "std", "n"}: how table.json stores a column."""
     return dict(zip(("mean", "std", "n"), mean_std(values)))
 
@@ -109,7 +109,7 @@ def wilson(k, n, z=1.959964):
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _rate(counted):
+def rate_cell(counted):
     """{"count": k, "n": n} -> "k of n (lo-hi%)", the 95% Wilson interval of the rate ("-" when nothing
     was judged)."""
     if not counted or not counted["n"]:
@@ -118,7 +118,8 @@ def _rate(counted):
     return f"{counted['count']} of {counted['n']} ({100 * lo:.0f}-{100 * hi:.0f}%)"
 
 
-def _pm(mean, std, digits):
+def plus_minus(mean, std, digits):
+    """"mean ± std" to `digits` decimals, as the tables print a column."""
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -169,7 +170,7 @@ def against_chance(lookups, baselines):
     std of Table 2's columns and of the percentiles, and "chance": the random baselines of the table they
     were looked up in (`baselines`: table path -> Benchmarks.baselines' dict; None if several tables) with
     whether the CIFAR-10 test mean beats the pool-free median."""
-    out = dict(n=len(lookups), **{k: _stats([x.get(k) for x in lookups]) for k in TABLE2_KEYS + PERCENTILES})
+    out = dict(n=len(lookups), **{k: stats([x.get(k) for x in lookups]) for k in TABLE2_KEYS + PERCENTILES})
     tables, mean = {x["table"] for x in lookups}, out["_".join(CHANCE_COLUMN)]["mean"]
     chance = baselines(tables.pop()) if len(tables) == 1 else None
     if chance:
@@ -227,7 +228,7 @@ def summarize(jobs, status=None, bench201_path=None):
         out[option] = dict(seeds=recs, n=len(finished), bench201_dataset=_dataset(finished),
                            all_skip=count_all_skip([r["all_skip"] for r in finished]),
                            skip_heavy=count_skip_heavy([r["skip_count"] for r in finished]),
-                           **{k: _stats([r[k] for r in finished]) for k in keys})
+                           **{k: stats([r[k] for r in finished]) for k in keys})
         lookups = [r["nb201"] for r in finished if "nb201" in r]
         if lookups:
             out[option]["nb201"] = against_chance(lookups, benchmarks.baselines)
@@ -245,7 +246,7 @@ DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}  # ImageNet16-1
 
 def markdown(summary):
     def cell(s, digits):
-        return "-" if s["mean"] is None else _pm(s["mean"], s["std"], digits)
+        return "-" if s["mean"] is None else plus_minus(s["mean"], s["std"], digits)
 
     dataset = _dataset([{"bench201_dataset": s["bench201_dataset"]} for s in summary.values()])
     bench = f"NB201 {DATASET_NAMES.get(dataset, dataset)} test acc." if dataset else "benchmark test acc."
@@ -253,11 +254,11 @@ def markdown(summary):
              "supernet train acc. (%) | α-half acc. (%) | minutes per run |", "|---|---|---|---|---|---|---|---|---|"]
     for option, s in summary.items():
         lines.append(f"| {option} | {s['n']} | {cell(s['bench_test_acc'], 2)} | {cell(s['skip_count'], 2)} | "
-                     f"{_rate(s.get('all_skip'))} | {_rate(s.get('skip_heavy'))} | "
+                     f"{rate_cell(s.get('all_skip'))} | {rate_cell(s.get('skip_heavy'))} | "
                      f"{cell(s['train_acc'], 1)} | {cell(s['alpha_half_acc'], 1)} | {cell(s['minutes'], 1)} |")
     found = {o: s["nb201"] for o, s in summary.items() if s.get("nb201")}
     if found:
-        lines += ["", *_header("option", *chance_columns()),
+        lines += ["", *table_header("option", *chance_columns()),
                   *(f"| {o} | {chance_cells(agg)}" for o, agg in found.items()), "", chance_note(found.values())]
     lines += ["", "Mean ± sample std (ddof=1) over the finished seeds; k of n with the 95% Wilson interval of the "
               "rate. Each seed:", "",
@@ -279,12 +280,12 @@ def markdown(summary):
     seeds = [(f"{o}_s{r['seed']}", r) for o, s in summary.items() for r in s["seeds"]
              if r["state"] == "finished" and ("nb201" in r or "margins" in r)]
     if seeds:
-        lines += ["", "Each finished seed's found cell:", "", *_header("run", *found_columns()),
+        lines += ["", "Each finished seed's found cell:", "", *table_header("run", *found_columns()),
                   *(f"| {name} | {found_cells(r)}" for name, r in seeds)]
     return "\n".join(lines) + "\n"
 
 
-def _header(*names):
+def table_header(*names):
     """A Markdown table's header line and its separator line."""
     return ["| " + " | ".join(names) + " |", "|---" * len(names) + "|"]
 
@@ -300,7 +301,7 @@ def chance_cells(agg):
     """against_chance's dict as the rest of a Markdown row: cells counted, mean ± std per column and
     percentile, the two medians and whether the CIFAR-10 test mean beats the pool-free one."""
     cells = [str(agg["n"])]
-    cells += ["-" if agg[k]["mean"] is None else _pm(agg[k]["mean"], agg[k]["std"], 2 if k in TABLE2_KEYS else 1)
+    cells += ["-" if agg[k]["mean"] is None else plus_minus(agg[k]["mean"], agg[k]["std"], 2 if k in TABLE2_KEYS else 1)
               for k in TABLE2_KEYS + PERCENTILES]
     chance = agg["chance"]
     if chance is None:

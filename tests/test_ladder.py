@@ -200,7 +200,7 @@ def test_the_sweep_table_gives_minutes_to_one_decimal():
     seeds = [dict(seed=s, state="finished", epochs=2, schedules=[2], bench_test_acc=90.0, skip_count=1, train_acc=30.0,
                   alpha_half_acc=25.0, minutes=m, compile=False, device="cpu", arch=OTHER)
              for s, m in ((1, 0.2), (2, 0.4))]
-    stats = {k: sweep_table._stats([r[k] for r in seeds])
+    stats = {k: sweep_table.stats([r[k] for r in seeds])
              for k in ("bench_test_acc", "skip_count", "train_acc", "alpha_half_acc", "minutes")}
     text = sweep_table.markdown({"C": dict(seeds=seeds, n=2, bench201_dataset="cifar10", **stats,
                                            all_skip=dict(count=0, n=2), skip_heavy=dict(count=0, n=2))})
