@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 import architect
 from harness import checkpoints, data, ddp, fast_supernet, op_scale, rundir, runs, search_run
+from harness.frozen_state import FrozenState
 from harness.search_run import Tally
 from spaces import get_space
 from supernet import build_supernet, check_supernet, set_trainable
@@ -282,6 +283,9 @@ def _search(cfg, rank, world, device, stop):
     runs.seed_everything(cfg.seed + rank)  # the same model everywhere; S4's noise differs between ranks
     space = model.space
     groups = set_trainable(model, cfg.option, cfg.train_classifier, verbose=main_proc)
+    # Table 1's frozen tensors (C, D: every conv) keep their seeded init: a checkpoint stores their hash, not
+    # them, and a resume takes them from this fresh build once the hashes agree (harness/frozen_state.py)
+    frozen = FrozenState(model)
     arch = groups["arch"]
     weights = [p for p in model.weight_parameters() if p.requires_grad]
     w_opt = torch.optim.SGD(weight_groups(weights, groups["cell_bn"], cfg), cfg.lr, momentum=cfg.momentum,
@@ -289,7 +293,7 @@ def _search(cfg, rank, world, device, stop):
     a_opt = torch.optim.Adam(arch, cfg.arch_lr, betas=(0.5, 0.999), weight_decay=cfg.arch_weight_decay)
     history, start, first = [], 0, 0  # first: steps of epoch `start` done before a preemption
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(frozen.complete(ckpt, ckpt_path))
         w_opt.load_state_dict(ckpt["w_opt"])
         a_opt.load_state_dict(ckpt["a_opt"])
         history, start, first = ckpt["history"], ckpt["epoch"], ckpt.get("step", 0)
@@ -316,9 +320,9 @@ def _search(cfg, rank, world, device, stop):
         return alpha_step(forward, arch, weights, a_opt, xa, ya, cfg.arch_grad_clip)
 
     def checkpoint(epochs_done, **partial):  # collective: every rank's RNG; `partial`: a preempted epoch
-        state = dict(model=model.state_dict(), w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(),
-                     epoch=epochs_done, rng=ddp.gather_rng(world), config=runs.as_dict(cfg),
-                     history=history, **partial)
+        state = dict(model=frozen.strip(model.state_dict()), frozen=frozen.record(), w_opt=w_opt.state_dict(),
+                     a_opt=a_opt.state_dict(), epoch=epochs_done, rng=ddp.gather_rng(world),
+                     config=runs.as_dict(cfg), history=history, **partial)
         if main_proc:
             checkpoints.save_checkpoint(ckpt_path, state)
 

@@ -137,6 +137,9 @@ def _read_checkpoint(path, device, required):
     """-> (checkpoint, None) or (None, why it cannot be used)."""
     if os.path.getsize(path) == 0:
         return None, "an empty file"
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip whose directory is at the end: cut short, or
+        with open(path, "rb") as f:   # no torch file at all (torch.load's own error for a cut file varies)
+            return None, "truncated or damaged" if f.read(2) == b"PK" else "not a torch checkpoint"
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise for a file we refuse
             warnings.simplefilter("ignore")

@@ -14,7 +14,8 @@ packed 50,000 CIFAR-10 training images (25k / 25k, the paper's split), C=16, N=5
 weight steps), --compile=1 (CUDA graphs) and --bench201 from the public table, with --jobs searches at
 once on the GPU (give the check's plan). It resumes every run folder it finds there, so the next window
 continues with the same command when the unfinished runs' checkpoints travel back (`--task=unpack`, then
-`carry` results/nb201-full: ~7 MB per option-C and ~14 MB per option-B checkpoint at C=16).
+`carry` results/nb201-full: ~0.4 MB per option-C checkpoint, whose random features are rebuilt from the
+seed (harness/frozen_state.py), and ~14 MB per option-B checkpoint at C=16).
 
 The limit: the child (the check or the sweep) runs in its own process group; at --limit minus the
 packing reserve it gets SIGTERM (every search checkpoints after its current step), 20 s later SIGKILL.

@@ -3,6 +3,7 @@ C trains, the unrolled step's clip, benchmark columns, non-finite states, CLI er
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,6 +66,37 @@ def test_resume_equals_uninterrupted_run(tiny_folder, tmp_path, capsys):
         assert torch.equal(a, b), n
     a = json.loads((tmp_path / "full" / "genotype.json").read_text())
     assert a == json.loads((tmp_path / "cut" / "genotype.json").read_text())
+
+
+@pytest.mark.parametrize("option,frozen", [("C", ("conv",)), ("B", ("cell_bn",)), ("A", ())])
+def test_a_checkpoint_keeps_a_hash_of_the_frozen_random_features_and_resumes_from_the_seed(
+        tiny_folder, tmp_path, capsys, option, frozen):
+    out, old = tmp_path / option, tmp_path / f"{option}_old"
+    model, _ = run(tiny_folder, out, "--layers=1", "--epochs=1", f"--option={option}")
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = param_groups(model)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    # Table 1's frozen tensors are named and hashed, not stored; everything that trains and every buffer is
+    assert sorted(ckpt["frozen"]["names"]) == sorted(names[id(p)] for g in frozen for p in groups[g])
+    assert set(ckpt["model"]) == set(model.state_dict()) - set(ckpt["frozen"]["names"])
+    # a checkpoint from before (the whole model, no "frozen" entry) resumes to the same state
+    shutil.copytree(out, old)
+    torch.save({**{k: v for k, v in ckpt.items() if k != "frozen"}, "model": model.state_dict()},
+               old / "checkpoint.pt")
+    resumed = [search.search(search.make_config([f"--out={d}", "--resume=1", "--epochs=2"]))[0] for d in (out, old)]
+    for (n, a), b in zip(resumed[0].state_dict().items(), resumed[1].state_dict().values()):
+        assert torch.equal(a, b), n
+    if not frozen:
+        return
+    # other random features (another torch's generator, say) stop the resume in one line, nothing written
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    torch.save({**ckpt, "frozen": {**ckpt["frozen"], "sha256": "0" * 64}}, out / "checkpoint.pt")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        runs.cli(search.main, [f"--out={out}", "--resume=1", "--epochs=3"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(lines) == 1 and "random features this seed builds here" in lines[0], lines
+    assert len(json.loads((out / "alphas.json").read_text())) == 2
 
 
 def test_option_c_trains_only_bn_and_alpha(tiny_folder, tmp_path):

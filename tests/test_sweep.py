@@ -18,7 +18,7 @@ import genotypes as G
 from harness import runs
 import search
 import sweep
-from harness import jobs as runner, sweep_table
+from harness import frozen_state, jobs as runner, sweep_table
 from conftest import fake_nb201_accuracy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,9 +94,12 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tiny_folder, nb201_t
     assert len(json.loads((out / "C_s3" / "history.json").read_text())) < 8  # really cut short
     sweep.main(cmd[2:])  # the same sweep again, in this process: it resumes the search (a subprocess)
     full, _ = search.search(search.make_config(common + ["--option=C", "--seed=3", f"--out={tmp_path / 'full'}"]))
-    resumed = torch.load(out / "C_s3" / "checkpoint.pt", weights_only=True)["model"]
+    ckpt = torch.load(out / "C_s3" / "checkpoint.pt", weights_only=True)
+    resumed, frozen = ckpt["model"], ckpt["frozen"]  # option C: the random features as names and a hash
     for name, value in full.state_dict().items():
-        assert torch.equal(value, resumed[name]), name
+        assert torch.equal(value, resumed[name]) if name in resumed else name in frozen["names"], name
+    params = dict(full.named_parameters())
+    assert frozen_state._digest((n, params[n]) for n in frozen["names"]) == frozen["sha256"]
 
 
 def test_bad_flags_fail_before_any_run(tiny_folder, nb201_table, tmp_path, capsys):
