@@ -31,7 +31,7 @@ from harness.analysis_figures import analysis_figures
 from harness.cell_figure import draw_cell
 from harness.checkpoints import atomic_write
 # plt: matplotlib.pyplot, imported there after its backend is set to Agg (files only, no display)
-from harness.figure_style import OP_COLOURS, PAPER_NB201, edge_title, on_cifar10, plt, run_style, save
+from harness.figure_style import OP_COLOURS, PAPER_NB201, edge_title, on_cifar10, plt, run_style, save, style_key
 from harness.rundir import bench_acc, bench_label, load_run
 from harness.sweep_figures import ladder_figure
 from harness.ladder import ladder as ladder_runs, ladder_markdown, ladder_notes
@@ -134,7 +134,7 @@ def skip_and_bench(search_runs, table, cfg):
     accs = {r.name: [bench_acc(r, row, table) for row in r.rows] for r in search_runs}
     with_acc = [r for r in search_runs if any(a is not None for a in accs[r.name])]
     fig, axes = plt.subplots(1, 2 if with_acc else 1, figsize=(13 if with_acc else 6.5, 4.2), squeeze=False)
-    left, seeds, n = axes[0, 0], {r.config.get("seed") for r in search_runs}, len(search_runs)
+    left, seeds, n = axes[0, 0], {style_key(r) for r in search_runs}, len(search_runs)
     for k, r in enumerate(search_runs):  # integer counts: shift each run a little so equal lines stay visible
         colour, _, ls = run_style(r, seeds)
         shift = 0.08 * (k - (n - 1) / 2) / max(n - 1, 1)
@@ -234,7 +234,8 @@ def main(argv=None):
     names = [r.name for r in loaded]
     for r in loaded:  # two runs called B_s1 in different folders: prefix the folder
         if names.count(r.name) > 1:
-            r.name = f"{os.path.basename(os.path.dirname(os.path.normpath(r.path)))}_{r.name}"
+            r.where = os.path.basename(os.path.dirname(os.path.normpath(r.path)))
+            r.name = f"{r.where}_{r.name}"
     table = None
     if cfg.bench201 and any("space" in r.config and get_space(r.config["space"]).name == "nb201"
                             for r in loaded):

@@ -45,8 +45,14 @@ def edge_title(space, e):
     return f"edge {('$c_{k-2}$', '$c_{k-1}$')[j] if j < 2 else j - 2}→{i}"
 
 
-def run_style(run, seeds=()):
-    """Colour and marker by option (Table 1), line style by the seed's rank among `seeds`."""
+def style_key(run):
+    """What tells runs of one option apart in a figure: the seed, then the folder (Run.where)."""
+    return run.config.get("seed"), run.where
+
+
+def run_style(run, keys=()):
+    """Colour and marker by option (Table 1), line style by the run's style_key rank among `keys`."""
     colour, marker = OPTION_STYLE.get(str(run.config.get("option", "")).upper(), ("tab:gray", "x"))
-    rank = sorted(seeds).index(run.config.get("seed")) if run.config.get("seed") in seeds else 0
+    key = style_key(run)
+    rank = sorted(keys, key=str).index(key) if key in keys else 0
     return colour, marker, SEED_LINES[rank % len(SEED_LINES)]

@@ -39,10 +39,11 @@ class Run:
     rows: list                # history rows, one per epoch
     alphas: list = None       # alphas.json (search runs)
     genotype: dict = None     # genotype.json (search runs)
+    where: str = ""           # the folder above, when runs of one option and seed from several are drawn
 
     @property
-    def label(self):          # "B s1": how the figures name a search run (option and seed)
-        return f"{self.config.get('option', '?')} s{self.config.get('seed', '?')}"
+    def label(self):          # "B s1" (or "nb201-16k B s1"): how the figures name a search run
+        return f"{self.where + ' ' if self.where else ''}{self.config.get('option', '?')} s{self.config.get('seed', '?')}"
 
 
 def read_json_if_any(path, missing=None):

@@ -54,6 +54,21 @@ def test_every_search_figure_from_tiny_real_runs(search_runs, tmp_path, capsys):
     assert capsys.readouterr().out.split() == paths  # the CLI prints the written paths
 
 
+def test_one_option_and_seed_from_two_folders_is_told_apart(search_runs, tmp_path, monkeypatch):
+    """The same run name (C_s1) in two folders, e.g. a default sweep and an ablation: file names, legend
+    labels and line styles all say which folder."""
+    other = shutil.copytree(search_runs[1], tmp_path / "ablation" / "C")
+    lines, save = [], plot.save  # (label, line style) of each curve of skip_and_bench's left panel
+    monkeypatch.setattr(plot, "save", lambda fig, out, name, *a: lines.extend(
+        (ln.get_label(), ln.get_linestyle()) for ln in fig.axes[0].get_lines() if name == "skip_and_bench.png")
+        or save(fig, out, name, *a))
+    paths = plot.main([search_runs[1], str(other), f"--out={tmp_path / 'fig'}", "--dpi=40"])
+    first = os.path.basename(os.path.dirname(search_runs[1]))
+    assert {f"fig5_alphas_{first}_C.png", "fig5_alphas_ablation_C.png"} <= {os.path.basename(p) for p in paths}
+    assert sorted(label for label, _ in lines[:2]) == sorted([f"{first} C s1", "ablation C s1"])
+    assert lines[0][1] != lines[1][1]
+
+
 def test_log_only_run_parses_to_the_history_rows(search_runs, tmp_path):
     run_dir = shutil.copytree(search_runs[0], tmp_path / "old")
     history = json.loads((run_dir / "history.json").read_text())
