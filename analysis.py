@@ -53,6 +53,7 @@ from harness import batching
 from harness import runs
 # η (Eq. 17-18) lives in the harness, where the search's op-scale log takes it too; harness modules
 # never import an entry script
+from harness.frozen_state import FrozenState
 from harness.op_scale import relative_variance
 from supernet import INITS, init_convs, set_trainable
 
@@ -272,12 +273,13 @@ def run(cfg, stop=None):
     model.to(device)  # before the optimiser loads its state: momentum buffers land on the device
     groups = set_trainable(model, SETTINGS[cfg.setting], verbose=False)  # conv / outer_bn / classifier / arch
     lams = groups["arch"]
+    frozen = FrozenState(model)  # only BN: the convs are random features, hashed in a checkpoint, not stored
     weights = [p for g in ("conv", "outer_bn", "classifier") for p in groups[g] if p.requires_grad]
     opt = torch.optim.SGD([dict(params=weights), dict(params=lams, weight_decay=0.0)], cfg.lr,
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     pairs, history, start = conv_bn_pairs(model), [], 0
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(frozen.complete(ckpt, path))
         opt.load_state_dict(ckpt["opt"])
         init_var, history, start = ckpt["init_var"], ckpt["history"], ckpt["epoch"]
         runs.set_rng_state(ckpt["rng"])
@@ -293,8 +295,9 @@ def run(cfg, stop=None):
     amp = cfg.amp and device.type == "cuda"
 
     def checkpoint(epochs_done):
-        return dict(model=model.state_dict(), opt=opt.state_dict(), epoch=epochs_done, rng=runs.rng_state(),
-                    history=history, config=runs.as_dict(cfg), init_var=init_var)
+        return dict(model=frozen.strip(model.state_dict()), frozen=frozen.record(), opt=opt.state_dict(),
+                    epoch=epochs_done, rng=runs.rng_state(), history=history, config=runs.as_dict(cfg),
+                    init_var=init_var)
 
     if ckpt is None:  # epoch 0: a stop signal in the first epoch leaves a checkpoint to resume from
         checkpoints.save_checkpoint(path, checkpoint(0))

@@ -170,8 +170,12 @@ def test_run_directory_contract_and_exact_resume(tiny_folder, tmp_path):
     drop = ("seconds",)
     assert [{k: v for k, v in r.items() if k not in drop} for r in resumed] == \
            [{k: v for k, v in r.items() if k not in drop} for r in rows]
-    a, b = (torch.load(d / "checkpoint.pt", weights_only=True)["model"] for d in (whole, part))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    (a, frozen), (b, _) = ((c["model"], c["frozen"]) for c in (torch.load(d / "checkpoint.pt", weights_only=True)
+                                                             for d in (whole, part)))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # only BN: the convs are random features, in the checkpoint as names and a hash (harness/frozen_state.py)
+    assert len(frozen["names"]) == len(cfg["eta_layers"]) == 17  # the 17 convs of plain-18
+    assert not set(frozen["names"]) & set(a)
 
 
 def test_a_test_loss_far_above_chance_gets_one_note():
