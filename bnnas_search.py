@@ -36,6 +36,7 @@ import torch
 import bnnas
 import genotypes as G
 from harness import batching, checkpoints, data, runs, search_run
+from harness.frozen_state import FrozenState
 from harness.search_run import Tally
 from search import bench201_dataset, gradient_step, weight_groups
 from spaces import get_space
@@ -215,12 +216,13 @@ def _search(cfg, device, stop):
     weight_loader, _, num_classes, about = search_run.make_loaders(cfg, device, 0, 1)
     model = bnnas.build_bnnas_supernet(num_classes, cfg.C, cfg.layers, cfg.init, cfg.seed).to(device)
     groups = set_trainable(model, cfg.option, cfg.train_classifier)
+    frozen = FrozenState(model)  # option C: the convs are random features, hashed in a checkpoint, not stored
     weights = [p for p in model.parameters() if p.requires_grad]
     w_opt = torch.optim.SGD(weight_groups(weights, groups["cell_bn"], cfg), cfg.lr, momentum=cfg.momentum,
                             nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     history, start, first = [], 0, 0  # first: steps of epoch `start` done before a stop signal
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(frozen.complete(ckpt, ckpt_path))
         w_opt.load_state_dict(ckpt["w_opt"])
         history, start, first = ckpt["history"], ckpt["epoch"], ckpt.get("step", 0)
         runs.set_rng_state(ckpt["rng"])
@@ -234,8 +236,8 @@ def _search(cfg, device, stop):
 
     def checkpoint(epochs_done, **partial):  # `partial`: where a stop signal cut an epoch
         checkpoints.save_checkpoint(ckpt_path, dict(
-            model=model.state_dict(), w_opt=w_opt.state_dict(), epoch=epochs_done, rng=runs.rng_state(),
-            config=runs.as_dict(cfg), history=history, **partial))
+            model=frozen.strip(model.state_dict()), frozen=frozen.record(), w_opt=w_opt.state_dict(),
+            epoch=epochs_done, rng=runs.rng_state(), config=runs.as_dict(cfg), history=history, **partial))
 
     last = min(cfg.epochs, start + cfg.stop_after) if cfg.stop_after else cfg.epochs
     stop.armed = True  # from here on a stop signal ends the run after the current step, checkpointed

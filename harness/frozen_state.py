@@ -11,9 +11,9 @@ saved as before; options A and B train the convolutions (B freezes only the cell
 their checkpoints barely shrink. A checkpoint written before this existed (no "frozen" entry) holds the
 whole model and loads as it is.
 
-Used by search.py and analysis.py (its only-BN nets: a ResNet-50 is 94 MB at width 1, nearly all convs);
-generic over any nn.Module whose frozen parameters are those with requires_grad off right after Table 1's
-set_trainable (the steps toggle requires_grad later, so it is read once, then).
+Used by search.py, bnnas_search.py and analysis.py (its only-BN nets: a ResNet-50 is 94 MB at width 1,
+nearly all convs); generic over any nn.Module whose frozen parameters are those with requires_grad off
+right after Table 1's set_trainable (the steps toggle requires_grad later, so it is read once, then).
 """
 import hashlib
 

@@ -151,7 +151,9 @@ def test_a_stop_mid_epoch_resumes_bit_exactly(tiny_folder, tmp_path):
     full, _ = run(tiny_folder, tmp_path / "full", "--epochs=2", "--seed=4")
     with pytest.raises(runs.Preempted, match="after step 1/3"):
         run(tiny_folder, tmp_path / "cut", "--epochs=2", "--seed=4", stop=StopAt(4))  # epoch 2, step 1
-    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 1
+    ckpt = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 1  # option C: the frozen convs as names and a hash (harness/frozen_state.py)
+    assert ckpt["frozen"]["names"] and not set(ckpt["frozen"]["names"]) & set(ckpt["model"])
     resumed, _ = bnnas_search.search(bnnas_search.make_config([f"--out={tmp_path / 'cut'}", "--resume=1"]))
     for (n, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), n
