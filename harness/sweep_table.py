@@ -14,16 +14,15 @@ sweep.py starts the searches; this module only reads their folders (rundir.load_
 stderr.txt, genotype.json, alphas.json) and writes the table, so it can be rebuilt from any sweep folder.
 """
 import os
-import signal
 import statistics
 
 import bench201
 import genotypes as G
 from harness import checkpoints
 from harness.checkpoints import write_json
+from harness.jobs import STOPS
 from harness.rundir import load_run
 
-STOPS = {signal.SIGTERM, signal.SIGINT}  # stop a sweep (sweep.py); a run ended by one is "stopped", not failed
 # Paper Table 2's NB201 columns of a found cell, (dataset, result) as bench201's query names them. The
 # public table (../shared/data/nb201) has no CIFAR-100 or ImageNet16-120 valid accuracy: those two of the
 # paper's six columns are left out.
@@ -190,7 +189,7 @@ def run_state(name, folder, epochs, status):
     code = (status or {}).get(name)
     if code is None:
         return "unfinished"
-    stop = {-s for s in STOPS} | {128 + s for s in STOPS}
+    stop = {-s for s in STOPS} | {128 + s for s in STOPS}  # a run ended by a stop: "stopped", not failed
     what = "stopped" if code in stop else "failed" if code else f"unfinished after exit 0 (not at epoch {epochs})"
     return f"{what} (exit {code}): {_last_error(folder)}" if code else what
 
