@@ -109,8 +109,9 @@ def nested_imagefolders(a, b):
     for root in (a, b):
         if not os.path.isdir(os.path.join(root, "train")):
             return f"{os.path.join(root, 'train')} is not on this machine, so the images cannot be compared"
-    small, large = sorted((a, b), key=lambda root: len(_train_images(root)))
-    inner, outer = _train_images(small), _train_images(large)
+    images = {root: _train_images(root) for root in (a, b)}
+    small, large = sorted((a, b), key=lambda root: len(images[root]))
+    inner, outer = images[small], images[large]
     if {c for c, _ in inner} != {c for c, _ in outer}:
         return f"the class folders of {small}/train and {large}/train differ"
     for (c, name), size in sorted(inner.items()):
