@@ -15,7 +15,9 @@ weight steps), --compile=1 (CUDA graphs) and --bench201 from the public table, w
 once on the GPU (give the check's plan). It resumes every run folder it finds there, so the next window
 continues with the same command when the unfinished runs' checkpoints travel back (`--task=unpack`, then
 `carry` results/nb201-full: ~0.4 MB per option-C checkpoint, whose random features are rebuilt from the
-seed (harness/frozen_state.py), and ~14 MB per option-B checkpoint at C=16).
+seed (harness/frozen_state.py), and ~14 MB per option-B checkpoint at C=16). The 64 MiB that travel hold
+the tree (~22 MB, mostly results/) and .gpu/ (18.5 MB) too, so one unfinished option-B run fits beside
+every option-C one: with more B runs at once, let a window end after they finish, or carry fewer.
 
 The limit: the child (the check or the sweep) runs in its own process group; at --limit minus the
 packing reserve it gets SIGTERM (every search checkpoints after its current step), 20 s later SIGKILL.
