@@ -17,7 +17,8 @@ continues with the same command when the unfinished runs' checkpoints travel bac
 `carry` results/nb201-full: ~0.4 MB per option-C checkpoint, whose random features are rebuilt from the
 seed (harness/frozen_state.py), and ~14 MB per option-B checkpoint at C=16). The 64 MiB that travel hold
 the tree (~22 MB, mostly results/) and .gpu/ (18.5 MB) too, so one unfinished option-B run fits beside
-every option-C one: with more B runs at once, let a window end after they finish, or carry fewer.
+every option-C one: with more B runs at once, let a window end after they finish, or carry fewer
+(`--task=unpack` adds it all up and names the checkpoints to leave out).
 
 The limit: the child (the check or the sweep) runs in its own process group; at --limit minus the
 packing reserve it gets SIGTERM (every search checkpoints after its current step), 20 s later SIGKILL.
@@ -49,6 +50,7 @@ from harness import runs  # noqa: E402
 
 MAX_FILES, MAX_BYTES, PART_BYTES, MAX_PARTS = 8, 16 * 2**20, 15 * 2**20, 5
 LOG_BYTES = 2 * 2**20
+TRAVEL_BYTES = 64 * 2**20  # what the device tool sends in all: the checkout, the carried folders
 
 
 @dataclass
@@ -266,9 +268,40 @@ def run_window(cfg):
     return rc
 
 
+def tree_bytes():
+    """Bytes of what the device tool sends of this checkout by itself: tracked files and untracked ones
+    git does not ignore (None outside a git checkout)."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                                capture_output=True, check=True).stdout.decode().split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sum(os.path.getsize(os.path.join(ROOT, f)) for f in listed if f and os.path.isfile(os.path.join(ROOT, f)))
+
+
+def carry_note(tree, data, checkpoints):
+    """The lines that say whether the next window's carry fits in TRAVEL_BYTES: `tree` (tree_bytes, or
+    None), `data` (the --pack_dir's bytes) and {checkpoint path: bytes} of the unfinished runs."""
+    total = (tree or 0) + data + sum(checkpoints.values())
+    parts = f"tree {'?' if tree is None else f'{tree / 2**20:.1f}'}, packed data {data / 2**20:.1f}, " \
+            f"{len(checkpoints)} checkpoint(s) {sum(checkpoints.values()) / 2**20:.1f}"
+    lines = [f"the next window carries {total / 2**20:.1f} MiB of {TRAVEL_BYTES // 2**20} ({parts})"]
+    if total > TRAVEL_BYTES:
+        over, drop = total - TRAVEL_BYTES, []
+        for path, size in sorted(checkpoints.items(), key=lambda kv: -kv[1]):
+            if over <= 0:
+                break
+            drop.append(path)
+            over -= size
+        lines.append(f"over the limit by {(total - TRAVEL_BYTES) / 2**20:.1f} MiB: move {', '.join(drop) or 'other files'} "
+                     "out of the tree before the call (a run without its checkpoint starts again from epoch 0)")
+    return lines
+
+
 def unpack(cfg):
     """A table2 window's runs.tar.gz and checkpoint parts into the run folders here (the archives name
-    results/nb201-full/... relative to the parent of --runs_out)."""
+    results/nb201-full/... relative to the parent of --runs_out); then whether the next window's carry
+    (this checkout, --pack_dir and the unfinished runs' checkpoints) fits in what travels."""
     top = os.path.dirname(os.path.normpath(cfg.runs_out)) or "."
     names = sorted(f for f in os.listdir(cfg.out) if f == "runs.tar.gz" or f.startswith("checkpoints.tar.gz."))
     if "runs.tar.gz" not in names:
@@ -277,6 +310,11 @@ def unpack(cfg):
         with tarfile.open(os.path.join(cfg.out, name)) as tar:
             tar.extractall(top, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(top)
     say(f"unpacked {', '.join(names)} into {cfg.runs_out}")
+    data = sum(os.path.getsize(p) for p in _files_under(cfg.pack_dir)) if os.path.isdir(cfg.pack_dir) else 0
+    checkpoints = {p: os.path.getsize(p) for p in _files_under(cfg.runs_out)  # git ignores them: carried apart
+                   if is_checkpoint(os.path.basename(p)) and os.path.basename(p) != ".lock"}
+    for line in carry_note(tree_bytes(), data, checkpoints):
+        say(line)
 
 
 def main(argv=None):

@@ -52,6 +52,18 @@ def packed(tmp_path_factory):
     return root
 
 
+def test_the_carry_note_says_what_to_leave_out_when_the_next_window_would_not_fit():
+    mib = 2**20
+    fits = gpu_window.carry_note(22 * mib, 18 * mib, {"B_s1/checkpoint.pt": 14 * mib, "C_s1/checkpoint.pt": mib // 2})
+    assert fits == ["the next window carries 54.5 MiB of 64 (tree 22.0, packed data 18.0, 2 checkpoint(s) 14.5)"]
+    ckpts = {f"B_s{i}/checkpoint.pt": 14 * mib for i in (1, 2, 3)} | {"C_s1/checkpoint.pt": mib // 2}
+    first, over = gpu_window.carry_note(22 * mib, 18 * mib, ckpts)
+    assert first.startswith("the next window carries 82.5 MiB of 64")
+    # 18.5 MiB over: the two largest checkpoints go, the small one stays
+    assert over.startswith("over the limit by 18.5 MiB: move B_s1/checkpoint.pt, B_s2/checkpoint.pt out of"), over
+    assert "C_s1" not in over and "epoch 0" in over
+
+
 def test_table2_stops_at_its_limit_returns_its_files_and_the_next_window_continues(packed, tmp_path):
     runs_out = tmp_path / "window-tree" / "nb201-full"
     flags = ["--task=table2", "--size=tiny", "--device=cpu", f"--pack_dir={packed / 'pack'}", f"--runs_out={runs_out}",
@@ -73,6 +85,7 @@ def test_table2_stops_at_its_limit_returns_its_files_and_the_next_window_continu
     here = tmp_path / "here" / "nb201-full"
     r = window("--task=unpack", f"--out={tmp_path / 'out1'}", f"--runs_out={here}")
     assert r.returncode == 0, r.stderr
+    assert "the next window carries" in r.stderr and "2 checkpoint(s)" in r.stderr, r.stderr
     first = epochs_done(here, "C_s1")
     assert len(first) >= 1 and (here / "C_s1" / "checkpoint.pt").exists()
     flags[flags.index(f"--runs_out={runs_out}")] = f"--runs_out={here}"
