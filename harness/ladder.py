@@ -10,12 +10,13 @@ What makes a setting and what is run plumbing is the search script's: ladder tak
 script. Per-run columns (the found cell, its NB201 columns, percentiles, margins) are sweep_table's.
 """
 import dataclasses
+import filecmp
 import functools
 import os
 import re
 
 from harness import checkpoints
-from harness.data import IMG_EXTENSIONS
+from harness.data import list_images
 from harness.rundir import BENCH201_COLUMNS, read_json_if_any
 from harness.runs import ConfigError
 from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, plus_minus, rate_cell, against_chance, chance_cells,
@@ -75,23 +76,9 @@ def search_settings(config, search):
 
 
 def _train_images(root):
-    """{(class folder, file name): size in bytes} of an ImageFolder root's train/ split."""
-    train, found = os.path.join(root, "train"), {}
-    for c in sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith(".")):
-        for e in os.scandir(os.path.join(train, c)):
-            if e.name.lower().endswith(IMG_EXTENSIONS):
-                found[c, e.name] = e.stat().st_size
-    return found
-
-
-def _same_bytes(a, b, chunk=1 << 16):
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(chunk), fb.read(chunk)
-            if x != y:
-                return False
-            if not x:
-                return True
+    """{(class folder, file name): path} of an ImageFolder root's train/ split, as a search lists it."""
+    files, _, _ = list_images(os.path.join(root, "train"))
+    return {(os.path.basename(os.path.dirname(f)), os.path.basename(f)): f for f in files}
 
 
 @functools.lru_cache(maxsize=None)
@@ -104,7 +91,7 @@ def nested_imagefolders(a, b):
     difference remains: an ImageFolder is normalised by its train/'s own channel mean and std
     (harness/data.dataset_info; a --subset rung keeps its folder's), which for cifar10-jpeg against
     cifar10-50k differ by at most 7e-4 (means 0.4919, 0.4823, 0.4463 against 0.4913, 0.4821, 0.4465).
-    Cost: every image of the smaller folder is read twice, once per copy (4 s for those 25,000 JPEGs on a
+    Cost: every image of the smaller folder is read twice, once per copy (2 s for those 25,000 JPEGs on a
     2-core CPU; minutes for a folder of ImageNet's size), once per pair in a process."""
     for root in (a, b):
         if not os.path.isdir(os.path.join(root, "train")):
@@ -114,10 +101,10 @@ def nested_imagefolders(a, b):
     inner, outer = images[small], images[large]
     if {c for c, _ in inner} != {c for c, _ in outer}:
         return f"the class folders of {small}/train and {large}/train differ"
-    for (c, name), size in sorted(inner.items()):
-        there = os.path.join(large, "train", c, name)
-        if outer.get((c, name)) != size or not _same_bytes(os.path.join(small, "train", c, name), there):
-            return f"{os.path.join(small, 'train', c, name)} is not, byte for byte, {there}"
+    for key, here in sorted(inner.items()):
+        there = outer.get(key, os.path.join(large, "train", *key))
+        if key not in outer or not filecmp.cmp(here, there, shallow=False):  # sizes first, then the bytes
+            return f"{here} is not, byte for byte, {there}"
     return ""
 
 
