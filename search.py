@@ -203,6 +203,10 @@ def gradient_step(model, params, opt, x, y, clip=0.0):
     loss = F.cross_entropy(logits, y)
     # allow_unused: e.g. a 2-cell DARTS net has only reduction cells, so alphas_normal gets no gradient
     grads = torch.autograd.grad(loss, params, allow_unused=True)
+    if all(g is None for g in grads):  # a step that updates nothing is a bug, never a result
+        raise RuntimeError("the loss does not depend on any parameter this step updates: their gradients "
+                           "are all None (a compiled graph traced for the other step's parameters? see "
+                           "harness/runs.py:requires_grad_guards)")
     ddp.average_grads(grads)  # autograd.grad bypasses DDP's hooks
     for p, g in zip(params, grads):
         p.grad = g

@@ -531,10 +531,24 @@ def compile_model(model, enabled=True, device=None, backend="inductor", cuda_gra
         return model
     mode = compile_mode(device, backend, cuda_graphs)
     compiled = torch.compile(model, backend=backend, mode=mode, dynamic=False)
-    if mode is None:
-        return compiled
 
     def forward(x):
-        torch.compiler.cudagraph_mark_step_begin()
-        return compiled(x)
+        with requires_grad_guards():
+            if mode is not None:
+                torch.compiler.cudagraph_mark_step_begin()
+            return compiled(x)
     return forward
+
+
+def requires_grad_guards():
+    """Inside: a compiled graph is reused only while every parameter's requires_grad is what it was
+    traced with. The search toggles those flags between its weight and alpha steps (search.py:
+    alpha_step), so each step must get its own graph. torch 2.11 (the GPU machine's) skips a module's
+    tensor guards while its parameter dict is unchanged (dynamo's dict-tag fast path;
+    pytorch/pytorch#139476, fixed by #177158), so the alpha step replayed the weight step's graph and
+    every alpha gradient came back None. This switches that fast path off where the setting exists;
+    tests/test_compile.py checks the gradients of each step against eager ones."""
+    config = torch._dynamo.config
+    if not hasattr(config, "skip_tensor_guards_with_matching_dict_tags"):
+        return contextlib.nullcontext()
+    return config.patch(skip_tensor_guards_with_matching_dict_tags=False)

@@ -116,6 +116,32 @@ def test_compiled_alpha_step_computes_no_weight_gradient(eager_and_compiled):
     assert sorted(seen["returned"]) == [len(arch), len(weights)] and len(weights) > len(arch)
 
 
+def test_compiled_forward_guards_each_parameters_requires_grad(monkeypatch):
+    """Every call of a compiled forward runs with dynamo's dict-tag fast path off, so flipping a
+    parameter's requires_grad (the weight / alpha steps) retraces instead of replaying the other step's
+    graph (torch 2.11 replayed it: every alpha gradient came back None)."""
+    config = torch._dynamo.config
+    if not hasattr(config, "skip_tensor_guards_with_matching_dict_tags"):
+        pytest.skip("this torch has no dict-tag fast path to switch off")
+    seen = []
+    model = torch.nn.Linear(3, 2)
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: lambda x: (
+        seen.append(config.skip_tensor_guards_with_matching_dict_tags), m(x))[1])
+    forward = runs.compile_model(model, True, torch.device("cpu"))
+    forward(torch.randn(4, 3))
+    assert seen == [False] and config.skip_tensor_guards_with_matching_dict_tags is True  # restored
+
+
+def test_a_step_whose_parameters_get_no_gradient_stops():
+    """gradient_step refuses a step in which none of its parameters reaches the loss (what a replayed
+    graph of the other step gives) instead of silently leaving them where they are."""
+    model, unused = torch.nn.Linear(3, 2), torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([unused], lr=0.1, weight_decay=0.1)
+    with pytest.raises(RuntimeError, match="gradients are all None"):
+        search.gradient_step(model, [unused], opt, torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
+    assert unused.grad is None and torch.equal(unused, torch.zeros(2))
+
+
 @needs_cc
 def test_compiled_option_c_keeps_convs_frozen(eager_and_compiled):
     option, _, (_, model_c), _ = eager_and_compiled
