@@ -206,7 +206,7 @@ def gradient_step(model, params, opt, x, y, clip=0.0):
     if all(g is None for g in grads):  # a step that updates nothing is a bug, never a result
         raise RuntimeError("the loss does not depend on any parameter this step updates: their gradients "
                            "are all None (a compiled graph traced for the other step's parameters? see "
-                           "harness/runs.py:requires_grad_guards)")
+                           "harness/runs.py:compile_model)")
     ddp.average_grads(grads)  # autograd.grad bypasses DDP's hooks
     for p, g in zip(params, grads):
         p.grad = g

@@ -13,6 +13,7 @@ equation lives here: data parallelism must not change what a step computes, only
 import copy
 import datetime
 import hashlib
+import inspect
 import os
 
 import torch
@@ -48,8 +49,10 @@ def setup(device_name="auto", backend="auto"):
         torch.cuda.set_device(device)
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
+    params = inspect.signature(dist.init_process_group).parameters.values()  # device_id: torch >= 2.3
+    bind = any(p.name == "device_id" or p.kind is p.VAR_KEYWORD for p in params)
     dist.init_process_group(backend, rank=rank, world_size=world,
-                            device_id=device if backend == "nccl" else None)
+                            **(dict(device_id=device if backend == "nccl" else None) if bind else {}))
     _DATA_GROUP[:] = [dist.new_group(backend="gloo", timeout=DATA_WAIT)]  # collective: every rank makes it
     return rank, world, device
 

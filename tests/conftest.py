@@ -32,7 +32,6 @@ if CUDA:
 import numpy as np
 import pytest
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_leaves
 
 
 def pytest_configure(config):
@@ -112,12 +111,25 @@ def nb201_table_by_dataset(tmp_path_factory):
     return write_nb201_table(tmp_path_factory.mktemp("nb201") / "by_dataset.csv", tuple(NB201_OFFSETS.values()))
 
 
+def tensors_in(out):
+    """The tensors in an op's output: a tensor, or tuples / lists / dicts of them (torch ops return no
+    other nesting). Not torch.utils._pytree: a private module whose names differ across torch >= 2.1."""
+    if isinstance(out, torch.Tensor):
+        yield out
+    elif isinstance(out, (tuple, list)):
+        for item in out:
+            yield from tensors_in(item)
+    elif isinstance(out, dict):
+        for item in out.values():
+            yield from tensors_in(item)
+
+
 class Float64Refused(TorchFunctionMode):
     """Every torch op that yields a float64 tensor raises, as on Apple's MPS, which has no float64."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in tree_leaves(out)):
+        if any(t.dtype == torch.float64 for t in tensors_in(out)):
             raise TypeError(f"{getattr(func, '__name__', func)} made a float64 tensor, which MPS cannot hold")
         return out
 

@@ -39,6 +39,8 @@ def _graph_breaks(model, x):
 # supernet's forward is checked by the compiled steps below (exactly two graphs, one per step).
 @pytest.mark.parametrize("name,kw", [("s1", dict(layers=2)), ("s4", dict(layers=2, pc_k=2))])
 def test_supernet_forward_is_one_graph(name, kw):
+    if name == "s1" and tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 4):
+        pytest.skip("torch 2.1's dynamo breaks S1's edge loop into 4 graphs (same numbers, slower)")
     torch._dynamo.reset()
     model = build_supernet(name, 10, C=4, **kw)
     graphs, breaks, reasons = _graph_breaks(model, torch.randn(2, 3, 16, 16))
@@ -116,20 +118,20 @@ def test_compiled_alpha_step_computes_no_weight_gradient(eager_and_compiled):
     assert sorted(seen["returned"]) == [len(arch), len(weights)] and len(weights) > len(arch)
 
 
-def test_compiled_forward_guards_each_parameters_requires_grad(monkeypatch):
-    """Every call of a compiled forward runs with dynamo's dict-tag fast path off, so flipping a
-    parameter's requires_grad (the weight / alpha steps) retraces instead of replaying the other step's
-    graph (torch 2.11 replayed it: every alpha gradient came back None)."""
-    config = torch._dynamo.config
-    if not hasattr(config, "skip_tensor_guards_with_matching_dict_tags"):
-        pytest.skip("this torch has no dict-tag fast path to switch off")
-    seen = []
-    model = torch.nn.Linear(3, 2)
-    monkeypatch.setattr(torch, "compile", lambda m, **kw: lambda x: (
-        seen.append(config.skip_tensor_guards_with_matching_dict_tags), m(x))[1])
+def test_each_set_of_requires_grad_flags_gets_its_own_compiled_function(monkeypatch):
+    """The weight and alpha steps (which switch each other's parameters' requires_grad off) never share
+    a compiled function, whatever dynamo guards; the same flags again reuse theirs. Each function has a
+    code object of its own, as dynamo keeps its graphs per code object."""
+    made = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: made.append(fn) or fn)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
     forward = runs.compile_model(model, True, torch.device("cpu"))
-    forward(torch.randn(4, 3))
-    assert seen == [False] and config.skip_tensor_guards_with_matching_dict_tags is True  # restored
+    x = torch.randn(4, 3)
+    for _ in range(2):
+        forward(x)  # every parameter trains
+        with search.no_grad_for(list(model[0].parameters())):
+            torch.testing.assert_close(forward(x), model(x))
+    assert len(made) == 2 and made[0].__code__ is not made[1].__code__
 
 
 def test_a_step_whose_parameters_get_no_gradient_stops():

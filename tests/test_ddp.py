@@ -52,7 +52,7 @@ def test_rng_states_per_rank():
 
 def test_out_of_memory_is_one_line_with_what_to_lower(capsys):
     def oom(argv):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15 GiB total)")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15 GiB total)")
 
     with pytest.raises(SystemExit) as e:
         runs.cli(oom, [])
