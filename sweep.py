@@ -142,8 +142,11 @@ def epoch_line(name, row):
 def run_all(cfg, jobs, say=print, gpus=None):
     """Run the pending searches, cfg.jobs at a time (with GPUs: cfg.jobs per GPU, each search on the
     least busy one), cfg.threads CPU threads each (harness/jobs.run_all); one line per finished epoch
-    and per ended run. -> ({name: exit status} of the runs that ran, the stop signal's number or 0)."""
-    return runner.run_all(jobs, SEARCH, search.SearchConfig, cfg.jobs, cfg.threads, say, gpus, epoch_line)
+    and per ended run; OUT/table.md|json rewritten as each run ends, so a long sweep's table (and a
+    ladder over it) holds every run finished so far. -> ({name: exit status} of the runs that ran, the
+    stop signal's number or 0)."""
+    return runner.run_all(jobs, SEARCH, search.SearchConfig, cfg.jobs, cfg.threads, say, gpus, epoch_line,
+                          on_end=lambda status: write_table(cfg, jobs, status, say=lambda text: None))
 
 
 def report(cfg, jobs, status=None, say=print):

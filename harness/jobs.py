@@ -119,11 +119,13 @@ def thread_count(threads, at_once):
     return threads, why
 
 
-def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None, epoch_line=None):
+def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None, epoch_line=None,
+            on_end=None):
     """Run `script` (a path; with each job's argv) for the pending jobs, `per_device` at a time (with GPUs:
     `per_device` per GPU, each child on the least busy one), `threads` CPU threads each (0: cores // at
     once); `config` is the script's config dataclass, which reads --device from a job's argv. One line per
-    started and per ended run, and `epoch_line(name, row)` per history.json row a run adds, when given.
+    started and per ended run, and `epoch_line(name, row)` per history.json row a run adds, when given;
+    `on_end(status)` after each run ends, with the exit statuses so far (sweep.py rewrites its table).
     -> ({name: exit status} of the runs that ran, the stop signal's number or 0). A stop signal reaches
     every child (each checkpoints and exits); the runner then waits for them and starts no more."""
     gpus = visible_gpus(jobs[0].argv, config) if gpus is None and jobs else gpus or []
@@ -191,6 +193,8 @@ def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None,
                     del running[name]
                     status[name] = proc.returncode
                     say(f"{name}: ended, exit {proc.returncode}, {(time.time() - t0) / 60:.1f} min")
+                    if on_end:
+                        on_end(dict(status))
     except BaseException:  # the runner itself failed: its children checkpoint and end before it does
         for proc, *_ in running.values():
             tell(proc)

@@ -213,7 +213,7 @@ def ladder_markdown(by):
     found cell and final top-2 margins (found_cells)."""
     def cell(values, digits):
         mean, std, n = mean_std(values)
-        return "-" if not n else plus_minus(mean, std, digits)
+        return "-" if not n else plus_minus(mean, std, digits, n)
 
     lines = ["| search images (weight / α) | weight steps per run | option | finished seeds | benchmark test acc. (%) "
              f"| per seed | all-skip cells | >= {SKIP_HEAVY} skip edges | final skip edges |",

@@ -117,9 +117,10 @@ def rate_cell(counted):
     return f"{counted['count']} of {counted['n']} ({100 * lo:.0f}-{100 * hi:.0f}%)"
 
 
-def plus_minus(mean, std, digits):
-    """"mean ± std" to `digits` decimals, as the tables print a column."""
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+def plus_minus(mean, std, digits, n=2):
+    """"mean ± std" to `digits` decimals, as the tables print a column; of n = 1 value, the value alone
+    (one seed has no spread to show: "± 0.00" would claim one)."""
+    return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 class Benchmarks:
@@ -245,7 +246,7 @@ DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}  # ImageNet16-1
 
 def markdown(summary):
     def cell(s, digits):
-        return "-" if s["mean"] is None else plus_minus(s["mean"], s["std"], digits)
+        return "-" if s["mean"] is None else plus_minus(s["mean"], s["std"], digits, s["n"])
 
     dataset = _dataset([{"bench201_dataset": s["bench201_dataset"]} for s in summary.values()])
     bench = f"NB201 {DATASET_NAMES.get(dataset, dataset)} test acc." if dataset else "benchmark test acc."
@@ -300,7 +301,8 @@ def chance_cells(agg):
     """against_chance's dict as the rest of a Markdown row: cells counted, mean ± std per column and
     percentile, the two medians and whether the CIFAR-10 test mean beats the pool-free one."""
     cells = [str(agg["n"])]
-    cells += ["-" if agg[k]["mean"] is None else plus_minus(agg[k]["mean"], agg[k]["std"], 2 if k in TABLE2_KEYS else 1)
+    cells += ["-" if agg[k]["mean"] is None else plus_minus(agg[k]["mean"], agg[k]["std"], 2 if k in TABLE2_KEYS else 1,
+                                                             agg[k]["n"])
               for k in TABLE2_KEYS + PERCENTILES]
     chance = agg["chance"]
     if chance is None:

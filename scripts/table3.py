@@ -265,7 +265,7 @@ def table_line(r):
         return f"{w:,} / {'unused' if r['method'] == 'BN-NAS' else f'{a:,}'}"
     cells = ["; ".join(f"{images(w, a)}, {n:,}" for w, a, n in r["sizes"]) or None, f"{r['finished']} of {r['runs']}",
              None if not best else f"{_acc(best['valid'])} / {_acc(best['test'])} ({best['name']})",
-             None if t["mean"] is None else plus_minus(t["mean"], t["std"], 2), rate_cell(r["all_none"]),
+             None if t["mean"] is None else plus_minus(t["mean"], t["std"], 2, t["n"]), rate_cell(r["all_none"]),
              None if not paper else f"{paper[0]:.2f} / {paper[1]:.2f}"]
     return f"| {r['method']} | {'✓' if r['option'] == 'A' else '✗'} | ✓ | {r['epochs']} | {_cells(cells)} |"
 

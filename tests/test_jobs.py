@@ -30,11 +30,13 @@ def test_run_all_runs_the_script_it_is_given(tmp_path):
     script.write_text(CHILD)
     made = [Job(f"j{c}", str(tmp_path / f"j{c}"), [f"--out={tmp_path / f'j{c}'}", f"--code={c}", "--device=cpu"],
                 "new", 1) for c in (0, 3)]
-    said = []
+    said, ends = [], []
     status, signum = run_all([*made, Job("j9", str(tmp_path / "j9"), [], "done", 1)], str(script), ChildConfig,
                              per_device=2, threads=1, say=said.append,
-                             epoch_line=lambda name, row: f"{name}: epoch {row['epoch']}, {row['threads']} thread(s)")
+                             epoch_line=lambda name, row: f"{name}: epoch {row['epoch']}, {row['threads']} thread(s)",
+                             on_end=ends.append)
     assert (status, signum) == ({"j0": 0, "j3": 3}, 0)  # a failed run's status comes back as it is
+    assert len(ends) == 2 and len(ends[0]) == 1 and ends[1] == status  # told as each run ends, status so far
     assert said[0] == "2 of 3 searches to run, 2 at a time, 1 CPU thread(s) each (--threads=1)"
     assert "j9: finished before, skipped" in said and not os.path.exists(tmp_path / "j9")
     for c in (0, 3):
