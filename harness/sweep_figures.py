@@ -99,7 +99,7 @@ def ladder_figure(by_size, cfg):
     nb201_c10 = bool(recs) and all(r["space"] == "nb201" and r["bench201_dataset"] == "cifar10" for r in recs)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     options = sorted(by_size)
-    rung_steps = {}  # x tick -> its label
+    rung_steps = {}  # x tick -> its label's two lines (the steps, the images)
     for i, option in enumerate(options):
         colour, marker = OPTION_STYLE.get(option, ("tab:gray", "x"))
         shift = 10 ** (SPREAD * (i - (len(options) - 1) / 2))
@@ -108,7 +108,7 @@ def ladder_figure(by_size, cfg):
             means = []
             for size, rs in sorted(by_size[option].items(), key=lambda kv: kv[1][0]["steps"]):
                 x = rs[0]["steps"] * shift
-                rung_steps[rs[0]["steps"]] = f"{rs[0]['steps']:,}\n{size[0]:,} / {size[1]:,} img"
+                rung_steps[rs[0]["steps"]] = (f"{rs[0]['steps']:,}", f"{size[0]:,} / {size[1]:,} img")
                 vals = [r[key] for r in rs if r[key] is not None]
                 if not vals:
                     continue
@@ -132,10 +132,10 @@ def ladder_figure(by_size, cfg):
             ax.axvline(PAPER_STEPS, color="gray", lw=0.8, alpha=0.5)
         near = [t for t in rung_steps if abs(t / PAPER_STEPS - 1) < 0.05]  # e.g. 19,500 (the last batch dropped)
         if near:  # one tick: two labels a few percent apart on a log axis print over each other
-            steps, images = rung_steps[near[0]].split("\n")
-            rung_steps[near[0]] = f"{steps} (paper: {PAPER_STEPS:,})\n{images}"
+            steps, images = rung_steps[near[0]]
+            rung_steps[near[0]] = (f"{steps} (paper: {PAPER_STEPS:,})", images)
         else:
-            rung_steps[PAPER_STEPS] = f"{PAPER_STEPS:,}\npaper: 25,000 / 25,000"
+            rung_steps[PAPER_STEPS] = (f"{PAPER_STEPS:,}", "paper: 25,000 / 25,000")
     columns = {r["bench201_dataset"] for r in recs if r["acc"] is not None}  # one, unless no run has an accuracy
     column = next((BENCH201_NAMES.get(c, c) + " " for c in columns), "") if len(columns) == 1 else ""
     axes[0].set(ylabel=f"NAS-Bench-201 {column}test acc. (%)", title="benchmark accuracy of the final cell")
@@ -154,7 +154,7 @@ def ladder_figure(by_size, cfg):
             ax.set_yticks([])  # an empty panel's 0-1 scale would read as data
         ax.set_xscale("log")
         ticks = sorted(rung_steps)
-        ax.set_xticks(ticks, [rung_steps[t] for t in ticks], fontsize=8)
+        ax.set_xticks(ticks, ["\n".join(rung_steps[t]) for t in ticks], fontsize=8)
         ax.minorticks_off()
         if ticks:
             ax.set_xlim(ticks[0] / 10 ** (3 * SPREAD), ticks[-1] * 10 ** (3 * SPREAD))
