@@ -7,7 +7,8 @@ training images lie byte for byte in the larger (nested_imagefolders: cifar10-jp
 
 What makes a setting and what is run plumbing is the search script's: ladder takes that script's module
 (its SearchConfig and RUN_KEYS) from the caller (plot.py), so this harness module imports no entry
-script. Per-run columns (the found cell, its NB201 columns, percentiles, margins) are sweep_table's.
+script. Per-run columns (the found cell, its NB201 columns, percentiles, margins, how far α moved) are
+sweep_table's.
 """
 import dataclasses
 import filecmp
@@ -21,7 +22,7 @@ from harness.rundir import BENCH201_COLUMNS, read_json_if_any
 from harness.runs import ConfigError
 from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, plus_minus, rate_cell, against_chance, chance_cells,
                                  chance_columns, chance_note, count_all_skip, count_skip_heavy, final_all_skip,
-                                 found_cell, found_cells, found_columns, mean_std)
+                                 found_cell, found_cells, found_columns, mean_std, alpha_separation, separation_at)
 from spaces import get_space
 
 # The paper's Table 2 (NAS-Bench-201 CIFAR-10, 3 runs each, 25k/25k images, 50 epochs of 391 steps)
@@ -167,6 +168,7 @@ def ladder(sweep_dirs, search, bench201_path=""):
                            epochs=config["epochs"], space=settings["space"],
                            bench201_dataset=settings["bench201_dataset"], folder=d, repeats=[],
                            data=config.get("data") if settings["dataset"] == "imagefolder" else None,
+                           separation=alpha_separation(alphas),
                            **found_cell(genotype, alphas, benchmarks.for_run(config)))
                 rec["chance"] = benchmarks.baselines(rec["nb201"]["table"]) if "nb201" in rec else None
                 rung.append(rec)
@@ -206,11 +208,38 @@ def data_note(rungs):
                 "byte, in the larger)."]
 
 
+def separation_table(rungs):
+    """How far α moved (alpha_separation), per rung and option: mean ± sample std over seeds of the last
+    epoch's value and of its value after the shortest run's weight steps, where every run can be read
+    at one length (does α separate with the steps taken, or with the schedule?). [] without alphas.
+    rungs: [(size, option, records)]."""
+    recs = [r for *_, rs in rungs for r in rs if r.get("separation") and r["steps"]]
+    if not recs:
+        return []
+    common = min(r["steps"] for r in recs)
+
+    def cell(values):
+        mean, std, n = mean_std(values)
+        return "-" if not n else plus_minus(mean, std, 3, n)
+    uniform = sorted({round(r["separation"]["uniform"], 3) for r in recs})
+    lines = ["", "How far α moved: the largest softmax(α) of each edge, averaged over the edges (uniform α: "
+             f"{', '.join(map(str, uniform))}; one op per edge: 1), mean ± sample std over the finished seeds:", "",
+             *table_header("search images (weight / α)", "option", "seeds", "last epoch",
+                           f"after {common:,} weight steps")]
+    for size, option, rs in rungs:
+        rs = [r for r in rs if r.get("separation") and r["steps"]]
+        if rs:
+            at = [separation_at(r["separation"], r["steps"] / r["epochs"], common) for r in rs]
+            lines.append(f"| {size[0]:,} / {size[1]:,} | {option} | {len(rs)} | "
+                         f"{cell([r['separation']['curve'][-1][1] for r in rs])} | {cell(at)} |")
+    return lines
+
+
 def ladder_markdown(by):
     """The ladder as Markdown: per number of search images and option, mean ± sample std over the
     finished seeds (ddof=1) and how many ended in the all-skip cell; where the runs' cells were looked up,
-    a second table with Table 2's columns against chance (against_chance) and a third with each seed's
-    found cell and final top-2 margins (found_cells)."""
+    a second table with Table 2's columns against chance (against_chance); how far α moved
+    (separation_table); and each seed's found cell and final top-2 margins (found_cells)."""
     def cell(values, digits):
         mean, std, n = mean_std(values)
         return "-" if not n else plus_minus(mean, std, digits, n)
@@ -238,6 +267,7 @@ def ladder_markdown(by):
         lines += ["", *table_header("search images (weight / α)", "option", *chance_columns()),
                   *(f"| {size[0]:,} / {size[1]:,} | {option} | {chance_cells(agg)}" for size, option, agg in found),
                   "", chance_note([agg for *_, agg in found])]
+    lines += separation_table(rungs)
     seeds = [(size, f"{option}_s{r['seed']}", r) for size, option, recs in rungs for r in recs
              if "nb201" in r or "margins" in r]
     if seeds:

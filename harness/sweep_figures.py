@@ -1,7 +1,8 @@
 """Figures over sweeps (sweep.py's folders): a sweep's skip count and benchmark accuracy per epoch with
 Fig. 1 as mean ± std over seeds (sweep.py draws these when it ends), and the data ladder: final cell
 quality against the weight steps of a run (one rung per number of search images, the paper's Table 2 at
-its steps), every seed a dot, the mean per option a line.
+its steps), every seed a dot, the mean per option a line; and beside it how far α moved from uniform
+over each run (sweep_table.alpha_separation) against the weight steps taken and against the epoch.
 """
 import os
 
@@ -166,3 +167,56 @@ def ladder_figure(by_size, cfg):
                  "apart, then seeds, only so that none hides another)", fontsize=10)
     fig.tight_layout()
     return save(fig, cfg.out, "ladder.png", cfg.dpi)
+
+
+RUNG_LINES = (":", "--", "-", "-.")  # the ladder's rungs, fewest weight steps first
+
+
+def separation_figure(by_size, cfg):
+    """How far α moved over a search (ladder.ladder's records' "separation", sweep_table.alpha_separation:
+    the largest softmax(α) per edge, averaged over the edges), a line per finished run: against the weight
+    steps taken (log x, the rungs on one scale with the paper's PAPER_STEPS) and against the epoch (each
+    rung's schedule on one scale). Colour by option, line style by rung. Without alphas, says so."""
+    fig, (by_steps, by_epoch) = plt.subplots(1, 2, figsize=(12, 4.6))
+    rungs = sorted({size: rs[0]["steps"] for rungs in by_size.values() for size, rs in rungs.items()}.items(),
+                   key=lambda kv: kv[1])
+    line = {size: RUNG_LINES[i % len(RUNG_LINES)] for i, (size, _) in enumerate(rungs)}
+    uniform = set()
+    for option in sorted(by_size):
+        colour = OPTION_STYLE.get(option, ("tab:gray", "x"))[0]
+        name = f"option {option}" + (f" ({OPTION_NAMES[option]})" if option in OPTION_NAMES else "")
+        for size, rs in sorted(by_size[option].items(), key=lambda kv: kv[1][0]["steps"] or 0):
+            label = f"{name}, {size[0]:,} / {size[1]:,} img"
+            for r in rs:
+                sep = r.get("separation")
+                if not sep or not r["steps"]:
+                    continue
+                uniform.add(round(sep["uniform"], 3))
+                epochs, values = zip(*sep["curve"])
+                per_epoch = r["steps"] / r["epochs"]
+                by_steps.plot([e * per_epoch for e in epochs], values, color=colour, ls=line[size], lw=1.2,
+                              alpha=0.75, label=label)
+                by_epoch.plot(epochs, values, color=colour, ls=line[size], lw=1.2, alpha=0.75, label=label)
+                label = None  # one legend entry per option and rung
+    for level in uniform:
+        for ax in (by_steps, by_epoch):
+            ax.axhline(level, color="black", ls=":", lw=0.8)
+    if not uniform:
+        for ax in (by_steps, by_epoch):
+            ax.text(0.5, 0.5, "no alphas.json in these runs", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=9, color="dimgray")
+            ax.set_yticks([])
+    else:
+        by_steps.axvline(PAPER_STEPS, color="gray", lw=0.8, alpha=0.5)
+        by_steps.text(PAPER_STEPS, 0.98, f"paper: {PAPER_STEPS:,} ", transform=by_steps.get_xaxis_transform(),
+                      ha="right", va="top", fontsize=8, color="dimgray")
+        by_steps.set_xscale("log")
+        by_epoch.xaxis.get_major_locator().set_params(integer=True)
+        by_epoch.legend(fontsize=8, loc="upper left")
+    levels = ", ".join(map(str, sorted(uniform)))
+    ylabel = "largest softmax(α) per edge, mean over edges" + (f"\n(uniform α: {levels})" if uniform else "")
+    by_steps.set(xlabel="weight steps (log scale)", ylabel=ylabel, title="against the weight steps taken")
+    by_epoch.set(xlabel="epoch", title="against the epoch of each run's schedule")
+    fig.suptitle("How far α moved from uniform during the search, a line per finished seed", fontsize=10)
+    fig.tight_layout()
+    return save(fig, cfg.out, "alpha_separation.png", cfg.dpi)

@@ -165,6 +165,29 @@ def found_cell(genotype, alphas, bench):
     return out
 
 
+def alpha_separation(alphas):
+    """How far α has moved from uniform, per epoch: {"curve": [(epoch, the largest softmax(α) of each edge,
+    averaged over every edge of every cell kind)] per alphas.json row, "uniform": that average for
+    uniform α (1 / the edge's candidates: 0.2 on NB201; 1 is one op per edge)}; None without alphas.
+    The margins say how near a choice is to flipping; this says how far the search has gone at all."""
+    if not alphas:
+        return None
+    edges = [p for ps in alphas[0]["alphas"].values() for p in ps]
+    return dict(uniform=statistics.fmean(1 / len(p) for p in edges),
+                curve=[(row["epoch"], statistics.fmean(max(p) for ps in row["alphas"].values() for p in ps))
+                       for row in alphas])
+
+
+def separation_at(sep, steps_per_epoch, steps):
+    """alpha_separation's value after `steps` weight steps, linear between epoch ends (from uniform at
+    step 0); None past the run's last epoch or without one."""
+    points = [(0, sep["uniform"])] + [(e * steps_per_epoch, v) for e, v in sep["curve"]] if sep else []
+    for (s0, v0), (s1, v1) in zip(points, points[1:]):
+        if s0 <= steps <= s1:
+            return v0 + (v1 - v0) * (steps - s0) / (s1 - s0)
+    return None
+
+
 def against_chance(lookups, baselines):
     """Over the found cells of one option (or rung and option; found_cell's "nb201" dicts): mean ± sample
     std of Table 2's columns and of the percentiles, and "chance": the random baselines of the table they

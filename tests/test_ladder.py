@@ -3,6 +3,7 @@ sweep table's columns, from made-up folders as sweep.py leaves them: no search r
 seed) of a rung counts once; sweeps whose settings differ in more than the image count are refused in
 one line; a rung without benchmark accuracy still draws; the x axis is weight steps with the paper's."""
 import dataclasses
+import functools
 import json
 import os
 
@@ -50,9 +51,10 @@ def make_sweep(root, images, seeds, older=(), **settings):
 
 
 def drawn(monkeypatch):
-    """The figures sweep_figures saves, in order (each still written)."""
-    figs, save = [], sweep_figures.save
-    monkeypatch.setattr(sweep_figures, "save", lambda fig, *a: figs.append(fig) or save(fig, *a))
+    """The figures sweep_figures saves by file name, the latest of each (each still written)."""
+    figs, save = {}, sweep_figures.save
+    monkeypatch.setattr(sweep_figures, "save",
+                        lambda fig, out, name, dpi: figs.update({name: fig}) or save(fig, out, name, dpi))
     return figs
 
 
@@ -160,7 +162,7 @@ def test_the_ladder_draws_rungs_without_benchmark_accuracy(tmp_path, monkeypatch
     small = make_sweep(tmp_path / "4k", 4000, {"B": {1: (88.0, 4), 2: (54.3, 6)}, "C": {1: (91.0, 0)}})
     big = make_sweep(tmp_path / "16k", 16000, {"B": {1: (None, 6)}, "C": {1: (None, 1), 2: (None, 2)}})
     plot.main([small, big, f"--out={tmp_path / 'nb201'}"])
-    acc, skip = figs[-1].axes
+    acc, skip = figs["ladder.png"].axes
     means = {line.get_label(): line.get_ydata() for line in acc.get_lines()}
     assert list(means["option C (RF-DARTS): mean over seeds"]) == [91.0]  # the 16k rung has no accuracy
     assert list(skip.get_lines()[0].get_ydata()) == [5.0, 6.0]  # B's skip count at both rungs
@@ -168,11 +170,11 @@ def test_the_ladder_draws_rungs_without_benchmark_accuracy(tmp_path, monkeypatch
              for n in (4000, 16000)]
     paths = plot.main([*darts, f"--out={tmp_path / 's3'}"])
     assert os.path.isfile(paths[0])
-    acc, skip = figs[-1].axes
+    acc, skip = figs["ladder.png"].axes
     assert any("no benchmark accuracy" in t.get_text() for t in acc.texts)
     assert not acc.containers and not acc.get_legend()  # no paper points off NB201 CIFAR-10
     assert "(normal cell)" in skip.get_ylabel()
-    assert "10 epochs per run" in figs[-1]._suptitle.get_text()  # the runs' epochs, not a fixed 50
+    assert "10 epochs per run" in figs["ladder.png"]._suptitle.get_text()  # the runs' epochs, not a fixed 50
 
 
 def test_the_ladder_x_axis_is_weight_steps_with_the_paper_marked(tmp_path, monkeypatch):
@@ -180,7 +182,7 @@ def test_the_ladder_x_axis_is_weight_steps_with_the_paper_marked(tmp_path, monke
     small = make_sweep(tmp_path / "4k", 4000, {"B": {1: (54.3, 6)}, "C": {1: (91.0, 0), 2: (93.0, 1)}})
     big = make_sweep(tmp_path / "16k", 16000, {"B": {1: (54.3, 6)}, "C": {1: (93.5, 1)}})
     plot.main([small, big, f"--out={tmp_path / 'fig'}"])
-    fig = figs[-1]
+    fig = figs["ladder.png"]
     for ax in fig.axes:
         assert ax.get_xscale() == "log" and ax.get_xlabel().startswith("weight steps per run")
         assert list(ax.get_xticks()) == [1550, 6250, PAPER_STEPS]
@@ -203,7 +205,7 @@ def test_a_rung_at_the_papers_length_shares_its_tick(tmp_path, monkeypatch):
     small = make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0)}})
     full = make_sweep(tmp_path / "50k", 50000, {"C": {1: (92.0, 1)}})
     plot.main([small, full, f"--out={tmp_path / 'fig'}"])
-    for ax in figs[-1].axes:
+    for ax in figs["ladder.png"].axes:
         assert list(ax.get_xticks()) == [1550, 19500]
         assert ax.get_xticklabels()[1].get_text() == f"19,500 (paper: {PAPER_STEPS:,})\n25,000 / 25,000 img"
 
@@ -218,3 +220,60 @@ def test_the_sweep_table_gives_minutes_to_one_decimal():
                                            all_skip=dict(count=0, n=2), skip_heavy=dict(count=0, n=2))})
     assert text.splitlines()[2].endswith("| 30.0 ± 0.0 | 25.0 ± 0.0 | 0.3 ± 0.1 |"), text  # was 0 ± 0
     assert "| C_s1 | finished (2 ep) | 90.00 | 1 | 30.0 | 25.0 | 0.2 | no | cpu |" in text
+
+
+def test_how_far_alpha_moved_from_hand_made_softmax_rows():
+    """alpha_separation: the largest softmax(α) per edge averaged over every edge of every cell kind, and
+    that average for uniform α (edges may differ in their candidates: S1 has 2 on some); separation_at:
+    linear between epoch ends, uniform at step 0, None past the last epoch."""
+    rows = [dict(epoch=1, alphas=dict(normal=[[0.5, 0.5], [0.25] * 4], reduce=[[0.7, 0.1, 0.1, 0.1]])),
+            dict(epoch=2, alphas=dict(normal=[[0.9, 0.1], [0.4, 0.2, 0.2, 0.2]], reduce=[[1.0, 0.0, 0.0, 0.0]]))]
+    sep = sweep_table.alpha_separation(rows)
+    assert sep["uniform"] == pytest.approx((0.5 + 0.25 + 0.25) / 3)
+    assert sep["curve"] == [(1, pytest.approx((0.5 + 0.25 + 0.7) / 3)), (2, pytest.approx((0.9 + 0.4 + 1.0) / 3))]
+    assert sweep_table.alpha_separation([]) is None
+    at = functools.partial(sweep_table.separation_at, sep, 10)  # 10 weight steps per epoch
+    assert at(0) == pytest.approx(sep["uniform"]) and at(10) == pytest.approx(sep["curve"][0][1])
+    assert at(15) == pytest.approx((sep["curve"][0][1] + sep["curve"][1][1]) / 2)
+    assert at(21) is None and sweep_table.separation_at(None, 10, 5) is None
+
+
+def write_alphas(run, slope, epochs=50):
+    """alphas.json of a 50-epoch NB201 run whose every edge's largest softmax(α) is 0.2 + slope * epoch."""
+    rows = [dict(epoch=e, alphas=dict(normal=[[0.2 + slope * e] + [(0.8 - slope * e) / 4] * 4] * 6))
+            for e in range(1, epochs + 1)]
+    (run / "alphas.json").write_text(json.dumps(rows))
+
+
+def test_how_far_alpha_moved_per_rung_at_the_end_and_at_one_length(tmp_path, monkeypatch):
+    """ladder.md's α table: per rung and option, the last epoch's value and the value after the shortest
+    run's weight steps (4k: 31 steps per epoch, 1,550 in all; 16k: 125, so 1,550 is epoch 12.4); the
+    figure draws a line per finished run against its weight steps and its epochs, uniform α marked."""
+    figs = drawn(monkeypatch)
+    small = make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0), 2: (92.0, 1)}})
+    big = make_sweep(tmp_path / "16k", 16000, {"B": {1: (54.3, 6)}, "C": {1: (93.5, 1), 2: None}})
+    for folder, slope in (("4k/C_s1", 0.001), ("4k/C_s2", 0.002), ("16k/B_s1", 0.004), ("16k/C_s1", 0.001)):
+        write_alphas(tmp_path / folder, slope)
+    paths = plot.main([small, big, f"--out={tmp_path / 'fig'}"])
+    assert [os.path.basename(p) for p in paths] == ["ladder.png", "ladder.md", "alpha_separation.png"]
+    text = open(paths[1]).read()
+    assert "uniform α: 0.2; one op per edge: 1" in text
+    assert "| 2,000 / 2,000 | C | 2 | 0.275 ± 0.035 | 0.275 ± 0.035 |" in text, text  # 0.2 + 50 * (0.001, 0.002)
+    assert "| 8,000 / 8,000 | B | 1 | 0.400 | 0.250 |" in text, text  # 0.2 + 0.004 * 12.4 = 0.2496
+    assert "| 8,000 / 8,000 | C | 1 | 0.250 | 0.212 |" in text, text  # the unfinished C_s2 not counted
+    by_steps, by_epoch = figs["alpha_separation.png"].axes
+    curves = [line for line in by_steps.get_lines() if len(line.get_xdata()) == 50]
+    assert len(curves) == 4 and len([line for line in by_epoch.get_lines() if len(line.get_xdata()) == 50]) == 4
+    b = next(line for line in curves if line.get_color() == "tab:red")
+    assert b.get_xdata()[-1] == pytest.approx(6250) and b.get_ydata()[-1] == pytest.approx(0.4)
+    assert by_steps.get_xscale() == "log" and any(list(line.get_ydata()) == [0.2, 0.2] for line in by_steps.get_lines())
+    assert {t.get_text() for t in by_epoch.get_legend().get_texts()} == {
+        "option C (RF-DARTS), 2,000 / 2,000 img", "option B (DARTS), 8,000 / 8,000 img",
+        "option C (RF-DARTS), 8,000 / 8,000 img"}
+
+
+def test_a_ladder_without_alphas_says_so(tmp_path, monkeypatch):
+    figs = drawn(monkeypatch)
+    plot.main([make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0)}}), f"--out={tmp_path / 'fig'}"])
+    assert all(any("no alphas.json" in t.get_text() for t in ax.texts) for ax in figs["alpha_separation.png"].axes)
+    assert "How far α moved" not in open(tmp_path / "fig" / "ladder.md").read()
