@@ -121,9 +121,9 @@ def thread_count(threads, at_once):
 
 def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None, epoch_line=None,
             on_end=None):
-    """Run `script` (a path; with each job's argv) for the pending jobs, `per_device` at a time (with GPUs:
-    `per_device` per GPU, each child on the least busy one), `threads` CPU threads each (0: cores // at
-    once); `config` is the script's config dataclass, which reads --device from a job's argv. One line per
+    """Run `script` (a path; with each job's argv) for the pending jobs, those to resume first, then the
+    new ones in their order, `per_device` at a time (with GPUs: `per_device` per GPU, each child on the
+    least busy one), `threads` CPU threads each (0: cores // at once); `config` is the script's config dataclass, which reads --device from a job's argv. One line per
     started and per ended run, and `epoch_line(name, row)` per history.json row a run adds, when given;
     `on_end(status)` after each run ends, with the exit statuses so far (sweep.py rewrites its table).
     -> ({name: exit status} of the runs that ran, the stop signal's number or 0). A stop signal reaches
@@ -132,7 +132,9 @@ def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None,
     on_gpu, capacity = {}, per_device * max(1, len(gpus))
     threads, why = thread_count(threads, capacity)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    pending = [j for j in jobs if j.state != "done"]
+    # runs with a checkpoint first (sorted is stable: otherwise in the given order), so a rerun continues
+    # what was running before it starts anything new and no checkpoint waits behind a fresh run
+    pending = sorted((j for j in jobs if j.state != "done"), key=lambda j: j.state != "resume")
     running, status, stopping, told = {}, {}, [], {}
     if pending:  # the thread count decides the minutes per run (device.txt): say what it is and why
         say(f"{len(pending)} of {len(jobs)} searches to run, {capacity} at a time"

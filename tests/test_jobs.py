@@ -44,3 +44,16 @@ def test_run_all_runs_the_script_it_is_given(tmp_path):
         assert any(line.startswith(f"j{c}: ended, exit {c}, ") for line in said), said
         assert (tmp_path / f"j{c}" / "stderr.txt").read_text() == f"last words of j{c}\n"
         assert (tmp_path / f"j{c}" / "device.txt").read_text().endswith(f" {runs.cpu_device(1)}\n")
+
+
+def test_runs_to_resume_start_before_new_ones(tmp_path):
+    """A rerun sweep continues its checkpointed runs before it starts new ones (one at a time here: the
+    order they start in is the order they end in); new runs keep their given order."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    jobs = [Job(name, str(tmp_path / name), [f"--out={tmp_path / name}", "--device=cpu"], state, 1)
+            for name, state in (("B_s1", "new"), ("C_s1", "done"), ("B_s2", "new"), ("C_s2", "resume"))]
+    said = []
+    run_all(jobs, str(script), ChildConfig, per_device=1, threads=1, say=said.append)
+    assert [line.split(":")[0] for line in said if "(pid" in line] == ["C_s2", "B_s1", "B_s2"]
+    assert "C_s2: resumed (pid" in " ".join(said)
