@@ -241,6 +241,7 @@ def _search(cfg, device, stop):
 
     last = min(cfg.epochs, start + cfg.stop_after) if cfg.stop_after else cfg.epochs
     stop.armed = True  # from here on a stop signal ends the run after the current step, checkpointed
+    cpu_note = search_run.CpuNote(log, cfg, device, steps)  # how long a whole-dataset CPU run takes
     for epoch in range(start, last):
         skip = first if epoch == start else 0  # a stopped epoch continues at its next batch
         tally = Tally(device, ckpt.get("tally") if skip else None)
@@ -255,7 +256,7 @@ def _search(cfg, device, stop):
             tally.weight(gradient_step(forward, weights, w_opt, x, y, cfg.grad_clip), len(y))
             if step + 1 < steps:
                 search_run.progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path)
-                search_run.cpu_note(log, cfg, device, epoch, step, steps, t0)
+                cpu_note(epoch, step)
                 if stop.requested():
                     checkpoints.check_finite(tally.total(1)[0], ckpt_path, f"in epoch {epoch + 1}", model, "--lr")
                     checkpoint(epoch, step=step + 1, tally=tally.total(1), seconds=time.time() - t0)

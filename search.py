@@ -335,6 +335,7 @@ def _search(cfg, rank, world, device, stop):
     arch_batches = arch_loader.forever(start_step=alpha_steps_done)
     last = min(cfg.epochs, start + cfg.stop_after) if cfg.stop_after else cfg.epochs
     stop.armed = True  # from here on a stop signal ends the run after the current step, checkpointed
+    cpu_note = search_run.CpuNote(log, cfg, device, steps)  # how long a whole-dataset CPU run takes
     for epoch in range(start, last):
         skip = first if epoch == start else 0  # a preempted epoch continues at its next batch
         tally = Tally(device, ckpt.get("tally") if skip and main_proc else None)
@@ -353,7 +354,7 @@ def _search(cfg, rank, world, device, stop):
                 tally.alpha(update_alpha(xa, ya, x, y), len(ya))
             if step + 1 < steps:  # progress line, and a stop signal: checkpoint this step, then exit
                 search_run.progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path)
-                search_run.cpu_note(log, cfg, device, epoch, step, steps, t0)
+                cpu_note(epoch, step)
                 if stop.requested(step + 1):  # never a checkpoint of a non-finite state
                     sums = tally.total(world)
                     checkpoints.check_finite(sums[0] + sums[3], ckpt_path, f"in epoch {epoch + 1} by step {step + 1}",

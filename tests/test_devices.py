@@ -195,14 +195,28 @@ def test_progress_says_time_left_and_a_full_cpu_search_how_long(monkeypatch):
     assert lines[-1].endswith("(20s; left: epoch ~30s, run ~8m)")  # 6 steps; + 9 epochs x 10 steps
     search_run.progress(lines.append, cfg, 9, 1, 10, tally, now - 20, "ckpt")  # not a --log_every step
     assert len(lines) == 1
-    search_run.cpu_note(lines.append, cfg, torch.device("cpu"), 0, 2, 390, now - 4.5)  # 1.5 s per step
-    assert lines[-1] == ("note: on the CPU this full-size search takes about 98m here (1.50 s per step, 390 steps "
-                         "x 10 epochs); a reduced run: --subset=4000 --C=8 (the 2-core runs of results/README.md), "
-                         "or a GPU")
+    clock = [now]
+    monkeypatch.setattr(search_run.time, "time", lambda: clock[0])
+
+    def steps_timed(c, device, epoch, steps=range(390), seconds=1.5):
+        """The note over one epoch's steps, `seconds` each after 30 s for the first (a compile)."""
+        note, clock[0] = search_run.CpuNote(lines.append, c, torch.device(device), 390), now
+        for step in steps:
+            clock[0] += 30.0 if step == 0 else seconds
+            note(epoch, step)
+    steps_timed(cfg, "cpu", 0)
+    assert lines[-1] == ("note: on the CPU this search of the whole dataset (C=16) takes about 98m here (1.50 s "
+                         "per step, 390 steps x 10 epochs); a reduced run: --subset=4000 --C=8 (the 2-core runs of "
+                         "results/README.md), or a GPU")  # the compile's 30 s not counted: 1.50 s, not 11.1
+    assert len(lines) == 2
+    narrow = search.make_config(["--epochs=10", "--C=8"])
+    steps_timed(narrow, "cpu", 0)
+    assert "(C=8)" in lines[-1] and "a reduced run: --subset=4000 (the" in lines[-1]
     reduced = search.make_config(["--subset=4000"])
-    for c, device, epoch in ((cfg, "cuda", 0), (reduced, "cpu", 0), (cfg, "cpu", 1)):
-        search_run.cpu_note(lines.append, c, torch.device(device), epoch, 2, 390, now - 4.5)
-    assert len(lines) == 2  # a GPU, a reduced run, or later on: no note
+    for c, device, epoch, steps in ((cfg, "cuda", 0, range(390)), (reduced, "cpu", 0, range(390)),
+                                    (cfg, "cpu", 1, range(390)), (cfg, "cpu", 0, range(4, 390))):
+        steps_timed(c, device, epoch, steps)
+    assert len(lines) == 3  # a GPU, a reduced run, later on, or a first epoch resumed past step 2: no note
     assert [runs.duration(s) for s in (45, 150, 7200, 3 * 86400)] == ["45s", "2m", "2.0h", "3.0d"]
 
 
