@@ -178,8 +178,8 @@ def separation_figure(by_size, cfg):
     steps taken (log x, the rungs on one scale with the paper's PAPER_STEPS) and against the epoch (each
     rung's schedule on one scale). Colour by option, line style by rung. Without alphas, says so."""
     fig, (by_steps, by_epoch) = plt.subplots(1, 2, figsize=(12, 4.6))
-    rungs = sorted({size: rs[0]["steps"] for rungs in by_size.values() for size, rs in rungs.items()}.items(),
-                   key=lambda kv: kv[1])
+    rungs = sorted({size: rs[0]["steps"] or 0 for rungs in by_size.values() for size, rs in rungs.items()}.items(),
+                   key=lambda kv: kv[1])  # steps None: a run without epochs in config.json (ladder refuses it)
     line = {size: RUNG_LINES[i % len(RUNG_LINES)] for i, (size, _) in enumerate(rungs)}
     uniform = set()
     for option in sorted(by_size):
