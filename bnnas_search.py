@@ -241,7 +241,8 @@ def _search(cfg, device, stop):
 
     last = min(cfg.epochs, start + cfg.stop_after) if cfg.stop_after else cfg.epochs
     stop.armed = True  # from here on a stop signal ends the run after the current step, checkpointed
-    cpu_note = search_run.CpuNote(log, cfg, device, steps)  # how long a whole-dataset CPU run takes
+    pace = search_run.Pace()  # seconds per step after the session's warm-up (compiling)
+    cpu_note = search_run.CpuNote(log, cfg, device, steps, pace)  # how long a whole-dataset CPU run takes
     for epoch in range(start, last):
         skip = first if epoch == start else 0  # a stopped epoch continues at its next batch
         tally = Tally(device, ckpt.get("tally") if skip else None)
@@ -254,9 +255,10 @@ def _search(cfg, device, stop):
             # one SGD step through paths[step] only: the ops off it get no gradient (None), SGD skips them
             forward = functools.partial(model, path=paths[step])
             tally.weight(gradient_step(forward, weights, w_opt, x, y, cfg.grad_clip), len(y))
+            pace.step()
             if step + 1 < steps:
-                search_run.progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path)
-                cpu_note(epoch, step)
+                search_run.progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path, pace.seconds())
+                cpu_note(epoch)
                 if stop.requested():
                     checkpoints.check_finite(tally.total(1)[0], ckpt_path, f"in epoch {epoch + 1}", model, "--lr")
                     checkpoint(epoch, step=step + 1, tally=tally.total(1), seconds=time.time() - t0)

@@ -335,7 +335,8 @@ def _search(cfg, rank, world, device, stop):
     arch_batches = arch_loader.forever(start_step=alpha_steps_done)
     last = min(cfg.epochs, start + cfg.stop_after) if cfg.stop_after else cfg.epochs
     stop.armed = True  # from here on a stop signal ends the run after the current step, checkpointed
-    cpu_note = search_run.CpuNote(log, cfg, device, steps)  # how long a whole-dataset CPU run takes
+    pace = search_run.Pace()  # seconds per step after the session's warm-up (compiling)
+    cpu_note = search_run.CpuNote(log, cfg, device, steps, pace)  # how long a whole-dataset CPU run takes
     for epoch in range(start, last):
         skip = first if epoch == start else 0  # a preempted epoch continues at its next batch
         tally = Tally(device, ckpt.get("tally") if skip and main_proc else None)
@@ -352,9 +353,10 @@ def _search(cfg, rank, world, device, stop):
             tally.weight(weight_step(forward, weights, arch, w_opt, x, y, cfg.grad_clip), len(y))  # Eq. 8
             if search_alpha and not cfg.arch_first:  # NB201's DARTS-V1: the alpha step second (Eq. 7)
                 tally.alpha(update_alpha(xa, ya, x, y), len(ya))
+            pace.step()
             if step + 1 < steps:  # progress line, and a stop signal: checkpoint this step, then exit
-                search_run.progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path)
-                cpu_note(epoch, step)
+                search_run.progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path, pace.seconds())
+                cpu_note(epoch)
                 if stop.requested(step + 1):  # never a checkpoint of a non-finite state
                     sums = tally.total(world)
                     checkpoints.check_finite(sums[0] + sums[3], ckpt_path, f"in epoch {epoch + 1} by step {step + 1}",

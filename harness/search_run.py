@@ -95,41 +95,58 @@ class Tally(ddp.StepSums):
         return s[0] / max(s[2], 1), s[1] / max(s[2], 1), s[3] / max(s[5], 1), s[4] / max(s[5], 1)
 
 
-def progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path):
+def progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path, pace=None):
     """Every --log_every steps: this process's running weight loss and accuracy (rank 0's under DDP),
-    and at this epoch's pace so far, about how long the epoch and the run have left."""
+    and about how long the epoch and the run have left: at `pace` seconds per step (Pace.seconds, this
+    session's pace after its warm-up) when given, else at this epoch's pace so far."""
     if cfg.log_every and (step + 1) % cfg.log_every == 0:
         s = tally.local()
         checkpoints.check_finite(s[0] + s[3], ckpt_path, f"in epoch {epoch + 1}", lower=LOWER)
         loss, acc, _, _ = Tally.means(s)
         elapsed = time.time() - t0
-        per_step = elapsed / (step + 1)
+        per_step = pace or elapsed / (step + 1)
         epoch_left = per_step * (steps - step - 1)
         run_left = epoch_left + per_step * steps * (cfg.epochs - epoch - 1)
         log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {loss:.3f} acc {acc:.3f} ({elapsed:.0f}s; left: "
             f"epoch ~{runs.duration(epoch_left)}, run ~{runs.duration(run_left)})")
 
 
-class CpuNote:
-    """A fresh search on the whole dataset on the CPU: one line, once, says about how long the run takes
-    here and which flags give a reduced run. Timed over steps FIRST+1..LAST of the first epoch, not from
-    its start: with --compile=1 the first steps compile (timed from step 0, a C=8 run on the 50,000
-    CIFAR-10 images read 37 s per step and "8.5d", against 0.7 s per step and ~4 h)."""
-    FIRST, LAST = 2, 5  # 0-based steps: the clock starts at the end of FIRST, reads at the end of LAST
+class Pace:
+    """Seconds per step of this session, timed from the end of its WARM-th step: the first steps of a
+    session compile (--compile=1; on a GPU also CUDA graphs, cuDNN autotuning), and timed from step 0 a
+    C=8 run on the 50,000 CIFAR-10 images read 37 s per step for a while against 0.7 s, its first epoch's
+    time-left estimates days long. Between steps counts too (an epoch end's evaluation and checkpoint)."""
+    WARM = 3
 
-    def __init__(self, log, cfg, device, steps):
-        self.log, self.cfg, self.steps, self.started = log, cfg, steps, None
+    def __init__(self):
+        self.done, self.since = 0, None
+
+    def step(self):
+        """Call after each step."""
+        self.done += 1
+        if self.done == self.WARM:
+            self.since = time.time()
+
+    def seconds(self):
+        """Seconds per step since the warm-up; None until a step after it has ended."""
+        n = self.done - self.WARM
+        return (time.time() - self.since) / n if n > 0 else None
+
+
+class CpuNote:
+    """A fresh search on the whole dataset on the CPU: one line, once, in its first epoch, says about how
+    long the run takes here (at `pace`, timed over CHECK steps after the warm-up) and which flags give a
+    reduced run."""
+    CHECK = 3
+
+    def __init__(self, log, cfg, device, steps, pace):
+        self.log, self.cfg, self.steps, self.pace = log, cfg, steps, pace
         self.on = device.type == "cpu" and not cfg.subset
 
-    def __call__(self, epoch, step):
-        if not self.on or epoch != 0 or step not in (self.FIRST, self.LAST):
+    def __call__(self, epoch):
+        if not self.on or epoch != 0 or self.pace.done != self.pace.WARM + self.CHECK:
             return
-        if step == self.FIRST:
-            self.started = time.time()
-            return
-        if self.started is None:  # a resumed first epoch that began past FIRST: no clean timing
-            return
-        cfg, per_step = self.cfg, (time.time() - self.started) / (self.LAST - self.FIRST)
+        cfg, per_step = self.cfg, self.pace.seconds()
         total = runs.duration(per_step * self.steps * cfg.epochs)
         C = cfg.C or get_space(getattr(cfg, "space", "nb201")).C  # search.py's 0: the space's default
         smaller = "--subset=4000" + (" --C=8" if C > 8 else "")

@@ -198,25 +198,33 @@ def test_progress_says_time_left_and_a_full_cpu_search_how_long(monkeypatch):
     clock = [now]
     monkeypatch.setattr(search_run.time, "time", lambda: clock[0])
 
-    def steps_timed(c, device, epoch, steps=range(390), seconds=1.5):
-        """The note over one epoch's steps, `seconds` each after 30 s for the first (a compile)."""
-        note, clock[0] = search_run.CpuNote(lines.append, c, torch.device(device), 390), now
-        for step in steps:
+    def steps_timed(c, device, epoch, steps=390, seconds=1.5):
+        """A session's first `steps` steps in `epoch`, `seconds` each after 30 s for the first (a compile):
+        the note, and the progress line of step 12 at the session's pace."""
+        pace, clock[0] = search_run.Pace(), now
+        note = search_run.CpuNote(lines.append, c, torch.device(device), 390, pace)
+        for step in range(steps):
             clock[0] += 30.0 if step == 0 else seconds
-            note(epoch, step)
+            pace.step()
+            note(epoch)
+            if step == 11:  # (step + 1) % --log_every == 0
+                search_run.progress(paced.append, c, epoch, step, 390, tally, now, "ckpt", pace.seconds())
+    paced = []
     steps_timed(cfg, "cpu", 0)
     assert lines[-1] == ("note: on the CPU this search of the whole dataset (C=16) takes about 98m here (1.50 s "
                          "per step, 390 steps x 10 epochs); a reduced run: --subset=4000 --C=8 (the 2-core runs of "
-                         "results/README.md), or a GPU")  # the compile's 30 s not counted: 1.50 s, not 11.1
+                         "results/README.md), or a GPU")  # the compile's 30 s not counted: 1.50 s, not 6.5
     assert len(lines) == 2
+    left = search_run.runs.duration  # 378 steps left in the epoch, 9 more epochs, at 1.50 s (not at 3.9 s)
+    assert paced[0].endswith(f"left: epoch ~{left(1.5 * 378)}, run ~{left(1.5 * (378 + 9 * 390))})"), paced
     narrow = search.make_config(["--epochs=10", "--C=8"])
     steps_timed(narrow, "cpu", 0)
     assert "(C=8)" in lines[-1] and "a reduced run: --subset=4000 (the" in lines[-1]
     reduced = search.make_config(["--subset=4000"])
-    for c, device, epoch, steps in ((cfg, "cuda", 0, range(390)), (reduced, "cpu", 0, range(390)),
-                                    (cfg, "cpu", 1, range(390)), (cfg, "cpu", 0, range(4, 390))):
+    for c, device, epoch, steps in ((cfg, "cuda", 0, 390), (reduced, "cpu", 0, 390), (cfg, "cpu", 1, 390),
+                                    (cfg, "cpu", 0, 5)):
         steps_timed(c, device, epoch, steps)
-    assert len(lines) == 3  # a GPU, a reduced run, later on, or a first epoch resumed past step 2: no note
+    assert len(lines) == 3  # a GPU, a reduced run, a session from a later epoch, or too few steps: no note
     assert [runs.duration(s) for s in (45, 150, 7200, 3 * 86400)] == ["45s", "2m", "2.0h", "3.0d"]
 
 
