@@ -208,6 +208,12 @@ def data_note(rungs):
                 "byte, in the larger)."]
 
 
+def mean_cell(values, digits):
+    """A table cell: mean ± sample std of the non-None values to `digits` decimals; "-" without one."""
+    mean, std, n = mean_std(values)
+    return "-" if not n else plus_minus(mean, std, digits, n)
+
+
 def separation_table(rungs):
     """How far α moved (alpha_separation), per rung and option: mean ± sample std over seeds of the last
     epoch's value and of its value after the shortest run's weight steps, where every run can be read
@@ -218,9 +224,6 @@ def separation_table(rungs):
         return []
     common = min(r["steps"] for r in recs)
 
-    def cell(values):
-        mean, std, n = mean_std(values)
-        return "-" if not n else plus_minus(mean, std, 3, n)
     uniform = sorted({round(r["separation"]["uniform"], 3) for r in recs})
     lines = ["", "How far α moved: the largest softmax(α) of each edge, averaged over the edges (uniform α: "
              f"{', '.join(map(str, uniform))}; one op per edge: 1), mean ± sample std over the finished seeds:", "",
@@ -231,7 +234,7 @@ def separation_table(rungs):
         if rs:
             at = [separation_at(r["separation"], r["steps"] / r["epochs"], common) for r in rs]
             lines.append(f"| {size[0]:,} / {size[1]:,} | {option} | {len(rs)} | "
-                         f"{cell([r['separation']['curve'][-1][1] for r in rs])} | {cell(at)} |")
+                         f"{mean_cell([r['separation']['curve'][-1][1] for r in rs], 3)} | {mean_cell(at, 3)} |")
     return lines
 
 
@@ -240,10 +243,6 @@ def ladder_markdown(by):
     finished seeds (ddof=1) and how many ended in the all-skip cell; where the runs' cells were looked up,
     a second table with Table 2's columns against chance (against_chance); how far α moved
     (separation_table); and each seed's found cell and final top-2 margins (found_cells)."""
-    def cell(values, digits):
-        mean, std, n = mean_std(values)
-        return "-" if not n else plus_minus(mean, std, digits, n)
-
     lines = ["| search images (weight / α) | weight steps per run | option | finished seeds | benchmark test acc. (%) "
              f"| per seed | all-skip cells | >= {SKIP_HEAVY} skip edges | final skip edges |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -253,9 +252,9 @@ def ladder_markdown(by):
         steps = sorted({r["steps"] for r in recs if r["steps"]})
         seeds = ", ".join("-" if r["acc"] is None else f"{r['acc']:.2f}" for r in recs)
         lines.append(f"| {size[0]:,} / {size[1]:,} | {', '.join(f'{s:,}' for s in steps) or '-'} | {option} | "
-                     f"{len(recs)} | {cell([r['acc'] for r in recs], 2)} | {seeds} | "
+                     f"{len(recs)} | {mean_cell([r['acc'] for r in recs], 2)} | {seeds} | "
                      f"{rate_cell(count_all_skip([r['all_skip'] for r in recs]))} | "
-                     f"{rate_cell(count_skip_heavy([r['skip'] for r in recs]))} | {cell([r['skip'] for r in recs], 2)} |")
+                     f"{rate_cell(count_skip_heavy([r['skip'] for r in recs]))} | {mean_cell([r['skip'] for r in recs], 2)} |")
     epochs, notes = sorted({r["epochs"] for *_, recs in rungs for r in recs}), ladder_notes(by)
     lines += ["", f"{', '.join(map(str, epochs)) or '-'} epochs per run; every run's settings are the same but for "
               "the number of images (config.json). k of n: with the 95% Wilson interval of the rate.", "",
