@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 import architect
 from harness import checkpoints, data, ddp, fast_supernet, op_scale, rundir, runs, search_run
+from harness.alpha_grads import AlphaGrads
 from harness.frozen_state import FrozenState
 from harness.search_run import Tally
 from spaces import get_space
@@ -317,11 +318,16 @@ def _search(cfg, rank, world, device, stop):
     # Compiled: two graphs, one per step (each step switches the other's requires_grad off).
     forward = runs.compile_model(model, cfg.compile, device)
 
+    alpha_grads = AlphaGrads(model.alphas())  # each epoch's mean and spread of alpha's gradient
+
     def update_alpha(xa, ya, x, y):
         if cfg.unrolled:  # second order (Eq. 7): needs the weight batch for the virtual step
-            return architect.unrolled_arch_step(model, weights, w_opt, a_opt, (x, y), (xa, ya),
-                                                sync=ddp.average_grads, clip=cfg.arch_grad_clip)
-        return alpha_step(forward, arch, weights, a_opt, xa, ya, cfg.arch_grad_clip)
+            result = architect.unrolled_arch_step(model, weights, w_opt, a_opt, (x, y), (xa, ya),
+                                                  sync=ddp.average_grads, clip=cfg.arch_grad_clip)
+        else:
+            result = alpha_step(forward, arch, weights, a_opt, xa, ya, cfg.arch_grad_clip)
+        alpha_grads.add()  # reads the .grad the step just used (a measurement: changes nothing)
+        return result
 
     def checkpoint(epochs_done, **partial):  # collective: every rank's RNG; `partial`: a preempted epoch
         state = dict(model=frozen.strip(model.state_dict()), frozen=frozen.record(), w_opt=w_opt.state_dict(),
@@ -340,6 +346,7 @@ def _search(cfg, rank, world, device, stop):
     for epoch in range(start, last):
         skip = first if epoch == start else 0  # a preempted epoch continues at its next batch
         tally = Tally(device, ckpt.get("tally") if skip and main_proc else None)
+        alpha_grads.start(ckpt.get("alpha_grads") if skip else None)
         seconds = ckpt.get("seconds", 0.0) if skip else 0.0
         lr, t0 = runs.cosine_lr(cfg.lr, epoch, cfg.epochs, cfg.lr_min, cfg.warmup_epochs), time.time() - seconds
         runs.set_lr(w_opt, lr)
@@ -361,10 +368,11 @@ def _search(cfg, rank, world, device, stop):
                     sums = tally.total(world)
                     checkpoints.check_finite(sums[0] + sums[3], ckpt_path, f"in epoch {epoch + 1} by step {step + 1}",
                                              model, search_run.LOWER)
-                    checkpoint(epoch, step=step + 1, tally=sums, seconds=time.time() - t0)
+                    checkpoint(epoch, step=step + 1, tally=sums, alpha_grads=alpha_grads.state(),
+                               seconds=time.time() - t0)
                     stop.stop(f"in epoch {epoch + 1} after step {step + 1}/{steps}", ckpt_path)
         row = search_run.end_of_epoch(cfg, model, space, epoch, lr, tally.total(world), time.time() - t0,
-                                      bench, world, arch, ckpt_path, probe)
+                                      bench, world, arch, ckpt_path, probe, alpha_grads)
         history.append(row)
         log(search_run.epoch_line(cfg, row))
         if main_proc:

@@ -156,10 +156,11 @@ class CpuNote:
 
 
 def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch, ckpt_path,
-                 probe=None):
+                 probe=None, alpha_grads=None):
     """The epoch's history row: losses and accuracies summed over all ranks, the derived cell and how
     settled alpha is (skip count, entropy, margin), softmax(alpha) for Fig. 5, benchmark accuracies,
-    and (with a probe, rank 0) each op's mean |gamma| and eta (op_scale.py) beside alpha."""
+    (with a probe, rank 0) each op's mean |gamma| and eta (op_scale.py) beside alpha, and (with
+    alpha_grads) the mean and spread of alpha's gradient over the epoch and their ratio, `alpha_snr`."""
     checkpoints.check_finite(sums[0] + sums[3], ckpt_path, f"in epoch {epoch + 1}", model, LOWER)
     if world > 1:
         ddp.check_ranks_agree(arch)
@@ -176,6 +177,8 @@ def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch
         row["bench201"] = {k: q[k] for k in ("dataset", "valid_acc", "test_acc")}
     if probe is not None:
         row["op_scale"] = probe.measure()
+    if alpha_grads is not None and alpha_grads.steps:  # none before --arch_start
+        row["alpha_snr"], row["alpha_grad"] = alpha_grads.summary()
     return row
 
 
@@ -202,13 +205,14 @@ def epoch_line(cfg, row):
             f"{row['seconds']:.0f}s skip {row['skip_count']} entropy {row['entropy']:.4f} "
             f"margin {row['margin']:.2e} {rec.get('arch') or rec['normal']}"
             + (" gamma {:.3f} eta {:.3f}".format(*op_scale.summary(row["op_scale"])) if "op_scale" in row else "")
+            + (f" snr {row['alpha_snr']:.3f}" if row.get("alpha_snr") is not None else "")
             + (f" bench201 {row['bench201']}" if "bench201" in row else ""))
 
 
 def write_outputs(out, history):
-    """alphas.json (Fig. 5, with each epoch's op scales), history.json (one row per epoch, without
-    alphas and op scales) and genotype.json."""
-    with_alpha = ("alphas", "betas", "op_scale")
+    """alphas.json (Fig. 5, with each epoch's op scales and alpha's gradient statistics), history.json
+    (one row per epoch, without those) and genotype.json."""
+    with_alpha = ("alphas", "betas", "op_scale", "alpha_grad")
     checkpoints.write_json(os.path.join(out, "alphas.json"),
                            [{k: r[k] for k in ("epoch", *with_alpha) if k in r} for r in history])
     checkpoints.write_json(os.path.join(out, "history.json"),

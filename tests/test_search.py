@@ -390,3 +390,41 @@ def test_bn_decay_switch_leaves_cell_bn_out_of_weight_decay(bn_decay):
 def test_bn_decay_off_is_refused_with_the_unrolled_step(tmp_path):
     with pytest.raises(runs.ConfigError, match="--bn_decay=0"):
         search.make_config([f"--out={tmp_path}", "--unrolled=1", "--bn_decay=0"])
+
+
+def test_alpha_grads_record_the_gradient_adam_stepped_with():
+    """harness/alpha_grads.py: the per-entry mean and std of the gradients given to Adam (with weight
+    decay, which must not leak into .grad), their |mean| / std, and a mid-epoch state that continues."""
+    from harness.alpha_grads import AlphaGrads
+    alpha = torch.nn.Parameter(torch.zeros(2, 3))
+    opt = torch.optim.Adam([alpha], 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    grads = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0)) + torch.tensor([1.0, 0.0, -1.0])
+    record, resumed = AlphaGrads({"normal": alpha}), AlphaGrads({"normal": alpha})
+    for t, g in enumerate(grads):
+        alpha.grad = g.clone()
+        opt.step()
+        record.add()
+        if t == 1:  # a mid-epoch checkpoint after two steps, through torch.save's allowed types
+            resumed.start(record.state())
+        elif t > 1:
+            resumed.add()
+    snr, per_kind = record.summary(digits=6)
+    mean, std = grads.double().mean(0), grads.double().std(0, unbiased=False)
+    assert torch.allclose(torch.tensor(per_kind["normal"]["mean"], dtype=torch.float64), mean, rtol=1e-5)
+    assert torch.allclose(torch.tensor(per_kind["normal"]["std"], dtype=torch.float64), std, rtol=1e-5)
+    assert snr == pytest.approx((mean.abs() / std).mean().item(), rel=1e-5)
+    assert resumed.summary() == record.summary() and resumed.steps == 5
+    assert AlphaGrads({"normal": alpha}).summary() == (None, {})  # before any alpha step
+
+
+def test_each_epoch_logs_alphas_gradient_signal(tiny_folder, tmp_path):
+    """history.json: alpha_snr per epoch; alphas.json: the per-edge gradient mean and std (E, n_ops);
+    none before --arch_start, whose epochs take no alpha step."""
+    _, history = run(tiny_folder, tmp_path, "--layers=1", "--epochs=2", "--arch_start=1")
+    assert "alpha_snr" not in history[0] and history[1]["alpha_snr"] > 0
+    rows = json.loads((tmp_path / "alphas.json").read_text())
+    stats = rows[1]["alpha_grad"]["normal"]
+    assert "alpha_grad" not in rows[0] and len(stats["mean"]) == 6 and len(stats["std"][0]) == 5
+    assert all(s > 0 for row in stats["std"] for s in row)
+    assert "alpha_grad" not in json.loads((tmp_path / "history.json").read_text())[1]
+    assert f" snr {history[1]['alpha_snr']:.3f}" in (tmp_path / "log.txt").read_text()
