@@ -5,8 +5,12 @@ about arch_lr * g_t / RMS(g), so over T steps an entry of alpha moves about arch
 where mu is the mean of its gradient over those steps. The ratio |mu| / sigma (sigma: the gradient's
 standard deviation from batch to batch) is the part of each step that adds up instead of cancelling:
 it sets how many steps alpha needs to separate the ops of an edge. Per epoch this records, per entry of
-alpha (edge, op): the mean and the standard deviation of the gradient the alpha optimiser was given
-(after --arch_grad_clip), and one summary, `snr`, the mean of |mu| / sigma over the entries.
+alpha (edge, op): the mean m and the standard deviation s of the gradient the alpha optimiser was given
+(after --arch_grad_clip) over the epoch's T alpha steps, and one summary, `snr`: the root mean square
+of mu / sigma over the entries, estimated as sqrt(mean(m^2 / s^2) - 1 / (T - 3)). The 1 / (T - 3) is
+what noise alone adds (for Gaussian noise m / s * sqrt(T - 1) is Student's t with T - 1 degrees of
+freedom, so E[m^2 / s^2] = 1 / (T - 3)), so a gradient of pure noise reads about 0 whatever the epoch's
+length, and rungs with 31 or 390 steps per epoch compare.
 
 Reading the gradient costs two small in-place sums per alpha step on the device, no host sync, and does
 not change the search (nothing is written back). Betas (PC-DARTS' edge normalisation) are not recorded.
@@ -56,7 +60,9 @@ class AlphaGrads:
     def summary(self, digits=4):
         """-> (snr, {kind: {"mean": [[...]], "std": [[...]]}}), or (None, {}) before any alpha step.
 
-        snr: the mean over entries of |mean| / std (entries whose gradient never varied are left out)."""
+        snr: sqrt(mean over entries of (mean / std)^2 - 1 / (steps - 3)), 0 if negative (entries whose
+        gradient never varied are left out): the root mean square signal-to-noise ratio, less what noise
+        alone adds; None with 3 steps or fewer."""
         if self.steps == 0:
             return None, {}
         ratios, per_kind = [], {}
@@ -66,9 +72,9 @@ class AlphaGrads:
             # E[g^2] - mean^2 from float32 sums: exact enough unless |mean| / std is in the hundreds
             std = [[math.sqrt(max(q / n - m * m, 0.0)) for q, m in zip(qs, ms)]
                    for qs, ms in zip(self.sq[k].tolist(), mean)]
-            ratios += [abs(m) / s for ms, ss in zip(mean, std) for m, s in zip(ms, ss) if s > 0]
+            ratios += [(m / s) ** 2 for ms, ss in zip(mean, std) for m, s in zip(ms, ss) if s > 0]
             per_kind[k] = {"mean": _round(mean, digits), "std": _round(std, digits)}
-        snr = sum(ratios) / len(ratios) if ratios else None
+        snr = math.sqrt(max(sum(ratios) / len(ratios) - 1 / (n - 3), 0.0)) if ratios and n > 3 else None
         return snr, per_kind
 
 

@@ -394,7 +394,8 @@ def test_bn_decay_off_is_refused_with_the_unrolled_step(tmp_path):
 
 def test_alpha_grads_record_the_gradient_adam_stepped_with():
     """harness/alpha_grads.py: the per-entry mean and std of the gradients given to Adam (with weight
-    decay, which must not leak into .grad), their |mean| / std, and a mid-epoch state that continues."""
+    decay, which must not leak into .grad), the signal-to-noise summary, and a mid-epoch state that
+    continues."""
     from harness.alpha_grads import AlphaGrads
     alpha = torch.nn.Parameter(torch.zeros(2, 3))
     opt = torch.optim.Adam([alpha], 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
@@ -412,19 +413,41 @@ def test_alpha_grads_record_the_gradient_adam_stepped_with():
     mean, std = grads.double().mean(0), grads.double().std(0, unbiased=False)
     assert torch.allclose(torch.tensor(per_kind["normal"]["mean"], dtype=torch.float64), mean, rtol=1e-5)
     assert torch.allclose(torch.tensor(per_kind["normal"]["std"], dtype=torch.float64), std, rtol=1e-5)
-    assert snr == pytest.approx((mean.abs() / std).mean().item(), rel=1e-5)
+    # root mean square of mean / std, less the 1 / (T - 3) that noise alone adds (T = 5 steps)
+    assert snr == pytest.approx(math.sqrt(((mean / std) ** 2).mean().item() - 1 / 2), rel=1e-5)
     assert resumed.summary() == record.summary() and resumed.steps == 5
     assert AlphaGrads({"normal": alpha}).summary() == (None, {})  # before any alpha step
+
+
+@pytest.mark.parametrize("steps", [31, 390])  # an epoch of the 4k and of the 50k searches
+def test_alpha_snr_of_pure_noise_is_near_zero_at_any_epoch_length(steps):
+    """Without the noise correction, zero-mean gradients read sqrt(1 / (T - 3)): 0.19 over 31 steps,
+    0.05 over 390; corrected, both read near 0 and a real signal reads as itself."""
+    from harness.alpha_grads import AlphaGrads
+    alpha = torch.nn.Parameter(torch.zeros(60, 5))
+    noise = torch.randn(steps, 60, 5, generator=torch.Generator().manual_seed(steps))
+    for shift, want in ((0.0, 0.0), (0.3, 0.3)):  # mean / std of every entry: 0, then 0.3
+        record = AlphaGrads({"normal": alpha})
+        for g in noise:
+            alpha.grad = g + shift
+            record.add()
+        snr, per_kind = record.summary(digits=6)
+        raw = math.sqrt(sum((m / s) ** 2 for ms, ss in zip(per_kind["normal"]["mean"], per_kind["normal"]["std"])
+                            for m, s in zip(ms, ss)) / 300)
+        tol = 0.06 if steps == 31 else 0.02  # the estimate's own spread over 300 entries
+        assert abs(snr - want) < tol and (shift or raw > want + tol)
 
 
 def test_each_epoch_logs_alphas_gradient_signal(tiny_folder, tmp_path):
     """history.json: alpha_snr per epoch; alphas.json: the per-edge gradient mean and std (E, n_ops);
     none before --arch_start, whose epochs take no alpha step."""
-    _, history = run(tiny_folder, tmp_path, "--layers=1", "--epochs=2", "--arch_start=1")
-    assert "alpha_snr" not in history[0] and history[1]["alpha_snr"] > 0
+    _, history = run(tiny_folder, tmp_path, "--layers=1", "--epochs=2", "--arch_start=1", "--batch_size=1")
     rows = json.loads((tmp_path / "alphas.json").read_text())
     stats = rows[1]["alpha_grad"]["normal"]
-    assert "alpha_grad" not in rows[0] and len(stats["mean"]) == 6 and len(stats["std"][0]) == 5
-    assert all(s > 0 for row in stats["std"] for s in row)
+    assert "alpha_snr" not in history[0] and "alpha_grad" not in rows[0]
+    assert len(stats["mean"]) == 6 and len(stats["std"][0]) == 5 and all(s > 0 for row in stats["std"] for s in row)
+    steps = 12  # alpha steps in epoch 2: 12 images per half, batch 1
+    ratios = [(m / s) ** 2 for ms, ss in zip(stats["mean"], stats["std"]) for m, s in zip(ms, ss)]
+    assert history[1]["alpha_snr"] == pytest.approx(math.sqrt(max(sum(ratios) / 30 - 1 / (steps - 3), 0)), rel=1e-2)
     assert "alpha_grad" not in json.loads((tmp_path / "history.json").read_text())[1]
     assert f" snr {history[1]['alpha_snr']:.3f}" in (tmp_path / "log.txt").read_text()
