@@ -22,7 +22,8 @@ from harness.rundir import BENCH201_COLUMNS, read_json_if_any
 from harness.runs import ConfigError
 from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, plus_minus, rate_cell, against_chance, chance_cells,
                                  chance_columns, chance_note, count_all_skip, count_skip_heavy, final_all_skip,
-                                 found_cell, found_cells, found_columns, mean_std, alpha_separation, separation_at)
+                                 found_cell, found_cells, found_columns, mean_std, alpha_separation, separation_at,
+                                 gradient_snr)
 from spaces import get_space
 
 # The paper's Table 2 (NAS-Bench-201 CIFAR-10, 3 runs each, 25k/25k images, 50 epochs of 391 steps)
@@ -168,7 +169,7 @@ def ladder(sweep_dirs, search, bench201_path=""):
                            epochs=config["epochs"], space=settings["space"],
                            bench201_dataset=settings["bench201_dataset"], folder=d, repeats=[],
                            data=config.get("data") if settings["dataset"] == "imagefolder" else None,
-                           separation=alpha_separation(alphas),
+                           separation=alpha_separation(alphas), snr=gradient_snr(alphas, size[2] / config["epochs"]),
                            **found_cell(genotype, alphas, benchmarks.for_run(config)))
                 rec["chance"] = benchmarks.baselines(rec["nb201"]["table"]) if "nb201" in rec else None
                 rung.append(rec)
@@ -217,24 +218,31 @@ def mean_cell(values, digits):
 def separation_table(rungs):
     """How far α moved (alpha_separation), per rung and option: mean ± sample std over seeds of the last
     epoch's value and of its value after the shortest run's weight steps, where every run can be read
-    at one length (does α separate with the steps taken, or with the schedule?). [] without alphas.
-    rungs: [(size, option, records)]."""
+    at one length (does α separate with the steps taken, or with the schedule?); where runs recorded
+    it, their α gradient's signal-to-noise ratio over the last 10 epochs (gradient_snr: why α moves as
+    far as it does). [] without alphas. rungs: [(size, option, records)]."""
     recs = [r for *_, rs in rungs for r in rs if r.get("separation") and r["steps"]]
     if not recs:
         return []
     common = min(r["steps"] for r in recs)
+    snr = any(r.get("snr") is not None for r in recs)
 
     uniform = sorted({round(r["separation"]["uniform"], 3) for r in recs})
     lines = ["", "How far α moved: the largest softmax(α) of each edge, averaged over the edges (uniform α: "
              f"{', '.join(map(str, uniform))}; one op per edge: 1), mean ± sample std over the finished seeds:", "",
              *table_header("search images (weight / α)", "option", "seeds", "last epoch",
-                           f"after {common:,} weight steps")]
+                           f"after {common:,} weight steps", *(["α gradient SNR, last 10 epochs"] if snr else []))]
     for size, option, rs in rungs:
         rs = [r for r in rs if r.get("separation") and r["steps"]]
         if rs:
             at = [separation_at(r["separation"], r["steps"] / r["epochs"], common) for r in rs]
             lines.append(f"| {size[0]:,} / {size[1]:,} | {option} | {len(rs)} | "
-                         f"{mean_cell([r['separation']['curve'][-1][1] for r in rs], 3)} | {mean_cell(at, 3)} |")
+                         f"{mean_cell([r['separation']['curve'][-1][1] for r in rs], 3)} | {mean_cell(at, 3)} |"
+                         + (f" {mean_cell([r.get('snr') for r in rs], 3)} |" if snr else ""))
+    if snr:
+        lines += ["", "α gradient SNR: the root mean square over α's entries of the gradient's mean / std over an "
+                  "epoch's α steps, less what noise alone gives (harness/alpha_grads.py); runs from before it "
+                  "was recorded are not counted there."]
     return lines
 
 

@@ -188,6 +188,20 @@ def separation_at(sep, steps_per_epoch, steps):
     return None
 
 
+def gradient_snr(alphas, steps_per_epoch, last=10):
+    """α's gradient signal-to-noise ratio over the run's last `last` epochs that recorded it (alphas.json's
+    "alpha_grad": each α entry's gradient mean m and std s per epoch, harness/alpha_grads.py), pooled as
+    that module pools one epoch: sqrt(mean over those epochs and entries of (m / s)^2 - 1 / (T - 3)), T
+    the α steps per epoch, 0 if negative. Pooling before the root keeps it unbiased. None for runs from
+    before the record, or with T <= 3."""
+    rows = [r["alpha_grad"] for r in alphas or [] if r.get("alpha_grad")][-last:]
+    ratios = [(m / sd) ** 2 for grad in rows for kind in grad.values()
+              for ms, ss in zip(kind["mean"], kind["std"]) for m, sd in zip(ms, ss) if sd > 0]
+    if not ratios or steps_per_epoch <= 3:
+        return None
+    return max(statistics.fmean(ratios) - 1 / (steps_per_epoch - 3), 0.0) ** 0.5
+
+
 def against_chance(lookups, baselines):
     """Over the found cells of one option (or rung and option; found_cell's "nb201" dicts): mean ± sample
     std of Table 2's columns and of the percentiles, and "chance": the random baselines of the table they

@@ -238,11 +238,40 @@ def test_how_far_alpha_moved_from_hand_made_softmax_rows():
     assert at(21) is None and sweep_table.separation_at(None, 10, 5) is None
 
 
-def write_alphas(run, slope, epochs=50):
-    """alphas.json of a 50-epoch NB201 run whose every edge's largest softmax(α) is 0.2 + slope * epoch."""
+def write_alphas(run, slope, epochs=50, ratio=None):
+    """alphas.json of a 50-epoch NB201 run whose every edge's largest softmax(α) is 0.2 + slope * epoch;
+    with `ratio`, every epoch records α's gradient with mean / std = ratio in every entry."""
     rows = [dict(epoch=e, alphas=dict(normal=[[0.2 + slope * e] + [(0.8 - slope * e) / 4] * 4] * 6))
             for e in range(1, epochs + 1)]
+    for row in rows if ratio is not None else []:
+        row["alpha_grad"] = dict(normal=dict(mean=[[0.1 * ratio, -0.1 * ratio] + [0.0] * 3] * 6, std=[[0.1] * 5] * 6))
     (run / "alphas.json").write_text(json.dumps(rows))
+
+
+def test_gradient_snr_pools_the_last_epochs_before_the_root():
+    """sweep_table.gradient_snr: sqrt(mean of (m / s)^2 over the last epochs' entries - 1 / (T - 3));
+    rows without the record (runs from before it) are skipped; None without any, or with T <= 3."""
+    grad = lambda r: dict(normal=dict(mean=[[r, 0.0]], std=[[1.0, 1.0]]))  # noqa: E731
+    rows = [dict(epoch=1), dict(epoch=2, alpha_grad=grad(3.0)), dict(epoch=3, alpha_grad=grad(1.0))]
+    assert sweep_table.gradient_snr(rows, 13) == pytest.approx(((9 + 0 + 1 + 0) / 4 - 1 / 10) ** 0.5)
+    assert sweep_table.gradient_snr(rows, 13, last=1) == pytest.approx((1 / 2 - 1 / 10) ** 0.5)
+    assert sweep_table.gradient_snr(rows, 1003, last=1) == pytest.approx((1 / 2 - 1 / 1000) ** 0.5)
+    assert sweep_table.gradient_snr([dict(epoch=1, alpha_grad=grad(0.0))], 13) == 0.0  # noise: not negative
+    assert sweep_table.gradient_snr(rows[:1], 13) is None and sweep_table.gradient_snr(rows, 3) is None
+
+
+def test_the_alpha_table_adds_the_gradient_snr_where_runs_recorded_it(tmp_path, monkeypatch):
+    drawn(monkeypatch)
+    small = make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0), 2: (92.0, 1)}})
+    big = make_sweep(tmp_path / "16k", 16000, {"B": {1: (54.3, 6)}})
+    write_alphas(tmp_path / "4k/C_s1", 0.001, ratio=0.5)
+    write_alphas(tmp_path / "4k/C_s2", 0.001)  # from before the record: not counted in the SNR column
+    write_alphas(tmp_path / "16k/B_s1", 0.004, ratio=1.0)
+    text = open(plot.main([small, big, f"--out={tmp_path / 'fig'}"])[1]).read()
+    snr = lambda ratio, steps: ((2 * ratio ** 2 / 5) - 1 / (steps - 3)) ** 0.5  # noqa: E731  2 of 5 entries
+    assert f"| 2,000 / 2,000 | C | 2 | 0.250 ± 0.000 | 0.250 ± 0.000 | {snr(0.5, 31):.3f} |" in text, text
+    assert f"| 8,000 / 8,000 | B | 1 | 0.400 | 0.250 | {snr(1.0, 125):.3f} |" in text, text
+    assert "α gradient SNR, last 10 epochs |" in text and "runs from before it was recorded" in text
 
 
 def test_how_far_alpha_moved_per_rung_at_the_end_and_at_one_length(tmp_path, monkeypatch):
