@@ -15,8 +15,9 @@ fig4_eta.png (Sec. 4, harness/analysis_figures.py). Sweep folders: ladder.png (h
 and ladder.md, its numbers as a table (harness/ladder.py), with each found cell's Table 2 columns,
 percentiles against random cells and final top-2 margins of softmax(alpha) (looked up in --bench201=PATH,
 else in the table each run recorded), and alpha_separation.png (how far alpha moved from uniform, per run
-against its weight steps and epochs; ladder.md's last-epoch and equal-length values); sweeps whose runs' settings differ in more than the number of
-images are refused in one line, and a seed two sweeps hold at one rung counts once, from the first
+against its weight steps and epochs; ladder.md's last-epoch and equal-length values; where runs recorded
+it, alpha's gradient signal-to-noise ratio per epoch); sweeps whose runs' settings differ in more than the
+number of images are refused in one line, and a seed two sweeps hold at one rung counts once, from the first
 folder given (a note says which). Benchmark accuracy: the run's logged "bench201", else the
 --bench201=PATH table. matplotlib is needed by this file and the
 harness/*_figure(s).py, figure_style.py it imports only.

@@ -23,7 +23,7 @@ from harness.runs import ConfigError
 from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, plus_minus, rate_cell, against_chance, chance_cells,
                                  chance_columns, chance_note, count_all_skip, count_skip_heavy, final_all_skip,
                                  found_cell, found_cells, found_columns, mean_std, alpha_separation, separation_at,
-                                 gradient_snr)
+                                 gradient_snr, gradient_snr_curve)
 from spaces import get_space
 
 # The paper's Table 2 (NAS-Bench-201 CIFAR-10, 3 runs each, 25k/25k images, 50 epochs of 391 steps)
@@ -170,6 +170,7 @@ def ladder(sweep_dirs, search, bench201_path=""):
                            bench201_dataset=settings["bench201_dataset"], folder=d, repeats=[],
                            data=config.get("data") if settings["dataset"] == "imagefolder" else None,
                            separation=alpha_separation(alphas), snr=gradient_snr(alphas, size[2] / config["epochs"]),
+                           snr_curve=gradient_snr_curve(alphas, size[2] / config["epochs"]),
                            **found_cell(genotype, alphas, benchmarks.for_run(config)))
                 rec["chance"] = benchmarks.baselines(rec["nb201"]["table"]) if "nb201" in rec else None
                 rung.append(rec)

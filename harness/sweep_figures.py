@@ -176,8 +176,12 @@ def separation_figure(by_size, cfg):
     """How far α moved over a search (ladder.ladder's records' "separation", sweep_table.alpha_separation:
     the largest softmax(α) per edge, averaged over the edges), a line per finished run: against the weight
     steps taken (log x, the rungs on one scale with the paper's PAPER_STEPS) and against the epoch (each
-    rung's schedule on one scale). Colour by option, line style by rung. Without alphas, says so."""
-    fig, (by_steps, by_epoch) = plt.subplots(1, 2, figsize=(12, 4.6))
+    rung's schedule on one scale). Colour by option, line style by rung. Without alphas, says so. Where
+    runs recorded α's gradient (harness/alpha_grads.py), a third panel: its signal-to-noise ratio per
+    epoch (sweep_table.gradient_snr_curve), what sets how fast α can move."""
+    snr = any(r.get("snr_curve") for rungs in by_size.values() for rs in rungs.values() for r in rs)
+    fig, axes = plt.subplots(1, 3 if snr else 2, figsize=(18 if snr else 12, 4.6))
+    by_steps, by_epoch, by_snr = (*axes, None)[:3]
     rungs = sorted({size: rs[0]["steps"] or 0 for rungs in by_size.values() for size, rs in rungs.items()}.items(),
                    key=lambda kv: kv[1])  # steps None: a run without epochs in config.json (ladder refuses it)
     line = {size: RUNG_LINES[i % len(RUNG_LINES)] for i, (size, _) in enumerate(rungs)}
@@ -197,6 +201,8 @@ def separation_figure(by_size, cfg):
                 by_steps.plot([e * per_epoch for e in epochs], values, color=colour, ls=line[size], lw=1.2,
                               alpha=0.75, label=label)
                 by_epoch.plot(epochs, values, color=colour, ls=line[size], lw=1.2, alpha=0.75, label=label)
+                if r.get("snr_curve"):
+                    by_snr.plot(*zip(*r["snr_curve"]), color=colour, ls=line[size], lw=1.2, alpha=0.75)
                 label = None  # one legend entry per option and rung
     for level in uniform:
         for ax in (by_steps, by_epoch):
@@ -217,6 +223,10 @@ def separation_figure(by_size, cfg):
     ylabel = "largest softmax(α) per edge, mean over edges" + (f"\n(uniform α: {levels})" if uniform else "")
     by_steps.set(xlabel="weight steps (log scale)", ylabel=ylabel, title="against the weight steps taken")
     by_epoch.set(xlabel="epoch", title="against the epoch of each run's schedule")
+    if by_snr is not None:
+        by_snr.set(xlabel="epoch", ylabel="α gradient: RMS of mean / std over an epoch's steps,\nless what noise "
+                   "alone gives", title="α's gradient signal-to-noise ratio (runs that recorded it)")
+        by_snr.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle("How far α moved from uniform during the search, a line per finished seed", fontsize=10)
     fig.tight_layout()
     return save(fig, cfg.out, "alpha_separation.png", cfg.dpi)

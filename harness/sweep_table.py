@@ -202,6 +202,13 @@ def gradient_snr(alphas, steps_per_epoch, last=10):
     return max(statistics.fmean(ratios) - 1 / (steps_per_epoch - 3), 0.0) ** 0.5
 
 
+def gradient_snr_curve(alphas, steps_per_epoch):
+    """[(epoch, gradient_snr of that epoch alone)] over the alphas.json rows that recorded α's gradient
+    ([] with T <= 3 α steps per epoch)."""
+    rows = [r for r in alphas or [] if r.get("alpha_grad")] if steps_per_epoch > 3 else []
+    return [(r["epoch"], gradient_snr([r], steps_per_epoch)) for r in rows]
+
+
 def against_chance(lookups, baselines):
     """Over the found cells of one option (or rung and option; found_cell's "nb201" dicts): mean ± sample
     std of Table 2's columns and of the percentiles, and "chance": the random baselines of the table they

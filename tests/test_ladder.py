@@ -258,10 +258,15 @@ def test_gradient_snr_pools_the_last_epochs_before_the_root():
     assert sweep_table.gradient_snr(rows, 1003, last=1) == pytest.approx((1 / 2 - 1 / 1000) ** 0.5)
     assert sweep_table.gradient_snr([dict(epoch=1, alpha_grad=grad(0.0))], 13) == 0.0  # noise: not negative
     assert sweep_table.gradient_snr(rows[:1], 13) is None and sweep_table.gradient_snr(rows, 3) is None
+    assert sweep_table.gradient_snr_curve(rows, 13) == [(2, pytest.approx((9 / 2 - 1 / 10) ** 0.5)),
+                                                         (3, pytest.approx((1 / 2 - 1 / 10) ** 0.5))]
+    assert sweep_table.gradient_snr_curve(rows, 3) == []
 
 
 def test_the_alpha_table_adds_the_gradient_snr_where_runs_recorded_it(tmp_path, monkeypatch):
-    drawn(monkeypatch)
+    """ladder.md: a column with the SNR of the runs that recorded α's gradient; alpha_separation.png: a
+    third panel with a line per such run, its SNR per epoch."""
+    figs = drawn(monkeypatch)
     small = make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0), 2: (92.0, 1)}})
     big = make_sweep(tmp_path / "16k", 16000, {"B": {1: (54.3, 6)}})
     write_alphas(tmp_path / "4k/C_s1", 0.001, ratio=0.5)
@@ -272,6 +277,9 @@ def test_the_alpha_table_adds_the_gradient_snr_where_runs_recorded_it(tmp_path, 
     assert f"| 2,000 / 2,000 | C | 2 | 0.250 ± 0.000 | 0.250 ± 0.000 | {snr(0.5, 31):.3f} |" in text, text
     assert f"| 8,000 / 8,000 | B | 1 | 0.400 | 0.250 | {snr(1.0, 125):.3f} |" in text, text
     assert "α gradient SNR, last 10 epochs |" in text and "runs from before it was recorded" in text
+    by_snr = figs["alpha_separation.png"].axes[2]
+    assert sorted(round(line.get_ydata()[-1], 6) for line in by_snr.get_lines()) == [
+        round(snr(0.5, 31), 6), round(snr(1.0, 125), 6)] and len(by_snr.get_lines()[0].get_xdata()) == 50
 
 
 def test_how_far_alpha_moved_per_rung_at_the_end_and_at_one_length(tmp_path, monkeypatch):
