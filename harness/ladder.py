@@ -23,7 +23,7 @@ from harness.runs import ConfigError
 from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, plus_minus, rate_cell, against_chance, chance_cells,
                                  chance_columns, chance_note, count_all_skip, count_skip_heavy, final_all_skip,
                                  found_cell, found_cells, found_columns, mean_std, alpha_separation, separation_at,
-                                 gradient_snr, gradient_snr_curve)
+                                 gradient_snr, gradient_snr_curve, adam_drift, agreement)
 from spaces import get_space
 
 # The paper's Table 2 (NAS-Bench-201 CIFAR-10, 3 runs each, 25k/25k images, 50 epochs of 391 steps)
@@ -171,6 +171,7 @@ def ladder(sweep_dirs, search, bench201_path=""):
                            data=config.get("data") if settings["dataset"] == "imagefolder" else None,
                            separation=alpha_separation(alphas), snr=gradient_snr(alphas, size[2] / config["epochs"]),
                            snr_curve=gradient_snr_curve(alphas, size[2] / config["epochs"]),
+                           drift=adam_drift(alphas, size[2] / config["epochs"], settings["arch_lr"]),
                            **found_cell(genotype, alphas, benchmarks.for_run(config)))
                 rec["chance"] = benchmarks.baselines(rec["nb201"]["table"]) if "nb201" in rec else None
                 rung.append(rec)
@@ -216,6 +217,15 @@ def mean_cell(values, digits):
     return "-" if not n else plus_minus(mean, std, digits, n)
 
 
+SNR_COLUMNS = ("α gradient SNR, last 10 epochs", "α's moves against Adam's: r, slope")
+
+
+def drift_cell(records):
+    """A table cell: agreement (r, slope) of the records' pooled adam_drift pairs; "-" without."""
+    fit = agreement([pair for r in records for pair in r.get("drift") or []])
+    return "-" if fit is None else f"{fit[0]:.2f}, {fit[1]:.2f}"
+
+
 def separation_table(rungs):
     """How far α moved (alpha_separation), per rung and option: mean ± sample std over seeds of the last
     epoch's value and of its value after the shortest run's weight steps, where every run can be read
@@ -232,18 +242,22 @@ def separation_table(rungs):
     lines = ["", "How far α moved: the largest softmax(α) of each edge, averaged over the edges (uniform α: "
              f"{', '.join(map(str, uniform))}; one op per edge: 1), mean ± sample std over the finished seeds:", "",
              *table_header("search images (weight / α)", "option", "seeds", "last epoch",
-                           f"after {common:,} weight steps", *(["α gradient SNR, last 10 epochs"] if snr else []))]
+                           f"after {common:,} weight steps",
+                           *(SNR_COLUMNS if snr else []))]
     for size, option, rs in rungs:
         rs = [r for r in rs if r.get("separation") and r["steps"]]
         if rs:
             at = [separation_at(r["separation"], r["steps"] / r["epochs"], common) for r in rs]
             lines.append(f"| {size[0]:,} / {size[1]:,} | {option} | {len(rs)} | "
                          f"{mean_cell([r['separation']['curve'][-1][1] for r in rs], 3)} | {mean_cell(at, 3)} |"
-                         + (f" {mean_cell([r.get('snr') for r in rs], 3)} |" if snr else ""))
+                         + (f" {mean_cell([r.get('snr') for r in rs], 3)} | {drift_cell(rs)} |" if snr else ""))
     if snr:
         lines += ["", "α gradient SNR: the root mean square over α's entries of the gradient's mean / std over an "
                   "epoch's α steps, less what noise alone gives (harness/alpha_grads.py); runs from before it "
-                  "was recorded are not counted there."]
+                  "was recorded are not counted there. α's moves against Adam's: each epoch's change of each α "
+                  "entry against arch_lr * steps * mean / RMS of its gradient, both centred per edge "
+                  "(sweep_table.adam_drift), pooled over the seeds' epochs: Pearson r and the slope (1: as "
+                  "predicted)."]
     return lines
 
 

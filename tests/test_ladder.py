@@ -5,6 +5,7 @@ one line; a rung without benchmark accuracy still draws; the x axis is weight st
 import dataclasses
 import functools
 import json
+import math
 import os
 
 import pytest
@@ -263,6 +264,28 @@ def test_gradient_snr_pools_the_last_epochs_before_the_root():
     assert sweep_table.gradient_snr_curve(rows, 3) == []
 
 
+def test_adam_drift_pairs_alphas_moves_with_what_its_gradient_predicts():
+    """sweep_table.adam_drift: per epoch and α entry, -arch_lr * T * m / sqrt(m^2 + s^2) against the change
+    of log softmax(α), both centred per edge; an α that moved exactly so agrees with r = slope = 1."""
+    lr, steps = 3e-4, 100
+    mean, std = [[0.05, -0.02, 0.0, 0.01, -0.04], [0.0, 0.0, 0.3, -0.3, 0.0]], [[0.1, 0.2, 0.1, 0.1, 0.1]] * 2
+    alpha = [[0.0] * 5, [0.1, 0.0, 0.0, 0.0, 0.0]]
+    moved = [[a - lr * steps * m / math.hypot(m, s) for a, m, s in zip(*e)] for e in zip(alpha, mean, std)]
+    softmax = lambda row: [math.exp(v) / sum(math.exp(w) for w in row) for v in row]  # noqa: E731
+    rows = [dict(epoch=1, alphas=dict(normal=[softmax(e) for e in alpha])),
+            dict(epoch=2, alphas=dict(normal=[softmax(e) for e in moved]),
+                 alpha_grad=dict(normal=dict(mean=mean, std=std)))]
+    pairs = sweep_table.adam_drift(rows, steps, lr)
+    assert len(pairs) == 10 and all(p == pytest.approx(a, abs=1e-12) for p, a in pairs)
+    assert sum(p for p, _ in pairs[:5]) == pytest.approx(0, abs=1e-12)  # centred per edge
+    r, slope, n = sweep_table.agreement(pairs)
+    assert (r, slope, n) == (pytest.approx(1), pytest.approx(1), 10)
+    backwards = [(p, -a) for p, a in pairs]
+    assert sweep_table.agreement(backwards)[:2] == (pytest.approx(-1), pytest.approx(-1))
+    assert sweep_table.adam_drift(rows[:1], steps, lr) == [] and sweep_table.agreement(pairs[:2]) is None
+    assert sweep_table.agreement([(0.0, 1.0)] * 3) is None  # no spread
+
+
 def test_the_alpha_table_adds_the_gradient_snr_where_runs_recorded_it(tmp_path, monkeypatch):
     """ladder.md: a column with the SNR of the runs that recorded α's gradient; alpha_separation.png: a
     third panel with a line per such run, its SNR per epoch."""
@@ -276,7 +299,12 @@ def test_the_alpha_table_adds_the_gradient_snr_where_runs_recorded_it(tmp_path, 
     snr = lambda ratio, steps: ((2 * ratio ** 2 / 5) - 1 / (steps - 3)) ** 0.5  # noqa: E731  2 of 5 entries
     assert f"| 2,000 / 2,000 | C | 2 | 0.250 ± 0.000 | 0.250 ± 0.000 | {snr(0.5, 31):.3f} |" in text, text
     assert f"| 8,000 / 8,000 | B | 1 | 0.400 | 0.250 | {snr(1.0, 125):.3f} |" in text, text
-    assert "α gradient SNR, last 10 epochs |" in text and "runs from before it was recorded" in text
+    assert "α gradient SNR, last 10 epochs | α's moves against Adam's: r, slope |" in text
+    assert "runs from before it was recorded" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 8,000 / 8,000 | B | 1 | 0.400"))
+    r, slope, _ = sweep_table.agreement(sweep_table.adam_drift(
+        json.loads((tmp_path / "16k/B_s1/alphas.json").read_text()), 125, 3e-4))
+    assert row.endswith(f" | {r:.2f}, {slope:.2f} |"), row
     by_snr = figs["alpha_separation.png"].axes[2]
     assert sorted(round(line.get_ydata()[-1], 6) for line in by_snr.get_lines()) == [
         round(snr(0.5, 31), 6), round(snr(1.0, 125), 6)] and len(by_snr.get_lines()[0].get_xdata()) == 50
