@@ -10,10 +10,11 @@ Each iteration takes a weight step on a batch of the weight half (SGD over the p
 option trains: for RF-DARTS the BN affine weights) and an alpha step on a batch of the alpha half
 (Adam), each computing gradients for its own parameters only. Defaults per space are the reference
 settings (NB201's DARTS-V1 for nb201; DARTS for the DARTS-style spaces; PC-DARTS when pc_k > 1).
-Outputs in --out: config.json, log.txt, alphas.json (softmax(alpha) per epoch, Fig. 5), genotype.json,
-checkpoint.pt (atomic, every epoch and at the step where SIGTERM / Ctrl-C stopped it; the one before is
-kept as checkpoint.prev.pt; --resume=1 continues bit-identically on CPU, mid-epoch included, with the
-run's own settings: config.json's, else the checkpoint's). `make_config` refuses in one line, before any
+Outputs in --out: config.json, log.txt, history.json, alphas.json (softmax(alpha) per epoch, Fig. 5, and
+alpha's gradient mean and std per entry: harness/alpha_grads.py), genotype.json, checkpoint.pt (atomic,
+every epoch and at the step where SIGTERM / Ctrl-C stopped it; the one before is kept as
+checkpoint.prev.pt; --resume=1 continues bit-identically on CPU, mid-epoch included, with the run's own
+settings: config.json's, else the checkpoint's). `make_config` refuses in one line, before any
 data is read, whatever the search would refuse at start-up (`validate`; the sweep's pre-flight).
 """
 import contextlib
