@@ -20,6 +20,16 @@ import math
 import torch
 
 
+def snr(ratios_sq, steps):
+    """The noise-corrected root mean square signal-to-noise ratio: sqrt(mean(ratios_sq) - 1 / (steps - 3)),
+    0 if negative. ratios_sq: (m / s)^2 per alpha entry (and epoch, when pooled), each from `steps` alpha
+    steps. None without ratios or with steps <= 3 (the noise term is undefined). Pooling epochs before
+    the root, as sweep_table does, keeps the estimate unbiased."""
+    if not ratios_sq or steps <= 3:
+        return None
+    return math.sqrt(max(sum(ratios_sq) / len(ratios_sq) - 1 / (steps - 3), 0.0))
+
+
 class AlphaGrads:
     """Running sums of alpha's gradient and its square over one epoch's alpha steps, per entry.
 
@@ -60,9 +70,9 @@ class AlphaGrads:
     def summary(self, digits=4):
         """-> (snr, {kind: {"mean": [[...]], "std": [[...]]}}), or (None, {}) before any alpha step.
 
-        snr: sqrt(mean over entries of (mean / std)^2 - 1 / (steps - 3)), 0 if negative (entries whose
-        gradient never varied are left out): the root mean square signal-to-noise ratio, less what noise
-        alone adds; None with 3 steps or fewer."""
+        snr: `snr` over the entries' (mean / std)^2 (entries whose gradient never varied are left out):
+        the root mean square signal-to-noise ratio, less what noise alone adds; None with 3 steps or
+        fewer."""
         if self.steps == 0:
             return None, {}
         ratios, per_kind = [], {}
@@ -74,8 +84,7 @@ class AlphaGrads:
                    for qs, ms in zip(self.sq[k].tolist(), mean)]
             ratios += [(m / s) ** 2 for ms, ss in zip(mean, std) for m, s in zip(ms, ss) if s > 0]
             per_kind[k] = {"mean": _round(mean, digits), "std": _round(std, digits)}
-        snr = math.sqrt(max(sum(ratios) / len(ratios) - 1 / (n - 3), 0.0)) if ratios and n > 3 else None
-        return snr, per_kind
+        return snr(ratios, n), per_kind
 
 
 def _round(rows, digits):

@@ -19,7 +19,7 @@ import statistics
 
 import bench201
 import genotypes as G
-from harness import checkpoints
+from harness import alpha_grads, checkpoints
 from harness.checkpoints import write_json
 from harness.jobs import STOPS
 from harness.rundir import load_run
@@ -192,15 +192,12 @@ def separation_at(sep, steps_per_epoch, steps):
 def gradient_snr(alphas, steps_per_epoch, last=10):
     """α's gradient signal-to-noise ratio over the run's last `last` epochs that recorded it (alphas.json's
     "alpha_grad": each α entry's gradient mean m and std s per epoch, harness/alpha_grads.py), pooled as
-    that module pools one epoch: sqrt(mean over those epochs and entries of (m / s)^2 - 1 / (T - 3)), T
-    the α steps per epoch, 0 if negative. Pooling before the root keeps it unbiased. None for runs from
-    before the record, or with T <= 3."""
+    that module pools one epoch (`alpha_grads.snr` over those epochs' and entries' (m / s)^2, T the α
+    steps per epoch). None for runs from before the record, or with T <= 3."""
     rows = [r["alpha_grad"] for r in alphas or [] if r.get("alpha_grad")][-last:]
     ratios = [(m / sd) ** 2 for grad in rows for kind in grad.values()
               for ms, ss in zip(kind["mean"], kind["std"]) for m, sd in zip(ms, ss) if sd > 0]
-    if not ratios or steps_per_epoch <= 3:
-        return None
-    return max(statistics.fmean(ratios) - 1 / (steps_per_epoch - 3), 0.0) ** 0.5
+    return alpha_grads.snr(ratios, steps_per_epoch)
 
 
 def gradient_snr_curve(alphas, steps_per_epoch):
