@@ -15,7 +15,7 @@ conv weight-gradient kernel in the weight step. The alpha step computes no weigh
 option (compiled too: it has a graph of its own, see search.alpha_step), so it should cost about the
 same for A-D and less than option B's weight step.
 
-Every speed number carries its distance to the floor (issue 22): `gflop_weight_step` / `gflop_arch_step`
+Every speed number carries its distance to the floor: `gflop_weight_step` / `gflop_arch_step`
 are the convolution and matmul FLOPs of one step, counted by torch.utils.flop_counter.FlopCounterMode on
 an extra, untimed iteration of the same model (forward and backward, only the gradients the step
 computes); `gflops` is their sum over the iteration time; `peak_gflops` is a float32 2048x2048 matmul on

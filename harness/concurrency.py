@@ -3,7 +3,7 @@
     kernel_s = concurrency.gpu_kernel_seconds(run_iteration, 10, device)    # bench.py --gpu_busy=10
     out = concurrency.run_procs(cfg, argv, "BC", "bench.py")                  # bench.py --procs=K --seconds=S
 
-What it owns, for bench.py's planning numbers (issue 22's GPU sweeps): the device synchronisation that
+What it owns, for bench.py's numbers that plan GPU sweeps: the device synchronisation that
 every wall-clock reading of a CUDA step needs (`sync`); GPU time per iteration as the union of the kernel
 intervals torch.profiler records (`busy_seconds`, `gpu_kernel_seconds`), which over the iteration time is
 `gpu_busy`; and --procs: K copies of an entry script run at once as child processes (`run_procs`), which

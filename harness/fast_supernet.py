@@ -1,4 +1,4 @@
-"""The NB201 search supernet's speed path (issue 22): the same function of the same parameters, cheaper.
+"""The NB201 search supernet's speed path: the same function of the same parameters, cheaper.
 
 supernet.py's NB201SearchCell computes Eq. (1)/(6) as the paper writes it: every edge e = (i <- j) is a
 MixedOp, sum_o softmax(alpha_e)_o * o(node_j), its candidate ops called one by one. FastNB201Cell computes
@@ -107,7 +107,7 @@ def speed_up(model, channels_last=True):
                 if all(c is not None and c == cols[0] for c in cols):
                     module[idx] = FastNB201Cell(cell, cols[0])
                     swapped += 1
-    if channels_last and swapped:  # measured for the NB201 cells only (results/README.md, issue 22)
+    if channels_last and swapped:  # measured for the NB201 cells only (results/README.md, "Speed")
         model.to(memory_format=torch.channels_last)
     return swapped
 

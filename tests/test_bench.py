@@ -1,4 +1,4 @@
-"""bench.py's distance to the floor (issue 22): counted FLOPs, the matmul peak, the profile by op kind; and its
+"""bench.py's distance to the floor: counted FLOPs, the matmul peak, the profile by op kind; and its
 sharing numbers, from harness/concurrency.py: gpu_busy's kernel time and --procs's copies at once."""
 import pytest
 import torch

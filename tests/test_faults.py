@@ -1,4 +1,4 @@
-"""Faults a cluster or a laptop produces end as one line, never a traceback, and lose nothing (issue 11):
+"""Faults a cluster or a laptop produces end as one line, never a traceback, and lose nothing:
 damaged checkpoints (fallback to checkpoint.prev.pt), SIGTERM mid-epoch (step checkpoint, exact resume),
 unreadable images (in memory: all listed; streaming: the first one), a full disk (faked ENOSPC), damaged
 genotype / benchmark files, and the first-run download decision (torchvision faked, no network).

@@ -183,7 +183,7 @@ def subprocess_env():
 
 
 # A DARTS cell that never reads input state 0: preprocess0 gets no gradient, which DDP must be told of
-# (find_unused_parameters), or it stops at step 2 (issue 24).
+# (find_unused_parameters), or it stops at step 2.
 NO_S0 = G.Genotype([("sep_conv_3x3", 1), ("skip_connect", 1), ("sep_conv_3x3", 1), ("skip_connect", 2),
                     ("max_pool_3x3", 1), ("skip_connect", 3), ("skip_connect", 4), ("dil_conv_3x3", 2)],
                    G.DARTS_CONCAT, G.DARTS_V2.reduce, G.DARTS_CONCAT)
