@@ -17,13 +17,13 @@ import os
 import re
 
 from harness import checkpoints
+from harness.alpha_grads import adam_drift, agreement, gradient_snr, gradient_snr_curve
 from harness.data import list_images
 from harness.rundir import BENCH201_COLUMNS, read_json_if_any
 from harness.runs import ConfigError
 from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, plus_minus, rate_cell, against_chance, chance_cells,
                                  chance_columns, chance_note, count_all_skip, count_skip_heavy, final_all_skip,
-                                 found_cell, found_cells, found_columns, mean_std, alpha_separation, separation_at,
-                                 gradient_snr, gradient_snr_curve, adam_drift, agreement)
+                                 found_cell, found_cells, found_columns, mean_std, alpha_separation, separation_at)
 from spaces import get_space
 
 # The paper's Table 2 (NAS-Bench-201 CIFAR-10, 3 runs each, 25k/25k images, 50 epochs of 391 steps)
@@ -256,7 +256,7 @@ def separation_table(rungs):
                   "epoch's α steps, less what noise alone gives (harness/alpha_grads.py); runs from before it "
                   "was recorded are not counted there. α's moves against Adam's: each epoch's change of each α "
                   "entry against arch_lr * steps * mean / RMS of its gradient, both centred per edge "
-                  "(sweep_table.adam_drift), pooled over the seeds' epochs: Pearson r and the slope (1: as "
+                  "(alpha_grads.adam_drift), pooled over the seeds' epochs: Pearson r and the slope (1: as "
                   "predicted)."]
     return lines
 

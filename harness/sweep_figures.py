@@ -178,7 +178,7 @@ def separation_figure(by_size, cfg):
     steps taken (log x, the rungs on one scale with the paper's PAPER_STEPS) and against the epoch (each
     rung's schedule on one scale). Colour by option, line style by rung. Without alphas, says so. Where
     runs recorded α's gradient (harness/alpha_grads.py), a third panel: its signal-to-noise ratio per
-    epoch (sweep_table.gradient_snr_curve), what sets how fast α can move."""
+    epoch (alpha_grads.gradient_snr_curve), what sets how fast α can move."""
     snr = any(r.get("snr_curve") for rungs in by_size.values() for rs in rungs.values() for r in rs)
     fig, axes = plt.subplots(1, 3 if snr else 2, figsize=(18 if snr else 12, 4.6))
     by_steps, by_epoch, by_snr = (*axes, None)[:3]

@@ -13,13 +13,12 @@ random cell gets); and the final top-2 margin of softmax(α) per edge (alphas.js
 sweep.py starts the searches; this module only reads their folders (rundir.load_run, device.txt,
 stderr.txt, genotype.json, alphas.json) and writes the table, so it can be rebuilt from any sweep folder.
 """
-import math
 import os
 import statistics
 
 import bench201
 import genotypes as G
-from harness import alpha_grads, checkpoints
+from harness import checkpoints
 from harness.checkpoints import write_json
 from harness.jobs import STOPS
 from harness.rundir import load_run
@@ -187,63 +186,6 @@ def separation_at(sep, steps_per_epoch, steps):
         if s0 <= steps <= s1:
             return v0 + (v1 - v0) * (steps - s0) / (s1 - s0)
     return None
-
-
-def gradient_snr(alphas, steps_per_epoch, last=10):
-    """α's gradient signal-to-noise ratio over the run's last `last` epochs that recorded it (alphas.json's
-    "alpha_grad": each α entry's gradient mean m and std s per epoch, harness/alpha_grads.py), pooled as
-    that module pools one epoch (`alpha_grads.snr` over those epochs' and entries' (m / s)^2, T the α
-    steps per epoch). None for runs from before the record, or with T <= 3."""
-    rows = [r["alpha_grad"] for r in alphas or [] if r.get("alpha_grad")][-last:]
-    ratios = [(m / sd) ** 2 for grad in rows for kind in grad.values()
-              for ms, ss in zip(kind["mean"], kind["std"]) for m, sd in zip(ms, ss) if sd > 0]
-    return alpha_grads.snr(ratios, steps_per_epoch)
-
-
-def gradient_snr_curve(alphas, steps_per_epoch):
-    """[(epoch, gradient_snr of that epoch alone)] over the alphas.json rows that recorded α's gradient
-    ([] with T <= 3 α steps per epoch)."""
-    rows = [r for r in alphas or [] if r.get("alpha_grad")] if steps_per_epoch > 3 else []
-    return [(r["epoch"], gradient_snr([r], steps_per_epoch)) for r in rows]
-
-
-def adam_drift(alphas, steps_per_epoch, arch_lr):
-    """Does α move as its recorded gradient says? First-order Adam with beta1 = 0.5 steps each entry by
-    about arch_lr * g_t / RMS(g), so over an epoch of T steps by about -arch_lr * T * m / sqrt(m^2 + s^2)
-    (m, s: the gradient's mean and std over the epoch, alphas.json's "alpha_grad"). -> [(that predicted
-    change, the actual change)] per epoch and α entry, both centred per edge (alphas.json holds
-    softmax(α): its log is α up to a constant per edge); [] without records. Weight decay on α and
-    Adam's bias correction are left out: a check of the mechanism, not a replay."""
-    pairs = []
-    for before, row in zip(alphas or [], (alphas or [])[1:]):
-        for kind, grad in (row.get("alpha_grad") or {}).items():
-            for p0, p1, ms, ss in zip(before["alphas"][kind], row["alphas"][kind], grad["mean"], grad["std"]):
-                if min(p0 + p1) <= 0:  # a softmax rounded to 0 (6 decimals) has no log
-                    continue
-                change = [math.log(b) - math.log(a) for a, b in zip(p0, p1)]
-                step = [-arch_lr * steps_per_epoch * m / math.hypot(m, sd) if m or sd else 0.0
-                        for m, sd in zip(ms, ss)]
-                pairs += zip(_centred(step), _centred(change))
-    return pairs
-
-
-def agreement(pairs):
-    """(Pearson r, least-squares slope through 0 of actual on predicted, n) over adam_drift's pairs;
-    None with fewer than 3 or no spread."""
-    if len(pairs) < 3:
-        return None
-    x, y = zip(*pairs)
-    mx, my = statistics.fmean(x), statistics.fmean(y)
-    sxy = sum((a - mx) * (b - my) for a, b in pairs)
-    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
-    if not sxx or not syy:
-        return None
-    return sxy / math.sqrt(sxx * syy), sum(a * b for a, b in pairs) / sum(a * a for a in x), len(pairs)
-
-
-def _centred(values):
-    mean = statistics.fmean(values)
-    return [v - mean for v in values]
 
 
 def against_chance(lookups, baselines):

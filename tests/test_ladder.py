@@ -14,7 +14,7 @@ pytest.importorskip("matplotlib")
 
 import plot  # noqa: E402
 import search  # noqa: E402
-from harness import ladder, runs, sweep_figures, sweep_table  # noqa: E402
+from harness import alpha_grads, ladder, runs, sweep_figures, sweep_table  # noqa: E402
 from harness.ladder import PAPER_STEPS  # noqa: E402
 
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
@@ -250,22 +250,22 @@ def write_alphas(run, slope, epochs=50, ratio=None):
 
 
 def test_gradient_snr_pools_the_last_epochs_before_the_root():
-    """sweep_table.gradient_snr: sqrt(mean of (m / s)^2 over the last epochs' entries - 1 / (T - 3));
+    """alpha_grads.gradient_snr: sqrt(mean of (m / s)^2 over the last epochs' entries - 1 / (T - 3));
     rows without the record (runs from before it) are skipped; None without any, or with T <= 3."""
     grad = lambda r: dict(normal=dict(mean=[[r, 0.0]], std=[[1.0, 1.0]]))  # noqa: E731
     rows = [dict(epoch=1), dict(epoch=2, alpha_grad=grad(3.0)), dict(epoch=3, alpha_grad=grad(1.0))]
-    assert sweep_table.gradient_snr(rows, 13) == pytest.approx(((9 + 0 + 1 + 0) / 4 - 1 / 10) ** 0.5)
-    assert sweep_table.gradient_snr(rows, 13, last=1) == pytest.approx((1 / 2 - 1 / 10) ** 0.5)
-    assert sweep_table.gradient_snr(rows, 1003, last=1) == pytest.approx((1 / 2 - 1 / 1000) ** 0.5)
-    assert sweep_table.gradient_snr([dict(epoch=1, alpha_grad=grad(0.0))], 13) == 0.0  # noise: not negative
-    assert sweep_table.gradient_snr(rows[:1], 13) is None and sweep_table.gradient_snr(rows, 3) is None
-    assert sweep_table.gradient_snr_curve(rows, 13) == [(2, pytest.approx((9 / 2 - 1 / 10) ** 0.5)),
+    assert alpha_grads.gradient_snr(rows, 13) == pytest.approx(((9 + 0 + 1 + 0) / 4 - 1 / 10) ** 0.5)
+    assert alpha_grads.gradient_snr(rows, 13, last=1) == pytest.approx((1 / 2 - 1 / 10) ** 0.5)
+    assert alpha_grads.gradient_snr(rows, 1003, last=1) == pytest.approx((1 / 2 - 1 / 1000) ** 0.5)
+    assert alpha_grads.gradient_snr([dict(epoch=1, alpha_grad=grad(0.0))], 13) == 0.0  # noise: not negative
+    assert alpha_grads.gradient_snr(rows[:1], 13) is None and alpha_grads.gradient_snr(rows, 3) is None
+    assert alpha_grads.gradient_snr_curve(rows, 13) == [(2, pytest.approx((9 / 2 - 1 / 10) ** 0.5)),
                                                          (3, pytest.approx((1 / 2 - 1 / 10) ** 0.5))]
-    assert sweep_table.gradient_snr_curve(rows, 3) == []
+    assert alpha_grads.gradient_snr_curve(rows, 3) == []
 
 
 def test_adam_drift_pairs_alphas_moves_with_what_its_gradient_predicts():
-    """sweep_table.adam_drift: per epoch and α entry, -arch_lr * T * m / sqrt(m^2 + s^2) against the change
+    """alpha_grads.adam_drift: per epoch and α entry, -arch_lr * T * m / sqrt(m^2 + s^2) against the change
     of log softmax(α), both centred per edge; an α that moved exactly so agrees with r = slope = 1."""
     lr, steps = 3e-4, 100
     mean, std = [[0.05, -0.02, 0.0, 0.01, -0.04], [0.0, 0.0, 0.3, -0.3, 0.0]], [[0.1, 0.2, 0.1, 0.1, 0.1]] * 2
@@ -275,15 +275,15 @@ def test_adam_drift_pairs_alphas_moves_with_what_its_gradient_predicts():
     rows = [dict(epoch=1, alphas=dict(normal=[softmax(e) for e in alpha])),
             dict(epoch=2, alphas=dict(normal=[softmax(e) for e in moved]),
                  alpha_grad=dict(normal=dict(mean=mean, std=std)))]
-    pairs = sweep_table.adam_drift(rows, steps, lr)
+    pairs = alpha_grads.adam_drift(rows, steps, lr)
     assert len(pairs) == 10 and all(p == pytest.approx(a, abs=1e-12) for p, a in pairs)
     assert sum(p for p, _ in pairs[:5]) == pytest.approx(0, abs=1e-12)  # centred per edge
-    r, slope, n = sweep_table.agreement(pairs)
+    r, slope, n = alpha_grads.agreement(pairs)
     assert (r, slope, n) == (pytest.approx(1), pytest.approx(1), 10)
     backwards = [(p, -a) for p, a in pairs]
-    assert sweep_table.agreement(backwards)[:2] == (pytest.approx(-1), pytest.approx(-1))
-    assert sweep_table.adam_drift(rows[:1], steps, lr) == [] and sweep_table.agreement(pairs[:2]) is None
-    assert sweep_table.agreement([(0.0, 1.0)] * 3) is None  # no spread
+    assert alpha_grads.agreement(backwards)[:2] == (pytest.approx(-1), pytest.approx(-1))
+    assert alpha_grads.adam_drift(rows[:1], steps, lr) == [] and alpha_grads.agreement(pairs[:2]) is None
+    assert alpha_grads.agreement([(0.0, 1.0)] * 3) is None  # no spread
 
 
 def test_the_alpha_table_adds_the_gradient_snr_where_runs_recorded_it(tmp_path, monkeypatch):
@@ -302,7 +302,7 @@ def test_the_alpha_table_adds_the_gradient_snr_where_runs_recorded_it(tmp_path, 
     assert "α gradient SNR, last 10 epochs | α's moves against Adam's: r, slope |" in text
     assert "runs from before it was recorded" in text
     row = next(line for line in text.splitlines() if line.startswith("| 8,000 / 8,000 | B | 1 | 0.400"))
-    r, slope, _ = sweep_table.agreement(sweep_table.adam_drift(
+    r, slope, _ = alpha_grads.agreement(alpha_grads.adam_drift(
         json.loads((tmp_path / "16k/B_s1/alphas.json").read_text()), 125, 3e-4))
     assert row.endswith(f" | {r:.2f}, {slope:.2f} |"), row
     by_snr = figs["alpha_separation.png"].axes[2]
