@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness import checkpoints
+from harness import checkpoints, cli
 from harness import data
 from harness import batching
 from harness import runs
@@ -85,10 +85,10 @@ class AnalysisConfig:
 
 
 RUN_KEYS = {"epochs", "out", "resume", "device", "amp", "compile", "download"}  # may change on resume
-# The range of every numeric setting (runs.check_ranges); depth is one of STAGES; subsets 0: all images.
+# The range of every numeric setting (cli.check_ranges); depth is one of STAGES; subsets 0: all images.
 RANGES = dict(width="(0, inf)", lambda_init="[0, 1]", subset="[0, inf)", test_subset="[0, inf)",
               epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", momentum="[0, 1)",
-              weight_decay="[0, inf)", seed=runs.SEED_RANGE)
+              weight_decay="[0, inf)", seed=cli.SEED_RANGE)
 SETTINGS = {"convbn": "A", "bn": "C"}  # Table 1 options (supernet.OPTIONS) with the same rule
 STAGES = {18: (False, (2, 2, 2, 2)), 50: (True, (3, 4, 6, 3))}  # depth: (bottleneck, blocks per stage)
 
@@ -155,9 +155,9 @@ def build_resnet(depth, num_classes=10, plain=False, skip_lambda=False, width=1.
     """The CIFAR ResNet-18/50; with skips, width 1 and 10 classes 11,173,962 / 23,520,842 parameters
     (torchvision's counts with a 3x3 stem). Convs: Kaiming-normal fan-in (Sec. 4.2), BN γ=1, β=0."""
     if depth not in STAGES:
-        raise runs.ConfigError(f"--depth={depth}: choose 18 or 50")
+        raise cli.ConfigError(f"--depth={depth}: choose 18 or 50")
     if not width > 0:
-        raise runs.ConfigError(f"--width={width}: must be positive")
+        raise cli.ConfigError(f"--width={width}: must be positive")
     model = ResNet(depth, num_classes, plain, skip_lambda, width, lambda_init)
     init_convs(model, init)
     return model
@@ -211,23 +211,23 @@ def result_line(cfg, history):
 
 def make_config(argv=None):
     """The run's config: a resumed run's saved one (only RUN_KEYS may change), else the command line."""
-    cfg, given = runs.parse_config(AnalysisConfig, argv), runs.explicit_keys(argv)
-    runs.check_ranges(cfg, RANGES)
+    cfg, given = cli.parse_config(AnalysisConfig, argv), cli.explicit_keys(argv)
+    cli.check_ranges(cfg, RANGES)
     runs.check_device(cfg.device)
     path = os.path.join(cfg.out, "checkpoint.pt")
     if cfg.resume and checkpoints.has_checkpoint(path):
         ckpt = checkpoints.load_checkpoint(path, required=("config",))
-        return runs.resumed_config(AnalysisConfig, ckpt["config"], argv, RUN_KEYS)
+        return cli.resumed_config(AnalysisConfig, ckpt["config"], argv, RUN_KEYS)
     if cfg.exp not in ("plain", "lambda", "eta"):
-        raise runs.ConfigError(f"--exp={cfg.exp}: choose plain (Fig. 2), lambda (Fig. 3) or eta (Fig. 4)")
+        raise cli.ConfigError(f"--exp={cfg.exp}: choose plain (Fig. 2), lambda (Fig. 3) or eta (Fig. 4)")
     if cfg.setting not in SETTINGS:
-        raise runs.ConfigError(f"--setting={cfg.setting}: choose convbn (all trained) or bn (only BN)")
+        raise cli.ConfigError(f"--setting={cfg.setting}: choose convbn (all trained) or bn (only BN)")
     if cfg.exp != "lambda" and "lambda_init" in given:
-        raise runs.ConfigError("--lambda_init applies to --exp=lambda only")
+        raise cli.ConfigError("--lambda_init applies to --exp=lambda only")
     if cfg.depth not in STAGES:
-        raise runs.ConfigError(f"--depth={cfg.depth}: choose 18 or 50")
+        raise cli.ConfigError(f"--depth={cfg.depth}: choose 18 or 50")
     if cfg.init not in INITS:
-        raise runs.ConfigError(f"--init={cfg.init}: choose {', '.join(INITS)}")
+        raise cli.ConfigError(f"--init={cfg.init}: choose {', '.join(INITS)}")
     return cfg
 
 
@@ -242,14 +242,14 @@ def make_loaders(cfg, device):
     """(train loader, test loader, number of classes): small images decoded in memory (data.py)."""
     info = data.dataset_info(cfg.dataset, cfg.data)
     if info.streaming:
-        raise runs.ConfigError(f"{cfg.data}: large images; the analyses run on 32 px data (CIFAR-style)")
+        raise cli.ConfigError(f"{cfg.data}: large images; the analyses run on 32 px data (CIFAR-style)")
     x, y = _take(data.load_split(cfg.dataset, cfg.data, True, cfg.download), cfg.subset, cfg.seed, "subset")
     xt, yt = _take(data.load_split(cfg.dataset, cfg.data, False, cfg.download), cfg.test_subset, cfg.seed,
                    "test_subset")
     kw = dict(device=device, mean=info.mean, std=info.std, seed=cfg.seed)
     train = batching.TensorLoader(x, y, cfg.batch_size, train=True, drop_last=True, **kw)
     if len(train) == 0:
-        raise runs.ConfigError(f"--batch_size={cfg.batch_size} exceeds the {len(y)} training images")
+        raise cli.ConfigError(f"--batch_size={cfg.batch_size} exceeds the {len(y)} training images")
     return train, batching.TensorLoader(xt, yt, 256, train=False, **kw), info.num_classes
 
 
@@ -357,4 +357,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    runs.cli(main)
+    cli.run(main)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness import concurrency, fast_supernet, runs
+from harness import cli, concurrency, fast_supernet, runs
 from search import alpha_step, weight_step
 from supernet import build_supernet, set_trainable
 
@@ -75,17 +75,17 @@ class BenchConfig:
     barrier: str = ""          # set by --procs for its copies: a folder where they meet before timing
 
 
-# The range of every numeric setting (runs.check_ranges); C and layers 0: the space's default.
+# The range of every numeric setting (cli.check_ranges); C and layers 0: the space's default.
 RANGES = dict(batch_size="[1, inf)", C="[0, inf)", layers="[0, inf)", pc_k="[1, inf)", image_size="[1, inf)",
               num_classes="[1, inf)", steps="[1, inf)", warmup="[0, inf)", threads="[0, inf)",
               profile="[0, inf)", peak_n="[1, inf)", gpu_busy="[0, inf)", seconds="[0, inf)",
-              procs="[1, inf)", seed=runs.SEED_RANGE)
+              procs="[1, inf)", seed=cli.SEED_RANGE)
 
 
 def matmul_peak(device, n=2048, repeats=5):
     """GFLOP/s of an n x n float32 matmul on `device` (the threads set now), best of `repeats` after a
     warm-up: the reference for how far a step is from what the core can do. Matrices that cannot be
-    allocated are --peak_n's fault, said in one line (runs.ConfigError), not a traceback."""
+    allocated are --peak_n's fault, said in one line (cli.ConfigError), not a traceback."""
     try:
         a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         best = float("inf")
@@ -97,10 +97,10 @@ def matmul_peak(device, n=2048, repeats=5):
             if i >= 2:
                 best = min(best, time.perf_counter() - t0)
     except RuntimeError as e:  # torch.OutOfMemoryError is one; so are the CPU allocator's and a size overflow
-        text = runs.one_line(e)
+        text = cli.one_line(e)
         if not isinstance(e, torch.cuda.OutOfMemoryError) and "alloc" not in text and "overflow" not in text:
             raise
-        raise runs.ConfigError(f"--peak_n={n}: {peak_bytes(n) / 2**30:.3g} GiB for the matmul peak could not be "
+        raise cli.ConfigError(f"--peak_n={n}: {peak_bytes(n) / 2**30:.3g} GiB for the matmul peak could not be "
                                f"allocated on {device} ({text[:120]}); lower --peak_n (default 2048) or pass "
                                "--flops=0 (no peak, no FLOP counts)") from None
     return 2 * n ** 3 / best / 1e9
@@ -131,7 +131,7 @@ def check_peak(cfg, device):
         return
     need, have = peak_bytes(cfg.peak_n), memory_bytes(device)
     if have is not None and need > have:
-        raise runs.ConfigError(f"--peak_n={cfg.peak_n}: the matmul peak needs three {cfg.peak_n} x {cfg.peak_n} "
+        raise cli.ConfigError(f"--peak_n={cfg.peak_n}: the matmul peak needs three {cfg.peak_n} x {cfg.peak_n} "
                                f"float32 matrices, {need / 2**30:.3g} GiB, more than the {have / 2**30:.3g} GiB of "
                                f"{device}; lower --peak_n (default 2048) or pass --flops=0 (no peak, no FLOP counts)")
 
@@ -290,16 +290,16 @@ def bench_option(cfg, option):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    cfg = runs.parse_config(BenchConfig, argv)
-    runs.check_ranges(cfg, RANGES)
+    cfg = cli.parse_config(BenchConfig, argv)
+    cli.check_ranges(cfg, RANGES)
     options = "ABCD" if cfg.option.lower() == "all" else cfg.option.upper()
     if not options or set(options) - set("ABCD"):
-        raise runs.ConfigError(f"--option={cfg.option}: give A, B, C, D, several (e.g. BC) or all")
+        raise cli.ConfigError(f"--option={cfg.option}: give A, B, C, D, several (e.g. BC) or all")
     if cfg.backend not in ("inductor", "aot_eager", "eager"):
-        raise runs.ConfigError(f"--backend={cfg.backend}: choose inductor, aot_eager or eager")
+        raise cli.ConfigError(f"--backend={cfg.backend}: choose inductor, aot_eager or eager")
     if cfg.procs > 1:
         if not cfg.seconds:
-            raise runs.ConfigError(f"--procs={cfg.procs} times every copy over the same wall-clock window: "
+            raise cli.ConfigError(f"--procs={cfg.procs} times every copy over the same wall-clock window: "
                                    "give its length with --seconds=S")
         print(json.dumps(concurrency.run_procs(cfg, argv, options, __file__)))
         return
@@ -323,4 +323,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    runs.cli(main)
+    cli.run(main)

@@ -35,7 +35,7 @@ import torch
 
 import bnnas
 import genotypes as G
-from harness import batching, checkpoints, data, runs, search_run
+from harness import batching, checkpoints, cli, data, runs, search_run
 from harness.frozen_state import FrozenState
 from harness.search_run import Tally
 from search import bench201_dataset, gradient_step, weight_groups
@@ -80,7 +80,7 @@ RUN_KEYS = {"epochs", "out", "resume", "device", "stop_after", "log_every", "ben
             "download"}
 RANGES = dict(epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", lr_min="[0, inf)", momentum="[0, 1)",
               weight_decay="[0, inf)", grad_clip="[0, inf)", C="[1, inf)", layers="[1, inf)", subset="[0, inf)",
-              seed=runs.SEED_RANGE, log_every="[0, inf)", stop_after="[0, inf)")
+              seed=cli.SEED_RANGE, log_every="[0, inf)", stop_after="[0, inf)")
 OPTIONS = {"A": "conv + BN", "C": "only BN"}  # Table 3's two settings as Table 1's options
 PATH_STREAM = 201  # the third part of each epoch's path seed (seed, epoch, PATH_STREAM): not the loaders'
 REQUIRED = ("model", "w_opt", "epoch", "rng", "history")  # what a checkpoint must hold
@@ -89,10 +89,10 @@ REQUIRED = ("model", "w_opt", "epoch", "rng", "history")  # what a checkpoint mu
 def make_config(argv=None):
     """The run's config, checked (`validate`). A resume keeps the run's own settings (OUT/config.json,
     else the checkpoint's); only RUN_KEYS may change, and --stop_after belongs to the session giving it."""
-    cfg, given = runs.parse_config(BNNASConfig, argv), runs.explicit_keys(argv)
+    cfg, given = cli.parse_config(BNNASConfig, argv), cli.explicit_keys(argv)
     saved = checkpoints.saved_settings(cfg.out) if cfg.resume else None
     if saved is not None:
-        cfg = runs.resumed_config(BNNASConfig, saved, argv, RUN_KEYS)
+        cfg = cli.resumed_config(BNNASConfig, saved, argv, RUN_KEYS)
         cfg = cfg if "stop_after" in given else replace(cfg, stop_after=0)
     return validate(cfg)
 
@@ -102,28 +102,28 @@ def validate(cfg):
     range, another space, option B or D, a dataset that is not a small-image one, a --subset below one
     batch per half, a missing data folder or benchmark file; torchrun. Returns cfg with the benchmark's
     dataset resolved (search.bench201_dataset)."""
-    runs.check_ranges(cfg, RANGES)
+    cli.check_ranges(cfg, RANGES)
     space = get_space(cfg.space)
     if space.name != "nb201":
-        raise runs.ConfigError(f"--space={cfg.space}: BN-NAS is ported to NAS-Bench-201 only (paper Sec. 5.1)")
+        raise cli.ConfigError(f"--space={cfg.space}: BN-NAS is ported to NAS-Bench-201 only (paper Sec. 5.1)")
     if cfg.option.upper() not in OPTIONS:
-        raise runs.ConfigError(f"--option={cfg.option}: choose A (conv + BN) or C (only BN), Table 3's settings; "
+        raise cli.ConfigError(f"--option={cfg.option}: choose A (conv + BN) or C (only BN), Table 3's settings; "
                                "B and D freeze BN, so every gamma stays 1 and the indicator ranks nothing")
     if cfg.dataset not in data.NAMES:
-        raise runs.ConfigError(f"--dataset={cfg.dataset}: choose one of {', '.join(data.NAMES)}")
+        raise cli.ConfigError(f"--dataset={cfg.dataset}: choose one of {', '.join(data.NAMES)}")
     if cfg.nesterov and not cfg.momentum:
-        raise runs.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
+        raise cli.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
     if cfg.subset and cfg.subset // 2 < cfg.batch_size:
-        raise runs.ConfigError(f"--subset={cfg.subset}: each half gets about {cfg.subset // 2} images, fewer "
+        raise cli.ConfigError(f"--subset={cfg.subset}: each half gets about {cfg.subset // 2} images, fewer "
                                f"than one batch (--batch_size={cfg.batch_size})")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise runs.ConfigError("bnnas_search.py runs in one process (a step runs one path): start it "
+        raise cli.ConfigError("bnnas_search.py runs in one process (a step runs one path): start it "
                                "without torchrun")
     check_supernet(space, cfg.C, cfg.layers, init=cfg.init)
     runs.check_device(cfg.device)
     data.check_present(cfg.dataset, cfg.data, cfg.download)
     if cfg.bench201 and not os.path.exists(cfg.bench201):
-        raise runs.ConfigError(f"--bench201={cfg.bench201}: no such file or folder")
+        raise cli.ConfigError(f"--bench201={cfg.bench201}: no such file or folder")
     return replace(cfg, option=cfg.option.upper(), bench201_dataset=bench201_dataset(cfg, space))
 
 
@@ -208,9 +208,9 @@ def _search(cfg, device, stop):
     ckpt = checkpoints.load_checkpoint(ckpt_path, required=REQUIRED, log=log) if cfg.resume else None
     if not cfg.resume and checkpoints.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
-    differ = runs.differing(runs.as_dict(cfg), (ckpt or {}).get("config", {}), RUN_KEYS)
+    differ = cli.differing(runs.as_dict(cfg), (ckpt or {}).get("config", {}), RUN_KEYS)
     if differ:
-        raise runs.ConfigError(f"{ckpt_path} was written with other settings than {cfg.out}/config.json "
+        raise cli.ConfigError(f"{ckpt_path} was written with other settings than {cfg.out}/config.json "
                                f"({', '.join(differ)}): remove that config.json to continue with the checkpoint's")
     runs.seed_everything(cfg.seed)
     weight_loader, _, num_classes, about = search_run.make_loaders(cfg, device, 0, 1)
@@ -286,4 +286,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    runs.cli(main)
+    cli.run(main)

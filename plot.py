@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness import runs
+from harness import cli
 from harness.analysis_figures import analysis_figures
 from harness.cell_figure import draw_cell
 from harness.checkpoints import atomic_write
@@ -205,15 +205,15 @@ def draw_all(loaded, table, cfg):
 
 def main(argv=None):
     """`RUN_DIR ... --key=value ...` -> draw every applicable figure; returns (and prints) the PNG paths.
-    --help or -h: prints runs.help_text (the command lines above and every key) and draws nothing."""
+    --help or -h: prints cli.help_text (the command lines above and every key) and draws nothing."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    if runs.wants_help(argv):  # the command line holds folders beside the keys: parse_config never sees all
-        print(runs.help_text(PlotConfig, __doc__, usage="python plot.py RUN_DIR|SWEEP_DIR ... --out=DIR [--key=value ...]"))
+    if cli.wants_help(argv):  # the command line holds folders beside the keys: parse_config never sees all
+        print(cli.help_text(PlotConfig, __doc__, usage="python plot.py RUN_DIR|SWEEP_DIR ... --out=DIR [--key=value ...]"))
         return []
-    cfg = runs.parse_config(PlotConfig, [a for a in argv if a.startswith("--")])
+    cfg = cli.parse_config(PlotConfig, [a for a in argv if a.startswith("--")])
     dirs = [a for a in argv if not a.startswith("--")]
     if not dirs:
-        raise runs.ConfigError("usage: python plot.py RUN_DIR [RUN_DIR ...] --out=DIR [--bench201=PATH]")
+        raise cli.ConfigError("usage: python plot.py RUN_DIR [RUN_DIR ...] --out=DIR [--bench201=PATH]")
     # sweep folders (table.json, no config.json of their own) give the data-ladder figure
     sweeps = [d for d in dirs if os.path.isfile(os.path.join(d, "table.json"))
               and not os.path.isfile(os.path.join(d, "config.json"))]
@@ -252,4 +252,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    runs.cli(main)
+    cli.run(main)

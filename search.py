@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import architect
-from harness import checkpoints, data, ddp, fast_supernet, op_scale, rundir, runs, search_run
+from harness import checkpoints, cli, data, ddp, fast_supernet, op_scale, rundir, runs, search_run
 from harness.alpha_grads import AlphaGrads
 from harness.frozen_state import FrozenState
 from harness.search_run import Tally
@@ -98,12 +98,12 @@ IMAGENET_DEFAULTS = dict(pc_k=2, batch_size=1024, lr=0.5, lr_min=0.0, warmup_epo
 # What a resumed search may change; every other setting comes from OUT/config.json (or the checkpoint).
 RUN_KEYS = {"epochs", "out", "resume", "device", "stop_after", "log_every", "bench201", "bench201_dataset",
             "workers", "compile", "download", "ddp_backend", "deterministic", "fast"}
-# The range of every numeric setting (runs.check_ranges); C and layers 0: the space's default.
+# The range of every numeric setting (cli.check_ranges); C and layers 0: the space's default.
 RANGES = dict(epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", lr_min="[0, inf)", momentum="[0, 1)",
               weight_decay="[0, inf)", grad_clip="[0, inf)", warmup_epochs="[0, inf)", arch_lr="(0, inf)",
               arch_weight_decay="[0, inf)", arch_start="[0, inf)", arch_grad_clip="[0, inf)", C="[0, inf)",
               layers="[0, inf)", pc_k="[1, inf)", weight_frac="(0, 1]", arch_frac="(0, 1]", workers="[0, inf)",
-              subset="[0, inf)", seed=runs.SEED_RANGE, log_every="[0, inf)", stop_after="[0, inf)")
+              subset="[0, inf)", seed=cli.SEED_RANGE, log_every="[0, inf)", stop_after="[0, inf)")
 DATASETS = data.NAMES + ("imagenet",)
 
 
@@ -111,10 +111,10 @@ def make_config(argv=None):
     """The run's config, checked (`validate`). A resume keeps the run's own settings: OUT/config.json,
     else (a folder that holds only a checkpoint) the checkpoint's config; only RUN_KEYS may change.
     A new run: the command line over the per-setting defaults."""
-    cfg, given = runs.parse_config(SearchConfig, argv), runs.explicit_keys(argv)
+    cfg, given = cli.parse_config(SearchConfig, argv), cli.explicit_keys(argv)
     saved = checkpoints.saved_settings(cfg.out) if cfg.resume else None
     if saved is not None:  # `--resume=1 --out=DIR` alone continues a run
-        cfg = runs.resumed_config(SearchConfig, saved, argv, RUN_KEYS)
+        cfg = cli.resumed_config(SearchConfig, saved, argv, RUN_KEYS)
         # stop_after belongs to the session that gave it, not to the run
         return validate(cfg if "stop_after" in given else replace(cfg, stop_after=0))
     extra = dict(DARTS_DEFAULTS) if cfg.space.lower() != "nb201" else {}
@@ -138,26 +138,26 @@ def validate(cfg):
     ImageNet stem cannot split), a --subset too small for a batch in each half, a missing data folder
     or benchmark file. The sweep checks every run with it before any starts. Returns cfg with the
     benchmark's dataset resolved (--bench201_dataset)."""
-    runs.check_ranges(cfg, RANGES)
+    cli.check_ranges(cfg, RANGES)
     space = get_space(cfg.space)
     if cfg.option.upper() not in "ABCD" or len(cfg.option) != 1:
-        raise runs.ConfigError(f"--option={cfg.option}: choose A, B, C (RF-DARTS) or D (paper Table 1)")
+        raise cli.ConfigError(f"--option={cfg.option}: choose A, B, C (RF-DARTS) or D (paper Table 1)")
     if cfg.dataset not in DATASETS:
-        raise runs.ConfigError(f"--dataset={cfg.dataset}: choose one of {', '.join(DATASETS)}")
+        raise cli.ConfigError(f"--dataset={cfg.dataset}: choose one of {', '.join(DATASETS)}")
     if cfg.dataset == "imagenet" and space.cell != "darts":
-        raise runs.ConfigError("--dataset=imagenet searches a DARTS-style space (the NB201 net is for "
+        raise cli.ConfigError("--dataset=imagenet searches a DARTS-style space (the NB201 net is for "
                                "32 px images); pick --space=darts or s1..s4")
     if cfg.unrolled and not cfg.bn_decay:
-        raise runs.ConfigError("--unrolled=1 models one SGD parameter group; drop --bn_decay=0")
+        raise cli.ConfigError("--unrolled=1 models one SGD parameter group; drop --bn_decay=0")
     if cfg.unrolled and not cfg.arch_first:
-        raise runs.ConfigError("--unrolled=1 takes the alpha step before the weight step; drop --arch_first=0")
+        raise cli.ConfigError("--unrolled=1 takes the alpha step before the weight step; drop --arch_first=0")
     if cfg.nesterov and not cfg.momentum:
-        raise runs.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
+        raise cli.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
     if cfg.dataset == "imagenet" and cfg.weight_frac + cfg.arch_frac > 1:
-        raise runs.ConfigError(f"--weight_frac={cfg.weight_frac} and --arch_frac={cfg.arch_frac}: the two "
+        raise cli.ConfigError(f"--weight_frac={cfg.weight_frac} and --arch_frac={cfg.arch_frac}: the two "
                                "samples are disjoint, so they must add up to at most 1")
     if cfg.subset and cfg.dataset != "imagenet" and cfg.subset // 2 < cfg.batch_size:
-        raise runs.ConfigError(f"--subset={cfg.subset}: each search half gets about {cfg.subset // 2} images, "
+        raise cli.ConfigError(f"--subset={cfg.subset}: each search half gets about {cfg.subset // 2} images, "
                                f"fewer than one batch (--batch_size={cfg.batch_size})")
     ddp.per_process_batch(cfg.batch_size, int(os.environ.get("WORLD_SIZE", "1")))  # torchrun's world
     check_supernet(space, cfg.C or None, cfg.layers or None, "imagenet" if cfg.dataset == "imagenet" else "cifar",
@@ -165,7 +165,7 @@ def validate(cfg):
     runs.check_device(cfg.device)
     data.check_present("imagefolder" if cfg.dataset == "imagenet" else cfg.dataset, cfg.data, cfg.download)
     if cfg.bench201 and space.name == "nb201" and not os.path.exists(cfg.bench201):
-        raise runs.ConfigError(f"--bench201={cfg.bench201}: no such file or folder")
+        raise cli.ConfigError(f"--bench201={cfg.bench201}: no such file or folder")
     return replace(cfg, bench201_dataset=bench201_dataset(cfg, space))
 
 
@@ -177,11 +177,11 @@ def bench201_dataset(cfg, space):
         try:
             return bench201.canonical_dataset(cfg.bench201_dataset)
         except bench201.QueryError:
-            raise runs.ConfigError(f"--bench201_dataset={cfg.bench201_dataset}: choose one of "
+            raise cli.ConfigError(f"--bench201_dataset={cfg.bench201_dataset}: choose one of "
                                    f"{', '.join(bench201.DATASETS)}") from None
     column = rundir.BENCH201_COLUMNS.get(cfg.dataset, "")
     if cfg.bench201 and space.name == "nb201" and not column:
-        raise runs.ConfigError(f"--bench201: NAS-Bench-201 has no {cfg.dataset} results; pass "
+        raise cli.ConfigError(f"--bench201: NAS-Bench-201 has no {cfg.dataset} results; pass "
                                "--bench201_dataset=cifar10, cifar100 or ImageNet16-120 to look up those")
     return column
 
@@ -268,10 +268,10 @@ def _search(cfg, rank, world, device, stop):
     ckpt = checkpoints.load_checkpoint(ckpt_path, required=required, log=log) if cfg.resume else None
     if not cfg.resume and checkpoints.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
-    differ = runs.differing(runs.as_dict(cfg), (ckpt or {}).get("config", {}), RUN_KEYS)
+    differ = cli.differing(runs.as_dict(cfg), (ckpt or {}).get("config", {}), RUN_KEYS)
     if differ:  # the checkpoint is the truth: e.g. a config.json copied from another run
         what = ", ".join(f"{k}={ckpt['config'][k]!r} not {getattr(cfg, k)!r}" for k in differ)
-        raise runs.ConfigError(f"{ckpt_path} was written with other settings than {cfg.out}/config.json "
+        raise cli.ConfigError(f"{ckpt_path} was written with other settings than {cfg.out}/config.json "
                                f"({what}): remove that config.json to continue with the checkpoint's settings")
     runs.seed_everything(cfg.seed)
     train_loader, arch_loader, num_classes, about = search_run.make_loaders(cfg, device, rank, world)
@@ -402,4 +402,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    runs.cli(main)
+    cli.run(main)

@@ -44,7 +44,7 @@ import sys
 from dataclasses import dataclass
 
 import search
-from harness import checkpoints, jobs as runner, runs
+from harness import checkpoints, cli, jobs as runner, runs
 from harness.checkpoints import has_checkpoint
 from harness.jobs import Job, saved_run
 from harness.sweep_table import finished_run, write_table
@@ -66,34 +66,34 @@ SET_PER_RUN = ("option", "seed", "resume", "stop_after")  # search keys the swee
 
 def parse(argv):
     """argv -> (SweepConfig, the search flags shared by every run). --help / -h: the sweep's keys, then
-    the search keys it passes on (runs.help_text), exit 0."""
-    if runs.wants_help(argv):
-        runs.show_help(SweepConfig, more=[(
+    the search keys it passes on (cli.help_text), exit 0."""
+    if cli.wants_help(argv):
+        cli.show_help(SweepConfig, more=[(
             "search.py keys, passed on to every search (the sweep sets --option, --seed, --resume and "
             "--stop_after per run)", search.SearchConfig, SET_PER_RUN)])
     own = {f.name for f in dataclasses.fields(SweepConfig)}
     mine = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_") in own]
     rest = [a for a in argv if a not in mine]
-    cfg = runs.parse_config(SweepConfig, mine)
-    runs.check_ranges(cfg, dict(jobs="[1, inf)", threads="[0, inf)"))
-    taken = runs.explicit_keys(rest) & set(SET_PER_RUN)
+    cfg = cli.parse_config(SweepConfig, mine)
+    cli.check_ranges(cfg, dict(jobs="[1, inf)", threads="[0, inf)"))
+    taken = cli.explicit_keys(rest) & set(SET_PER_RUN)
     if taken:
-        raise runs.ConfigError(f"--{', --'.join(sorted(taken))}: the sweep sets these per run "
+        raise cli.ConfigError(f"--{', --'.join(sorted(taken))}: the sweep sets these per run "
                                "(use --options= and --seeds=)")
     options = cfg.options.upper()
     if not options or set(options) - set("ABCD"):
-        raise runs.ConfigError(f"--options={cfg.options}: give letters of A, B, C, D (e.g. BC)")
+        raise cli.ConfigError(f"--options={cfg.options}: give letters of A, B, C, D (e.g. BC)")
     try:
         seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
     except ValueError:
-        raise runs.ConfigError(f"--seeds={cfg.seeds}: give integers separated by commas") from None
+        raise cli.ConfigError(f"--seeds={cfg.seeds}: give integers separated by commas") from None
     for flag, given, values in (("options", cfg.options, options), ("seeds", cfg.seeds, seeds)):
         twice = sorted({v for v in values if values.count(v) > 1})
         if twice:  # one folder per (option, seed): a second job would fail on it and be counted twice
-            raise runs.ConfigError(f"--{flag}={given}: {', '.join(map(str, twice))} given twice; "
+            raise cli.ConfigError(f"--{flag}={given}: {', '.join(map(str, twice))} given twice; "
                                    "each (option, seed) is one run")
     if not seeds:
-        raise runs.ConfigError("--seeds needs at least one seed")
+        raise cli.ConfigError("--seeds needs at least one seed")
     cfg = dataclasses.replace(cfg, options=options, seeds=seeds)
     return cfg, rest
 
@@ -101,7 +101,7 @@ def parse(argv):
 def plan(cfg, flags):
     """Every run as a Job (state: done | resume | new). Before any start: checks every run's settings
     (search.make_config) and refuses a folder that another process holds or that holds a run with other
-    settings or more epochs than the sweep's (runs.ConfigError: one line, exit 2)."""
+    settings or more epochs than the sweep's (cli.ConfigError: one line, exit 2)."""
     jobs = []
     for seed in cfg.seeds:  # seed-major: an interrupted sweep has the same number of seeds per option
         for option in cfg.options:
@@ -118,10 +118,10 @@ def plan(cfg, flags):
                 differ = sorted(k for k in want if k not in search.RUN_KEYS and k in saved and saved[k] != want[k])
                 if differ:
                     what = ", ".join(f"{k}={saved[k]!r} not {want[k]!r}" for k in differ)
-                    raise runs.ConfigError(f"{folder} holds a run with other settings ({what}): use another --out")
+                    raise cli.ConfigError(f"{folder} holds a run with other settings ({what}): use another --out")
                 length = saved.get("epochs", done)
                 if max(length, done) > want["epochs"]:  # its epochs so far followed a longer schedule
-                    raise runs.ConfigError(f"{folder} holds a run of {length} epochs ({done} done), more than "
+                    raise cli.ConfigError(f"{folder} holds a run of {length} epochs ({done} done), more than "
                                            f"--epochs={want['epochs']}: pass --epochs={length}, or another --out")
                 if finished_run(folder, want["epochs"]):
                     state = "done"
@@ -167,7 +167,7 @@ def report(cfg, jobs, status=None, say=print):
 def main(argv=None):
     """Run the sweep -> its summary (table.json) when every run finished. Otherwise the table is
     written all the same, one line goes to stderr and it exits: 1 a run failed or did not finish,
-    128 + N stopped by signal N (runs.Preempted); refusals before any start are runs.ConfigError (2)."""
+    128 + N stopped by signal N (cli.Preempted); refusals before any start are cli.ConfigError (2)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg, flags = parse(argv)
     checkpoints.out_dir(cfg.out)
@@ -178,11 +178,11 @@ def main(argv=None):
             status, signum = run_all(cfg, jobs)
             if signum:
                 write_table(cfg, jobs, status)
-                raise runs.Preempted("", signum)
+                raise cli.Preempted("", signum)
             summary = report(cfg, jobs, status)
-    except (runs.Preempted, KeyboardInterrupt) as e:  # also outside run_all (runs.cli's SIGTERM handler)
+    except (cli.Preempted, KeyboardInterrupt) as e:  # also outside run_all (cli.run's SIGTERM handler)
         signum = getattr(e, "signum", signal.SIGINT)
-        raise runs.Preempted(f"sweep stopped by {signal.Signals(signum).name}: every search that was "
+        raise cli.Preempted(f"sweep stopped by {signal.Signals(signum).name}: every search that was "
                              "running checkpointed; rerun the same command to continue", signum) from None
     left = [f"{o}_s{r['seed']}" for o, s in summary.items() for r in s["seeds"] if r["state"] != "finished"]
     if left:
@@ -193,4 +193,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    runs.cli(main)
+    cli.run(main)

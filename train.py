@@ -6,9 +6,9 @@
     torchrun --nproc_per_node=8 train.py --arch=PC_DARTS_image --dataset=imagenet --data=DIR
 
 Owns the Config, the recipe per setting, `build_network` (genotype + dataset -> network) and the loop.
-The network classes live in networks.py; data loading and test scoring in harness/train_run.py; config
-parsing, logging, RNG state and evaluation in harness/runs.py, DDP in harness/ddp.py, checkpoints, the
-run lock and stop signals in harness/checkpoints.py, shared with search.py. Recipes
+The network classes live in networks.py; data loading and test scoring in harness/train_run.py; flags
+in harness/cli.py; logging, RNG state and evaluation in harness/runs.py; DDP in harness/ddp.py;
+checkpoints, the run lock and stop signals in harness/checkpoints.py, shared with search.py. Recipes
 (quark0/darts cnn/train.py, cnn/train_imagenet.py; AutoDL configs/nas-benchmark/CIFAR.config), applied
 to every key not given on the command line (the checkpoint stores the resolved config):
 
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from harness import checkpoints, ddp, runs, train_run
+from harness import checkpoints, cli, ddp, runs, train_run
 from genotypes import NB201Cell, genotype_to_json, load_genotype
 from networks import (NetworkCIFAR, NetworkImageNet, TinyNetwork, aux_fits, count_macs,
                       count_params)
@@ -105,11 +105,11 @@ RECIPE_KEYS = set().union(*RECIPES.values()) | {"momentum", "auxiliary_weight"}
 RUN_KEYS = {"epochs", "resume", "out", "device", "amp", "channels_last", "workers", "test_every_epoch",
             "download", "compile", "ddp_backend", "cuda_graphs", "deterministic"}
 CKPT_KEYS = ("model", "optimizer", "epoch", "rng", "seconds", "config", "genotype", "train")
-# The range of every numeric setting (runs.check_ranges); (test_)subset None or 0: every image.
+# The range of every numeric setting (cli.check_ranges); (test_)subset None or 0: every image.
 RANGES = dict(epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", lr_gamma="(0, 1]", momentum="[0, 1)",
               weight_decay="[0, inf)", grad_clip="[0, inf)", C="[1, inf)", layers="[1, inf)",
               auxiliary_weight="[0, inf)", drop_path_prob="[0, 1)", cutout="[0, inf)", label_smoothing="[0, 1)",
-              seed=runs.SEED_RANGE, workers="[0, inf)", subset="[0, inf)",
+              seed=cli.SEED_RANGE, workers="[0, inf)", subset="[0, inf)",
               test_subset="[0, inf)")
 
 
@@ -128,7 +128,7 @@ def _network(g, info, C, layers, auxiliary):
     layers = layers or 20
     fits = aux_fits(info.size, layers)
     if auxiliary and not fits:
-        raise runs.ConfigError(f"the CIFAR auxiliary head needs an 8x8 map at cell {2 * layers // 3}, "
+        raise cli.ConfigError(f"the CIFAR auxiliary head needs an 8x8 map at cell {2 * layers // 3}, "
                                f"which {info.size} px images do not give: use --auxiliary=0")
     return NetworkCIFAR(g, info.num_classes, C or 36, layers, fits if auxiliary is None else auxiliary)
 
@@ -137,34 +137,34 @@ def resolve(argv):
     """-> (cfg, genotype, DatasetInfo, checkpoint or None, what to log). A resumed run keeps its
     checkpoint's settings; a fresh one takes its setting's recipe for every key not given. Every
     numeric setting is checked against its range (RANGES) and the device against the machine."""
-    cfg, given = runs.parse_config(Config, argv), runs.explicit_keys(argv)
-    runs.check_ranges(cfg, RANGES)
+    cfg, given = cli.parse_config(Config, argv), cli.explicit_keys(argv)
+    cli.check_ranges(cfg, RANGES)
     runs.check_device(cfg.device)
     learning_rate(cfg, 0)  # an unknown --schedule is refused here, before any data is read
     path = os.path.join(cfg.out, "checkpoint.pt")
     if cfg.resume and checkpoints.has_checkpoint(path):
         ckpt = checkpoints.load_checkpoint(path, required=CKPT_KEYS)
-        cfg = runs.resumed_config(Config, ckpt["config"], argv, RUN_KEYS)
+        cfg = cli.resumed_config(Config, ckpt["config"], argv, RUN_KEYS)
         info = train_run.data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
         return cfg, load_genotype(ckpt["genotype"]), info, ckpt, "resumed"
     if bool(cfg.arch) == bool(cfg.genotype):
-        raise runs.ConfigError("give exactly one of --arch=NAME|NB201-STRING and --genotype=PATH")
+        raise cli.ConfigError("give exactly one of --arch=NAME|NB201-STRING and --genotype=PATH")
     if cfg.genotype and not os.path.isfile(cfg.genotype):
         raise FileNotFoundError(f"--genotype={cfg.genotype}: no such file")
     try:
         genotype = load_genotype(cfg.genotype or cfg.arch)
     except UnicodeDecodeError as e:  # a binary file given as genotype.json
-        raise runs.ConfigError(f"--genotype={cfg.genotype}: not a genotype.json text file ({e.reason})") from None
+        raise cli.ConfigError(f"--genotype={cfg.genotype}: not a genotype.json text file ({e.reason})") from None
     info = train_run.data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
     setting = "nb201" if isinstance(genotype, NB201Cell) else "imagenet" if info.streaming else "darts"
-    cfg = runs.parse_config(Config, argv, **RECIPES[setting])
+    cfg = cli.parse_config(Config, argv, **RECIPES[setting])
     if cfg.nesterov and not cfg.momentum:
-        raise runs.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
+        raise cli.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
     if setting == "darts" and "auxiliary" not in given:
         cfg.auxiliary = aux_fits(info.size, cfg.layers)
     # every recipe key the command line set, whether or not this setting's recipe changes it from the
     # Config default (darts' recipe is the defaults: it changes none)
-    yours = ", ".join(f"{k}={runs.flag_value(getattr(cfg, k))}" for k in sorted(given & RECIPE_KEYS, key=str.lower))
+    yours = ", ".join(f"{k}={cli.flag_value(getattr(cfg, k))}" for k in sorted(given & RECIPE_KEYS, key=str.lower))
     return cfg, genotype, info, None, f"recipe {setting} (yours: {yours or 'none'})"
 
 
@@ -173,7 +173,7 @@ def learning_rate(cfg, epoch):
         return runs.cosine_lr(cfg.lr, epoch, cfg.epochs)
     if cfg.schedule == "step":  # StepLR(step_size=1, gamma)
         return cfg.lr * cfg.lr_gamma ** epoch
-    raise runs.ConfigError(f"--schedule={cfg.schedule}: choose cosine or step")
+    raise cli.ConfigError(f"--schedule={cfg.schedule}: choose cosine or step")
 
 
 def main(argv=None):
@@ -349,4 +349,4 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
 
 
 if __name__ == "__main__":
-    runs.cli(main)
+    cli.run(main)

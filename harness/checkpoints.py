@@ -10,11 +10,11 @@ Checkpoints rotate (`checkpoint.pt` -> `checkpoint.prev.pt`, both complete files
 temporary file and a rename), and `load_checkpoint` falls back to the older one when the newest is
 damaged. `StopSignals` turns SIGTERM / SIGINT (what SLURM, Kubernetes and spot instances send) into a
 flag the loops poll between steps, so a preempted run writes a step-level checkpoint and resumes exactly.
-Write errors (disk full, no permission, a file where a folder should be) are one runs.WriteError line
-naming the path and the OS reason; runs.cli turns them into exit 1, a stop into exit 128 + signum.
+Write errors (disk full, no permission, a file where a folder should be) are one cli.WriteError line
+naming the path and the OS reason; cli.run turns them into exit 1, a stop into exit 128 + signum.
 
-search.py, train.py, analysis.py and imagenet_subset.py import these; built on runs.py (its error types,
-barrier), nothing here knows about architectures. No equation of the paper: the fault handling that
+search.py, train.py, analysis.py and imagenet_subset.py import these; built on cli.py (its error types)
+and ddp.py (the barrier), nothing here knows about architectures. No equation of the paper: the fault handling that
 README.md's "When things go wrong" describes.
 """
 import contextlib
@@ -30,11 +30,10 @@ import zipfile
 
 import torch
 
-from harness import ddp
-from harness import runs
+from harness import cli, ddp
 
 
-class CheckpointError(runs.ConfigError):
+class CheckpointError(cli.ConfigError):
     """No readable checkpoint to resume from; the message names every file tried and why."""
 
 
@@ -55,8 +54,8 @@ def atomic_write(path, write, mode="wb", keep=None, hint=""):
     except BaseException as e:  # also a signal or Ctrl-C mid-write: no debris
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        if isinstance(e, OSError) and not isinstance(e, runs.WriteError):
-            raise runs.write_error(path, e, hint) from e
+        if isinstance(e, OSError) and not isinstance(e, cli.WriteError):
+            raise cli.write_error(path, e, hint) from e
         raise
 
 
@@ -115,7 +114,7 @@ def read_json(path):
         with open(path) as f:
             return json.load(f)
     except ValueError as e:  # JSONDecodeError (truncated), UnicodeDecodeError (binary)
-        raise runs.ConfigError(f"{path} is damaged ({type(e).__name__}: {runs.one_line(e)[:80]}); restore it, "
+        raise cli.ConfigError(f"{path} is damaged ({type(e).__name__}: {cli.one_line(e)[:80]}); restore it, "
                                "or start afresh with another --out") from None
 
 
@@ -151,7 +150,7 @@ def _read_checkpoint(path, device, required):
             return None, "truncated or damaged"
         if "Weights only load failed" in text or "load key" in text:
             return None, "not a torch checkpoint"
-        return None, f"{type(e).__name__}: {runs.one_line(e)[:120]}"
+        return None, f"{type(e).__name__}: {cli.one_line(e)[:120]}"
     missing = [k for k in required if not isinstance(ckpt, dict) or k not in ckpt]
     return (None, f"not a checkpoint of this script (no {', '.join(missing)})") if missing else (ckpt, None)
 
@@ -181,7 +180,7 @@ def out_dir(path):
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
-        raise runs.write_error(path, e, what="cannot create the output folder") from e
+        raise cli.write_error(path, e, what="cannot create the output folder") from e
     return path
 
 
@@ -197,7 +196,7 @@ def record_session(out, settings, start, resumed, run_keys, log, schedule="the l
                                        if old else [])
     if old and old.get("epochs") != settings["epochs"]:
         if settings["epochs"] < start:
-            raise runs.ConfigError(f"--epochs={settings['epochs']}: this run has done {start} epochs already")
+            raise cli.ConfigError(f"--epochs={settings['epochs']}: this run has done {start} epochs already")
         log(f"--epochs changed from {old.get('epochs')} to {settings['epochs']} on resume: epochs "
             f"{start + 1}-{settings['epochs']} follow {schedule} of a {settings['epochs']}-epoch run, epochs "
             f"1-{start} followed {old.get('epochs')} (config.json keeps each session)")
@@ -206,7 +205,7 @@ def record_session(out, settings, start, resumed, run_keys, log, schedule="the l
     write_json(path, {**settings, "sessions": sessions})
 
 
-class RunBusy(runs.ConfigError):
+class RunBusy(cli.ConfigError):
     """Another run holds the output folder."""
 
 
@@ -231,7 +230,7 @@ class RunLock:
         try:
             self.file = open(self.path, "a+")
         except OSError as e:
-            raise runs.write_error(self.path, e) from e
+            raise cli.write_error(self.path, e) from e
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -280,7 +279,7 @@ class StopSignals:
         elif signum == signal.SIGINT:
             raise KeyboardInterrupt
         else:
-            runs.stop_now(signum, frame)
+            cli.stop_now(signum, frame)
 
     def requested(self, step=None):
         """The signal number when a stop was asked for (on any rank), else 0. Under DDP the ranks agree
@@ -298,5 +297,5 @@ class StopSignals:
         """Raise Preempted once rank 0 has written `path` (the others wait for it)."""
         ddp.barrier(self.world)
         signum = self.requested()
-        raise runs.Preempted(f"stopped by {signal.Signals(signum).name} {where}: checkpoint written to {path}; "
+        raise cli.Preempted(f"stopped by {signal.Signals(signum).name} {where}: checkpoint written to {path}; "
                         f"continue with --resume=1 --out={os.path.dirname(path) or '.'}", signum)

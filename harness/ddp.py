@@ -19,7 +19,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from harness import runs
+from harness import cli, runs
 
 
 # Rank 0 alone prepares data on a first run (a CIFAR download, the scan of an ImageNet folder for the
@@ -38,7 +38,7 @@ def setup(device_name="auto", backend="auto"):
     group is given this process's GPU (NCCL binds to it at once instead of guessing from the rank)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if backend not in ("auto", "nccl", "gloo"):
-        raise runs.ConfigError(f"--ddp_backend={backend}: choose auto, nccl or gloo")
+        raise cli.ConfigError(f"--ddp_backend={backend}: choose auto, nccl or gloo")
     if world == 1:
         return 0, 1, runs.pick_device(device_name)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
@@ -64,12 +64,12 @@ def gpu_of(local, local_world, count, share, rank=0):
     if local_world > count and not share:
         if rank:
             raise SystemExit(2)
-        raise runs.ConfigError(
+        raise cli.ConfigError(
             f"torchrun started {local_world} processes on this node but {count} GPU(s) are visible: use "
             f"--nproc_per_node={count} (one process per GPU; NCCL refuses two on one GPU), or --ddp_backend=gloo "
             f"to share the GPUs (slower collectives)")
     if count == 0:
-        raise runs.ConfigError("--device=cuda under torchrun, but no GPU is visible")
+        raise cli.ConfigError("--device=cuda under torchrun, but no GPU is visible")
     return torch.device("cuda", local % count)
 
 
@@ -82,7 +82,7 @@ def teardown(world):
 def per_process_batch(batch_size, world):
     """--batch_size is the global batch: each of `world` processes takes batch_size / world of it."""
     if batch_size % world:
-        raise runs.ConfigError(f"--batch_size={batch_size} is the global batch: it must divide over "
+        raise cli.ConfigError(f"--batch_size={batch_size} is the global batch: it must divide over "
                                f"{world} processes")
     return batch_size // world
 

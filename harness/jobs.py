@@ -19,7 +19,7 @@ import sys
 import time
 from collections import namedtuple
 
-from harness import checkpoints, runs
+from harness import checkpoints, cli, runs
 from harness.checkpoints import has_checkpoint, read_json
 from harness.rundir import load_run
 
@@ -74,7 +74,7 @@ def visible_gpus(flags, config):
     sees when they run on CUDA (--device=auto where CUDA is, or --device=cuda, read from `flags` with the
     script's config dataclass `config`); none when they run on the CPU or on the one device that
     --device=cuda:K (or mps) names for all of them."""
-    device = runs.parse_config(config, flags).device
+    device = cli.parse_config(config, flags).device
     if device not in ("auto", "cuda"):
         return []
     import torch
@@ -156,7 +156,7 @@ def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None,
     def start(name, folder, argv, gpu):
         os.makedirs(folder, exist_ok=True)
         note_device(folder, f"GPU {gpu}" if gpu is not None else
-                    str(runs.pick_device(runs.parse_config(config, argv).device)), threads)
+                    str(runs.pick_device(cli.parse_config(config, argv).device)), threads)
         err = open(os.path.join(folder, "stderr.txt"), "a")
         try:
             proc = subprocess.Popen([sys.executable, script, *argv], env=job_env(env, gpu),
@@ -179,7 +179,7 @@ def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None,
                     on_gpu[name] = least_busy(gpus, [on_gpu[n] for n in running])
                     proc = start(name, folder, argv, on_gpu[name])
                 except OSError as e:  # e.g. a full disk: stderr.txt cannot be made (the others stop below)
-                    raise runs.write_error(getattr(e, "filename", None) or folder, e) from e
+                    raise cli.write_error(getattr(e, "filename", None) or folder, e) from e
                 say(f"{name}: {'resumed' if state == 'resume' else 'started'} (pid {proc.pid}"
                     + (f", GPU {on_gpu[name]})" if on_gpu[name] is not None else ")"))
             time.sleep(2)

@@ -20,7 +20,7 @@ from harness import checkpoints
 from harness.alpha_grads import adam_drift, agreement, gradient_snr, gradient_snr_curve
 from harness.data import list_images
 from harness.rundir import BENCH201_COLUMNS, read_json_if_any
-from harness.runs import ConfigError
+from harness.cli import ConfigError
 from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, plus_minus, rate_cell, against_chance, chance_cells,
                                  chance_columns, chance_note, count_all_skip, count_skip_heavy, final_all_skip,
                                  found_cell, found_cells, found_columns, mean_std, alpha_separation, separation_at)

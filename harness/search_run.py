@@ -12,7 +12,7 @@ import time
 import torch.nn.functional as F
 
 import genotypes as G
-from harness import batching, checkpoints, data, ddp, imagenet_subset, op_scale, rundir, runs
+from harness import batching, checkpoints, cli, data, ddp, imagenet_subset, op_scale, rundir, runs
 from spaces import get_space
 
 
@@ -70,7 +70,7 @@ def make_loaders(cfg, device, rank, world):
     loaders = (batching.TensorLoader(xw, yw, batch, seed=cfg.seed, **kw),
                batching.TensorLoader(xa, ya, batch, seed=cfg.seed + 1, **kw))
     if min(len(loader) for loader in loaders) == 0:
-        raise runs.ConfigError(f"batch_size={cfg.batch_size} is larger than a search half "
+        raise cli.ConfigError(f"batch_size={cfg.batch_size} is larger than a search half "
                                f"({len(yw)} / {len(ya)} images)")
     return (*loaders, info.num_classes, f"{len(yw)} weight / {len(ya)} alpha images")
 

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from harness import batching, data, ddp, runs, stream
+from harness import batching, cli, data, ddp, runs, stream
 
 
 def data_info(dataset, root=None, skip_bad=False):
@@ -18,7 +18,7 @@ def data_info(dataset, root=None, skip_bad=False):
         return data.DatasetInfo(1000, 224, data.IMAGENET_MEAN, data.IMAGENET_STD, 0, True)
     info = data.dataset_info("imagefolder", root, skip_bad=skip_bad)
     if not info.streaming:
-        raise runs.ConfigError(f"--dataset=imagenet: {root} holds small images; use --dataset=imagefolder")
+        raise cli.ConfigError(f"--dataset=imagenet: {root} holds small images; use --dataset=imagefolder")
     return info
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from harness import checkpoints, runs  # noqa: E402
+from harness import checkpoints, cli  # noqa: E402
 
 # The paper's Table 2 row: 3 seeds of options B and C, 50 epochs of 391 steps (25k / 25k CIFAR-10).
 TABLE2_RUNS, TABLE2_ITERATIONS = 6, 19_550
@@ -371,10 +371,10 @@ def say(msg):
 
 
 def main(argv=None):
-    cfg = runs.parse_config(CheckConfig, argv)
+    cfg = cli.parse_config(CheckConfig, argv)
     if cfg.size not in SIZES:
-        raise runs.ConfigError(f"--size={cfg.size}: choose paper or tiny")
-    runs.check_ranges(cfg, dict(budget="[1, inf)"))
+        raise cli.ConfigError(f"--size={cfg.size}: choose paper or tiny")
+    cli.check_ranges(cfg, dict(budget="[1, inf)"))
     cfg.out = fresh_folder(cfg.out)
     checkpoints.out_dir(cfg.out)
     say(f"writing to {cfg.out}")
@@ -386,7 +386,7 @@ def main(argv=None):
     records = [dict(name="env", what=env_step.what, **run_steps([env_step], cfg.out, [limits["env"]])[0])]
     env = records[0].get("result", {})
     if cfg.size == "paper" and cfg.device != "cpu" and not env.get("cuda_available"):
-        raise runs.ConfigError(f"no GPU here ({env.get('cpu_reason') or 'see ' + cfg.out + '/env.log'}): the "
+        raise cli.ConfigError(f"no GPU here ({env.get('cpu_reason') or 'see ' + cfg.out + '/env.log'}): the "
                                "paper's sizes would take hours on the CPU; --size=tiny --device=cpu runs the same "
                                "steps tiny")
     for group in plan(cfg, env):
@@ -426,4 +426,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(runs.cli(main))
+    sys.exit(cli.run(main))

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from harness import runs  # noqa: E402
+from harness import cli  # noqa: E402
 
 MAX_FILES, MAX_BYTES, PART_BYTES, MAX_PARTS = 8, 16 * 2**20, 15 * 2**20, 5
 LOG_BYTES = 2 * 2**20
@@ -91,7 +91,7 @@ def pack(cfg):
     """The data and the table into PACK_DIR (ignored by git; the window's `carry` names it)."""
     for path in (cfg.data, cfg.bench201):
         if not os.path.exists(path):
-            raise runs.ConfigError(f"--task=pack: {path} does not exist")
+            raise cli.ConfigError(f"--task=pack: {path} does not exist")
     os.makedirs(cfg.pack_dir, exist_ok=True)
     archive = os.path.join(cfg.pack_dir, data_name(cfg) + ".tar.gz")
     with tarfile.open(archive + ".tmp", "w:gz") as tar:
@@ -107,7 +107,7 @@ def unpacked_data(cfg):
     """PACK_DIR/data/<name>: the packed ImageFolder tree, extracted once."""
     archives = [f for f in sorted(os.listdir(cfg.pack_dir)) if f.endswith(".tar.gz")] if os.path.isdir(cfg.pack_dir) else []
     if not archives or not os.path.exists(os.path.join(cfg.pack_dir, "nb201-public.csv")):
-        raise runs.ConfigError(f"{cfg.pack_dir}: no packed data (run --task=pack before the window and carry "
+        raise cli.ConfigError(f"{cfg.pack_dir}: no packed data (run --task=pack before the window and carry "
                                f"{cfg.pack_dir})")
     name = archives[0][: -len(".tar.gz")]
     target = os.path.join(cfg.pack_dir, "data")
@@ -230,7 +230,7 @@ def run_window(cfg):
     t0 = time.time()
     os.makedirs(cfg.out, exist_ok=True)
     if os.listdir(cfg.out):
-        raise runs.ConfigError(f"--out={cfg.out} is not empty: the window returns only what this run writes there")
+        raise cli.ConfigError(f"--out={cfg.out} is not empty: the window returns only what this run writes there")
     work = os.path.join(cfg.pack_dir, "check-" + time.strftime("%Y%m%d-%H%M%S"))
     cfg.child = child_argv(cfg, work)
     os.makedirs(cfg.pack_dir, exist_ok=True)
@@ -305,7 +305,7 @@ def unpack(cfg):
     top = os.path.dirname(os.path.normpath(cfg.runs_out)) or "."
     names = sorted(f for f in os.listdir(cfg.out) if f == "runs.tar.gz" or f.startswith("checkpoints.tar.gz."))
     if "runs.tar.gz" not in names:
-        raise runs.ConfigError(f"--out={cfg.out}: no runs.tar.gz (the folder a --task=table2 window returned)")
+        raise cli.ConfigError(f"--out={cfg.out}: no runs.tar.gz (the folder a --task=table2 window returned)")
     for name in names:
         with tarfile.open(os.path.join(cfg.out, name)) as tar:
             tar.extractall(top, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(top)
@@ -318,22 +318,22 @@ def unpack(cfg):
 
 
 def main(argv=None):
-    cfg = runs.parse_config(WindowConfig, argv)
+    cfg = cli.parse_config(WindowConfig, argv)
     if cfg.task not in ("pack", "check", "table2", "unpack"):
-        raise runs.ConfigError(f"--task={cfg.task}: choose pack, check, table2 or unpack")
+        raise cli.ConfigError(f"--task={cfg.task}: choose pack, check, table2 or unpack")
     if cfg.size not in SEARCH:
-        raise runs.ConfigError(f"--size={cfg.size}: choose paper or tiny")
-    runs.check_ranges(cfg, dict(limit="[10, inf)", reserve="[5, inf)", every="[1, inf)", jobs="[1, inf)",
+        raise cli.ConfigError(f"--size={cfg.size}: choose paper or tiny")
+    cli.check_ranges(cfg, dict(limit="[10, inf)", reserve="[5, inf)", every="[1, inf)", jobs="[1, inf)",
                                 epochs="[1, inf)"))
     if cfg.task == "pack":
         return pack(cfg)
     cfg.out = cfg.out or os.environ.get("OUT", "")
     if not cfg.out:
-        raise runs.ConfigError("--out: give the folder the window returns (there: --out=$OUT)")
+        raise cli.ConfigError("--out: give the folder the window returns (there: --out=$OUT)")
     if cfg.task == "unpack":
         return unpack(cfg)
     return run_window(cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(runs.cli(main))
+    sys.exit(cli.run(main))

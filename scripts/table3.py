@@ -40,7 +40,7 @@ sys.path.insert(0, ROOT)
 
 import bnnas_search  # noqa: E402
 import genotypes as G  # noqa: E402
-from harness import checkpoints, runs  # noqa: E402
+from harness import checkpoints, cli, runs  # noqa: E402
 from harness.jobs import Job, note_device, saved_run  # noqa: E402
 from harness.ladder import search_size  # noqa: E402
 from harness.rundir import read_json_if_any  # noqa: E402
@@ -69,33 +69,33 @@ def _ints(text, flag):
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise runs.ConfigError(f"--{flag}={text}: give integers separated by commas") from None
+        raise cli.ConfigError(f"--{flag}={text}: give integers separated by commas") from None
     if not values or len(set(values)) < len(values):
-        raise runs.ConfigError(f"--{flag}={text}: give at least one value, each once")
+        raise cli.ConfigError(f"--{flag}={text}: give at least one value, each once")
     return values
 
 
 def parse(argv):
     """argv -> (Table3Config with options, epochs and seeds as lists, the flags of every run). --help / -h:
-    the table's keys, then the bnnas_search.py keys it passes on (runs.help_text), exit 0."""
-    if runs.wants_help(argv):
-        runs.show_help(Table3Config, more=[("bnnas_search.py keys, passed on to every run (the table sets "
+    the table's keys, then the bnnas_search.py keys it passes on (cli.help_text), exit 0."""
+    if cli.wants_help(argv):
+        cli.show_help(Table3Config, more=[("bnnas_search.py keys, passed on to every run (the table sets "
                                             "--option, --epochs, --seed, --out, --resume and --stop_after per run)",
                                             bnnas_search.BNNASConfig, SET_PER_RUN)])
     own = {f.name for f in dataclasses.fields(Table3Config)}
     mine = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_") in own]
     flags = [a for a in argv if a not in mine]
-    cfg = runs.parse_config(Table3Config, mine)
-    taken = runs.explicit_keys(flags) & set(SET_PER_RUN)
+    cfg = cli.parse_config(Table3Config, mine)
+    taken = cli.explicit_keys(flags) & set(SET_PER_RUN)
     if taken:
-        raise runs.ConfigError(f"--{', --'.join(sorted(taken))}: the table sets these per run "
+        raise cli.ConfigError(f"--{', --'.join(sorted(taken))}: the table sets these per run "
                                "(--out is the table's folder; use --options=, --epochs= and --seeds=)")
     options = cfg.options.upper()
     if not options or set(options) - set(bnnas_search.OPTIONS) or len(set(options)) < len(options):
-        raise runs.ConfigError(f"--options={cfg.options}: give A (conv + BN) and / or C (only BN), each once")
+        raise cli.ConfigError(f"--options={cfg.options}: give A (conv + BN) and / or C (only BN), each once")
     epochs, seeds = _ints(cfg.epochs, "epochs"), _ints(cfg.seeds, "seeds")
     if cfg.rf_darts and not os.path.isdir(cfg.rf_darts):
-        raise runs.ConfigError(f"--rf_darts={cfg.rf_darts}: no such folder (a sweep.py folder with C_s<seed> runs; "
+        raise cli.ConfigError(f"--rf_darts={cfg.rf_darts}: no such folder (a sweep.py folder with C_s<seed> runs; "
                                "run from the repository root for the default, or pass --rf_darts= for no RF-DARTS row)")
     return dataclasses.replace(cfg, options=list(options), epochs=epochs, seeds=seeds), flags
 
@@ -112,12 +112,12 @@ def plan(cfg, flags):
                 argv = [*flags, f"--option={option}", f"--epochs={epochs}", f"--seed={seed}", f"--out={folder}"]
                 want = runs.as_dict(bnnas_search.make_config(argv))
                 saved, done = saved_run(folder)
-                differ = runs.differing(want, saved or {}, bnnas_search.RUN_KEYS)
+                differ = cli.differing(want, saved or {}, bnnas_search.RUN_KEYS)
                 if differ:
                     what = ", ".join(f"{k}={saved[k]!r} not {want[k]!r}" for k in differ)
-                    raise runs.ConfigError(f"{folder} holds a run with other settings ({what}): use another --out")
+                    raise cli.ConfigError(f"{folder} holds a run with other settings ({what}): use another --out")
                 if done > epochs:
-                    raise runs.ConfigError(f"{folder} holds a run past {epochs} epochs ({done} done): use another --out")
+                    raise cli.ConfigError(f"{folder} holds a run past {epochs} epochs ({done} done): use another --out")
                 jobs.append(Job(name, folder, argv, None, epochs))
     return jobs
 
@@ -146,8 +146,8 @@ def run_one(job, now):
             bnnas_search.search(cfg, device, stop)
     except checkpoints.RunBusy:
         return "busy: another process runs it"
-    except runs.user_errors() as e:  # its own fault only: a bug keeps its traceback, a stop goes up
-        return f"failed: {runs.one_line(e)}"
+    except cli.user_errors() as e:  # its own fault only: a bug keeps its traceback, a stop goes up
+        return f"failed: {cli.one_line(e)}"
     return "finished" if finished_run(job.folder, job.epochs) is not None else "unfinished"
 
 
@@ -315,10 +315,10 @@ def main(argv=None):
             print(f"{job.name}: {outcomes[job.name]}", flush=True)
     except BaseException as e:  # whatever ends it, the table says what the folder holds
         write_table(cfg, jobs, outcomes)
-        if not isinstance(e, (runs.Preempted, KeyboardInterrupt)):
+        if not isinstance(e, (cli.Preempted, KeyboardInterrupt)):
             raise
         signum = getattr(e, "signum", signal.SIGINT)  # the run checkpointed before it stopped
-        raise runs.Preempted(f"table stopped by {signal.Signals(signum).name} ({runs.one_line(e) or 'Ctrl-C'}); "
+        raise cli.Preempted(f"table stopped by {signal.Signals(signum).name} ({cli.one_line(e) or 'Ctrl-C'}); "
                              "rerun the same command to continue", signum) from None
     summary = write_table(cfg, jobs, outcomes)
     left = [j.name for j in jobs if finished_run(j.folder, j.epochs) is None]
@@ -330,4 +330,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    runs.cli(main)
+    cli.run(main)

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import analysis
-from harness import runs
+from harness import cli, runs
 from supernet import init_convs
 
 TINY = ["--width=0.0625", "--batch_size=8", "--epochs=2", "--dataset=imagefolder"]  # 24 images, 16 px
@@ -204,7 +204,7 @@ def test_a_test_loss_far_above_chance_gets_one_note():
 ])
 def test_bad_input_is_one_line(argv, words, capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
-        runs.cli(analysis.main, argv + [f"--out={tmp_path}"])
+        cli.run(analysis.main, argv + [f"--out={tmp_path}"])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and err.startswith("error:") and "\n" not in err and words in err
 

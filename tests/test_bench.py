@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import bench
-from harness import concurrency, runs
+from harness import cli, concurrency
 
 TINY = ["--C=4", "--layers=1", "--batch_size=2", "--image_size=16", "--steps=1", "--warmup=0", "--device=cpu",
         "--peak_n=256"]
@@ -33,8 +33,8 @@ def test_profile_kinds(name, kind):
 
 
 def test_options_report_flops_peak_floor_and_a_profile(capsys):
-    c = bench.bench_option(runs.parse_config(bench.BenchConfig, TINY + ["--fast=0", "--profile=1"]), "C")
-    b = bench.bench_option(runs.parse_config(bench.BenchConfig, TINY + ["--fast=0"]), "B")
+    c = bench.bench_option(cli.parse_config(bench.BenchConfig, TINY + ["--fast=0", "--profile=1"]), "C")
+    b = bench.bench_option(cli.parse_config(bench.BenchConfig, TINY + ["--fast=0"]), "B")
     for r in (b, c):
         assert r["gflop"] == pytest.approx(r["gflop_weight_step"] + r["gflop_arch_step"], abs=2e-3)
         assert r["gflop_arch_step"] > 0 and r["peak_gflops"] > 0
@@ -60,7 +60,7 @@ def test_gpu_kernel_seconds_reads_the_profiler_and_finds_no_kernel_on_the_cpu():
 
 def test_procs_time_copies_together_and_sum_their_rates():
     argv = TINY + ["--procs=2", "--seconds=0.5", "--threads=1"]
-    cfg = runs.parse_config(bench.BenchConfig, argv)
+    cfg = cli.parse_config(bench.BenchConfig, argv)
     out = concurrency.run_procs(cfg, argv + ["--option=BC"], "BC", bench.__file__)
     assert out["procs"] == 2 and [r["option"] for r in out["results"]] == ["B", "C"]
     assert all(r["iterations"] >= 1 and "barrier_wait_s" in r for r in out["results"])
@@ -69,7 +69,7 @@ def test_procs_time_copies_together_and_sum_their_rates():
 
 def test_procs_without_seconds_is_one_line(capsys):
     with pytest.raises(SystemExit) as e:
-        runs.cli(bench.main, TINY + ["--procs=2"])
+        cli.run(bench.main, TINY + ["--procs=2"])
     assert e.value.code == 2 and "--seconds" in capsys.readouterr().err
 
 
@@ -78,13 +78,13 @@ def test_a_peak_n_too_big_for_the_machine_is_one_line(capsys):
     could not allocate its matrices): refused before any step, naming --peak_n and why."""
     for option in ("C", "all"):
         with pytest.raises(SystemExit) as e:
-            runs.cli(bench.main, TINY + ["--peak_n=99999999999", f"--option={option}"])
+            cli.run(bench.main, TINY + ["--peak_n=99999999999", f"--option={option}"])
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.count("\n") == 1, err
         assert err.startswith("error: --peak_n=99999999999: the matmul peak needs three 99999999999 x 99999999999 "
                               "float32 matrices, 1.12e+14 GiB, more than the "), err
     # a size the machine has but cannot allocate now: the peak's own allocation says the same in one line
-    with pytest.raises(runs.ConfigError, match=r"^--peak_n=99999999999: 1.12e\+14 GiB for the matmul peak could "
+    with pytest.raises(cli.ConfigError, match=r"^--peak_n=99999999999: 1.12e\+14 GiB for the matmul peak could "
                                                r"not be allocated on cpu \(Storage size calculation overflowed"):
         bench.matmul_peak(torch.device("cpu"), 99999999999)
 
@@ -94,7 +94,7 @@ def test_a_failed_child_is_one_line_after_its_own_error(capfd, monkeypatch):
     line with the child's exit status (was: the child's stderr swallowed, then CalledProcessError)."""
     monkeypatch.setattr(bench, "memory_bytes", lambda device: None)  # the parent lets it through; the child not
     with pytest.raises(SystemExit) as e:
-        runs.cli(bench.main, TINY + ["--peak_n=99999999999", "--option=BC"])
+        cli.run(bench.main, TINY + ["--peak_n=99999999999", "--option=BC"])
     err = capfd.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 2, err
     assert err[0].startswith("error: --peak_n=99999999999: the matmul peak needs") and "Traceback" not in err[0]

@@ -17,7 +17,7 @@ import bnnas_search
 import genotypes as G
 import search
 from conftest import fake_nb201_accuracy
-from harness import checkpoints, runs
+from harness import checkpoints, cli, runs
 from ops import Zero
 from spaces import NB201_OPS
 from supernet import NB201SearchCell, build_supernet, set_trainable
@@ -149,7 +149,7 @@ class StopAt(checkpoints.StopSignals):
 
 def test_a_stop_mid_epoch_resumes_bit_exactly(tiny_folder, tmp_path):
     full, _ = run(tiny_folder, tmp_path / "full", "--epochs=2", "--seed=4")
-    with pytest.raises(runs.Preempted, match="after step 1/3"):
+    with pytest.raises(cli.Preempted, match="after step 1/3"):
         run(tiny_folder, tmp_path / "cut", "--epochs=2", "--seed=4", stop=StopAt(4))  # epoch 2, step 1
     ckpt = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 1  # option C: the frozen convs as names and a hash (harness/frozen_state.py)
@@ -255,7 +255,7 @@ def test_table3_from_tiny_runs_skips_finished_ones_and_names_a_busy_one(tiny_fol
     said = capsys.readouterr()
     assert e.value.code == 1 and said.out.count("finished before, skipped") == 3, said.out
     assert "A_e1_s1: busy in another process" in said.out and "| A_e1_s1 | busy" in (out / "table3.md").read_text()
-    with pytest.raises(runs.ConfigError, match="A_e1_s1 holds a run with other settings .lr=0.025 not 0.1"):
+    with pytest.raises(cli.ConfigError, match="A_e1_s1 holds a run with other settings .lr=0.025 not 0.1"):
         table3.main(argv + ["--lr=0.1"])
 
 

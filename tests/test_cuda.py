@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from conftest import CUDA, CUDA_ENV
-from harness import batching, runs
+from harness import batching, cli, runs
 import search
 import sweep
 import train
@@ -177,7 +177,7 @@ def test_out_of_memory_on_cuda_is_one_line(capsys):
         torch.empty(1 << 50, dtype=torch.uint8, device="cuda")  # 1 PiB
 
     with pytest.raises(SystemExit) as e:
-        runs.cli(oom, [])
+        cli.run(oom, [])
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.count("\n") == 1 and "out of memory" in err and "--batch_size" in err, err
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from harness import checkpoints, ddp, runs
+from harness import checkpoints, cli, ddp, runs
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_out_of_memory_is_one_line_with_what_to_lower(capsys):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15 GiB total)")
 
     with pytest.raises(SystemExit) as e:
-        runs.cli(oom, [])
+        cli.run(oom, [])
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.count("\n") == 1 and "lower --batch_size" in err, err
 

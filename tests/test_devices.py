@@ -4,7 +4,7 @@ to the CPU. The same paths on a real GPU are tests/test_cuda.py's."""
 import pytest
 import torch
 
-from harness import runs
+from harness import cli, runs
 import search
 import train
 
@@ -110,14 +110,14 @@ def test_each_torchrun_process_takes_its_gpu_or_one_line_says_why_not(monkeypatc
     assert e.value.code == 2 and not fake.calls
     torchrun_env(monkeypatch, 0, 2)
     with pytest.raises(SystemExit) as e:
-        runs.cli(lambda argv: ddp.setup("cuda"), [])
+        cli.run(lambda argv: ddp.setup("cuda"), [])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "2 processes on this node but 1 GPU(s)" in err
     assert "--nproc_per_node=1" in err and "--ddp_backend=gloo" in err and not fake.calls
     torchrun_env(monkeypatch, 1, 2)  # the opt-in: both processes share GPU 0 over gloo
     assert ddp.setup("cuda", "gloo") == (1, 2, torch.device("cuda", 0))
     assert fake.calls[1] == ("gloo", dict(rank=1, world_size=2, device_id=None))
-    with pytest.raises(runs.ConfigError, match="--ddp_backend=mpi"):
+    with pytest.raises(cli.ConfigError, match="--ddp_backend=mpi"):
         ddp.setup("cuda", "mpi")
 
 
@@ -143,10 +143,10 @@ def test_cuda_graphs_have_their_own_switch_off_under_ddp(tiny_folder, tmp_path, 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert runs.compile_mode(cuda) == "reduce-overhead" and runs.compile_mode(cpu) is None
     assert runs.compile_mode(cuda, cuda_graphs=False) is None and runs.compile_mode(cuda, "aot_eager") is None
-    cfg = runs.parse_config(train.Config, [])
+    cfg = cli.parse_config(train.Config, [])
     assert train.cuda_graphs_on(cfg, 1) and not train.cuda_graphs_on(cfg, 8)
-    assert train.cuda_graphs_on(runs.parse_config(train.Config, ["--cuda_graphs=1"]), 8)
-    assert not train.cuda_graphs_on(runs.parse_config(train.Config, ["--cuda_graphs=0"]), 1)
+    assert train.cuda_graphs_on(cli.parse_config(train.Config, ["--cuda_graphs=1"]), 8)
+    assert not train.cuda_graphs_on(cli.parse_config(train.Config, ["--cuda_graphs=0"]), 1)
     asked = []
     monkeypatch.setattr(runs, "compile_model", lambda model, enabled, device, **kw: asked.append(kw) or model)
     train.main(["--dataset=imagefolder", f"--data={tiny_folder}", f"--arch={NB201}", "--C=4", "--layers=1",
@@ -177,11 +177,11 @@ def test_deterministic_runs_turn_autotuning_off_for_their_own_steps(tiny_folder,
 def test_imagenet_retraining_on_many_gpus_says_what_the_global_batch_leaves_per_gpu():
     from harness import train_run
     big = train_run.data_info("imagenet")  # large images: the ImageNet recipe, batch 128
-    cfg = runs.parse_config(train.Config, [], **train.RECIPES["imagenet"])
+    cfg = cli.parse_config(train.Config, [], **train.RECIPES["imagenet"])
     note = train.small_batch_note(cfg, big, 8)
     assert "16 images per process for BN on 8 processes" in note and "batch 1024 and lr 0.5" in note
     assert train.small_batch_note(cfg, big, 1) is None and train.small_batch_note(cfg, big, 4) is None
-    assert train.small_batch_note(runs.parse_config(train.Config, ["--batch_size=1024"]), big, 8) is None
+    assert train.small_batch_note(cli.parse_config(train.Config, ["--batch_size=1024"]), big, 8) is None
     assert train.small_batch_note(cfg, train_run.data_info("cifar10"), 8) is None
 
 
@@ -232,7 +232,7 @@ def test_bench_tunes_cudnn_like_a_run_and_reports_reserved_memory(monkeypatch):
     import bench
     tuned = []
     monkeypatch.setattr(runs, "tune_for", lambda device: tuned.append(device))
-    cfg = runs.parse_config(bench.BenchConfig, ["--C=4", "--layers=1", "--batch_size=2", "--image_size=16",
+    cfg = cli.parse_config(bench.BenchConfig, ["--C=4", "--layers=1", "--batch_size=2", "--image_size=16",
                                                 "--steps=1", "--warmup=0", "--device=cpu"])
     result = bench.bench_option(cfg, "C")
     assert tuned == [torch.device("cpu")] and result["peak_reserved_mb"] is None  # CUDA only

@@ -2,7 +2,7 @@
 damaged checkpoints (fallback to checkpoint.prev.pt), SIGTERM mid-epoch (step checkpoint, exact resume),
 unreadable images (in memory: all listed; streaming: the first one), a full disk (faked ENOSPC), damaged
 genotype / benchmark files, and the first-run download decision (torchvision faked, no network).
-Each case runs the real scripts (main through runs.cli, or a subprocess) on tiny synthetic data."""
+Each case runs the real scripts (main through cli.run, or a subprocess) on tiny synthetic data."""
 import errno
 import io
 import json
@@ -19,10 +19,8 @@ import torch
 from conftest import make_image_folder
 
 import bench201
-from harness import data
-from harness import runs, train_run
 import search
-from harness import stream
+from harness import cli, data, stream, train_run
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,11 +28,11 @@ SEARCH = ["--dataset=imagefolder", "--C=4", "--batch_size=1", "--log_every=1", "
           "--layers=1", "--epochs=2", "--seed=7", "--device=cpu"]  # 12 steps per epoch
 
 
-def cli(main, argv, capsys):
+def run_cli(main, argv, capsys):
     """Run a script's main as its command line does -> (exit code, stderr lines)."""
     capsys.readouterr()
     try:
-        runs.cli(main, argv)
+        cli.run(main, argv)
         code = 0
     except SystemExit as e:
         code = e.code
@@ -86,7 +84,7 @@ def test_search_sigterm_mid_epoch_then_resume_is_bit_identical(reference, tiny_f
     assert err.count("\n") == 1 and err.startswith("stopped by SIGTERM in epoch "), err
     ckpt = load(out / "checkpoint.pt")
     assert 0 < ckpt["step"] < 12 and f"in epoch {ckpt['epoch'] + 1} after step {ckpt['step']}/12:" in err
-    assert cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
+    assert run_cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
     e, k = ckpt["epoch"], ckpt["step"]
     assert f"resumed after epoch {e}, step {k} of epoch {e + 1}" in (out / "log.txt").read_text()
     assert_same_run(reference, out)
@@ -96,7 +94,7 @@ def test_search_damaged_checkpoints(reference, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     truncate(out / "checkpoint.pt")  # e.g. copied while being written: the older one takes over
-    assert cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
+    assert run_cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
     assert "resuming from the older checkpoint" in (out / "log.txt").read_text()
     assert "checkpoint.pt is truncated or damaged" in (out / "log.txt").read_text()
     assert_same_run(reference, out)
@@ -104,13 +102,13 @@ def test_search_damaged_checkpoints(reference, tmp_path, capsys):
     (out / "checkpoint.pt").write_text("x\n")  # not a torch file at all
     truncate(out / "checkpoint.prev.pt")
     before = [(out / n).read_bytes() for n in ("checkpoint.pt", "checkpoint.prev.pt")]
-    code, err = cli(search.main, [f"--out={out}", "--resume=1"], capsys)
+    code, err = run_cli(search.main, [f"--out={out}", "--resume=1"], capsys)
     assert code == 2 and len(err) == 1, err
     assert f"{out}/checkpoint.pt is not a torch checkpoint and {out}/checkpoint.prev.pt is truncated" in err[0]
     assert before == [(out / n).read_bytes() for n in ("checkpoint.pt", "checkpoint.prev.pt")]
     (out / "checkpoint.prev.pt").unlink()  # a run directory from before rotation: checkpoint.pt only
     (out / "checkpoint.pt").write_bytes(b"")
-    code, err = cli(train.main, [f"--out={out}", "--resume=1"], capsys)
+    code, err = run_cli(train.main, [f"--out={out}", "--resume=1"], capsys)
     assert code == 2 and len(err) == 1 and "checkpoint.pt is an empty file and" in err[0], err
     assert "checkpoint.prev.pt is missing" in err[0]
 
@@ -128,16 +126,16 @@ def test_disk_full_keeps_the_last_checkpoint(reference, tiny_folder, tmp_path, c
         save(obj, f)
 
     monkeypatch.setattr(torch, "save", save_until_full)
-    code, err = cli(search.main, SEARCH + [f"--data={tiny_folder}", f"--out={out}"], capsys)
+    code, err = run_cli(search.main, SEARCH + [f"--data={tiny_folder}", f"--out={out}"], capsys)
     monkeypatch.undo()
     assert code == 1 and len(err) == 1, err
     assert f"could not write {out}/checkpoint.pt: No space left on device" in err[0]
     assert "checkpoint.pt" in os.listdir(out) and not [n for n in os.listdir(out) if ".tmp" in n]
     assert load(out / "checkpoint.pt")["epoch"] == 1
-    assert cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
+    assert run_cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
     assert_same_run(reference, out)
     (tmp_path / "file").write_text("")  # --out under a file: one line too
-    code, err = cli(search.main, SEARCH + [f"--data={tiny_folder}", f"--out={tmp_path / 'file' / 'run'}"],
+    code, err = run_cli(search.main, SEARCH + [f"--data={tiny_folder}", f"--out={tmp_path / 'file' / 'run'}"],
                     capsys)
     assert code == 1 and len(err) == 1 and "cannot create the output folder" in err[0], err
 
@@ -156,11 +154,11 @@ def test_train_sigterm_mid_epoch_then_resume_is_bit_identical(tiny_folder, tmp_p
             yield batch
 
     monkeypatch.setattr(train_run, "batches", signalled)
-    code, err = cli(train.main, common + [f"--out={tmp_path / 'split'}"], capsys)
+    code, err = run_cli(train.main, common + [f"--out={tmp_path / 'split'}"], capsys)
     monkeypatch.undo()
     assert code == 128 + signal.SIGTERM and err[0].startswith("stopped by SIGTERM in epoch 2 after step 2/4")
     assert len(err) == 1 and load(tmp_path / "split" / "checkpoint.pt")["step"] == 2
-    assert cli(train.main, [f"--out={tmp_path / 'split'}", "--resume=1"], capsys) == (0, [])
+    assert run_cli(train.main, [f"--out={tmp_path / 'split'}", "--resume=1"], capsys) == (0, [])
     assert_same_run(tmp_path / "straight", tmp_path / "split")
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("straight", "split"))
     assert a.pop("seconds") > 0 and b.pop("seconds") > 0 and a == b  # train/test loss, accuracy, digest
@@ -172,15 +170,15 @@ def test_unreadable_images_are_listed_before_training(tiny_folder, tmp_path, cap
     (root / "train" / "class0" / "broken.jpg").write_text("x\n")
     truncate(root / "train" / "class2" / "3.png")
     argv = SEARCH + [f"--data={root}", "--batch_size=4", "--epochs=1"]
-    code, err = cli(search.main, argv + [f"--out={tmp_path / 'a'}"], capsys)
+    code, err = run_cli(search.main, argv + [f"--out={tmp_path / 'a'}"], capsys)
     assert code == 2 and len(err) == 1, err
     assert "2 of 25 images are unreadable" in err[0]
     assert f"{root}/train/class0/broken.jpg (not an image)" in err[0]
     assert f"{root}/train/class2/3.png" in err[0] and not (tmp_path / "a" / "checkpoint.pt").exists()
-    code, err = cli(train.main, ["--arch=DARTS_V2", f"--data={root}", "--dataset=imagefolder",
+    code, err = run_cli(train.main, ["--arch=DARTS_V2", f"--data={root}", "--dataset=imagefolder",
                                  f"--out={tmp_path / 't'}"], capsys)
     assert code == 2 and len(err) == 1 and "2 of 25 images are unreadable" in err[0], err
-    code, err = cli(search.main, argv + [f"--out={tmp_path / 'b'}", "--skip_bad_images=1"], capsys)
+    code, err = run_cli(search.main, argv + [f"--out={tmp_path / 'b'}", "--skip_bad_images=1"], capsys)
     assert code == 0 and len(err) == 1 and err[0].startswith("warning: leaving out 2 of 25 images"), err
     assert load(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
 
@@ -221,15 +219,15 @@ def test_streaming_search_sigterm_resume_and_bad_image(tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(search, "gradient_step", signalled)
     out = tmp_path / "split"
-    code, err = cli(search.main, argv + [f"--out={out}"], capsys)
+    code, err = run_cli(search.main, argv + [f"--out={out}"], capsys)
     monkeypatch.undo()
     assert code == 128 + signal.SIGTERM and err == [err[0]] and "in epoch 2 after step 3/4" in err[0], err
-    assert cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
+    assert run_cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
     assert_same_run(tmp_path / "straight", out)
     # a file damaged later: the streaming loader names it, the last checkpoint stays as it was
     bad = (out / "subset_weights.txt").read_text().splitlines()[2].split("\t")[0]
     (root / bad).write_text("x\n")
-    code, err = cli(search.main, [f"--out={out}", "--resume=1", "--epochs=3"], capsys)
+    code, err = run_cli(search.main, [f"--out={out}", "--resume=1", "--epochs=3"], capsys)
     assert code == 2 and len(err) == 1 and f"{root / bad}: unreadable image (not an image)" in err[0], err
     assert load(out / "checkpoint.pt")["epoch"] == 2
 
@@ -257,22 +255,22 @@ def test_first_run_downloads_unless_told_not_to(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
     argv = ["--dataset=cifar10", f"--data={tmp_path / 'data'}", "--C=4", "--layers=1", "--batch_size=4",
             "--epochs=1"]
-    code, err = cli(search.main, argv + [f"--out={tmp_path / 'a'}", "--download=0"], capsys)
+    code, err = run_cli(search.main, argv + [f"--out={tmp_path / 'a'}", "--download=0"], capsys)
     assert code == 2 and len(err) == 1 and FakeCIFAR10.calls == [], err  # never asked torchvision
     assert f"--download=0; put cifar-10-batches-py/ into {tmp_path / 'data'} (from https://" in err[0]
-    code, err = cli(train.main, ["--arch=|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|", "--C=4",
+    code, err = run_cli(train.main, ["--arch=|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|", "--C=4",
                                  "--layers=1", f"--data={tmp_path / 'data'}", f"--out={tmp_path / 't'}",
                                  "--download=0"], capsys)
     assert code == 2 and len(err) == 1 and "cifar10 not found" in err[0], err
     FakeCIFAR10.online = False
-    code, err = cli(search.main, argv + [f"--out={tmp_path / 'b'}"], capsys)
+    code, err = run_cli(search.main, argv + [f"--out={tmp_path / 'b'}"], capsys)
     assert code == 2 and err[0].startswith("downloading cifar10") and len(err) == 2, err
     assert "could not download cifar10" in err[1] and "offline? put cifar-10-batches-py/ into" in err[1]
     FakeCIFAR10.online, FakeCIFAR10.calls = True, []
-    assert cli(search.main, argv + [f"--out={tmp_path / 'c'}"], capsys)[0] == 0
+    assert run_cli(search.main, argv + [f"--out={tmp_path / 'c'}"], capsys)[0] == 0
     assert FakeCIFAR10.calls[0] is True and not any(FakeCIFAR10.calls[1:])  # downloaded once, then read
     FakeCIFAR10.calls = []
-    assert cli(search.main, argv + [f"--out={tmp_path / 'd'}"], capsys) == (0, [])
+    assert run_cli(search.main, argv + [f"--out={tmp_path / 'd'}"], capsys) == (0, [])
     assert not any(FakeCIFAR10.calls)  # the files are there: no download
 
 
@@ -287,5 +285,5 @@ def test_damaged_genotype_and_benchmark_files(tmp_path, capsys):
     (tmp_path / "g.json").write_text('{"cell": "nb')
     (tmp_path / "g.bin").write_bytes(b"\x89PNG\r\n\x1a\n")
     for path in (tmp_path / "g.json", tmp_path / "g.bin"):
-        code, err = cli(train.main, [f"--genotype={path}", f"--out={tmp_path / 'o'}"], capsys)
+        code, err = run_cli(train.main, [f"--genotype={path}", f"--out={tmp_path / 'o'}"], capsys)
         assert code == 2 and len(err) == 1 and str(path) in err[0], err

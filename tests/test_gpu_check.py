@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from harness import runs
+from harness import cli
 import bench
 import search
 import train
@@ -48,7 +48,7 @@ def test_every_step_is_a_valid_run_of_its_script(size, tmp_path, monkeypatch):
     import torch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the checked machine has a GPU:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)     # make_config refuses cuda otherwise
-    cfg = runs.parse_config(gpu_check.CheckConfig, [f"--size={size}", "--device=cuda", f"--out={tmp_path}"])
+    cfg = cli.parse_config(gpu_check.CheckConfig, [f"--size={size}", "--device=cuda", f"--out={tmp_path}"])
     groups = gpu_check.plan(cfg, {"gpus": [{}, {}]})  # a 2-GPU machine: torchrun included
     order = [s.name for g in groups for s in g]
     # what decides the Table 2 plan comes first: eager speed, a real search epoch, the CUDA set with the
@@ -65,7 +65,7 @@ def test_every_step_is_a_valid_run_of_its_script(size, tmp_path, monkeypatch):
         script, args = script_and_args(step.argv)
         assert "--device=cuda" in args or name == "cuda_set", name
         if script == "bench.py":
-            b = runs.parse_config(bench.BenchConfig, args)
+            b = cli.parse_config(bench.BenchConfig, args)
             assert (b.C, b.layers, b.batch_size) == ((16, 5, 64) if size == "paper" else (4, 1, 8))
             assert b.compile == ("eager" not in name) and b.cuda_graphs == ("graphs" in name or "procs" in name)
             assert b.backend == ("inductor" if size == "paper" else "eager")

@@ -1,4 +1,4 @@
-"""--help (or -h) on every entry point that reads --key=value flags (runs.help_text): exit 0, the usage line,
+"""--help (or -h) on every entry point that reads --key=value flags (cli.help_text): exit 0, the usage line,
 the docstring's examples, every key with its default and the comment its field carries; sweep.py lists its
 own keys before the search keys it passes on."""
 import dataclasses
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness import runs
+from harness import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # script -> the config dataclass its --help lists (module, class name)
@@ -49,7 +49,7 @@ def config_class(module, cls):
 
 def flags(cls, left_out=()):
     """Every `--key=default` of dataclass `cls`, as the help shows them."""
-    return [f"--{f.name}={runs.flag_value(f.default)}" for f in dataclasses.fields(cls) if f.name not in left_out]
+    return [f"--{f.name}={cli.flag_value(f.default)}" for f in dataclasses.fields(cls) if f.name not in left_out]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_help_exits_0_with_usage_examples_and_every_key(script, helps):
     examples = lines[lines.index("examples:") + 1:]
     assert examples[0].startswith(f"  python {script}"), examples[:2]
     cls = config_class(*COVERED[script])
-    notes = runs.field_notes(cls)
+    notes = cli.field_notes(cls)
     for flag in flags(cls):  # each key at the start of its own line, with its default
         assert any(line.startswith(f"  {flag} ") for line in lines), flag
     for name, note in notes.items():  # and the comment its field carries (the first words: wrapped after)
@@ -109,7 +109,7 @@ def test_help_text_shows_defaults_types_and_notes_as_typed():
     """Booleans as 1 / 0 and None as none (as they are typed), the type, the field's comment with its
     continuation lines; the docstring's first paragraph, its example commands with their backslash
     continuations; `more` sections without the keys left out."""
-    assert runs.field_notes(Toy) == {"name": "a name", "on": "a switch that goes on here", "size": "optional",
+    assert cli.field_notes(Toy) == {"name": "a name", "on": "a switch that goes on here", "size": "optional",
                                      "rate": "a rate"}
     doc = """Toy: a first paragraph
     over two lines.
@@ -119,7 +119,7 @@ def test_help_text_shows_defaults_types_and_notes_as_typed():
             --rate=2
     Not an example: python toy.py.
     """
-    text = runs.help_text(Toy, doc, more=[("passed on", Toy, ("name", "on"))])
+    text = cli.help_text(Toy, doc, more=[("passed on", Toy, ("name", "on"))])
     lines = text.splitlines()
     assert lines[:4] == ["Toy: a first paragraph", "over two lines.", "",
                          "usage: python tests/test_help.py [--key=value ...]"]
@@ -131,18 +131,18 @@ def test_help_text_shows_defaults_types_and_notes_as_typed():
                             "  --rate=0.5   float     a rate"]
     assert lines[16:] == ["", "passed on:", "  --off=0      bool", "  --size=none  int|none  optional",
                           "  --rate=0.5   float     a rate"]
-    assert "usage: python toy.py RUN_DIR ... [--key=value ...]" in runs.help_text(
+    assert "usage: python toy.py RUN_DIR ... [--key=value ...]" in cli.help_text(
         Toy, doc, usage="python toy.py RUN_DIR ... [--key=value ...]")
 
 
 def test_parse_config_answers_help_and_nothing_else(capsys):
     for argv in (["--help"], ["--name=y", "-h"]):
         with pytest.raises(SystemExit) as e:
-            runs.parse_config(Toy, argv)
+            cli.parse_config(Toy, argv)
         assert e.value.code == 0 and capsys.readouterr().out.startswith(__doc__.split("\n")[0])  # this module's
-    assert runs.parse_config(Toy, ["--name=help"]).name == "help"
-    with pytest.raises(runs.ConfigError, match="unknown config key 'help'"):
-        runs.parse_config(Toy, ["--help=1"])  # a key, not the flag
+    assert cli.parse_config(Toy, ["--name=help"]).name == "help"
+    with pytest.raises(cli.ConfigError, match="unknown config key 'help'"):
+        cli.parse_config(Toy, ["--help=1"])  # a key, not the flag
 
 
 def test_help_into_a_closed_pipe_ends_quietly():

@@ -14,7 +14,7 @@ pytest.importorskip("matplotlib")
 
 import plot  # noqa: E402
 import search  # noqa: E402
-from harness import alpha_grads, ladder, runs, sweep_figures, sweep_table  # noqa: E402
+from harness import alpha_grads, cli, ladder, sweep_figures, sweep_table  # noqa: E402
 from harness.ladder import PAPER_STEPS  # noqa: E402
 
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
@@ -108,7 +108,7 @@ def test_sweeps_whose_settings_differ_in_more_than_the_images_are_refused_in_one
     base = make_sweep(tmp_path / "4k", 4000, {"B": {1: (88.0, 4)}}, older=("bn_decay", "bench201_dataset"))
     other = make_sweep(tmp_path / "16k", 16000, {"B": {1: (54.3, 6)}}, **change)
     with pytest.raises(SystemExit) as e:
-        runs.cli(plot.main, [base, other, f"--out={tmp_path / 'fig'}"])
+        cli.run(plot.main, [base, other, f"--out={tmp_path / 'fig'}"])
     assert e.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "differ in more than the number of search images" in lines[0], lines
@@ -142,7 +142,7 @@ def test_two_imagefolders_pool_when_the_smaller_lies_byte_for_byte_in_the_larger
         other = str(tmp_path / name) if change is None else image_tree(tmp_path / name, small | change)
         refused = make_sweep(tmp_path / f"sweep-{name}", 4000, {"C": {1: (91.0, 0)}}, data=other)
         with pytest.raises(SystemExit) as e:
-            runs.cli(plot.main, [refused, full, f"--out={tmp_path / 'fig'}"])
+            cli.run(plot.main, [refused, full, f"--out={tmp_path / 'fig'}"])
         lines = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(lines) == 1 and why in lines[0] and "data " in lines[0], lines
     assert not os.path.exists(tmp_path / "fig")
@@ -152,7 +152,7 @@ def test_a_finished_run_without_its_settings_is_refused(tmp_path, capsys):
     sweep = make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0)}})
     os.remove(os.path.join(sweep, "C_s1", "config.json"))
     with pytest.raises(SystemExit) as e:
-        runs.cli(plot.main, [sweep, f"--out={tmp_path / 'fig'}"])
+        cli.run(plot.main, [sweep, f"--out={tmp_path / 'fig'}"])
     assert e.value.code == 2 and "settings cannot be compared" in capsys.readouterr().err
 
 

@@ -13,8 +13,8 @@ import matplotlib.image  # noqa: E402
 
 import bench201  # noqa: E402
 import plot  # noqa: E402
-from harness import rundir  # noqa: E402
-from harness import ladder, runs, sweep_figures  # noqa: E402
+from harness import cli, rundir  # noqa: E402
+from harness import ladder, sweep_figures  # noqa: E402
 import search  # noqa: E402
 from conftest import NB201_OFFSETS, fake_nb201_accuracy  # noqa: E402
 
@@ -157,7 +157,7 @@ def test_fig5_keeps_its_axis_from_zero_with_the_uniform_level(tmp_path, monkeypa
 
 def test_help_prints_the_usage_and_keys_and_exits_0(capsys):
     for flag in ("--help", "-h"):
-        assert runs.cli(plot.main, [flag]) == []  # cli returns: exit 0, nothing drawn
+        assert cli.run(plot.main, [flag]) == []  # cli returns: exit 0, nothing drawn
         out = capsys.readouterr().out
         assert "python plot.py SWEEP_DIR [SWEEP_DIR ...] --out=DIR" in out
         assert "--out=figures" in out and "folder for the PNGs" in out and "--dpi=120" in out, out
@@ -201,7 +201,7 @@ def test_a_directory_that_is_not_a_run_is_a_one_line_error(tmp_path, capsys, set
     bad.mkdir()
     setup(bad)
     with pytest.raises(SystemExit) as e:
-        runs.cli(plot.main, [str(bad), f"--out={tmp_path / 'fig'}"])
+        cli.run(plot.main, [str(bad), f"--out={tmp_path / 'fig'}"])
     assert e.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and message in lines[0], lines
@@ -211,7 +211,7 @@ def test_a_directory_that_is_not_a_run_is_a_one_line_error(tmp_path, capsys, set
                                           (["some_dir", "--colour=red"], "unknown config key 'colour'")])
 def test_bad_command_lines_are_one_line_errors(capsys, argv, message):
     with pytest.raises(SystemExit):
-        runs.cli(plot.main, argv)
+        cli.run(plot.main, argv)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
 

@@ -1,5 +1,5 @@
 """What is refused before a run starts, in one line: every numeric setting of every script against its
-range (runs.check_ranges), and everything a search would refuse at start-up (search.validate), which
+range (cli.check_ranges), and everything a search would refuse at start-up (search.validate), which
 is also the sweep's pre-flight; a sweep folder holding only a checkpoint from other settings; what a
 failed checkpoint write says."""
 import errno
@@ -10,7 +10,7 @@ import torch
 
 import analysis
 import bench
-from harness import checkpoints, runs
+from harness import checkpoints, cli
 import search
 import sweep
 
@@ -21,7 +21,7 @@ def one_line_error(main, argv, capsys):
     """Run `main(argv)` as its command line does -> its single stderr line (exit 2)."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        runs.cli(main, argv)
+        cli.run(main, argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
     return err
@@ -84,7 +84,7 @@ def test_sweep_refuses_a_folder_that_holds_only_a_checkpoint_of_other_settings(t
     search.search(search.make_config(flags + ["--lr=0.1", "--seed=1", "--option=C", f"--out={folder}"]))
     (folder / "config.json").unlink()
     cfg, rest = sweep.parse([f"--out={tmp_path / 'sweep'}", "--options=C", "--seeds=1", *flags])
-    with pytest.raises(runs.ConfigError, match=r"C_s1 holds a run with other settings \(lr=0.1 not 0.025\)"):
+    with pytest.raises(cli.ConfigError, match=r"C_s1 holds a run with other settings \(lr=0.1 not 0.025\)"):
         sweep.plan(cfg, rest)
     [job] = sweep.plan(cfg, rest + ["--lr=0.1"])  # its own settings: resumed from the checkpoint
     assert job.state == "resume" and "--resume=1" in job.argv
@@ -112,11 +112,11 @@ def test_a_failed_first_checkpoint_write_does_not_claim_an_intact_one(tmp_path, 
 
     save = torch.save
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(runs.WriteError) as e:
+    with pytest.raises(cli.WriteError) as e:
         checkpoints.save_checkpoint(path, {"epoch": 1})
     assert "No space left on device; no earlier checkpoint exists" in str(e.value) and "intact" not in str(e.value)
     monkeypatch.setattr(torch, "save", save)
     checkpoints.save_checkpoint(path, {"epoch": 1})
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(runs.WriteError, match=f"the last complete checkpoint, {path}, is intact"):
+    with pytest.raises(cli.WriteError, match=f"the last complete checkpoint, {path}, is intact"):
         checkpoints.save_checkpoint(path, {"epoch": 2})

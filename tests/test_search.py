@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import genotypes as G
-from harness import checkpoints, rundir, runs, search_run
+from harness import checkpoints, cli, rundir, search_run
 import search
 from conftest import NB201_OFFSETS, fake_nb201_accuracy
 from supernet import build_supernet, param_groups
@@ -93,7 +93,7 @@ def test_a_checkpoint_keeps_a_hash_of_the_frozen_random_features_and_resumes_fro
     torch.save({**ckpt, "frozen": {**ckpt["frozen"], "sha256": "0" * 64}}, out / "checkpoint.pt")
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        runs.cli(search.main, [f"--out={out}", "--resume=1", "--epochs=3"])
+        cli.run(search.main, [f"--out={out}", "--resume=1", "--epochs=3"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(lines) == 1 and "random features this seed builds here" in lines[0], lines
     assert len(json.loads((out / "alphas.json").read_text())) == 2
@@ -123,7 +123,7 @@ def test_existing_run_is_not_overwritten(tiny_folder, tmp_path):
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as e:
-        runs.cli(search.main, [f"--out={tmp_path / 'x'}", *args])
+        cli.run(search.main, [f"--out={tmp_path / 'x'}", *args])
     assert e.value.code != 0
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
@@ -180,7 +180,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_folder, tmp_pa
 
 def test_resume_refuses_changed_settings(tiny_folder, tmp_path):
     run(tiny_folder, tmp_path, "--layers=1", "--epochs=2", "--stop_after=1")
-    with pytest.raises(runs.ConfigError, match="you changed option"):
+    with pytest.raises(cli.ConfigError, match="you changed option"):
         search.make_config([f"--out={tmp_path}", "--resume=1", "--option=B"])
     cfg = search.make_config([f"--out={tmp_path}", "--resume=1", "--epochs=3"])
     assert (cfg.epochs, cfg.layers, cfg.C, cfg.batch_size) == (3, 1, 4, 4)
@@ -205,7 +205,7 @@ def test_bench201_reads_the_searched_datasets_column(tiny_folder, nb201_table_by
         assert f"bench201: {rundir.BENCH201_NAMES[name]} accuracies from {nb201_table_by_dataset} (--dataset=" \
                f"imagefolder has no benchmark column of its own: taken as --bench201_dataset={name}" in log
         assert f"'dataset': '{name}'" in log.splitlines()[-2]  # the epoch line
-    with pytest.raises(runs.ConfigError, match="NAS-Bench-201 has no svhn results"):
+    with pytest.raises(cli.ConfigError, match="NAS-Bench-201 has no svhn results"):
         search.make_config(["--dataset=svhn", f"--bench201={nb201_table_by_dataset}"])
 
 
@@ -224,7 +224,7 @@ def test_resume_without_config_json_keeps_the_checkpoints_settings(tiny_folder, 
     run(tiny_folder, out, "--layers=1", "--epochs=1", "--lr=0.1", "--weight_decay=0.01", "--lr_min=0")
     (out / "config.json").unlink()
     with pytest.raises(SystemExit) as e:
-        runs.cli(search.main, [f"--out={out}", "--resume=1", "--epochs=2", "--lr=0.2"])
+        cli.run(search.main, [f"--out={out}", "--resume=1", "--epochs=2", "--lr=0.2"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "you changed lr" in err, err
     cfg = search.make_config([f"--out={out}", "--resume=1", "--epochs=2"])
@@ -238,7 +238,7 @@ def test_resume_without_config_json_keeps_the_checkpoints_settings(tiny_folder, 
     assert ckpt["w_opt"]["param_groups"][0]["weight_decay"] == 0.01
     config["lr"] = 0.025  # e.g. another run's config.json copied in
     (out / "config.json").write_text(json.dumps(config))
-    with pytest.raises(runs.ConfigError, match="checkpoint.pt was written with other settings .*lr=0.1 not 0.025"):
+    with pytest.raises(cli.ConfigError, match="checkpoint.pt was written with other settings .*lr=0.1 not 0.025"):
         search.search(search.make_config([f"--out={out}", "--resume=1", "--epochs=3"]))
 
 
@@ -326,7 +326,7 @@ def test_resume_with_other_epochs_says_so_and_keeps_each_session(tiny_folder, tm
                                  0.1 * (1 + math.cos(math.pi * 3 / 4)) / 2])
     config = json.loads((out / "config.json").read_text())
     assert config["epochs"] == 4 and [(s["from_epoch"], s["epochs"]) for s in config["sessions"]] == [(0, 2), (2, 4)]
-    with pytest.raises(runs.ConfigError, match="has done 4 epochs already"):
+    with pytest.raises(cli.ConfigError, match="has done 4 epochs already"):
         search.search(search.make_config([f"--out={out}", "--resume=1", "--epochs=3"]))
 
 
@@ -339,7 +339,7 @@ def test_second_run_into_a_busy_folder_stops_and_the_first_is_untouched(tiny_fol
     while not ((out / ".lock").exists() and (out / ".lock").read_text().strip()) and time.time() < deadline:
         time.sleep(0.01)
     with pytest.raises(SystemExit) as e:
-        runs.cli(search.main, argv + ["--resume=1"])
+        cli.run(search.main, argv + ["--resume=1"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and str(out) in err and f"pid {first.pid}" in err, err
     while not (out / "checkpoint.pt").exists() and time.time() < deadline:
@@ -361,12 +361,12 @@ def test_a_bug_keeps_its_traceback(capsys):
         torch.nn.functional.cross_entropy(torch.zeros(2, 3), torch.zeros(3, dtype=torch.long))
 
     with pytest.raises(ValueError, match="batch_size"):
-        runs.cli(buggy, [])
+        cli.run(buggy, [])
     with pytest.raises(KeyError):
-        runs.cli(lambda argv: {}["missing"], [])
+        cli.run(lambda argv: {}["missing"], [])
     assert capsys.readouterr().err == ""
     with pytest.raises(SystemExit) as e:  # the user's mistake: one line, exit 2
-        runs.cli(search.main, ["--space=nope"])
+        cli.run(search.main, ["--space=nope"])
     assert e.value.code == 2 and capsys.readouterr().err.startswith("error: unknown search space 'nope'")
 
 
@@ -388,7 +388,7 @@ def test_bn_decay_switch_leaves_cell_bn_out_of_weight_decay(bn_decay):
 
 
 def test_bn_decay_off_is_refused_with_the_unrolled_step(tmp_path):
-    with pytest.raises(runs.ConfigError, match="--bn_decay=0"):
+    with pytest.raises(cli.ConfigError, match="--bn_decay=0"):
         search.make_config([f"--out={tmp_path}", "--unrolled=1", "--bn_decay=0"])
 
 

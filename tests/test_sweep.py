@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import genotypes as G
-from harness import runs
+from harness import cli, runs
 import search
 import sweep
 from harness import frozen_state, jobs as runner, sweep_table
@@ -35,8 +35,8 @@ def test_sweep_table_figures_skip_and_a_failed_run(tiny_folder, nb201_table, tmp
             *flags(tiny_folder, nb201_table, "--epochs=2")]
     (out / "B_s2").mkdir(parents=True)
     (out / "B_s2" / "checkpoint.pt").write_bytes(b"not a checkpoint")  # this run will fail on resume
-    with pytest.raises(SystemExit) as e:  # a failed run makes the exit status non-zero, through runs.cli
-        runs.cli(sweep.main, argv)
+    with pytest.raises(SystemExit) as e:  # a failed run makes the exit status non-zero, through cli.run
+        cli.run(sweep.main, argv)
     err = capsys.readouterr().err
     assert e.value.code == 1 and "1 of 4 runs did not finish (B_s2)" in err and err.count("\n") == 1, err
     assert (out / "table.md").is_file() and (out / "figures" / "sweep_skip_and_bench.png").is_file()
@@ -110,7 +110,7 @@ def test_bad_flags_fail_before_any_run(tiny_folder, nb201_table, tmp_path, capsy
                          (["--options=CbB"], "--options=CbB: B given twice"),
                          (["--threads=-1"], "--threads=-1: out of range")):
         with pytest.raises(SystemExit) as e:
-            runs.cli(sweep.main, [f"--out={tmp_path / 's'}", *flags(tiny_folder, nb201_table, "--epochs=1"), *argv])
+            cli.run(sweep.main, [f"--out={tmp_path / 's'}", *flags(tiny_folder, nb201_table, "--epochs=1"), *argv])
         err = capsys.readouterr().err
         assert e.value.code == 2 and needle in err and err.count("\n") == 1, err
         assert not any((tmp_path / "s").glob("*_s*"))  # no run started
@@ -136,9 +136,9 @@ def sweep_of(made_runs, tmp_path, *names):
 
 
 def refused(argv, capsys):
-    """runs.cli(sweep.main, argv) must stop before any run starts, one line, exit 2 -> that line."""
+    """cli.run(sweep.main, argv) must stop before any run starts, one line, exit 2 -> that line."""
     with pytest.raises(SystemExit) as e:
-        runs.cli(sweep.main, argv)
+        cli.run(sweep.main, argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1, err
     return err
@@ -298,10 +298,10 @@ def test_the_sweeps_own_write_failing_is_one_line(made_runs, tiny_folder, nb201_
     out = sweep_of(made_runs, tmp_path, "C_s1")
 
     def full(path, obj):
-        raise runs.write_error(path, OSError(28, "No space left on device"))
+        raise cli.write_error(path, OSError(28, "No space left on device"))
     monkeypatch.setattr(sweep_table, "write_json", full)
     with pytest.raises(SystemExit) as e:
-        runs.cli(sweep.main, [f"--out={out}", "--options=C", "--seeds=1", *flags(tiny_folder, nb201_table, "--epochs=2")])
+        cli.run(sweep.main, [f"--out={out}", "--options=C", "--seeds=1", *flags(tiny_folder, nb201_table, "--epochs=2")])
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.count("\n") == 1 and f"{out / 'table.json'}: No space left" in err, err
 

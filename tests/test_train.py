@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import checkpoints
+from harness import checkpoints, cli
 from harness import ddp
 import genotypes as G
 from harness import runs, train_run
@@ -134,7 +134,7 @@ def test_test_subset_scores_that_many_images_and_says_so(small, tmp_path):
 def test_a_subset_larger_than_its_set_is_refused_in_one_line(small, tmp_path, capsys, flag, message):
     # seeded_pick alone would quietly take every image, and the run would say N images it never had
     with pytest.raises(SystemExit) as e:
-        runs.cli(train.main, tiny(small, tmp_path / "big", f"--arch={NB201}", "--layers=1", flag))
+        cli.run(train.main, tiny(small, tmp_path / "big", f"--arch={NB201}", "--layers=1", flag))
     err = capsys.readouterr().err
     assert e.value.code != 0 and message in err
     assert err.count("\n") == 1, err
@@ -165,7 +165,7 @@ def test_darts_resume_is_bit_identical(small, tmp_path, monkeypatch):
     assert c1["epoch"] == c2["epoch"] == 3 and c1["config"]["auxiliary"]
     assert all(torch.equal(c1["model"][k], c2["model"][k]) for k in c1["model"])
     assert m1["state_sha256"] == m2["state_sha256"] and m1["test_loss"] == m2["test_loss"]
-    with pytest.raises(runs.ConfigError, match="lr"):  # a resumed run keeps its settings
+    with pytest.raises(cli.ConfigError, match="lr"):  # a resumed run keeps its settings
         train.main([f"--out={tmp_path / 'split'}", "--resume=1", "--lr=0.5"])
     train.main([f"--out={tmp_path / 'split'}", "--resume=1", "--epochs=4"])  # but may be extended
     assert read_run(tmp_path / "split")[1]["epoch"] == 4
@@ -222,7 +222,7 @@ def _load_model(ckpt):
 ])
 def test_bad_inputs_one_line_error(args, needle, capsys):
     with pytest.raises(SystemExit) as e:
-        runs.cli(train.main, args)
+        cli.run(train.main, args)
     err = capsys.readouterr().err
     assert e.value.code != 0 and needle in err and err.count("\n") == 1, err
 
@@ -242,7 +242,7 @@ def test_settings_out_of_range_are_one_line_before_anything_runs(small, tmp_path
     if flag == "--nesterov=1":
         argv.append("--momentum=0")
     with pytest.raises(SystemExit) as e:
-        runs.cli(train.main, argv)
+        cli.run(train.main, argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and needle in err and err.count("\n") == 1, err
     assert not os.listdir(tmp_path)  # nothing was written
