@@ -73,6 +73,8 @@ class SearchConfig:
     subset: int = 0                # use only this many training images (0: all)
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
     seed: int = 0                  # the supernet's init, the split into two halves, batch order, augmentation
+    init_seed: int | None = None   # the supernet's init alone (random features, alpha): fixed while --seed
+                                   # varies the data; none: --seed
     device: str = "auto"           # auto | cpu | cuda | cuda:1 | mps
     ddp_backend: str = "auto"      # torchrun: auto (NCCL on CUDA) | nccl | gloo (gloo lets processes share GPUs)
     out: str = "runs/search"       # the run's folder: config, log, history, alphas, genotype, checkpoint
@@ -103,7 +105,8 @@ RANGES = dict(epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", lr_min="[
               weight_decay="[0, inf)", grad_clip="[0, inf)", warmup_epochs="[0, inf)", arch_lr="(0, inf)",
               arch_weight_decay="[0, inf)", arch_start="[0, inf)", arch_grad_clip="[0, inf)", C="[0, inf)",
               layers="[0, inf)", pc_k="[1, inf)", weight_frac="(0, 1]", arch_frac="(0, 1]", workers="[0, inf)",
-              subset="[0, inf)", seed=cli.SEED_RANGE, log_every="[0, inf)", stop_after="[0, inf)")
+              subset="[0, inf)", seed=cli.SEED_RANGE, init_seed=cli.SEED_RANGE, log_every="[0, inf)",
+              stop_after="[0, inf)")
 DATASETS = data.NAMES + ("imagenet",)
 
 
@@ -278,7 +281,7 @@ def _search(cfg, rank, world, device, stop):
     model = build_supernet(cfg.space, num_classes, C=cfg.C or None, layers=cfg.layers or None,
                            stem="imagenet" if cfg.dataset == "imagenet" else "cifar", pc_k=cfg.pc_k,
                            init=cfg.init, track_running_stats=cfg.track_running_stats,
-                           seed=cfg.seed).to(device)
+                           seed=cfg.seed if cfg.init_seed is None else cfg.init_seed).to(device)
     # In place, same parameters. Compiled steps keep supernet.py's cell: inductor already shares the
     # ReLUs and pools (CSE) and runs the convs channels-last, and it compiles the rearranged cell ~10x
     # slower for no gain (results/README.md, "Speed").

@@ -99,6 +99,22 @@ def test_a_checkpoint_keeps_a_hash_of_the_frozen_random_features_and_resumes_fro
     assert len(json.loads((out / "alphas.json").read_text())) == 2
 
 
+def test_init_seed_fixes_the_random_features_while_seed_varies_the_data(tiny_folder, tmp_path):
+    """--init_seed builds the supernet (random features, alpha); --seed keeps the split, order and
+    augmentation. Unset, --init_seed is --seed: the run is the one without it, bit for bit."""
+    base = ("--layers=1", "--epochs=1", "--option=C")
+    runs_ = {name: run(tiny_folder, tmp_path / name, *base, *extra) for name, extra in
+             dict(a=["--seed=1", "--init_seed=5"], b=["--seed=2", "--init_seed=5"], c=["--seed=5"],
+                  d=["--seed=5", "--init_seed=5"], e=["--seed=1"]).items()}
+    sha = {k: torch.load(tmp_path / k / "checkpoint.pt", weights_only=True)["frozen"]["sha256"] for k in runs_}
+    assert sha["a"] == sha["b"] == sha["c"] == sha["d"] != sha["e"]
+    loss = {k: h[-1]["train_loss"] for k, (_, h) in runs_.items()}
+    assert loss["a"] != loss["b"] and loss["a"] != loss["e"]  # other data order / other features
+    for (n, x), y in zip(runs_["c"][0].state_dict().items(), runs_["d"][0].state_dict().values()):
+        assert torch.equal(x, y), n
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["init_seed"] == 5
+
+
 def test_option_c_trains_only_bn_and_alpha(tiny_folder, tmp_path):
     model, _ = run(tiny_folder, tmp_path / "c", "--space=s1", "--layers=3", "--epochs=1", "--option=C")
     init = build_supernet("s1", 3, C=4, layers=3, seed=0)
