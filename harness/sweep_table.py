@@ -240,6 +240,7 @@ def summarize(jobs, status=None, bench201_path=None):
                        skip_count=last["skip_count"], all_skip=final_all_skip(run.genotype), train_acc=100 * last["train_acc"],
                        alpha_half_acc=100 * last["valid_acc"],
                        minutes=sum(r["seconds"] for r in run.rows) / 60, compile=run.config.get("compile", False),
+                       init_seed=run.config.get("init_seed"),
                        **found_cell(run.genotype, run.alphas, benchmarks.for_run(run.config)))
         else:
             rec.update(state=run_state(name, folder, epochs, status))
@@ -279,6 +280,13 @@ def markdown(summary):
         lines.append(f"| {option} | {s['n']} | {cell(s['bench_test_acc'], 2)} | {cell(s['skip_count'], 2)} | "
                      f"{rate_cell(s.get('all_skip'))} | {rate_cell(s.get('skip_heavy'))} | "
                      f"{cell(s['train_acc'], 1)} | {cell(s['alpha_half_acc'], 1)} | {cell(s['minutes'], 1)} |")
+    fixed = {f"{o}_s{r['seed']}": r["init_seed"] for o, s in summary.items() for r in s["seeds"]
+             if r.get("init_seed") is not None}
+    if fixed:  # the seeds then vary the data alone: say so before anyone reads the spread as over inits
+        where = "every finished run" if len(fixed) == sum(s["n"] for s in summary.values()) else ", ".join(fixed)
+        lines += ["", f"The supernet's init (random features, α) is --init_seed="
+                  f"{', '.join(map(str, sorted(set(fixed.values()))))} in {where}: there the seeds vary only the "
+                  "data (split, order, augmentation)."]
     found = {o: s["nb201"] for o, s in summary.items() if s.get("nb201")}
     if found:
         lines += ["", *table_header("option", *chance_columns()),

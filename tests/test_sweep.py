@@ -202,6 +202,19 @@ def test_the_table_names_the_benchmark_dataset_and_a_continued_schedule(made_run
     assert summary["C"]["bench201_dataset"] == summary["C"]["seeds"][0]["bench201_dataset"] == "cifar100"
 
 
+def test_the_table_says_when_the_random_features_were_fixed_across_seeds(made_runs, tiny_folder, nb201_table,
+                                                                          tmp_path):
+    out = sweep_of(made_runs, tmp_path, "C_s1")
+    jobs = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1",
+                                    *flags(tiny_folder, nb201_table, "--epochs=2")]))
+    assert "--init_seed" not in sweep_table.markdown(sweep_table.summarize(jobs)[0])
+    config = json.loads((out / "C_s1" / "config.json").read_text())
+    (out / "C_s1" / "config.json").write_text(json.dumps({**config, "init_seed": 7}))
+    summary, _ = sweep_table.summarize(jobs)
+    assert summary["C"]["seeds"][0]["init_seed"] == 7
+    assert "is --init_seed=7 in every finished run: there the seeds vary only the data" in sweep_table.markdown(summary)
+
+
 def brute_percentile(value, population):
     """100 x (strictly below + half the ties) / n, counted one by one (bench201.percentile bisects)."""
     return 100 * (sum(v < value for v in population) + sum(v == value for v in population) / 2) / len(population)
