@@ -165,6 +165,18 @@ def found_cell(genotype, alphas, bench):
     return out
 
 
+def cell_since(rows):
+    """The epoch from which the run's last cell held to its end (history's cell per epoch): how settled
+    the found cell is (a cell that came in the last epoch or two won a near tie late); None without it."""
+    cells = [r.get("genotype") for r in rows]
+    if not cells or cells[-1] is None:
+        return None
+    i = len(cells) - 1
+    while i > 0 and cells[i - 1] == cells[-1]:
+        i -= 1
+    return rows[i]["epoch"]
+
+
 def alpha_separation(alphas):
     """How far α has moved from uniform, per epoch: {"curve": [(epoch, the largest softmax(α) of each edge,
     averaged over every edge of every cell kind)] per alphas.json row, "uniform": that average for
@@ -240,7 +252,7 @@ def summarize(jobs, status=None, bench201_path=None):
                        skip_count=last["skip_count"], all_skip=final_all_skip(run.genotype), train_acc=100 * last["train_acc"],
                        alpha_half_acc=100 * last["valid_acc"],
                        minutes=sum(r["seconds"] for r in run.rows) / 60, compile=run.config.get("compile", False),
-                       init_seed=run.config.get("init_seed"),
+                       init_seed=run.config.get("init_seed"), cell_since=cell_since(run.rows),
                        **found_cell(run.genotype, run.alphas, benchmarks.for_run(run.config)))
         else:
             rec.update(state=run_state(name, folder, epochs, status))
@@ -293,13 +305,13 @@ def markdown(summary):
                   *(f"| {o} | {chance_cells(agg)}" for o, agg in found.items()), "", chance_note(found.values())]
     lines += ["", "Mean ± sample std (ddof=1) over the finished seeds; k of n with the 95% Wilson interval of the "
               "rate. Each seed:", "",
-              f"| run | state | {bench} | skip | train | α-half | minutes | compiled | device | cell |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              f"| run | state | {bench} | skip | train | α-half | minutes | compiled | device | cell since epoch | cell |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for option, s in summary.items():
         for r in s["seeds"]:
             if r["state"] != "finished":
                 lines.append(f"| {option}_s{r['seed']} | {r['state'].replace('|', chr(92) + '|')} | | | | | | | "
-                             f"{r.get('device') or '-'} | |")
+                             f"{r.get('device') or '-'} | | |")
                 continue
             acc = "-" if r["bench_test_acc"] is None else f"{r['bench_test_acc']:.2f}"
             earlier = ", ".join(map(str, r["schedules"][:-1]))
@@ -307,7 +319,7 @@ def markdown(summary):
             lines.append(f"| {option}_s{r['seed']} | {state} | {acc} | {r['skip_count']} | "
                          f"{r['train_acc']:.1f} | {r['alpha_half_acc']:.1f} | {r['minutes']:.1f} | "
                          f"{'yes' if r['compile'] else 'no'} | {r.get('device') or '-'} | "
-                         f"`{(r['arch'] or '-').replace('|', chr(92) + '|')}` |")
+                         f"{r.get('cell_since') or '-'} | `{(r['arch'] or '-').replace('|', chr(92) + '|')}` |")
     seeds = [(f"{o}_s{r['seed']}", r) for o, s in summary.items() for r in s["seeds"]
              if r["state"] == "finished" and ("nb201" in r or "margins" in r)]
     if seeds:

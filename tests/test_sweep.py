@@ -215,6 +215,24 @@ def test_the_table_says_when_the_random_features_were_fixed_across_seeds(made_ru
     assert "is --init_seed=7 in every finished run: there the seeds vary only the data" in sweep_table.markdown(summary)
 
 
+def test_cell_since_is_the_first_epoch_of_the_final_cells_last_stretch(made_runs, tiny_folder, nb201_table,
+                                                                         tmp_path):
+    a = {"arch": "|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|"}
+    b = {"arch": "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"}
+    rows = [dict(epoch=e, genotype=g) for e, g in enumerate((a, b, a, a), start=1)]
+    assert sweep_table.cell_since(rows) == 3 and sweep_table.cell_since(rows[:2]) == 2
+    assert sweep_table.cell_since(rows[2:]) == 3 and sweep_table.cell_since([dict(epoch=1)]) is None
+    out = sweep_of(made_runs, tmp_path, "C_s1")
+    jobs = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1",
+                                    *flags(tiny_folder, nb201_table, "--epochs=2")]))
+    summary, _ = sweep_table.summarize(jobs)
+    history = json.loads((out / "C_s1" / "history.json").read_text())
+    since = summary["C"]["seeds"][0]["cell_since"]
+    assert since == (1 if history[0]["genotype"] == history[1]["genotype"] else 2)
+    row = next(line for line in sweep_table.markdown(summary).splitlines() if line.startswith("| C_s1 | finished"))
+    assert f"| {since} | `" in row and row.count(" | ") == 10  # 11 columns, as the header
+
+
 def brute_percentile(value, population):
     """100 x (strictly below + half the ties) / n, counted one by one (bench201.percentile bisects)."""
     return 100 * (sum(v < value for v in population) + sum(v == value for v in population) / 2) / len(population)
