@@ -72,7 +72,8 @@ class SearchConfig:
     track_running_stats: bool = False  # cell BN running statistics (default: batch statistics only)
     subset: int = 0                # use only this many training images (0: all)
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
-    seed: int = 0                  # the supernet's init, the split into two halves, batch order, augmentation
+    seed: int = 0                  # the supernet's init (unless --init_seed), the split into two halves,
+                                   # batch order, augmentation
     init_seed: int | None = None   # the supernet's init alone (random features, alpha): fixed while --seed
                                    # varies the data; none: --seed
     device: str = "auto"           # auto | cpu | cuda | cuda:1 | mps
@@ -271,9 +272,11 @@ def _search(cfg, rank, world, device, stop):
     ckpt = checkpoints.load_checkpoint(ckpt_path, required=required, log=log) if cfg.resume else None
     if not cfg.resume and checkpoints.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
-    differ = cli.differing(runs.as_dict(cfg), (ckpt or {}).get("config", {}), RUN_KEYS)
-    if differ:  # the checkpoint is the truth: e.g. a config.json copied from another run
-        what = ", ".join(f"{k}={ckpt['config'][k]!r} not {getattr(cfg, k)!r}" for k in differ)
+    # the checkpoint is the truth: e.g. a config.json copied from another run (a key it lacks: its default)
+    saved = {**cli.dataclass_defaults(SearchConfig), **ckpt.get("config", {})} if ckpt else {}
+    differ = cli.differing(runs.as_dict(cfg), saved, RUN_KEYS)
+    if differ:
+        what = ", ".join(f"{k}={saved[k]!r} not {getattr(cfg, k)!r}" for k in differ)
         raise cli.ConfigError(f"{ckpt_path} was written with other settings than {cfg.out}/config.json "
                                f"({what}): remove that config.json to continue with the checkpoint's settings")
     runs.seed_everything(cfg.seed)

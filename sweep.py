@@ -115,9 +115,10 @@ def plan(cfg, flags):
             saved, done = saved_run(folder)
             state = "new"
             if saved is not None:
-                differ = sorted(k for k in want if k not in search.RUN_KEYS and k in saved and saved[k] != want[k])
+                full = {**cli.dataclass_defaults(search.SearchConfig), **saved}  # a key added later: its default
+                differ = cli.differing(want, full, search.RUN_KEYS)
                 if differ:
-                    what = ", ".join(f"{k}={saved[k]!r} not {want[k]!r}" for k in differ)
+                    what = ", ".join(f"{k}={full[k]!r} not {want[k]!r}" for k in differ)
                     raise cli.ConfigError(f"{folder} holds a run with other settings ({what}): use another --out")
                 length = saved.get("epochs", done)
                 if max(length, done) > want["epochs"]:  # its epochs so far followed a longer schedule

@@ -65,6 +65,7 @@ class FrozenState:
             raise CheckpointError(
                 f"{path}: the random features this seed builds here (SHA-256 {self.sha256[:12]}) are not the "
                 f"ones the run searched with ({saved['sha256'][:12]}): the checkpoint stores only their hash "
-                "(harness/frozen_state.py), so resume with the torch version and --init that started the run")
+                "(harness/frozen_state.py), so resume with the torch version, --init and --init_seed that started "
+                "the run")
         own = self.model.state_dict()
         return {**ckpt["model"], **{n: own[n] for n in self.names}}

@@ -2,7 +2,7 @@
 state, the run log, the lr schedule, evaluation and torch.compile (the torchrun/DDP plumbing is ddp.py's,
 atomic checkpoints and the stop signals of the training loops are checkpoints.py's).
 
-search.py, train.py, analysis.py, bench.py, bnnas_search.py and checkpoints.py import these; nothing
+search.py, train.py, analysis.py, bench.py, bnnas_search.py, ddp.py and jobs.py import these; nothing
 here knows about architectures. `pick_device` refuses a device this machine does not have (one line,
 cli.ConfigError) and says once why `auto` fell back to the CPU.
 """

@@ -112,7 +112,8 @@ def plan(cfg, flags):
                 argv = [*flags, f"--option={option}", f"--epochs={epochs}", f"--seed={seed}", f"--out={folder}"]
                 want = runs.as_dict(bnnas_search.make_config(argv))
                 saved, done = saved_run(folder)
-                differ = cli.differing(want, saved or {}, bnnas_search.RUN_KEYS)
+                saved = {**cli.dataclass_defaults(bnnas_search.BNNASConfig), **saved} if saved else {}
+                differ = cli.differing(want, saved, bnnas_search.RUN_KEYS)
                 if differ:
                     what = ", ".join(f"{k}={saved[k]!r} not {want[k]!r}" for k in differ)
                     raise cli.ConfigError(f"{folder} holds a run with other settings ({what}): use another --out")

@@ -200,6 +200,13 @@ def test_resume_refuses_changed_settings(tiny_folder, tmp_path):
         search.make_config([f"--out={tmp_path}", "--resume=1", "--option=B"])
     cfg = search.make_config([f"--out={tmp_path}", "--resume=1", "--epochs=3"])
     assert (cfg.epochs, cfg.layers, cfg.C, cfg.batch_size) == (3, 1, 4, 4)
+    # a setting the run's config.json lacks (a run from before it existed) had its default: so it compares
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["init_seed"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(cli.ConfigError, match="you changed init_seed"):
+        search.make_config([f"--out={tmp_path}", "--resume=1", "--init_seed=7"])
+    assert search.make_config([f"--out={tmp_path}", "--resume=1"]).init_seed is None
 
 
 def test_bench201_lookup_each_epoch(tiny_folder, nb201_table, tmp_path):

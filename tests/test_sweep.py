@@ -209,6 +209,11 @@ def test_the_table_says_when_the_random_features_were_fixed_across_seeds(made_ru
                                     *flags(tiny_folder, nb201_table, "--epochs=2")]))
     assert "--init_seed" not in sweep_table.markdown(sweep_table.summarize(jobs)[0])
     config = json.loads((out / "C_s1" / "config.json").read_text())
+    # a run from before --init_seed existed (no key) was built from --seed: a sweep fixing it must refuse it
+    (out / "C_s1" / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "init_seed"}))
+    with pytest.raises(cli.ConfigError, match="init_seed=None not 7"):
+        sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1", "--init_seed=7",
+                                 *flags(tiny_folder, nb201_table, "--epochs=2")]))
     (out / "C_s1" / "config.json").write_text(json.dumps({**config, "init_seed": 7}))
     summary, _ = sweep_table.summarize(jobs)
     assert summary["C"]["seeds"][0]["init_seed"] == 7
