@@ -2,7 +2,7 @@
 option, the paper's Table 2 reference accuracies, saving a figure, edge titles, a run's line style.
 
 Imported by plot.py and the figure modules beside this one (`cell_figure`, `sweep_figures`,
-`analysis_figures`); matplotlib is needed by these only.
+`analysis_figures`, `bnnas_figure`); matplotlib is needed by these only.
 """
 import os
 
