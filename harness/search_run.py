@@ -206,7 +206,13 @@ def epoch_line(cfg, row):
             f"margin {row['margin']:.2e} {rec.get('arch') or rec['normal']}"
             + (" gamma {:.3f} eta {:.3f}".format(*op_scale.summary(row["op_scale"])) if "op_scale" in row else "")
             + (f" snr {row['alpha_snr']:.3f}" if row.get("alpha_snr") is not None else "")
-            + (f" bench201 {row['bench201']}" if "bench201" in row else ""))
+            + (f" bench201 {_rounded(row['bench201'])}" if "bench201" in row else ""))
+
+
+def _rounded(bench):
+    """The benchmark's row for the log line, accuracies to 2 decimals as the table has them (history.json
+    keeps them whole); still a dict literal, as harness/rundir.py reads the line back."""
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in bench.items()}
 
 
 def write_outputs(out, history):

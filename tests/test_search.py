@@ -213,6 +213,10 @@ def test_bench201_lookup_each_epoch(tiny_folder, nb201_table, tmp_path):
     _, history = run(tiny_folder, tmp_path / "r", "--layers=1", "--epochs=1", f"--bench201={nb201_table}")
     acc = fake_nb201_accuracy(history[0]["genotype"]["nb201_index"])
     assert history[0]["bench201"] == {"dataset": "cifar10", "valid_acc": acc - 3, "test_acc": acc}
+    # the log line rounds to the table's 2 decimals and still reads back (a run without history.json)
+    (tmp_path / "r" / "history.json").unlink()
+    assert rundir.load_run(str(tmp_path / "r")).rows[0]["bench201"] == {
+        "dataset": "cifar10", "valid_acc": round(acc - 3, 2), "test_acc": round(acc, 2)}
 
 
 def test_bench201_reads_the_searched_datasets_column(tiny_folder, nb201_table_by_dataset, tmp_path):
