@@ -5,6 +5,7 @@ mean ± std over seeds (Markdown + JSON) and its figures.
     python sweep.py --out=results/nb201-sweep --options=BC --seeds=1,2,3,4 --jobs=2 --threads=1 \\
         --dataset=imagefolder --data=../shared/data/cifar10-jpeg --subset=4000 --C=8 --compile=1 \\
         --bench201=../shared/data/nb201/nb201-public.csv                                      # 2-core CPU
+    python sweep.py --out=runs/one_draw --options=C --seeds=1,2,3 --init_seed=1  # one feature draw, 3 data orders
 
 Every flag that is not the sweep's own (out, options, seeds, jobs, threads) goes to each search
 unchanged; each run writes OUT/<option>_s<seed>/ as search.py does (its stderr in stderr.txt there).
