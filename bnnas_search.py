@@ -208,7 +208,7 @@ def _search(cfg, device, stop):
     ckpt = checkpoints.load_checkpoint(ckpt_path, required=REQUIRED, log=log) if cfg.resume else None
     if not cfg.resume and checkpoints.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
-    saved = {**cli.dataclass_defaults(BNNASConfig), **ckpt.get("config", {})} if ckpt else {}
+    saved = cli.saved_settings(BNNASConfig, ckpt.get("config", {})) if ckpt else {}
     differ = cli.differing(runs.as_dict(cfg), saved, RUN_KEYS)  # a key the checkpoint lacks: its default
     if differ:
         raise cli.ConfigError(f"{ckpt_path} was written with other settings than {cfg.out}/config.json "

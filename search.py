@@ -273,7 +273,7 @@ def _search(cfg, rank, world, device, stop):
     if not cfg.resume and checkpoints.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
     # the checkpoint is the truth: e.g. a config.json copied from another run (a key it lacks: its default)
-    saved = {**cli.dataclass_defaults(SearchConfig), **ckpt.get("config", {})} if ckpt else {}
+    saved = cli.saved_settings(SearchConfig, ckpt.get("config", {})) if ckpt else {}
     differ = cli.differing(runs.as_dict(cfg), saved, RUN_KEYS)
     if differ:
         what = ", ".join(f"{k}={saved[k]!r} not {getattr(cfg, k)!r}" for k in differ)

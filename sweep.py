@@ -116,7 +116,7 @@ def plan(cfg, flags):
             saved, done = saved_run(folder)
             state = "new"
             if saved is not None:
-                full = {**cli.dataclass_defaults(search.SearchConfig), **saved}  # a key added later: its default
+                full = cli.saved_settings(search.SearchConfig, saved)  # a key added later: its default
                 differ = cli.differing(want, full, search.RUN_KEYS)
                 if differ:
                     what = ", ".join(f"{k}={full[k]!r} not {want[k]!r}" for k in differ)

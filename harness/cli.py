@@ -212,22 +212,22 @@ def explicit_keys(argv=None):
 
 def differing(settings, saved, allowed=()):
     """The keys of `settings` outside `allowed` whose value differs from `saved` (sorted); a key `saved`
-    lacks is not compared (callers fill a saved run's missing keys with `dataclass_defaults` first)."""
+    lacks is not compared (callers fill a saved run's missing keys with `saved_settings` first)."""
     return sorted(k for k in settings if k not in allowed and k in saved and saved[k] != settings[k])
 
 
-def dataclass_defaults(cls):
-    """{field: default} of config dataclass `cls` (fields without a plain default left out). A saved run
-    that lacks a key is from before that setting existed, and settings are added with the old behaviour
-    as their default: so its value was this."""
-    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+def saved_settings(cls, saved):
+    """A saved run's settings (config dict) with every key it lacks at config dataclass `cls`'s default: a
+    run from before a setting existed ran its old behaviour, which settings are added with as default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    return {**defaults, **saved}
 
 
 def resumed_config(cls, saved, argv, allowed):
     """A resumed run's config: the saved one, with the command line's values for the `allowed` keys
     (epochs, out, device, ...). Changing any other key would silently mix two experiments: an error."""
     cfg, given = parse_config(cls, argv), explicit_keys(argv)
-    changed = differing({k: getattr(cfg, k) for k in given}, {**dataclass_defaults(cls), **saved}, allowed)
+    changed = differing({k: getattr(cfg, k) for k in given}, saved_settings(cls, saved), allowed)
     if changed:
         raise ConfigError(f"--resume=1 continues a run with its saved settings, but you changed "
                           f"{', '.join(changed)} (only {', '.join(sorted(allowed))} may change)")

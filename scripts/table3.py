@@ -112,7 +112,7 @@ def plan(cfg, flags):
                 argv = [*flags, f"--option={option}", f"--epochs={epochs}", f"--seed={seed}", f"--out={folder}"]
                 want = runs.as_dict(bnnas_search.make_config(argv))
                 saved, done = saved_run(folder)
-                saved = {**cli.dataclass_defaults(bnnas_search.BNNASConfig), **saved} if saved else {}
+                saved = cli.saved_settings(bnnas_search.BNNASConfig, saved) if saved else {}
                 differ = cli.differing(want, saved, bnnas_search.RUN_KEYS)
                 if differ:
                     what = ", ".join(f"{k}={saved[k]!r} not {want[k]!r}" for k in differ)
