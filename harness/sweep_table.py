@@ -47,6 +47,16 @@ def finished_run(folder, epochs):
     return run if done else None
 
 
+def epochs_done(folder):
+    """How many epochs an unfinished run in `folder` has logged (0: none yet), None where there is no run:
+    a long sweep's table then says how far each search has got."""
+    try:
+        rows = load_run(folder).rows
+    except ValueError:
+        return None
+    return rows[-1]["epoch"] if rows else 0
+
+
 def run_devices(folder):
     """The devices a run's sessions ran on (device.txt), in order, each once: e.g. "GPU 1" or "cpu"."""
     path = os.path.join(folder, "device.txt")
@@ -255,7 +265,7 @@ def summarize(jobs, status=None, bench201_path=None):
                        init_seed=run.config.get("init_seed"), cell_since=cell_since(run.rows),
                        **found_cell(run.genotype, run.alphas, benchmarks.for_run(run.config)))
         else:
-            rec.update(state=run_state(name, folder, epochs, status))
+            rec.update(state=run_state(name, folder, epochs, status), epochs_done=epochs_done(folder), epochs=epochs)
         table.setdefault(option, []).append(rec)
     keys = ("bench_test_acc", "skip_count", "train_acc", "alpha_half_acc", "minutes")
     out = {}
@@ -310,8 +320,11 @@ def markdown(summary):
     for option, s in summary.items():
         for r in s["seeds"]:
             if r["state"] != "finished":
-                lines.append(f"| {option}_s{r['seed']} | {r['state'].replace('|', chr(92) + '|')} | | | | | | | "
-                             f"{r.get('device') or '-'} | | |")
+                state, colon, why = r["state"].partition(": ")
+                if r.get("epochs_done") is not None:  # how far it got, before the reason
+                    state += f" after {r['epochs_done']} of {r['epochs']} epochs"
+                state = (state + colon + why).replace("|", chr(92) + "|")
+                lines.append(f"| {option}_s{r['seed']} | {state} | | | | | | | {r.get('device') or '-'} | | |")
                 continue
             acc = "-" if r["bench_test_acc"] is None else f"{r['bench_test_acc']:.2f}"
             earlier = ", ".join(map(str, r["schedules"][:-1]))

@@ -186,13 +186,16 @@ def test_busy_or_foreign_run_folders_are_refused_before_any_start(made_runs, tin
 def test_the_table_names_the_benchmark_dataset_and_a_continued_schedule(made_runs, tiny_folder, nb201_table,
                                                                        tmp_path):
     out = sweep_of(made_runs, tmp_path, "C_s1", "C_s2")
-    jobs = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1,2",
+    jobs = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1,2,3",
                                     *flags(tiny_folder, nb201_table, "--epochs=2")]))
     summary, done = sweep_table.summarize(jobs, {"C_s2": 143})
     text = sweep_table.markdown(summary)
+    # an unfinished run says how far it got; one never started (C_s3: no folder) says only that
+    assert "| C_s2 | stopped (exit 143) after 1 of 2 epochs: no message |" in text, text
+    assert "| C_s3 | unfinished | |" in text, text
     assert "| NB201 CIFAR-10 test acc. (%) |" in text and summary["C"]["bench201_dataset"] == "cifar10"
     assert "| C_s1 | finished (2 ep; continued from a 1-epoch schedule) |" in text, text
-    assert [r["state"].split(":")[0] for r in summary["C"]["seeds"]] == ["finished", "stopped (exit 143)"]
+    assert [r["state"].split(":")[0] for r in summary["C"]["seeds"]] == ["finished", "stopped (exit 143)", "unfinished"]
     assert summary["C"]["n"] == 1 and [r.path for r in done] == [str(out / "C_s1")]
     history = json.loads((out / "C_s1" / "history.json").read_text())
     history[-1]["bench201"]["dataset"] = "cifar100"  # what a search on CIFAR-100 logs
@@ -285,7 +288,8 @@ def test_the_table_sets_found_cells_against_the_benchmark_and_chance(made_runs, 
     assert ", ".join(f"{m:.2e}" for m in rec["margins"]["normal"]) in seed_row
     assert seed_row.endswith(f"| {min(rec['margins']['normal']):.2e} |")
     c_s2 = [line.split(" | ")[1] for line in text.splitlines() if line.startswith("| C_s2 | ")]
-    assert c_s2 == ["stopped (exit 143): no message"]  # only in the per-seed state table
+    # only in the per-seed state table, with how far it got (made_runs stopped it after 1 of 2 epochs)
+    assert c_s2 == ["stopped (exit 143) after 1 of 2 epochs: no message"]
     # without --bench201 the run's recorded table; a recorded path that is gone: margins only
     plain = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1,2",
                                      *[f for f in given if not f.startswith("--bench201=")]]))
