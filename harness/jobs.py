@@ -49,7 +49,8 @@ def saved_run(folder):
     return ckpt["config"], ckpt["epoch"]
 
 
-def epochs_done(folder):
+def _history_rows(folder):
+    """history.json's rows ([] before the first epoch ends; None: mid-write, read it on the next poll)."""
     path = os.path.join(folder, "history.json")
     try:
         return read_json(path) if os.path.isfile(path) else []
@@ -165,7 +166,7 @@ def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None,
         except BaseException:
             err.close()
             raise
-        running[name] = (proc, folder, err, len(epochs_done(folder) or []), time.time())
+        running[name] = (proc, folder, err, len(_history_rows(folder) or []), time.time())
         if stopping:  # a stop signal while it started, before forward_stop could see it in `running`
             tell(proc)
         return proc
@@ -184,7 +185,7 @@ def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None,
                     + (f", GPU {on_gpu[name]})" if on_gpu[name] is not None else ")"))
             time.sleep(2)
             for name, (proc, folder, err, seen, t0) in list(running.items()):
-                rows = epochs_done(folder)
+                rows = _history_rows(folder)
                 if epoch_line:
                     for row in (rows or [])[seen:]:
                         say(epoch_line(name, row))

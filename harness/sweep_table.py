@@ -20,7 +20,7 @@ import bench201
 import genotypes as G
 from harness import checkpoints
 from harness.checkpoints import write_json
-from harness.jobs import STOPS
+from harness.jobs import STOPS, saved_run
 from harness.rundir import load_run
 
 # Paper Table 2's NB201 columns of a found cell, (dataset, result) as bench201's query names them. The
@@ -45,16 +45,6 @@ def finished_run(folder, epochs):
         return None
     done = run.rows and run.rows[-1]["epoch"] == epochs and run.config.get("epochs", epochs) == epochs
     return run if done else None
-
-
-def epochs_done(folder):
-    """How many epochs an unfinished run in `folder` has logged (0: none yet), None where there is no run:
-    a long sweep's table then says how far each search has got."""
-    try:
-        rows = load_run(folder).rows
-    except ValueError:
-        return None
-    return rows[-1]["epoch"] if rows else 0
 
 
 def run_devices(folder):
@@ -265,7 +255,9 @@ def summarize(jobs, status=None, bench201_path=None):
                        init_seed=run.config.get("init_seed"), cell_since=cell_since(run.rows),
                        **found_cell(run.genotype, run.alphas, benchmarks.for_run(run.config)))
         else:
-            rec.update(state=run_state(name, folder, epochs, status), epochs_done=epochs_done(folder), epochs=epochs)
+            saved, logged = saved_run(folder)  # how far it got: a long sweep's progress (None: not started)
+            rec.update(state=run_state(name, folder, epochs, status), epochs=epochs,
+                       epochs_done=None if saved is None else logged)
         table.setdefault(option, []).append(rec)
     keys = ("bench_test_acc", "skip_count", "train_acc", "alpha_half_acc", "minutes")
     out = {}
