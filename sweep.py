@@ -72,15 +72,9 @@ def parse(argv):
         cli.show_help(SweepConfig, more=[(
             "search.py keys, passed on to every search (the sweep sets --option, --seed, --resume and "
             "--stop_after per run)", search.SearchConfig, SET_PER_RUN)])
-    own = {f.name for f in dataclasses.fields(SweepConfig)}
-    mine = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_") in own]
-    rest = [a for a in argv if a not in mine]
-    cfg = cli.parse_config(SweepConfig, mine)
+    cfg, rest = cli.split_config(SweepConfig, argv, SET_PER_RUN, "the sweep sets these per run (use --options= "
+                                 "and --seeds=)")
     cli.check_ranges(cfg, dict(jobs="[1, inf)", threads="[0, inf)"))
-    taken = cli.explicit_keys(rest) & set(SET_PER_RUN)
-    if taken:
-        raise cli.ConfigError(f"--{', --'.join(sorted(taken))}: the sweep sets these per run "
-                               "(use --options= and --seeds=)")
     options = cfg.options.upper()
     if not options or set(options) - set("ABCD"):
         raise cli.ConfigError(f"--options={cfg.options}: give letters of A, B, C, D (e.g. BC)")

@@ -210,6 +210,19 @@ def explicit_keys(argv=None):
     return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--") and "=" in a}
 
 
+def split_config(cls, argv, per_run, why):
+    """A script that runs another per job (sweep.py runs search.py): argv -> (its own config `cls` from
+    the keys `cls` has, the rest of argv, passed on to every job). A passed-on key in `per_run`, which
+    the script sets per job itself, is refused: ConfigError "--KEY: `why`"."""
+    own = {f.name for f in dataclasses.fields(cls)}
+    mine = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_") in own]
+    rest = [a for a in argv if a not in mine]
+    taken = explicit_keys(rest) & set(per_run)
+    if taken:
+        raise ConfigError(f"--{', --'.join(sorted(taken))}: {why}")
+    return parse_config(cls, mine), rest
+
+
 def differing(settings, saved, allowed=()):
     """The keys of `settings` outside `allowed` whose value differs from `saved` (sorted); a key `saved`
     lacks is not compared (callers fill a saved run's missing keys with `saved_settings` first)."""

@@ -8,8 +8,8 @@ sweep_table.run_devices reads) and `run_all` with its parts: the GPUs the childr
 (SIGTERM / Ctrl-C reach every child, which checkpoints and exits; a child gets SIGTERM when the runner
 dies, SIGKILL included). The script's own flags are the caller's: the runner reads only --device (through
 the script's config dataclass) and history.json in each run folder. Nothing here knows about
-architectures or tables; scripts/table3.py runs its jobs in process and shares `Job`, `saved_run` and
-`note_device`.
+architectures or tables; scripts/retrain_sweep.py runs train.py through `run_all`; scripts/table3.py runs
+its jobs in process and shares `Job`, `saved_run` and `note_device`.
 """
 import functools
 import os
@@ -113,7 +113,7 @@ def thread_count(threads, at_once):
         return threads, f"--threads={threads}"
     cores = os.cpu_count() or 1
     threads = max(1, cores // at_once)
-    why = f"--threads=0: {cores} cores // {at_once} search{'es' if at_once > 1 else ''} at once"
+    why = f"--threads=0: {cores} cores // {at_once} at once"
     shell = os.environ.get("OMP_NUM_THREADS", "").strip()
     if shell and shell != str(threads):
         why += f"; this shell's OMP_NUM_THREADS={shell} is not passed on (--threads={shell} keeps it)"
@@ -121,12 +121,13 @@ def thread_count(threads, at_once):
 
 
 def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None, epoch_line=None,
-            on_end=None):
+            on_end=None, what="searches"):
     """Run `script` (a path; with each job's argv) for the pending jobs, those to resume first, then the
     new ones in their order, `per_device` at a time (with GPUs: `per_device` per GPU, each child on the
     least busy one), `threads` CPU threads each (0: cores // at once); `config` is the script's config dataclass, which reads --device from a job's argv. One line per
     started and per ended run, and `epoch_line(name, row)` per history.json row a run adds, when given;
-    `on_end(status)` after each run ends, with the exit statuses so far (sweep.py rewrites its table).
+    `on_end(status)` after each run ends, with the exit statuses so far (sweep.py rewrites its table);
+    `what` names the runs in the first line.
     -> ({name: exit status} of the runs that ran, the stop signal's number or 0). A stop signal reaches
     every child (each checkpoints and exits); the runner then waits for them and starts no more."""
     gpus = visible_gpus(jobs[0].argv, config) if gpus is None and jobs else gpus or []
@@ -138,7 +139,7 @@ def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None,
     pending = sorted((j for j in jobs if j.state != "done"), key=lambda j: j.state != "resume")
     running, status, stopping, told = {}, {}, [], {}
     if pending:  # the thread count decides the minutes per run (device.txt): say what it is and why
-        say(f"{len(pending)} of {len(jobs)} searches to run, {capacity} at a time"
+        say(f"{len(pending)} of {len(jobs)} {what} to run, {capacity} at a time"
             + (f" on {len(gpus)} GPU(s)" if gpus else "") + f", {threads} CPU thread(s) each ({why})")
     for j in jobs:
         if j.state == "done":

@@ -82,14 +82,8 @@ def parse(argv):
         cli.show_help(Table3Config, more=[("bnnas_search.py keys, passed on to every run (the table sets "
                                             "--option, --epochs, --seed, --out, --resume and --stop_after per run)",
                                             bnnas_search.BNNASConfig, SET_PER_RUN)])
-    own = {f.name for f in dataclasses.fields(Table3Config)}
-    mine = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_") in own]
-    flags = [a for a in argv if a not in mine]
-    cfg = cli.parse_config(Table3Config, mine)
-    taken = cli.explicit_keys(flags) & set(SET_PER_RUN)
-    if taken:
-        raise cli.ConfigError(f"--{', --'.join(sorted(taken))}: the table sets these per run "
-                               "(--out is the table's folder; use --options=, --epochs= and --seeds=)")
+    cfg, flags = cli.split_config(Table3Config, argv, SET_PER_RUN, "the table sets these per run (--out is the "
+                                  "table's folder; use --options=, --epochs= and --seeds=)")
     options = cfg.options.upper()
     if not options or set(options) - set(bnnas_search.OPTIONS) or len(set(options)) < len(options):
         raise cli.ConfigError(f"--options={cfg.options}: give A (conv + BN) and / or C (only BN), each once")

@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COVERED = {"search.py": ("search", "SearchConfig"), "train.py": ("train", "Config"),
            "sweep.py": ("sweep", "SweepConfig"), "analysis.py": ("analysis", "AnalysisConfig"),
            "bench.py": ("bench", "BenchConfig"), "scripts/gpu_check.py": ("scripts/gpu_check.py", "CheckConfig"),
-           "scripts/gpu_window.py": ("scripts/gpu_window.py", "WindowConfig")}
+           "scripts/gpu_window.py": ("scripts/gpu_window.py", "WindowConfig"),
+           "scripts/retrain_sweep.py": ("scripts/retrain_sweep.py", "RetrainConfig")}
 # One Python process runs each script as `python SCRIPT --help` would (runpy, as __main__), since a process
 # that imports torch costs seconds: -> {script: [exit status, stdout]}.
 RUN_ALL = """

@@ -413,9 +413,9 @@ def test_the_start_line_says_the_thread_count_and_why(tmp_path, monkeypatch):
     jobs = [sweep.Job(f"C_s{i}", str(tmp_path / f"C_s{i}"), ["--device=cpu"], "new", 1) for i in (1, 2)]
     for cfg, line in (
             (sweep.SweepConfig(out=str(tmp_path), jobs=1), "2 of 2 searches to run, 1 at a time, 2 CPU thread(s) each (--threads=0: "
-             "2 cores // 1 search at once; this shell's OMP_NUM_THREADS=1 is not passed on (--threads=1 keeps it))"),
+             "2 cores // 1 at once; this shell's OMP_NUM_THREADS=1 is not passed on (--threads=1 keeps it))"),
             (sweep.SweepConfig(out=str(tmp_path), jobs=2), "2 of 2 searches to run, 2 at a time, 1 CPU thread(s) each (--threads=0: "
-             "2 cores // 2 searches at once)"),
+             "2 cores // 2 at once)"),
             (sweep.SweepConfig(out=str(tmp_path), jobs=1, threads=3), "2 of 2 searches to run, 1 at a time, 3 CPU thread(s) each "
              "(--threads=3)")):
         FakeSearch.started, FakeSearch.live, said, given[:] = [], [], [], []

@@ -1,0 +1,251 @@
+"""Retrain every cell a seed sweep found and tabulate the test error: the paper's Tables 4 and 6 as
+mean ± std over search seeds (Table 2 needs no retraining: NAS-Bench-201 holds its cells' accuracies).
+Run it from the repository root.
+
+    python scripts/retrain_sweep.py --sweep=runs/s3-svhn --dataset=svhn --data=SVHN_DIR  # Table 6, S3 / SVHN
+    python scripts/retrain_sweep.py --sweep=runs/darts --data=CIFAR10_DIR                # Table 4, CIFAR-10
+    python scripts/retrain_sweep.py --sweep=runs/darts --dataset=cifar100 --data=DIR    # ... moved to CIFAR-100
+
+after the searches: `python sweep.py --out=runs/s3-svhn --space=s3 --dataset=svhn --data=SVHN_DIR --options=BC`
+and `python sweep.py --out=runs/darts --space=darts --options=C --data=CIFAR10_DIR`.
+
+For each search in SWEEP (its <option>_s<seed>/ folders) that finished at its own --epochs, one train.py
+run: --genotype=SWEEP/<run>/genotype.json --seed=<the search's seed> (so the spread over seeds holds both
+the search's and the retraining's randomness, as the papers' mean ± std over searched cells does) into
+SWEEP/<run>/train-<dataset><--tag>/, with every other flag passed on unchanged and train.py's recipe for
+every key not given (DARTS' 600 epochs, C=36, 20 cells for DARTS-space and S1-S4 cells: train.py's
+docstring). The runs go --jobs at a time as child processes (harness/jobs.py: per visible GPU, SIGTERM /
+Ctrl-C reach each, which checkpoints); rerunning the command is always safe: finished retrainings are
+skipped, interrupted ones resumed, and a folder holding a retraining with other settings refused in one
+line before anything starts. A search that has not finished is named and not retrained.
+Outputs: SWEEP/retrain-<dataset><--tag>.md and .json: per option the test error (100 - test accuracy)
+mean ± sample std (ddof=1) over the finished retrainings, the best, parameters and MACs, the paper's
+number where it has one (Table 4: DARTS space; Table 6: S1-S4, searched on the data retrained on), then
+a row per run. A score on --test_subset images is marked as a check, not a result.
+Exit status: 0 every search finished and was retrained; 1 a search or a retraining did not finish (the
+table names which and why); 2 refused before any run started; 128 + N stopped by signal N.
+"""
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import train  # noqa: E402
+from harness import checkpoints, cli, jobs as runner, runs  # noqa: E402
+from harness.jobs import Job  # noqa: E402
+from harness.rundir import read_json_if_any  # noqa: E402
+from harness.sweep_table import finished_run, mean_std, plus_minus, run_devices, run_state  # noqa: E402
+
+TRAIN = os.path.join(ROOT, "train.py")  # what each job runs
+RUN = re.compile(r"^([A-D])_s(\d+)$")   # a sweep.py run folder: <option>_s<seed>
+
+
+@dataclass
+class RetrainConfig:
+    sweep: str = ""      # a sweep.py folder: each finished <option>_s<seed>/ search's cell is retrained
+    options: str = ""    # only these options' runs, e.g. C ("": every option the folder holds)
+    seeds: str = ""      # only these seeds, comma-separated ("": every seed)
+    tag: str = ""        # appended to train-<dataset>: keeps two recipes on one dataset apart
+    jobs: int = 1        # retrainings at a time; on GPUs per GPU
+    threads: int = 0     # CPU threads per retraining; 0: cores // retrainings at once
+
+
+SET_PER_RUN = ("arch", "genotype", "seed", "out", "resume")  # train.py keys this script gives each run
+# Paper, test error (%) of the searched cells: Table 4 (DARTS space, searched on CIFAR-10; DARTS is its
+# 2nd-order row) and Table 6 (S1-S4, searched on the data retrained on; R-DARTS' DARTS ran 2nd order):
+# (space, dataset) -> {column: error}
+PAPER = {("darts", "cifar10"): {"RF-DARTS": 2.60, "DARTS 2nd": 2.76},
+         ("darts", "cifar100"): {"RF-DARTS": 16.50, "DARTS 2nd": 17.54}}
+for _data, _rows in (("cifar10", ((2.95, 3.84), (4.21, 4.85), (2.83, 3.34), (3.33, 7.20))),
+                     ("cifar100", ((22.75, 29.46), (22.18, 26.05), (24.67, 28.90), (21.19, 22.85))),
+                     ("svhn", ((2.42, 4.58), (2.39, 3.53), (2.47, 3.41), (2.49, 3.05)))):
+    for _i, (_rf, _darts) in enumerate(_rows):
+        PAPER[(f"s{_i + 1}", _data)] = {"RF-DARTS": _rf, "DARTS 2nd": _darts}
+
+
+def _ints(text, flag):
+    try:
+        return {int(v) for v in text.split(",") if v.strip()}
+    except ValueError:
+        raise cli.ConfigError(f"--{flag}={text}: give integers separated by commas") from None
+
+
+def parse(argv):
+    """argv -> (RetrainConfig, the train.py flags shared by every run). --help: both key lists, exit 0."""
+    if cli.wants_help(argv):
+        cli.show_help(RetrainConfig, more=[("train.py keys, passed on to every retraining (this script sets "
+                                             "--genotype, --seed, --out and --resume per run)", train.Config,
+                                             SET_PER_RUN)])
+    cfg, flags = cli.split_config(RetrainConfig, argv, SET_PER_RUN, "set per run from the sweep's searches "
+                                  "(--sweep= names them; --options= and --seeds= pick some)")
+    cli.check_ranges(cfg, dict(jobs="[1, inf)", threads="[0, inf)"))
+    if not cfg.sweep or not os.path.isdir(cfg.sweep):
+        raise cli.ConfigError(f"--sweep={cfg.sweep}: no such folder (give a sweep.py folder)")
+    if set(cfg.options.upper()) - set("ABCD"):
+        raise cli.ConfigError(f"--options={cfg.options}: give letters of A, B, C, D (e.g. C)")
+    return cfg, flags
+
+
+def searches(cfg):
+    """The sweep's runs to retrain, [(name, option, seed, folder)] in option-then-seed order."""
+    options, seeds = set(cfg.options.upper()), _ints(cfg.seeds, "seeds")
+    found = sorted((m[1], int(m[2]), m[0]) for m in map(RUN.match, os.listdir(cfg.sweep))
+                   if m and os.path.isdir(os.path.join(cfg.sweep, m[0])))
+    picked = [(name, o, s, os.path.join(cfg.sweep, name)) for o, s, name in found
+              if (not options or o in options) and (not seeds or s in seeds)]
+    if not picked:
+        raise cli.ConfigError(f"{cfg.sweep}: no <option>_s<seed> search folders"
+                              + (" of the given --options / --seeds" if options or seeds else ""))
+    return picked
+
+
+def plan(cfg, flags):
+    """-> (the retraining jobs, {name: (option, seed, search folder, search finished)}). Each finished
+    search's retraining is checked before any starts (train.resolve: flags, data, genotype) and its folder
+    read: done when metrics.json holds a run of exactly its epochs, resume when it holds a checkpoint; a
+    folder holding other settings or more epochs is refused (cli.ConfigError, one line)."""
+    jobs, found = [], {}
+    for name, option, seed, folder in searches(cfg):
+        settings = read_json_if_any(os.path.join(folder, "config.json")) or {}
+        done = "epochs" in settings and finished_run(folder, settings["epochs"]) is not None
+        found[name] = (option, seed, folder, done)
+        if not done:
+            continue
+        out = os.path.join(folder, f"train-{_dataset(flags)}{cfg.tag}")
+        argv = [*flags, f"--genotype={os.path.join(folder, 'genotype.json')}", f"--seed={seed}", f"--out={out}"]
+        want = runs.as_dict(train.resolve(argv)[0])
+        if os.path.isdir(out):
+            with checkpoints.RunLock(out):  # a retraining still running there (e.g. a killed script's)
+                pass
+        saved, state = checkpoints.saved_settings(out), "new"
+        if saved is not None:
+            full = cli.saved_settings(train.Config, saved)
+            differ = cli.differing(want, full, train.RUN_KEYS)
+            if differ:
+                what = ", ".join(f"{k}={full[k]!r} not {want[k]!r}" for k in differ)
+                raise cli.ConfigError(f"{out} holds a retraining with other settings ({what}): pass --tag=NAME")
+            metrics = read_json_if_any(os.path.join(out, "metrics.json")) or {}
+            if max(metrics.get("epochs", 0), saved.get("epochs", 0)) > want["epochs"]:
+                raise cli.ConfigError(f"{out} holds a retraining of {saved.get('epochs')} epochs, more than "
+                                      f"--epochs={want['epochs']}: pass --epochs={saved.get('epochs')} or --tag=NAME")
+            if metrics.get("epochs") == want["epochs"]:
+                state = "done"
+        if state == "new" and checkpoints.has_checkpoint(os.path.join(out, "checkpoint.pt")):
+            state = "resume"
+        jobs.append(Job(name, out, argv + (["--resume=1"] if state == "resume" else []), state, want["epochs"]))
+    return jobs, found
+
+
+def _dataset(flags):
+    """The dataset the retrainings train on (--dataset, else train.py's default)."""
+    return cli.parse_config(train.Config, flags).dataset
+
+
+def summarize(cfg, flags, jobs, found, status=None):
+    """-> the table's content: per option the test error over the finished retrainings, a row per run."""
+    dataset, by_name = _dataset(flags), {j.name: j for j in jobs}
+    first = next(read_json_if_any(os.path.join(f, "config.json")) or {} for *_, f, _ in found.values())
+    space, searched = first.get("space"), first.get("dataset")
+    # the paper's number only for its own protocol: Table 4 searched on CIFAR-10, Table 6 on the data itself
+    paper = PAPER.get((space, dataset)) if searched == ("cifar10" if space == "darts" else dataset) else None
+    rows, options = [], {}
+    for name, (option, seed, folder, search_done) in found.items():
+        rec = dict(name=name, option=option, seed=seed, device=None, error=None)
+        job = by_name.get(name)
+        if not search_done:
+            rec["state"] = "search not finished: not retrained"
+        else:
+            metrics = read_json_if_any(os.path.join(job.folder, "metrics.json")) or {}
+            rec["device"] = run_devices(job.folder)
+            if metrics.get("epochs") == job.epochs:
+                settings = read_json_if_any(os.path.join(job.folder, "config.json")) or {}
+                rec.update(state="finished", error=100 * (1 - metrics["test_acc"]), params_m=metrics["params_m"],
+                           macs_m=metrics["macs_m"], epochs=metrics["epochs"], minutes=metrics["seconds"] / 60,
+                           test_images=metrics["test_images"], check=bool(settings.get("test_subset")))
+            else:
+                saved = read_json_if_any(os.path.join(job.folder, "config.json"))
+                rec["state"] = run_state(name, job.folder, job.epochs, status) + ("" if saved else " (not started)")
+        rows.append(rec)
+        options.setdefault(option, []).append(rec)
+    table = {}
+    for option, recs in options.items():
+        done = [r for r in recs if r["state"] == "finished"]
+        mean, std, n = mean_std([r["error"] for r in done])
+        best = min(done, key=lambda r: r["error"]) if done else None
+        table[option] = dict(runs=len(recs), n=n, error=dict(mean=mean, std=std),
+                             best=best and dict(name=best["name"], error=best["error"]),
+                             params_m=mean_std([r["params_m"] for r in done])[0],
+                             macs_m=mean_std([r["macs_m"] for r in done])[0], check=any(r["check"] for r in done))
+    return dict(sweep=cfg.sweep, dataset=dataset, space=space, searched_on=searched, paper=paper,
+                options=table, runs=rows)
+
+
+def markdown(summary):
+    paper = summary["paper"]
+    ref = "; ".join(f"{k} {v:.2f}" for k, v in paper.items()) if paper else "none for this space and data"
+    lines = [f"Retrained on {summary['dataset']}: the cells of {summary['sweep']} ({summary['space']} space, "
+             f"searched on {summary['searched_on']}).", "",
+             "| option | finished / runs | test error (%), mean ± std | best (%) | params (M) | MACs (M) |",
+             "|---|---|---|---|---|---|"]
+    for option, s in summary["options"].items():
+        err = "-" if s["error"]["mean"] is None else plus_minus(s["error"]["mean"], s["error"]["std"], 2, s["n"])
+        best = "-" if not s["best"] else f"{s['best']['error']:.2f} ({s['best']['name']})"
+        num = [("-" if s[k] is None else f"{s[k]:.2f}") for k in ("params_m", "macs_m")]
+        lines.append(f"| {option} | {s['n']} / {s['runs']} | {err}{' (test subset: a check)' if s['check'] else ''} "
+                     f"| {best} | {num[0]} | {num[1]} |")
+    lines += ["", f"Test error = 100 - test accuracy, mean ± sample std (ddof=1) over the finished retrainings; "
+              f"params without the auxiliary head. Paper (test error %): {ref}.", "",
+              "| run | state | test error (%) | params (M) | epochs | minutes | device |", "|---|---|---|---|---|---|---|"]
+    for r in summary["runs"]:
+        if r["state"] != "finished":
+            lines.append(f"| {r['name']} | {r['state'].replace('|', '/')} | | | | | {r['device'] or '-'} |")
+            continue
+        images = f" ({r['test_images']} test images: a check)" if r["check"] else ""
+        lines.append(f"| {r['name']} | finished | {r['error']:.2f}{images} | {r['params_m']:.3f} | {r['epochs']} | "
+                     f"{r['minutes']:.1f} | {r['device'] or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(cfg, flags, jobs, found, status=None, say=print):
+    summary = summarize(cfg, flags, jobs, found, status)
+    base = os.path.join(cfg.sweep, f"retrain-{summary['dataset']}{cfg.tag}")
+    checkpoints.write_json(base + ".json", summary)
+    text = markdown(summary)
+    checkpoints.atomic_write(base + ".md", lambda f: f.write(text), mode="w")
+    say(text)
+    return summary
+
+
+def main(argv=None):
+    """Retrain every finished search's cell not retrained yet, then write the table -> its summary; exits
+    1 when a search or a retraining did not finish (the table names which and why)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cfg, flags = parse(argv)
+    jobs, found = plan(cfg, flags)
+    write_table(cfg, flags, jobs, found, say=lambda text: None)  # never claims what the folders no longer hold
+    try:
+        status, signum = runner.run_all(jobs, TRAIN, train.Config, cfg.jobs, cfg.threads, what="retrainings",
+                                        on_end=lambda st: write_table(cfg, flags, jobs, found, st, say=lambda t: None))
+        if signum:
+            raise cli.Preempted("", signum)
+    except (cli.Preempted, KeyboardInterrupt) as e:
+        write_table(cfg, flags, jobs, found)
+        signum = getattr(e, "signum", signal.SIGINT)
+        raise cli.Preempted(f"retraining stopped by {signal.Signals(signum).name}: every run that was going "
+                             "checkpointed; rerun the same command to continue", signum) from None
+    summary = write_table(cfg, flags, jobs, found, status)
+    left = [r["name"] for r in summary["runs"] if r["state"] != "finished"]
+    if left:
+        print(f"error: {len(left)} of {len(found)} cells not retrained to the end ({', '.join(left)}): "
+              f"{os.path.join(cfg.sweep, 'retrain-' + summary['dataset'] + cfg.tag + '.md')} says why",
+              file=sys.stderr)
+        sys.exit(1)
+    return summary
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,123 @@
+"""scripts/retrain_sweep.py: a sweep's finished cells retrained by train.py (child processes) into
+<run>/train-<dataset>/, the test-error table over seeds (Tables 4 and 6), an unfinished search named and
+not retrained, a second invocation skipping what is done, and refusals in one line before anything runs."""
+import importlib.util
+import json
+import os
+import statistics
+import sys
+
+import pytest
+
+import search
+from harness import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location("retrain_sweep", os.path.join(ROOT, "scripts", "retrain_sweep.py"))
+retrain_sweep = sys.modules["retrain_sweep"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(retrain_sweep)
+
+
+def search_flags(folder, *extra):
+    return ["--dataset=imagefolder", f"--data={folder}", "--C=4", "--layers=1", "--batch_size=4", "--log_every=0",
+            "--device=cpu", *extra]
+
+
+def train_flags(folder, *extra):
+    return ["--dataset=imagefolder", f"--data={folder}", "--epochs=1", "--C=4", "--layers=1", "--batch_size=8",
+            "--device=cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tiny_folder, tmp_path_factory):
+    """A sweep folder as sweep.py leaves it: C_s1 and C_s3 finished (1 epoch), C_s2 stopped after 1 of 2."""
+    root = tmp_path_factory.mktemp("sweep")
+    for seed, extra in ((1, ["--epochs=1"]), (2, ["--epochs=2", "--stop_after=1"]), (3, ["--epochs=1"])):
+        search.search(search.make_config(search_flags(tiny_folder, *extra, "--option=C", f"--seed={seed}",
+                                                      f"--out={root / f'C_s{seed}'}")))
+    return root
+
+
+def refused(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.run(retrain_sweep.main, argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    return err
+
+
+def test_retrains_each_finished_cell_and_tabulates_the_error(sweep_dir, tiny_folder, capsys):
+    argv = [f"--sweep={sweep_dir}", "--threads=1", *train_flags(tiny_folder)]
+    with pytest.raises(SystemExit) as e:  # C_s2's search did not finish: named, not retrained, exit 1
+        cli.run(retrain_sweep.main, argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "1 of 3 cells not retrained to the end (C_s2)" in err and err.count("\n") == 1, err
+    summary = json.loads((sweep_dir / "retrain-imagefolder.json").read_text())
+    errors = []
+    for seed in (1, 3):
+        run = sweep_dir / f"C_s{seed}" / "train-imagefolder"
+        metrics = json.loads((run / "metrics.json").read_text())
+        searched = json.loads((sweep_dir / f"C_s{seed}" / "genotype.json").read_text())
+        assert metrics["genotype"]["arch"] == searched["arch"] and metrics["epochs"] == 1  # the cell it found
+        assert json.loads((run / "config.json").read_text())["seed"] == seed  # retrained with the search's seed
+        errors.append(100 * (1 - metrics["test_acc"]))
+    c = summary["options"]["C"]
+    assert (c["n"], c["runs"]) == (2, 3) and c["check"] is False
+    assert c["error"]["mean"] == pytest.approx(statistics.mean(errors))
+    assert c["error"]["std"] == pytest.approx(statistics.stdev(errors))  # ddof=1
+    assert c["best"]["error"] == pytest.approx(min(errors))
+    states = {r["name"]: r["state"] for r in summary["runs"]}
+    assert states == {"C_s1": "finished", "C_s2": "search not finished: not retrained", "C_s3": "finished"}
+    assert summary["space"] == "nb201" and summary["paper"] is None  # no paper number for this pair
+    assert summary["searched_on"] == "imagefolder"
+    text = (sweep_dir / "retrain-imagefolder.md").read_text()
+    assert "| C_s2 | search not finished: not retrained |" in text and "| C | 2 / 3 |" in text, text
+    # the same command again: nothing retrained twice, the finished folders left as they were
+    stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("C_s?/train-imagefolder/metrics.json")}
+    with pytest.raises(SystemExit):
+        retrain_sweep.main(argv)
+    said = capsys.readouterr().out
+    assert "C_s1: finished before, skipped" in said and "C_s3: finished before, skipped" in said, said
+    assert {p: p.stat().st_mtime_ns for p in sweep_dir.glob("C_s?/train-imagefolder/metrics.json")} == stamps
+    # other settings into a folder that holds a retraining: refused; --tag keeps them apart
+    err = refused([*argv, "--lr=0.5"], capsys)
+    assert "train-imagefolder holds a retraining with other settings (lr=0.1 not 0.5): pass --tag=NAME" in err, err
+    summary = retrain_sweep.main([*argv, "--lr=0.5", "--tag=-lr0.5", "--seeds=1", *["--test_subset=6"]])
+    assert summary["options"]["C"]["check"] is True  # a test-subset score is marked as a check
+    assert "(test subset: a check)" in (sweep_dir / "retrain-imagefolder-lr0.5.md").read_text()
+    assert json.loads((sweep_dir / "C_s1" / "train-imagefolder-lr0.5" / "config.json").read_text())["lr"] == 0.5
+
+
+def test_bad_input_is_refused_before_anything_runs(sweep_dir, tiny_folder, tmp_path, capsys):
+    common, before = train_flags(tiny_folder), sorted(sweep_dir.glob("C_s?/train-*"))
+    for argv, needle in (([f"--sweep={tmp_path / 'none'}"], "no such folder"),
+                         ([f"--sweep={tmp_path}"], "no <option>_s<seed> search folders"),
+                         ([f"--sweep={sweep_dir}", "--seed=3"], "--seed: set per run from the sweep's searches"),
+                         ([f"--sweep={sweep_dir}", "--out=x"], "--out: set per run"),
+                         ([f"--sweep={sweep_dir}", "--options=X"], "--options=X: give letters of A, B, C, D"),
+                         ([f"--sweep={sweep_dir}", "--seeds=1,x"], "--seeds=1,x: give integers"),
+                         ([f"--sweep={sweep_dir}", "--seeds=7"], "of the given --options / --seeds"),
+                         ([f"--sweep={sweep_dir}", "--epochs=0"], "--epochs=0: out of range")):
+        err = refused([*common, *argv], capsys)
+        assert needle in err, err
+    assert sorted(sweep_dir.glob("C_s?/train-*")) == before  # no retraining started
+
+
+def test_the_paper_numbers_cover_tables_4_and_6(tmp_path):
+    paper = retrain_sweep.PAPER
+    assert len(paper) == 2 + 4 * 3  # DARTS space on CIFAR-10 / -100, S1-S4 x CIFAR-10, CIFAR-100, SVHN
+    assert paper[("darts", "cifar10")]["RF-DARTS"] == 2.60 and paper[("s4", "cifar10")]["RF-DARTS"] == 3.33
+    assert paper[("s1", "cifar100")] == {"RF-DARTS": 22.75, "DARTS 2nd": 29.46}
+    assert paper[("s3", "svhn")] == {"RF-DARTS": 2.47, "DARTS 2nd": 3.41}
+    # each only for its own protocol: Table 6 searched on the data retrained on, Table 4 on CIFAR-10
+    for space, searched, retrained, expected in (("s3", "svhn", "svhn", paper[("s3", "svhn")]),
+                                                 ("s3", "cifar10", "svhn", None),
+                                                 ("darts", "cifar10", "cifar100", paper[("darts", "cifar100")]),
+                                                 ("darts", "cifar100", "cifar100", None)):
+        run = tmp_path / f"{space}-{searched}" / "C_s1"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps(dict(space=space, dataset=searched, epochs=50)))
+        cfg = retrain_sweep.RetrainConfig(sweep=str(run.parent))
+        found = {"C_s1": ("C", 1, str(run), False)}  # not finished: no job, only the lookup
+        summary = retrain_sweep.summarize(cfg, [f"--dataset={retrained}"], [], found)
+        assert summary["paper"] == expected, (space, searched, retrained)
