@@ -76,7 +76,7 @@ class Config:
     seed: int = 0                 # the subsets, the network's init, batch order, augmentation, drop path
     device: str = "auto"          # auto, cpu, cuda, mps
     ddp_backend: str = "auto"     # torchrun: auto (NCCL on CUDA) | nccl | gloo (gloo lets processes share GPUs)
-    out: str = "runs/train"       # checkpoint.pt, log.txt, metrics.json go here
+    out: str = "runs/train"       # checkpoint.pt, log.txt, history.json (per epoch), metrics.json go here
     resume: bool = False          # continue from OUT/checkpoint.pt if it exists
     amp: bool = True              # bf16 autocast (CUDA only)
     channels_last: bool = True    # NHWC memory format (CUDA only)
@@ -236,12 +236,13 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
     model = model.to(device, memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    start, first, seconds, train_stats = 0, 0, 0.0, [float("nan")] * 2
+    start, first, seconds, train_stats, history = 0, 0, 0.0, [float("nan")] * 2, []
     runs.seed_everything(cfg.seed + rank)  # drop path masks and noise differ between processes
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start, seconds, train_stats = ckpt["epoch"], ckpt["seconds"], ckpt["train"]
+        history = list(ckpt.get("history", []))  # checkpoints from before history.json: its rows from here on
         # steps of epoch `start` done before a preemption; global batch k is the union of the ranks'
         # batches k, so this holds for any number of processes
         first = ckpt.get("step", 0)
@@ -274,7 +275,7 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": {"schedule": cfg.schedule, "lr": lr}, "epoch": epochs_done, "rng": rng,
                 "seconds": seconds, "config": runs.as_dict(cfg), "genotype": genotype_to_json(genotype),
-                "train": train_stats, **partial}
+                "train": train_stats, "history": history, **partial}
 
     stop.armed = True  # from here on a stop signal ends the run after the current step, checkpointed
     for epoch in range(start, cfg.epochs):
@@ -325,9 +326,13 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} drop_path {dp:.3f} train {train_stats[0]:.3f}/"
             f"{train_stats[1]:.3f} {time.time() - t0:.0f}s {rate:.0f} img/s, run ~{runs.duration(left)} left"
             + "".join(f" {k} {v:.4f}" for k, v in extra))
+        history.append(dict(epoch=epoch + 1, lr=lr, drop_path=dp, train_loss=train_stats[0],
+                            train_acc=train_stats[1], seconds=time.time() - t0, images_per_s=rate,
+                            **{k.split("(")[0]: v for k, v in extra}))
         rng = ddp.gather_rng(world)
         if rank == 0:
             checkpoints.save_checkpoint(ckpt_path, checkpoint(epoch + 1, rng))
+            checkpoints.write_json(os.path.join(cfg.out, "history.json"), history)  # a row per epoch, for curves
         if stop.requested():
             stop.stop(f"after epoch {epoch + 1}", ckpt_path)
     stop.armed = False

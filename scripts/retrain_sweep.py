@@ -166,9 +166,12 @@ def summarize(cfg, flags, jobs, found, status=None):
                 rec.update(state="finished", error=100 * (1 - metrics["test_acc"]), params_m=metrics["params_m"],
                            macs_m=metrics["macs_m"], epochs=metrics["epochs"], minutes=metrics["seconds"] / 60,
                            test_images=metrics["test_images"], check=bool(settings.get("test_subset")))
-            else:
-                saved = read_json_if_any(os.path.join(job.folder, "config.json"))
-                rec["state"] = run_state(name, job.folder, job.epochs, status) + ("" if saved else " (not started)")
+            elif read_json_if_any(os.path.join(job.folder, "config.json")) is None:
+                rec["state"] = run_state(name, job.folder, job.epochs, status) + " (not started)"
+            else:  # how far it got (train.py's history.json), before the reason
+                logged = len(read_json_if_any(os.path.join(job.folder, "history.json"), missing=[]) or [])
+                state, colon, why = run_state(name, job.folder, job.epochs, status).partition(": ")
+                rec["state"] = f"{state} after {logged} of {job.epochs} epochs{colon}{why}"
         rows.append(rec)
         options.setdefault(option, []).append(rec)
     table = {}
@@ -210,6 +213,11 @@ def markdown(summary):
     return "\n".join(lines) + "\n"
 
 
+def epoch_line(name, row):
+    """A retraining's line per finished epoch, from its history.json row."""
+    return f"{name}: epoch {row['epoch']} lr {row['lr']:.4g} train {row['train_loss']:.3f} / {row['train_acc']:.3f}"
+
+
 def write_table(cfg, flags, jobs, found, status=None, say=print):
     summary = summarize(cfg, flags, jobs, found, status)
     base = os.path.join(cfg.sweep, f"retrain-{summary['dataset']}{cfg.tag}")
@@ -228,8 +236,9 @@ def main(argv=None):
     jobs, found = plan(cfg, flags)
     write_table(cfg, flags, jobs, found, say=lambda text: None)  # never claims what the folders no longer hold
     try:
-        status, signum = runner.run_all(jobs, TRAIN, train.Config, cfg.jobs, cfg.threads, what="retrainings",
-                                        on_end=lambda st: write_table(cfg, flags, jobs, found, st, say=lambda t: None))
+        status, signum = runner.run_all(jobs, TRAIN, train.Config, cfg.jobs, cfg.threads, epoch_line=epoch_line,
+                                        on_end=lambda st: write_table(cfg, flags, jobs, found, st, say=lambda t: None),
+                                        what="retrainings")
         if signum:
             raise cli.Preempted("", signum)
     except (cli.Preempted, KeyboardInterrupt) as e:

@@ -50,7 +50,8 @@ def test_retrains_each_finished_cell_and_tabulates_the_error(sweep_dir, tiny_fol
     argv = [f"--sweep={sweep_dir}", "--threads=1", *train_flags(tiny_folder)]
     with pytest.raises(SystemExit) as e:  # C_s2's search did not finish: named, not retrained, exit 1
         cli.run(retrain_sweep.main, argv)
-    err = capsys.readouterr().err
+    said, err = capsys.readouterr()
+    assert "C_s1: epoch 1 lr 0.1 train " in said, said  # a line per epoch of each retraining (history.json)
     assert e.value.code == 1 and "1 of 3 cells not retrained to the end (C_s2)" in err and err.count("\n") == 1, err
     summary = json.loads((sweep_dir / "retrain-imagefolder.json").read_text())
     errors = []
@@ -121,3 +122,18 @@ def test_the_paper_numbers_cover_tables_4_and_6(tmp_path):
         found = {"C_s1": ("C", 1, str(run), False)}  # not finished: no job, only the lookup
         summary = retrain_sweep.summarize(cfg, [f"--dataset={retrained}"], [], found)
         assert summary["paper"] == expected, (space, searched, retrained)
+
+
+def test_an_unfinished_retraining_says_how_far_it_got(tmp_path):
+    run = tmp_path / "C_s1"
+    (run / "train-cifar10").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(dict(space="darts", dataset="cifar10", epochs=50)))
+    (run / "train-cifar10" / "config.json").write_text(json.dumps(dict(epochs=600)))
+    (run / "train-cifar10" / "history.json").write_text(json.dumps([dict(epoch=1), dict(epoch=2)]))
+    (run / "train-cifar10" / "stderr.txt").write_text("stopped by SIGTERM in epoch 3 after step 7/520\n")
+    job = retrain_sweep.Job("C_s1", str(run / "train-cifar10"), [], "resume", 600)
+    cfg = retrain_sweep.RetrainConfig(sweep=str(tmp_path))
+    summary = retrain_sweep.summarize(cfg, ["--dataset=cifar10"], [job], {"C_s1": ("C", 1, str(run), True)}, {"C_s1": 143})
+    assert summary["runs"][0]["state"] == ("stopped (exit 143) after 2 of 600 epochs: stopped by SIGTERM in epoch 3 "
+                                           "after step 7/520"), summary["runs"][0]
+    assert summary["options"]["C"]["n"] == 0 and summary["paper"] == retrain_sweep.PAPER[("darts", "cifar10")]

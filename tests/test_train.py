@@ -165,6 +165,12 @@ def test_darts_resume_is_bit_identical(small, tmp_path, monkeypatch):
     assert c1["epoch"] == c2["epoch"] == 3 and c1["config"]["auxiliary"]
     assert all(torch.equal(c1["model"][k], c2["model"][k]) for k in c1["model"])
     assert m1["state_sha256"] == m2["state_sha256"] and m1["test_loss"] == m2["test_loss"]
+    rows = [json.loads((tmp_path / run / "history.json").read_text()) for run in ("straight", "split")]
+    timing = ("seconds", "images_per_s")  # the one thing a resume may change in a row
+    assert [r["epoch"] for r in rows[1]] == [1, 2, 3]  # the crashed session's rows came back from the checkpoint
+    assert [{k: v for k, v in r.items() if k not in timing} for r in rows[1]] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in rows[0]]
+    assert rows[0][-1]["train_loss"] == pytest.approx(m1["train_loss"]) and rows[0][0]["drop_path"] == 0.0
     with pytest.raises(cli.ConfigError, match="lr"):  # a resumed run keeps its settings
         train.main([f"--out={tmp_path / 'split'}", "--resume=1", "--lr=0.5"])
     train.main([f"--out={tmp_path / 'split'}", "--resume=1", "--epochs=4"])  # but may be extended
