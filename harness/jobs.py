@@ -130,6 +130,9 @@ def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None,
     `what` names the runs in the first line.
     -> ({name: exit status} of the runs that ran, the stop signal's number or 0). A stop signal reaches
     every child (each checkpoints and exits); the runner then waits for them and starts no more."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each torchrun process would run every job, all in one DDP group
+        raise cli.ConfigError(f"{os.path.basename(script)} runs are started here as child processes, N at a time "
+                              "(--jobs, per visible GPU): run this without torchrun")
     gpus = visible_gpus(jobs[0].argv, config) if gpus is None and jobs else gpus or []
     on_gpu, capacity = {}, per_device * max(1, len(gpus))
     threads, why = thread_count(threads, capacity)

@@ -314,7 +314,7 @@ def markdown(summary):
             if r["state"] != "finished":
                 state, colon, why = r["state"].partition(": ")
                 if r.get("epochs_done") is not None:  # how far it got, before the reason
-                    state += f" after {r['epochs_done']} of {r['epochs']} epochs"
+                    state += f", {r['epochs_done']} of {r['epochs']} epochs done"
                 state = (state + colon + why).replace("|", chr(92) + "|")
                 lines.append(f"| {option}_s{r['seed']} | {state} | | | | | | | {r.get('device') or '-'} | | |")
                 continue

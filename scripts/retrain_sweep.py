@@ -35,6 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import train  # noqa: E402
+from genotypes import genotype_to_json, load_genotype  # noqa: E402
 from harness import checkpoints, cli, jobs as runner, runs  # noqa: E402
 from harness.jobs import Job  # noqa: E402
 from harness.rundir import read_json_if_any  # noqa: E402
@@ -78,8 +79,8 @@ def parse(argv):
     """argv -> (RetrainConfig, the train.py flags shared by every run). --help: both key lists, exit 0."""
     if cli.wants_help(argv):
         cli.show_help(RetrainConfig, more=[("train.py keys, passed on to every retraining (this script sets "
-                                             "--genotype, --seed, --out and --resume per run)", train.Config,
-                                             SET_PER_RUN)])
+                                             "--genotype, --seed, --out and --resume per run; --arch is refused)",
+                                             train.Config, SET_PER_RUN)])
     cfg, flags = cli.split_config(RetrainConfig, argv, SET_PER_RUN, "set per run from the sweep's searches "
                                   "(--sweep= names them; --options= and --seeds= pick some)")
     cli.check_ranges(cfg, dict(jobs="[1, inf)", threads="[0, inf)"))
@@ -106,8 +107,9 @@ def searches(cfg):
 def plan(cfg, flags):
     """-> (the retraining jobs, {name: (option, seed, search folder, search finished)}). Each finished
     search's retraining is checked before any starts (train.resolve: flags, data, genotype) and its folder
-    read: done when metrics.json holds a run of exactly its epochs, resume when it holds a checkpoint; a
-    folder holding other settings or more epochs is refused (cli.ConfigError, one line)."""
+    read: done when metrics.json holds a run of exactly its epochs, resume when it holds a checkpoint. A
+    folder holding a retraining of another cell (the search changed since), other settings or another
+    number of epochs is refused (cli.ConfigError, one line): a result is never silently mixed."""
     jobs, found = [], {}
     for name, option, seed, folder in searches(cfg):
         settings = read_json_if_any(os.path.join(folder, "config.json")) or {}
@@ -115,29 +117,48 @@ def plan(cfg, flags):
         found[name] = (option, seed, folder, done)
         if not done:
             continue
-        out = os.path.join(folder, f"train-{_dataset(flags)}{cfg.tag}")
-        argv = [*flags, f"--genotype={os.path.join(folder, 'genotype.json')}", f"--seed={seed}", f"--out={out}"]
-        want = runs.as_dict(train.resolve(argv)[0])
+        out, cell = os.path.join(folder, f"train-{_dataset(flags)}{cfg.tag}"), os.path.join(folder, "genotype.json")
+        argv = [*flags, f"--seed={seed}", f"--out={out}"]
+        want = runs.as_dict(train.resolve([*argv, f"--genotype={cell}"])[0])
         if os.path.isdir(out):
             with checkpoints.RunLock(out):  # a retraining still running there (e.g. a killed script's)
                 pass
         saved, state = checkpoints.saved_settings(out), "new"
         if saved is not None:
+            # the cell by its content, not its path: a sweep folder moved or named another way is the same run
             full = cli.saved_settings(train.Config, saved)
-            differ = cli.differing(want, full, train.RUN_KEYS)
+            differ = cli.differing(want, full, train.RUN_KEYS | {"genotype"})
             if differ:
                 what = ", ".join(f"{k}={full[k]!r} not {want[k]!r}" for k in differ)
                 raise cli.ConfigError(f"{out} holds a retraining with other settings ({what}): pass --tag=NAME")
-            metrics = read_json_if_any(os.path.join(out, "metrics.json")) or {}
-            if max(metrics.get("epochs", 0), saved.get("epochs", 0)) > want["epochs"]:
-                raise cli.ConfigError(f"{out} holds a retraining of {saved.get('epochs')} epochs, more than "
+            if saved.get("epochs") != want["epochs"]:  # a resume would change its lr schedule part-way
+                raise cli.ConfigError(f"{out} holds a retraining of {saved.get('epochs')} epochs, not "
                                       f"--epochs={want['epochs']}: pass --epochs={saved.get('epochs')} or --tag=NAME")
+            if _trained_cell(out) not in (None, genotype_to_json(load_genotype(cell))):
+                raise cli.ConfigError(f"{out} retrained another cell than {cell} holds now (the search changed "
+                                      "since): pass --tag=NAME, or move that folder away")
+            metrics = read_json_if_any(os.path.join(out, "metrics.json")) or {}
             if metrics.get("epochs") == want["epochs"]:
                 state = "done"
         if state == "new" and checkpoints.has_checkpoint(os.path.join(out, "checkpoint.pt")):
-            state = "resume"
-        jobs.append(Job(name, out, argv + (["--resume=1"] if state == "resume" else []), state, want["epochs"]))
+            state = "resume"  # train.py takes the cell from its checkpoint: the path is not passed again
+        jobs.append(Job(name, out, argv + (["--resume=1"] if state == "resume" else [f"--genotype={cell}"]), state,
+                        want["epochs"]))
     return jobs, found
+
+
+def _trained_cell(out):
+    """The cell (genotype_to_json) a retraining folder trained: metrics.json's, else its checkpoint's."""
+    metrics = read_json_if_any(os.path.join(out, "metrics.json")) or {}
+    if "genotype" in metrics:
+        return metrics["genotype"]
+    path = os.path.join(out, "checkpoint.pt")
+    if not checkpoints.has_checkpoint(path):
+        return None
+    try:
+        return checkpoints.load_checkpoint(path, required=("genotype",), log=lambda msg: None)["genotype"]
+    except checkpoints.CheckpointError:  # unreadable: the retraining's resume names it, as one failed run
+        return None
 
 
 def _dataset(flags):
@@ -148,10 +169,11 @@ def _dataset(flags):
 def summarize(cfg, flags, jobs, found, status=None):
     """-> the table's content: per option the test error over the finished retrainings, a row per run."""
     dataset, by_name = _dataset(flags), {j.name: j for j in jobs}
-    first = next(read_json_if_any(os.path.join(f, "config.json")) or {} for *_, f, _ in found.values())
-    space, searched = first.get("space"), first.get("dataset")
-    # the paper's number only for its own protocol: Table 4 searched on CIFAR-10, Table 6 on the data itself
-    paper = PAPER.get((space, dataset)) if searched == ("cifar10" if space == "darts" else dataset) else None
+    configs = [read_json_if_any(os.path.join(f, "config.json")) for *_, f, _ in found.values()]
+    search = next((c for c in configs if c), {})  # the searches share their settings (sweep.py)
+    space, searched = search.get("space"), search.get("dataset")
+    paper = PAPER.get((space, dataset))
+    departs = _departures(search, flags, space, dataset) if paper else []
     rows, options = [], {}
     for name, (option, seed, folder, search_done) in found.items():
         rec = dict(name=name, option=option, seed=seed, device=None, error=None)
@@ -166,12 +188,13 @@ def summarize(cfg, flags, jobs, found, status=None):
                 rec.update(state="finished", error=100 * (1 - metrics["test_acc"]), params_m=metrics["params_m"],
                            macs_m=metrics["macs_m"], epochs=metrics["epochs"], minutes=metrics["seconds"] / 60,
                            test_images=metrics["test_images"], check=bool(settings.get("test_subset")))
-            elif read_json_if_any(os.path.join(job.folder, "config.json")) is None:
+            elif not os.path.isfile(os.path.join(job.folder, "config.json")) and job.state == "new":
                 rec["state"] = run_state(name, job.folder, job.epochs, status) + " (not started)"
             else:  # how far it got (train.py's history.json), before the reason
-                logged = len(read_json_if_any(os.path.join(job.folder, "history.json"), missing=[]) or [])
+                history = read_json_if_any(os.path.join(job.folder, "history.json"), missing=[]) or []
                 state, colon, why = run_state(name, job.folder, job.epochs, status).partition(": ")
-                rec["state"] = f"{state} after {logged} of {job.epochs} epochs{colon}{why}"
+                logged = f"{history[-1]['epoch'] if history else '?'} of {job.epochs}"
+                rec["state"] = f"{state}, {logged} epochs done{colon}{why}"
         rows.append(rec)
         options.setdefault(option, []).append(rec)
     table = {}
@@ -184,12 +207,34 @@ def summarize(cfg, flags, jobs, found, status=None):
                              params_m=mean_std([r["params_m"] for r in done])[0],
                              macs_m=mean_std([r["macs_m"] for r in done])[0], check=any(r["check"] for r in done))
     return dict(sweep=cfg.sweep, dataset=dataset, space=space, searched_on=searched, paper=paper,
-                options=table, runs=rows)
+                protocol_departures=departs, options=table, runs=rows)
+
+
+# The search settings of the paper's Tables 4 and 6 (DARTS' defaults, which sweep.py passes on unless told
+# otherwise; 0: the space's default); a search or retraining that departs from them is compared with
+# the paper's number only with the departures named.
+PAPER_SEARCH = dict(epochs=50, subset=0, C=(0, 16), layers=(0, 8), unrolled=(False, True), pc_k=1)
+
+
+def _departures(search, flags, space, dataset):
+    """What departs from the paper's protocol for (space, dataset): Table 4 searched on CIFAR-10, Table 6
+    on the data retrained on, with the paper's search settings, and the retraining on its recipe."""
+    out = []
+    wanted = "cifar10" if space == "darts" else dataset
+    if search.get("dataset") != wanted:
+        out.append(f"searched on {search.get('dataset')}, not {wanted}")
+    for key, paper in PAPER_SEARCH.items():
+        if key in search and search[key] not in (paper if isinstance(paper, tuple) else (paper,)):
+            out.append(f"search {key}={search[key]}")
+    given = sorted(cli.explicit_keys(flags) & (train.RECIPE_KEYS | {"subset", "test_subset"}), key=str.lower)
+    return out + [f"retraining {a[2:]}" for a in flags if a[2:].split("=", 1)[0] in given]
 
 
 def markdown(summary):
     paper = summary["paper"]
     ref = "; ".join(f"{k} {v:.2f}" for k, v in paper.items()) if paper else "none for this space and data"
+    if paper and summary["protocol_departures"]:  # a number beside it only with what differs named
+        ref += f", under another protocol than this table's: {', '.join(summary['protocol_departures'])}"
     lines = [f"Retrained on {summary['dataset']}: the cells of {summary['sweep']} ({summary['space']} space, "
              f"searched on {summary['searched_on']}).", "",
              "| option | finished / runs | test error (%), mean ± std | best (%) | params (M) | MACs (M) |",
@@ -202,7 +247,8 @@ def markdown(summary):
                      f"| {best} | {num[0]} | {num[1]} |")
     lines += ["", f"Test error = 100 - test accuracy, mean ± sample std (ddof=1) over the finished retrainings; "
               f"params without the auxiliary head. Paper (test error %): {ref}.", "",
-              "| run | state | test error (%) | params (M) | epochs | minutes | device |", "|---|---|---|---|---|---|---|"]
+              "| run | state | test error (%) | params (M) | epochs | minutes | device |",
+              "|---|---|---|---|---|---|---|"]
     for r in summary["runs"]:
         if r["state"] != "finished":
             lines.append(f"| {r['name']} | {r['state'].replace('|', '/')} | | | | | {r['device'] or '-'} |")
@@ -233,16 +279,21 @@ def main(argv=None):
     1 when a search or a retraining did not finish (the table names which and why)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg, flags = parse(argv)
-    jobs, found = plan(cfg, flags)
-    write_table(cfg, flags, jobs, found, say=lambda text: None)  # never claims what the folders no longer hold
+    jobs, found, status = [], {}, {}  # status: each ended retraining's exit status, kept for the table
     try:
-        status, signum = runner.run_all(jobs, TRAIN, train.Config, cfg.jobs, cfg.threads, epoch_line=epoch_line,
-                                        on_end=lambda st: write_table(cfg, flags, jobs, found, st, say=lambda t: None),
-                                        what="retrainings")
+        jobs, found = plan(cfg, flags)
+        write_table(cfg, flags, jobs, found, say=lambda text: None)  # never claims what the folders no longer hold
+
+        def ended(statuses):
+            status.update(statuses)
+            write_table(cfg, flags, jobs, found, status, say=lambda text: None)
+        _, signum = runner.run_all(jobs, TRAIN, train.Config, cfg.jobs, cfg.threads, epoch_line=epoch_line,
+                                   on_end=ended, what="retrainings")
         if signum:
             raise cli.Preempted("", signum)
-    except (cli.Preempted, KeyboardInterrupt) as e:
-        write_table(cfg, flags, jobs, found)
+    except (cli.Preempted, KeyboardInterrupt) as e:  # also outside run_all (cli.run's SIGTERM handler)
+        if found:
+            write_table(cfg, flags, jobs, found, status)
         signum = getattr(e, "signum", signal.SIGINT)
         raise cli.Preempted(f"retraining stopped by {signal.Signals(signum).name}: every run that was going "
                              "checkpointed; rerun the same command to continue", signum) from None

@@ -4,6 +4,7 @@ not retrained, a second invocation skipping what is done, and refusals in one li
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import sys
 
@@ -23,9 +24,9 @@ def search_flags(folder, *extra):
             "--device=cpu", *extra]
 
 
-def train_flags(folder, *extra):
-    return ["--dataset=imagefolder", f"--data={folder}", "--epochs=1", "--C=4", "--layers=1", "--batch_size=8",
-            "--device=cpu", *extra]
+def train_flags(folder, *extra, epochs=1):
+    return ["--dataset=imagefolder", f"--data={folder}", f"--epochs={epochs}", "--C=4", "--layers=1",
+            "--batch_size=8", "--device=cpu", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,25 @@ def test_retrains_each_finished_cell_and_tabulates_the_error(sweep_dir, tiny_fol
     assert json.loads((sweep_dir / "C_s1" / "train-imagefolder-lr0.5" / "config.json").read_text())["lr"] == 0.5
 
 
+def test_a_moved_sweep_is_the_same_run_a_changed_cell_or_length_is_refused(sweep_dir, tiny_folder, tmp_path, capsys):
+    if not (sweep_dir / "C_s1" / "train-imagefolder" / "metrics.json").exists():
+        retrain_sweep.main([f"--sweep={sweep_dir}", "--seeds=1", "--threads=1", *train_flags(tiny_folder)])
+    moved = tmp_path / "moved"  # as results are committed: the folder moves, the genotype path with it
+    shutil.copytree(sweep_dir / "C_s1", moved / "C_s1")
+    argv = [f"--sweep={moved}", "--threads=1", *train_flags(tiny_folder)]
+    assert retrain_sweep.main(argv)["options"]["C"]["n"] == 1
+    assert "C_s1: finished before, skipped" in capsys.readouterr().out
+    err = refused([f"--sweep={moved}", *train_flags(tiny_folder, epochs=2)], capsys)
+    assert "holds a retraining of 1 epochs, not --epochs=2: pass --epochs=1 or --tag=NAME" in err, err
+    cell = json.loads((moved / "C_s1" / "genotype.json").read_text())  # the search was extended: a new cell
+    cell["arch"] = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|" if "nor" in cell["arch"] else \
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    cell.pop("nb201_index", None)
+    (moved / "C_s1" / "genotype.json").write_text(json.dumps(cell))
+    err = refused(argv, capsys)
+    assert "retrained another cell than" in err and "the search changed since" in err, err
+
+
 def test_bad_input_is_refused_before_anything_runs(sweep_dir, tiny_folder, tmp_path, capsys):
     common, before = train_flags(tiny_folder), sorted(sweep_dir.glob("C_s?/train-*"))
     for argv, needle in (([f"--sweep={tmp_path / 'none'}"], "no such folder"),
@@ -111,17 +131,23 @@ def test_the_paper_numbers_cover_tables_4_and_6(tmp_path):
     assert paper[("s1", "cifar100")] == {"RF-DARTS": 22.75, "DARTS 2nd": 29.46}
     assert paper[("s3", "svhn")] == {"RF-DARTS": 2.47, "DARTS 2nd": 3.41}
     # each only for its own protocol: Table 6 searched on the data retrained on, Table 4 on CIFAR-10
-    for space, searched, retrained, expected in (("s3", "svhn", "svhn", paper[("s3", "svhn")]),
-                                                 ("s3", "cifar10", "svhn", None),
-                                                 ("darts", "cifar10", "cifar100", paper[("darts", "cifar100")]),
-                                                 ("darts", "cifar100", "cifar100", None)):
+    for space, searched, retrained, departs in (("s3", "svhn", "svhn", []),
+                                                ("s3", "cifar10", "svhn", ["searched on cifar10, not svhn"]),
+                                                ("darts", "cifar10", "cifar100", []),
+                                                ("darts", "cifar100", "cifar100", ["searched on cifar100, not cifar10"])):
         run = tmp_path / f"{space}-{searched}" / "C_s1"
         run.mkdir(parents=True)
-        (run / "config.json").write_text(json.dumps(dict(space=space, dataset=searched, epochs=50)))
+        (run / "config.json").write_text(json.dumps(dict(space=space, dataset=searched, epochs=50, C=0, subset=0)))
         cfg = retrain_sweep.RetrainConfig(sweep=str(run.parent))
         found = {"C_s1": ("C", 1, str(run), False)}  # not finished: no job, only the lookup
         summary = retrain_sweep.summarize(cfg, [f"--dataset={retrained}"], [], found)
-        assert summary["paper"] == expected, (space, searched, retrained)
+        assert summary["paper"] == paper[(space, retrained)] and summary["protocol_departures"] == departs
+    # the number stays beside a departing run only with what departs named: here a shorter retraining
+    run = tmp_path / "darts-cifar10" / "C_s1"
+    summary = retrain_sweep.summarize(retrain_sweep.RetrainConfig(sweep=str(run.parent)),
+                                      ["--dataset=cifar100", "--epochs=20"], [], {"C_s1": ("C", 1, str(run), False)})
+    assert summary["protocol_departures"] == ["retraining epochs=20"]
+    assert "under another protocol than this table's: retraining epochs=20" in retrain_sweep.markdown(summary)
 
 
 def test_an_unfinished_retraining_says_how_far_it_got(tmp_path):
@@ -134,6 +160,6 @@ def test_an_unfinished_retraining_says_how_far_it_got(tmp_path):
     job = retrain_sweep.Job("C_s1", str(run / "train-cifar10"), [], "resume", 600)
     cfg = retrain_sweep.RetrainConfig(sweep=str(tmp_path))
     summary = retrain_sweep.summarize(cfg, ["--dataset=cifar10"], [job], {"C_s1": ("C", 1, str(run), True)}, {"C_s1": 143})
-    assert summary["runs"][0]["state"] == ("stopped (exit 143) after 2 of 600 epochs: stopped by SIGTERM in epoch 3 "
+    assert summary["runs"][0]["state"] == ("stopped (exit 143), 2 of 600 epochs done: stopped by SIGTERM in epoch 3 "
                                            "after step 7/520"), summary["runs"][0]
     assert summary["options"]["C"]["n"] == 0 and summary["paper"] == retrain_sweep.PAPER[("darts", "cifar10")]

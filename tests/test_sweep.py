@@ -191,7 +191,7 @@ def test_the_table_names_the_benchmark_dataset_and_a_continued_schedule(made_run
     summary, done = sweep_table.summarize(jobs, {"C_s2": 143})
     text = sweep_table.markdown(summary)
     # an unfinished run says how far it got; one never started (C_s3: no folder) says only that
-    assert "| C_s2 | stopped (exit 143) after 1 of 2 epochs: no message |" in text, text
+    assert "| C_s2 | stopped (exit 143), 1 of 2 epochs done: no message |" in text, text
     assert "| C_s3 | unfinished | |" in text, text
     assert "| NB201 CIFAR-10 test acc. (%) |" in text and summary["C"]["bench201_dataset"] == "cifar10"
     assert "| C_s1 | finished (2 ep; continued from a 1-epoch schedule) |" in text, text
@@ -289,7 +289,7 @@ def test_the_table_sets_found_cells_against_the_benchmark_and_chance(made_runs, 
     assert seed_row.endswith(f"| {min(rec['margins']['normal']):.2e} |")
     c_s2 = [line.split(" | ")[1] for line in text.splitlines() if line.startswith("| C_s2 | ")]
     # only in the per-seed state table, with how far it got (made_runs stopped it after 1 of 2 epochs)
-    assert c_s2 == ["stopped (exit 143) after 1 of 2 epochs: no message"]
+    assert c_s2 == ["stopped (exit 143), 1 of 2 epochs done: no message"]
     # without --bench201 the run's recorded table; a recorded path that is gone: margins only
     plain = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1,2",
                                      *[f for f in given if not f.startswith("--bench201=")]]))
@@ -433,3 +433,12 @@ def test_the_start_line_says_the_thread_count_and_why(tmp_path, monkeypatch):
 def test_wilson_interval(k, n, lo, hi):
     # 0 of n: the upper end is z^2 / (n + z^2); k of n and n-k of n mirror each other
     assert sweep_table.wilson(k, n) == pytest.approx((lo, hi), abs=1e-4)
+
+
+def test_the_runner_refuses_to_run_under_torchrun(tmp_path, monkeypatch):
+    # every torchrun process would start every search, and each child would join one DDP group
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    jobs = [sweep.Job("C_s1", str(tmp_path / "C_s1"), ["--device=cpu"], "new", 1)]
+    with pytest.raises(cli.ConfigError, match="search.py runs are started here as child processes.*without torchrun"):
+        sweep.run_all(sweep.SweepConfig(out=str(tmp_path)), jobs, gpus=[])
+    assert not (tmp_path / "C_s1").exists()
