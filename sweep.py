@@ -45,7 +45,7 @@ import sys
 from dataclasses import dataclass
 
 import search
-from harness import checkpoints, cli, jobs as runner, runs
+from harness import checkpoints, cli, data, jobs as runner, runs
 from harness.checkpoints import has_checkpoint
 from harness.jobs import Job, saved_run
 from harness.sweep_table import finished_run, write_table
@@ -171,6 +171,9 @@ def main(argv=None):
         with checkpoints.RunLock(cfg.out):  # one sweep per folder (each search also locks its own)
             jobs = plan(cfg, flags)
             write_table(cfg, jobs, say=lambda text: None)  # never claims what the folder no longer holds
+            if any(j.state != "done" for j in jobs):  # a first run's download, once: not N searches at once
+                given = cli.parse_config(search.SearchConfig, flags)
+                data.fetch(given.dataset, given.data, given.download)
             status, signum = run_all(cfg, jobs)
             if signum:
                 write_table(cfg, jobs, status)

@@ -36,7 +36,7 @@ sys.path.insert(0, ROOT)
 
 import train  # noqa: E402
 from genotypes import genotype_to_json, load_genotype  # noqa: E402
-from harness import checkpoints, cli, jobs as runner, runs  # noqa: E402
+from harness import checkpoints, cli, data, jobs as runner, runs  # noqa: E402
 from harness.jobs import Job  # noqa: E402
 from harness.rundir import read_json_if_any  # noqa: E402
 from harness.sweep_table import finished_run, mean_std, plus_minus, run_devices, run_state  # noqa: E402
@@ -283,6 +283,9 @@ def main(argv=None):
     try:
         jobs, found = plan(cfg, flags)
         write_table(cfg, flags, jobs, found, say=lambda text: None)  # never claims what the folders no longer hold
+        if any(j.state != "done" for j in jobs):  # a first run's download, once: not N retrainings at once
+            given = cli.parse_config(train.Config, flags)
+            data.fetch(given.dataset, given.data, given.download)
 
         def ended(statuses):
             status.update(statuses)

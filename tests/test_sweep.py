@@ -442,3 +442,14 @@ def test_the_runner_refuses_to_run_under_torchrun(tmp_path, monkeypatch):
     with pytest.raises(cli.ConfigError, match="search.py runs are started here as child processes.*without torchrun"):
         sweep.run_all(sweep.SweepConfig(out=str(tmp_path)), jobs, gpus=[])
     assert not (tmp_path / "C_s1").exists()
+
+
+def test_a_first_download_happens_once_before_the_searches_start(tmp_path, monkeypatch):
+    # N searches starting at once would each download CIFAR into one folder, over each other's files
+    order = []
+    monkeypatch.setattr(sweep.data, "fetch", lambda name, root, download: order.append(("fetch", name, root, download)))
+    monkeypatch.setattr(sweep, "run_all", lambda cfg, jobs: (order.append(("run", len(jobs))), ({}, 0))[1])
+    monkeypatch.setattr(sweep, "report", lambda cfg, jobs, status: {})
+    sweep.main([f"--out={tmp_path / 's'}", "--seeds=1,2", "--jobs=2", "--dataset=cifar100", f"--data={tmp_path / 'd'}",
+                "--device=cpu"])
+    assert order == [("fetch", "cifar100", str(tmp_path / "d"), True), ("run", 4)]
