@@ -116,6 +116,13 @@ def make_config(argv=None):
     else (a folder that holds only a checkpoint) the checkpoint's config; only RUN_KEYS may change.
     A new run: the command line over the per-setting defaults."""
     cfg, given = cli.parse_config(SearchConfig, argv), cli.explicit_keys(argv)
+    if cfg.resume and not checkpoints.has_checkpoint(os.path.join(cfg.out, "checkpoint.pt")):
+        # before anything is made there: a mistyped --out leaves no folder behind
+        if os.path.isdir(cfg.out):  # a run still in its first epoch there: say whose it is
+            with checkpoints.RunLock(cfg.out):
+                pass
+        raise FileNotFoundError(f"no checkpoint at {os.path.join(cfg.out, 'checkpoint.pt')}: drop --resume=1 "
+                                "to start a new run there")
     saved = checkpoints.saved_settings(cfg.out) if cfg.resume else None
     if saved is not None:  # `--resume=1 --out=DIR` alone continues a run
         cfg = cli.resumed_config(SearchConfig, saved, argv, RUN_KEYS)

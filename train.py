@@ -133,16 +133,22 @@ def _network(g, info, C, layers, auxiliary):
     return NetworkCIFAR(g, info.num_classes, C or 36, layers, fits if auxiliary is None else auxiliary)
 
 
-def resolve(argv):
+def resolve(argv, check_out=True):
     """-> (cfg, genotype, DatasetInfo, checkpoint or None, what to log). A resumed run keeps its
     checkpoint's settings; a fresh one takes its setting's recipe for every key not given. Every
-    numeric setting is checked against its range (RANGES) and the device against the machine."""
+    numeric setting is checked against its range (RANGES) and the device against the machine; with
+    `check_out`, --out against --resume (False: the settings a fresh run there would have)."""
     cfg, given = cli.parse_config(Config, argv), cli.explicit_keys(argv)
     cli.check_ranges(cfg, RANGES)
     runs.check_device(cfg.device)
     learning_rate(cfg, 0)  # an unknown --schedule is refused here, before any data is read
     path = os.path.join(cfg.out, "checkpoint.pt")
-    if cfg.resume and checkpoints.has_checkpoint(path):
+    if check_out and cfg.resume and not checkpoints.has_checkpoint(path):  # a typo in --out: no fresh run
+        raise FileNotFoundError(f"no checkpoint at {path}: drop --resume=1 to start a new run there")
+    if check_out and not cfg.resume and checkpoints.has_checkpoint(path):  # nor may a rerun overwrite one
+        raise FileExistsError(f"{path} exists: pass --resume=1 to continue it (--epochs=N to extend it), "
+                              "or another --out")
+    if cfg.resume:
         ckpt = checkpoints.load_checkpoint(path, required=CKPT_KEYS)
         cfg = cli.resumed_config(Config, ckpt["config"], argv, RUN_KEYS)
         info = train_run.data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)

@@ -119,7 +119,7 @@ def plan(cfg, flags):
             continue
         out, cell = os.path.join(folder, f"train-{_dataset(flags)}{cfg.tag}"), os.path.join(folder, "genotype.json")
         argv = [*flags, f"--seed={seed}", f"--out={out}"]
-        want = runs.as_dict(train.resolve([*argv, f"--genotype={cell}"])[0])
+        want = runs.as_dict(train.resolve([*argv, f"--genotype={cell}"], check_out=False)[0])
         if os.path.isdir(out):
             with checkpoints.RunLock(out):  # a retraining still running there (e.g. a killed script's)
                 pass

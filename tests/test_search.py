@@ -478,3 +478,12 @@ def test_each_epoch_logs_alphas_gradient_signal(tiny_folder, tmp_path):
     assert history[1]["alpha_snr"] == pytest.approx(math.sqrt(max(sum(ratios) / 30 - 1 / (steps - 3), 0)), rel=1e-2)
     assert "alpha_grad" not in json.loads((tmp_path / "history.json").read_text())[1]
     assert f" snr {history[1]['alpha_snr']:.3f}" in (tmp_path / "log.txt").read_text()
+
+
+def test_a_resume_of_a_mistyped_folder_is_refused_and_makes_nothing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.run(search.main, [f"--out={tmp_path / 'typo'}", "--resume=1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert f"no checkpoint at {tmp_path / 'typo' / 'checkpoint.pt'}: drop --resume=1" in err, err
+    assert not (tmp_path / "typo").exists()  # no folder, no .lock left behind

@@ -332,3 +332,22 @@ def test_cuda_fast_paths_run_on_the_cpu(small, tmp_path):
     metrics, _ = read_run(tmp_path)
     assert saw["seen"] and all(saw["seen"]) and 0 <= metrics["test_acc"] <= 1
     assert math.isfinite(metrics["test_loss"]) and saw["scored"] == [False]
+
+
+def test_a_rerun_never_overwrites_and_a_resume_never_starts_afresh(small, tmp_path, capsys):
+    # a missing --resume=1 would retrain from epoch 1 over a run's checkpoint (days of a 600-epoch run);
+    # a mistyped --out with --resume=1 would quietly start a new run instead of continuing one
+    argv = tiny(small, tmp_path / "run", f"--arch={NB201}", "--layers=1", "--epochs=1")
+    train.main(argv)
+    stamp = (tmp_path / "run" / "checkpoint.pt").stat().st_mtime_ns
+    with pytest.raises(SystemExit) as e:
+        cli.run(train.main, argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "checkpoint.pt exists: pass --resume=1 to continue it" in err, err
+    assert err.count("\n") == 1, err
+    assert (tmp_path / "run" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(SystemExit) as e:
+        cli.run(train.main, [f"--out={tmp_path / 'typo'}", "--resume=1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "no checkpoint at" in err and "drop --resume=1" in err, err
+    assert not (tmp_path / "typo").exists()  # nothing made there
