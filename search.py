@@ -327,6 +327,13 @@ def _search(cfg, rank, world, device, stop):
     log(f"search {space.name} option {cfg.option.upper()} on {cfg.dataset}: {about}, {steps} steps per "
         f"epoch of {cfg.batch_size} images, {world} process(es), device {device}"
         + (f"; --fast=1: {swapped} cells rearranged, channels-last" if swapped else ""))
+    # what is in force: the per-setting defaults (DARTS_DEFAULTS, PC_DEFAULTS, ...) differ from --help's
+    log(f"weights: SGD lr {cfg.lr:g} -> {cfg.lr_min:g} (cosine), momentum {cfg.momentum:g}"
+        f"{' (Nesterov)' if cfg.nesterov else ''}, weight decay {cfg.weight_decay:g}; alpha: Adam lr {cfg.arch_lr:g}, "
+        f"weight decay {cfg.arch_weight_decay:g}, from epoch {cfg.arch_start + 1}; each iteration: "
+        + ("alpha step, then weight step" if cfg.arch_first or cfg.unrolled else "weight step, then alpha step"))
+    for note in search_run.dead_alphas(cfg, model):
+        log(f"note: {note}")
     bench = search_run.open_benchmark(cfg, space, main_proc, log)
 
     # Compiled: two graphs, one per step (each step switches the other's requires_grad off).

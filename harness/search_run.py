@@ -200,8 +200,10 @@ def open_benchmark(cfg, space, main_proc, log):
 
 def epoch_line(cfg, row):
     rec = row["genotype"]
+    # before --arch_start no alpha batch is seen: nothing was measured on the alpha half
+    valid = "-/-" if row["epoch"] <= cfg.arch_start else f"{row['valid_loss']:.3f}/{row['valid_acc']:.3f}"
     return (f"epoch {row['epoch']}/{cfg.epochs} lr {row['lr']:.4g} train {row['train_loss']:.3f}/"
-            f"{row['train_acc']:.3f} valid {row['valid_loss']:.3f}/{row['valid_acc']:.3f} "
+            f"{row['train_acc']:.3f} valid {valid} "
             f"{row['seconds']:.0f}s skip {row['skip_count']} entropy {row['entropy']:.4f} "
             f"margin {row['margin']:.2e} {rec.get('arch') or rec['normal']}"
             + (" gamma {:.3f} eta {:.3f}".format(*op_scale.summary(row["op_scale"])) if "op_scale" in row else "")
@@ -224,3 +226,19 @@ def write_outputs(out, history):
     checkpoints.write_json(os.path.join(out, "history.json"),
                            [{k: v for k, v in r.items() if k not in with_alpha} for r in history])
     checkpoints.write_json(os.path.join(out, "genotype.json"), history[-1]["genotype"])
+
+
+def dead_alphas(cfg, model):
+    """What in the search leaves some alpha untrained, said before the first step (a cell derived from an
+    alpha that never moved is its random initial argmax): alpha steps that start after the last epoch
+    (--arch_start, e.g. PC-DARTS' 15 in a short check), and a DARTS-style supernet of fewer than 3 cells,
+    which holds no normal cell (reductions sit at layers // 3 and 2 * layers // 3)."""
+    notes = []
+    if cfg.arch_start >= cfg.epochs:
+        notes.append(f"--arch_start={cfg.arch_start} >= --epochs={cfg.epochs}: no alpha step runs, so the cell "
+                     "is the argmax of the initial alpha; lower --arch_start for a short check")
+    cells = getattr(model, "cells", [])
+    if cells and all(getattr(c, "reduction", False) for c in cells):
+        notes.append(f"--layers={len(cells)}: every cell is a reduction cell, so the normal cell's alpha gets no "
+                     "gradient and its derived cell is its initial argmax; use --layers=3 or more")
+    return notes

@@ -487,3 +487,16 @@ def test_a_resume_of_a_mistyped_folder_is_refused_and_makes_nothing(tmp_path, ca
     assert e.value.code == 2 and err.count("\n") == 1, err
     assert f"no checkpoint at {tmp_path / 'typo' / 'checkpoint.pt'}: drop --resume=1" in err, err
     assert not (tmp_path / "typo").exists()  # no folder, no .lock left behind
+
+
+def test_the_log_says_what_is_in_force_and_what_leaves_alpha_untrained(tiny_folder, tmp_path):
+    # --space=darts takes DARTS' defaults, --pc_k=4 PC-DARTS' (arch_start 15): --help shows NB201's
+    argv = TINY + [f"--data={tiny_folder}", f"--out={tmp_path}", "--space=darts", "--pc_k=2", "--C=4",
+                   "--layers=2", "--epochs=1", "--batch_size=4"]
+    search.search(search.make_config(argv))
+    log = (tmp_path / "log.txt").read_text()
+    assert ("weights: SGD lr 0.1 -> 0 (cosine), momentum 0.9, weight decay 0.0003; alpha: Adam lr 0.0006, "
+            "weight decay 0.001, from epoch 16; each iteration: alpha step, then weight step") in log, log
+    assert "note: --arch_start=15 >= --epochs=1: no alpha step runs" in log
+    assert "note: --layers=2: every cell is a reduction cell" in log
+    assert " valid -/- " in log  # no alpha batch before --arch_start: nothing measured
