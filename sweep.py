@@ -58,11 +58,11 @@ class SweepConfig:
     out: str = "runs/sweep"    # the sweep's folder: OUT/<option>_s<seed>/ per run, table.md, figures/
     options: str = "BC"        # Table 1 options, e.g. BC or ABCD
     seeds: str = "1,2,3"       # comma-separated
-    jobs: int = 1              # searches at a time; on GPUs per GPU (CPU: one per core; several share a GPU)
+    jobs: int = 1              # searches at a time (on GPUs: per GPU, which several can share; 2-core CPU: 2)
     threads: int = 0           # CPU threads per search (sets its OMP_NUM_THREADS); 0: cores // searches at once
 
 
-SET_PER_RUN = ("option", "seed", "resume", "stop_after")  # search keys the sweep gives each run itself
+SET_PER_RUN = ("option", "seed", "out", "resume", "stop_after")  # search keys the sweep gives each run itself
 
 
 def parse(argv):
@@ -70,7 +70,7 @@ def parse(argv):
     the search keys it passes on (cli.help_text), exit 0."""
     if cli.wants_help(argv):
         cli.show_help(SweepConfig, more=[(
-            "search.py keys, passed on to every search (the sweep sets --option, --seed, --resume and "
+            "search.py keys, passed on to every search (the sweep sets --option, --seed, --out, --resume and "
             "--stop_after per run)", search.SearchConfig, SET_PER_RUN)])
     cfg, rest = cli.split_config(SweepConfig, argv, SET_PER_RUN, "the sweep sets these per run (use --options= "
                                  "and --seeds=)")

@@ -14,6 +14,7 @@ GPU memory 1, a stop signal 128 + its number (Preempted). Any other exception is
 traceback. Nothing here knows about architectures or devices (harness/runs.py picks the device).
 """
 import dataclasses
+import difflib
 import inspect
 import io
 import os
@@ -88,12 +89,15 @@ def parse_config(cls, argv=None, **defaults):
     values = dict(defaults)
     for arg in argv:
         if not arg.startswith("--") or "=" not in arg:
-            raise ConfigError(f"bad argument {arg!r}: use --key=value (keys: {', '.join(fields)})")
+            how = f"{arg}=VALUE, with '='" if arg.startswith("--") and arg[2:].replace("-", "_") in fields else \
+                "--key=value"
+            raise ConfigError(f"bad argument {arg!r}: use {how} (--help lists every key)")
         key, text = arg[2:].split("=", 1)
         key = key.replace("-", "_")
         if key not in fields:
-            raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(fields)} "
-                              "(--help says what each means)")
+            near = difflib.get_close_matches(key, fields, n=1, cutoff=0.75)
+            raise ConfigError(f"unknown config key {key!r}; " + (f"did you mean --{near[0]}?" if near else
+                              f"known keys: {', '.join(fields)}") + " (--help says what each means)")
         values[key] = _convert(key, text, hints[key])
     return cls(**values)
 

@@ -89,6 +89,8 @@ def list_images(path, classes=None):
 
 
 def _need_train_folder(root):
+    if not os.path.isdir(root):
+        raise DatasetError(f"{root}: no such folder (--data names a folder with train/<class>/<image>)")
     if not os.path.isdir(os.path.join(root, "train")):
         raise DatasetError(f"{root}: no train/ folder (expected {root}/train/<class>/<image>)")
 

@@ -38,8 +38,8 @@ def pick_device(name="auto"):
         return torch.device("cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"--device={name}: {e}") from None
+    except RuntimeError:  # torch's message lists its ~20 device types; these are the ones a run takes
+        raise ConfigError(f"--device={name}: not a device name; use auto, cpu, cuda, cuda:N or mps") from None
     # refused here, in one line, rather than as torch's traceback at the first .to(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device={name}: this machine has no CUDA device (or this torch has no CUDA "

@@ -12,13 +12,13 @@ and `python sweep.py --out=runs/darts --space=darts --options=C --data=CIFAR10_D
 For each search in SWEEP (its <option>_s<seed>/ folders) that finished at its own --epochs, one train.py
 run: --genotype=SWEEP/<run>/genotype.json --seed=<the search's seed> (so the spread over seeds holds both
 the search's and the retraining's randomness, as the papers' mean ± std over searched cells does) into
-SWEEP/<run>/train-<dataset><--tag>/, with every other flag passed on unchanged and train.py's recipe for
+SWEEP/<run>/train-<dataset>[-<tag>]/, with every other flag passed on unchanged and train.py's recipe for
 every key not given (DARTS' 600 epochs, C=36, 20 cells for DARTS-space and S1-S4 cells: train.py's
 docstring). The runs go --jobs at a time as child processes (harness/jobs.py: per visible GPU, SIGTERM /
 Ctrl-C reach each, which checkpoints); rerunning the command is always safe: finished retrainings are
 skipped, interrupted ones resumed, and a folder holding a retraining with other settings refused in one
 line before anything starts. A search that has not finished is named and not retrained.
-Outputs: SWEEP/retrain-<dataset><--tag>.md and .json: per option the test error (100 - test accuracy)
+Outputs: SWEEP/retrain-<dataset>[-<tag>].md and .json: per option the test error (100 - test accuracy)
 mean ± sample std (ddof=1) over the finished retrainings, the best, parameters and MACs, the paper's
 number where it has one (Table 4: DARTS space; Table 6: S1-S4, searched on the data retrained on), then
 a row per run. A score on --test_subset images is marked as a check, not a result.
@@ -50,7 +50,7 @@ class RetrainConfig:
     sweep: str = ""      # a sweep.py folder: each finished <option>_s<seed>/ search's cell is retrained
     options: str = ""    # only these options' runs, e.g. C ("": every option the folder holds)
     seeds: str = ""      # only these seeds, comma-separated ("": every seed)
-    tag: str = ""        # appended to train-<dataset>: keeps two recipes on one dataset apart
+    tag: str = ""        # train-<dataset>-<tag>: keeps two recipes on one dataset apart
     jobs: int = 1        # retrainings at a time; on GPUs per GPU
     threads: int = 0     # CPU threads per retraining; 0: cores // retrainings at once
 
@@ -117,7 +117,7 @@ def plan(cfg, flags):
         found[name] = (option, seed, folder, done)
         if not done:
             continue
-        out, cell = os.path.join(folder, f"train-{_dataset(flags)}{cfg.tag}"), os.path.join(folder, "genotype.json")
+        out, cell = os.path.join(folder, f"train-{_name(flags, cfg)}"), os.path.join(folder, "genotype.json")
         argv = [*flags, f"--seed={seed}", f"--out={out}"]
         want = runs.as_dict(train.resolve([*argv, f"--genotype={cell}"], check_out=False)[0])
         if os.path.isdir(out):
@@ -159,6 +159,11 @@ def _trained_cell(out):
         return checkpoints.load_checkpoint(path, required=("genotype",), log=lambda msg: None)["genotype"]
     except checkpoints.CheckpointError:  # unreadable: the retraining's resume names it, as one failed run
         return None
+
+
+def _name(flags, cfg):
+    """<dataset>[-<tag>]: the retraining folders' name after train-, and the table's after retrain-."""
+    return _dataset(flags) + (f"-{cfg.tag}" if cfg.tag else "")
 
 
 def _dataset(flags):
@@ -266,7 +271,7 @@ def epoch_line(name, row):
 
 def write_table(cfg, flags, jobs, found, status=None, say=print):
     summary = summarize(cfg, flags, jobs, found, status)
-    base = os.path.join(cfg.sweep, f"retrain-{summary['dataset']}{cfg.tag}")
+    base = os.path.join(cfg.sweep, f"retrain-{_name(flags, cfg)}")
     checkpoints.write_json(base + ".json", summary)
     text = markdown(summary)
     checkpoints.atomic_write(base + ".md", lambda f: f.write(text), mode="w")
@@ -304,7 +309,7 @@ def main(argv=None):
     left = [r["name"] for r in summary["runs"] if r["state"] != "finished"]
     if left:
         print(f"error: {len(left)} of {len(found)} cells not retrained to the end ({', '.join(left)}): "
-              f"{os.path.join(cfg.sweep, 'retrain-' + summary['dataset'] + cfg.tag + '.md')} says why",
+              f"{os.path.join(cfg.sweep, 'retrain-' + _name(flags, cfg) + '.md')} says why",
               file=sys.stderr)
         sys.exit(1)
     return summary

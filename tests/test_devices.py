@@ -237,3 +237,9 @@ def test_bench_tunes_cudnn_like_a_run_and_reports_reserved_memory(monkeypatch):
     result = bench.bench_option(cfg, "C")
     assert tuned == [torch.device("cpu")] and result["peak_reserved_mb"] is None  # CUDA only
     assert result["iteration_s"] > 0 and result["option"] == "C"
+
+
+def test_a_device_that_is_not_one_is_named_with_the_ones_a_run_takes():
+    # torch's own message lists its ~20 device types (ipu, xla, hpu, ...), none of them what a user meant
+    with pytest.raises(cli.ConfigError, match=r"^--device=gpu: not a device name; use auto, cpu, cuda, cuda:N or mps$"):
+        runs.check_device("gpu")

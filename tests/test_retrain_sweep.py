@@ -84,7 +84,7 @@ def test_retrains_each_finished_cell_and_tabulates_the_error(sweep_dir, tiny_fol
     # other settings into a folder that holds a retraining: refused; --tag keeps them apart
     err = refused([*argv, "--lr=0.5"], capsys)
     assert "train-imagefolder holds a retraining with other settings (lr=0.1 not 0.5): pass --tag=NAME" in err, err
-    summary = retrain_sweep.main([*argv, "--lr=0.5", "--tag=-lr0.5", "--seeds=1", *["--test_subset=6"]])
+    summary = retrain_sweep.main([*argv, "--lr=0.5", "--tag=lr0.5", "--seeds=1", *["--test_subset=6"]])
     assert summary["options"]["C"]["check"] is True  # a test-subset score is marked as a check
     assert "(test subset: a check)" in (sweep_dir / "retrain-imagefolder-lr0.5.md").read_text()
     assert json.loads((sweep_dir / "C_s1" / "train-imagefolder-lr0.5" / "config.json").read_text())["lr"] == 0.5

@@ -133,6 +133,8 @@ def test_existing_run_is_not_overwritten(tiny_folder, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--epochs=two"], "--epochs=two: expected a value of type int"),
     (["--colour=red"], "unknown config key 'colour'"),
+    (["--epoch=2"], "unknown config key 'epoch'; did you mean --epochs?"),
+    (["--epochs", "2"], "bad argument '--epochs': use --epochs=VALUE, with '='"),
     (["--space=nb301"], "unknown search space 'nb301'"),
     (["--option=E"], "--option=E"),
     (["--dataset=imagefolder", "--data=/nonexistent/folder"], "/nonexistent/folder"),
