@@ -40,6 +40,7 @@ import bisect
 import bz2
 import collections
 import csv
+import json
 import operator
 import os
 import pickle
@@ -415,11 +416,26 @@ def format_row(bench, arch_or_index):
     return "\n".join(lines)
 
 
+def _arch_of(given):
+    """--arch: an arch string as it is, or a search's genotype.json (its "arch" entry; NB201 cells only)."""
+    if not os.path.isfile(given):
+        return given
+    try:
+        with open(given) as f:
+            arch = json.load(f).get("arch")
+    except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
+        raise QueryError(f"--arch={given}: not a genotype.json (a JSON object with an 'arch' entry)") from None
+    if not isinstance(arch, str):
+        raise QueryError(f"--arch={given}: holds no NB201 arch string (a DARTS-space cell has no benchmark)")
+    return arch
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Query NAS-Bench-201 / NATS-tss results (paper convention).")
     parser.add_argument("path", help=".pth, .pickle.pbz2, NATS -simple directory or an --export CSV")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--arch", help="full arch string, e.g. '|nor_conv_3x3~0|+|...|+|...|'")
+    what.add_argument("--arch", help="full arch string, e.g. '|nor_conv_3x3~0|+|...|+|...|', or the path of a "
+                                     "genotype.json that search.py wrote")
     what.add_argument("--index", type=int, help="benchmark index")
     what.add_argument("--export", metavar="CSV", help="convert the whole benchmark into a small CSV")
     args = parser.parse_args(argv)
@@ -428,7 +444,7 @@ def main(argv=None):
         if args.export:
             print(f"wrote {bench.export_csv(args.export)} archs to {args.export}")
         else:
-            print(format_row(bench, args.arch if args.arch is not None else args.index))
+            print(format_row(bench, _arch_of(args.arch) if args.arch is not None else args.index))
     except (BenchmarkFileError, QueryError, OSError) as err:
         print(f"bench201.py: error: {err}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ import collections
 import hashlib
 import io
 import itertools
+import json
 import os
 import pickle
 import random
@@ -367,6 +368,9 @@ def test_cli_prints_row_and_exports(tmp_path):
         assert f"{expected(11, dataset)['test_acc']:.2f}" in out.stdout
     by_arch = run_cli(path, "--arch", META[11])
     assert by_arch.returncode == 0 and by_arch.stdout == out.stdout
+    (tmp_path / "genotype.json").write_text(json.dumps({"space": "nb201", "cell": "nb201", "arch": META[11]}))
+    by_file = run_cli(path, f"--arch={tmp_path / 'genotype.json'}")  # what search.py wrote, looked up as it is
+    assert by_file.returncode == 0 and by_file.stdout == out.stdout, by_file.stderr
     assert run_cli(path, "--export", table).returncode == 0
     assert run_cli(table, "--index", 11).stdout == out.stdout
     assert NB201(table).query(11, "cifar100") == NB201(path).query(11, "cifar100")
@@ -376,10 +380,12 @@ def test_cli_prints_row_and_exports(tmp_path):
     (["missing.pth", "--index", "0"], "no such file"),
     (["{bench}", "--arch", "|foo~0|+|none~0|none~1|+|none~0|none~1|none~2|"], "unknown op 'foo'"),
     (["{bench}", "--index", "99"], "out of range"),
+    (["{bench}", "--arch={darts}"], "holds no NB201 arch string"),
 ])
 def test_cli_errors_are_one_line_without_traceback(tmp_path, args, fragment):
-    bench = write_bench(tmp_path, "legacy")
-    out = run_cli(*[a.format(bench=bench) for a in args])
+    bench, darts = write_bench(tmp_path, "legacy"), tmp_path / "darts.json"
+    darts.write_text(json.dumps({"space": "darts", "cell": "darts", "normal": [["sep_conv_3x3", 0]]}))
+    out = run_cli(*[a.format(bench=bench, darts=darts) for a in args])
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and fragment in out.stderr and "Traceback" not in out.stderr
 
