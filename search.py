@@ -318,7 +318,9 @@ def _search(cfg, rank, world, device, stop):
         history, start, first = ckpt["history"], ckpt["epoch"], ckpt.get("step", 0)
         same = ddp.restore_rng(ckpt["rng"], rank, world)
         log(f"resumed after epoch {start}" + (f", step {first} of epoch {start + 1}" if first else "") +
-            ("" if same else "; saved by another number of processes, so random draws restart from the seed"))
+            ("" if same else "; saved by another number of processes, so random draws restart from the seed")
+            + (f"; all {cfg.epochs} epochs are done, nothing to run (--epochs=N extends it)"
+               if start >= cfg.epochs and not first else ""))
     if main_proc:
         checkpoints.record_session(cfg.out, runs.as_dict(cfg), start, ckpt is not None, RUN_KEYS, log,
                                    schedule="the cosine lr", saved=ckpt and ckpt.get("config"))

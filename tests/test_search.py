@@ -502,3 +502,11 @@ def test_the_log_says_what_is_in_force_and_what_leaves_alpha_untrained(tiny_fold
     assert "note: --arch_start=15 >= --epochs=1: no alpha step runs" in log
     assert "note: --layers=2: every cell is a reduction cell" in log
     assert " valid -/- " in log  # no alpha batch before --arch_start: nothing measured
+
+
+def test_resuming_a_finished_search_says_there_is_nothing_to_run(tiny_folder, tmp_path):
+    _, history = run(tiny_folder, tmp_path / "r", "--layers=1", "--epochs=1")
+    _, again = search.search(search.make_config([f"--out={tmp_path / 'r'}", "--resume=1"]))
+    assert again == history  # no epoch ran
+    assert "resumed after epoch 1; all 1 epochs are done, nothing to run (--epochs=N extends it)" in \
+        (tmp_path / "r" / "log.txt").read_text()
