@@ -56,16 +56,19 @@ class RetrainConfig:
 
 
 SET_PER_RUN = ("arch", "genotype", "seed", "out", "resume")  # train.py keys this script gives each run
-# Paper, test error (%) of the searched cells: Table 4 (DARTS space, searched on CIFAR-10; DARTS is its
-# 2nd-order row) and Table 6 (S1-S4, searched on the data retrained on; R-DARTS' DARTS ran 2nd order):
-# (space, dataset) -> {column: error}
-PAPER = {("darts", "cifar10"): {"RF-DARTS": 2.60, "DARTS 2nd": 2.76},
-         ("darts", "cifar100"): {"RF-DARTS": 16.50, "DARTS 2nd": 17.54}}
-for _data, _rows in (("cifar10", ((2.95, 3.84), (4.21, 4.85), (2.83, 3.34), (3.33, 7.20))),
-                     ("cifar100", ((22.75, 29.46), (22.18, 26.05), (24.67, 28.90), (21.19, 22.85))),
-                     ("svhn", ((2.42, 4.58), (2.39, 3.53), (2.47, 3.41), (2.49, 3.05)))):
-    for _i, (_rf, _darts) in enumerate(_rows):
-        PAPER[(f"s{_i + 1}", _data)] = {"RF-DARTS": _rf, "DARTS 2nd": _darts}
+# The paper's test error (%) of its searched cells, per (space, retraining dataset) and column. Table 4:
+# the DARTS space searched on CIFAR-10 (DARTS: its 2nd-order row); Table 6, as printed: dataset -> the
+# S1-S4 errors of RF-DARTS, then of DARTS (R-DARTS' code runs it 2nd order), each searched on that data.
+TABLE4 = {("darts", "cifar10"): {"RF-DARTS": 2.60, "DARTS 2nd": 2.76},
+          ("darts", "cifar100"): {"RF-DARTS": 16.50, "DARTS 2nd": 17.54}}
+TABLE6 = {"cifar10": ((2.95, 4.21, 2.83, 3.33), (3.84, 4.85, 3.34, 7.20)),
+          "cifar100": ((22.75, 22.18, 24.67, 21.19), (29.46, 26.05, 28.90, 22.85)),
+          "svhn": ((2.42, 2.39, 2.47, 2.49), (4.58, 3.53, 3.41, 3.05))}
+PAPER = {**TABLE4, **{(f"s{i + 1}", dataset): {"RF-DARTS": rf[i], "DARTS 2nd": darts[i]}
+                      for dataset, (rf, darts) in TABLE6.items() for i in range(4)}}
+# The search settings behind both tables (DARTS' defaults, which sweep.py passes on unless told otherwise;
+# C, layers 0: the space's default); a run that departs is compared with the paper only with that named.
+PAPER_SEARCH = dict(epochs=50, subset=0, C=(0, 16), layers=(0, 8), unrolled=(False, True), pc_k=1)
 
 
 def _ints(text, flag):
@@ -213,12 +216,6 @@ def summarize(cfg, flags, jobs, found, status=None):
                              macs_m=mean_std([r["macs_m"] for r in done])[0], check=any(r["check"] for r in done))
     return dict(sweep=cfg.sweep, dataset=dataset, space=space, searched_on=searched, paper=paper,
                 protocol_departures=departs, options=table, runs=rows)
-
-
-# The search settings of the paper's Tables 4 and 6 (DARTS' defaults, which sweep.py passes on unless told
-# otherwise; 0: the space's default); a search or retraining that departs from them is compared with
-# the paper's number only with the departures named.
-PAPER_SEARCH = dict(epochs=50, subset=0, C=(0, 16), layers=(0, 8), unrolled=(False, True), pc_k=1)
 
 
 def _departures(search, flags, space, dataset):
