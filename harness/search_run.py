@@ -136,8 +136,9 @@ class Pace:
 class CpuNote:
     """A fresh search on the whole dataset on the CPU: one line, once, in its first epoch, says about how
     long the run takes here (at `pace`, timed over CHECK steps after the warm-up) and which flags give a
-    reduced run."""
+    reduced run; none for a run under WORTH seconds (a small dataset read whole)."""
     CHECK = 3
+    WORTH = 1800  # seconds: a run shorter than this gets no note
 
     def __init__(self, log, cfg, device, steps, pace):
         self.log, self.cfg, self.steps, self.pace = log, cfg, steps, pace
@@ -147,6 +148,8 @@ class CpuNote:
         if not self.on or epoch != 0 or self.pace.done != self.pace.WARM + self.CHECK:
             return
         cfg, per_step = self.cfg, self.pace.seconds()
+        if per_step * self.steps * cfg.epochs < self.WORTH:  # a small dataset: nothing to warn of
+            return
         total = runs.duration(per_step * self.steps * cfg.epochs)
         C = cfg.C or get_space(getattr(cfg, "space", "nb201")).C  # search.py's 0: the space's default
         smaller = "--subset=4000" + (" --C=8" if C > 8 else "")

@@ -221,10 +221,11 @@ def test_progress_says_time_left_and_a_full_cpu_search_how_long(monkeypatch):
     steps_timed(narrow, "cpu", 0)
     assert "(C=8)" in lines[-1] and "a reduced run: --subset=4000 (the" in lines[-1]
     reduced = search.make_config(["--subset=4000"])
+    short = search.make_config(["--epochs=1"])  # 390 steps of 1.5 s: ~10 min, not worth a note
     for c, device, epoch, steps in ((cfg, "cuda", 0, 390), (reduced, "cpu", 0, 390), (cfg, "cpu", 1, 390),
-                                    (cfg, "cpu", 0, 5)):
+                                    (cfg, "cpu", 0, 5), (short, "cpu", 0, 390)):
         steps_timed(c, device, epoch, steps)
-    assert len(lines) == 3  # a GPU, a reduced run, a session from a later epoch, or too few steps: no note
+    assert len(lines) == 3  # a GPU, a reduced run, a later epoch, too few steps or a short run: no note
     assert [runs.duration(s) for s in (45, 150, 7200, 3 * 86400)] == ["45s", "2m", "2.0h", "3.0d"]
 
 
