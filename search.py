@@ -118,9 +118,7 @@ def make_config(argv=None):
     cfg, given = cli.parse_config(SearchConfig, argv), cli.explicit_keys(argv)
     if cfg.resume and not checkpoints.has_checkpoint(os.path.join(cfg.out, "checkpoint.pt")):
         # before anything is made there: a mistyped --out leaves no folder behind
-        if os.path.isdir(cfg.out):  # a run still in its first epoch there: say whose it is
-            with checkpoints.RunLock(cfg.out):
-                pass
+        checkpoints.refuse_if_busy(cfg.out)  # a run still in its first epoch there: say whose it is
         raise FileNotFoundError(f"no checkpoint at {os.path.join(cfg.out, 'checkpoint.pt')}: drop --resume=1 "
                                 "to start a new run there")
     saved = checkpoints.saved_settings(cfg.out) if cfg.resume else None

@@ -104,9 +104,7 @@ def plan(cfg, flags):
             folder = os.path.join(cfg.out, name)
             argv = [*flags, f"--option={option}", f"--seed={seed}", f"--out={folder}"]
             want = runs.as_dict(search.make_config(argv))
-            if os.path.isdir(folder):
-                with checkpoints.RunLock(folder):  # a search still running there (e.g. a killed sweep's)
-                    pass
+            checkpoints.refuse_if_busy(folder)  # a search still running there (e.g. a killed sweep's)
             saved, done = saved_run(folder)
             state = "new"
             if saved is not None:

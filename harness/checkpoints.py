@@ -209,6 +209,14 @@ class RunBusy(cli.ConfigError):
     """Another run holds the output folder."""
 
 
+def refuse_if_busy(folder):
+    """RunBusy (one line naming the holder's pid) when another process runs in `folder`; nothing for a
+    folder that does not exist. The check before a run starts (sweeps, a resume), made with RunLock."""
+    if os.path.isdir(folder):
+        with RunLock(folder):
+            pass
+
+
 class RunLock:
     """One run per output folder: an exclusive lock on OUT/.lock for the run's life (`with`).
 

@@ -123,9 +123,7 @@ def plan(cfg, flags):
         out, cell = os.path.join(folder, f"train-{_name(flags, cfg)}"), os.path.join(folder, "genotype.json")
         argv = [*flags, f"--seed={seed}", f"--out={out}"]
         want = runs.as_dict(train.resolve([*argv, f"--genotype={cell}"], check_out=False)[0])
-        if os.path.isdir(out):
-            with checkpoints.RunLock(out):  # a retraining still running there (e.g. a killed script's)
-                pass
+        checkpoints.refuse_if_busy(out)  # a retraining still running there (e.g. a killed script's)
         saved, state = checkpoints.saved_settings(out), "new"
         if saved is not None:
             # the cell by its content, not its path: a sweep folder moved or named another way is the same run

@@ -121,12 +121,10 @@ def state(job):
     """What a run needs now: done | resume | new | busy (another process runs it)."""
     if finished_run(job.folder, job.epochs) is not None:
         return "done"
-    if os.path.isdir(job.folder):
-        try:
-            with checkpoints.RunLock(job.folder):
-                pass
-        except checkpoints.RunBusy:
-            return "busy"
+    try:
+        checkpoints.refuse_if_busy(job.folder)
+    except checkpoints.RunBusy:
+        return "busy"
     return "resume" if checkpoints.has_checkpoint(os.path.join(job.folder, "checkpoint.pt")) else "new"
 
 
