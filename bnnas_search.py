@@ -214,7 +214,8 @@ def _search(cfg, device, stop):
         raise cli.ConfigError(f"{ckpt_path} was written with other settings than {cfg.out}/config.json "
                                f"({', '.join(differ)}): remove that config.json to continue with the checkpoint's")
     runs.seed_everything(cfg.seed)
-    weight_loader, _, num_classes, about = search_run.make_loaders(cfg, device, 0, 1)
+    # full batches only, as Table 3's runs (BN-NAS's single-path training has no epoch-end rule to follow)
+    weight_loader, _, num_classes, about = search_run.make_loaders(cfg, device, 0, 1, drop_last=True)
     model = bnnas.build_bnnas_supernet(num_classes, cfg.C, cfg.layers, cfg.init, cfg.seed).to(device)
     groups = set_trainable(model, cfg.option, cfg.train_classifier)
     frozen = FrozenState(model)  # option C: the convs are random features, hashed in a checkpoint, not stored

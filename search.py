@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,8 @@ class SearchConfig:
     train_classifier: bool = True  # train the linear classifier under options C/D too
     track_running_stats: bool = False  # cell BN running statistics (default: batch statistics only)
     subset: int = 0                # use only this many training images (0: all)
+    drop_last: bool = False        # 1: leave out each half's last partial batch; 0: it is a step, as in DARTS
+                                   # and NB201 (25k images, batch 64: 391 steps, the paper's 19,550 in 50 epochs)
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
     seed: int = 0                  # the supernet's init (unless --init_seed), the split into two halves,
                                    # batch order, augmentation
@@ -89,6 +92,10 @@ class SearchConfig:
     fast: bool = True              # NB201, eager steps: the rearranged cell of harness/fast_supernet.py (the
                                    # same sums, float32 rounding apart), channels-last; 0: supernet.py as is
     stop_after: int = 0            # end this session after so many epochs (resume later); 0: run all
+
+    # Settings added with a default other than what the runs before them did: a saved config.json that
+    # lacks the key ran with this value (cli.saved_settings). Those runs dropped the last partial batch.
+    ADDED_LATER: ClassVar[dict] = dict(drop_last=True)
 
 
 # Per-setting defaults, applied to keys the user did not set on the command line.
@@ -165,9 +172,10 @@ def validate(cfg):
     if cfg.dataset == "imagenet" and cfg.weight_frac + cfg.arch_frac > 1:
         raise cli.ConfigError(f"--weight_frac={cfg.weight_frac} and --arch_frac={cfg.arch_frac}: the two "
                                "samples are disjoint, so they must add up to at most 1")
-    if cfg.subset and cfg.dataset != "imagenet" and cfg.subset // 2 < cfg.batch_size:
-        raise cli.ConfigError(f"--subset={cfg.subset}: each search half gets about {cfg.subset // 2} images, "
-                               f"fewer than one batch (--batch_size={cfg.batch_size})")
+    if cfg.subset and cfg.dataset != "imagenet" and cfg.subset // 2 < (cfg.batch_size if cfg.drop_last else 1):
+        raise cli.ConfigError(f"--subset={cfg.subset}: each search half gets about {cfg.subset // 2} images"
+                               + (f", fewer than one batch (--batch_size={cfg.batch_size}, --drop_last=1)"
+                                  if cfg.drop_last else ""))
     ddp.per_process_batch(cfg.batch_size, int(os.environ.get("WORLD_SIZE", "1")))  # torchrun's world
     check_supernet(space, cfg.C or None, cfg.layers or None, "imagenet" if cfg.dataset == "imagenet" else "cifar",
                    cfg.pc_k, init=cfg.init)
@@ -285,7 +293,7 @@ def _search(cfg, rank, world, device, stop):
         raise cli.ConfigError(f"{ckpt_path} was written with other settings than {cfg.out}/config.json "
                                f"({what}): remove that config.json to continue with the checkpoint's settings")
     runs.seed_everything(cfg.seed)
-    train_loader, arch_loader, num_classes, about = search_run.make_loaders(cfg, device, rank, world)
+    train_loader, arch_loader, num_classes, about = search_run.make_loaders(cfg, device, rank, world, cfg.drop_last)
     model = build_supernet(cfg.space, num_classes, C=cfg.C or None, layers=cfg.layers or None,
                            stem="imagenet" if cfg.dataset == "imagenet" else "cifar", pc_k=cfg.pc_k,
                            init=cfg.init, track_running_stats=cfg.track_running_stats,
@@ -337,7 +345,9 @@ def _search(cfg, rank, world, device, stop):
     bench = search_run.open_benchmark(cfg, space, main_proc, log)
 
     # Compiled: two graphs, one per step (each step switches the other's requires_grad off).
-    forward = runs.compile_model(model, cfg.compile, device)
+    # Only full batches run compiled: an epoch's last partial batch (one step in 391) runs eagerly rather
+    # than compile two more graphs for it (minutes on a CPU, a good part of a short GPU window).
+    forward = runs.compile_model(model, cfg.compile, device, batch=ddp.per_process_batch(cfg.batch_size, world))
 
     alpha_grads = AlphaGrads(model.alphas())  # each epoch's mean and spread of alpha's gradient
 

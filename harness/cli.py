@@ -235,9 +235,10 @@ def differing(settings, saved, allowed=()):
 
 def saved_settings(cls, saved):
     """A saved run's settings (config dict) with every key it lacks at config dataclass `cls`'s default: a
-    run from before a setting existed ran its old behaviour, which settings are added with as default."""
+    run from before a setting existed ran its old behaviour, which settings are added with as default,
+    or else name in `cls.ADDED_LATER` (key -> the value such runs ran with)."""
     defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-    return {**defaults, **saved}
+    return {**defaults, **getattr(cls, "ADDED_LATER", {}), **saved}
 
 
 def resumed_config(cls, saved, argv, allowed):
@@ -249,7 +250,8 @@ def resumed_config(cls, saved, argv, allowed):
         raise ConfigError(f"--resume=1 continues a run with its saved settings, but you changed "
                           f"{', '.join(changed)} (only {', '.join(sorted(allowed))} may change)")
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{**{k: v for k, v in saved.items() if k in names}, **{k: getattr(cfg, k) for k in given}})
+    full = saved_settings(cls, saved)
+    return cls(**{**{k: v for k, v in full.items() if k in names}, **{k: getattr(cfg, k) for k in given}})
 
 
 SEED_RANGE = "[0, 4294967296)"  # what every RNG here takes (numpy's too); seeds + rank stay inside

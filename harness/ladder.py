@@ -10,7 +10,6 @@ What makes a setting and what is run plumbing is the search script's: ladder tak
 script. Per-run columns (the found cell, its NB201 columns, percentiles, margins, how far α moved) are
 sweep_table's.
 """
-import dataclasses
 import filecmp
 import functools
 import os
@@ -20,7 +19,7 @@ from harness import checkpoints
 from harness.alpha_grads import adam_drift, agreement, gradient_snr, gradient_snr_curve
 from harness.data import list_images
 from harness.rundir import BENCH201_COLUMNS, read_json_if_any
-from harness.cli import ConfigError
+from harness.cli import ConfigError, saved_settings
 from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, plus_minus, rate_cell, against_chance, chance_cells,
                                  chance_columns, chance_note, count_all_skip, count_skip_heavy, final_all_skip,
                                  found_cell, found_cells, found_columns, mean_std, alpha_separation, separation_at)
@@ -62,12 +61,12 @@ def search_settings(config, search):
     that do change what a rung measures, epochs (the schedule) and bench201_dataset (the benchmark
     column); plus sessions (each session's record) and data, the folder a named dataset's files lie in
     (for an ImageFolder the folder is the dataset: compared by check_settings). Written-out defaults compare equal to their
-    short forms: a key config.json lacks (a run from before that setting existed) is SearchConfig's
-    default, as settings are added with the old behaviour as their default; the space is get_space's
+    short forms: a key config.json lacks (a run from before that setting existed) has the value such
+    runs ran with (cli.saved_settings); the space is get_space's
     name for it ("NB201" is "nb201"); C and layers 0 are the space's own; bench201_dataset "" is the
     searched dataset's column (rundir.BENCH201_COLUMNS). config.json records no code version: one
     setting's runs on different code compare equal (results/README: the 4k seed-3 rerun)."""
-    settings = {**{f.name: f.default for f in dataclasses.fields(search.SearchConfig)}, **config}
+    settings = saved_settings(search.SearchConfig, config)
     space = get_space(settings["space"])
     settings.update(space=space.name, C=settings["C"] or space.C, layers=settings["layers"] or space.layers,
                     bench201_dataset=settings["bench201_dataset"] or BENCH201_COLUMNS.get(settings["dataset"]))

@@ -224,12 +224,14 @@ def compile_mode(device, backend="inductor", cuda_graphs=True):
     return "reduce-overhead" if cuda and backend == "inductor" and cuda_graphs else None
 
 
-def compile_model(model, enabled=True, device=None, backend="inductor", cuda_graphs=True):
+def compile_model(model, enabled=True, device=None, backend="inductor", cuda_graphs=True, batch=None):
     """The callable a training loop runs its forward through: `model` itself, or torch.compile of it.
 
     The compiled forward shares the parameters, buffers and state_dict of `model`, so optimisers and
-    checkpoints keep using `model`. Shapes are static (dynamic=False: loaders drop the last partial
-    batch), so one graph is traced per (train/eval mode, batch shape). On CUDA with `cuda_graphs` the
+    checkpoints keep using `model`. Shapes are static (dynamic=False), so one graph is traced per
+    (train/eval mode, batch shape). `batch`: only batches of this size run compiled; any other size (an
+    epoch's last partial batch) runs `model` eagerly, the same sums within float32 rounding, and costs no
+    compile of its own. On CUDA with `cuda_graphs` the
     graph is replayed through CUDA graphs (mode "reduce-overhead", `compile_mode`): a new step is marked
     before every forward, which is safe because each step consumes its outputs (loss, logits) before
     the next forward runs. `backend="aot_eager"` traces the same graphs without generating kernels
@@ -250,6 +252,8 @@ def compile_model(model, enabled=True, device=None, backend="inductor", cuda_gra
     compiled = {}  # requires_grad flags of `params` -> its compiled function
 
     def forward(x):
+        if batch is not None and len(x) != batch:
+            return model(x)
         flags = tuple(p.requires_grad for p in params)  # ~50 us for the 562 of a C=16 NB201 supernet
         if flags not in compiled:
             compiled[flags] = torch.compile(own_code(model, len(compiled)), backend=backend, mode=mode,

@@ -42,8 +42,9 @@ def genotype_record(space, model):
     return g, rec
 
 
-def make_loaders(cfg, device, rank, world):
-    """The two search halves as loaders -> (weight loader, alpha loader, num_classes, description).
+def make_loaders(cfg, device, rank, world, drop_last=False):
+    """The two search halves as loaders -> (weight loader, alpha loader, num_classes, description);
+    `drop_last`: leave out each half's last partial batch (the streamed ImageNet subset keeps it).
 
     --batch_size is the global batch (the paper's and PC-DARTS' number): each of `world` processes takes
     batch_size / world images of the same global batch (batching.rank_share), so steps per epoch and
@@ -65,7 +66,7 @@ def make_loaders(cfg, device, rank, world):
     info = data.dataset_info(cfg.dataset, cfg.data, skip_bad=cfg.skip_bad_images)
     (xw, yw), (xa, ya) = data.search_split(cfg.dataset, cfg.data, cfg.subset or None, cfg.seed,
                                            skip_bad=cfg.skip_bad_images)
-    kw = dict(device=device, mean=info.mean, std=info.std, train=True, drop_last=True, rank=rank,
+    kw = dict(device=device, mean=info.mean, std=info.std, train=True, drop_last=drop_last, rank=rank,
               world_size=world)
     loaders = (batching.TensorLoader(xw, yw, batch, seed=cfg.seed, **kw),
                batching.TensorLoader(xa, ya, batch, seed=cfg.seed + 1, **kw))

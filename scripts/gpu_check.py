@@ -8,7 +8,7 @@ Steps run in the order of what they decide for the Table 2 sweep (a window may e
   env            device, driver, torch, CUDA, cuDNN, GPUs, what --device=auto picks (and why, on the CPU)
   bench_*_eager  bench.py options C and B at the paper's NB201 size (C=16, N=5, batch 64), eager:
                  seconds per iteration, gpu_busy (GPU time over iteration time: launch-bound or not)
-  search_eager   one real search epoch (--dataset=synthetic: 25,000 / 25,000 images, 390 steps), eager
+  search_eager   one real search epoch (--dataset=synthetic: 25,000 / 25,000 images, 391 steps), eager
   then side by side (nothing timed): the suite's CUDA set (python -m pytest -v tests/test_cuda.py, each
                  test's result kept even if the step is stopped) and bench.py C and B compiled with
                  CUDA graphs on a cold cache (compile_s, and inductor's on-disk cache for what follows)

@@ -134,6 +134,23 @@ def test_each_set_of_requires_grad_flags_gets_its_own_compiled_function(monkeypa
     assert len(made) == 2 and made[0].__code__ is not made[1].__code__
 
 
+def test_with_batch_given_only_full_batches_run_compiled(monkeypatch):
+    """search.py's forward: compile_model(..., batch=B) runs an epoch's last partial batch through the
+    model itself, so no graph is compiled for one step per epoch."""
+    made, ran = [], []
+
+    def fake_compile(fn, **kw):
+        made.append(kw)
+        return lambda x: ran.append(len(x)) or fn(x)
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = torch.nn.Linear(3, 2)
+    forward = runs.compile_model(model, True, torch.device("cpu"), batch=4)
+    for n in (4, 2, 4, 3):
+        x = torch.randn(n, 3)
+        torch.testing.assert_close(forward(x), model(x), rtol=0, atol=0)
+    assert ran == [4, 4] and len(made) == 1 and made[0]["dynamic"] is False
+
+
 def test_a_step_whose_parameters_get_no_gradient_stops():
     """gradient_step refuses a step in which none of its parameters reaches the loss (what a replayed
     graph of the other step gives) instead of silently leaving them where they are."""
@@ -162,8 +179,8 @@ def test_compiled_search_resumes_exactly(tiny_folder, tmp_path, monkeypatch):
     real = runs.compile_model
     backend = "inductor" if BACKEND == "inductor" else "eager"
     monkeypatch.setattr(runs, "compile_model", lambda *a, **k: real(*a, **{**k, "backend": backend}))
-    tiny = ["--dataset=imagefolder", f"--data={tiny_folder}", "--C=4", "--batch_size=4", "--layers=1",
-            "--epochs=2", "--seed=3", "--compile=1"]
+    tiny = ["--dataset=imagefolder", f"--data={tiny_folder}", "--C=4", "--batch_size=5", "--layers=1",
+            "--epochs=2", "--seed=3", "--compile=1"]  # 12 images per half: steps of 5, 5 and 2 (eager)
     full, _ = search.search(search.make_config(tiny + [f"--out={tmp_path / 'full'}"]))
     search.search(search.make_config(tiny + [f"--out={tmp_path / 'cut'}", "--stop_after=1"]))
     resumed, history = search.search(search.make_config([f"--out={tmp_path / 'cut'}", "--resume=1"]))

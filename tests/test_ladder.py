@@ -88,6 +88,9 @@ def test_settings_compare_written_out_defaults_equal_and_leave_out_plumbing():
     config = dataclasses.asdict(search.SearchConfig(**SETTINGS, subset=4000))
     same = ladder.search_settings(config, search)
     assert ladder.search_settings({k: v for k, v in config.items() if k != "bn_decay"}, search) == same  # older run
+    # a run from before --drop_last existed dropped the last partial batch (SearchConfig.ADDED_LATER)
+    older = {k: v for k, v in config.items() if k != "drop_last"}
+    assert ladder.search_settings(older, search) == ladder.search_settings(dict(config, drop_last=True), search) != same
     assert ladder.search_settings(dict(config, C=0), search) == ladder.search_settings(dict(config, C=16), search)
     assert ladder.search_settings(dict(config, bench201_dataset="cifar10"), search) == same  # ImageFolder: CIFAR-10
     for plumbing in dict(out="x", sessions=[{}], compile=False, fast=False, deterministic=True, bench201="y"), \

@@ -330,7 +330,7 @@ def test_only_rank_0_opens_the_benchmark(tiny_folder, nb201_table, tmp_path, mon
     --bench201 file (a v1_1 .pth is ~26 GB of RAM per process); rank 0 does."""
     import bench201
     opened, real_loaders, real_nb201 = [], search_run.make_loaders, bench201.NB201
-    monkeypatch.setattr(search_run, "make_loaders", lambda cfg, device, rank, world: real_loaders(cfg, device, 0, 1))
+    monkeypatch.setattr(search_run, "make_loaders", lambda cfg, device, rank, world, drop: real_loaders(cfg, device, 0, 1, drop))
     monkeypatch.setattr(bench201, "NB201", lambda path: opened.append(path) or real_nb201(path))
     cfg = search.make_config(TINY + [f"--data={tiny_folder}", "--layers=1", "--epochs=1", f"--bench201={nb201_table}"])
     _, history = search.search(replace(cfg, out=str(tmp_path / "rank1")), rank=1)
@@ -510,3 +510,62 @@ def test_resuming_a_finished_search_says_there_is_nothing_to_run(tiny_folder, tm
     assert again == history  # no epoch ran
     assert "resumed after epoch 1; all 1 epochs are done, nothing to run (--epochs=N extends it)" in \
         (tmp_path / "r" / "log.txt").read_text()
+
+
+class StopDuringStep:
+    """search.search's `stop`: a stop signal that arrives during step k of an epoch, so the loop writes
+    its mid-epoch checkpoint after that step and stops (as StopSignals does on SIGTERM)."""
+
+    def __init__(self, k):
+        self.k, self.armed = k, False
+
+    def requested(self, step=None):
+        return step == self.k
+
+    def stop(self, where, path):
+        raise cli.Preempted(f"stopped {where}", 15)
+
+
+def test_an_epochs_last_partial_batch_is_a_step_unless_drop_last(tiny_folder, tmp_path, monkeypatch):
+    """12 images per half, batch 5: steps of 5, 5 and 2 images, as DARTS' and NB201's loaders give
+    (the paper's 391 steps on 25,000 images); --drop_last=1 leaves out the 2."""
+    seen, real_w, real_a = {"w": [], "a": []}, search.weight_step, search.alpha_step
+    monkeypatch.setattr(search, "weight_step", lambda *a: seen["w"].append(len(a[5])) or real_w(*a))
+    monkeypatch.setattr(search, "alpha_step", lambda *a: seen["a"].append(len(a[5])) or real_a(*a))
+    for drop, sizes in ((0, [5, 5, 2]), (1, [5, 5])):
+        seen["w"].clear(), seen["a"].clear()
+        run(tiny_folder, tmp_path / str(drop), "--layers=1", "--epochs=1", "--batch_size=5", f"--drop_last={drop}")
+        assert seen["w"] == seen["a"] == sizes
+        assert f"{len(sizes)} steps per epoch of 5 images" in (tmp_path / str(drop) / "log.txt").read_text()
+
+
+def test_a_stop_before_the_partial_batch_resumes_bit_identically(tiny_folder, tmp_path):
+    common = ("--layers=1", "--epochs=2", "--batch_size=5", "--seed=4")
+    full, full_history = run(tiny_folder, tmp_path / "full", *common)
+    argv = TINY + [f"--data={tiny_folder}", f"--out={tmp_path / 'cut'}", *common]
+    with pytest.raises(cli.Preempted, match="in epoch 1 after step 2/3"):  # the next step is the 2-image one
+        search.search(search.make_config(argv), stop=StopDuringStep(2))
+    resumed, history = search.search(search.make_config([f"--out={tmp_path / 'cut'}", "--resume=1"]))
+    for (n, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), n
+    untimed = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert untimed(history) == untimed(full_history)
+
+
+def test_a_run_saved_before_drop_last_existed_keeps_dropping_the_partial_batch(tiny_folder, tmp_path, capsys):
+    """Runs made before --drop_last existed dropped the last partial batch: a resume, the sweep and the
+    ladder read a config.json without the key as --drop_last=1 (SearchConfig.ADDED_LATER)."""
+    out = tmp_path / "old"
+    run(tiny_folder, out, "--layers=1", "--epochs=2", "--batch_size=5", "--drop_last=1", "--stop_after=1")
+    config = json.loads((out / "config.json").read_text())
+    del config["drop_last"]
+    (out / "config.json").write_text(json.dumps(config))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    del ckpt["config"]["drop_last"]
+    torch.save(ckpt, out / "checkpoint.pt")
+    cfg = search.make_config([f"--out={out}", "--resume=1"])
+    assert cfg.drop_last
+    search.search(cfg)
+    assert (out / "log.txt").read_text().count("2 steps per epoch of 5 images") == 2
+    with pytest.raises(cli.ConfigError, match="you changed drop_last"):
+        search.make_config([f"--out={out}", "--resume=1", "--drop_last=0"])
