@@ -55,7 +55,7 @@ class SearchConfig:
     bn_decay: bool = True          # weight decay on the cell BN affine weights too (0: none there; the
                                    # paper is silent; decay shrinks the parametric ops' gamma, not the skip)
     grad_clip: float = 5.0         # max norm of the weight gradients
-    warmup_epochs: int = 0         # linear lr warm-up epochs (PC-DARTS ImageNet: 5)
+    warmup_epochs: int = 0         # linear lr warm-up epochs (PC-DARTS ImageNet: 5 if the batch is > 256)
     arch_lr: float = 3e-4          # Adam on alpha (and beta): lr 3e-4 (PC-DARTS 6e-4) ...
     arch_weight_decay: float = 1e-3  # ... betas (0.5, 0.999), weight decay 1e-3
     arch_start: int = 0            # first epoch with alpha steps (PC-DARTS: 15; on ImageNet 35)
@@ -72,8 +72,11 @@ class SearchConfig:
     train_classifier: bool = True  # train the linear classifier under options C/D too
     track_running_stats: bool = False  # cell BN running statistics (default: batch statistics only)
     subset: int = 0                # use only this many training images (0: all)
-    drop_last: bool = False        # 1: leave out each half's last partial batch; 0: it is a step, as in DARTS
-                                   # and NB201 (25k images, batch 64: 391 steps, the paper's 19,550 in 50 epochs)
+    drop_last: bool = False        # 1: leave out the weight half's last partial batch; 0: it is a step, as in
+                                   # DARTS and NB201 (25k images, batch 64: 391 steps, the paper's 19,550)
+    alpha_on_test: bool = True     # cifar100, ImageNet16-120: weights on the whole training set, alpha on a
+                                   # seeded half of the test set (NB201); 0: halves of the training set (DARTS,
+                                   # R-DARTS: the DARTS-style spaces' default); other datasets: always halves
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
     seed: int = 0                  # the supernet's init (unless --init_seed), the split into two halves,
                                    # batch order, augmentation
@@ -99,7 +102,7 @@ class SearchConfig:
 
 
 # Per-setting defaults, applied to keys the user did not set on the command line.
-DARTS_DEFAULTS = dict(weight_decay=3e-4, nesterov=False, arch_first=True)
+DARTS_DEFAULTS = dict(weight_decay=3e-4, nesterov=False, arch_first=True, alpha_on_test=False)
 PC_DEFAULTS = dict(batch_size=256, lr=0.1, lr_min=0.0, arch_lr=6e-4, arch_start=15)
 IMAGENET_DEFAULTS = dict(pc_k=2, batch_size=1024, lr=0.5, lr_min=0.0, warmup_epochs=5, arch_lr=6e-3,
                          arch_start=35, arch_grad_clip=5.0)  # PC-DARTS train_search_imagenet.py
@@ -140,6 +143,8 @@ def make_config(argv=None):
         extra.update(PC_DEFAULTS)
     if cfg.unrolled:  # DARTS-V2 order: the virtual step reads the momentum from before this SGD step
         extra["arch_first"] = True
+    if extra.get("warmup_epochs") and "batch_size" in given and cfg.batch_size <= 256:
+        extra["warmup_epochs"] = 0  # PC-DARTS warms up only a batch larger than 256
     cfg = validate(replace(cfg, **{k: v for k, v in extra.items() if k not in given}))
     if cfg.dataset == "imagenet" and "batch_size" not in given:
         print(f"note: --batch_size={cfg.batch_size} is PC-DARTS' global batch, run on 8 GPUs; on fewer or "
@@ -172,10 +177,9 @@ def validate(cfg):
     if cfg.dataset == "imagenet" and cfg.weight_frac + cfg.arch_frac > 1:
         raise cli.ConfigError(f"--weight_frac={cfg.weight_frac} and --arch_frac={cfg.arch_frac}: the two "
                                "samples are disjoint, so they must add up to at most 1")
-    if cfg.subset and cfg.dataset != "imagenet" and cfg.subset // 2 < (cfg.batch_size if cfg.drop_last else 1):
-        raise cli.ConfigError(f"--subset={cfg.subset}: each search half gets about {cfg.subset // 2} images"
-                               + (f", fewer than one batch (--batch_size={cfg.batch_size}, --drop_last=1)"
-                                  if cfg.drop_last else ""))
+    if cfg.subset and cfg.dataset != "imagenet" and cfg.subset // 2 < cfg.batch_size:  # alpha batches are full
+        raise cli.ConfigError(f"--subset={cfg.subset}: each search half gets about {cfg.subset // 2} images, "
+                               f"fewer than one batch (--batch_size={cfg.batch_size})")
     ddp.per_process_batch(cfg.batch_size, int(os.environ.get("WORLD_SIZE", "1")))  # torchrun's world
     check_supernet(space, cfg.C or None, cfg.layers or None, "imagenet" if cfg.dataset == "imagenet" else "cifar",
                    cfg.pc_k, init=cfg.init)
@@ -293,7 +297,8 @@ def _search(cfg, rank, world, device, stop):
         raise cli.ConfigError(f"{ckpt_path} was written with other settings than {cfg.out}/config.json "
                                f"({what}): remove that config.json to continue with the checkpoint's settings")
     runs.seed_everything(cfg.seed)
-    train_loader, arch_loader, num_classes, about = search_run.make_loaders(cfg, device, rank, world, cfg.drop_last)
+    train_loader, arch_loader, num_classes, about = search_run.make_loaders(
+        cfg, device, rank, world, cfg.drop_last, cfg.alpha_on_test)
     model = build_supernet(cfg.space, num_classes, C=cfg.C or None, layers=cfg.layers or None,
                            stem="imagenet" if cfg.dataset == "imagenet" else "cifar", pc_k=cfg.pc_k,
                            init=cfg.init, track_running_stats=cfg.track_running_stats,

@@ -12,14 +12,18 @@ checkpoints, the run lock and stop signals in harness/checkpoints.py, shared wit
 (quark0/darts cnn/train.py, cnn/train_imagenet.py; AutoDL configs/nas-benchmark/CIFAR.config), applied
 to every key not given on the command line (the checkpoint stores the resolved config):
 
-  setting   network          epochs batch lr     schedule        wd    clip aux dp   cutout smooth C  L
-  darts     NetworkCIFAR     600    96    0.025  cosine to 0     3e-4  5    0.4 0.2  16     0      36 20
-  imagenet  NetworkImageNet  250    128   0.1    x0.97 per epoch 3e-5  5    0.4 0    0      0.1    48 14
-  nb201     TinyNetwork      200    256   0.1    cosine to 0     5e-4  0    -   0    0      0      16 5
+  setting           network          epochs batch lr     schedule        wd    clip aux dp   cutout smooth C  L
+  darts             NetworkCIFAR     600    96    0.025  cosine to 0     3e-4  5    0.4 0.2  16     0      36 20
+  imagenet          NetworkImageNet  250    128   0.1    x0.97 per epoch 3e-5  5    0.4 0    0      0.1    48 14
+  nb201             TinyNetwork      200    256   0.1    cosine to 0     5e-4  0    -   0    0      0      16 5
+  pcdarts           NetworkCIFAR     as darts, drop path 0.3 (PC-DARTS train.py)
+  pcdarts_imagenet  NetworkImageNet  250    1024  0.5    linear, 5 warm-up epochs if batch > 256, else as imagenet
   (momentum 0.9 everywhere; nesterov for nb201 only; C, L = init channels, cells (nb201: cells/stage))
 
-darts = a DARTS/S1-S4 genotype on 32 px data (cifar10, cifar100, svhn, small imagefolder); imagenet = a
-DARTS genotype on an ImageNet-style folder of large images (224 px crops); nb201 = an NB201 cell.
+--recipe=auto picks by the cell and data: darts = a DARTS/S1-S4 genotype on 32 px data (cifar10, cifar100,
+svhn, small imagefolder); imagenet = a DARTS genotype on an ImageNet-style folder of large images (224 px
+crops); nb201 = an NB201 cell. --recipe=pcdarts: PC-DARTS' own (train.py, train_imagenet.py), as RF-PCDARTS
+"follow[s] the default training setting of PC-DARTS" (paper Sec. 5).
 Decisions where the references are silent:
 - The lr is a closed-form function of (epoch, epochs), set before each epoch (the values the
   reference's per-epoch scheduler gives), so the checkpoint needs no scheduler object and
@@ -60,7 +64,10 @@ class Config:
     epochs: int = 600             # training epochs (the recipe's: darts 600, imagenet 250, nb201 200)
     batch_size: int = 96          # global, over all processes
     lr: float = 0.025             # initial SGD learning rate
-    schedule: str = "cosine"      # cosine (to 0 at `epochs`) or step (lr * lr_gamma^epoch)
+    recipe: str = "auto"          # auto (by cell and data: darts | imagenet | nb201) | pcdarts (PC-DARTS')
+    schedule: str = "cosine"      # cosine (to 0 at `epochs`) | step (lr * lr_gamma^epoch) | linear
+                                  # (PC-DARTS: to ~0 at epochs - 5, then a gentler slope to 0)
+    warmup_epochs: int = 0        # the first so many epochs scale the lr by (epoch + 1) / warmup_epochs
     lr_gamma: float = 0.97        # schedule=step: the lr's factor per epoch
     momentum: float = 0.9         # SGD momentum
     nesterov: bool = False        # Nesterov momentum (the nb201 recipe's)
@@ -97,6 +104,11 @@ RECIPES = {
                      drop_path_prob=0.0, cutout=0, label_smoothing=0.1, C=48, layers=14),
     "nb201": dict(epochs=200, batch_size=256, lr=0.1, nesterov=True, weight_decay=5e-4, grad_clip=0.0,
                   auxiliary=False, drop_path_prob=0.0, cutout=0, C=16, layers=5),
+    # PC-DARTS train.py (CIFAR: DARTS' but drop path 0.3) and train_imagenet.py as its README runs it
+    # (batch 1024, lr 0.5; the script's defaults are 256 and 0.1); the warm-up only above batch 256
+    "pcdarts": dict(drop_path_prob=0.3),
+    "pcdarts_imagenet": dict(epochs=250, batch_size=1024, lr=0.5, schedule="linear", warmup_epochs=5,
+                             weight_decay=3e-5, drop_path_prob=0.0, cutout=0, label_smoothing=0.1, C=48, layers=14),
 }
 # The keys a recipe sets (the table above; momentum and the aux weight are the same in all three): the
 # ones a user gives are named in the log's recipe line.
@@ -106,7 +118,8 @@ RUN_KEYS = {"epochs", "resume", "out", "device", "amp", "channels_last", "worker
             "download", "compile", "ddp_backend", "cuda_graphs", "deterministic"}
 CKPT_KEYS = ("model", "optimizer", "epoch", "rng", "seconds", "config", "genotype", "train")
 # The range of every numeric setting (cli.check_ranges); (test_)subset None or 0: every image.
-RANGES = dict(epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", lr_gamma="(0, 1]", momentum="[0, 1)",
+RANGES = dict(epochs="[1, inf)", batch_size="[1, inf)", lr="(0, inf)", lr_gamma="(0, 1]", warmup_epochs="[0, inf)",
+              momentum="[0, 1)",
               weight_decay="[0, inf)", grad_clip="[0, inf)", C="[1, inf)", layers="[1, inf)",
               auxiliary_weight="[0, inf)", drop_path_prob="[0, 1)", cutout="[0, inf)", label_smoothing="[0, 1)",
               seed=cli.SEED_RANGE, workers="[0, inf)", subset="[0, inf)",
@@ -162,11 +175,14 @@ def resolve(argv, check_out=True):
     except UnicodeDecodeError as e:  # a binary file given as genotype.json
         raise cli.ConfigError(f"--genotype={cfg.genotype}: not a genotype.json text file ({e.reason})") from None
     info = train_run.data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
-    setting = "nb201" if isinstance(genotype, NB201Cell) else "imagenet" if info.streaming else "darts"
+    setting = recipe_of(cfg.recipe, genotype, info)
     cfg = cli.parse_config(Config, argv, **RECIPES[setting])
     if cfg.nesterov and not cfg.momentum:
         raise cli.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
-    if setting == "darts" and "auxiliary" not in given:
+    if setting == "pcdarts_imagenet" and "warmup_epochs" not in given and cfg.batch_size <= 256:
+        cfg.warmup_epochs = 0  # PC-DARTS warms up only a batch larger than 256
+    learning_rate(cfg, 0)  # e.g. --schedule=linear with too few epochs
+    if setting in ("darts", "pcdarts") and "auxiliary" not in given:
         cfg.auxiliary = aux_fits(info.size, cfg.layers)
     # every recipe key the command line set, whether or not this setting's recipe changes it from the
     # Config default (darts' recipe is the defaults: it changes none)
@@ -174,12 +190,33 @@ def resolve(argv, check_out=True):
     return cfg, genotype, info, None, f"recipe {setting} (yours: {yours or 'none'})"
 
 
+def recipe_of(recipe, genotype, info):
+    """The RECIPES entry a run takes: --recipe=auto by the cell and the data, pcdarts PC-DARTS' for them."""
+    auto = "nb201" if isinstance(genotype, NB201Cell) else "imagenet" if info.streaming else "darts"
+    if recipe == "auto":
+        return auto
+    if recipe != "pcdarts":
+        raise cli.ConfigError(f"--recipe={recipe}: choose auto or pcdarts")
+    if auto == "nb201":
+        raise cli.ConfigError("--recipe=pcdarts retrains DARTS-space cells; PC-DARTS has no NAS-Bench-201 recipe")
+    return "pcdarts_imagenet" if info.streaming else "pcdarts"
+
+
 def learning_rate(cfg, epoch):
+    """The lr of an epoch, set before it (closed form: no scheduler state), warm-up included."""
+    E = cfg.epochs
     if cfg.schedule == "cosine":  # CosineAnnealingLR(T_max=epochs, eta_min=0), one value per epoch
-        return runs.cosine_lr(cfg.lr, epoch, cfg.epochs)
-    if cfg.schedule == "step":  # StepLR(step_size=1, gamma)
-        return cfg.lr * cfg.lr_gamma ** epoch
-    raise cli.ConfigError(f"--schedule={cfg.schedule}: choose cosine or step")
+        lr = runs.cosine_lr(cfg.lr, epoch, E)
+    elif cfg.schedule == "step":  # StepLR(step_size=1, gamma)
+        lr = cfg.lr * cfg.lr_gamma ** epoch
+    elif cfg.schedule == "linear":  # PC-DARTS train_imagenet.py adjust_lr: the last 5 epochs fall gentler
+        if E <= 5:
+            raise cli.ConfigError(f"--schedule=linear needs --epochs > 5 (it ends with 5 epochs of its own), not {E}")
+        lr = cfg.lr * (E - 5 - epoch) / (E - 5) if E - epoch > 5 else cfg.lr * (E - epoch) / ((E - 5) * 5)
+    else:
+        raise cli.ConfigError(f"--schedule={cfg.schedule}: choose cosine, step or linear")
+    # PC-DARTS' warm-up scales whatever the schedule gives (its lr * (epoch + 1) / 5)
+    return lr * (epoch + 1) / cfg.warmup_epochs if epoch < cfg.warmup_epochs else lr
 
 
 def main(argv=None):
@@ -198,14 +235,13 @@ def fast_paths(cfg, device):
 
 def small_batch_note(cfg, info, world):
     """One line when the ImageNet recipe's global batch leaves few images per process for BN (DARTS'
-    128 on 8 GPUs: 16 each), naming PC-DARTS' 8-GPU setting; None otherwise. The recipe stays DARTS':
-    PC-DARTS' linear lr decay with warm-up is not one of this script's schedules."""
+    128 on 8 GPUs: 16 each), naming PC-DARTS' 8-GPU setting; None otherwise."""
     per = cfg.batch_size // world
     if not info.streaming or world == 1 or per >= 32:
         return None
-    return (f"note: --batch_size={cfg.batch_size} is the global batch (DARTS' ImageNet recipe), {per} images per "
-            f"process for BN on {world} processes; PC-DARTS retrained on 8 GPUs with batch 1024 and lr 0.5 "
-            f"(linear decay, 5 warm-up epochs): raise --batch_size, with --lr in proportion, for more per GPU")
+    return (f"note: --batch_size={cfg.batch_size} is the global batch, {per} images per process for BN on "
+            f"{world} processes; PC-DARTS retrained on 8 GPUs with batch 1024 and lr 0.5 (--recipe=pcdarts): "
+            f"raise --batch_size, with --lr in proportion, for more per GPU")
 
 
 def cuda_graphs_on(cfg, world):

@@ -346,9 +346,12 @@ def split_arrays(train, test=None, subset=None, seed=0):
     return (x[perm], y[perm]), (xt[a], yt[a])
 
 
-def search_split(name, root, subset=None, seed=0, download=False, skip_bad=False):
+def search_split(name, root, subset=None, seed=0, download=False, skip_bad=False, alpha_on_test=True):
     """Search data of a small-image dataset -> ((x_w, y_w), (x_α, y_α)), uint8 images, int64 labels.
-    See split_arrays; cifar100 and ImageNet16-120 use NB201's rule, the others DARTS'."""
+    See split_arrays. cifar100 and ImageNet16-120 with `alpha_on_test`: NB201's rule (α on half of the
+    test set); without it, and every other dataset: DARTS' (halves of the training set, as R-DARTS and
+    PC-DARTS search CIFAR-100 too)."""
     train = load_split(name, root, True, download, skip_bad)
-    test = load_split(name, root, False, download, skip_bad) if name in NB201_CONVENTION else None
+    nb201_rule = alpha_on_test and name in NB201_CONVENTION
+    test = load_split(name, root, False, download, skip_bad) if nb201_rule else None
     return split_arrays(train, test, subset, seed)

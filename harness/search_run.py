@@ -42,9 +42,12 @@ def genotype_record(space, model):
     return g, rec
 
 
-def make_loaders(cfg, device, rank, world, drop_last=False):
-    """The two search halves as loaders -> (weight loader, alpha loader, num_classes, description);
-    `drop_last`: leave out each half's last partial batch (the streamed ImageNet subset keeps it).
+def make_loaders(cfg, device, rank, world, drop_last=False, alpha_on_test=True):
+    """The two search halves as loaders -> (weight loader, alpha loader, num_classes, description).
+    `drop_last`: leave out the weight half's last partial batch. Alpha batches are full: one per
+    step, a seeded pass over the alpha half after another (DARTS draws a random batch of the whole
+    size for each alpha step). `alpha_on_test`: data.search_split's. The streamed ImageNet subset
+    keeps both halves' partial batches (PC-DARTS' DataLoaders).
 
     --batch_size is the global batch (the paper's and PC-DARTS' number): each of `world` processes takes
     batch_size / world images of the same global batch (batching.rank_share), so steps per epoch and
@@ -65,11 +68,10 @@ def make_loaders(cfg, device, rank, world, drop_last=False):
     ddp.wait_for_rank0(world)
     info = data.dataset_info(cfg.dataset, cfg.data, skip_bad=cfg.skip_bad_images)
     (xw, yw), (xa, ya) = data.search_split(cfg.dataset, cfg.data, cfg.subset or None, cfg.seed,
-                                           skip_bad=cfg.skip_bad_images)
-    kw = dict(device=device, mean=info.mean, std=info.std, train=True, drop_last=drop_last, rank=rank,
-              world_size=world)
-    loaders = (batching.TensorLoader(xw, yw, batch, seed=cfg.seed, **kw),
-               batching.TensorLoader(xa, ya, batch, seed=cfg.seed + 1, **kw))
+                                           skip_bad=cfg.skip_bad_images, alpha_on_test=alpha_on_test)
+    kw = dict(device=device, mean=info.mean, std=info.std, train=True, rank=rank, world_size=world)
+    loaders = (batching.TensorLoader(xw, yw, batch, seed=cfg.seed, drop_last=drop_last, **kw),
+               batching.TensorLoader(xa, ya, batch, seed=cfg.seed + 1, drop_last=True, **kw))
     if min(len(loader) for loader in loaders) == 0:
         raise cli.ConfigError(f"batch_size={cfg.batch_size} is larger than a search half "
                                f"({len(yw)} / {len(ya)} images)")

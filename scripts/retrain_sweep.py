@@ -121,7 +121,9 @@ def plan(cfg, flags):
         if not done:
             continue
         out, cell = os.path.join(folder, f"train-{_name(flags, cfg)}"), os.path.join(folder, "genotype.json")
-        argv = [*flags, f"--seed={seed}", f"--out={out}"]
+        # RF-PCDARTS follows PC-DARTS' training setting (paper Sec. 5): its cells take that recipe
+        pc = settings.get("pc_k", 1) > 1 and "recipe" not in cli.explicit_keys(flags)
+        argv = [*flags, *(["--recipe=pcdarts"] if pc else []), f"--seed={seed}", f"--out={out}"]
         want = runs.as_dict(train.resolve([*argv, f"--genotype={cell}"], check_out=False)[0])
         checkpoints.refuse_if_busy(out)  # a retraining still running there (e.g. a killed script's)
         saved, state = checkpoints.saved_settings(out), "new"

@@ -14,6 +14,7 @@ from harness import data  # noqa: E402
 from harness import batching  # noqa: E402
 from harness import stream  # noqa: E402
 from harness.data import DatasetError  # noqa: E402
+import search  # noqa: E402
 
 REAL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpeg")
 
@@ -136,6 +137,21 @@ def test_imagenet16(tmp_path):
         data.read_imagenet16(tmp_path, train=False)
     os.remove(tmp_path / "train_data_batch_7")
     assert_error(lambda: data.read_imagenet16(tmp_path, train=True), tmp_path / "train_data_batch_7")
+
+
+def test_alpha_on_test_picks_nb201s_or_darts_split(tmp_path):
+    """ImageNet16-120 (as cifar100): NB201's search puts alpha on half of the test set; DARTS-style
+    searches (R-DARTS, PC-DARTS on CIFAR-100) halve the training set. Train pixels 0-9, test 255."""
+    for i, name in enumerate([f"train_data_batch_{k}" for k in range(1, 11)] + ["val_data"]):
+        raw = np.full((4, 768), 255 if name == "val_data" else i, dtype=np.uint8)
+        write_pickle(tmp_path / name, {"data": raw, "labels": [1, 2, 3, 4]}, 2)
+    (xw, _), (xa, _) = data.search_split("ImageNet16-120", tmp_path, seed=0, alpha_on_test=True)
+    assert len(xw) == 40 and (xw < 255).all() and len(xa) == 2 and (xa == 255).all()
+    (xw, _), (xa, _) = data.search_split("ImageNet16-120", tmp_path, seed=0, alpha_on_test=False)
+    assert len(xw) == len(xa) == 20 and (xw < 255).all() and (xa < 255).all()
+    assert search.make_config(["--space=s3", "--dataset=cifar100"]).alpha_on_test is False
+    assert search.make_config(["--dataset=cifar100"]).alpha_on_test is True  # NB201's space
+    assert search.make_config(["--space=s3", "--dataset=cifar100", "--alpha_on_test=1"]).alpha_on_test is True
 
 
 @pytest.mark.skipif(not os.path.isdir(REAL), reason="no ../shared/data/cifar10-jpeg")

@@ -91,7 +91,11 @@ def test_imagenet_subset_and_stem_smoke(tmp_path):
             "--batch_size=2", "--epochs=2", "--arch_start=0", "--workers=0", "--weight_frac=0.4",
             "--arch_frac=0.2", f"--out={out}"]
     cfg = search.make_config(argv)
-    assert (cfg.pc_k, cfg.warmup_epochs, cfg.arch_lr) == (2, 5, 6e-3)   # PC-DARTS ImageNet defaults
+    assert (cfg.pc_k, cfg.warmup_epochs, cfg.arch_lr) == (2, 0, 6e-3)   # PC-DARTS ImageNet defaults ...
+    default_batch = search.make_config([a for a in argv if not a.startswith("--batch_size")])
+    assert (default_batch.batch_size, default_batch.warmup_epochs) == (1024, 5)  # ... warm-up above 256 only
+    assert search.make_config(argv[:-1] + ["--batch_size=512", f"--out={out}"]).warmup_epochs == 5
+    assert search.make_config(argv + ["--warmup_epochs=3"]).warmup_epochs == 3  # given: kept
     model, history = search.search(cfg)
     assert model.stem1 is not None and len(history) == 2
     (fw, lw, classes), (fa, la, _) = [imagenet_subset.read_file_list(out / f"subset_{n}.txt")

@@ -163,3 +163,15 @@ def test_an_unfinished_retraining_says_how_far_it_got(tmp_path):
     assert summary["runs"][0]["state"] == ("stopped (exit 143), 2 of 600 epochs done: stopped by SIGTERM in epoch 3 "
                                            "after step 7/520"), summary["runs"][0]
     assert summary["options"]["C"]["n"] == 0 and summary["paper"] == retrain_sweep.PAPER[("darts", "cifar10")]
+
+
+def test_rf_pcdarts_cells_retrain_with_pc_darts_recipe(tiny_folder, tmp_path):
+    """RF-PCDARTS follows PC-DARTS' training setting (paper Sec. 5): the cells of --pc_k searches retrain
+    with --recipe=pcdarts (drop path 0.3 on CIFAR), unless the command names a recipe."""
+    search.search(search.make_config(search_flags(tiny_folder, "--space=s2", "--pc_k=2", "--layers=2", "--epochs=1",
+                                                  f"--out={tmp_path / 'sweep' / 'C_s1'}")))
+    for extra, recipe in (([], "--recipe=pcdarts"), (["--recipe=auto"], "--recipe=auto")):
+        cfg, flags = retrain_sweep.parse([f"--sweep={tmp_path / 'sweep'}", *train_flags(tiny_folder, "--layers=3"),
+                                          *extra])
+        (job,), _ = retrain_sweep.plan(cfg, flags)
+        assert [a for a in job.argv if a.startswith("--recipe")] == [recipe]

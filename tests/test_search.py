@@ -330,7 +330,7 @@ def test_only_rank_0_opens_the_benchmark(tiny_folder, nb201_table, tmp_path, mon
     --bench201 file (a v1_1 .pth is ~26 GB of RAM per process); rank 0 does."""
     import bench201
     opened, real_loaders, real_nb201 = [], search_run.make_loaders, bench201.NB201
-    monkeypatch.setattr(search_run, "make_loaders", lambda cfg, device, rank, world, drop: real_loaders(cfg, device, 0, 1, drop))
+    monkeypatch.setattr(search_run, "make_loaders", lambda cfg, device, rank, world, *a: real_loaders(cfg, device, 0, 1, *a))
     monkeypatch.setattr(bench201, "NB201", lambda path: opened.append(path) or real_nb201(path))
     cfg = search.make_config(TINY + [f"--data={tiny_folder}", "--layers=1", "--epochs=1", f"--bench201={nb201_table}"])
     _, history = search.search(replace(cfg, out=str(tmp_path / "rank1")), rank=1)
@@ -527,15 +527,16 @@ class StopDuringStep:
 
 
 def test_an_epochs_last_partial_batch_is_a_step_unless_drop_last(tiny_folder, tmp_path, monkeypatch):
-    """12 images per half, batch 5: steps of 5, 5 and 2 images, as DARTS' and NB201's loaders give
-    (the paper's 391 steps on 25,000 images); --drop_last=1 leaves out the 2."""
+    """12 images per half, batch 5: weight steps of 5, 5 and 2 images, as DARTS' and NB201's loaders
+    give (the paper's 391 steps on 25,000 images); --drop_last=1 leaves out the 2. Alpha batches are
+    full (DARTS draws a whole batch for every alpha step)."""
     seen, real_w, real_a = {"w": [], "a": []}, search.weight_step, search.alpha_step
     monkeypatch.setattr(search, "weight_step", lambda *a: seen["w"].append(len(a[5])) or real_w(*a))
     monkeypatch.setattr(search, "alpha_step", lambda *a: seen["a"].append(len(a[5])) or real_a(*a))
     for drop, sizes in ((0, [5, 5, 2]), (1, [5, 5])):
         seen["w"].clear(), seen["a"].clear()
         run(tiny_folder, tmp_path / str(drop), "--layers=1", "--epochs=1", "--batch_size=5", f"--drop_last={drop}")
-        assert seen["w"] == seen["a"] == sizes
+        assert seen["w"] == sizes and seen["a"] == [5] * len(sizes)
         assert f"{len(sizes)} steps per epoch of 5 images" in (tmp_path / str(drop) / "log.txt").read_text()
 
 

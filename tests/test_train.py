@@ -93,6 +93,29 @@ def test_recipes(large):
     assert [train.learning_rate(cfg, e) for e in (0, 2, 4)] == pytest.approx([0.025, 0.0125, 0.0])
 
 
+def test_pcdarts_recipes_follow_pc_darts_training_scripts(large):
+    """--recipe=pcdarts: PC-DARTS' train_imagenet.py as its README runs it (batch 1024, lr 0.5, linear
+    decay, warm-up above batch 256) and its train.py on CIFAR (DARTS' recipe with drop path 0.3)."""
+    imagenet = ["--arch=PC_DARTS_image", "--recipe=pcdarts", "--dataset=imagenet", f"--data={large}"]
+    cfg, _, _, _, said = train.resolve(imagenet)
+    assert said == "recipe pcdarts_imagenet (yours: none)"
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.schedule, cfg.warmup_epochs, cfg.weight_decay, cfg.label_smoothing,
+            cfg.drop_path_prob, cfg.C, cfg.layers) == (250, 1024, 0.5, "linear", 5, 3e-5, 0.1, 0.0, 48, 14)
+    # warm-up: 1/5..5/5 of the linear lr; linear: 0.5 * (245 - e) / 245 to 0.5 / 245 at epoch 244; the
+    # last five epochs: 0.5 * (250 - e) / 1225, from 0.5 / 245 again down to 0.5 / 1225
+    lrs = [train.learning_rate(cfg, e) for e in (0, 4, 5, 244, 245, 249)]
+    assert lrs == pytest.approx([0.1, 0.5 * 241 / 245, 0.5 * 240 / 245, 0.5 / 245, 0.5 / 245, 0.5 / 1225])
+    small_batch = train.resolve(imagenet + ["--batch_size=256", "--lr=0.125"])[0]
+    assert small_batch.warmup_epochs == 0 and train.learning_rate(small_batch, 0) == 0.125
+    cfg = train.resolve(["--arch=DARTS_V2", "--recipe=pcdarts"])[0]
+    assert (cfg.epochs, cfg.batch_size, cfg.drop_path_prob, cfg.schedule, cfg.auxiliary) == (600, 96, 0.3, "cosine", True)
+    for argv, said in (([f"--arch={NB201}", "--recipe=pcdarts"], "PC-DARTS has no NAS-Bench-201 recipe"),
+                       (["--arch=DARTS_V2", "--recipe=pc"], "--recipe=pc: choose auto or pcdarts"),
+                       (["--arch=DARTS_V2", "--schedule=linear", "--epochs=5"], "--schedule=linear needs --epochs > 5")):
+        with pytest.raises(cli.ConfigError, match=said):
+            train.resolve(argv)
+
+
 @pytest.mark.parametrize("argv, said", [
     (["--arch=DARTS_V2"], "recipe darts (yours: none)"),
     # darts' recipe is the Config defaults, so it changes none of these: they are the user's all the same
