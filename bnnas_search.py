@@ -62,7 +62,8 @@ class BNNASConfig:
     C: int = 16                    # initial channels
     layers: int = 5                # cells per stage (N)
     init: str = "kaiming"          # conv init: kaiming | xavier | pytorch (the random features)
-    train_classifier: bool = True  # under option C, train the linear classifier too (search.py's default)
+    train_classifier: bool = True  # under option C, train the linear classifier too (search.py's default;
+                                   # BN-NAS's code trains only the indicator BNs, bychen515/BNNAS supernet/main.py)
     subset: int = 0                # use only this many training images (0: all), halved as search.py does
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
     seed: int = 0                  # init, data order, paths and the evolution
