@@ -16,7 +16,7 @@ Owns
   sample_paths             SPOS uniform sampling: one op per edge per step, each op with probability 1/5
   indicators               the BN indicator of BN-NAS: per cell, edge and op, mean_c |gamma_c| of
                            the op's last BN; BN-NAS's ea.py reads the same mean |weight| of the block's
-                           last BN
+                           last BN (indicator_parameters: those BNs' gamma and beta)
   best_cell, cell_score    an architecture's score is the sum of its ops' indicators (BN-NAS);
                            the exact best NB201 cell is the per-edge argmax (below)
   evolve                   BN-NAS's evolution (its search/ea.py: population 50, top 10, 25 mutations with
@@ -139,6 +139,12 @@ def sample_paths(generator, steps):
 def last_bn(op):
     """The last BatchNorm2d of a candidate op: a conv op's own, a non-parametric op's extra one."""
     return [m for m in op.modules() if isinstance(m, nn.BatchNorm2d)][-1]
+
+
+def indicator_parameters(model):
+    """The gamma and beta of every candidate op's last BN (what BN-NAS's code alone trains)."""
+    return [p for cell in model.search_cells() for mixed in cell.mixed for op in mixed.ops
+            for p in last_bn(op).parameters()]
 
 
 @torch.no_grad()

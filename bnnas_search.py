@@ -62,8 +62,9 @@ class BNNASConfig:
     C: int = 16                    # initial channels
     layers: int = 5                # cells per stage (N)
     init: str = "kaiming"          # conv init: kaiming | xavier | pytorch (the random features)
-    train_classifier: bool = True  # under option C, train the linear classifier too (search.py's default;
-                                   # BN-NAS's code trains only the indicator BNs, bychen515/BNNAS supernet/main.py)
+    train_classifier: bool = True  # under option C, train the linear classifier too (search.py's default)
+    trained_bn: str = "all"        # option C: all (every BN, as RF-DARTS' C) | indicators (only each candidate
+                                   # op's last BN, nothing else: BN-NAS's code, bychen515/BNNAS supernet/main.py)
     subset: int = 0                # use only this many training images (0: all), halved as search.py does
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
     seed: int = 0                  # init, data order, paths and the evolution
@@ -112,6 +113,10 @@ def validate(cfg):
                                "B and D freeze BN, so every gamma stays 1 and the indicator ranks nothing")
     if cfg.dataset not in data.NAMES:
         raise cli.ConfigError(f"--dataset={cfg.dataset}: choose one of {', '.join(data.NAMES)}")
+    if cfg.trained_bn not in ("all", "indicators"):
+        raise cli.ConfigError(f"--trained_bn={cfg.trained_bn}: choose all or indicators")
+    if cfg.trained_bn == "indicators" and cfg.option.upper() != "C":
+        raise cli.ConfigError("--trained_bn=indicators is an only-BN setting: it needs --option=C")
     if cfg.nesterov and not cfg.momentum:
         raise cli.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
     if cfg.subset and cfg.subset // 2 < cfg.batch_size:
@@ -219,6 +224,10 @@ def _search(cfg, device, stop):
     weight_loader, _, num_classes, about = search_run.make_loaders(cfg, device, 0, 1, drop_last=True)
     model = bnnas.build_bnnas_supernet(num_classes, cfg.C, cfg.layers, cfg.init, cfg.seed).to(device)
     groups = set_trainable(model, cfg.option, cfg.train_classifier)
+    if cfg.trained_bn == "indicators":  # BN-NAS's code: the indicator BNs train, everything else is frozen
+        indicator = {id(p) for p in bnnas.indicator_parameters(model)}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in indicator)
     frozen = FrozenState(model)  # option C: the convs are random features, hashed in a checkpoint, not stored
     weights = [p for p in model.parameters() if p.requires_grad]
     w_opt = torch.optim.SGD(weight_groups(weights, groups["cell_bn"], cfg), cfg.lr, momentum=cfg.momentum,

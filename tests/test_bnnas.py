@@ -124,6 +124,20 @@ def test_two_step_smoke_run_writes_every_output(tiny_folder, tmp_path):
     assert "indicators" not in json.loads((out / "history.json").read_text())[0]
 
 
+def test_trained_bn_indicators_trains_only_each_candidates_last_bn(tiny_folder, tmp_path):
+    """--trained_bn=indicators, BN-NAS's own code: the indicator BNs move; every other tensor (stem and
+    reduction-block BN, last BN, classifier, convs) stays bit-identical to its seeded init."""
+    model, _ = run(tiny_folder, tmp_path / "ind", "--epochs=1", "--batch_size=6", "--seed=2", "--trained_bn=indicators")
+    init = bnnas.build_bnnas_supernet(3, 4, 1, "kaiming", 2)
+    indicator = {id(p) for p in bnnas.indicator_parameters(model)}
+    moved = {n for (n, p), q in zip(model.named_parameters(), init.parameters()) if not torch.equal(p, q)}
+    named = dict(model.named_parameters())
+    assert moved and all(id(named[n]) in indicator for n in moved)
+    assert any("classifier" in n for n in named) and not any("classifier" in n for n in moved)
+    with pytest.raises(cli.ConfigError, match="needs --option=C"):
+        bnnas_search.make_config(["--trained_bn=indicators", "--option=A", "--dataset=synthetic"])
+
+
 def test_resume_after_epoch_1_equals_an_uninterrupted_2_epoch_run(tiny_folder, tmp_path):
     full, _ = run(tiny_folder, tmp_path / "full", "--epochs=2", "--seed=3", "--option=A")
     run(tiny_folder, tmp_path / "cut", "--epochs=2", "--seed=3", "--option=A", "--stop_after=1")
