@@ -73,7 +73,8 @@ class SearchConfig:
     track_running_stats: bool = False  # cell BN running statistics (default: batch statistics only)
     subset: int = 0                # use only this many training images (0: all)
     drop_last: bool = False        # 1: leave out the weight half's last partial batch; 0: it is a step, as in
-                                   # DARTS and NB201 (25k images, batch 64: 391 steps, the paper's 19,550)
+                                   # DARTS and NB201 (25k images, batch 64: 391 steps, the paper's 19,550);
+                                   # imagenet's streamed subset keeps it either way (PC-DARTS' loaders)
     alpha_on_test: bool = True     # cifar100, ImageNet16-120: weights on the whole training set, alpha on a
                                    # seeded half of the test set (NB201); 0: halves of the training set (DARTS,
                                    # R-DARTS: the DARTS-style spaces' default); other datasets: always halves
