@@ -108,11 +108,12 @@ def plan(cfg, flags):
             saved, done = saved_run(folder)
             state = "new"
             if saved is not None:
-                full = cli.saved_settings(search.SearchConfig, saved)  # a key added later: its default
+                full = cli.saved_settings(search.SearchConfig, saved)  # a key added later: what such runs did
                 differ = cli.differing(want, full, search.RUN_KEYS)
                 if differ:
                     what = ", ".join(f"{k}={full[k]!r} not {want[k]!r}" for k in differ)
-                    raise cli.ConfigError(f"{folder} holds a run with other settings ({what}): use another --out")
+                    raise cli.ConfigError(f"{folder} holds a run with other settings ({what}): pass "
+                                           f"{cli.same_flags(full, differ)} to continue it, or use another --out")
                 length = saved.get("epochs", done)
                 if max(length, done) > want["epochs"]:  # its epochs so far followed a longer schedule
                     raise cli.ConfigError(f"{folder} holds a run of {length} epochs ({done} done), more than "

@@ -167,6 +167,11 @@ def _shown(field):
     return flag_value(field.default_factory() if field.default is dataclasses.MISSING else field.default)
 
 
+def same_flags(saved, keys):
+    """The flags that give `keys` a saved run's values: "--lr=0.025 --drop_last=1"."""
+    return " ".join(f"--{k}={flag_value(saved[k])}" for k in keys)
+
+
 def flag_value(value):
     """A setting as it is typed on the command line: 1 / 0 for booleans, none for None."""
     if isinstance(value, bool) or value is None:

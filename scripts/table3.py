@@ -110,7 +110,8 @@ def plan(cfg, flags):
                 differ = cli.differing(want, saved, bnnas_search.RUN_KEYS)
                 if differ:
                     what = ", ".join(f"{k}={saved[k]!r} not {want[k]!r}" for k in differ)
-                    raise cli.ConfigError(f"{folder} holds a run with other settings ({what}): use another --out")
+                    raise cli.ConfigError(f"{folder} holds a run with other settings ({what}): pass "
+                                           f"{cli.same_flags(saved, differ)} to continue it, or use another --out")
                 if done > epochs:
                     raise cli.ConfigError(f"{folder} holds a run past {epochs} epochs ({done} done): use another --out")
                 jobs.append(Job(name, folder, argv, None, epochs))

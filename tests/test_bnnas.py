@@ -269,7 +269,7 @@ def test_table3_from_tiny_runs_skips_finished_ones_and_names_a_busy_one(tiny_fol
     said = capsys.readouterr()
     assert e.value.code == 1 and said.out.count("finished before, skipped") == 3, said.out
     assert "A_e1_s1: busy in another process" in said.out and "| A_e1_s1 | busy" in (out / "table3.md").read_text()
-    with pytest.raises(cli.ConfigError, match="A_e1_s1 holds a run with other settings .lr=0.025 not 0.1"):
+    with pytest.raises(cli.ConfigError, match="A_e1_s1 holds a run with other settings .lr=0.025 not 0.1.: pass --lr=0.025 to continue it"):
         table3.main(argv + ["--lr=0.1"])
 
 

@@ -179,7 +179,7 @@ def test_busy_or_foreign_run_folders_are_refused_before_any_start(made_runs, tin
     # only a checkpoint (no config.json): its own settings are the run's
     (out / "C_s2" / "config.json").unlink()
     err = refused(argv + ["--lr=0.1"], capsys)
-    assert f"{out / 'C_s2'} holds a run with other settings (lr=0.025 not 0.1)" in err, err
+    assert f"{out / 'C_s2'} holds a run with other settings (lr=0.025 not 0.1): pass --lr=0.025 to continue it" in err, err
     assert started(out) == []
 
 
