@@ -144,7 +144,7 @@ def make_config(argv=None):
         extra.update(PC_DEFAULTS)
     if cfg.unrolled:  # DARTS-V2 order: the virtual step reads the momentum from before this SGD step
         extra["arch_first"] = True
-    if extra.get("warmup_epochs") and "batch_size" in given and cfg.batch_size <= 256:
+    if extra.get("warmup_epochs") and "batch_size" in given and cfg.batch_size <= runs.PC_DARTS_WARMUP_ABOVE:
         extra["warmup_epochs"] = 0  # PC-DARTS warms up only a batch larger than 256
     cfg = validate(replace(cfg, **{k: v for k, v in extra.items() if k not in given}))
     if cfg.dataset == "imagenet" and "batch_size" not in given:

@@ -179,7 +179,8 @@ def resolve(argv, check_out=True):
     cfg = cli.parse_config(Config, argv, **RECIPES[setting])
     if cfg.nesterov and not cfg.momentum:
         raise cli.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
-    if setting == "pcdarts_imagenet" and "warmup_epochs" not in given and cfg.batch_size <= 256:
+    small_batch = cfg.batch_size <= runs.PC_DARTS_WARMUP_ABOVE
+    if setting == "pcdarts_imagenet" and "warmup_epochs" not in given and small_batch:
         cfg.warmup_epochs = 0  # PC-DARTS warms up only a batch larger than 256
     learning_rate(cfg, 0)  # e.g. --schedule=linear with too few epochs
     if setting in ("darts", "pcdarts") and "auxiliary" not in given:

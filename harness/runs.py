@@ -180,6 +180,10 @@ def duration(seconds):
     return f"{seconds:.0f}s"
 
 
+# PC-DARTS warms the lr up only for a batch larger than this (train_search_imagenet.py, train_imagenet.py)
+PC_DARTS_WARMUP_ABOVE = 256
+
+
 def cosine_lr(lr, epoch, epochs, lr_min=0.0, warmup=0):
     """The lr of an epoch: linear warm-up over `warmup` epochs, else cosine from lr to lr_min.
 
