@@ -51,6 +51,30 @@ def test_k1_without_betas_is_the_plain_supernet():
     assert not torch.allclose(normed(x), plain(x))
 
 
+def test_edge_normalisation_weights_each_node_by_softmax_beta_over_its_own_in_edges():
+    """PC-DARTS' edge normalisation: node i = sum_j softmax(beta[e_i : e_i + i + 2])_j * mixed_edge_j. With a
+    beta of 50 on one in-edge per node (softmax 1 in float32), each node is that edge's mixed op alone."""
+    torch.manual_seed(0)
+    model = build_supernet("darts", 10, C=8, layers=3, edge_norm=True)
+    cell = model.cells[0]
+    assert not cell.reduction
+    s0, s1 = torch.randn(2, 24, 8, 8), torch.randn(2, 24, 8, 8)   # the stem's 3C channels
+    weights = F.softmax(model.alphas_normal, dim=-1)                # (14, 8)
+    for pick in (lambda n_in: 0, lambda n_in: n_in - 1, lambda n_in: n_in // 2):
+        betas, chosen, e = torch.zeros(14), [], 0
+        for i in range(4):
+            j = pick(i + 2)
+            betas[e + j] = 50.0
+            chosen.append((e + j, j))
+            e += i + 2
+        with torch.no_grad():
+            out = cell(s0, s1, weights, betas)
+            states = [cell.pre0(s0), cell.pre1(s1)]
+            for edge, j in chosen:
+                states.append(cell.mixed[edge](states[j], weights[edge]))
+        assert torch.allclose(out, torch.cat(states[2:], dim=1), atol=1e-6)
+
+
 def test_betas_train_with_alpha_and_enter_derivation():
     model = build_supernet("darts", 10, C=8, layers=3, pc_k=4)
     arch = set_trainable(model, "C", verbose=False)["arch"]

@@ -173,9 +173,10 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tiny_folder, tmp_path)
     while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)   # no clean-up runs: wherever it was, mid-epoch or mid-write
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # killed, not finished: the resume below has epochs left to run
     resumed, history = run(tiny_folder, out, *common, "--resume=1")
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert "resumed after epoch" in (out / "log.txt").read_text()
     assert torch.equal(full.alphas_normal, resumed.alphas_normal)
 
 
