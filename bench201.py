@@ -359,7 +359,7 @@ class NB201:
 
     def export_csv(self, out_path):
         """Write CSV_HEADER rows for every arch (empty cells where no results); returns the count."""
-        with open(out_path, "w", newline="") as f:
+        with open(out_path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(CSV_HEADER)
             for index, arch in enumerate(self.meta_archs):
@@ -370,7 +370,7 @@ class NB201:
 
     def _read_csv(self):
         try:
-            with open(self.path, newline="") as f:
+            with open(self.path, newline="", encoding="utf-8") as f:
                 reader = csv.reader(f)
                 if next(reader, None) != CSV_HEADER:
                     raise BenchmarkFileError(f"{self.path}: header is not that of a bench201 --export CSV")
@@ -421,7 +421,7 @@ def _arch_of(given):
     if not os.path.isfile(given):
         return given
     try:
-        with open(given) as f:
+        with open(given, encoding="utf-8") as f:
             arch = json.load(f).get("arch")
     except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
         raise QueryError(f"--arch={given}: not a genotype.json (a JSON object with an 'arch' entry)") from None

@@ -339,7 +339,7 @@ def load_genotype(spec):
     if text.lower() in by_name:
         return by_name[text.lower()]
     if os.path.isfile(text):
-        with open(text) as f:
+        with open(text, encoding="utf-8") as f:
             try:
                 return genotype_from_json(json.load(f))
             except json.JSONDecodeError as e:

@@ -44,7 +44,7 @@ def atomic_write(path, write, mode="wb", keep=None, hint=""):
     line naming `path` and the reason (+ `hint`)."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, mode) as f:
+        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -111,7 +111,7 @@ def write_json(path, obj):
 def read_json(path):
     """A JSON file a run wrote (config.json, ...); a damaged one is one ConfigError line naming it."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except ValueError as e:  # JSONDecodeError (truncated), UnicodeDecodeError (binary)
         raise cli.ConfigError(f"{path} is damaged ({type(e).__name__}: {cli.one_line(e)[:80]}); restore it, "
@@ -236,7 +236,7 @@ class RunLock:
         if not self.enabled:
             return self
         try:
-            self.file = open(self.path, "a+")
+            self.file = open(self.path, "a+", encoding="utf-8")
         except OSError as e:
             raise cli.write_error(self.path, e) from e
         try:

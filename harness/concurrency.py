@@ -75,9 +75,9 @@ def meet(folder, timeout=900.0):
     if not folder:
         return 0.0
     t0 = time.perf_counter()
-    with open(os.path.join(folder, f"ready-{os.getpid()}"), "w"):
+    with open(os.path.join(folder, f"ready-{os.getpid()}"), "w", encoding="utf-8"):
         pass
-    with open(os.path.join(folder, "procs")) as f:
+    with open(os.path.join(folder, "procs"), encoding="utf-8") as f:
         want = int(f.read())
     while sum(name.startswith("ready-") for name in os.listdir(folder)) < want:
         if time.perf_counter() - t0 > timeout:
@@ -95,7 +95,7 @@ def run_procs(cfg, argv, options, script):
     import tempfile
     keep = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_") not in ("option", "procs", "barrier", "flops")]
     with tempfile.TemporaryDirectory(prefix="bench-procs-") as folder:
-        with open(os.path.join(folder, "procs"), "w") as f:
+        with open(os.path.join(folder, "procs"), "w", encoding="utf-8") as f:
             f.write(str(cfg.procs))
         which = [options[i % len(options)] for i in range(cfg.procs)]
         children = [subprocess.Popen([sys.executable, os.path.abspath(script), *keep, f"--option={o}",

@@ -53,7 +53,7 @@ def read_file_list(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no file list at {path}")
     root, classes, files, labels = None, None, [], []
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             parts = line.rstrip("\n").split("\t")
             if len(parts) != 2:

@@ -101,7 +101,7 @@ def note_device(folder, where, threads):
     column). "cpu" is written as runs.cpu_device(threads) (as bench.py names it)."""
     if where == "cpu":  # minutes per run depend on the CPU and the threads, which can change between sessions
         where = runs.cpu_device(threads)
-    with open(os.path.join(folder, "device.txt"), "a") as f:
+    with open(os.path.join(folder, "device.txt"), "a", encoding="utf-8") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {where}\n")
 
 
@@ -162,7 +162,7 @@ def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None,
         os.makedirs(folder, exist_ok=True)
         note_device(folder, f"GPU {gpu}" if gpu is not None else
                     str(runs.pick_device(cli.parse_config(config, argv).device)), threads)
-        err = open(os.path.join(folder, "stderr.txt"), "a")
+        err = open(os.path.join(folder, "stderr.txt"), "a", encoding="utf-8")
         try:
             proc = subprocess.Popen([sys.executable, script, *argv], env=job_env(env, gpu),
                                     stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,

@@ -37,7 +37,7 @@ def search_size(run_dir):
     path = os.path.join(run_dir, "log.txt")
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         m = re.search(r"(\d+) weight / (\d+) alpha images, (\d+) steps per epoch", f.read())
     if not m:
         return None

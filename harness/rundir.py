@@ -56,7 +56,7 @@ def read_json_if_any(path, missing=None):
 def parse_log(path, space):
     """search.py's epoch lines -> history-like rows; the last line of an epoch wins (a resume repeats it)."""
     rows = {}
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         for line in f:
             m = _EPOCH_LINE.search(line.rstrip("\n"))
             if not m:

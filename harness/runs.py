@@ -67,7 +67,7 @@ def cpu_name():
     The machine behind a long study can change between sessions, and step times with it."""
     model = ""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
         pass
@@ -166,7 +166,7 @@ class Log:
         print(line, flush=True)
         if self.path:
             try:
-                with open(self.path, "a") as f:
+                with open(self.path, "a", encoding="utf-8") as f:
                     f.write(line + "\n")
             except OSError as e:
                 raise write_error(self.path, e) from e

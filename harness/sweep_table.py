@@ -52,7 +52,7 @@ def run_devices(folder):
     path = os.path.join(folder, "device.txt")
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         seen = [line.split(" ", 2)[2].strip() for line in f if line.count(" ") >= 2]
     return ", ".join(dict.fromkeys(seen)) or None
 
@@ -61,7 +61,7 @@ def _last_error(folder):
     path = os.path.join(folder, "stderr.txt")
     if not os.path.isfile(path):
         return "no message"
-    with open(path, errors="replace") as f:
+    with open(path, errors="replace", encoding="utf-8") as f:
         lines = f.read().strip().splitlines()
     return lines[-1] if lines else "no message"
 

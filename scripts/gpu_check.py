@@ -136,7 +136,7 @@ def run_steps(steps, out, limits, cut=()):
     started = []
     for step, limit in zip(steps, limits):
         paths = (os.path.join(out, f"{step.name}.out"), os.path.join(out, f"{step.name}.log"))
-        with open(paths[0], "w") as so, open(paths[1], "w") as se:
+        with open(paths[0], "w", encoding="utf-8") as so, open(paths[1], "w", encoding="utf-8") as se:
             proc = subprocess.Popen([sys.executable, *step.argv], cwd=ROOT, stdout=so, stderr=se,
                                     start_new_session=True)
         started.append((step, limit, paths, proc, time.time()))
@@ -152,9 +152,9 @@ def run_steps(steps, out, limits, cut=()):
     records = []
     for i, (step, limit, (out_path, log_path), proc, t0) in enumerate(started):
         end, status = ends[i]
-        with open(out_path) as f:
+        with open(out_path, encoding="utf-8") as f:
             stdout = f.read()
-        with open(log_path) as f:
+        with open(log_path, encoding="utf-8") as f:
             tail = (f.read().strip().splitlines() or stdout.strip().splitlines())[-12:]
         rec = dict(status=status, seconds=round(end - t0, 1), rc=proc.returncode, limit_s=limit, tail=tail)
         if step.parse is not None and (status == "ok" or step.parse_always):
@@ -193,7 +193,7 @@ def _pytest_tests(step, out):
 def _search_epoch(step, out):
     """The last epoch's time of a search step (the first of a compiled run also compiles)."""
     rows = checkpoints.read_json(os.path.join(step.folder, "history.json"))
-    with open(os.path.join(step.folder, "log.txt")) as f:
+    with open(os.path.join(step.folder, "log.txt"), encoding="utf-8") as f:
         log = f.read()
     steps, batch = map(int, re.search(r"(\d+) steps per epoch of (\d+) images", log).groups())
     procs = int(re.search(r"(\d+) process\(es\)", log).group(1))
@@ -203,7 +203,7 @@ def _search_epoch(step, out):
 
 
 def _train_rate(step, out):
-    with open(os.path.join(step.folder, "log.txt")) as f:
+    with open(os.path.join(step.folder, "log.txt"), encoding="utf-8") as f:
         lines = re.findall(r"\] epoch (\d+)/\d+ .* (\d+)s (\d+) img/s", f.read())
     metrics = checkpoints.read_json(os.path.join(step.folder, "metrics.json"))
     return dict(images_per_s=int(lines[-1][2]), epochs=len(lines), test_loss=metrics["test_loss"],

@@ -218,7 +218,7 @@ def pack_results(cfg, work, log_path, status, t0):
         lines += [f"| {name} | {done} of {cfg.epochs} | {'yes' if fin else 'no'} |" for name, done, fin in run_states(cfg)]
         table = os.path.join(cfg.runs_out, "table.md")
         if os.path.exists(table):
-            with open(table) as f:
+            with open(table, encoding="utf-8") as f:
                 lines += ["", f.read().strip()]
     lines += ["", "Files: " + ", ".join(f"{k} ({len(v) / 2**20:.2f} MB)" for k, v in files.items())] + notes
     files = {"window.md": ("\n".join(lines) + "\n").encode(), **files}
