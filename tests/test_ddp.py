@@ -28,13 +28,62 @@ def test_gradients_are_averaged_in_buckets(one_rank_group, monkeypatch):
     assert calls == [900, 5]
 
 
-def test_stop_signals_poll_every_n_steps_under_ddp():
-    stop = checkpoints.StopSignals(world=2, poll_every=10)
-    stop.signum = 15
-    assert stop.requested(3) == 0     # no collective (there is no process group here to call)
-    with pytest.raises((RuntimeError, ValueError)):
-        stop.requested(10)             # every 10th step it asks the other ranks
-    assert checkpoints.StopSignals(world=1).requested(3) == 0  # one process: its own flag, no collective
+def test_gradients_are_averaged_over_two_ranks_in_every_bucket(one_rank_group, monkeypatch):
+    """With world size 2, each gradient becomes (own + other rank's) / 2: the all_reduce (SUM, as
+    torch.distributed's default) is simulated by adding the other rank's gradients, flattened in the same
+    order, to each bucket. Several buckets (800 floats each), so every bucket must be divided by the world
+    size, not only the first or the last."""
+    torch.manual_seed(0)
+    own = [torch.randn(300), None, torch.randn(20, 30), torch.randn(5), torch.randn(900), torch.randn(7, 3)]
+    other = [None if g is None else torch.randn_like(g) for g in own]
+    other_flat = torch.cat([g.reshape(-1) for g in other if g is not None])
+    sent = []  # numel of each bucket all-reduced
+
+    def all_reduce(t, op=dist.ReduceOp.SUM, *a, **k):
+        assert op == dist.ReduceOp.SUM
+        start = sum(sent)
+        t.add_(other_flat[start:start + t.numel()])  # the other rank's share of this bucket
+        sent.append(t.numel())
+
+    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    grads = [None if g is None else g.clone() for g in own]
+    ddp.average_grads(grads, bucket_mb=800 * 4 / 2**20)
+    assert sent == [900, 905, 21] and sum(sent) == other_flat.numel()  # three buckets, every element once
+    for g, mine, theirs in zip(grads, own, other):
+        assert g is None if mine is None else torch.allclose(g, (mine + theirs) / 2, rtol=0, atol=1e-6)
+
+
+def test_stop_signals_poll_every_n_steps_under_ddp(monkeypatch):
+    """Under DDP a loop asks `requested(step)` after every step; only every poll_every-th step (10 by
+    default, what train.py and search.py construct) runs the collective, an all_reduce with MAX, so a
+    stop asked for on either rank is returned by both at the next poll, never in between. The collective
+    is simulated: it records the step and takes the max with the other rank's signal number."""
+    polls, other = [], {"signum": 0}
+
+    def all_reduce(t, op=dist.ReduceOp.SUM, *a, **k):
+        assert op == dist.ReduceOp.MAX
+        polls.append(step)
+        t.copy_(torch.maximum(t, torch.tensor([other["signum"]], dtype=t.dtype)))
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    stop = checkpoints.StopSignals(world=2)
+    seen = {}
+    for step in range(1, 41):
+        if step == 13:
+            stop.signum = 15  # SIGTERM on this rank after step 13: seen at the poll of step 20
+        if step == 23:
+            stop.signum, other["signum"] = 0, 2  # (a fresh start) SIGINT on the other rank: seen at step 30
+        seen[step] = stop.requested(step)
+    assert polls == [10, 20, 30, 40]  # the collective at the polling steps only
+    assert [s for s in seen if seen[s]] == [20, 30, 40] and (seen[20], seen[30]) == (15, 2)
+    assert seen[13] == seen[19] == 0  # asked for, not yet polled: no rank stops before the others
+    step = "no step"
+    assert stop.requested() == 2 and polls[-1] == "no step"  # without a step it always polls
+    polls.clear()
+    one = checkpoints.StopSignals(world=1)
+    one.signum = 15
+    assert one.requested(3) == 15 and polls == []  # one process: its own flag at once, no collective
 
 
 def test_rng_states_per_rank():

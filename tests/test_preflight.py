@@ -1,7 +1,7 @@
 """What is refused before a run starts, in one line: every numeric setting of every script against its
 range (cli.check_ranges), and everything a search would refuse at start-up (search.validate), which
 is also the sweep's pre-flight; a sweep folder holding only a checkpoint from other settings; what a
-failed checkpoint write says."""
+failed checkpoint write says; the weight optimisers the unrolled step (architect.py) refuses."""
 import errno
 import os
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import analysis
+import architect
 import bench
 from harness import checkpoints, cli
 import search
@@ -50,6 +51,8 @@ def one_line_error(main, argv, capsys):
     (["--subset=1"], "--subset=1: each search half gets about 0 images, fewer than one batch"),
     (["--subset=100", "--batch_size=64"], "--subset=100: each search half gets about 50 images"),
     (["--momentum=0"], "--nesterov=1 needs --momentum > 0"),
+    (["--dataset=imagenet"], "--dataset=imagenet searches a DARTS-style space (the NB201 net is for 32 px"),
+    (["--space=darts", "--unrolled=1", "--arch_first=0"], "--unrolled=1 takes the alpha step before the weight step"),
     (["--dataset=imagenet", "--space=darts", "--weight_frac=0.9", "--arch_frac=0.2"], "add up to at most 1"),
     (["--dataset=imagefolder", "--data=/nonexistent"], "/nonexistent: no such folder"),
     (["--dataset=imagenet", "--space=darts", "--data=/nonexistent"], "/nonexistent: no such folder"),
@@ -70,7 +73,9 @@ def test_search_refuses_at_make_config_what_it_would_refuse_at_start(argv, needl
 def test_sweep_preflight_refuses_before_any_run(tmp_path, capsys):
     for argv, needle in ((["--init=foo"], "unknown init"), (["--subset=1"], "--subset=1"),
                          (["--threads=-1"], "--threads=-1: out of range, must lie in [0, inf)"),
-                         (["--jobs=0"], "--jobs=0: out of range")):
+                         (["--jobs=0"], "--jobs=0: out of range"),
+                         (["--seeds="], "--seeds needs at least one seed"),
+                         (["--seeds=,"], "--seeds needs at least one seed")):
         err = one_line_error(sweep.main, [f"--out={tmp_path / 's'}", *argv], capsys)
         assert needle in err, err
         assert not any((tmp_path / "s").glob("*_s*"))  # no run started
@@ -102,6 +107,23 @@ def test_other_scripts_check_their_ranges(main, argv, needle, tiny_folder, tmp_p
     extra = [f"--out={tmp_path}", "--dataset=imagefolder", f"--data={tiny_folder}"] if main is analysis.main else []
     err = one_line_error(main, argv + extra, capsys)
     assert needle in err, err
+
+
+def test_the_unrolled_step_refuses_an_optimiser_it_does_not_model():
+    """architect's virtual step w' = w - xi * (mu * m + g + lambda * w) (DARTS Eq. 7's w - xi * dL/dw,
+    with search.py's SGD) reads one (lr, momentum, weight decay): several parameter groups, or SGD with
+    dampening (m = mu * m + (1 - dampening) * g), would make it a step SGD does not take."""
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    grads = [torch.full((3,), 0.5), torch.full((2,), 0.5)]
+    one = torch.optim.SGD([a, b], lr=0.1, momentum=0.9, weight_decay=0.01)
+    assert architect._hyper(one) == (0.1, 0.9, 0.01)
+    assert torch.allclose(architect.virtual_weights([a, b], grads, one)[0], torch.full((3,), 1 - 0.1 * 0.51))
+    two = torch.optim.SGD([{"params": [a]}, {"params": [b], "weight_decay": 0.0}], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="needs a weight optimiser with a single parameter group"):
+        architect.virtual_weights([a, b], grads, two)
+    damped = torch.optim.SGD([a, b], lr=0.1, momentum=0.9, dampening=0.1)
+    with pytest.raises(ValueError, match="models SGD without dampening"):
+        architect.virtual_weights([a, b], grads, damped)
 
 
 def test_a_failed_first_checkpoint_write_does_not_claim_an_intact_one(tmp_path, monkeypatch):

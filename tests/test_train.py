@@ -207,6 +207,84 @@ def test_imagenet_streaming_smoke(large, tmp_path):
     assert ckpt["config"]["label_smoothing"] == 0.1 and metrics["test_acc"] in (0.0, 0.5, 1.0)
 
 
+def _copy(t):
+    return None if t is None else t.detach().clone()
+
+
+def record_forwards(monkeypatch):
+    """Per forward on a data batch of a train.py run in this process: dict(training, drop_path (the
+    model's drop_path_prob then), out (detached), y) in order; and per backward the loss tensor it ran
+    on. Forward hooks and a wrapper around train_run.batches: nothing the run computes is changed (the
+    parameter count's forward, which has no batch, is not recorded)."""
+    forwards, losses, pending = [], [], []
+    real_network, real_batches, real_backward = train._network, train_run.batches, torch.Tensor.backward
+
+    def hook(model, args, out):
+        if pending:
+            forwards.append(dict(training=model.training, drop_path=float(model.drop_path_prob),
+                                 out=tuple(map(_copy, out)) if isinstance(out, tuple) else _copy(out),
+                                 y=pending.pop()))
+
+    def network(*a, **k):
+        net = real_network(*a, **k)
+        net.register_forward_hook(hook)
+        return net
+
+    def batches(*a, **k):
+        for x, y in real_batches(*a, **k):
+            pending[:] = [y.clone()]
+            yield x, y
+
+    def backward(self, *a, **k):
+        losses.append(self.detach().clone())
+        return real_backward(self, *a, **k)
+
+    monkeypatch.setattr(train, "_network", network)
+    monkeypatch.setattr(train_run, "batches", batches)
+    monkeypatch.setattr(torch.Tensor, "backward", backward)
+    return forwards, losses
+
+
+def test_drop_path_ramps_linearly_from_zero(small, tmp_path, monkeypatch):
+    """DARTS' cnn/train.py sets model.drop_path_prob = args.drop_path_prob * epoch / args.epochs before
+    each epoch: 0, 0.2/3, 0.4/3 over 3 epochs with 0.2. Checked both in history.json and on the model
+    at each training forward (2 steps an epoch); the network applies it in training mode only."""
+    forwards, _ = record_forwards(monkeypatch)
+    train.main(tiny(small, tmp_path, "--arch=DARTS_V2", "--layers=3", "--epochs=3", "--drop_path_prob=0.2"))
+    ramp = [0.2 * e / 3 for e in range(3)]
+    rows = json.loads((tmp_path / "history.json").read_text())
+    assert [r["drop_path"] for r in rows] == pytest.approx(ramp, abs=1e-12)
+    assert [f["drop_path"] for f in forwards if f["training"]] == pytest.approx([p for p in ramp for _ in "ab"], abs=1e-12)
+
+
+def test_imagenet_loss_is_smoothed_ce_plus_aux_and_the_test_loss_plain_ce(large, tmp_path, monkeypatch):
+    """The ImageNet recipe's training loss (DARTS' cnn/train_imagenet.py: CrossEntropyLabelSmooth with
+    label_smooth 0.1, loss += auxiliary_weight 0.4 * loss_aux) is what each step backpropagates; the test
+    loss is plain cross-entropy of the main logits (train_imagenet.py's infer uses nn.CrossEntropyLoss, and
+    the aux head is off in eval mode). The expected values are recomputed from the recorded logits."""
+    import torch.nn.functional as F
+    forwards, losses = record_forwards(monkeypatch)
+    train.main(["--arch=PC_DARTS_image", "--dataset=imagenet", f"--data={large}", "--C=4", "--layers=2",
+                "--epochs=2", "--batch_size=2", "--workers=0", f"--out={tmp_path}"])
+    steps = [f for f in forwards if f["training"]]
+    assert len(steps) == len(losses) == 4 and all(isinstance(f["out"], tuple) for f in steps)  # 2 x 2 steps, aux on
+    for f, loss in zip(steps, losses):
+        (logits, aux), y = f["out"], f["y"]
+        want = F.cross_entropy(logits, y, label_smoothing=0.1) + 0.4 * F.cross_entropy(aux, y, label_smoothing=0.1)
+        assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+        assert loss.item() != pytest.approx((F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux, y)).item(),
+                                            rel=1e-4)  # the smoothing matters here: the check can tell
+    scored = [f for f in forwards if not f["training"]]
+    assert scored and all(torch.is_tensor(f["out"]) for f in scored)  # eval: main logits only
+    plain, smoothed = (sum(F.cross_entropy(f["out"], f["y"], reduction="sum", label_smoothing=s).item()
+                           for f in scored) / 2 for s in (0.0, 0.1))
+    metrics, _ = read_run(tmp_path)
+    assert metrics["test_images"] == sum(len(f["y"]) for f in scored) == 2
+    # the same float32 per-batch sums, added in float64: equal up to float64 rounding. (An untrained net's
+    # two-class logits are near uniform, where smoothing changes the loss by only ~1e-5 relative.)
+    assert metrics["test_loss"] == pytest.approx(plain, rel=1e-9) and smoothed != pytest.approx(plain, rel=1e-7)
+
+
 def subprocess_env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
 
@@ -248,12 +326,19 @@ def _load_model(ckpt):
     (["--arch=|nor_conv_3x3~0|+|bogus~0|none~1|+|none~0|none~1|none~2|"], "unknown NB201 op 'bogus'"),
     (["--genotype=/nonexistent/genotype.json"], "no such file"),
     (["--arch=DARTS_V2", "--genotype=x.json"], "exactly one"),
+    (["--arch=DARTS_V2", "--schedule=exp"], "--schedule=exp: choose cosine, step or linear"),
+    (["--genotype=binary.json"], "--genotype=binary.json: not a genotype.json text file"),
 ])
-def test_bad_inputs_one_line_error(args, needle, capsys):
+def test_bad_inputs_one_line_error(args, needle, capsys, tmp_path, monkeypatch):
+    """Each refused in one line, exit 2 (bad input), before anything is written. binary.json: bytes that
+    are not UTF-8 text (a PNG header), as a checkpoint or image given by mistake would be."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "binary.json").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
     with pytest.raises(SystemExit) as e:
         cli.run(train.main, args)
     err = capsys.readouterr().err
-    assert e.value.code != 0 and needle in err and err.count("\n") == 1, err
+    assert e.value.code == 2 and needle in err and err.count("\n") == 1, err
+    assert os.listdir(tmp_path) == ["binary.json"]
 
 
 @pytest.mark.parametrize("flag, needle", [
