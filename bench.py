@@ -18,7 +18,9 @@ same for A-D and less than option B's weight step.
 Every speed number carries its distance to the floor: `gflop_weight_step` / `gflop_arch_step`
 are the convolution and matmul FLOPs of one step, counted by torch.utils.flop_counter.FlopCounterMode on
 an extra, untimed iteration of the same model (forward and backward, only the gradients the step
-computes); `gflops` is their sum over the iteration time; `peak_gflops` is a float32 2048x2048 matmul on
+computes), on which `saved_mb_*` counts what each step keeps for its backward and `state_mb` the
+parameters, gradients and optimiser state (their sum: an eager step's need of GPU memory, measurable on
+a CPU); `gflops` is their sum over the iteration time; `peak_gflops` is a float32 2048x2048 matmul on
 the same threads, timed in the same process after the steps (best of 5); `floor_s` = gflop / peak, the
 iteration at peak; `over_floor` = iteration_s / floor_s. `--profile=N` profiles N more iterations with
 torch.profiler and adds `profile`: seconds per iteration by op kind (`kind_of`), also printed as a table
@@ -201,6 +203,32 @@ def count_gflop(step):
     return counter.get_total_flops() / 1e9
 
 
+def saved_mib(step, params=()):
+    """MiB that one call of `step` keeps alive for its backward: the distinct storages autograd saves
+    (activations), `params` excluded (they are held anyway). Device-independent: with the parameters,
+    gradients and optimiser state (`state_mib`) it is what an eager step needs of a GPU's memory, before
+    the allocator's rounding, cuDNN workspaces and the transient tensors of the backward itself."""
+    held = {p.untyped_storage().data_ptr() for p in params}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in held:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return sum(saved.values()) / 2**20
+
+
+def state_mib(model, *optimizers):
+    """MiB of the parameters, their gradients and the optimisers' state (momentum, Adam's moments)."""
+    tensors = list(model.parameters()) + [p.grad for p in model.parameters() if p.grad is not None]
+    tensors += [t for opt in optimizers for st in opt.state.values() for t in st.values() if torch.is_tensor(t)]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
 def bench_option(cfg, option):
     device = runs.pick_device(cfg.device)
     runs.tune_for(device)  # cuDNN autotuning on CUDA, as search.py and train.py run (warm-up steps absorb it)
@@ -232,6 +260,10 @@ def bench_option(cfg, option):
     if cfg.flops:  # an extra iteration, eager (a compiled graph runs the same convolutions and matmuls)
         flops = dict(gflop_weight_step=count_gflop(lambda: w_step(model)),
                      gflop_arch_step=count_gflop(lambda: a_step(model)))
+        params = list(model.parameters())  # and what one eager step keeps for its backward (device-independent)
+        memory = dict(saved_mb_weight_step=round(saved_mib(lambda: w_step(model), params), 1),
+                      saved_mb_arch_step=round(saved_mib(lambda: a_step(model), params), 1),
+                      state_mb=round(state_mib(model, w_opt, a_opt), 1))
     forward = runs.compile_model(model, cfg.compile, device, backend=cfg.backend, cuda_graphs=cfg.cuda_graphs)
 
     def iteration():  # -> seconds of (weight step, alpha step), each synchronised
@@ -275,6 +307,7 @@ def bench_option(cfg, option):
     if cfg.barrier:
         out["barrier_wait_s"] = waited
     if flops:
+        out.update(memory)
         gflop, peak = sum(flops.values()), matmul_peak(device, cfg.peak_n)
         out.update({k: round(v, 3) for k, v in flops.items()}, gflop=round(gflop, 3),
                    gflops=round(gflop / (t_w + t_a), 2), peak_gflops=round(peak, 1),

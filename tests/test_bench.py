@@ -22,6 +22,19 @@ def test_count_gflop_counts_a_convolution_and_its_backward_exactly():
     assert bench.count_gflop(lambda: F.conv2d(x, w, padding=1).sum().backward()) * 1e9 == 3 * forward
 
 
+def test_saved_mib_counts_what_autograd_keeps_for_the_backward_exactly():
+    x, w = torch.randn(8, 16), torch.randn(4, 16, requires_grad=True)
+    step = lambda: F.linear(x, w).sum().backward()  # noqa: E731
+    # dL/dw = grad_out^T x needs x (8 x 16 float32: 512 bytes); dL/dx is not asked for, so w is not kept
+    assert bench.saved_mib(step) * 2**20 == x.nbytes
+    x.requires_grad_(True)  # now dL/dx = grad_out w needs w too, unless w is a parameter held anyway
+    assert bench.saved_mib(step) * 2**20 == x.nbytes + w.nbytes
+    assert bench.saved_mib(step, [w]) * 2**20 == x.nbytes
+    # a view of a kept storage adds nothing (x[:4] shares x's storage)
+    assert bench.saved_mib(lambda: (F.linear(x, w) * F.linear(x[:4], w).sum()).sum().backward(), [w]) \
+        * 2**20 == x.nbytes + 8 * 4 * 4 + 4  # + the first product and the second's sum, saved by the mul
+
+
 @pytest.mark.parametrize("name, kind", [
     ("aten::convolution_backward", "conv backward"), ("aten::mkldnn_convolution", "conv forward"),
     ("aten::native_batch_norm_backward", "batch norm backward"), ("aten::addmm", "matmul (classifier)"),
@@ -42,6 +55,8 @@ def test_options_report_flops_peak_floor_and_a_profile(capsys):
     # option B's weight step also computes the conv weight gradients; the alpha step computes none in either
     assert b["gflop_weight_step"] > c["gflop_weight_step"] > 0
     assert b["gflop_arch_step"] == pytest.approx(c["gflop_arch_step"])
+    # what a GPU must hold: B keeps every conv weight's gradient and momentum, C only the BN affine ones'
+    assert b["state_mb"] > c["state_mb"] > 0 and min(b["saved_mb_weight_step"], c["saved_mb_arch_step"]) > 0
     prof = c["profile"]
     assert prof["wall"] > 0 and "conv forward" in prof and "conv backward" in prof
     assert "op kind" in capsys.readouterr().err  # the table on stderr; stdout stays JSON
