@@ -363,9 +363,10 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         left = (seconds + time.time() - t0) / (epoch + 1) * (cfg.epochs - epoch - 1)  # at the mean epoch's pace
         train_stats = [loss_sum / max(total, 1), correct / max(total, 1)]
         seconds += time.time() - t0
-        extra = []
+        mem = runs.gpu_peak_mb(device)  # CUDA: the epoch's peak of allocated memory (MB); None elsewhere
+        extra = [] if mem is None else [("gpu_mem_mb", mem)]
         if cfg.test_every_epoch:  # reported, never used to choose anything
-            extra = [("test_acc(report only)", train_run.score_test_set(model, test_loader, device, world, nhwc)[1])]
+            extra += [("test_acc(report only)", train_run.score_test_set(model, test_loader, device, world, nhwc)[1])]
         log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} drop_path {dp:.3f} train {train_stats[0]:.3f}/"
             f"{train_stats[1]:.3f} {time.time() - t0:.0f}s {rate:.0f} img/s, run ~{runs.duration(left)} left"
             + "".join(f" {k} {v:.4f}" for k, v in extra))

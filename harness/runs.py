@@ -195,6 +195,15 @@ def cosine_lr(lr, epoch, epochs, lr_min=0.0, warmup=0):
     return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
+def gpu_peak_mb(device):
+    """CUDA: the peak of allocated memory (MB) since the last call, then a fresh count; None elsewhere."""
+    if device.type != "cuda":
+        return None
+    mb = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    torch.cuda.reset_peak_memory_stats(device)
+    return mb
+
+
 def set_lr(optimizer, lr):
     for group in optimizer.param_groups:
         group["lr"] = lr

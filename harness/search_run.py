@@ -185,6 +185,9 @@ def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch
         row["op_scale"] = probe.measure()
     if alpha_grads is not None and alpha_grads.steps:  # none before --arch_start
         row["alpha_snr"], row["alpha_grad"] = alpha_grads.summary()
+    mem = runs.gpu_peak_mb(next(model.parameters()).device)  # CUDA: this epoch's peak (the first's: warm-up too)
+    if mem is not None:
+        row["gpu_mem_mb"] = mem
     return row
 
 
@@ -214,6 +217,7 @@ def epoch_line(cfg, row):
             f"margin {row['margin']:.2e} {rec.get('arch') or rec['normal']}"
             + (" gamma {:.3f} eta {:.3f}".format(*op_scale.summary(row["op_scale"])) if "op_scale" in row else "")
             + (f" snr {row['alpha_snr']:.3f}" if row.get("alpha_snr") is not None else "")
+            + (f" mem {row['gpu_mem_mb']:.0f}MB" if "gpu_mem_mb" in row else "")
             + (f" bench201 {_rounded(row['bench201'])}" if "bench201" in row else ""))
 
 

@@ -69,10 +69,15 @@ def test_one_option_and_seed_from_two_folders_is_told_apart(search_runs, tmp_pat
     assert lines[0][1] != lines[1][1]
 
 
-def test_log_only_run_parses_to_the_history_rows(search_runs, tmp_path):
+@pytest.mark.parametrize("cuda", [False, True])
+def test_log_only_run_parses_to_the_history_rows(search_runs, tmp_path, cuda):
     run_dir = shutil.copytree(search_runs[0], tmp_path / "old")
     history = json.loads((run_dir / "history.json").read_text())
     os.remove(run_dir / "history.json")  # a run from before search.py wrote history.json
+    if cuda:  # a CUDA search's epoch lines also carry the epoch's peak GPU memory, before bench201
+        log = (run_dir / "log.txt").read_text()
+        (run_dir / "log.txt").write_text(log.replace(" bench201 {", " mem 734MB bench201 {"))
+        assert log.count(" bench201 {") >= 2
     with open(run_dir / "log.txt") as f:
         last_epoch_line = [line for line in f if "] epoch 2/2" in line][-1]
     with open(run_dir / "log.txt", "a") as f:  # a resumed run may log an epoch twice: one row per epoch

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import genotypes as G
-from harness import checkpoints, cli, rundir, search_run
+from harness import checkpoints, cli, rundir, runs, search_run
 import search
 from conftest import NB201_OFFSETS, fake_nb201_accuracy
 from supernet import build_supernet, param_groups
@@ -44,6 +44,7 @@ def test_two_epoch_smoke_writes_every_output(tiny_folder, tmp_path, space, layer
     if space == "nb201":
         assert rec["nb201_index"] == G.nb201_index(rec["arch"])
     assert ckpt["epoch"] == 2 and json.loads((out / "config.json").read_text())["space"] == space
+    assert not any("gpu_mem_mb" in row for row in history)  # a CUDA-only column
 
 
 def test_resume_equals_uninterrupted_run(tiny_folder, tmp_path, capsys):
@@ -571,3 +572,12 @@ def test_a_run_saved_before_drop_last_existed_keeps_dropping_the_partial_batch(t
     assert (out / "log.txt").read_text().count("2 steps per epoch of 5 images") == 2
     with pytest.raises(cli.ConfigError, match="you changed drop_last"):
         search.make_config([f"--out={out}", "--resume=1", "--drop_last=0"])
+
+
+def test_an_epochs_peak_gpu_memory_is_read_then_reset(monkeypatch):
+    """history.json's gpu_mem_mb (search and train.py, CUDA only): each epoch's own peak of allocated memory."""
+    resets = []
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 734.5 * 2**20)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: resets.append(device))
+    assert runs.gpu_peak_mb(torch.device("cuda", 0)) == 734.5 and resets == [torch.device("cuda", 0)]
+    assert runs.gpu_peak_mb(torch.device("cpu")) is None and len(resets) == 1  # no such number on a CPU
