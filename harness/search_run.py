@@ -166,7 +166,8 @@ def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch
     """The epoch's history row: losses and accuracies summed over all ranks, the derived cell and how
     settled alpha is (skip count, entropy, margin), softmax(alpha) for Fig. 5, benchmark accuracies,
     (with a probe, rank 0) each op's mean |gamma| and eta (op_scale.py) beside alpha, and (with
-    alpha_grads) the mean and spread of alpha's gradient over the epoch and their ratio, `alpha_snr`."""
+    alpha_grads) the mean and spread of alpha's gradient over the epoch and their ratio, `alpha_snr`; on
+    CUDA the epoch's peak of allocated memory, `gpu_mem_mb`."""
     checkpoints.check_finite(sums[0] + sums[3], ckpt_path, f"in epoch {epoch + 1}", model, LOWER)
     if world > 1:
         ddp.check_ranks_agree(arch)
