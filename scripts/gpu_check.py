@@ -199,7 +199,8 @@ def _search_epoch(step, out):
     procs = int(re.search(r"(\d+) process\(es\)", log).group(1))
     seconds = rows[-1]["seconds"]
     return dict(epoch_s=round(seconds, 1), epochs=len(rows), steps=steps, batch=batch, processes=procs,
-                images_per_s=round(steps * batch / seconds, 1), iteration_s=round(seconds / steps, 4))
+                images_per_s=round(steps * batch / seconds, 1), iteration_s=round(seconds / steps, 4),
+                gpu_mem_mb=rows[-1].get("gpu_mem_mb"))  # that epoch's peak allocated GPU memory (CUDA)
 
 
 def _train_rate(step, out):
@@ -335,7 +336,8 @@ def _result_text(s):
                 + (f", compile {res.get('compile_s')} s" if res.get("compile") else ""))
     if s["name"].startswith(("search", "torchrun")):
         return (f"{res['epoch_s']} s per epoch of {res['steps']} steps x {res['batch']} ({res['processes']} "
-                f"process(es)), {res['images_per_s']} img/s")
+                f"process(es)), {res['images_per_s']} img/s"
+                + (f", peak {res['gpu_mem_mb']} MB allocated" if res.get("gpu_mem_mb") is not None else ""))
     return f"{res['images_per_s']} img/s (last of {res['epochs']} epochs)"
 
 

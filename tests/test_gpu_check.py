@@ -170,7 +170,21 @@ def test_the_tiny_check_runs_end_to_end(tmp_path):
     assert p["procs"] == 2 and len(p["results"]) == 2 and p["iterations_per_s"] > 0
     s = by["search_eager"]["result"]
     assert (s["steps"], s["batch"], s["processes"]) == (4, 8, 1) and s["images_per_s"] > 0  # 32 / 32 images
+    assert s["gpu_mem_mb"] is None  # no GPU memory on a CPU run
     assert by["train_amp1_cl1"]["result"]["images_per_s"] > 0
     md = (out / "summary.md").read_text()
     assert all(f"| {name} |" in md for name in by if name != "env") and "5 of 5 steps that ran passed" in md
     assert summary["table2"]["mode"] == "eager" and "## Table 2 plan" in md
+
+
+def test_a_search_steps_summary_line_gives_its_peak_gpu_memory(tmp_path):
+    """The real search epoch's history.json row carries the epoch's peak allocated GPU memory on CUDA."""
+    folder = tmp_path / "search"
+    folder.mkdir()
+    (folder / "history.json").write_text(json.dumps([{"seconds": 30.0, "gpu_mem_mb": 734.5}]))
+    (folder / "log.txt").write_text("search ...: 390 steps per epoch of 64 images, 1 process(es), device cuda\n")
+    step = gpu_check.Step("search_eager", "a search epoch", [], "search_eager", folder=str(folder))
+    res = gpu_check._search_epoch(step, "")
+    assert res["gpu_mem_mb"] == 734.5 and res["iteration_s"] == pytest.approx(30 / 390, abs=1e-4)
+    line = gpu_check._result_text(dict(name="search_eager", result=res))
+    assert line.endswith(", peak 734.5 MB allocated") and "390 steps x 64" in line
