@@ -209,22 +209,23 @@ def saved_mib(step, params=()):
     gradients and optimiser state (`state_mib`) it is what an eager step needs of a GPU's memory, before
     the allocator's rounding, cuDNN workspaces and the transient tensors of the backward itself."""
     held = {p.untyped_storage().data_ptr() for p in params}
-    saved = {}
+    saved = {}  # data_ptr -> storage: kept here, so no address is freed and reused while counting
 
     def pack(t):
         storage = t.untyped_storage()
         if storage.data_ptr() not in held:
-            saved[storage.data_ptr()] = storage.nbytes()
+            saved[storage.data_ptr()] = storage
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         step()
-    return sum(saved.values()) / 2**20
+    return sum(s.nbytes() for s in saved.values()) / 2**20
 
 
 def state_mib(model, *optimizers):
-    """MiB of the parameters, their gradients and the optimisers' state (momentum, Adam's moments)."""
-    tensors = list(model.parameters()) + [p.grad for p in model.parameters() if p.grad is not None]
+    """MiB of the parameters, buffers (BN running statistics), gradients and the optimisers' state."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
     tensors += [t for opt in optimizers for st in opt.state.values() for t in st.values() if torch.is_tensor(t)]
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
@@ -260,7 +261,7 @@ def bench_option(cfg, option):
     if cfg.flops:  # an extra iteration, eager (a compiled graph runs the same convolutions and matmuls)
         flops = dict(gflop_weight_step=count_gflop(lambda: w_step(model)),
                      gflop_arch_step=count_gflop(lambda: a_step(model)))
-        params = list(model.parameters())  # and what one eager step keeps for its backward (device-independent)
+        params = [*model.parameters(), *model.buffers()]  # held anyway: not counted as saved
         memory = dict(saved_mb_weight_step=round(saved_mib(lambda: w_step(model), params), 1),
                       saved_mb_arch_step=round(saved_mib(lambda: a_step(model), params), 1),
                       state_mb=round(state_mib(model, w_opt, a_opt), 1))

@@ -380,6 +380,7 @@ def _search(cfg, rank, world, device, stop):
     stop.armed = True  # from here on a stop signal ends the run after the current step, checkpointed
     pace = search_run.Pace()  # seconds per step after the session's warm-up (compiling)
     cpu_note = search_run.CpuNote(log, cfg, device, steps, pace)  # how long a whole-dataset CPU run takes
+    runs.gpu_memory(device)  # CUDA: the first epoch's peak counts from here (the build and data before: not)
     for epoch in range(start, last):
         skip = first if epoch == start else 0  # a preempted epoch continues at its next batch
         tally = Tally(device, ckpt.get("tally") if skip and main_proc else None)

@@ -321,6 +321,7 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
                 "train": train_stats, "history": history, **partial}
 
     stop.armed = True  # from here on a stop signal ends the run after the current step, checkpointed
+    runs.gpu_memory(device)  # CUDA: the first epoch's peak counts from here
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         lr = learning_rate(cfg, epoch)
@@ -363,15 +364,16 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
         left = (seconds + time.time() - t0) / (epoch + 1) * (cfg.epochs - epoch - 1)  # at the mean epoch's pace
         train_stats = [loss_sum / max(total, 1), correct / max(total, 1)]
         seconds += time.time() - t0
-        mem = runs.gpu_peak_mb(device)  # CUDA: the epoch's peak of allocated memory (MB); None elsewhere
-        extra = [] if mem is None else [("gpu_mem_mb", mem)]
+        mem = runs.gpu_memory(device)  # CUDA: the epoch's peaks (MiB); {} elsewhere
+        extra = []
         if cfg.test_every_epoch:  # reported, never used to choose anything
-            extra += [("test_acc(report only)", train_run.score_test_set(model, test_loader, device, world, nhwc)[1])]
+            extra = [("test_acc(report only)", train_run.score_test_set(model, test_loader, device, world, nhwc)[1])]
         log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} drop_path {dp:.3f} train {train_stats[0]:.3f}/"
             f"{train_stats[1]:.3f} {time.time() - t0:.0f}s {rate:.0f} img/s, run ~{runs.duration(left)} left"
+            + (f" mem {mem['gpu_mem_mb']:.0f}/{mem['gpu_reserved_mb']:.0f}MB" if mem else "")
             + "".join(f" {k} {v:.4f}" for k, v in extra))
         history.append(dict(epoch=epoch + 1, lr=lr, drop_path=dp, train_loss=train_stats[0],
-                            train_acc=train_stats[1], seconds=time.time() - t0, images_per_s=rate,
+                            train_acc=train_stats[1], seconds=time.time() - t0, images_per_s=rate, **mem,
                             **{k.split("(")[0]: v for k, v in extra}))
         rng = ddp.gather_rng(world)
         if rank == 0:

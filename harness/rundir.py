@@ -18,7 +18,7 @@ from spaces import InputError
 
 # search.py's epoch line (progress lines read "epoch N step ..." and do not match), e.g.
 # [ 78.1s] epoch 1/50 lr 0.025 train 2.237/0.156 valid 2.238/0.157 68s skip 0 entropy 1.6094 margin 9.07e-06
-#   CELL [gamma G eta E] [snr S] [mem M (CUDA)] [bench201 {"dataset": ..., "valid_acc": ..., "test_acc": ...}]
+#   CELL [gamma G eta E] [snr S] [mem A/RMB (CUDA)] [bench201 {'dataset': ..., 'valid_acc': ..., 'test_acc': ...}]
 #   (CELL: NB201 string or DARTS normal pairs; runs from before the dataset was logged: no 'dataset', a
 #   CIFAR-10 lookup)
 _EPOCH_LINE = re.compile(r"\] epoch (\d+)/\d+ lr (\S+) train (\S+)/(\S+) valid (\S+)/(\S+) (\S+)s skip (\d+) "

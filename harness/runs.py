@@ -195,13 +195,18 @@ def cosine_lr(lr, epoch, epochs, lr_min=0.0, warmup=0):
     return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
-def gpu_peak_mb(device):
-    """CUDA: the peak of allocated memory (MB) since the last call, then a fresh count; None elsewhere."""
+def gpu_memory(device):
+    """CUDA: this process's peaks since the last call (MiB), then a fresh count; {} elsewhere.
+
+    gpu_mem_mb: tensors allocated; gpu_reserved_mb: what the caching allocator held, which also counts
+    the private pools CUDA graphs keep their buffers in (--compile=1 on CUDA: after capture, little of a
+    step shows as allocated). Under torchrun each rank counts its own GPU; the logs show rank 0's."""
     if device.type != "cuda":
-        return None
-    mb = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        return {}
+    mem = dict(gpu_mem_mb=round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+               gpu_reserved_mb=round(torch.cuda.max_memory_reserved(device) / 2**20, 1))
     torch.cuda.reset_peak_memory_stats(device)
-    return mb
+    return mem
 
 
 def set_lr(optimizer, lr):

@@ -167,7 +167,8 @@ def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch
     settled alpha is (skip count, entropy, margin), softmax(alpha) for Fig. 5, benchmark accuracies,
     (with a probe, rank 0) each op's mean |gamma| and eta (op_scale.py) beside alpha, and (with
     alpha_grads) the mean and spread of alpha's gradient over the epoch and their ratio, `alpha_snr`; on
-    CUDA the epoch's peak of allocated memory, `gpu_mem_mb`."""
+    CUDA the epoch's peak GPU memory (`gpu_mem_mb`, `gpu_reserved_mb`: runs.gpu_memory; after a resume,
+    of the steps since)."""
     checkpoints.check_finite(sums[0] + sums[3], ckpt_path, f"in epoch {epoch + 1}", model, LOWER)
     if world > 1:
         ddp.check_ranks_agree(arch)
@@ -186,9 +187,7 @@ def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch
         row["op_scale"] = probe.measure()
     if alpha_grads is not None and alpha_grads.steps:  # none before --arch_start
         row["alpha_snr"], row["alpha_grad"] = alpha_grads.summary()
-    mem = runs.gpu_peak_mb(next(model.parameters()).device)  # CUDA: this epoch's peak (the first's: warm-up too)
-    if mem is not None:
-        row["gpu_mem_mb"] = mem
+    row.update(runs.gpu_memory(next(model.parameters()).device))  # CUDA: this epoch's peaks (the first: compiling)
     return row
 
 
@@ -218,7 +217,7 @@ def epoch_line(cfg, row):
             f"margin {row['margin']:.2e} {rec.get('arch') or rec['normal']}"
             + (" gamma {:.3f} eta {:.3f}".format(*op_scale.summary(row["op_scale"])) if "op_scale" in row else "")
             + (f" snr {row['alpha_snr']:.3f}" if row.get("alpha_snr") is not None else "")
-            + (f" mem {row['gpu_mem_mb']:.0f}MB" if "gpu_mem_mb" in row else "")
+            + (f" mem {row['gpu_mem_mb']:.0f}/{row['gpu_reserved_mb']:.0f}MB" if "gpu_mem_mb" in row else "")
             + (f" bench201 {_rounded(row['bench201'])}" if "bench201" in row else ""))
 
 

@@ -152,9 +152,9 @@ def run_steps(steps, out, limits, cut=()):
     records = []
     for i, (step, limit, (out_path, log_path), proc, t0) in enumerate(started):
         end, status = ends[i]
-        with open(out_path, encoding="utf-8") as f:
+        with open(out_path, encoding="utf-8", errors="replace") as f:  # a child writes in its locale
             stdout = f.read()
-        with open(log_path, encoding="utf-8") as f:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
             tail = (f.read().strip().splitlines() or stdout.strip().splitlines())[-12:]
         rec = dict(status=status, seconds=round(end - t0, 1), rc=proc.returncode, limit_s=limit, tail=tail)
         if step.parse is not None and (status == "ok" or step.parse_always):
@@ -200,7 +200,8 @@ def _search_epoch(step, out):
     seconds = rows[-1]["seconds"]
     return dict(epoch_s=round(seconds, 1), epochs=len(rows), steps=steps, batch=batch, processes=procs,
                 images_per_s=round(steps * batch / seconds, 1), iteration_s=round(seconds / steps, 4),
-                gpu_mem_mb=rows[-1].get("gpu_mem_mb"))  # that epoch's peak allocated GPU memory (CUDA)
+                gpu_mem_mb=rows[-1].get("gpu_mem_mb"),  # that epoch's peak GPU memory (CUDA; a first epoch's
+                gpu_reserved_mb=rows[-1].get("gpu_reserved_mb"))  # includes cuDNN autotuning and compiling)
 
 
 def _train_rate(step, out):
@@ -337,7 +338,8 @@ def _result_text(s):
     if s["name"].startswith(("search", "torchrun")):
         return (f"{res['epoch_s']} s per epoch of {res['steps']} steps x {res['batch']} ({res['processes']} "
                 f"process(es)), {res['images_per_s']} img/s"
-                + (f", peak {res['gpu_mem_mb']} MB allocated" if res.get("gpu_mem_mb") is not None else ""))
+                + (f", epoch {res['epochs']}'s peak {res['gpu_mem_mb']} MB allocated / {res['gpu_reserved_mb']} MB "
+                   "reserved" if res.get("gpu_mem_mb") is not None else ""))
     return f"{res['images_per_s']} img/s (last of {res['epochs']} epochs)"
 
 

@@ -181,10 +181,10 @@ def test_a_search_steps_summary_line_gives_its_peak_gpu_memory(tmp_path):
     """The real search epoch's history.json row carries the epoch's peak allocated GPU memory on CUDA."""
     folder = tmp_path / "search"
     folder.mkdir()
-    (folder / "history.json").write_text(json.dumps([{"seconds": 30.0, "gpu_mem_mb": 734.5}]))
+    (folder / "history.json").write_text(json.dumps([{"seconds": 30.0, "gpu_mem_mb": 734.5, "gpu_reserved_mb": 900.0}]))
     (folder / "log.txt").write_text("search ...: 390 steps per epoch of 64 images, 1 process(es), device cuda\n")
     step = gpu_check.Step("search_eager", "a search epoch", [], "search_eager", folder=str(folder))
     res = gpu_check._search_epoch(step, "")
     assert res["gpu_mem_mb"] == 734.5 and res["iteration_s"] == pytest.approx(30 / 390, abs=1e-4)
     line = gpu_check._result_text(dict(name="search_eager", result=res))
-    assert line.endswith(", peak 734.5 MB allocated") and "390 steps x 64" in line
+    assert line.endswith(", epoch 1's peak 734.5 MB allocated / 900.0 MB reserved") and "390 steps x 64" in line

@@ -575,9 +575,11 @@ def test_a_run_saved_before_drop_last_existed_keeps_dropping_the_partial_batch(t
 
 
 def test_an_epochs_peak_gpu_memory_is_read_then_reset(monkeypatch):
-    """history.json's gpu_mem_mb (search and train.py, CUDA only): each epoch's own peak of allocated memory."""
+    """history.json's gpu_mem_mb / gpu_reserved_mb (search and train.py, CUDA only): each epoch's own peaks."""
     resets = []
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 734.5 * 2**20)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device: 1024 * 2**20)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: resets.append(device))
-    assert runs.gpu_peak_mb(torch.device("cuda", 0)) == 734.5 and resets == [torch.device("cuda", 0)]
-    assert runs.gpu_peak_mb(torch.device("cpu")) is None and len(resets) == 1  # no such number on a CPU
+    cuda = torch.device("cuda", 0)
+    assert runs.gpu_memory(cuda) == dict(gpu_mem_mb=734.5, gpu_reserved_mb=1024.0) and resets == [cuda]
+    assert runs.gpu_memory(torch.device("cpu")) == {} and len(resets) == 1  # no such numbers on a CPU
