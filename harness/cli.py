@@ -301,6 +301,9 @@ def run(main, argv=None):
     """Run `main(argv)`; the user's faults end as one line on stderr: bad input (flags, data, arch, a
     damaged checkpoint, a busy output folder) exits 2, a failed read/write (disk full, permission) 1, a
     stop signal 128 + signum. Any other exception is a bug and keeps its traceback (exit 1)."""
+    for stream in (sys.stdout, sys.stderr):  # α, ±, ✓ on a console or pipe that cannot encode them: escaped
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, stop_now) if main_thread else None  # loops: checkpoints.StopSignals
     try:

@@ -288,3 +288,13 @@ def test_damaged_genotype_and_benchmark_files(tmp_path, capsys):
     for path in (tmp_path / "g.json", tmp_path / "g.bin"):
         code, err = run_cli(train.main, [f"--genotype={path}", f"--out={tmp_path / 'o'}"], capsys)
         assert code == 2 and len(err) == 1 and str(path) in err[0], err
+
+
+def test_a_console_that_cannot_encode_the_tables_symbols_gets_them_escaped():
+    """Tables and logs print α, ±, ✓: on an ASCII (or cp1252) console or pipe they come out escaped, not
+    as a UnicodeEncodeError traceback at the end of a finished run."""
+    code = "from harness import cli; cli.run(lambda argv: print('α 93.32 ± 0.13 ✓'))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                          env={**os.environ, "PYTHONIOENCODING": "ascii"}, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-500:]
+    assert proc.stdout.decode("ascii").strip() == "\\u03b1 93.32 \\xb1 0.13 \\u2713"
