@@ -370,7 +370,7 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             extra = [("test_acc(report only)", train_run.score_test_set(model, test_loader, device, world, nhwc)[1])]
         log(f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} drop_path {dp:.3f} train {train_stats[0]:.3f}/"
             f"{train_stats[1]:.3f} {time.time() - t0:.0f}s {rate:.0f} img/s, run ~{runs.duration(left)} left"
-            + (f" mem {mem['gpu_mem_mb']:.0f}/{mem['gpu_reserved_mb']:.0f}MB" if mem else "")
+            + runs.gpu_memory_text(mem)
             + "".join(f" {k} {v:.4f}" for k, v in extra))
         history.append(dict(epoch=epoch + 1, lr=lr, drop_path=dp, train_loss=train_stats[0],
                             train_acc=train_stats[1], seconds=time.time() - t0, images_per_s=rate, **mem,

@@ -209,6 +209,11 @@ def gpu_memory(device):
     return mem
 
 
+def gpu_memory_text(row):
+    """An epoch line's " mem A/RMB" (allocated / reserved peaks) for a row holding gpu_memory's keys, else ""."""
+    return f" mem {row['gpu_mem_mb']:.0f}/{row['gpu_reserved_mb']:.0f}MB" if "gpu_mem_mb" in row else ""
+
+
 def set_lr(optimizer, lr):
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -217,7 +217,7 @@ def epoch_line(cfg, row):
             f"margin {row['margin']:.2e} {rec.get('arch') or rec['normal']}"
             + (" gamma {:.3f} eta {:.3f}".format(*op_scale.summary(row["op_scale"])) if "op_scale" in row else "")
             + (f" snr {row['alpha_snr']:.3f}" if row.get("alpha_snr") is not None else "")
-            + (f" mem {row['gpu_mem_mb']:.0f}/{row['gpu_reserved_mb']:.0f}MB" if "gpu_mem_mb" in row else "")
+            + runs.gpu_memory_text(row)
             + (f" bench201 {_rounded(row['bench201'])}" if "bench201" in row else ""))
 
 
