@@ -213,6 +213,29 @@ def against_chance(lookups, baselines):
     return dict(out, chance=chance)
 
 
+def cell_agreement(archs):
+    """How alike the seeds' found NB201 cells are (arch strings; None entries skipped): over every pair of
+    them, the edges of 6 on which both chose the same op -> {"pairs", "mean", "identical": pairs with one
+    cell, "chance": what two independent random cells share on average (each edge 1/5: 1.2), "chance_pool_free"
+    (each edge 1/4: 1.5)}; None with fewer than two cells. Beside a sweep with --init_seed fixed (one draw of
+    random features, the data varied) it says how much of the cell the random features decide."""
+    cells = [G.NB201Cell.from_str(a) for a in archs if a]
+    if len(cells) < 2:
+        return None
+    shared = [sum(x == y for x, y in zip(a.ops, b.ops)) for i, a in enumerate(cells) for b in cells[i + 1:]]
+    edges = len(G.NB201_EDGES)
+    return dict(pairs=len(shared), mean=statistics.fmean(shared), identical=shared.count(edges), edges=edges,
+                chance=edges / len(G.NB201_OPS), chance_pool_free=edges / (len(G.NB201_OPS) - 1))
+
+
+def agreement_line(option, agreement):
+    """cell_agreement's dict as one sentence of the table."""
+    a = agreement
+    return (f"Cells alike ({option}): two seeds' cells share {a['mean']:.2f} of {a['edges']} edges on average "
+            f"({a['pairs']} pair{'s' if a['pairs'] != 1 else ''}, {a['identical']} with one cell); two random cells "
+            f"share {a['chance']:.2f}, two random pool-free cells {a['chance_pool_free']:.2f}.")
+
+
 def given_benchmark(jobs):
     """The --bench201 a sweep passes its searches ("" without one): it wins over what a run recorded."""
     given = [a.split("=", 1)[1] for j in jobs[:1] for a in j.argv if a.startswith("--bench201=")]
@@ -267,6 +290,9 @@ def summarize(jobs, status=None, bench201_path=None):
                            all_skip=count_all_skip([r["all_skip"] for r in finished]),
                            skip_heavy=count_skip_heavy([r["skip_count"] for r in finished]),
                            **{k: stats([r[k] for r in finished]) for k in keys})
+        agreement = cell_agreement([r["arch"] for r in finished])  # None: a DARTS-style cell
+        if agreement:
+            out[option]["cell_agreement"] = agreement
         lookups = [r["nb201"] for r in finished if "nb201" in r]
         if lookups:
             out[option]["nb201"] = against_chance(lookups, benchmarks.baselines)
@@ -305,6 +331,9 @@ def markdown(summary):
     if found:
         lines += ["", *table_header("option", *chance_columns()),
                   *(f"| {o} | {chance_cells(agg)}" for o, agg in found.items()), "", chance_note(found.values())]
+    alike = [agreement_line(o, s["cell_agreement"]) for o, s in summary.items() if s.get("cell_agreement")]
+    if alike:
+        lines += ["", " ".join(alike)]
     lines += ["", "Mean ± sample std (ddof=1) over the finished seeds; k of n with the 95% Wilson interval of the "
               "rate. Each seed:", "",
               f"| run | state | {bench} | skip | train | α-half | minutes | compiled | device | cell since epoch | cell |",

@@ -223,6 +223,34 @@ def test_the_table_says_when_the_random_features_were_fixed_across_seeds(made_ru
     assert "is --init_seed=7 in every finished run: there the seeds vary only the data" in sweep_table.markdown(summary)
 
 
+def test_cell_agreement_counts_the_edges_two_seeds_share_over_every_pair(made_runs, tiny_folder, nb201_table,
+                                                                          tmp_path):
+    conv, skip = "nor_conv_3x3", "skip_connect"
+    a, b, c = (G.NB201Cell(ops).to_str() for ops in ((conv,) * 6, (conv,) * 4 + (skip,) * 2, (skip,) * 6))
+    # pairs (a, b): 4 edges, (a, c): 0, (b, c): 2; None (a DARTS-style cell) is left out
+    assert sweep_table.cell_agreement([a, b, None, c]) == dict(pairs=3, mean=2.0, identical=0, edges=6, chance=1.2,
+                                                               chance_pool_free=1.5)
+    same = sweep_table.cell_agreement([a, a, b])
+    assert same["identical"] == 1 and same["mean"] == pytest.approx((6 + 4 + 4) / 3)
+    assert sweep_table.cell_agreement([a, None]) is None and sweep_table.cell_agreement([]) is None
+    # in a sweep's table: from each finished run's genotype.json, per option
+    out = sweep_of(made_runs, tmp_path, "C_s1")
+    shutil.copytree(out / "C_s1", out / "C_s3")
+    config = json.loads((out / "C_s3" / "config.json").read_text())
+    (out / "C_s3" / "config.json").write_text(json.dumps({**config, "seed": 3}))  # as a seed-3 run
+    for name, arch in (("C_s1", a), ("C_s3", b)):
+        (out / name / "genotype.json").write_text(json.dumps({"cell": "nb201", "arch": arch}))
+    jobs = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1,3",
+                                    *flags(tiny_folder, nb201_table, "--epochs=2")]))
+    summary, _ = sweep_table.summarize(jobs)
+    assert summary["C"]["cell_agreement"] == dict(pairs=1, mean=4.0, identical=0, edges=6, chance=1.2,
+                                                  chance_pool_free=1.5)
+    assert ("Cells alike (C): two seeds' cells share 4.00 of 6 edges on average (1 pair, 0 with one cell); two "
+            "random cells share 1.20, two random pool-free cells 1.50.") in sweep_table.markdown(summary)
+    (out / "C_s3" / "genotype.json").write_text(json.dumps({"cell": "nb201", "arch": a}))
+    assert sweep_table.summarize(jobs)[0]["C"]["cell_agreement"]["identical"] == 1
+
+
 def test_cell_since_is_the_first_epoch_of_the_final_cells_last_stretch(made_runs, tiny_folder, nb201_table,
                                                                          tmp_path):
     a = {"arch": "|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|"}
