@@ -13,6 +13,7 @@ random cell gets); and the final top-2 margin of softmax(α) per edge (alphas.js
 sweep.py starts the searches; this module only reads their folders (rundir.load_run, device.txt,
 stderr.txt, genotype.json, alphas.json) and writes the table, so it can be rebuilt from any sweep folder.
 """
+import math
 import os
 import statistics
 
@@ -200,16 +201,29 @@ def separation_at(sep, steps_per_epoch, steps):
     return None
 
 
+def mean_uniform_sf(mean, n):
+    """P(the mean of n independent uniform draws on [0, 1] is >= `mean`): the Irwin-Hall survival function
+    at n * mean, 1 - sum_{k <= n*mean} (-1)^k C(n, k) (n*mean - k)^n / n!. Applied to percentiles: the chance
+    that n random cells of the set do at least as well on average as the found ones (a random cell's
+    percentile is uniform)."""
+    s = n * min(max(mean, 0.0), 1.0)
+    cdf = sum((-1) ** k * math.comb(n, k) * (s - k) ** n for k in range(int(s) + 1)) / math.factorial(n)
+    return min(max(1.0 - cdf, 0.0), 1.0)
+
+
 def against_chance(lookups, baselines):
     """Over the found cells of one option (or rung and option; found_cell's "nb201" dicts): mean ± sample
     std of Table 2's columns and of the percentiles, and "chance": the random baselines of the table they
     were looked up in (`baselines`: table path -> Benchmarks.baselines' dict; None if several tables) with
-    whether the CIFAR-10 test mean beats the pool-free median."""
+    whether the CIFAR-10 test mean beats the pool-free median and "p_pool_free": the chance that as many random
+    pool-free cells reach the found cells' mean pool-free percentile (mean_uniform_sf)."""
     out = dict(n=len(lookups), **{k: stats([x.get(k) for x in lookups]) for k in TABLE2_KEYS + PERCENTILES})
     tables, mean = {x["table"] for x in lookups}, out["_".join(CHANCE_COLUMN)]["mean"]
     chance = baselines(tables.pop()) if len(tables) == 1 else None
     if chance:
-        chance = dict(chance, beats_pool_free_median=None if mean is None else mean > chance["median_pool_free"])
+        pct = out["percentile_pool_free"]
+        chance = dict(chance, beats_pool_free_median=None if mean is None else mean > chance["median_pool_free"],
+                      p_pool_free=None if pct["mean"] is None else mean_uniform_sf(pct["mean"] / 100, pct["n"]))
     return dict(out, chance=chance)
 
 
@@ -371,12 +385,12 @@ def chance_columns():
     """The names of chance_cells' columns."""
     return ["cells", *(f"{_column_name(k)} (%)" for k in TABLE2_KEYS), "percentile, all cells",
             "percentile, pool-free cells", "median, all cells (%)", "median, pool-free cells (%)",
-            "mean beats the pool-free median"]
+            "mean beats the pool-free median (p)"]
 
 
 def chance_cells(agg):
     """against_chance's dict as the rest of a Markdown row: cells counted, mean ± std per column and
-    percentile, the two medians and whether the CIFAR-10 test mean beats the pool-free one."""
+    percentile, the two medians and whether the CIFAR-10 test mean beats the pool-free one, with p_pool_free."""
     cells = [str(agg["n"])]
     cells += ["-" if agg[k]["mean"] is None else plus_minus(agg[k]["mean"], agg[k]["std"], 2 if k in TABLE2_KEYS else 1,
                                                              agg[k]["n"])
@@ -385,9 +399,9 @@ def chance_cells(agg):
     if chance is None:
         cells += ["-", "-", "-"]
     else:
-        beats = chance["beats_pool_free_median"]
+        beats, p = chance["beats_pool_free_median"], chance.get("p_pool_free")
         cells += [f"{chance['median_all']:.2f}", f"{chance['median_pool_free']:.2f}",
-                  "-" if beats is None else "yes" if beats else "no"]
+                  "-" if beats is None else ("yes" if beats else "no") + ("" if p is None else f" ({p:.2g})")]
     return " | ".join(cells) + " |"
 
 
@@ -398,7 +412,9 @@ def chance_note(aggs):
     return ("Found cells on NAS-Bench-201 (paper Table 2's columns, looked up from each run's genotype.json) and "
             "against chance: mean ± sample std (ddof=1) over the finished seeds. Percentile of a cell's CIFAR-10 "
             "test accuracy among every cell and among the pool-free cells (no avg_pool_3x3 edge): the share "
-            "strictly below plus half the ties; the medians are what a random cell of each set gets. "
+            "strictly below plus half the ties; the medians are what a random cell of each set gets. (p): the "
+            "chance that as many random pool-free cells reach the found cells' mean pool-free percentile (a "
+            "random cell's percentile is uniform: the Irwin-Hall law of the mean; one-sided). "
             f"Table: {where}.")
 
 

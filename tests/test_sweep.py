@@ -269,6 +269,21 @@ def test_cell_since_is_the_first_epoch_of_the_final_cells_last_stretch(made_runs
     assert f"| {since} | `" in row and row.count(" | ") == 10  # 11 columns, as the header
 
 
+def test_mean_uniform_sf_is_the_irwin_hall_tail():
+    f = sweep_table.mean_uniform_sf
+    # closed forms: one draw, 1 - m; two draws above 1/2, (2 - 2m)^2 / 2; three above 2/3, (3 - 3m)^3 / 6
+    assert f(0.3, 1) == pytest.approx(0.7) and f(0.7, 2) == pytest.approx(0.6 ** 2 / 2)
+    assert f(0.759, 3) == pytest.approx(0.723 ** 3 / 6)
+    for n in (1, 2, 3, 5, 8):  # the mean's law is symmetric about 1/2, and the tail runs from 1 to 0
+        assert f(0.5, n) == pytest.approx(0.5) and f(0.0, n) == 1.0 and f(1.0, n) == pytest.approx(0.0, abs=1e-12)
+        for m in (0.1, 0.35, 0.62):
+            assert f(m, n) + f(1 - m, n) == pytest.approx(1.0)
+    # and against draws: 200,000 means of 4 uniforms
+    means = torch.rand(200_000, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64).mean(1)
+    for m in (0.3, 0.6, 0.8):
+        assert f(m, 4) == pytest.approx((means >= m).double().mean().item(), abs=4e-3)
+
+
 def brute_percentile(value, population):
     """100 x (strictly below + half the ties) / n, counted one by one (bench201.percentile bisects)."""
     return 100 * (sum(v < value for v in population) + sum(v == value for v in population) / 2) / len(population)
@@ -301,16 +316,19 @@ def test_the_table_sets_found_cells_against_the_benchmark_and_chance(made_runs, 
     assert chance == dict(table=nb201_table_by_dataset, n_all=15625, n_pool_free=4096,
                           median_all=pytest.approx((population[7811] + population[7812]) / 2),  # ties: either
                           median_pool_free=pytest.approx((pool_free[2047] + pool_free[2048]) / 2),
-                          beats_pool_free_median=acc > chance["median_pool_free"])
+                          beats_pool_free_median=acc > chance["median_pool_free"],
+                          # one cell: the chance a random pool-free cell's percentile is at least its own
+                          p_pool_free=pytest.approx(1 - rec["nb201"]["percentile_pool_free"] / 100))
     assert summary["C"]["nb201"]["n"] == 1
     assert summary["C"]["nb201"]["cifar10_test_acc"]["mean"] == pytest.approx(acc)
     text = sweep_table.markdown(summary)
     assert ("| option | cells | CIFAR-10 valid (%) | CIFAR-10 test (%) | CIFAR-100 test (%) | ImageNet16-120 test (%) "
             "| percentile, all cells | percentile, pool-free cells | median, all cells (%) | median, pool-free cells (%) "
-            "| mean beats the pool-free median |") in text
+            "| mean beats the pool-free median (p) |") in text
     row = next(line for line in text.splitlines() if line.startswith(f"| C | 1 | {acc - 3:.2f} | "))
     assert f"| {acc:.2f} | {acc - 10:.2f} | {acc - 20:.2f} |" in row, row  # one cell: no "± 0.00"
-    assert row.endswith(f"| {chance['median_pool_free']:.2f} | {'yes' if acc > chance['median_pool_free'] else 'no'} |")
+    assert row.endswith(f"| {chance['median_pool_free']:.2f} | {'yes' if acc > chance['median_pool_free'] else 'no'} "
+                        f"({chance['p_pool_free']:.2g}) |")
     assert f"Table: {nb201_table_by_dataset} (15,625 cells, 4,096 pool-free)." in text
     seed_row = next(line for line in text.splitlines() if line.startswith(f"| C_s1 | {index} | "))
     assert ", ".join(f"{m:.2e}" for m in rec["margins"]["normal"]) in seed_row
