@@ -8,7 +8,9 @@ Table 2's NB201 columns of the cell in genotype.json (CIFAR-10 valid and test, C
 ImageNet16-120 test), looked up in the --bench201 table given here or else the one the run recorded, so a
 run finished before these columns existed gets them without a rerun; its CIFAR-10 test percentile among
 every cell and among the pool-free cells, beside the medians of both (bench201.NB201.baselines: what a
-random cell gets); and the final top-2 margin of softmax(α) per edge (alphas.json's last row).
+random cell gets), with a one-sided p that as many random pool-free cells do as well (mean_uniform_sf); the
+final top-2 margin of softmax(α) per edge (alphas.json's last row); and, per option, how many edges two seeds'
+cells share (cell_agreement), against what two random cells share.
 
 sweep.py starts the searches; this module only reads their folders (rundir.load_run, device.txt,
 stderr.txt, genotype.json, alphas.json) and writes the table, so it can be rebuilt from any sweep folder.
