@@ -5,6 +5,7 @@ Owns
   NB201Cell           one NAS-Bench-201 cell: 6 op names in edge order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2
   derive              alpha (+ PC-DARTS betas) -> NB201Cell or Genotype, with the rule of each space
   edge_softmax, op_counts, skip_count    what search.py logs every epoch (collapse watch, paper Fig. 5)
+  cell_str                               a cell as one line of text (NB201's notation, DARTS cells too)
   top2_margins                           per edge, how far the final choice is from flipping (near ties)
   all_skip                               the collapsed cell of Table 2 (every op skip_connect)
   nb201_index, nb201_arch                arch string <-> benchmark index 0..15624, without the benchmark file
@@ -200,6 +201,16 @@ def op_counts(genotype, kind="normal"):
     """{op: count} over the 6 edges of an NB201 cell (none included) or the 8 pairs of one DARTS cell kind."""
     ops = genotype.ops if isinstance(genotype, NB201Cell) else [op for op, _ in _cell(genotype, kind)[0]]
     return dict(Counter(ops))
+
+
+def cell_str(genotype, kind="normal"):
+    """One cell as one line: an NB201 cell's own arch string, or one DARTS cell kind's 8 (op, input) pairs in
+    the same notation, node by node: |op~input|op~input|+|...| (input 0: c_{k-2}, 1: c_{k-1}, j >= 2: node
+    j - 2). For tables and logs; load_genotype reads the full genotype, not this."""
+    if isinstance(genotype, NB201Cell):
+        return genotype.to_str()
+    pairs = _cell(genotype, kind)[0]
+    return "+".join("|" + "".join(f"{op}~{j}|" for op, j in pairs[i:i + 2]) for i in range(0, len(pairs), 2))
 
 
 def skip_count(genotype):

@@ -9,13 +9,13 @@ ImageNet16-120 test), looked up in the --bench201 table given here or else the o
 run finished before these columns existed gets them without a rerun; its CIFAR-10 test percentile among
 every cell and among the pool-free cells, beside the medians of both (bench201.NB201.baselines: what a
 random cell gets), with a one-sided p that as many random pool-free cells do as well (mean_uniform_sf); the
-final top-2 margin of softmax(α) per edge (alphas.json's last row); and, per option, how many edges two seeds'
-cells share (cell_agreement), against what two random cells share.
+final top-2 margin of softmax(α) per edge (alphas.json's last row); and, per option, how alike two seeds'
+cells are against two random cells (cell_agreement; the statistics live in harness/cell_stats.py). A
+DARTS-style cell (darts, S1-S4: no benchmark) is shown as text, its normal and its reduction cell.
 
 sweep.py starts the searches; this module only reads their folders (rundir.load_run, device.txt,
 stderr.txt, genotype.json, alphas.json) and writes the table, so it can be rebuilt from any sweep folder.
 """
-import math
 import os
 import statistics
 
@@ -24,6 +24,7 @@ import genotypes as G
 from harness import checkpoints
 from harness.checkpoints import write_json
 from harness.jobs import STOPS, saved_run
+from harness.cell_stats import cell_agreement, mean_uniform_sf, wilson
 from harness.rundir import load_run
 
 # Paper Table 2's NB201 columns of a found cell, (dataset, result) as bench201's query names them. The
@@ -98,17 +99,6 @@ def count_skip_heavy(skips):
     """[final skip edges per finished run, None where unknown] -> {"count": runs with >= SKIP_HEAVY, "n": judged}."""
     judged = [k for k in skips if k is not None]
     return dict(count=sum(k >= SKIP_HEAVY for k in judged), n=len(judged))
-
-
-def wilson(k, n, z=1.959964):
-    """The 95% Wilson score interval (lo, hi) of a rate from k successes in n trials; (0, 1) for n = 0.
-    Wilson rather than Clopper-Pearson: a closed form (Clopper-Pearson needs beta quantiles, i.e. scipy),
-    near the nominal 95% coverage at small n where the plain k/n +- 1.96 sd interval is far off."""
-    if n == 0:
-        return 0.0, 1.0
-    p, z2 = k / n, z * z
-    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z / (1 + z2 / n) * (p * (1 - p) / n + z2 / (4 * n * n)) ** 0.5
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def rate_cell(counted):
@@ -203,16 +193,6 @@ def separation_at(sep, steps_per_epoch, steps):
     return None
 
 
-def mean_uniform_sf(mean, n):
-    """P(the mean of n independent uniform draws on [0, 1] is >= `mean`): the Irwin-Hall survival function
-    at n * mean, 1 - sum_{k <= n*mean} (-1)^k C(n, k) (n*mean - k)^n / n!. Applied to percentiles: the chance
-    that n random cells of the set do at least as well on average as the found ones (a random cell's
-    percentile is uniform)."""
-    s = n * min(max(mean, 0.0), 1.0)
-    cdf = sum((-1) ** k * math.comb(n, k) * (s - k) ** n for k in range(int(s) + 1)) / math.factorial(n)
-    return min(max(1.0 - cdf, 0.0), 1.0)
-
-
 def against_chance(lookups, baselines):
     """Over the found cells of one option (or rung and option; found_cell's "nb201" dicts): mean ± sample
     std of Table 2's columns and of the percentiles, and "chance": the random baselines of the table they
@@ -229,27 +209,19 @@ def against_chance(lookups, baselines):
     return dict(out, chance=chance)
 
 
-def cell_agreement(archs):
-    """How alike the seeds' found NB201 cells are (arch strings; None entries skipped): over every pair of
-    them, the edges of 6 on which both chose the same op -> {"pairs", "mean", "identical": pairs with one
-    cell, "chance": what two independent random cells share on average (each edge 1/5: 1.2), "chance_pool_free"
-    (each edge 1/4: 1.5)}; None with fewer than two cells. Beside a sweep with --init_seed fixed (one draw of
-    random features, the data varied) it says how much of the cell the random features decide."""
-    cells = [G.NB201Cell.from_str(a) for a in archs if a]
-    if len(cells) < 2:
-        return None
-    shared = [sum(x == y for x, y in zip(a.ops, b.ops)) for i, a in enumerate(cells) for b in cells[i + 1:]]
-    edges = len(G.NB201_EDGES)
-    return dict(pairs=len(shared), mean=statistics.fmean(shared), identical=shared.count(edges), edges=edges,
-                chance=edges / len(G.NB201_OPS), chance_pool_free=edges / (len(G.NB201_OPS) - 1))
-
-
 def agreement_line(option, agreement):
     """cell_agreement's dict as one sentence of the table."""
     a = agreement
-    return (f"Cells alike ({option}): two seeds' cells share {a['mean']:.2f} of {a['edges']} edges on average "
-            f"({a['pairs']} pair{'s' if a['pairs'] != 1 else ''}, {a['identical']} with one cell); two random cells "
-            f"share {a['chance']:.2f}, two random pool-free cells {a['chance_pool_free']:.2f}.")
+    pairs = f"{a['pairs']} pair{'s' if a['pairs'] != 1 else ''}"
+    if "reduce" not in a:
+        return (f"Cells alike ({option}): two seeds' cells share {a['mean']:.2f} of {a['edges']} edges on average "
+                f"({pairs}, {a['identical']} with one cell); two random cells share {a['chance']:.2f}, two random "
+                f"pool-free cells {a['chance_pool_free']:.2f}.")
+    r = a["reduce"]
+    return (f"Cells alike ({option}): two seeds' normal cells share {a['mean']:.2f} of {a['edges']} (node, input, op) "
+            f"choices on average ({pairs}, {a['identical']} with one normal cell), their reduction cells "
+            f"{r['mean']:.2f} ({r['identical']} with one); two random cells share {a['chance']:.2f} "
+            f"(reduction: {r['chance']:.2f}).")
 
 
 def given_benchmark(jobs):
@@ -273,7 +245,7 @@ def summarize(jobs, status=None, bench201_path=None):
     """-> (the sweep's table: per option, each seed's final numbers and mean ± std over the finished
     seeds, with found_cell's lookups in `bench201_path` (default: the sweep's --bench201, else each run's
     recorded table) and against_chance per option; the finished runs, each read once)."""
-    table, done = {}, []
+    table, done, genotypes, spaces = {}, [], {}, {}
     benchmarks = Benchmarks(given_benchmark(jobs) if bench201_path is None else bench201_path)
     for name, folder, _, _, epochs in jobs:
         option, seed = name.split("_s")
@@ -284,6 +256,12 @@ def summarize(jobs, status=None, bench201_path=None):
             last = run.rows[-1]
             bench = last.get("bench201") or {}
             schedules = [s["epochs"] for s in run.config.get("sessions", []) if "epochs" in s]
+            found = G.genotype_from_json(run.genotype) if run.genotype else None
+            if isinstance(found, G.Genotype):  # a DARTS-style cell: both kinds as text, the reduce cell's skips
+                rec.update(cells={k: G.cell_str(found, k) for k in ("normal", "reduce")},
+                           reduce_skip_count=G.op_counts(found, "reduce").get("skip_connect", 0))
+            genotypes.setdefault(option, []).append(run.genotype)
+            spaces.setdefault(option, set()).add(run.config.get("space", "nb201"))
             rec.update(state="finished", epochs=last["epoch"], arch=(run.genotype or {}).get("arch"),
                        bench_test_acc=bench.get("test_acc"),
                        bench201_dataset=bench.get("dataset", "cifar10") if bench else None,  # older runs: CIFAR-10
@@ -306,7 +284,8 @@ def summarize(jobs, status=None, bench201_path=None):
                            all_skip=count_all_skip([r["all_skip"] for r in finished]),
                            skip_heavy=count_skip_heavy([r["skip_count"] for r in finished]),
                            **{k: stats([r[k] for r in finished]) for k in keys})
-        agreement = cell_agreement([r["arch"] for r in finished])  # None: a DARTS-style cell
+        space = spaces.get(option, set())
+        agreement = cell_agreement(genotypes.get(option, []), *space) if len(space) == 1 else None
         if agreement:
             out[option]["cell_agreement"] = agreement
         lookups = [r["nb201"] for r in finished if "nb201" in r]
@@ -350,9 +329,12 @@ def markdown(summary):
     alike = [agreement_line(o, s["cell_agreement"]) for o, s in summary.items() if s.get("cell_agreement")]
     if alike:
         lines += ["", " ".join(alike)]
+    finished = [r for s in summary.values() for r in s["seeds"] if r["state"] == "finished"]
+    darts_only = bool(finished) and all("cells" in r for r in finished)
     lines += ["", "Mean ± sample std (ddof=1) over the finished seeds; k of n with the 95% Wilson interval of the "
               "rate. Each seed:", "",
-              f"| run | state | {bench} | skip | train | α-half | minutes | compiled | device | cell since epoch | cell |",
+              f"| run | state | {bench} | skip | train | α-half | minutes | compiled | device | cell since epoch | "
+              f"{'normal cell' if darts_only else 'cell'} |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for option, s in summary.items():
         for r in s["seeds"]:
@@ -369,13 +351,24 @@ def markdown(summary):
             lines.append(f"| {option}_s{r['seed']} | {state} | {acc} | {r['skip_count']} | "
                          f"{r['train_acc']:.1f} | {r['alpha_half_acc']:.1f} | {r['minutes']:.1f} | "
                          f"{'yes' if r['compile'] else 'no'} | {r.get('device') or '-'} | "
-                         f"{r.get('cell_since') or '-'} | `{(r['arch'] or '-').replace('|', chr(92) + '|')}` |")
-    seeds = [(f"{o}_s{r['seed']}", r) for o, s in summary.items() for r in s["seeds"]
-             if r["state"] == "finished" and ("nb201" in r or "margins" in r)]
-    if seeds:
+                         f"{r.get('cell_since') or '-'} | {_code(r['arch'] or r.get('cells', {}).get('normal'))} |")
+    seeds = [(f"{o}_s{r['seed']}", r) for o, s in summary.items() for r in s["seeds"] if r["state"] == "finished"]
+    nb201_seeds = [(name, r) for name, r in seeds if "cells" not in r and ("nb201" in r or "margins" in r)]
+    if nb201_seeds:
         lines += ["", "Each finished seed's found cell:", "", *table_header("run", *found_columns()),
-                  *(f"| {name} | {found_cells(r)}" for name, r in seeds)]
+                  *(f"| {name} | {found_cells(r)}" for name, r in nb201_seeds)]
+    darts_seeds = [(name, r) for name, r in seeds if "cells" in r]
+    if darts_seeds:  # DARTS-style: no benchmark; the reduction cell and the margins of both kinds
+        lines += ["", "Each finished seed's reduction cell (the normal cell is in the table above):", "",
+                  *table_header("run", "skip edges (reduction)", "reduction cell", *MARGIN_COLUMNS),
+                  *(f"| {name} | {r['reduce_skip_count']} | {_code(r['cells']['reduce'])} | {margin_cells(r)}"
+                    for name, r in darts_seeds)]
     return "\n".join(lines) + "\n"
+
+
+def _code(text):
+    """A cell's text as Markdown code inside a table ("-" for none): its | escaped."""
+    return "`-`" if not text else "`" + text.replace("|", chr(92) + "|") + "`"
 
 
 def table_header(*names):
@@ -420,10 +413,13 @@ def chance_note(aggs):
             f"Table: {where}.")
 
 
+MARGIN_COLUMNS = ("top-2 margin of softmax(α) per edge (last epoch)", "smallest margin")
+
+
 def found_columns():
     """The names of found_cells' columns."""
     return ["NB201 index", *map(_column_name, TABLE2_KEYS), "percentile, all", "percentile, pool-free",
-            "top-2 margin of softmax(α) per edge (last epoch)", "smallest margin"]
+            *MARGIN_COLUMNS]
 
 
 def found_cells(rec):
@@ -432,14 +428,18 @@ def found_cells(rec):
 
     def num(k, digits):
         return "-" if nb.get(k) is None else f"{nb[k]:.{digits}f}"
+    cells = [str(nb.get("index", "-")), *(num(k, 2) for k in TABLE2_KEYS), *(num(k, 1) for k in PERCENTILES)]
+    return " | ".join(cells) + " | " + margin_cells(rec)
+
+
+def margin_cells(rec):
+    """A run's final top-2 margins ("margins" of found_cell) as the MARGIN_COLUMNS, ending the row."""
     margins = rec.get("margins") or {}
     every = [m for ms in margins.values() for m in ms]
     # .2e as the log's margin: near ties (1e-5) and clear choices (1e-2) both readable
     per_edge = "; ".join((f"{kind}: " if len(margins) > 1 else "") + ", ".join(f"{m:.2e}" for m in ms)
                          for kind, ms in margins.items())
-    cells = [str(nb.get("index", "-")), *(num(k, 2) for k in TABLE2_KEYS), *(num(k, 1) for k in PERCENTILES),
-             per_edge or "-", f"{min(every):.2e}" if every else "-"]
-    return " | ".join(cells) + " |"
+    return f"{per_edge or '-'} | {f'{min(every):.2e}' if every else '-'} |"
 
 
 def _column_name(key):

@@ -269,6 +269,16 @@ def test_edge_softmax_and_counts():
     assert G.op_counts(G.DARTS_V1, "reduce") == {"max_pool_3x3": 4, "skip_connect": 3, "avg_pool_3x3": 1}
 
 
+def test_cell_str_writes_a_darts_cell_node_by_node_in_nb201_notation():
+    """DARTS V2's normal cell (quark0/darts genotypes.py) as one line: 4 nodes of 2 (op~input) pairs."""
+    assert G.cell_str(G.DARTS_V2) == ("|sep_conv_3x3~0|sep_conv_3x3~1|+|sep_conv_3x3~0|sep_conv_3x3~1|+"
+                                      "|sep_conv_3x3~1|skip_connect~0|+|skip_connect~0|dil_conv_3x3~2|")
+    assert G.cell_str(G.DARTS_V2, "reduce").startswith("|max_pool_3x3~0|max_pool_3x3~1|+|skip_connect~2|")
+    assert G.cell_str(G.RF_DARTS_NB201) == G.RF_DARTS_NB201.to_str()
+    with pytest.raises(ValueError, match="not 'both'"):
+        G.cell_str(G.DARTS_V2, "both")
+
+
 def test_top2_margins_of_hand_made_softmax_weights():
     """Largest minus second-largest weight per edge, ties 0, any order of ops, rows of different lengths
     (alphas.json's form); raw logits, one-op edges, negative weights and non-lists are one-line errors."""

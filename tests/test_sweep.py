@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,7 +20,8 @@ import genotypes as G
 from harness import cli, runs
 import search
 import sweep
-from harness import frozen_state, jobs as runner, sweep_table
+from spaces import get_space
+from harness import cell_stats, frozen_state, jobs as runner, sweep_table
 from conftest import fake_nb201_accuracy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -228,11 +231,11 @@ def test_cell_agreement_counts_the_edges_two_seeds_share_over_every_pair(made_ru
     conv, skip = "nor_conv_3x3", "skip_connect"
     a, b, c = (G.NB201Cell(ops).to_str() for ops in ((conv,) * 6, (conv,) * 4 + (skip,) * 2, (skip,) * 6))
     # pairs (a, b): 4 edges, (a, c): 0, (b, c): 2; None (a DARTS-style cell) is left out
-    assert sweep_table.cell_agreement([a, b, None, c]) == dict(pairs=3, mean=2.0, identical=0, edges=6, chance=1.2,
+    assert cell_stats.cell_agreement([a, b, None, c]) == dict(pairs=3, mean=2.0, identical=0, edges=6, chance=1.2,
                                                                chance_pool_free=1.5)
-    same = sweep_table.cell_agreement([a, a, b])
+    same = cell_stats.cell_agreement([a, a, b])
     assert same["identical"] == 1 and same["mean"] == pytest.approx((6 + 4 + 4) / 3)
-    assert sweep_table.cell_agreement([a, None]) is None and sweep_table.cell_agreement([]) is None
+    assert cell_stats.cell_agreement([a, None]) is None and cell_stats.cell_agreement([]) is None
     # in a sweep's table: from each finished run's genotype.json, per option
     out = sweep_of(made_runs, tmp_path, "C_s1")
     shutil.copytree(out / "C_s1", out / "C_s3")
@@ -249,6 +252,54 @@ def test_cell_agreement_counts_the_edges_two_seeds_share_over_every_pair(made_ru
             "random cells share 1.20, two random pool-free cells 1.50.") in sweep_table.markdown(summary)
     (out / "C_s3" / "genotype.json").write_text(json.dumps({"cell": "nb201", "arch": a}))
     assert sweep_table.summarize(jobs)[0]["C"]["cell_agreement"]["identical"] == 1
+
+
+def test_cell_agreement_of_darts_style_cells_counts_shared_node_input_op_choices(made_runs, tiny_folder,
+                                                                                  nb201_table, tmp_path):
+    """Normal and reduction cells apart: a choice is (node, input, op); identical pairs; the chance of two
+    random cells (closed form) against derive on random α, which draws exactly such cells; a sweep of S3
+    runs gets the line, the normal cell per seed and the reduction cell's table."""
+    sep, skip = "sep_conv_3x3", "skip_connect"
+    a = G.Genotype([(sep, 0), (sep, 1)] * 4, [2, 3, 4, 5], [(skip, 0), (skip, 1)] * 4, [2, 3, 4, 5])
+    b = G.Genotype([(sep, 0), (skip, 1)] * 4, [2, 3, 4, 5], [(skip, 1), (skip, 0)] * 4, [2, 3, 4, 5])
+    # normal: 4 of 8 shared ((node, 0, sep) on each node); reduce: the same choices in another order, 8
+    agree = cell_stats.cell_agreement([a, None, G.genotype_to_json(b)], "s3")
+    chance = cell_stats.random_cells_share("s3")
+    assert agree == dict(pairs=1, edges=8, mean=4.0, identical=0, chance=chance,
+                         reduce=dict(mean=8.0, identical=1, chance=chance))
+    assert chance == pytest.approx(4 / 2 * (1 / 2 + 1 / 3 + 1 / 4 + 1 / 5))  # sum over nodes of 4 / (n K), K = 2
+    assert cell_stats.random_cells_share("darts") == pytest.approx(4 / 7 * (1 / 2 + 1 / 3 + 1 / 4 + 1 / 5))
+    rng = np.random.default_rng(0)
+    for space in ("s3", "darts"):
+        shape = get_space(space).alpha_shape("normal")
+        cells = [G.derive(space, {k: rng.normal(size=shape) for k in ("normal", "reduce")}) for _ in range(3000)]
+        drawn = [sum((Counter((p // 2, j, op) for p, (op, j) in enumerate(x.normal))
+                      & Counter((p // 2, j, op) for p, (op, j) in enumerate(y.normal))).values())
+                 for x, y in zip(cells[::2], cells[1::2])]
+        assert np.mean(drawn) == pytest.approx(cell_stats.random_cells_share(space), abs=0.12), space
+    # in a sweep's table: two S3 runs' genotype.json files
+    out = sweep_of(made_runs, tmp_path, "C_s1")
+    shutil.copytree(out / "C_s1", out / "C_s3")
+    for name, cell, seed in (("C_s1", a, 1), ("C_s3", b, 3)):
+        config = json.loads((out / name / "config.json").read_text())
+        (out / name / "config.json").write_text(json.dumps({**config, **search.DARTS_DEFAULTS, "seed": seed,
+                                                            "space": "s3"}))  # as an S3 run's config
+        (out / name / "genotype.json").write_text(json.dumps(G.genotype_to_json(cell)))
+    jobs = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1,3", "--space=s3",
+                                    *flags(tiny_folder, nb201_table, "--epochs=2")]))
+    summary, _ = sweep_table.summarize(jobs)
+    assert summary["C"]["cell_agreement"] == agree
+    s1 = summary["C"]["seeds"][0]
+    assert s1["cells"] == dict(normal=G.cell_str(a), reduce=G.cell_str(a, "reduce")) and s1["reduce_skip_count"] == 8
+    text = sweep_table.markdown(summary)
+    assert ("Cells alike (C): two seeds' normal cells share 4.00 of 8 (node, input, op) choices on average (1 pair, "
+            "0 with one normal cell), their reduction cells 8.00 (1 with one); two random cells share 2.57 "
+            "(reduction: 2.57).") in text, text
+    def code(cell):  # as a Markdown table cell
+        return "`" + cell.replace("|", chr(92) + "|") + "`"
+    assert "| cell since epoch | normal cell |" in text and f"| {code(G.cell_str(b))} |" in text, text
+    assert f"| C_s3 | 8 | {code(G.cell_str(b, 'reduce'))} | " in text, text
+    assert "NB201 index" not in text  # no benchmark columns for a DARTS-style cell
 
 
 def test_cell_since_is_the_first_epoch_of_the_final_cells_last_stretch(made_runs, tiny_folder, nb201_table,
@@ -270,7 +321,7 @@ def test_cell_since_is_the_first_epoch_of_the_final_cells_last_stretch(made_runs
 
 
 def test_mean_uniform_sf_is_the_irwin_hall_tail():
-    f = sweep_table.mean_uniform_sf
+    f = cell_stats.mean_uniform_sf
     # closed forms: one draw, 1 - m; two draws above 1/2, (2 - 2m)^2 / 2; three above 2/3, (3 - 3m)^3 / 6
     assert f(0.3, 1) == pytest.approx(0.7) and f(0.7, 2) == pytest.approx(0.6 ** 2 / 2)
     assert f(0.759, 3) == pytest.approx(0.723 ** 3 / 6)
@@ -478,7 +529,7 @@ def test_the_start_line_says_the_thread_count_and_why(tmp_path, monkeypatch):
                                           (5, 10, 0.2366, 0.7634), (0, 0, 0.0, 1.0)])
 def test_wilson_interval(k, n, lo, hi):
     # 0 of n: the upper end is z^2 / (n + z^2); k of n and n-k of n mirror each other
-    assert sweep_table.wilson(k, n) == pytest.approx((lo, hi), abs=1e-4)
+    assert cell_stats.wilson(k, n) == pytest.approx((lo, hi), abs=1e-4)
 
 
 def test_the_runner_refuses_to_run_under_torchrun(tmp_path, monkeypatch):
