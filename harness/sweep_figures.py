@@ -12,21 +12,30 @@ import numpy as np
 from harness.figure_style import OPTION_STYLE, PAPER_NB201, on_cifar10, save
 from harness.rundir import BENCH201_NAMES, bench_acc, bench_label
 from harness.ladder import PAPER_STEPS, ladder
+from harness.sweep_table import alpha_separation
 
 
 def sweep_figures(sweep_runs, out, dpi=120):
     """A seed sweep (sweep.py): skip count and benchmark accuracy per epoch (thin: each seed, thick:
-    the mean over seeds, per option) and Fig. 1 with error bars (mean ± sample std over seeds)."""
+    the mean over seeds, per option; without any benchmark accuracy, how far α moved instead) and Fig. 1
+    with error bars (mean ± sample std over seeds)."""
     os.makedirs(out, exist_ok=True)
     by = {}
     for r in sweep_runs:
         by.setdefault(str(r.config.get("option", "?")).upper(), []).append(r)
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.4))
     points = {}
+    # No benchmark accuracy in any run (DARTS-style spaces; NB201 without --bench201): the right panel shows
+    # how far α moved from uniform instead, which every space has (sweep_table.alpha_separation).
+    benched = any(bench_acc(r, row, None) is not None for r in sweep_runs for row in r.rows)
     for option, rs in sorted(by.items()):
         colour = OPTION_STYLE.get(option, ("tab:gray", "x"))[0]
         for ax, get in ((left, lambda r, row: row["skip_count"]), (right, lambda r, row: bench_acc(r, row, None))):
-            curves = [[(row["epoch"], get(r, row)) for row in r.rows] for r in rs]
+            if ax is right and not benched:
+                seps = [alpha_separation(r.alphas) for r in rs]
+                curves = [[(e, v) for e, v in sep["curve"]] for sep in seps if sep]
+            else:
+                curves = [[(row["epoch"], get(r, row)) for row in r.rows] for r in rs]
             curves = [c for c in ([(e, v) for e, v in c if v is not None] for c in curves) if c]
             for c in curves:
                 ax.plot(*zip(*c), color=colour, lw=0.7, alpha=0.45)
@@ -41,8 +50,20 @@ def sweep_figures(sweep_runs, out, dpi=120):
         ax.set_xlabel("epoch")
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    left.set(ylabel="skip_connect edges in the derived cell", title="skip_connect count per epoch")
-    right.set(ylabel=bench_label(sweep_runs), title="benchmark accuracy of each epoch's cell")
+    darts = any(str(r.config.get("space", "nb201")).lower() != "nb201" for r in sweep_runs)
+    left.set(ylabel=f"skip_connect edges in the {'normal' if darts else 'derived'} cell",
+             title="skip_connect count per epoch")
+    if benched:
+        right.set(ylabel=bench_label(sweep_runs), title="benchmark accuracy of each epoch's cell")
+    else:
+        uniform = [sep["uniform"] for sep in map(alpha_separation, (r.alphas for r in sweep_runs)) if sep]
+        if uniform:
+            right.axhline(uniform[0], color="black", ls=":", lw=1, label=f"uniform α ({uniform[0]:.2f})")
+            right.legend()
+            # from 0 to twice uniform (as Fig. 5): a barely moving α stays a flat line, not a panel-filling trend
+            right.set_ylim(0, min(1.0, max(2 * uniform[0], 1.05 * max(right.get_ylim()[1], uniform[0]))))
+        right.set(ylabel="largest softmax(α) of an edge, mean over edges",
+                  title="how far α moved from uniform (no benchmark for these cells)")
     fig.tight_layout()
     paths = [save(fig, out, "sweep_skip_and_bench.png", dpi)]
     if any(points.values()):

@@ -131,7 +131,7 @@ def test_benchmark_axes_name_the_runs_dataset(search_runs, nb201_table_by_datase
     assert labels[-1][0].startswith("found cell: NAS-Bench-201 CIFAR-100 test acc")
 
 
-def test_darts_space_run_draws_both_cell_kinds(tiny_folder, tmp_path):
+def test_darts_space_run_draws_both_cell_kinds(tiny_folder, tmp_path, monkeypatch):
     out = tmp_path / "s2"
     search.search(search.make_config(TINY + [f"--data={tiny_folder}", f"--out={out}", "--space=s2", "--layers=2"]))
     paths = plot.main([str(out), f"--out={tmp_path / 'fig'}"])
@@ -140,6 +140,16 @@ def test_darts_space_run_draws_both_cell_kinds(tiny_folder, tmp_path):
                      "op_scale_s2_reduce.png", "cell_s2.png", "skip_and_bench.png"}
     for p in paths:
         assert_real_png(p)
+    # a sweep of such runs (no benchmark): the right panel shows how far α moved, from 0 past twice uniform
+    figs, save = {}, sweep_figures.save
+    monkeypatch.setattr(sweep_figures, "save", lambda fig, o, name, dpi: figs.update({name: fig}) or save(fig, o, name, dpi))
+    run = rundir.load_run(str(out))
+    assert [os.path.basename(p) for p in sweep_figures.sweep_figures([run], str(tmp_path / "sweep"))] == \
+        ["sweep_skip_and_bench.png"]
+    left, right = figs["sweep_skip_and_bench.png"].axes
+    assert left.get_ylabel() == "skip_connect edges in the normal cell" and right.get_title().startswith("how far α")
+    curve = right.lines[0].get_ydata()  # the one seed's mean top softmax per epoch, near uniform (1/2)
+    assert len(curve) == 2 and all(abs(v - 0.5) < 0.01 for v in curve) and right.get_ylim() == (0, 1.0)
 
 
 @pytest.mark.parametrize("moved,top", [(0.0005, 0.4), (0.7, 0.99)])
