@@ -22,7 +22,8 @@ from harness.rundir import BENCH201_COLUMNS, read_json_if_any
 from harness.cli import ConfigError, saved_settings
 from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, plus_minus, rate_cell, against_chance, chance_cells,
                                  chance_columns, chance_note, count_all_skip, count_skip_heavy, final_all_skip,
-                                 found_cell, found_cells, found_columns, mean_std, alpha_separation, separation_at)
+                                 found_cell, found_cells, found_columns, mean_std, alpha_separation, separation_at,
+                                 darts_cells, darts_cell_rows)
 from spaces import get_space
 
 # The paper's Table 2 (NAS-Bench-201 CIFAR-10, 3 runs each, 25k/25k images, 50 epochs of 391 steps)
@@ -171,7 +172,7 @@ def ladder(sweep_dirs, search, bench201_path=""):
                            separation=alpha_separation(alphas), snr=gradient_snr(alphas, size[2] / config["epochs"]),
                            snr_curve=gradient_snr_curve(alphas, size[2] / config["epochs"]),
                            drift=adam_drift(alphas, size[2] / config["epochs"], settings["arch_lr"]),
-                           **found_cell(genotype, alphas, benchmarks.for_run(config)))
+                           **found_cell(genotype, alphas, benchmarks.for_run(config)), **darts_cells(genotype))
                 rec["chance"] = benchmarks.baselines(rec["nb201"]["table"]) if "nb201" in rec else None
                 rung.append(rec)
     if labelled:
@@ -279,8 +280,9 @@ def ladder_markdown(by):
                      f"{rate_cell(count_skip_heavy([r['skip'] for r in recs]))} | {mean_cell([r['skip'] for r in recs], 2)} |")
     epochs, notes = sorted({r["epochs"] for *_, recs in rungs for r in recs}), ladder_notes(by)
     lines += ["", f"{', '.join(map(str, epochs)) or '-'} epochs per run; every run's settings are the same but for "
-              "the number of images (config.json). k of n: with the 95% Wilson interval of the rate.", "",
-              PAPER_LADDER_NOTE, *(["", *notes] if notes else []), *data_note(rungs)]
+              "the number of images (config.json). k of n: with the 95% Wilson interval of the rate.",
+              *(["", PAPER_LADDER_NOTE] if any(r["space"] == "nb201" for *_, rs in rungs for r in rs) else []),
+              *(["", *notes] if notes else []), *data_note(rungs)]
     found = [(size, option, against_chance([r["nb201"] for r in recs if "nb201" in r],
                                            {r["chance"]["table"]: r["chance"] for r in recs if r["chance"]}.get))
              for size, option, recs in rungs if any("nb201" in r for r in recs)]
@@ -290,9 +292,13 @@ def ladder_markdown(by):
                   "", chance_note([agg for *_, agg in found])]
     lines += separation_table(rungs)
     seeds = [(size, f"{option}_s{r['seed']}", r) for size, option, recs in rungs for r in recs
-             if "nb201" in r or "margins" in r]
+             if "cells" not in r and ("nb201" in r or "margins" in r)]
     if seeds:
         lines += ["", "Each finished seed's found cell:", "",
                   *table_header("search images (weight / α)", "run", *found_columns()),
                   *(f"| {size[0]:,} / {size[1]:,} | {name} | {found_cells(r)}" for size, name, r in seeds)]
+    darts = [((f"{size[0]:,} / {size[1]:,}",), f"{option}_s{r['seed']}", r) for size, option, recs in rungs
+             for r in recs if "cells" in r]
+    if darts:  # DARTS-style cells: no benchmark, both cells as text
+        lines += ["", "Each finished seed's cells:", "", *darts_cell_rows(darts, "search images (weight / α)")]
     return "\n".join(lines) + "\n"

@@ -158,6 +158,24 @@ def found_cell(genotype, alphas, bench):
     return out
 
 
+def darts_cells(genotype):
+    """A DARTS-style cell (genotype.json's contents) as the tables show it, {"cells": {kind: genotypes.cell_str},
+    "reduce_skip_count"}; {} for an NB201 cell or none (its arch string is the table's cell)."""
+    found = G.genotype_from_json(genotype) if genotype else None
+    if not isinstance(found, G.Genotype):
+        return {}
+    return dict(cells={k: G.cell_str(found, k) for k in ("normal", "reduce")},
+                reduce_skip_count=G.op_counts(found, "reduce").get("skip_connect", 0))
+
+
+def darts_cell_rows(named, *first):
+    """The table of DARTS-style runs' cells: [(leading cells, run name, record with darts_cells and margins)]
+    -> Markdown lines; `first` names the leading columns."""
+    return [*table_header(*first, "run", "normal cell", "skip edges (reduction)", "reduction cell", *MARGIN_COLUMNS),
+            *(f"| {''.join(c + ' | ' for c in lead)}{name} | {_code(r['cells']['normal'])} | {r['reduce_skip_count']} | "
+              f"{_code(r['cells']['reduce'])} | {margin_cells(r)}" for lead, name, r in named)]
+
+
 def cell_since(rows):
     """The epoch from which the run's last cell held to its end (history's cell per epoch): how settled
     the found cell is (a cell that came in the last epoch or two won a near tie late); None without it."""
@@ -256,10 +274,7 @@ def summarize(jobs, status=None, bench201_path=None):
             last = run.rows[-1]
             bench = last.get("bench201") or {}
             schedules = [s["epochs"] for s in run.config.get("sessions", []) if "epochs" in s]
-            found = G.genotype_from_json(run.genotype) if run.genotype else None
-            if isinstance(found, G.Genotype):  # a DARTS-style cell: both kinds as text, the reduce cell's skips
-                rec.update(cells={k: G.cell_str(found, k) for k in ("normal", "reduce")},
-                           reduce_skip_count=G.op_counts(found, "reduce").get("skip_connect", 0))
+            rec.update(darts_cells(run.genotype))
             genotypes.setdefault(option, []).append(run.genotype)
             spaces.setdefault(option, set()).add(run.config.get("space", "nb201"))
             rec.update(state="finished", epochs=last["epoch"], arch=(run.genotype or {}).get("arch"),
@@ -357,12 +372,9 @@ def markdown(summary):
     if nb201_seeds:
         lines += ["", "Each finished seed's found cell:", "", *table_header("run", *found_columns()),
                   *(f"| {name} | {found_cells(r)}" for name, r in nb201_seeds)]
-    darts_seeds = [(name, r) for name, r in seeds if "cells" in r]
-    if darts_seeds:  # DARTS-style: no benchmark; the reduction cell and the margins of both kinds
-        lines += ["", "Each finished seed's reduction cell (the normal cell is in the table above):", "",
-                  *table_header("run", "skip edges (reduction)", "reduction cell", *MARGIN_COLUMNS),
-                  *(f"| {name} | {r['reduce_skip_count']} | {_code(r['cells']['reduce'])} | {margin_cells(r)}"
-                    for name, r in darts_seeds)]
+    darts_seeds = [((), name, r) for name, r in seeds if "cells" in r]
+    if darts_seeds:  # DARTS-style: no benchmark; both cells and the margins of both kinds
+        lines += ["", "Each finished seed's cells:", "", *darts_cell_rows(darts_seeds)]
     return "\n".join(lines) + "\n"
 
 

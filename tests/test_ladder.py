@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+import genotypes as G  # noqa: E402
 import plot  # noqa: E402
 import search  # noqa: E402
 from harness import alpha_grads, cli, ladder, sweep_figures, sweep_table  # noqa: E402
@@ -345,3 +346,20 @@ def test_a_ladder_without_alphas_says_so(tmp_path, monkeypatch):
     plot.main([make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0)}}), f"--out={tmp_path / 'fig'}"])
     assert all(any("no alphas.json" in t.get_text() for t in ax.texts) for ax in figs["alpha_separation.png"].axes)
     assert "How far α moved" not in open(tmp_path / "fig" / "ladder.md").read()
+
+
+def test_a_ladder_of_darts_style_runs_shows_both_cells_and_no_nb201_reference(tmp_path):
+    """S3 runs (no benchmark): no Table 2 line, no NB201 columns; each seed's normal and reduction cell as text."""
+    sep, skip = "sep_conv_3x3", "skip_connect"
+    cell = G.Genotype([(skip, 0), (sep, 1)] * 4, [2, 3, 4, 5], [(sep, 0), (sep, 1)] * 4, [2, 3, 4, 5])
+    root = make_sweep(tmp_path / "s3", 4000, {"B": {1: (None, 4)}, "C": {1: (None, 4)}}, space="s3",
+                      **search.DARTS_DEFAULTS)
+    for option in "BC":
+        (tmp_path / "s3" / f"{option}_s1" / "genotype.json").write_text(json.dumps(G.genotype_to_json(cell)))
+    text = ladder.ladder_markdown(ladder.ladder([root], search))
+    assert "Paper, Table 2" not in text and "NB201 index" not in text, text
+    normal, reduce = ("`" + G.cell_str(cell, k).replace("|", "\\|") + "`" for k in ("normal", "reduce"))
+    assert f"| 2,000 / 2,000 | C_s1 | {normal} | 0 | {reduce} | - | - |" in text, text
+    # an NB201 ladder keeps the paper's line
+    nb201 = make_sweep(tmp_path / "nb201", 4000, {"C": {1: (91.0, 1)}})
+    assert "Paper, Table 2" in ladder.ladder_markdown(ladder.ladder([nb201], search))
