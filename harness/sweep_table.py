@@ -239,7 +239,7 @@ def agreement_line(option, agreement):
     return (f"Cells alike ({option}): two seeds' normal cells share {a['mean']:.2f} of {a['edges']} (node, input, op) "
             f"choices on average ({pairs}, {a['identical']} with one normal cell), their reduction cells "
             f"{r['mean']:.2f} ({r['identical']} with one); two random cells share {a['chance']:.2f} "
-            f"(reduction: {r['chance']:.2f}).")
+            f"(reduction: {r['chance']:.2f}), and a random normal cell holds {a['skip_chance']:.2f} skip edges.")
 
 
 def given_benchmark(jobs):

@@ -265,8 +265,11 @@ def test_cell_agreement_of_darts_style_cells_counts_shared_node_input_op_choices
     # normal: 4 of 8 shared ((node, 0, sep) on each node); reduce: the same choices in another order, 8
     agree = cell_stats.cell_agreement([a, None, G.genotype_to_json(b)], "s3")
     chance = cell_stats.random_cells_share("s3")
-    assert agree == dict(pairs=1, edges=8, mean=4.0, identical=0, chance=chance,
-                         reduce=dict(mean=8.0, identical=1, chance=chance))
+    skips = cell_stats.random_skip_count("s3")
+    assert agree == dict(pairs=1, edges=8, mean=4.0, identical=0, chance=chance, skip_chance=skips,
+                         reduce=dict(mean=8.0, identical=1, chance=chance, skip_chance=skips))
+    assert skips == pytest.approx(4.0) and cell_stats.random_skip_count("s4") == 0  # S3: skip or sep, 1/2 each
+    assert cell_stats.random_skip_count("darts") == pytest.approx(8 / 7)  # 1 of 7 ops besides none
     assert chance == pytest.approx(4 / 2 * (1 / 2 + 1 / 3 + 1 / 4 + 1 / 5))  # sum over nodes of 4 / (n K), K = 2
     assert cell_stats.random_cells_share("darts") == pytest.approx(4 / 7 * (1 / 2 + 1 / 3 + 1 / 4 + 1 / 5))
     rng = np.random.default_rng(0)
@@ -277,6 +280,8 @@ def test_cell_agreement_of_darts_style_cells_counts_shared_node_input_op_choices
                       & Counter((p // 2, j, op) for p, (op, j) in enumerate(y.normal))).values())
                  for x, y in zip(cells[::2], cells[1::2])]
         assert np.mean(drawn) == pytest.approx(cell_stats.random_cells_share(space), abs=0.12), space
+        skips = [G.skip_count(x) for x in cells]  # 3000 cells: the mean within ~0.04 (S3's std is ~1.4)
+        assert np.mean(skips) == pytest.approx(cell_stats.random_skip_count(space), abs=0.12), space
     # in a sweep's table: two S3 runs' genotype.json files
     out = sweep_of(made_runs, tmp_path, "C_s1")
     shutil.copytree(out / "C_s1", out / "C_s3")
@@ -294,7 +299,7 @@ def test_cell_agreement_of_darts_style_cells_counts_shared_node_input_op_choices
     text = sweep_table.markdown(summary)
     assert ("Cells alike (C): two seeds' normal cells share 4.00 of 8 (node, input, op) choices on average (1 pair, "
             "0 with one normal cell), their reduction cells 8.00 (1 with one); two random cells share 2.57 "
-            "(reduction: 2.57).") in text, text
+            "(reduction: 2.57), and a random normal cell holds 4.00 skip edges.") in text, text
     def code(cell):  # as a Markdown table cell
         return "`" + cell.replace("|", chr(92) + "|") + "`"
     assert "| cell since epoch | normal cell |" in text and f"| {code(G.cell_str(b))} |" in text, text
