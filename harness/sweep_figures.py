@@ -28,12 +28,12 @@ def sweep_figures(sweep_runs, out, dpi=120):
     # No benchmark accuracy in any run (DARTS-style spaces; NB201 without --bench201): the right panel shows
     # how far α moved from uniform instead, which every space has (sweep_table.alpha_separation).
     benched = any(bench_acc(r, row, None) is not None for r in sweep_runs for row in r.rows)
+    seps = {} if benched else {id(r): alpha_separation(r.alphas) for r in sweep_runs}  # each run's, read once
     for option, rs in sorted(by.items()):
         colour = OPTION_STYLE.get(option, ("tab:gray", "x"))[0]
         for ax, get in ((left, lambda r, row: row["skip_count"]), (right, lambda r, row: bench_acc(r, row, None))):
             if ax is right and not benched:
-                seps = [alpha_separation(r.alphas) for r in rs]
-                curves = [[(e, v) for e, v in sep["curve"]] for sep in seps if sep]
+                curves = [list(seps[id(r)]["curve"]) for r in rs if seps[id(r)]]
             else:
                 curves = [[(row["epoch"], get(r, row)) for row in r.rows] for r in rs]
             curves = [c for c in ([(e, v) for e, v in c if v is not None] for c in curves) if c]
@@ -56,7 +56,7 @@ def sweep_figures(sweep_runs, out, dpi=120):
     if benched:
         right.set(ylabel=bench_label(sweep_runs), title="benchmark accuracy of each epoch's cell")
     else:
-        uniform = [sep["uniform"] for sep in map(alpha_separation, (r.alphas for r in sweep_runs)) if sep]
+        uniform = [sep["uniform"] for sep in seps.values() if sep]
         if uniform:
             right.axhline(uniform[0], color="black", ls=":", lw=1, label=f"uniform α ({uniform[0]:.2f})")
             right.legend()

@@ -406,7 +406,7 @@ def chance_cells(agg):
     if chance is None:
         cells += ["-", "-", "-"]
     else:
-        beats, p = chance["beats_pool_free_median"], chance.get("p_pool_free")
+        beats, p = chance["beats_pool_free_median"], chance["p_pool_free"]
         cells += [f"{chance['median_all']:.2f}", f"{chance['median_pool_free']:.2f}",
                   "-" if beats is None else ("yes" if beats else "no") + ("" if p is None else f" ({p:.2g})")]
     return " | ".join(cells) + " |"
