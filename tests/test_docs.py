@@ -74,23 +74,31 @@ def test_relative_links_resolve(doc):
     assert not broken, f"{doc} links to missing files: {broken}"
 
 
-def ladder_rows():
-    """(option, acc, per seed, all-skip, >= 4 skip, pool-free percentile) of every row of every committed
-    ladder.md: its first table gives the accuracies and rates, its NB201 table (same images and option)
-    the pool-free percentile."""
-    found = set()
-    for path in glob.glob(os.path.join(ROOT, "results", "*", "figures", "ladder.md")):
-        tables, current = [], []
+def ladder_tables():
+    """Every table of every committed ladder.md, as lists of rows of cells."""
+    tables = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "results", "*", "figures", "ladder.md"))):
+        current = []
         for line in read(path).splitlines() + [""]:
             if line.startswith("|"):
                 current.append(line)
             elif current:
                 tables.append(table_rows("\n".join(current)))
                 current = []
-        head = [t for t in tables if "per seed" in t[0]]
-        bench = [t for t in tables if "percentile, pool-free cells" in t[0]]
-        if not head:
+    return tables
+
+
+def ladder_rows():
+    """(option, acc, per seed, all-skip, >= 4 skip, pool-free percentile) of every row of every committed
+    ladder.md: its first table gives the accuracies and rates, its NB201 table (same images and option)
+    the pool-free percentile."""
+    found, tables = set(), ladder_tables()
+    for i in range(len(tables)):
+        # a ladder.md's first table, and the NB201 table that follows it before the next first table
+        if "per seed" not in tables[i][0]:
             continue
+        head = [tables[i]]
+        bench = [t for t in tables[i + 1:i + 3] if "percentile, pool-free cells" in t[0]][:1]
         h = head[0][0]
         pct = {}
         if bench:
@@ -117,3 +125,20 @@ def test_headline_table_comes_from_the_ladders():
         key = (r[col("option")][0], r[col("benchmark test acc. (%)")], r[col("per seed")],
                r[col("all-skip cells")], r[col(">= 4 skip edges")], r[col("percentile, pool-free")])
         assert key in known, f"README headline row {r[0]!r} ({key}) is in no results/*/figures/ladder.md"
+
+
+def test_results_chapter_ladder_tables_come_from_the_ladders():
+    """results/README.md's ladder tables (section 1's and section 2's): each row's mean ± std cells are all in
+    one row of a ladder.md table for the same option."""
+    known = [(r[t[0].index("option")], set(r)) for t in ladder_tables() if "option" in t[0] for r in t[2:]]
+    checked = 0
+    for r in table_rows(read(os.path.join(ROOT, "results", "README.md"))):
+        # a ladder row: "2,000 / 2,000 ..." images first, the option in the second or third column
+        option = next((c for c in r[1:3] if c in ("B", "C")), None)
+        if option is None or not re.match(r"[\d,]+ / [\d,]+", r[0]) or not any("±" in c for c in r):
+            continue
+        cells = {c for c in r if "±" in c}
+        assert any(o == option and cells <= have for o, have in known), \
+            f"results/README.md row {r[:3]} has numbers no ladder.md row of option {option} has: {sorted(cells)}"
+        checked += 1
+    assert checked >= 10, f"only {checked} ladder rows found in results/README.md (its tables changed?)"
