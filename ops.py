@@ -1,16 +1,18 @@
 """Candidate operations of every search space, by their reference names, and their building blocks.
 
 Owns the ops that sit on the edges of a cell (the o in Eq. (1)/(6) of the paper) plus the NB201 ResNet
-reduction block. Structures follow the reference code exactly (AutoDL xautodl/models/cell_operations.py;
-quark0/darts cnn/operations.py):
+reduction block. Structures follow the reference code exactly (NB201's paper-era AutoDL
+lib/models/cell_operations.py; quark0/darts cnn/operations.py):
 
   NB201   none, skip_connect, nor_conv_1x1, nor_conv_3x3 (ReLU->Conv->BN), avg_pool_3x3 (no BN)
   DARTS   none, max_pool_3x3, avg_pool_3x3, skip_connect, sep_conv_3x3/5x5 (the separable block twice),
           dil_conv_3x3/5x5 (dilation 2, once)
   R-DARTS noise (fresh N(0, 1) shaped like the strided input; the input's values are ignored)
 
-Every convolution has bias=False; average pooling never counts the padding. Each BN is one flag set:
-`affine` (learnable gamma/beta; RF-DARTS trains exactly these) and `track` (running statistics).
+Every convolution has bias=False (AutoDL's later `bias = not affine` puts one in its search cells; the NB201
+paper's code and the benchmark's parameter counts have none); average pooling never counts the padding.
+Each BN is one flag set: `affine` (learnable gamma/beta; RF-DARTS trains exactly these) and `track`
+(running statistics).
 `pool_bn=True` appends BN after a pooling op, which the DARTS code does inside its search supernet only.
 Build any op with `make_op(name, C, stride)`; an unknown name raises one clear error.
 """

@@ -16,19 +16,22 @@ to every key not given on the command line (the checkpoint stores the resolved c
   darts             NetworkCIFAR     600    96    0.025  cosine to 0     3e-4  5    0.4 0.2  16     0      36 20
   imagenet          NetworkImageNet  250    128   0.1    x0.97 per epoch 3e-5  5    0.4 0    0      0.1    48 14
   nb201             TinyNetwork      200    256   0.1    cosine to 0     5e-4  0    -   0    0      0      16 5
+  rdarts            NetworkCIFAR     as darts, C 16, 8 cells (R-DARTS: S1-S4 cells on CIFAR-100 and SVHN)
   pcdarts           NetworkCIFAR     as darts, drop path 0.3 (PC-DARTS train.py)
   pcdarts_imagenet  NetworkImageNet  250    1024  0.5    linear, 5 warm-up epochs if batch > 256, else as imagenet
   (momentum 0.9 everywhere; nesterov for nb201 only; C, L = init channels, cells (nb201: cells/stage))
 
 --recipe=auto picks by the cell and data: darts = a DARTS/S1-S4 genotype on 32 px data (cifar10, cifar100,
-svhn, small imagefolder); imagenet = a DARTS genotype on an ImageNet-style folder of large images (224 px
-crops); nb201 = an NB201 cell. --recipe=pcdarts: PC-DARTS' own (train.py, train_imagenet.py), as RF-PCDARTS
-"follow[s] the default training setting of PC-DARTS" (paper Sec. 5).
+svhn, small imagefolder); rdarts = a cell whose genotype.json names an S1-S4 search, on cifar100 or svhn
+(R-DARTS evaluates those at 8 cells of 16 channels, CIFAR-10 at DARTS' 20 x 36: Zela et al., ICLR 2020, and
+automl/RobustDARTS src/evaluation/args.py; Table 6 compares with its numbers); imagenet = a DARTS genotype on
+an ImageNet-style folder of large images (224 px crops); nb201 = an NB201 cell. --recipe=pcdarts: PC-DARTS'
+own (train.py, train_imagenet.py), as RF-PCDARTS "follow[s] the default training setting of PC-DARTS"
+(paper Sec. 5); --recipe=rdarts names R-DARTS' size for any DARTS-style cell on 32 px data.
 Decisions where the references are silent:
 - The lr is a closed-form function of (epoch, epochs), set before each epoch (the values the
   reference's per-epoch scheduler gives), so the checkpoint needs no scheduler object and
-  `--resume=1 --epochs=N` extends a run consistently. CIFAR/SVHN S1-S4 cells use the DARTS recipe
-  (C 36, 20 cells), which R-DARTS' code (8 cells, C 16) does not.
+  `--resume=1 --epochs=N` extends a run consistently.
 - Resume is bit-identical on CPU: model, optimizer, epoch and every process's RNG state are saved;
   the loaders depend only on (seed, epoch, batch index) (harness/batching.py, harness/stream.py), so a
   run stopped by SIGTERM / Ctrl-C mid-epoch (checkpoint at that step; the one before kept as checkpoint.prev.pt)
@@ -64,7 +67,7 @@ class Config:
     epochs: int = 600             # training epochs (the recipe's: darts 600, imagenet 250, nb201 200)
     batch_size: int = 96          # global, over all processes
     lr: float = 0.025             # initial SGD learning rate
-    recipe: str = "auto"          # auto (by cell and data: darts | imagenet | nb201) | pcdarts (PC-DARTS')
+    recipe: str = "auto"          # auto (by cell and data: darts | rdarts | imagenet | nb201) | pcdarts | rdarts
     schedule: str = "cosine"      # cosine (to 0 at `epochs`) | step (lr * lr_gamma^epoch) | linear
                                   # (PC-DARTS: to ~0 at epochs - 5, then a gentler slope to 0)
     warmup_epochs: int = 0        # the first so many epochs scale the lr by (epoch + 1) / warmup_epochs
@@ -107,6 +110,9 @@ RECIPES = {
     # PC-DARTS train.py (CIFAR: DARTS' but drop path 0.3) and train_imagenet.py as its README runs it
     # (batch 1024, lr 0.5; the script's defaults are 256 and 0.1); the warm-up only above batch 256
     "pcdarts": dict(drop_path_prob=0.3),
+    # R-DARTS' evaluation network for S1-S4 cells on CIFAR-100 and SVHN (its paper; its code's defaults,
+    # init_channels 16, layers 8): the size behind Table 6's numbers there; DARTS' recipe otherwise
+    "rdarts": dict(C=16, layers=8),
     "pcdarts_imagenet": dict(epochs=250, batch_size=1024, lr=0.5, schedule="linear", warmup_epochs=5,
                              weight_decay=3e-5, drop_path_prob=0.0, cutout=0, label_smoothing=0.1, C=48, layers=14),
 }
@@ -175,7 +181,7 @@ def resolve(argv, check_out=True):
     except UnicodeDecodeError as e:  # a binary file given as genotype.json
         raise cli.ConfigError(f"--genotype={cfg.genotype}: not a genotype.json text file ({e.reason})") from None
     info = train_run.data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
-    setting = recipe_of(cfg.recipe, genotype, info)
+    setting = recipe_of(cfg.recipe, genotype, info, cfg.dataset, searched_space(cfg.genotype))
     cfg = cli.parse_config(Config, argv, **RECIPES[setting])
     if cfg.nesterov and not cfg.momentum:
         raise cli.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
@@ -183,7 +189,7 @@ def resolve(argv, check_out=True):
     if setting == "pcdarts_imagenet" and "warmup_epochs" not in given and small_batch:
         cfg.warmup_epochs = 0  # PC-DARTS warms up only a batch larger than 256
     learning_rate(cfg, 0)  # e.g. --schedule=linear with too few epochs
-    if setting in ("darts", "pcdarts") and "auxiliary" not in given:
+    if setting in ("darts", "pcdarts", "rdarts") and "auxiliary" not in given:
         cfg.auxiliary = aux_fits(info.size, cfg.layers)
     # every recipe key the command line set, whether or not this setting's recipe changes it from the
     # Config default (darts' recipe is the defaults: it changes none)
@@ -191,16 +197,35 @@ def resolve(argv, check_out=True):
     return cfg, genotype, info, None, f"recipe {setting} (yours: {yours or 'none'})"
 
 
-def recipe_of(recipe, genotype, info):
-    """The RECIPES entry a run takes: --recipe=auto by the cell and the data, pcdarts PC-DARTS' for them."""
-    auto = "nb201" if isinstance(genotype, NB201Cell) else "imagenet" if info.streaming else "darts"
+ROBUST_SPACES, RDARTS_DATA = ("s1", "s2", "s3", "s4"), ("cifar100", "svhn")
+
+
+def searched_space(path):
+    """The search space a genotype.json names (search.py writes it), or None (a published cell, an arch
+    string, a file without one)."""
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return d.get("space") if isinstance(d, dict) else None
+
+
+def recipe_of(recipe, genotype, info, dataset="cifar10", space=None):
+    """The RECIPES entry a run takes: --recipe=auto by the cell, the data and the space the cell was searched
+    in; pcdarts PC-DARTS' for them; rdarts R-DARTS' network size."""
+    robust = space in ROBUST_SPACES and dataset in RDARTS_DATA
+    auto = ("nb201" if isinstance(genotype, NB201Cell) else "imagenet" if info.streaming else
+            "rdarts" if robust else "darts")
     if recipe == "auto":
         return auto
-    if recipe != "pcdarts":
-        raise cli.ConfigError(f"--recipe={recipe}: choose auto or pcdarts")
+    if recipe not in ("pcdarts", "rdarts"):
+        raise cli.ConfigError(f"--recipe={recipe}: choose auto, pcdarts or rdarts")
     if auto == "nb201":
-        raise cli.ConfigError("--recipe=pcdarts retrains DARTS-space cells; PC-DARTS has no NAS-Bench-201 recipe")
-    return "pcdarts_imagenet" if info.streaming else "pcdarts"
+        raise cli.ConfigError(f"--recipe={recipe} retrains DARTS-space cells, not a NAS-Bench-201 cell")
+    if recipe == "rdarts" and info.streaming:
+        raise cli.ConfigError("--recipe=rdarts is R-DARTS' CIFAR / SVHN network; ImageNet takes --recipe=auto")
+    return "pcdarts_imagenet" if recipe == "pcdarts" and info.streaming else recipe
 
 
 def learning_rate(cfg, epoch):

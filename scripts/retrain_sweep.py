@@ -13,8 +13,8 @@ For each search in SWEEP (its <option>_s<seed>/ folders) that finished at its ow
 run: --genotype=SWEEP/<run>/genotype.json --seed=<the search's seed> (so the spread over seeds holds both
 the search's and the retraining's randomness, as the papers' mean ± std over searched cells does) into
 SWEEP/<run>/train-<dataset>[-<tag>]/, with every other flag passed on unchanged and train.py's recipe for
-every key not given (DARTS' 600 epochs, C=36, 20 cells for DARTS-space and S1-S4 cells: train.py's
-docstring). The runs go --jobs at a time as child processes (harness/jobs.py: per visible GPU, SIGTERM /
+every key not given (DARTS' 600 epochs, C=36, 20 cells for DARTS-space cells and S1-S4 cells on CIFAR-10,
+R-DARTS' C=16, 8 cells for S1-S4 cells on CIFAR-100 and SVHN: train.py's docstring). The runs go --jobs at a time as child processes (harness/jobs.py: per visible GPU, SIGTERM /
 Ctrl-C reach each, which checkpoints); rerunning the command is always safe: finished retrainings are
 skipped, interrupted ones resumed, and a folder holding a retraining with other settings refused in one
 line before anything starts. A search that has not finished is named and not retrained.

@@ -109,9 +109,34 @@ def test_pcdarts_recipes_follow_pc_darts_training_scripts(large):
     assert small_batch.warmup_epochs == 0 and train.learning_rate(small_batch, 0) == 0.125
     cfg = train.resolve(["--arch=DARTS_V2", "--recipe=pcdarts"])[0]
     assert (cfg.epochs, cfg.batch_size, cfg.drop_path_prob, cfg.schedule, cfg.auxiliary) == (600, 96, 0.3, "cosine", True)
-    for argv, said in (([f"--arch={NB201}", "--recipe=pcdarts"], "PC-DARTS has no NAS-Bench-201 recipe"),
-                       (["--arch=DARTS_V2", "--recipe=pc"], "--recipe=pc: choose auto or pcdarts"),
+    for argv, said in (([f"--arch={NB201}", "--recipe=pcdarts"], "retrains DARTS-space cells, not a NAS-Bench-201"),
+                       (["--arch=DARTS_V2", "--recipe=pc"], "--recipe=pc: choose auto, pcdarts or rdarts"),
                        (["--arch=DARTS_V2", "--schedule=linear", "--epochs=5"], "--schedule=linear needs --epochs > 5")):
+        with pytest.raises(cli.ConfigError, match=said):
+            train.resolve(argv)
+
+
+def test_robustdarts_cells_retrain_at_rdarts_size_on_cifar100_and_svhn(tmp_path, large):
+    """A genotype.json from an S1-S4 search retrains on CIFAR-100 / SVHN as R-DARTS evaluates it (8 cells
+    of 16 channels, the rest DARTS' recipe) and on CIFAR-10 at DARTS' 20 x 36; a DARTS-space cell, a
+    published one or --recipe=auto never takes R-DARTS' size unless named (--recipe=rdarts)."""
+    import json
+    from genotypes import DARTS_V2, genotype_to_json
+    paths = {}
+    for space in ("s3", "darts"):
+        paths[space] = tmp_path / f"{space}.json"
+        paths[space].write_text(json.dumps({"space": space, **genotype_to_json(DARTS_V2)}))
+    for space, dataset, setting, size in (("s3", "cifar100", "rdarts", (16, 8)), ("s3", "svhn", "rdarts", (16, 8)),
+                                          ("s3", "cifar10", "darts", (36, 20)), ("darts", "cifar100", "darts", (36, 20))):
+        cfg, _, _, _, said = train.resolve([f"--genotype={paths[space]}", f"--dataset={dataset}"])
+        assert said == f"recipe {setting} (yours: none)" and (cfg.C, cfg.layers) == size
+        assert (cfg.epochs, cfg.batch_size, cfg.drop_path_prob, cfg.cutout, cfg.auxiliary) == (600, 96, 0.2, 16, True)
+    cfg, _, _, _, said = train.resolve(["--arch=DARTS_V2", "--recipe=rdarts", "--dataset=svhn"])
+    assert said == "recipe rdarts (yours: none)" and (cfg.C, cfg.layers, cfg.auxiliary) == (16, 8, True)
+    assert train.resolve([f"--genotype={paths['s3']}", "--dataset=cifar100", "--C=20"])[0].C == 20
+    for argv, said in (([f"--arch={NB201}", "--recipe=rdarts"], "not a NAS-Bench-201 cell"),
+                       (["--arch=DARTS_V2", "--recipe=rdarts", "--dataset=imagenet", f"--data={large}"],
+                        "R-DARTS' CIFAR / SVHN network")):
         with pytest.raises(cli.ConfigError, match=said):
             train.resolve(argv)
 
