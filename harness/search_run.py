@@ -170,8 +170,9 @@ def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch
     CUDA the epoch's peak GPU memory (`gpu_mem_mb`, `gpu_reserved_mb`: runs.gpu_memory; after a resume,
     of the steps since)."""
     checkpoints.check_finite(sums[0] + sums[3], ckpt_path, f"in epoch {epoch + 1}", model, LOWER)
-    if world > 1:
-        ddp.check_ranks_agree(arch)
+    if world > 1:  # what trains saw the same averaged gradients on every rank, so it must agree bit for bit
+        ddp.check_ranks_agree([*arch, *(p for p in model.weight_parameters() if p.requires_grad)],
+                              "alpha or a trained weight")
         ddp.keep_rank0_buffers(model, world)  # outer BN running stats saw only this rank's shard
     g, rec = genotype_record(space, model)
     train_loss, train_acc, valid_loss, valid_acc = Tally.means(sums)

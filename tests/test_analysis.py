@@ -57,7 +57,7 @@ def test_parameter_counts_are_exact():
 
 
 def test_counts_equal_torchvision_with_a_cifar_stem():
-    tv = pytest.importorskip("torchvision")
+    import torchvision as tv
     for depth, make in ((18, tv.models.resnet18), (50, tv.models.resnet50)):
         ref = make(num_classes=10)
         ref.conv1, ref.maxpool = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.Identity()
@@ -217,9 +217,7 @@ def test_an_existing_run_is_not_overwritten(tiny_folder, tmp_path):
 
 
 def test_figures_from_tiny_real_runs(tiny_folder, tmp_path):
-    if not os.path.exists(os.path.join(os.path.dirname(analysis.__file__), "plot.py")):
-        pytest.skip("plot.py is not there yet")
-    plot = pytest.importorskip("plot")
+    import plot
     dirs = []
     for exp, depth, setting, extra in [("plain", d, s, []) for d in (18, 50) for s in ("convbn", "bn")] + \
             [("lambda", 50, s, [f"--lambda_init={v}"]) for s in ("convbn", "bn") for v in (0, 1)]:

@@ -73,6 +73,37 @@ def test_gpu_kernel_seconds_reads_the_profiler_and_finds_no_kernel_on_the_cpu():
     assert concurrency.gpu_kernel_seconds(lambda: x @ x, 2, torch.device("cpu")) == 0.0
 
 
+def test_gpu_kernel_seconds_is_the_union_of_the_profilers_cuda_spans_per_iteration(monkeypatch):
+    """With a stand-in profiler's events (microseconds): CUDA kernels 0-10, 5-20 and 30-40 overlap to 30 us
+    of GPU work; the CPU event spanning them all is not GPU time; over 2 iterations: 15 us each."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+    def span(kind, start, end):
+        return SimpleNamespace(device_type=kind, time_range=SimpleNamespace(start=start, end=end))
+
+    events = [span(DeviceType.CUDA, 0, 10), span(DeviceType.CPU, 0, 100), span(DeviceType.CUDA, 5, 20),
+              span(DeviceType.CUDA, 30, 40)]
+
+    class Profile:
+        def __init__(self, activities):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def events(self):
+            return events
+
+    monkeypatch.setattr(torch.profiler, "profile", Profile)
+    ran = []
+    assert concurrency.gpu_kernel_seconds(lambda: ran.append(1), 2, torch.device("cpu")) == pytest.approx(15e-6)
+    assert ran == [1, 1]
+
+
 def test_procs_time_copies_together_and_sum_their_rates():
     argv = TINY + ["--procs=2", "--seconds=0.5", "--threads=1"]
     cfg = cli.parse_config(bench.BenchConfig, argv)

@@ -212,7 +212,7 @@ def test_none_gamma_moves_only_by_weight_decay_on_its_steps_under_both_settings(
     ("table3", ["--seed=1"], "--seed: the table sets these per run"),
     ("table3", ["--options=AB"], "--options=AB"),
     ("table3", ["--epochs=10,10"], "--epochs=10,10"),
-    ("table3", ["--option=B"], "--option"),
+    ("table3", ["--option=B"], "--option: the table sets these per run"),
     ("table3", ["--rf_darts=/nonexistent/sweep"], "--rf_darts=/nonexistent/sweep: no such folder"),
     ("table3", ["--lr=-1"], "--lr=-1.0: out of range"),  # a run's flag, checked before any run starts
 ])

@@ -86,15 +86,33 @@ def test_stop_signals_poll_every_n_steps_under_ddp(monkeypatch):
     assert one.requested(3) == 15 and polls == []  # one process: its own flag at once, no collective
 
 
+def test_ranks_that_disagree_stop_the_run(monkeypatch):
+    """check_ranks_agree compares each tensor with rank 0's copy (a broadcast): equal passes, any
+    difference stops the run naming what differs."""
+    t = [torch.ones(3), torch.zeros(2)]
+    monkeypatch.setattr(ddp.dist, "broadcast", lambda ref, src: None)  # rank 0's copy: this rank's own
+    ddp.check_ranks_agree(t, "alpha or a trained weight")
+
+    def other_rank0(ref, src):
+        ref.add_(1e-7 if ref.numel() == 2 else 0.0)  # rank 0 holds a different second tensor
+
+    monkeypatch.setattr(ddp.dist, "broadcast", other_rank0)
+    with pytest.raises(RuntimeError, match="alpha or a trained weight differs between DDP ranks"):
+        ddp.check_ranks_agree(t, "alpha or a trained weight")
+
+
 def test_rng_states_per_rank():
     torch.manual_seed(1)
-    states = [runs.rng_state(), runs.rng_state()]
+    rank0 = runs.rng_state()
+    first = torch.rand(3)  # the two saved states differ: rank 1's stream starts where rank 0's left off
+    states = [rank0, runs.rng_state()]
+    second = torch.rand(3)
     torch.manual_seed(2)
     a = torch.rand(3)
     assert ddp.restore_rng(states, rank=1, world=2)
     b = torch.rand(3)
-    torch.manual_seed(1)
-    assert torch.equal(b, torch.rand(3)) and not torch.equal(a, b)
+    assert torch.equal(b, second) and not torch.equal(b, first) and not torch.equal(a, b)
+    assert ddp.restore_rng(states, rank=0, world=2) and torch.equal(torch.rand(3), first)
     assert not ddp.restore_rng(states, rank=0, world=4)   # saved by 2 processes: not restored
     assert ddp.restore_rng(states[0], rank=0, world=1)    # one state, as older runs saved it
 

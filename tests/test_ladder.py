@@ -10,13 +10,11 @@ import os
 
 import pytest
 
-pytest.importorskip("matplotlib")
-
-import genotypes as G  # noqa: E402
-import plot  # noqa: E402
-import search  # noqa: E402
-from harness import alpha_grads, cli, ladder, sweep_figures, sweep_table  # noqa: E402
-from harness.ladder import PAPER_STEPS  # noqa: E402
+import genotypes as G
+import plot
+import search
+from harness import alpha_grads, cli, ladder, sweep_figures, sweep_table
+from harness.ladder import PAPER_STEPS
 
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
 OTHER = ALL_SKIP.replace("skip_connect~2", "nor_conv_3x3~2")

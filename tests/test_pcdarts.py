@@ -171,4 +171,4 @@ def test_ddp_search_two_processes_agree(tiny_folder, tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     log = (out / "log.txt").read_text()
-    assert "2 process(es)" in log and "epoch 2/2" in log   # alpha agreement is checked every epoch
+    assert "2 process(es)" in log and "epoch 2/2" in log   # alpha and the trained weights agree: checked every epoch

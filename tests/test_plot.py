@@ -6,14 +6,12 @@ import shutil
 import statistics
 
 import numpy as np
+import matplotlib.image
 import pytest
 
-pytest.importorskip("matplotlib")
-import matplotlib.image  # noqa: E402
-
-import bench201  # noqa: E402
-import plot  # noqa: E402
-from harness import cli, rundir  # noqa: E402
+import bench201
+import plot
+from harness import cli, rundir
 from harness import ladder, sweep_figures  # noqa: E402
 import search  # noqa: E402
 from conftest import NB201_OFFSETS, fake_nb201_accuracy  # noqa: E402

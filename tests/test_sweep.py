@@ -530,11 +530,24 @@ def test_the_start_line_says_the_thread_count_and_why(tmp_path, monkeypatch):
     assert said == ["C_s1: finished before, skipped", "C_s2: finished before, skipped"]
 
 
-@pytest.mark.parametrize("k, n, lo, hi", [(0, 3, 0.0, 0.5615), (3, 3, 0.4385, 1.0), (1, 2, 0.0945, 0.9055),
-                                          (5, 10, 0.2366, 0.7634), (0, 0, 0.0, 1.0)])
-def test_wilson_interval(k, n, lo, hi):
-    # 0 of n: the upper end is z^2 / (n + z^2); k of n and n-k of n mirror each other
-    assert cell_stats.wilson(k, n) == pytest.approx((lo, hi), abs=1e-4)
+@pytest.mark.parametrize("k, n", [(0, 3), (3, 3), (1, 2), (5, 10), (2, 7)])
+def test_wilson_interval(k, n):
+    """Each end p of the 95% Wilson interval solves |k/n - p| = z sqrt(p (1 - p) / n), the lower one at or
+    below k/n, the upper at or above; 0 of n: the upper end is z^2 / (n + z^2); k and n-k mirror."""
+    from statistics import NormalDist
+    z = NormalDist().inv_cdf(0.975)
+    lo, hi = cell_stats.wilson(k, n)
+    assert 0 <= lo <= k / n + 1e-12 and k / n - 1e-12 <= hi <= 1  # (float rounding at the ends)
+    for p in (lo, hi):
+        if 1e-9 < p < 1 - 1e-9:  # 0 and 1 (k = 0 or n) solve it too, and float rounding is not a root
+            assert abs(k / n - p) == pytest.approx(z * (p * (1 - p) / n) ** 0.5, rel=1e-6)  # z to 7 digits
+    if k == 0:
+        assert (lo, hi) == pytest.approx((0.0, z * z / (n + z * z)))
+    assert cell_stats.wilson(n - k, n) == pytest.approx((1 - hi, 1 - lo))
+
+
+def test_wilson_interval_of_no_runs_is_everything():
+    assert cell_stats.wilson(0, 0) == (0.0, 1.0)
 
 
 def test_the_runner_refuses_to_run_under_torchrun(tmp_path, monkeypatch):
