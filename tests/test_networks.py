@@ -30,8 +30,12 @@ def test_darts_param_counts(name):
     with torch.device("meta"):
         cifar, imagenet = NetworkCIFAR(g, 10), NetworkImageNet(g, 1000)
     assert (n_params(cifar), n_params(imagenet)) == DARTS_COUNTS[name]
-    assert sum(p.numel() for p in cifar.auxiliary_head.parameters()) == 476_426
-    assert sum(p.numel() for p in imagenet.auxiliary_head.parameters()) == 1_260_776
+    # DARTS' aux heads from their layer shapes (quark0/darts cnn/model.py): a 1x1 conv C_aux -> 128 + BN(128),
+    # a 2x2 conv 128 -> 768 (+ BN(768) on CIFAR only), Linear(768, classes); C_aux = 4 x the channels of cell 2L//3
+    def aux(C_aux, classes, bn768):
+        return C_aux * 128 + 2 * 128 + 128 * 768 * 4 + (2 * 768 if bn768 else 0) + 768 * classes + classes
+    assert sum(p.numel() for p in cifar.auxiliary_head.parameters()) == aux(4 * 36 * 4, 10, True)  # 476,426
+    assert sum(p.numel() for p in imagenet.auxiliary_head.parameters()) == aux(4 * 48 * 4, 1000, False)  # 1,260,776
     with torch.device("meta"):
         assert n_params(NetworkCIFAR(g, 10, auxiliary=False)) == DARTS_COUNTS[name][0]
 
