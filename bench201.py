@@ -448,6 +448,10 @@ def main(argv=None):
     except (BenchmarkFileError, QueryError, OSError) as err:
         print(f"bench201.py: error: {err}", file=sys.stderr)
         return 2
+    except MemoryError:  # a pickle loads whole: v1_1 needs ~26 GB (estimated, see the top of this file)
+        print(f"bench201.py: error: out of memory reading {args.path}: a NAS-Bench-201 .pth loads whole (v1_1: "
+              "~26 GB of RAM); convert it once on a larger machine with --export nb201.csv", file=sys.stderr)
+        return 1
     return 0
 
 

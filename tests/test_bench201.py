@@ -556,3 +556,14 @@ def test_shared_public_table_gives_the_anchors_of_its_readme():
     assert (chance["n_all"], chance["n_pool_free"]) == (15625, 4096)
     assert (round(chance["median_all"], 2), round(chance["median_pool_free"], 2)) == (90.73, 92.10)
     assert bench.percentiles(1835)["percentile_all"] < 3 < 99 < bench.percentiles(9930)["percentile_all"]
+
+
+def test_cli_out_of_memory_is_one_line_naming_the_export(tmp_path, monkeypatch, capsys):
+    """A .pth loads whole (v1_1: ~26 GB): running out of RAM ends in one line that names --export, exit 1."""
+    def too_big(path):
+        raise MemoryError()
+
+    monkeypatch.setattr(bench201, "NB201", too_big)
+    assert bench201.main([str(tmp_path / "NAS-Bench-201-v1_1-096897.pth"), "--index", "11"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out of memory reading" in err and "--export nb201.csv" in err, err

@@ -127,6 +127,16 @@ def test_out_of_memory_is_one_line_with_what_to_lower(capsys):
     assert e.value.code == 1 and err.count("\n") == 1 and "lower --batch_size" in err, err
 
 
+def test_out_of_host_memory_is_one_line_naming_the_benchmark_csv(capsys):
+    def oom(argv):
+        raise MemoryError()
+
+    with pytest.raises(SystemExit) as e:
+        cli.run(oom, [])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1 and "--export nb201.csv" in err, err
+
+
 def test_parameters_a_cell_leaves_without_gradient_are_found():
     """What DDP must be told (find_unused_parameters): a DARTS cell that never reads input state 0, or
     reads it only through `noise`, leaves preprocess0 without gradient. The probe runs on a copy:
