@@ -5,6 +5,8 @@ it; these tests make the drift a failure instead of a quiet error."""
 import glob
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -53,6 +55,22 @@ def test_file_map_line_counts_are_true():
         if actual != stated:
             wrong[path] = (stated, actual)
     assert not wrong, f"README's Files table: (stated, actual) lines differ: {wrong}"
+
+
+def test_test_counts_are_true():
+    """The README's "N tests (K of them the CUDA set ...)" and the file map's "F test files", against what
+    pytest collects (collecting runs no test: ~3 s)."""
+    text = read(README)
+    stated = re.search(r"(\d+) tests \((\d+) of them the CUDA set", text)
+    files = re.search(r"\| `tests/` \| \d+ \| (\d+) test files", text)
+    assert stated and files, "the README's test counts were not found (their wording changed?)"
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    ids = [line for line in out.stdout.splitlines() if "::" in line]
+    assert out.returncode == 0 and ids, out.stdout[-2000:] + out.stderr[-2000:]
+    cuda = [i for i in ids if i.startswith("tests/test_cuda.py::")]
+    assert (int(stated.group(1)), int(stated.group(2))) == (len(ids), len(cuda)), "README: tests, CUDA set"
+    assert int(files.group(1)) == len(glob.glob(os.path.join(ROOT, "tests", "test_*.py")))
 
 
 def test_file_map_lists_every_module():
