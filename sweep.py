@@ -6,6 +6,7 @@ mean ± std over seeds (Markdown + JSON) and its figures.
         --dataset=imagefolder --data=../shared/data/cifar10-jpeg --subset=4000 --C=8 --compile=1 \\
         --bench201=../shared/data/nb201/nb201-public.csv                                      # 2-core CPU
     python sweep.py --out=runs/one_draw --options=C --seeds=1,2,3 --init_seed=1  # one feature draw, 3 data orders
+    python sweep.py ... --report_only=1   # the same command, starting nothing: where the sweep stands now
 
 Every flag that is not the sweep's own (out, options, seeds, jobs, threads) goes to each search
 unchanged; each run writes OUT/<option>_s<seed>/ as search.py does (its stderr in stderr.txt there).
@@ -32,6 +33,8 @@ What the sweep does in each case (re-running the same command is always safe; no
 The table is written before the first run starts and again at the end, so it never counts a run the
 folder does not hold finished. Exit status: 0 every run finished; 1 a run failed or did not finish (or
 a write of the sweep's own failed); 2 refused before any run started; 128 + N stopped by signal N.
+--report_only=1 starts nothing: it reads the run folders as they are (a search may be running in one),
+prints the table and, unless a sweep holds OUT, rewrites OUT/table.md|json and OUT/figures/; exit 0.
 On CUDA the searches are spread over the visible GPUs, --jobs per GPU, each search seeing only its own
 (CUDA_VISIBLE_DEVICES); where each session ran (GPU index, or CPU model and vector ISA) is in
 OUT/<option>_s<seed>/device.txt and the table's device column. The first line says how many searches
@@ -48,7 +51,7 @@ import search
 from harness import checkpoints, cli, data, jobs as runner, runs
 from harness.checkpoints import has_checkpoint
 from harness.jobs import Job, saved_run
-from harness.sweep_table import finished_run, write_table
+from harness.sweep_table import finished_run, markdown, summarize, write_table
 
 SEARCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "search.py")  # what each job runs
 
@@ -60,6 +63,7 @@ class SweepConfig:
     seeds: str = "1,2,3"       # comma-separated
     jobs: int = 1              # searches at a time (on GPUs: per GPU, which several can share; 2-core CPU: 2)
     threads: int = 0           # CPU threads per search (sets its OMP_NUM_THREADS); 0: cores // searches at once
+    report_only: bool = False  # 1: start nothing; the table (and figures) from the run folders as they are now
 
 
 SET_PER_RUN = ("option", "seed", "out", "resume", "stop_after")  # search keys the sweep gives each run itself
@@ -93,10 +97,11 @@ def parse(argv):
     return cfg, rest
 
 
-def plan(cfg, flags):
+def plan(cfg, flags, busy_ok=False):
     """Every run as a Job (state: done | resume | new). Before any start: checks every run's settings
-    (search.make_config) and refuses a folder that another process holds or that holds a run with other
-    settings or more epochs than the sweep's (cli.ConfigError: one line, exit 2)."""
+    (search.make_config) and refuses a folder that another process holds (unless `busy_ok`: a report
+    only reads it) or that holds a run with other settings or more epochs than the sweep's
+    (cli.ConfigError: one line, exit 2)."""
     jobs = []
     for seed in cfg.seeds:  # seed-major: an interrupted sweep has the same number of seeds per option
         for option in cfg.options:
@@ -104,7 +109,8 @@ def plan(cfg, flags):
             folder = os.path.join(cfg.out, name)
             argv = [*flags, f"--option={option}", f"--seed={seed}", f"--out={folder}"]
             want = runs.as_dict(search.make_config(argv))
-            checkpoints.refuse_if_busy(folder)  # a search still running there (e.g. a killed sweep's)
+            if not busy_ok:
+                checkpoints.refuse_if_busy(folder)  # a search still running there (e.g. a killed sweep's)
             saved, done = saved_run(folder)
             state = "new"
             if saved is not None:
@@ -159,12 +165,32 @@ def report(cfg, jobs, status=None, say=print):
     return summary
 
 
+def report_now(cfg, flags):
+    """--report_only=1: no search starts. The table from the run folders as they are now (a running
+    search's last finished epoch; its run counts only once finished), printed; written with the figures
+    unless another sweep holds OUT (it writes its own as each run ends) -> the summary."""
+    jobs = plan(cfg, flags, busy_ok=True)
+    try:
+        with checkpoints.RunLock(cfg.out):
+            return report(cfg, jobs)
+    except checkpoints.RunBusy:
+        summary, _ = summarize(jobs)
+        print(markdown(summary))
+        print(f"note: a sweep runs in {cfg.out} and writes its table itself: this one is printed only",
+              file=sys.stderr)
+        return summary
+
+
 def main(argv=None):
     """Run the sweep -> its summary (table.json) when every run finished. Otherwise the table is
     written all the same, one line goes to stderr and it exits: 1 a run failed or did not finish,
     128 + N stopped by signal N (cli.Preempted); refusals before any start are cli.ConfigError (2)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg, flags = parse(argv)
+    if cfg.report_only:
+        if not os.path.isdir(cfg.out):
+            raise cli.ConfigError(f"--report_only=1: {cfg.out} holds no sweep (no such folder)")
+        return report_now(cfg, flags)
     checkpoints.out_dir(cfg.out)
     try:
         with checkpoints.RunLock(cfg.out):  # one sweep per folder (each search also locks its own)

@@ -568,3 +568,27 @@ def test_a_first_download_happens_once_before_the_searches_start(tmp_path, monke
     sweep.main([f"--out={tmp_path / 's'}", "--seeds=1,2", "--jobs=2", "--dataset=cifar100", f"--data={tmp_path / 'd'}",
                 "--device=cpu"])
     assert order == [("fetch", "cifar100", str(tmp_path / "d"), True), ("run", 4)]
+
+
+def test_report_only_starts_nothing_and_reads_a_busy_folder(made_runs, tiny_folder, nb201_table, tmp_path, capsys):
+    """--report_only=1: the table from the folders as they are (C_s2 unfinished, its search still holding
+    its folder), no search started, exit 0; written with the figures when OUT is free, printed only
+    while another sweep holds OUT; a folder with no sweep is one line."""
+    out = sweep_of(made_runs, tmp_path, "C_s1", "C_s2")
+    argv = [f"--out={out}", "--options=C", "--seeds=1,2", "--report_only=1", *flags(tiny_folder, nb201_table, "--epochs=2")]
+    with open(out / "C_s2" / ".lock", "a+") as held:  # a search running in C_s2
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        summary = sweep.main(argv)
+    assert [r["state"] for r in summary["C"]["seeds"]] == ["finished", "unfinished"]
+    assert started(out) == [] and "| C_s2 | unfinished, 1 of 2 epochs done |" in (out / "table.md").read_text()
+    assert (out / "figures").is_dir()
+    (out / "table.md").unlink()
+    with open(out / ".lock", "a+") as held:  # a sweep running in OUT: printed, not written
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        capsys.readouterr()
+        sweep.main(argv)
+    said = capsys.readouterr()
+    assert "| C_s2 | unfinished, 1 of 2 epochs done |" in said.out and "printed only" in said.err
+    assert not (out / "table.md").exists() and started(out) == []
+    err = refused([f"--out={tmp_path / 'none'}", "--report_only=1", *flags(tiny_folder, nb201_table)], capsys)
+    assert "holds no sweep" in err and not (tmp_path / "none").exists()
