@@ -323,7 +323,12 @@ def _search(cfg, rank, world, device, stop):
                             nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     a_opt = torch.optim.Adam(arch, cfg.arch_lr, betas=(0.5, 0.999), weight_decay=cfg.arch_weight_decay)
     history, start, first = [], 0, 0  # first: steps of epoch `start` done before a preemption
+    steps = len(train_loader)
     if ckpt is not None:
+        if ckpt.get("steps", steps) != steps:  # n images that N processes cannot share as 1 did: alpha's
+            raise cli.ConfigError(  # stream (k-th step, k-th batch) would shift without a word
+                f"{ckpt_path}: its epochs have {ckpt['steps']} steps, with {world} process(es) {steps} (the "
+                f"last partial batch does not split over them): resume with the process count it ran with")
         model.load_state_dict(frozen.complete(ckpt, ckpt_path))
         w_opt.load_state_dict(ckpt["w_opt"])
         a_opt.load_state_dict(ckpt["a_opt"])
@@ -337,7 +342,6 @@ def _search(cfg, rank, world, device, stop):
         checkpoints.record_session(cfg.out, runs.as_dict(cfg), start, ckpt is not None, RUN_KEYS, log,
                                    schedule="the cosine lr", saved=ckpt and ckpt.get("config"))
     ddp.barrier(world)
-    steps = len(train_loader)
     log(f"search {space.name} option {cfg.option.upper()} on {cfg.dataset}: {about}, {steps} steps per "
         f"epoch of {cfg.batch_size} images, {world} process(es), device {device}"
         + (f"; --fast=1: {swapped} cells rearranged, channels-last" if swapped else ""))
@@ -369,7 +373,7 @@ def _search(cfg, rank, world, device, stop):
     def checkpoint(epochs_done, **partial):  # collective: every rank's RNG; `partial`: a preempted epoch
         state = dict(model=frozen.strip(model.state_dict()), frozen=frozen.record(), w_opt=w_opt.state_dict(),
                      a_opt=a_opt.state_dict(), epoch=epochs_done, rng=ddp.gather_rng(world),
-                     config=runs.as_dict(cfg), history=history, **partial)
+                     config=runs.as_dict(cfg), history=history, steps=steps, **partial)
         if main_proc:
             checkpoints.save_checkpoint(ckpt_path, state)
 

@@ -4,12 +4,13 @@ PC-DARTS samples, before searching, 10% of every class of the ImageNet training 
 another 2.5% of every class as the architecture set (PC-DARTS README and train_search_imagenet.py; PC-DARTS
 issue #6). The original copies the images into two ImageFolders and publishes no file lists (PC-DARTS
 issue #45). Here the sample is seeded and written as two text files, `subset_weights.txt` and
-`subset_arch.txt` (one `relative/path<TAB>label` per line, root and classes in `#` header lines), so a
-search is reproducible and anyone can inspect or reuse exactly which images it saw. `stream_loader` streams
+`subset_arch.txt` (one `relative/path<TAB>label` per line; root, sample settings and classes in `#` header
+lines), so a search is reproducible and anyone can inspect or reuse exactly which images it saw. `stream_loader` streams
 either list from disk with the training augmentation (RandomResizedCrop 224 + flip) in the interface
 search.py loops over; a batch is a function of (seed, epoch, batch index) (stream.FileLoader), so a search
 resumes exactly.
 """
+import json
 import os
 import random
 
@@ -40,9 +41,11 @@ def sample_subset(root, fractions=(0.1, 0.025), seed=0):
     return parts, classes
 
 
-def write_file_list(path, root, files, labels, classes):
+def write_file_list(path, root, files, labels, classes, sample=""):
+    """`sample`: the settings that drew it (seed, fractions), kept in the header so a later run can tell
+    whether the lists are its own. Classes as JSON: a folder name may hold spaces."""
     def write(f):
-        f.write(f"# root\t{os.path.abspath(root)}\n# classes\t{' '.join(classes)}\n")
+        f.write(f"# root\t{os.path.abspath(root)}\n# sample\t{sample}\n# classes\t{json.dumps(classes)}\n")
         for file, y in zip(files, labels):
             f.write(f"{os.path.relpath(file, root)}\t{y}\n")
     checkpoints.atomic_write(path, write, mode="w")
@@ -60,8 +63,10 @@ def read_file_list(path):
                 raise data.DatasetError(f"{path}:{n}: expected 'path<TAB>label', got {line.strip()!r}")
             if parts[0] == "# root":
                 root = parts[1]
-            elif parts[0] == "# classes":
-                classes = parts[1].split(" ")
+            elif parts[0] == "# sample":
+                continue
+            elif parts[0] == "# classes":  # JSON; lists from before that: space-separated
+                classes = json.loads(parts[1]) if parts[1].startswith("[") else parts[1].split(" ")
             else:
                 files.append(os.path.join(root, parts[0]))
                 labels.append(int(parts[1]))
@@ -70,13 +75,31 @@ def read_file_list(path):
     return files, labels, classes
 
 
+def header(path):
+    """A file list's `# key<TAB>value` header lines as a dict ({} when there is no such file)."""
+    found = {}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.startswith("# "):
+                    break
+                key, _, value = line.rstrip("\n").partition("\t")
+                found[key[2:]] = value
+    return found
+
+
 def prepare(root, out, fractions=(0.1, 0.025), seed=0):
-    """Sample once and write OUT/subset_{weights,arch}.txt; later calls (a resumed run) read them back."""
+    """Sample once and write OUT/subset_{weights,arch}.txt; later calls (a resumed run, the other ranks)
+    read them back. Lists drawn from another root or with another seed or fractions (a run in this --out
+    that never reached a checkpoint, with other settings) are drawn again: the sample is a function of
+    (root, seed, fractions), so lists that match are exactly what drawing again would give."""
     paths = [os.path.join(out, f"subset_{name}.txt") for name in ("weights", "arch")]
-    if not all(os.path.isfile(p) for p in paths):
+    sample = f"seed={seed} fractions={','.join(map(str, fractions))}"
+    want = {"root": os.path.abspath(root), "sample": sample}
+    if any({k: header(p).get(k) for k in want} != want for p in paths):
         parts, classes = sample_subset(root, fractions, seed)
         for p, (files, labels) in zip(paths, parts):
-            write_file_list(p, root, files, labels, classes)
+            write_file_list(p, root, files, labels, classes, sample)
     return [read_file_list(p) for p in paths]
 
 

@@ -226,7 +226,8 @@ def test_streaming_search_sigterm_resume_and_bad_image(tmp_path, capsys, monkeyp
     assert run_cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
     assert_same_run(tmp_path / "straight", out)
     # a file damaged later: the streaming loader names it, the last checkpoint stays as it was
-    bad = (out / "subset_weights.txt").read_text().splitlines()[2].split("\t")[0]
+    bad = next(line for line in (out / "subset_weights.txt").read_text().splitlines()
+               if not line.startswith("# ")).split("\t")[0]  # its first image (after the header)
     (root / bad).write_text("x\n")
     code, err = run_cli(search.main, [f"--out={out}", "--resume=1", "--epochs=3"], capsys)
     assert code == 2 and len(err) == 1 and f"{root / bad}: unreadable image (not an image)" in err[0], err

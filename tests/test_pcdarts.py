@@ -130,6 +130,31 @@ def test_imagenet_subset_and_stem_smoke(tmp_path):
     assert again[0][0] == fw                                                   # seeded, reproducible
 
 
+def test_subset_lists_are_the_runs_own(tmp_path):
+    """prepare draws the lists once and reads them back while root, seed and fractions match; lists from
+    other settings (a run in this --out that never checkpointed) are drawn again, not silently reused;
+    class folder names may hold spaces; lists without the sample header (older ones) are drawn again."""
+    root = tmp_path / "imagenet"
+    make_image_folder(root, classes=2, train_per_class=10, test_per_class=1, size=8)
+    for k, name in enumerate(("golden retriever", "tabby cat")):
+        os.rename(root / "train" / f"class{k}", root / "train" / name)
+    out = tmp_path / "run"
+    out.mkdir()
+    first = imagenet_subset.prepare(root, out, (0.4, 0.2), seed=0)
+    assert first[0][2] == ["golden retriever", "tabby cat"] and len(first[0][0]) == 8 and len(first[1][0]) == 4
+    stamp = (out / "subset_weights.txt").stat().st_mtime_ns
+    assert imagenet_subset.prepare(root, out, (0.4, 0.2), seed=0) == first  # read back, not redrawn
+    assert (out / "subset_weights.txt").stat().st_mtime_ns == stamp
+    other = imagenet_subset.prepare(root, out, (0.4, 0.2), seed=1)  # another seed: drawn again
+    assert other[0][0] != first[0][0] and imagenet_subset.header(out / "subset_weights.txt")["sample"] == \
+        "seed=1 fractions=0.4,0.2"
+    assert len(imagenet_subset.prepare(root, out, (0.2, 0.1), seed=1)[0][0]) == 4  # other fractions: again
+    for p in out.glob("subset_*.txt"):  # a list from before the sample line: drawn again
+        p.write_text("".join(line for line in p.read_text().splitlines(True) if not line.startswith("# sample")))
+    assert imagenet_subset.prepare(root, out, (0.4, 0.2), seed=0) == first
+    assert imagenet_subset.header(out / "subset_arch.txt")["sample"] == "seed=0 fractions=0.4,0.2"
+
+
 def test_ddp_search_batch_is_global(tmp_path):
     """--batch_size is the global batch: 2 gloo processes take 32 images each of the same 64-image
     batch, so they run the steps per epoch of 1 process, and alpha follows the 1-process run.
