@@ -142,8 +142,12 @@ def _tar(members):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for path, arcname in members:
-            if os.path.isfile(path):
+            if ".tmp" in os.path.basename(path):  # an atomic write in flight: renamed away any moment
+                continue
+            try:
                 tar.add(path, arcname=arcname)
+            except FileNotFoundError:  # gone between the listing and now (a rotated checkpoint): skip it
+                continue
     return buf.getvalue()
 
 
@@ -255,7 +259,10 @@ def run_window(cfg):
                 status = f"stopped at the limit (child exit {proc.returncode})"
                 break
             if time.time() >= next_pack:
-                pack_results(cfg, work, log_path, "running", t0)
+                try:
+                    pack_results(cfg, work, log_path, "running", t0)
+                except OSError as e:  # a file moved under the pack: the next pack (or the last) has it
+                    say(f"a pack while running failed ({e}); going on")
                 next_pack = time.time() + cfg.every
             time.sleep(0.5)
     finally:

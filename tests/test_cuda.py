@@ -72,7 +72,9 @@ def test_compiled_steps_with_cuda_graphs_match_eager(option, no_tf32):
     counters.clear()
     eager, model_e = _steps(option, False)
     # a graph that cannot be captured raises here instead of falling back to eager without a word
-    with torch._inductor.config.patch({"triton.cudagraph_or_error": True}):
+    # compile_threads=1: inductor's worker processes would inherit conftest's CUDA_VISIBLE_DEVICES="" (torch
+    # 2.11's workers look for a GPU driver when they load Triton kernels); in this process they see the GPU
+    with torch._inductor.config.patch({"triton.cudagraph_or_error": True, "compile_threads": 1}):
         compiled, model_c = _steps(option, True)
     assert counters["inductor"]["cudagraph_skips"] == 0
     for step, (e, c) in enumerate(zip(eager, compiled)):

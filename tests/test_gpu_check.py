@@ -59,6 +59,7 @@ def test_every_step_is_a_valid_run_of_its_script(size, tmp_path, monkeypatch):
         < order.index("train_amp1_cl1") < order.index("torchrun") == len(order) - 1
     assert [len(g) for g in groups if len(g) > 1] == [3]  # only the untimed cold-cache group runs side by side
     steps = resolved(groups, {"bench_C_graphs": dict(status="ok", result=dict(iteration_s=0.01)),
+                              "bench_B_graphs": dict(status="ok", result=dict(iteration_s=0.012)),
                               "bench_C_eager": dict(status="ok", result=dict(iteration_s=0.05))})
     assert {f"bench_{o}_{k}" for o in "BC" for k in ("eager", "graphs", "compiled")} | {
         "search_eager", "search_compiled", "torchrun", "procs_2", "procs_4", "procs_6"} <= set(steps)
@@ -113,6 +114,9 @@ def test_the_table2_plan_predicts_minutes_and_picks_the_jobs():
     assert p["iterations_per_s"][1] == pytest.approx(100.0)  # B then C alone: 2 / (0.012 + 0.008)
     assert p["minutes"][4] == pytest.approx(6 * 19_550 / 240 * 1.25 / 60, abs=0.1)
     assert p["jobs"] == 4 and p["sweep_flags"] == "--jobs=4 --compile=1"
+    records["bench_B_graphs"] = dict(status="skipped")  # only C's graphs ran: a mode that cannot price B
+    p = gpu_check.table2_plan(records)
+    assert p["mode"] == "eager" and p["iterations_per_s"][1] == pytest.approx(2 / (0.06 + 0.04))
     records["bench_C_graphs"] = dict(status="failed")  # compiled failed: the plan is eager's
     p = gpu_check.table2_plan(records)
     assert p["mode"] == "eager" and set(p["minutes"]) == {1} and p["overhead"] == 1.0

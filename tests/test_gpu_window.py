@@ -119,3 +119,16 @@ def test_bad_input_is_one_line(args, words, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     r = subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_pack_skips_files_that_move_under_it(tmp_path):
+    """Searches write atomically (name.tmpPID, then a rename) and rotate checkpoints while the window packs:
+    an in-flight temporary file and a file gone since the listing are left out, not an error."""
+    import io
+    (tmp_path / "history.json").write_text("[]")
+    (tmp_path / "checkpoint.pt.tmp123").write_bytes(b"half")
+    data = gpu_window._tar([(str(tmp_path / "history.json"), "run/history.json"),
+                            (str(tmp_path / "checkpoint.pt.tmp123"), "run/checkpoint.pt.tmp123"),
+                            (str(tmp_path / "gone.pt"), "run/gone.pt")])
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert tar.getnames() == ["run/history.json"]
