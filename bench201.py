@@ -51,6 +51,9 @@ import zipfile
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  # NB201 order
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
+# What to do when a .pth does not fit in RAM (a pickle loads whole); harness/cli.py says it too
+TOO_BIG = ("a NAS-Bench-201 .pth loads whole (v1_1: ~26 GB of RAM); convert it once with "
+           "`python bench201.py FILE --export nb201.csv`")
 # (benchmark key, eval set) behind the valid and the test number of each dataset (as NB201 API
 # `api_201.py` print_information pairs them);
 # train_acc is taken from the test key (for CIFAR-10: the model trained on all 50k images)
@@ -449,8 +452,7 @@ def main(argv=None):
         print(f"bench201.py: error: {err}", file=sys.stderr)
         return 2
     except MemoryError:  # a pickle loads whole: v1_1 needs ~26 GB (estimated, see the top of this file)
-        print(f"bench201.py: error: out of memory reading {args.path}: a NAS-Bench-201 .pth loads whole (v1_1: "
-              "~26 GB of RAM); convert it once on a larger machine with --export nb201.csv", file=sys.stderr)
+        print(f"bench201.py: error: out of memory reading {args.path}: {TOO_BIG} on a larger machine", file=sys.stderr)
         return 1
     return 0
 

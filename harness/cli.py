@@ -323,8 +323,8 @@ def run(main, argv=None):
               file=sys.stderr)
         sys.exit(1)
     except MemoryError:  # host RAM: not a bug either, and the likeliest cause is a whole NB201 .pth
-        print("error: out of memory (RAM): a NAS-Bench-201 .pth needs ~26 GB (v1_1) to load; convert it once with "
-              "`python bench201.py FILE --export nb201.csv` and pass the CSV; else lower --batch_size, --C, "
+        import bench201
+        print(f"error: out of memory (RAM): {bench201.TOO_BIG} and pass the CSV; else lower --batch_size, --C, "
               "--layers or --subset", file=sys.stderr)
         sys.exit(1)
     except user_errors() as e:

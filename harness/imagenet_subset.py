@@ -5,10 +5,10 @@ another 2.5% of every class as the architecture set (PC-DARTS README and train_s
 issue #6). The original copies the images into two ImageFolders and publishes no file lists (PC-DARTS
 issue #45). Here the sample is seeded and written as two text files, `subset_weights.txt` and
 `subset_arch.txt` (one `relative/path<TAB>label` per line; root, sample settings and classes in `#` header
-lines), so a search is reproducible and anyone can inspect or reuse exactly which images it saw. `stream_loader` streams
-either list from disk with the training augmentation (RandomResizedCrop 224 + flip) in the interface
-search.py loops over; a batch is a function of (seed, epoch, batch index) (stream.FileLoader), so a search
-resumes exactly.
+lines), so a search is reproducible and anyone can inspect or reuse exactly which images it saw.
+`stream_loader` streams either list from disk with the training augmentation (RandomResizedCrop 224 + flip)
+in the interface search.py loops over; a batch is a function of (seed, epoch, batch index)
+(stream.FileLoader), so a search resumes exactly.
 """
 import json
 import os
