@@ -190,6 +190,9 @@ def test_split_nb201():
     assert len(yw) == 6 and len(ya) == 3
     first, again = (data.split_arrays(train, (xt, yt), seed=1)[1][1] for _ in range(2))
     assert torch.equal(first, again)
+    # a seeded random half of the test set, not its first images: another seed draws another half
+    halves = {tuple(sorted(data.split_arrays(train, (xt, yt), seed=s)[1][1].tolist())) for s in range(5)}
+    assert len(halves) > 1
 
 
 def test_search_split_imagefolder(tmp_path):

@@ -20,7 +20,7 @@ from conftest import make_image_folder
 
 import bench201
 import search
-from harness import cli, data, stream, train_run
+from harness import checkpoints, cli, data, stream, train_run
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,6 +95,7 @@ def test_search_damaged_checkpoints(reference, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     truncate(out / "checkpoint.pt")  # e.g. copied while being written: the older one takes over
+    assert checkpoints.last_complete(str(out / "checkpoint.pt")) == str(out / "checkpoint.prev.pt")
     assert run_cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
     assert "resuming from the older checkpoint" in (out / "log.txt").read_text()
     assert "checkpoint.pt is truncated or damaged" in (out / "log.txt").read_text()
@@ -103,6 +104,7 @@ def test_search_damaged_checkpoints(reference, tmp_path, capsys):
     (out / "checkpoint.pt").write_text("x\n")  # not a torch file at all
     truncate(out / "checkpoint.prev.pt")
     before = [(out / n).read_bytes() for n in ("checkpoint.pt", "checkpoint.prev.pt")]
+    assert checkpoints.last_complete(str(out / "checkpoint.pt")) is None
     code, err = run_cli(search.main, [f"--out={out}", "--resume=1"], capsys)
     assert code == 2 and len(err) == 1, err
     assert f"{out}/checkpoint.pt is not a torch checkpoint and {out}/checkpoint.prev.pt is truncated" in err[0]

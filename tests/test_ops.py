@@ -2,7 +2,9 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+import ops
 from ops import OPS, FactorizedReduce, ResNetBasicblock, make_op
 from spaces import DARTS_OPS, NB201_OPS, SPACE_NAMES, get_space
 
@@ -55,6 +57,9 @@ def test_noise_ignores_input():
 def test_avg_pool_excludes_padding():
     y = make_op("avg_pool_3x3", 1, 1)(torch.ones(1, 1, 4, 4))
     assert torch.allclose(y, torch.ones_like(y))   # count_include_pad=True would give 4/9 at corners
+    for stride in (1, 2):  # the plain kernels, which CUDA runs (pool_3x3 swaps in others on the CPU)
+        y = ops.avg_pool_3x3(torch.ones(1, 1, 5, 5), stride)
+        assert torch.equal(y, torch.ones_like(y))
 
 
 def test_no_conv_bias_anywhere():
@@ -86,8 +91,13 @@ def test_conv_structures():
 
 def test_resnet_block():
     blk = ResNetBasicblock(16, 32, 2)
-    assert blk(torch.randn(2, 16, 32, 32)).shape == (2, 32, 16, 16)
+    x = torch.randn(2, 16, 32, 32)
+    assert blk(x).shape == (2, 32, 16, 16)
     assert sum(p.numel() for p in blk.parameters()) == 14_464   # 4608 + 64 + 9216 + 64 + 512 (1x1 shortcut)
+    # the shortcut averages each 2x2 patch, then a 1x1 conv (not a strided 1x1 conv: same count, other sums)
+    (w,) = [m.weight for m in blk.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
+    shortcut = blk(x) - blk.conv_b(blk.conv_a(x))
+    assert torch.allclose(shortcut, F.conv2d(F.avg_pool2d(x, 2), w), atol=1e-5)
 
 
 def test_factorized_reduce_needs_even_channels():

@@ -75,6 +75,11 @@ def test_kaiming_init_of_frozen_convs():
     w = model.cells[-1].mixed[0].ops[3].op[1].weight          # a 64 -> 64 3x3 conv
     assert abs(w.std().item() / (2 / (64 * 9)) ** 0.5 - 1) < 0.05   # He: Var = 2 / fan_in
     assert abs(model.alphas_normal).max() < 0.01                    # 1e-3 * N(0, 1)
+    # fan in, not out, where they differ: the stem (3 -> 16) and each reduction block's first conv and shortcut
+    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels != m.out_channels]
+    assert len(convs) == 5
+    for w in convs:
+        assert abs(w.std().item() / (2 / w[0].numel()) ** 0.5 - 1) < 0.15, w.shape
 
 
 @pytest.mark.parametrize("option", ["A", "B", "C", "D"])

@@ -159,6 +159,10 @@ def test_a_run_counts_only_at_the_sweeps_epochs(made_runs, tiny_folder, nb201_ta
         jobs = sweep.plan(*sweep.parse([*base, *flags(tiny_folder, nb201_table, f"--epochs={epochs}")]))
         return [(j.state, "--resume=1" in j.argv) for j in jobs]
     assert states(2) == [("done", False), ("resume", True)]
+    # what the table and the ladder count: exactly --epochs done, on an --epochs schedule
+    assert sweep_table.finished_run(out / "C_s1", 2) is not None
+    assert sweep_table.finished_run(out / "C_s1", 1) is None  # 2 epochs done: more than a 1-epoch run
+    assert sweep_table.finished_run(out / "C_s2", 1) is None  # 1 of 2 done: another lr schedule than 1 of 1
     assert states(3) == [("resume", True), ("resume", True)]  # a shorter finished run is continued
     for seeds, needle in (("1", "C_s1 holds a run of 2 epochs (2 done), more than --epochs=1"),
                           ("2", "C_s2 holds a run of 2 epochs (1 done), more than --epochs=1")):
