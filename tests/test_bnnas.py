@@ -58,6 +58,20 @@ def test_single_path_forward_equals_full_cell_with_one_hot_weights():
             torch.nn.functional.adaptive_avg_pool2d(model.lastact(h_full), 1).flatten(1)))
 
 
+def test_indicator_is_mean_abs_gamma_and_paths_draw_each_edge_uniformly():
+    model = bnnas.build_bnnas_supernet(10, C=4, N=1, seed=0)
+    cell = model.search_cells()[0]
+    with torch.no_grad():  # a negative gamma counts by its size (BN-NAS: |gamma|)
+        bnnas.last_bn(cell.mixed[2].ops[3]).weight.copy_(torch.tensor([-2.0, 2.0, -1.0, -3.0]))
+    assert bnnas.indicators(model)[0, 2, 3].item() == 2.0
+    paths = bnnas.sample_paths(torch.Generator().manual_seed(0), 2000)  # (steps, 6) op indices
+    assert paths.shape == (2000, 6) and paths.min() == 0 and paths.max() == len(NB201_OPS) - 1
+    counts = torch.stack([torch.bincount(paths[:, e], minlength=5) for e in range(6)])  # (6, 5)
+    assert ((counts - 400).abs() < 80).all(), counts  # uniform per edge: 400 +- 4.5 sd
+    same = (paths == paths[:, :1]).all(1).float().mean().item()  # every edge alike: 1 in 5^5 when independent
+    assert same < 0.01
+
+
 def test_extra_bn_only_on_non_parametric_candidates_and_the_random_features_are_rf_darts():
     model = bnnas.build_bnnas_supernet(10, C=4, N=2, seed=5)
     for cell in model.search_cells():

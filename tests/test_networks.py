@@ -148,6 +148,19 @@ def test_tiny_network_keeps_none_edges():
     assert net(torch.randn(2, 3, 16, 16)).shape == (2, 10)
 
 
+def test_nb201_networks_pool_bn_then_relu_features():
+    """The head of NB201's TinyNetwork and search supernet: BN, ReLU, global average pool, linear; the
+    pooled features are non-negative (ReLU last) and the classifier sees exactly them."""
+    from supernet import build_supernet
+    x = torch.randn(4, 3, 16, 16)
+    for net in (TinyNetwork(G.load_genotype(11472), 10, C=4, N=1), build_supernet("nb201", 10, C=4, layers=1)):
+        seen = []
+        net.classifier.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+        logits = net(x)
+        assert seen[0].shape == (4, 16) and (seen[0] >= 0).all() and (seen[0] > 0).any()
+        assert torch.allclose(logits, net.classifier(seen[0]))
+
+
 def cell(pairs, C=4):
     """A normal DARTS cell with the same pairs in both cell kinds (inputs C channels, output 4C)."""
     return DartsCell(G.Genotype(pairs, [2, 3, 4, 5], pairs, [2, 3, 4, 5]), C, C, C, False, False)

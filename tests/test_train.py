@@ -168,6 +168,18 @@ def test_nb201_smoke(small, tmp_path):
     assert set(metrics) >= {"train_loss", "train_acc", "test_loss", "params_m", "seconds"}
 
 
+def test_gradients_are_clipped_at_the_recipes_norm(small, tmp_path, monkeypatch):
+    """DARTS' recipe clips the weight gradients at norm 5 every step (cnn/train.py); NB201's does not clip."""
+    calls, clip = [], torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, *a, **k: (
+        calls.append(max_norm), clip(params, max_norm, *a, **k))[1])
+    train.main(tiny(small, tmp_path / "darts", "--arch=DARTS_V2", "--layers=3", "--epochs=1"))
+    assert calls == [5.0, 5.0]  # 16 images, batch 8: 2 steps
+    calls.clear()
+    train.main(tiny(small, tmp_path / "nb201", f"--arch={NB201}", "--layers=1", "--epochs=1"))
+    assert calls == []
+
+
 def test_test_subset_scores_that_many_images_and_says_so(small, tmp_path):
     train.main(tiny(small, tmp_path / "sub", f"--arch={NB201}", "--layers=1", "--epochs=1", "--test_subset=4"))
     assert read_run(tmp_path / "sub")[0]["test_images"] == 4
