@@ -80,6 +80,7 @@ def test_plain_block_has_no_identity_path(bottleneck):
         assert torch.equal(blocks["plain"](x), torch.zeros_like(x))
         assert torch.equal(blocks["identity"](x), x)
         assert torch.allclose(blocks["lambda"](x), 0.5 * x)  # Eq. 9: f(x) + λ x
+        assert torch.equal(blocks["identity"](-x), torch.zeros_like(x))  # ReLU after the sum
     assert blocks["plain"].shortcut is None and blocks["plain"].lam is None
 
 

@@ -198,6 +198,13 @@ def test_aux_head_only_in_training():
     net.eval()
     assert isinstance(net(x), torch.Tensor)
     assert isinstance(NetworkCIFAR(G.DARTS_V2, 10, C=4, layers=3, auxiliary=False)(x), torch.Tensor)
+    # the heads pool 5x5 windows (quark0/darts cnn/model.py): stride 3 on CIFAR's 8x8, stride 2 on ImageNet's 7x7
+    for net, size, starts in ((net, 8, (0, 3)), (NetworkImageNet(G.DARTS_V2, 10, C=4, layers=3), 7, (0, 2))):
+        h = torch.randn(2, 3, size, size)
+        pooled = net.auxiliary_head.features[:2](h)  # ReLU, AvgPool
+        want = torch.stack([torch.stack([h.relu()[..., i:i + 5, j:j + 5].mean((-2, -1)) for j in starts], -1)
+                            for i in starts], -2)
+        assert torch.allclose(pooled, want, atol=1e-6)
 
 
 def test_noise_stays_active_in_eval():
