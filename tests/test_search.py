@@ -133,6 +133,7 @@ def test_existing_run_is_not_overwritten(tiny_folder, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--epochs=two"], "--epochs=two: expected a value of type int"),
+    (["--compile=2"], "--compile=2: expected a value of type bool"),  # a switch is 1/0, true/false, yes/no, on/off
     (["--colour=red"], "unknown config key 'colour'"),
     (["--epoch=2"], "unknown config key 'epoch'; did you mean --epochs?"),
     (["--epochs", "2"], "bad argument '--epochs': use --epochs=VALUE, with '='"),
