@@ -287,6 +287,10 @@ def test_shards_disjoint_and_cover():
     evals = [yb.tolist() for r in range(3) for _, yb in
              batching.TensorLoader(x[:10], y[:10], 4, "cpu", MEAN, STD, train=False, rank=r, world_size=3)]
     assert sorted(sum(evals, [])) == list(range(10))
+    # training cuts an epoch to a multiple of the ranks (every rank takes as many steps); evaluation keeps all
+    t = torch.arange(10)
+    assert [batching.rank_share(t, True, r, 3).tolist() for r in range(3)] == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
+    assert [len(batching.rank_share(t, False, r, 3)) for r in range(3)] == [4, 3, 3]
 
 
 def test_cutout_clipped_square():
