@@ -19,7 +19,8 @@ COVERED = {"search.py": ("search", "SearchConfig"), "train.py": ("train", "Confi
            "sweep.py": ("sweep", "SweepConfig"), "analysis.py": ("analysis", "AnalysisConfig"),
            "bench.py": ("bench", "BenchConfig"), "scripts/gpu_check.py": ("scripts/gpu_check.py", "CheckConfig"),
            "scripts/gpu_window.py": ("scripts/gpu_window.py", "WindowConfig"),
-           "scripts/retrain_sweep.py": ("scripts/retrain_sweep.py", "RetrainConfig")}
+           "scripts/retrain_sweep.py": ("scripts/retrain_sweep.py", "RetrainConfig"),
+           "scripts/mutants.py": ("scripts/mutants.py", "MutantsConfig")}
 # One Python process runs each script as `python SCRIPT --help` would (runpy, as __main__), since a process
 # that imports torch costs seconds: -> {script: [exit status, stdout]}.
 RUN_ALL = """

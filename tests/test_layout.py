@@ -1,6 +1,7 @@
 """The layout a reader relies on: the paper's modules stand alone (each can be copied, with only the
 paper modules it imports, into another codebase), and the top level holds only them and the entry points."""
 import ast
+import importlib.util
 import json
 import os
 import subprocess
@@ -99,3 +100,50 @@ def test_paper_module_stands_alone(name, alone):
 def test_top_level_holds_paper_modules_and_entry_points_only():
     top = {f[:-3] for f in os.listdir(ROOT) if f.endswith(".py")}
     assert top == set(PAPER) | set(ENTRY_POINTS), sorted(top ^ (set(PAPER) | set(ENTRY_POINTS)))
+
+
+# ---------------------------------------------------------------------------------------------- mutants
+
+def mutants_module():
+    spec = importlib.util.spec_from_file_location("mutants_script", os.path.join(ROOT, "scripts", "mutants.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_listed_fault_still_applies_and_names_existing_tests():
+    """tests/mutants.json (scripts/mutants.py): each entry's text occurs exactly once in its file, so the
+    fault it describes can still be made; a code change that moves it must mend the entry."""
+    mutants = mutants_module()
+    entries = mutants.load(os.path.join(ROOT, "tests", "mutants.json"))
+    assert len(entries) >= 70 and len({e["name"] for e in entries}) == len(entries)
+    for e in entries:
+        assert mutants.applies(ROOT, e), e["name"]
+        assert e["old"] != e["new"] and e["why"], e["name"]
+        assert all(os.path.isfile(os.path.join(ROOT, t.split("::")[0])) for t in e["tests"]), e["name"]
+
+
+def test_mutants_script_says_caught_missed_or_stale(tmp_path):
+    entry = dict(why="a fact", file="genotypes.py", tests=["tests/test_genotypes.py::test_all_skip_is_the_collapsed_cell_only"])
+    listed = [dict(entry, name="rule", old='return set(op_counts(genotype)) == {"skip_connect"}',
+                   new='return "skip_connect" in op_counts(genotype)'),  # a wrong all-skip rule
+              dict(entry, name="docstring", old="Ties go to the lower op / edge index",
+                   new="Ties go to the lower op or edge index"),  # computes the same: no test can see it
+              dict(entry, name="gone", old="a text that is nowhere", new="x")]
+    path = tmp_path / "mutants.json"
+    path.write_text(json.dumps(listed))
+    before = open(os.path.join(ROOT, "genotypes.py")).read()
+    r = subprocess.run([sys.executable, "scripts/mutants.py", f"--mutants={path}"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 1, r.stderr
+    lines = r.stdout.splitlines()
+    assert [line.split()[:2] for line in lines[:3]] == [["caught", "rule:"], ["MISSED", "docstring:"], ["stale", "gone:"]]
+    assert lines[3].startswith("3 entries in ") and lines[3].endswith("1 caught, 1 MISSED, 1 stale"), lines
+    assert open(os.path.join(ROOT, "genotypes.py")).read() == before  # the tree itself is never touched
+    r = subprocess.run([sys.executable, "scripts/mutants.py", f"--mutants={path}", "--only=rule"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].endswith("1 caught, 0 MISSED, 0 stale"), r.stdout
+    path.write_text(json.dumps([{"name": "x"}]))
+    r = subprocess.run([sys.executable, "scripts/mutants.py", f"--mutants={path}"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "must have exactly the keys" in r.stderr, r.stderr
