@@ -59,7 +59,10 @@ def load(path, only=""):
 def applies(root, entry):
     """Whether the entry's `old` occurs exactly once in its file under `root`."""
     path = os.path.join(root, entry["file"])
-    return os.path.isfile(path) and open(path, encoding="utf-8").read().count(entry["old"]) == 1
+    if not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        return f.read().count(entry["old"]) == 1
 
 
 def copy_code(dst):
