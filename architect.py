@@ -100,6 +100,8 @@ def hessian_vector_product(model, weights, arch, v, x, y, sync=None, r=0.01):
     the exact (autograd) product does not see: measured 3.4x relative error at r = 0.01 on an option-C
     nb201 supernet (C=16, N=1, 32 random 32x32 images, float64), 7.5e-10 at r = 1e-5. That is DARTS'
     approximation, kept as published; at lr 0.025 it moved the alpha gradient by 3% (tests: r = 1e-5).
+    RobustDARTS S4's `noise` op draws afresh in each of the two forwards, as in R-DARTS' code (which
+    searched S4 second order): g+ - g- then also holds two noise draws' difference, scaled by 1 / (2 eps).
     """
     norm = torch.sqrt(sum((t * t).sum() for t in v))  # ||v||_2 over all weight tensors (0-dim)
     # v = 0 gives g+ = g- and a zero product; the clamp keeps eps finite then, without a host sync
