@@ -31,8 +31,8 @@ Against chance (is a found cell better than a random one?): NB201.ranked (one co
 over the 4,096 pool-free cells, sorted), NB201.baselines (the medians of both: what a random cell gets),
 NB201.percentiles (where one cell stands in both), percentile (the mid-rank definition), pool_free.
 
-Public: NB201(path).query(arch_or_index, dataset) -> dict, NB201.index_of, NB201.export_csv, NB201.ranked,
-NB201.baselines, NB201.percentiles, arch_costs(arch, dataset), parse_arch(arch), pool_free(arch),
+Public: NB201(path).query(arch_or_index, dataset) -> dict, NB201.index_of, NB201.export_csv, NB201.column,
+NB201.ranked, NB201.baselines, NB201.percentiles, arch_costs(arch, dataset), parse_arch(arch), pool_free(arch),
 percentile(value, ranked), BenchmarkFileError, QueryError; CLI: see main().
 """
 import argparse
@@ -326,18 +326,23 @@ class NB201:
         params_mb, flops_m = arch_costs(arch, ds)
         return dict(index=index, arch=arch, dataset=ds, **result, params_mb=params_mb, flops_m=flops_m)
 
-    def ranked(self, dataset="cifar10", field="test_acc", pool_free_only=False):
-        """`field` (valid_acc, test_acc or train_acc) of `dataset` over every cell that has it, sorted
-        ascending: the population a found cell is ranked in; `pool_free_only`: only the pool-free cells
-        (pool_free). Kept after the first call; a NATS -simple directory reads all its files for it."""
+    def column(self, dataset="cifar10", field="test_acc"):
+        """`field` (valid_acc, test_acc or train_acc) of `dataset` for every cell in index order, None where
+        the file holds none. A NATS -simple directory reads all its files for it."""
         ds = canonical_dataset(dataset)
         if field not in _FIELDS[:3]:
             raise QueryError(f"unknown result {field!r}, expected one of {', '.join(_FIELDS[:3])}")
-        key = (ds, field, bool(pool_free_only))
+        return [self._results(i, missing_ok=True).get(ds, _NO_RESULT)[field] for i in range(len(self.meta_archs))]
+
+    def ranked(self, dataset="cifar10", field="test_acc", pool_free_only=False):
+        """`field` of `dataset` (column) over every cell that has it, sorted ascending: the population a
+        found cell is ranked in; `pool_free_only`: only the pool-free cells (pool_free). Kept after the
+        first call."""
+        key = (canonical_dataset(dataset), field, bool(pool_free_only))
         if key not in self._ranked:
-            values = (self._results(i, missing_ok=True).get(ds, _NO_RESULT)[field]
-                      for i, arch in enumerate(self.meta_archs) if not pool_free_only or pool_free(arch))
-            self._ranked[key] = sorted(v for v in values if v is not None)
+            values = zip(self.meta_archs, self.column(dataset, field))
+            self._ranked[key] = sorted(v for arch, v in values
+                                       if v is not None and (not pool_free_only or pool_free(arch)))
         return self._ranked[key]
 
     def baselines(self, dataset="cifar10", field="test_acc"):

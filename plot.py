@@ -14,11 +14,13 @@ per option of Table 1). analysis.py runs (config.json has "exp"): fig2_plain.png
 fig4_eta.png (Sec. 4, harness/analysis_figures.py). Sweep folders: ladder.png (harness/sweep_figures.py)
 and ladder.md, its numbers as a table (harness/ladder.py), with each found cell's Table 2 columns,
 percentiles against random cells and final top-2 margins of softmax(alpha) (looked up in --bench201=PATH,
-else in the table each run recorded), and alpha_separation.png (how far alpha moved from uniform, per run
+else in the table each run recorded), alpha_separation.png (how far alpha moved from uniform, per run
 against its weight steps and epochs; ladder.md's last-epoch and equal-length values; where runs recorded
-it, alpha's gradient signal-to-noise ratio per epoch); sweeps whose runs' settings differ in more than the
-number of images are refused in one line, and a seed two sweeps hold at one rung counts once, from the first
-folder given (a note says which). Benchmark accuracy: the run's logged "bench201", else the
+it, alpha's gradient signal-to-noise ratio per epoch) and, for NB201 runs looked up in a table,
+alpha_rank.png (how each epoch's alpha orders all 15,625 cells against the benchmark: harness/alpha_rank.py;
+ladder.md's rank table); sweeps whose runs' settings differ in more than the number of images are refused
+in one line, and a seed two sweeps hold at one rung counts once, from the first folder given (a note says
+which). Benchmark accuracy: the run's logged "bench201", else the
 --bench201=PATH table. matplotlib is needed by this file and the
 harness/*_figure(s).py, figure_style.py it imports only.
 """
@@ -35,7 +37,7 @@ from harness.checkpoints import atomic_write
 # plt: matplotlib.pyplot, imported there after its backend is set to Agg (files only, no display)
 from harness.figure_style import OP_COLOURS, PAPER_NB201, edge_title, on_cifar10, plt, run_style, save, style_key
 from harness.rundir import bench_acc, bench_label, load_run
-from harness.sweep_figures import ladder_figure, separation_figure
+from harness.sweep_figures import ladder_figure, rank_figure, separation_figure
 from harness.ladder import ladder as ladder_runs, ladder_markdown, ladder_notes
 from spaces import get_space
 
@@ -229,6 +231,7 @@ def main(argv=None):
         text = ladder_markdown(by_size)
         atomic_write(table, lambda f: f.write(text), mode="w")
         ladder = [ladder_figure(by_size, cfg), table, separation_figure(by_size, cfg)]
+        ladder += [p for p in [rank_figure(by_size, cfg)] if p]  # NB201 runs looked up in a table only
         print(*ladder, sep="\n")
         if not dirs:
             return ladder

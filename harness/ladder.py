@@ -8,7 +8,7 @@ training images lie byte for byte in the larger (nested_imagefolders: cifar10-jp
 What makes a setting and what is run plumbing is the search script's: ladder takes that script's module
 (its SearchConfig and RUN_KEYS) from the caller (plot.py), so this harness module imports no entry
 script. Per-run columns (the found cell, its NB201 columns, percentiles, margins, how far α moved) are
-sweep_table's.
+sweep_table's; how α orders every NB201 cell against the benchmark (rank_table) is alpha_rank's.
 """
 import filecmp
 import functools
@@ -16,14 +16,15 @@ import os
 import re
 
 from harness import checkpoints
+from harness.alpha_rank import alpha_rank, chance_rho, params_rho, rank_population
 from harness.alpha_grads import adam_drift, agreement, gradient_snr, gradient_snr_curve
 from harness.data import list_images
 from harness.rundir import BENCH201_COLUMNS, read_json_if_any
 from harness.cli import ConfigError, saved_settings
-from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, plus_minus, rate_cell, against_chance, chance_cells,
-                                 chance_columns, chance_note, count_all_skip, count_skip_heavy, final_all_skip,
-                                 found_cell, found_cells, found_columns, mean_std, alpha_separation, separation_at,
-                                 darts_cells, darts_cell_rows)
+from harness.sweep_table import (CHANCE_COLUMN, SKIP_HEAVY, Benchmarks, table_header, plus_minus, rate_cell,
+                                 against_chance, chance_cells, chance_columns, chance_note, count_all_skip,
+                                 count_skip_heavy, final_all_skip, found_cell, found_cells, found_columns, mean_std,
+                                 alpha_separation, separation_at, darts_cells, darts_cell_rows)
 from spaces import get_space
 
 # The paper's Table 2 (NAS-Bench-201 CIFAR-10, 3 runs each, 25k/25k images, 50 epochs of 391 steps)
@@ -140,7 +141,7 @@ def ladder(sweep_dirs, search, bench201_path=""):
     rungs differ in the image count only. An (option, seed) that two sweeps hold at one rung counts once:
     the run of the first folder given is kept, the others are listed in its `repeats` as (sweep folder,
     benchmark acc., final skip edges) for ladder_notes. A folder given twice is read once."""
-    by, benchmarks, labelled, dirs = {}, Benchmarks(bench201_path), [], {}
+    by, benchmarks, labelled, dirs, ranking = {}, Benchmarks(bench201_path), [], {}, {}
     for d in sweep_dirs:
         dirs.setdefault(os.path.realpath(d), d)  # a folder named twice (or by two paths): its first name
     for d in dirs.values():
@@ -174,10 +175,27 @@ def ladder(sweep_dirs, search, bench201_path=""):
                            drift=adam_drift(alphas, size[2] / config["epochs"], settings["arch_lr"]),
                            **found_cell(genotype, alphas, benchmarks.for_run(config)), **darts_cells(genotype))
                 rec["chance"] = benchmarks.baselines(rec["nb201"]["table"]) if "nb201" in rec else None
+                if "nb201" in rec:
+                    rec["rank"] = ranked(ranking, benchmarks.for_run(config), alphas)
                 rung.append(rec)
     if labelled:
         check_settings(labelled)
     return by
+
+
+def ranked(populations, bench, alphas):
+    """alpha_rank of a run's alphas.json rows against `bench` (bench201.NB201) by CHANCE_COLUMN, with that
+    table's chance_rho, params_rho and cell count; each table's population and baselines made once, kept
+    in `populations` by path. None without rows."""
+    if bench.path not in populations:
+        pop = rank_population(bench, *CHANCE_COLUMN)
+        populations[bench.path] = (pop, dict(
+            table=bench.path, cells=len(pop["acc"]), pool_free_cells=int(pop["pool_free"].sum()),
+            chance=chance_rho(pop), params_rho=params_rho(pop),
+            chance_pool_free=chance_rho(pop, pool_free_only=True), params_rho_pool_free=params_rho(pop, True)))
+    pop, shared = populations[bench.path]
+    rank = alpha_rank(alphas, pop)
+    return None if rank is None else dict(rank, **shared)
 
 
 def ladder_notes(by):
@@ -261,11 +279,45 @@ def separation_table(rungs):
     return lines
 
 
+def rank_table(rungs):
+    """How softmax(α) orders every NB201 cell (ladder's "rank": harness/alpha_rank.py), per rung and option:
+    mean ± sample std over seeds of the last epoch's Spearman ρ against the benchmark and of the mean
+    accuracy of α's 10 best cells, each seed's ρ; under it what chance and the parameter count give. []
+    where no run was ranked. rungs: [(size, option, records)]."""
+    rows = [(size, option, [r["rank"] for r in rs if r.get("rank")]) for size, option, rs in rungs]
+    rows = [(size, option, ranks) for size, option, ranks in rows if ranks]
+    if not rows:
+        return []
+    lines = ["", "How α orders every cell: Spearman's ρ between each cell's score Σ_e log softmax(α_e)[op_e] (its "
+             "best cell is the found one) and its CIFAR-10 test accuracy at the last epoch, over every cell and "
+             "over the pool-free ones, and the mean accuracy of the score's 10 best cells; mean ± sample std over "
+             "the finished seeds:", "",
+             *table_header("search images (weight / α)", "option", "seeds", "ρ, every cell", "per seed",
+                           "ρ, pool-free cells", "per seed", "10 best cells (%)")]
+
+    def rho_cells(ranks, key):  # mean ± std, then each seed's
+        return (f"{mean_cell([k[key] for k in ranks], 2)} | "
+                + ", ".join("-" if k[key] is None else f"{k[key]:+.2f}" for k in ranks))
+    for size, option, ranks in rows:
+        lines.append(f"| {size[0]:,} / {size[1]:,} | {option} | {len(ranks)} | {rho_cells(ranks, 'rho')} | "
+                     f"{rho_cells(ranks, 'rho_pool_free')} | {mean_cell([k['top_acc'] for k in ranks], 2)} |")
+    lines.append("")
+    for k in {k["table"]: k for *_, ranks in rows for k in ranks}.values():
+        c, p = k["chance"], k["chance_pool_free"]
+        lines.append(f"{k['table']}: α drawn i.i.d. normal ({c['draws']:,} draws: chance) gives ρ = "
+                     f"{c['mean']:+.2f} ± {c['std']:.2f} over the {k['cells']:,} cells (95th percentile {c['q95']:+.2f}), "
+                     f"{p['mean']:+.2f} ± {p['std']:.2f} over the {k['pool_free_cells']:,} pool-free ones (95th "
+                     f"percentile {p['q95']:+.2f}); the cell's parameter count alone gives ρ = {k['params_rho']:+.2f} "
+                     f"and {k['params_rho_pool_free']:+.2f}.")
+    return lines
+
+
 def ladder_markdown(by):
     """The ladder as Markdown: per number of search images and option, mean ± sample std over the
     finished seeds (ddof=1) and how many ended in the all-skip cell; where the runs' cells were looked up,
     a second table with Table 2's columns against chance (against_chance); how far α moved
-    (separation_table); and each seed's found cell and final top-2 margins (found_cells)."""
+    (separation_table); how α orders every NB201 cell (rank_table); and each seed's found cell and final
+    top-2 margins (found_cells)."""
     lines = ["| search images (weight / α) | weight steps per run | option | finished seeds | benchmark test acc. (%) "
              f"| per seed | all-skip cells | >= {SKIP_HEAVY} skip edges | final skip edges |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -291,6 +343,7 @@ def ladder_markdown(by):
                   *(f"| {size[0]:,} / {size[1]:,} | {option} | {chance_cells(agg)}" for size, option, agg in found),
                   "", chance_note([agg for *_, agg in found])]
     lines += separation_table(rungs)
+    lines += rank_table(rungs)
     seeds = [(size, f"{option}_s{r['seed']}", r) for size, option, recs in rungs for r in recs
              if "cells" not in r and ("nb201" in r or "margins" in r)]
     if seeds:

@@ -1,8 +1,9 @@
 """Figures over sweeps (sweep.py's folders): a sweep's skip count and benchmark accuracy per epoch with
 Fig. 1 as mean ± std over seeds (sweep.py draws these when it ends), and the data ladder: final cell
 quality against the weight steps of a run (one rung per number of search images, the paper's Table 2 at
-its steps), every seed a dot, the mean per option a line; and beside it how far α moved from uniform
-over each run (sweep_table.alpha_separation) against the weight steps taken and against the epoch.
+its steps), every seed a dot, the mean per option a line; beside it how far α moved from uniform over
+each run (sweep_table.alpha_separation) against the weight steps taken and against the epoch; and how
+α orders every NB201 cell against the benchmark over each run (harness/alpha_rank.py).
 """
 import os
 
@@ -251,3 +252,43 @@ def separation_figure(by_size, cfg):
     fig.suptitle("How far α moved from uniform during the search, a line per finished seed", fontsize=10)
     fig.tight_layout()
     return save(fig, cfg.out, "alpha_separation.png", cfg.dpi)
+
+
+def rank_figure(by_size, cfg):
+    """How α orders every NB201 cell over a search (ladder.ladder's records' "rank", harness/alpha_rank.py):
+    Spearman's ρ between the cells' scores under each epoch's softmax(α) and their benchmark accuracy, a
+    line per finished run (colour by option, line style by rung), with chance (i.i.d. normal α: mean ± 2
+    std) and the parameter count's ρ. None where no run was ranked (no NB201 runs, no table, no alphas)."""
+    ranked = [(option, size, r["rank"]) for option, sizes in by_size.items() for size, rs in sizes.items()
+              for r in rs if r.get("rank")]
+    if not ranked:
+        return None
+    steps = sorted({size: rs[0]["steps"] or 0 for sizes in by_size.values() for size, rs in sizes.items()}.items(),
+                   key=lambda kv: kv[1])
+    line = {size: RUNG_LINES[i % len(RUNG_LINES)] for i, (size, _) in enumerate(steps)}
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    labelled = set()
+    for option, size, rank in sorted(ranked, key=lambda t: (t[0], t[1])):
+        points = [(e, rho) for e, rho in rank["curve"] if rho is not None]  # uniform α: no order
+        if not points:
+            continue
+        epochs, rhos = zip(*points)
+        label = None if (option, size) in labelled else f"option {option}" + (
+            f" ({OPTION_NAMES[option]})" if option in OPTION_NAMES else "") + f", {size[0]:,} / {size[1]:,} img"
+        labelled.add((option, size))
+        ax.plot(epochs, rhos, color=OPTION_STYLE.get(option, ("tab:gray", "x"))[0], ls=line[size], lw=1.2,
+                alpha=0.8, label=label)
+    tables = {rank["table"]: rank for *_, rank in ranked}
+    for i, rank in enumerate(tables.values()):  # one table in practice; each drawn if several
+        chance, note = rank["chance"], f" ({rank['table']})" if len(tables) > 1 else ""
+        ax.axhspan(chance["mean"] - 2 * chance["std"], chance["mean"] + 2 * chance["std"], color="gray", alpha=0.15,
+                   label=f"random α: mean ± 2 std{note}")
+        ax.axhline(rank["params_rho"], color="black", ls=(0, (1, 2 + i)), lw=1,
+                   label=f"parameter count alone: {rank['params_rho']:+.2f}{note}")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set(xlabel="epoch", ylabel="Spearman's ρ: score Σ_e log softmax(α_e)[op_e]\nagainst CIFAR-10 test accuracy",
+           ylim=(-1, 1), title="How α orders all NAS-Bench-201 cells, a line per finished seed")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return save(fig, cfg.out, "alpha_rank.png", cfg.dpi)

@@ -81,15 +81,15 @@ def fake_nb201_accuracy(index):
     return 50 + (index * 37 % 4501) / 100
 
 
-def write_nb201_table(path, offsets=(0, 0, 0)):
+def write_nb201_table(path, offsets=(0, 0, 0), accuracy=fake_nb201_accuracy):
     """A complete NB201 table in bench201's --export layout with made-up accuracies: for dataset d of
-    bench201.DATASETS, valid = fake_nb201_accuracy(index) - 3 + offsets[d], test = that + 3."""
+    bench201.DATASETS, valid = accuracy(index) - 3 + offsets[d], test = that + 3."""
     import bench201
     import genotypes
     with open(path, "w") as f:
         f.write(",".join(bench201.CSV_HEADER) + "\n")
         for i in range(5 ** 6):  # every cell: 5 ops on each of 6 edges
-            acc = fake_nb201_accuracy(i)
+            acc = accuracy(i)
             cells = [c for off in offsets for c in (repr(acc + off - 3), repr(acc + off), "", "777", "777")]
             f.write(",".join([str(i), genotypes.nb201_arch(i)] + cells) + "\n")
     return str(path)

@@ -113,7 +113,7 @@ def ladder_rows():
     found, tables = set(), ladder_tables()
     for i in range(len(tables)):
         # a ladder.md's first table, and the NB201 table that follows it before the next first table
-        if "per seed" not in tables[i][0]:
+        if "benchmark test acc. (%)" not in tables[i][0] or "per seed" not in tables[i][0]:
             continue
         head = [tables[i]]
         bench = [t for t in tables[i + 1:i + 3] if "percentile, pool-free cells" in t[0]][:1]

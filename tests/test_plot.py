@@ -278,7 +278,7 @@ def test_data_ladder_over_sweep_folders(tmp_path, nb201_table):
         [(False, pytest.approx([0.05] * 5 + [0.0]))] * 2
     assert all(r["nb201"]["table"] == nb201_table for r in recorded["C"][(8000, 8000)])
     paths = plot.main([small, big, f"--out={tmp_path / 'fig'}", f"--bench201={nb201_table}"])
-    assert [os.path.basename(p) for p in paths] == ["ladder.png", "ladder.md", "alpha_separation.png"]
+    assert [os.path.basename(p) for p in paths] == ["ladder.png", "ladder.md", "alpha_separation.png", "alpha_rank.png"]
     assert_real_png(paths[0])
     text = open(paths[1]).read()
     lines = text.split("\n\n")[0].splitlines()
