@@ -9,8 +9,9 @@ fig5_alphas_<run>[_<kind>].png (Fig. 5, softmax(alpha) per edge per epoch), op_s
 (softmax(alpha) beside each conv op's mean |gamma| and eta per edge: why a cell collapses or not),
 cell_<run>.png (harness/cell_figure.py), and over all runs skip_and_bench.png (skip_connect edges of
 each epoch's cell and its NAS-Bench-201 test accuracy beside Table 2; the axes name the benchmark
-dataset, the searched one's: rundir.bench_dataset) and fig1_supernet_vs_cell.png (Fig. 1, one marker
-per option of Table 1). analysis.py runs (config.json has "exp"): fig2_plain.png, fig3_lambda.png,
+dataset, the searched one's: rundir.bench_dataset), fig1_supernet_vs_cell.png (Fig. 1, one marker
+per option of Table 1) and, for NB201 runs and a table, alpha_rank.png (how each epoch's alpha orders
+all 15,625 cells against the benchmark, harness/alpha_rank.py; each run's last rho printed). analysis.py runs (config.json has "exp"): fig2_plain.png, fig3_lambda.png,
 fig4_eta.png (Sec. 4, harness/analysis_figures.py). Sweep folders: ladder.png (harness/sweep_figures.py)
 and ladder.md, its numbers as a table (harness/ladder.py), with each found cell's Table 2 columns,
 percentiles against random cells and final top-2 margins of softmax(alpha) (looked up in --bench201=PATH,
@@ -37,8 +38,9 @@ from harness.checkpoints import atomic_write
 # plt: matplotlib.pyplot, imported there after its backend is set to Agg (files only, no display)
 from harness.figure_style import OP_COLOURS, PAPER_NB201, edge_title, on_cifar10, plt, run_style, save, style_key
 from harness.rundir import bench_acc, bench_label, load_run
-from harness.sweep_figures import ladder_figure, rank_figure, separation_figure
-from harness.ladder import ladder as ladder_runs, ladder_markdown, ladder_notes
+from harness.sweep_figures import ladder_figure, rank_curves, rank_figure, separation_figure
+from harness.ladder import ladder as ladder_runs, ladder_markdown, ladder_notes, ranked
+from harness.sweep_table import Benchmarks
 from spaces import get_space
 
 
@@ -184,6 +186,26 @@ def fig1(points, cfg):
     return save(fig, cfg.out, "fig1_supernet_vs_cell.png", cfg.dpi)
 
 
+def alpha_rank_runs(search_runs, table, cfg):
+    """alpha_rank.png for the NB201 runs with alphas.json: how each epoch's α orders all 15,625 cells against
+    the benchmark (harness/alpha_rank.py), a line per run; the table: --bench201=PATH, else the one each run
+    recorded. Prints each run's last-epoch ρ (every cell, pool-free). [] where no run can be ranked."""
+    tables, populations, curves = Benchmarks(table.path if table else ""), {}, []
+    seeds = {style_key(r) for r in search_runs}
+    for r in search_runs:
+        bench = tables.for_run(r.config) if get_space(r.config["space"]).name == "nb201" else None
+        rank = ranked(populations, bench, r.alphas) if bench is not None else None
+        if rank:
+            colour, _, ls = run_style(r, seeds)
+            curves.append((r.label, colour, ls, rank))
+            print(f"{r.name}: alpha orders the NB201 cells with Spearman rho {fmt_rho(rank['rho'])} (pool-free "
+                  f"{fmt_rho(rank['rho_pool_free'])}) at epoch {rank['curve'][-1][0]}")
+    path = rank_curves(curves, cfg, "a line per run")
+    return [path] if path else []
+
+
+def fmt_rho(rho):
+    return "-" if rho is None else f"{rho:+.2f}"
 
 
 def draw_all(loaded, table, cfg):
@@ -195,6 +217,7 @@ def draw_all(loaded, table, cfg):
         paths += [draw_cell(r, cfg, bench_acc(r, r.rows[-1], table))] if r.genotype else []
     if search_runs:
         paths.append(skip_and_bench(search_runs, table, cfg))
+        paths += alpha_rank_runs([r for r in search_runs if r.alphas], table, cfg)
         points = [(r, 100 * r.rows[-1]["valid_acc"], bench_acc(r, r.rows[-1], table)) for r in search_runs]
         points = [p for p in points if p[2] is not None]
         if points:

@@ -255,30 +255,37 @@ def separation_figure(by_size, cfg):
 
 
 def rank_figure(by_size, cfg):
-    """How α orders every NB201 cell over a search (ladder.ladder's records' "rank", harness/alpha_rank.py):
-    Spearman's ρ between the cells' scores under each epoch's softmax(α) and their benchmark accuracy, a
-    line per finished run (colour by option, line style by rung), with chance (i.i.d. normal α: mean ± 2
-    std) and the parameter count's ρ. None where no run was ranked (no NB201 runs, no table, no alphas)."""
-    ranked = [(option, size, r["rank"]) for option, sizes in by_size.items() for size, rs in sizes.items()
-              for r in rs if r.get("rank")]
-    if not ranked:
-        return None
+    """How α orders every NB201 cell over a search (ladder.ladder's records' "rank", harness/alpha_rank.py),
+    a line per finished run: colour by option, line style by rung (rank_curves). None where no run was
+    ranked (no NB201 runs, no table, no alphas)."""
     steps = sorted({size: rs[0]["steps"] or 0 for sizes in by_size.values() for size, rs in sizes.items()}.items(),
                    key=lambda kv: kv[1])
     line = {size: RUNG_LINES[i % len(RUNG_LINES)] for i, (size, _) in enumerate(steps)}
+    curves, labelled = [], set()
+    for option in sorted(by_size):
+        for size in sorted(by_size[option]):
+            for r in by_size[option][size]:
+                if r.get("rank"):
+                    name = f"option {option}" + (f" ({OPTION_NAMES[option]})" if option in OPTION_NAMES else "")
+                    label = None if (option, size) in labelled else f"{name}, {size[0]:,} / {size[1]:,} img"
+                    labelled.add((option, size))
+                    curves.append((label, OPTION_STYLE.get(option, ("tab:gray", "x"))[0], line[size], r["rank"]))
+    return rank_curves(curves, cfg, "a line per finished seed")
+
+
+def rank_curves(curves, cfg, what):
+    """alpha_rank.png: Spearman's ρ between the cells' scores under each epoch's softmax(α) and their
+    benchmark accuracy, one line per (legend label or None, colour, line style, alpha_rank record with
+    its table's chance and params_rho: ladder.ranked); chance (i.i.d. normal α: mean ± 2 std) shaded, the
+    parameter count's ρ dotted. A run whose α stayed uniform has no order: no line. None without curves."""
+    if not curves:
+        return None
     fig, ax = plt.subplots(figsize=(8, 4.6))
-    labelled = set()
-    for option, size, rank in sorted(ranked, key=lambda t: (t[0], t[1])):
+    for label, colour, ls, rank in curves:
         points = [(e, rho) for e, rho in rank["curve"] if rho is not None]  # uniform α: no order
-        if not points:
-            continue
-        epochs, rhos = zip(*points)
-        label = None if (option, size) in labelled else f"option {option}" + (
-            f" ({OPTION_NAMES[option]})" if option in OPTION_NAMES else "") + f", {size[0]:,} / {size[1]:,} img"
-        labelled.add((option, size))
-        ax.plot(epochs, rhos, color=OPTION_STYLE.get(option, ("tab:gray", "x"))[0], ls=line[size], lw=1.2,
-                alpha=0.8, label=label)
-    tables = {rank["table"]: rank for *_, rank in ranked}
+        if points:
+            ax.plot(*zip(*points), color=colour, ls=ls, lw=1.2, alpha=0.8, label=label)
+    tables = {rank["table"]: rank for *_, rank in curves}
     for i, rank in enumerate(tables.values()):  # one table in practice; each drawn if several
         chance, note = rank["chance"], f" ({rank['table']})" if len(tables) > 1 else ""
         ax.axhspan(chance["mean"] - 2 * chance["std"], chance["mean"] + 2 * chance["std"], color="gray", alpha=0.15,
@@ -287,7 +294,7 @@ def rank_figure(by_size, cfg):
                    label=f"parameter count alone: {rank['params_rho']:+.2f}{note}")
     ax.axhline(0, color="black", lw=0.6)
     ax.set(xlabel="epoch", ylabel="Spearman's ρ: score Σ_e log softmax(α_e)[op_e]\nagainst CIFAR-10 test accuracy",
-           ylim=(-1, 1), title="How α orders all NAS-Bench-201 cells, a line per finished seed")
+           ylim=(-1, 1), title=f"How α orders all NAS-Bench-201 cells, {what}")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()

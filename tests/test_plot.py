@@ -46,10 +46,14 @@ def test_every_search_figure_from_tiny_real_runs(search_runs, tmp_path, capsys):
     paths = plot.main([*search_runs, f"--out={tmp_path}"])
     names = {os.path.basename(p) for p in paths}
     assert names == {"fig5_alphas_B.png", "fig5_alphas_C.png", "op_scale_B.png", "op_scale_C.png", "cell_B.png",
-                     "cell_C.png", "skip_and_bench.png", "fig1_supernet_vs_cell.png"}
+                     "cell_C.png", "skip_and_bench.png", "fig1_supernet_vs_cell.png", "alpha_rank.png"}
     for p in paths:
         assert_real_png(p)
-    assert capsys.readouterr().out.split() == paths  # the CLI prints the written paths
+    out = capsys.readouterr().out.splitlines()
+    # the CLI prints the written paths, and how each run's α orders the cells (the table each run recorded)
+    assert [line for line in out if not line.endswith("at epoch 2")] == paths
+    ranked = [line.split(":")[0] for line in out if "alpha orders the NB201 cells with Spearman rho" in line]
+    assert ranked == ["B", "C"]
 
 
 def test_one_option_and_seed_from_two_folders_is_told_apart(search_runs, tmp_path, monkeypatch):
@@ -315,3 +319,23 @@ def test_data_ladder_over_sweep_folders(tmp_path, nb201_table):
         f"{pct[a]['percentile_all']:.1f} | {pct[a]['percentile_pool_free']:.1f} | {margins}"
         for seed, a, acc in ((1, other_arch, other_acc), (2, all_skip_arch, skip_acc))], seed_rows
     assert not any(line.startswith("| 2,000 / 2,000 | C_s2 |") for line in text.splitlines())  # unfinished
+
+
+def test_each_runs_alpha_order_is_ranked_in_the_table_given_or_recorded(search_runs, nb201_table, tmp_path, capsys):
+    """alpha_rank.png per run folder: ρ of each run's last α, printed as alpha_rank computes it; the table is
+    --bench201, else the one the run recorded; a run with neither is not ranked."""
+    from harness import alpha_rank
+    population = alpha_rank.rank_population(bench201.NB201(nb201_table))
+    with open(os.path.join(search_runs[1], "alphas.json")) as f:
+        expected = alpha_rank.alpha_rank(json.load(f), population)
+    run_dir = shutil.copytree(search_runs[1], tmp_path / "C")
+    names = {os.path.basename(p) for p in plot.main([str(run_dir), f"--out={tmp_path / 'a'}"])}
+    assert "alpha_rank.png" in names  # the table the run recorded
+    assert (f"C: alpha orders the NB201 cells with Spearman rho {expected['rho']:+.2f} (pool-free "
+            f"{expected['rho_pool_free']:+.2f}) at epoch 2") in capsys.readouterr().out
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps(dict(config, bench201="")))
+    names = {os.path.basename(p) for p in plot.main([str(run_dir), f"--out={tmp_path / 'b'}"])}
+    assert "alpha_rank.png" not in names and "alpha orders" not in capsys.readouterr().out
+    paths = plot.main([str(run_dir), f"--out={tmp_path / 'c'}", f"--bench201={nb201_table}"])
+    assert "alpha_rank.png" in {os.path.basename(p) for p in paths} and "alpha orders" in capsys.readouterr().out
