@@ -11,8 +11,9 @@ cell_<run>.png (harness/cell_figure.py), and over all runs skip_and_bench.png (s
 each epoch's cell and its NAS-Bench-201 test accuracy beside Table 2; the axes name the benchmark
 dataset, the searched one's: rundir.bench_dataset), fig1_supernet_vs_cell.png (Fig. 1, one marker
 per option of Table 1) and, for NB201 runs and a table, alpha_rank.png (how each epoch's alpha orders
-all 15,625 cells against the benchmark, harness/alpha_rank.py; each run's last rho printed). analysis.py runs (config.json has "exp"): fig2_plain.png, fig3_lambda.png,
-fig4_eta.png (Sec. 4, harness/analysis_figures.py). Sweep folders: ladder.png (harness/sweep_figures.py)
+all 15,625 cells against the benchmark, harness/alpha_rank.py; each run's last rho printed). analysis.py
+runs (config.json has "exp"): fig2_plain.png, fig3_lambda.png, fig4_eta.png (Sec. 4,
+harness/analysis_figures.py). Sweep folders: ladder.png (harness/sweep_figures.py)
 and ladder.md, its numbers as a table (harness/ladder.py), with each found cell's Table 2 columns,
 percentiles against random cells and final top-2 margins of softmax(alpha) (looked up in --bench201=PATH,
 else in the table each run recorded), alpha_separation.png (how far alpha moved from uniform, per run
@@ -190,11 +191,18 @@ def alpha_rank_runs(search_runs, table, cfg):
     """alpha_rank.png for the NB201 runs with alphas.json: how each epoch's α orders all 15,625 cells against
     the benchmark (harness/alpha_rank.py), a line per run; the table: --bench201=PATH, else the one each run
     recorded. Prints each run's last-epoch ρ (every cell, pool-free). [] where no run can be ranked."""
+    import bench201  # the tables' errors; bench201 is the standard library only
     tables, populations, curves = Benchmarks(table.path if table else ""), {}, []
     seeds = {style_key(r) for r in search_runs}
     for r in search_runs:
-        bench = tables.for_run(r.config) if get_space(r.config["space"]).name == "nb201" else None
-        rank = ranked(populations, bench, r.alphas) if bench is not None else None
+        if get_space(r.config["space"]).name != "nb201":
+            continue
+        try:
+            bench = tables.for_run(r.config)
+            rank = ranked(populations, bench, r.alphas) if bench is not None else None
+        except (bench201.BenchmarkFileError, bench201.QueryError, OSError) as e:  # this figure only: the rest is drawn
+            print(f"note: {r.name}: its α is not ranked ({cli.one_line(e)})")
+            continue
         if rank:
             colour, _, ls = run_style(r, seeds)
             curves.append((r.label, colour, ls, rank))

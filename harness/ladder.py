@@ -16,7 +16,7 @@ import os
 import re
 
 from harness import checkpoints
-from harness.alpha_rank import alpha_rank, chance_rho, params_rho, rank_population
+from harness.alpha_rank import alpha_rank, chance_rho, params_rho, pooled_rank, rank_population
 from harness.alpha_grads import adam_drift, agreement, gradient_snr, gradient_snr_curve
 from harness.data import list_images
 from harness.rundir import BENCH201_COLUMNS, read_json_if_any
@@ -185,12 +185,12 @@ def ladder(sweep_dirs, search, bench201_path=""):
 
 def ranked(populations, bench, alphas):
     """alpha_rank of a run's alphas.json rows against `bench` (bench201.NB201) by CHANCE_COLUMN, with that
-    table's chance_rho, params_rho and cell count; each table's population and baselines made once, kept
-    in `populations` by path. None without rows."""
+    table's chance_rho, params_rho, cell count and population (for pooled_rank); each table's population
+    and baselines made once, kept in `populations` by path. None without rows."""
     if bench.path not in populations:
         pop = rank_population(bench, *CHANCE_COLUMN)
         populations[bench.path] = (pop, dict(
-            table=bench.path, cells=len(pop["acc"]), pool_free_cells=int(pop["pool_free"].sum()),
+            table=bench.path, population=pop, cells=len(pop["acc"]), pool_free_cells=int(pop["pool_free"].sum()),
             chance=chance_rho(pop), params_rho=params_rho(pop),
             chance_pool_free=chance_rho(pop, pool_free_only=True), params_rho_pool_free=params_rho(pop, True)))
     pop, shared = populations[bench.path]
@@ -291,24 +291,34 @@ def rank_table(rungs):
     lines = ["", "How α orders every cell: Spearman's ρ between each cell's score Σ_e log softmax(α_e)[op_e] (its "
              "best cell is the found one) and its CIFAR-10 test accuracy at the last epoch, over every cell and "
              "over the pool-free ones, and the mean accuracy of the score's 10 best cells; mean ± sample std over "
-             "the finished seeds:", "",
+             "the finished seeds; and ρ of the seeds' scores averaged (every / pool-free: is each seed's order "
+             "a shared one plus its own noise?):", "",
              *table_header("search images (weight / α)", "option", "seeds", "ρ, every cell", "per seed",
-                           "ρ, pool-free cells", "per seed", "10 best cells (%)")]
+                           "ρ, pool-free cells", "per seed", "10 best cells (%)", "ρ, seeds' mean score")]
 
     def rho_cells(ranks, key):  # mean ± std, then each seed's
         return (f"{mean_cell([k[key] for k in ranks], 2)} | "
                 + ", ".join("-" if k[key] is None else f"{k[key]:+.2f}" for k in ranks))
     for size, option, ranks in rows:
+        one_table = len({k["table"] for k in ranks}) == 1  # scores of different tables do not average
+        pooled = pooled_rank(ranks, ranks[0]["population"]) if one_table else None
+        pooled = "-" if pooled is None else " / ".join(
+            "-" if pooled[key] is None else f"{pooled[key]:+.2f}" for key in ("rho", "rho_pool_free"))
         lines.append(f"| {size[0]:,} / {size[1]:,} | {option} | {len(ranks)} | {rho_cells(ranks, 'rho')} | "
-                     f"{rho_cells(ranks, 'rho_pool_free')} | {mean_cell([k['top_acc'] for k in ranks], 2)} |")
+                     f"{rho_cells(ranks, 'rho_pool_free')} | {mean_cell([k['top_acc'] for k in ranks], 2)} | "
+                     f"{pooled} |")
     lines.append("")
+    def chance(c):  # chance_rho, None where the cells cannot be ranked
+        return "-" if c is None else f"{c['mean']:+.2f} ± {c['std']:.2f} (95th percentile {c['q95']:+.2f})"
+
+    def rho(value):
+        return "-" if value is None else f"{value:+.2f}"
     for k in {k["table"]: k for *_, ranks in rows for k in ranks}.values():
-        c, p = k["chance"], k["chance_pool_free"]
-        lines.append(f"{k['table']}: α drawn i.i.d. normal ({c['draws']:,} draws: chance) gives ρ = "
-                     f"{c['mean']:+.2f} ± {c['std']:.2f} over the {k['cells']:,} cells (95th percentile {c['q95']:+.2f}), "
-                     f"{p['mean']:+.2f} ± {p['std']:.2f} over the {k['pool_free_cells']:,} pool-free ones (95th "
-                     f"percentile {p['q95']:+.2f}); the cell's parameter count alone gives ρ = {k['params_rho']:+.2f} "
-                     f"and {k['params_rho_pool_free']:+.2f}.")
+        draws = (k["chance"] or k["chance_pool_free"] or {}).get("draws", 0)
+        lines.append(f"{k['table']}: α drawn i.i.d. normal ({draws:,} draws: chance) gives ρ = {chance(k['chance'])} "
+                     f"over the {k['cells']:,} cells, {chance(k['chance_pool_free'])} over the "
+                     f"{k['pool_free_cells']:,} pool-free ones; the cell's parameter count alone gives ρ = "
+                     f"{rho(k['params_rho'])} and {rho(k['params_rho_pool_free'])}.")
     return lines
 
 

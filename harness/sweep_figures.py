@@ -288,10 +288,12 @@ def rank_curves(curves, cfg, what):
     tables = {rank["table"]: rank for *_, rank in curves}
     for i, rank in enumerate(tables.values()):  # one table in practice; each drawn if several
         chance, note = rank["chance"], f" ({rank['table']})" if len(tables) > 1 else ""
-        ax.axhspan(chance["mean"] - 2 * chance["std"], chance["mean"] + 2 * chance["std"], color="gray", alpha=0.15,
-                   label=f"random α: mean ± 2 std{note}")
-        ax.axhline(rank["params_rho"], color="black", ls=(0, (1, 2 + i)), lw=1,
-                   label=f"parameter count alone: {rank['params_rho']:+.2f}{note}")
+        if chance is not None:  # None: a table whose cells cannot be ranked (alpha_rank.chance_rho)
+            ax.axhspan(chance["mean"] - 2 * chance["std"], chance["mean"] + 2 * chance["std"], color="gray",
+                       alpha=0.15, label=f"random α: mean ± 2 std{note}")
+        if rank["params_rho"] is not None:
+            ax.axhline(rank["params_rho"], color="black", ls=(0, (1, 2 + i)), lw=1,
+                       label=f"parameter count alone: {rank['params_rho']:+.2f}{note}")
     ax.axhline(0, color="black", lw=0.6)
     ax.set(xlabel="epoch", ylabel="Spearman's ρ: score Σ_e log softmax(α_e)[op_e]\nagainst CIFAR-10 test accuracy",
            ylim=(-1, 1), title=f"How α orders all NAS-Bench-201 cells, {what}")

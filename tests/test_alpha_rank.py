@@ -66,6 +66,58 @@ def test_alpha_that_follows_the_benchmark_ranks_it_exactly_and_its_reverse_backw
     assert R.alpha_rank([darts_row], additive) is None
 
 
+def test_seeds_scores_averaged_keep_what_they_share_and_cancel_what_they_do_not(additive):
+    """pooled_rank: the benchmark's order plus opposite noise in two seeds -> each seed ρ < 1, their mean 1."""
+    W = np.random.default_rng(1).normal(0, 3, size=(6, 5))
+    ranks = [R.alpha_rank([dict(epoch=1, alphas=dict(normal=softmax(0.1 * (V + sign * W)).tolist()))], additive)
+             for sign in (1, -1)]
+    assert all(r["rho"] < 0.9 for r in ranks)
+    pooled = R.pooled_rank(ranks, additive)
+    assert pooled["runs"] == 2 and pooled["rho"] == pytest.approx(1.0) == pooled["rho_pool_free"]
+    assert R.pooled_rank(ranks[:1], additive) is None
+
+
+def test_a_table_missing_some_cells_ranks_the_rest_in_line(tmp_path, additive):
+    """Cells without the accuracy (a NATS table with gaps) are left out of the population, and what is left
+    stays aligned: an α that follows the benchmark still ranks it exactly, pool-free too."""
+    path = tmp_path / "gaps.csv"
+    with open(additive["table"]) as f, open(path, "w") as out:
+        header = next(f)
+        out.write(header)
+        column = header.rstrip("\n").split(",").index("cifar10_test_acc")
+        for line in f:
+            cells = line.rstrip("\n").split(",")
+            if int(cells[0]) % 7 == 3:
+                cells[column] = ""
+            out.write(",".join(cells) + "\n")
+    gaps = R.rank_population(bench201.NB201(str(path)))
+    kept = [i for i in range(5 ** 6) if i % 7 != 3]
+    assert len(gaps["acc"]) == len(kept) and gaps["acc"].tolist() == [additive_accuracy(i) for i in kept]
+    assert gaps["pool_free"].sum() == sum(bench201.pool_free(G.nb201_arch(i)) for i in kept)
+    rank = R.alpha_rank([dict(epoch=1, alphas=dict(normal=softmax(V).tolist()))], gaps)
+    assert rank["rho"] == pytest.approx(1.0) and rank["rho_pool_free"] == pytest.approx(1.0)
+
+
+def test_what_cannot_be_ranked_is_none_not_a_crash():
+    """Degenerate cells (one accuracy, fewer than 2 cells) give no chance band; rows that are not one NB201
+    cell's 6 x 5 softmax are skipped; a softmax entry rounded to 0 in alphas.json scores finite, and last."""
+    ops = np.array([[0] * 6, [1] * 6, [2] * 6])
+    flat = dict(ops=ops, acc_ranks=R.average_ranks([5.0, 5.0, 5.0]), pool_free=np.array([False, True, True]),
+                pool_free_ranks=R.average_ranks([5.0, 5.0]), params=np.ones(3))
+    assert R.chance_rho(flat, draws=5) is None and R.chance_rho(flat, draws=5, pool_free_only=True) is None
+    one = dict(flat, acc_ranks=R.average_ranks([1.0, 2.0, 3.0]), pool_free=np.array([False, False, True]),
+               pool_free_ranks=R.average_ranks([3.0]))
+    assert R.chance_rho(one, draws=5) is not None and R.chance_rho(one, draws=5, pool_free_only=True) is None
+    assert R.spearman([1.0], [0.0]) is None
+    bad = [dict(epoch=1), dict(epoch=2, alphas=None), dict(epoch=3, alphas=dict(normal=[[0.2] * 5] * 5 + [[0.2] * 4])),
+           dict(epoch=4, alphas=dict(normal="x")), dict(epoch=5, alphas=dict(normal=[[0.2] * 5] * 6, reduce=[]))]
+    assert R.alpha_rank(bad, one) is None
+    probs = np.full((6, 5), 0.25)
+    probs[:, 0] = 0.0  # below alphas.json's 6 decimals
+    scores = R.cell_scores(probs, ops)
+    assert np.isfinite(scores).all() and scores[0] < scores[1] == scores[2]
+
+
 def test_chance_is_near_zero_seeded_and_the_parameter_count_is_ranked(additive):
     assert additive["pool_free"].sum() == 4 ** 6 == len(additive["pool_free_ranks"])
     pool_free = R.chance_rho(additive, draws=60, seed=3, pool_free_only=True)
@@ -99,25 +151,38 @@ def test_the_ladder_ranks_each_finished_run_and_draws_its_curve(tmp_path, monkey
     import plot
     from test_ladder import drawn, make_sweep
     figs = drawn(monkeypatch)
-    small = make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0), 2: (92.0, 1)}})
+    small = make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0), 2: (92.0, 1)}, "B": {1: (90.0, 1), 2: (89.0, 2)}})
     big = make_sweep(tmp_path / "16k", 16000, {"B": {1: (54.3, 6)}})
-    for folder, alpha in (("4k/C_s1", 0.01 * V), ("4k/C_s2", -0.01 * V), ("16k/B_s1", np.zeros((6, 5)))):
+    W = np.random.default_rng(1).normal(0, 3, size=(6, 5))  # B's two seeds: the benchmark's order, opposite noise
+    alphas = {"4k/C_s1": 0.01 * V, "4k/C_s2": -0.01 * V, "4k/B_s1": 0.01 * (V + W), "4k/B_s2": 0.01 * (V - W),
+              "16k/B_s1": np.zeros((6, 5))}
+    runs = {}
+    for folder, alpha in alphas.items():
         rows = [dict(epoch=e, alphas=dict(normal=softmax(alpha * e / 50).tolist())) for e in range(1, 51)]
         (tmp_path / folder / "alphas.json").write_text(json.dumps(rows))
+        runs[folder] = R.alpha_rank(json.loads((tmp_path / folder / "alphas.json").read_text()), additive)
     paths = plot.main([small, big, f"--out={tmp_path / 'fig'}", f"--bench201={additive['table']}"])
     assert [p.rsplit("/", 1)[1] for p in paths] == ["ladder.png", "ladder.md", "alpha_separation.png", "alpha_rank.png"]
     text = open(paths[1]).read()
     acc = np.sort(additive["acc"])
     best, worst = acc[-R.TOP:].mean(), acc[:R.TOP].mean()
     mean, std = (best + worst) / 2, abs(best - worst) / 2 ** 0.5
-    # additive among the pool-free cells too: ρ = ±1 there as well
+    # additive among the pool-free cells too: ρ = ±1 there as well; their scores average to a constant: no order
     assert (f"| 2,000 / 2,000 | C | 2 | 0.00 ± 1.41 | +1.00, -1.00 | 0.00 ± 1.41 | +1.00, -1.00 | {mean:.2f} ± "
             f"{std:.2f} |") in text, text
-    assert "| 8,000 / 8,000 | B | 1 | - | - | - | - | - |" in text, text  # α stayed uniform: no order, no best cells
+    b1, b2 = runs["4k/B_s1"], runs["4k/B_s2"]
+    assert max(b1["rho"], b2["rho"]) < 0.9
+    mean_b, std_b = np.mean([b1["rho"], b2["rho"]]), np.std([b1["rho"], b2["rho"]], ddof=1)
+    assert f"| 2,000 / 2,000 | B | 2 | {mean_b:.2f} ± {std_b:.2f} | {b1['rho']:+.2f}, {b2['rho']:+.2f} |" in text, text
+    rank_table = text[text.index("How α orders every cell"):].splitlines()
+    b_row = next(line for line in rank_table if line.startswith("| 2,000 / 2,000 | B | 2 | "))
+    assert b_row.endswith(" | +1.00 / +1.00 |"), b_row  # the seeds' noise cancels in their mean score
+    assert "| 8,000 / 8,000 | B | 1 | - | - | - | - | - | - |" in text, text  # α stayed uniform: no order
     assert f"{additive['table']}: α drawn i.i.d. normal (1,000 draws: chance) gives ρ = " in text
     assert "over the 15,625 cells" in text and "over the 4,096 pool-free ones" in text
     assert (f"the cell's parameter count alone gives ρ = {R.params_rho(additive):+.2f} and "
             f"{R.params_rho(additive, pool_free_only=True):+.2f}.") in text
     ax = figs["alpha_rank.png"].axes[0]
     curves = [line for line in ax.get_lines() if len(line.get_xdata()) == 50]
-    assert sorted(round(line.get_ydata()[-1], 6) for line in curves) == [-1.0, 1.0]  # the uniform run: no line
+    assert sorted(round(line.get_ydata()[-1], 6) for line in curves) == sorted(
+        round(runs[f]["rho"], 6) for f in ("4k/C_s1", "4k/C_s2", "4k/B_s1", "4k/B_s2"))  # the uniform run: no line

@@ -339,3 +339,9 @@ def test_each_runs_alpha_order_is_ranked_in_the_table_given_or_recorded(search_r
     assert "alpha_rank.png" not in names and "alpha orders" not in capsys.readouterr().out
     paths = plot.main([str(run_dir), f"--out={tmp_path / 'c'}", f"--bench201={nb201_table}"])
     assert "alpha_rank.png" in {os.path.basename(p) for p in paths} and "alpha orders" in capsys.readouterr().out
+    # a recorded table that cannot be read: one note, every other figure still drawn
+    (tmp_path / "broken.csv").write_text("not a table\n")
+    (run_dir / "config.json").write_text(json.dumps(dict(config, bench201=str(tmp_path / "broken.csv"))))
+    names = {os.path.basename(p) for p in plot.main([str(run_dir), f"--out={tmp_path / 'd'}"])}
+    assert "alpha_rank.png" not in names and {"skip_and_bench.png", "cell_C.png"} <= names
+    assert "note: C: its α is not ranked (" in capsys.readouterr().out
