@@ -200,8 +200,8 @@ def alpha_rank_runs(search_runs, table, cfg):
         try:
             bench = tables.for_run(r.config)
             rank = ranked(populations, bench, r.alphas) if bench is not None else None
-        except (bench201.BenchmarkFileError, bench201.QueryError, OSError) as e:  # this figure only: the rest is drawn
-            print(f"note: {r.name}: its α is not ranked ({cli.one_line(e)})")
+        except (bench201.BenchmarkFileError, bench201.QueryError, OSError) as e:
+            print(f"note: {r.name}: its α is not ranked ({cli.one_line(e)})")  # the other figures are still drawn
             continue
         if rank:
             colour, _, ls = run_style(r, seeds)
@@ -213,6 +213,7 @@ def alpha_rank_runs(search_runs, table, cfg):
 
 
 def fmt_rho(rho):
+    """A ρ as the notes print it: signed, 2 decimals; "-" for None (no order)."""
     return "-" if rho is None else f"{rho:+.2f}"
 
 

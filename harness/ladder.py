@@ -308,6 +308,7 @@ def rank_table(rungs):
                      f"{rho_cells(ranks, 'rho_pool_free')} | {mean_cell([k['top_acc'] for k in ranks], 2)} | "
                      f"{pooled} |")
     lines.append("")
+
     def chance(c):  # chance_rho, None where the cells cannot be ranked
         return "-" if c is None else f"{c['mean']:+.2f} ± {c['std']:.2f} (95th percentile {c['q95']:+.2f})"
 
