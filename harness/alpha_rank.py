@@ -12,10 +12,11 @@ accuracy of the score's 10 best cells. Beside them, for both sets of cells, what
 drawn i.i.d. normal (the score is linear in α, so the draw's scale does not matter: chance) and ρ of the
 cell's parameter count (more convolutions, better cells: a rule that reads only the cell).
 
-rank_population (once per table) -> alpha_rank (per run), pooled_rank (seeds' scores averaged), chance_rho,
-params_rho. The table is a bench201.NB201 (or anything with its meta_archs, column and path), the alphas
-alphas.json's rows. Needs numpy and, beside it, bench201.py (arch strings, parameter counts of the
-benchmark's C=16, N=5 network) and genotypes.py (NB201 op indices; it imports spaces.py).
+rank_population (once per table) -> alpha_rank (per run), rank_at (its ρ after so many weight steps),
+pooled_rank (seeds' scores averaged), chance_rho, params_rho. The table is a bench201.NB201 (or anything with
+its meta_archs, column and path), the alphas alphas.json's rows. Needs numpy and, beside it, bench201.py (arch
+strings, parameter counts of the benchmark's C=16, N=5 network) and genotypes.py (NB201 op indices; it imports
+spaces.py).
 """
 import numpy as np
 
@@ -111,6 +112,17 @@ def alpha_rank(alphas, population, top=TOP):
     top_acc = None if curve[-1][1] is None else float(population["acc"][best].mean())  # uniform: no best cells
     return dict(curve=curve, rho=curve[-1][1], top_acc=top_acc, scores=last,
                 rho_pool_free=spearman(last[population["pool_free"]], population["pool_free_ranks"]))
+
+
+def rank_at(curve, steps_per_epoch, steps):
+    """alpha_rank's ρ after `steps` weight steps: linear between the epoch ends around it (a curve of
+    [(epoch, ρ)], epochs of `steps_per_epoch` steps); None before the first epoch's end, past the last, or
+    next to an epoch without an order. Runs of different lengths compare at equal steps this way."""
+    points = [(e * steps_per_epoch, rho) for e, rho in curve]
+    for (s0, r0), (s1, r1) in zip(points, points[1:]):
+        if s0 <= steps <= s1:
+            return None if r0 is None or r1 is None else r0 + (r1 - r0) * (steps - s0) / (s1 - s0)
+    return next((rho for s, rho in points if s == steps), None)  # a one-epoch curve
 
 
 def pooled_rank(ranks, population):

@@ -16,7 +16,7 @@ import os
 import re
 
 from harness import checkpoints
-from harness.alpha_rank import alpha_rank, chance_rho, params_rho, pooled_rank, rank_population
+from harness.alpha_rank import alpha_rank, chance_rho, params_rho, pooled_rank, rank_at, rank_population
 from harness.alpha_grads import adam_drift, agreement, gradient_snr, gradient_snr_curve
 from harness.data import list_images
 from harness.rundir import BENCH201_COLUMNS, read_json_if_any
@@ -281,9 +281,10 @@ def separation_table(rungs):
 
 def rank_table(rungs):
     """How softmax(α) orders every NB201 cell (ladder's "rank": harness/alpha_rank.py), per rung and option:
-    mean ± sample std over seeds of the last epoch's Spearman ρ against the benchmark and of the mean
-    accuracy of α's 10 best cells, each seed's ρ; under it what chance and the parameter count give. []
-    where no run was ranked. rungs: [(size, option, records)]."""
+    mean ± sample std over seeds of the last epoch's Spearman ρ against the benchmark (every cell, pool-free)
+    and of the mean accuracy of α's 10 best cells, each seed's ρ, ρ of the seeds' scores averaged; under it
+    what chance and the parameter count give; then ρ at equal weight steps (equal_steps_rank). [] where no
+    run was ranked. rungs: [(size, option, records)]."""
     rows = [(size, option, [r["rank"] for r in rs if r.get("rank")]) for size, option, rs in rungs]
     rows = [(size, option, ranks) for size, option, ranks in rows if ranks]
     if not rows:
@@ -320,6 +321,25 @@ def rank_table(rungs):
                      f"over the {k['cells']:,} cells, {chance(k['chance_pool_free'])} over the "
                      f"{k['pool_free_cells']:,} pool-free ones; the cell's parameter count alone gives ρ = "
                      f"{rho(k['params_rho'])} and {rho(k['params_rho_pool_free'])}.")
+    return lines + equal_steps_rank(rungs)
+
+
+def equal_steps_rank(rungs):
+    """rank_table's second part: ρ (every cell) at equal weight steps, one column per run length of the
+    ladder (rank_at: after those steps, where a run got that far), mean ± sample std over the seeds; is it
+    the steps taken or the images seen that let α order the cells? [] with one run length."""
+    rows = [(size, option, [r for r in rs if r.get("rank") and r["steps"]]) for size, option, rs in rungs]
+    rows = [row for row in rows if row[2]]
+    lengths = sorted({r["steps"] for *_, rs in rows for r in rs})
+    if len(lengths) < 2:
+        return []
+    lines = ["", "ρ, every cell, after the same number of weight steps (linear between epoch ends; mean ± sample "
+             "std over the seeds that got that far; the learning rate is at a different point of each run's "
+             "schedule):", "", *table_header("search images (weight / α)", "option",
+                                              *(f"ρ after {n:,} steps" for n in lengths))]
+    for size, option, rs in rows:
+        at = [mean_cell([rank_at(r["rank"]["curve"], r["steps"] / r["epochs"], n) for r in rs], 2) for n in lengths]
+        lines.append(f"| {size[0]:,} / {size[1]:,} | {option} | " + " | ".join(at) + " |")
     return lines
 
 

@@ -118,6 +118,14 @@ def test_what_cannot_be_ranked_is_none_not_a_crash():
     assert np.isfinite(scores).all() and scores[0] < scores[1] == scores[2]
 
 
+def test_rho_after_so_many_steps_is_linear_between_epoch_ends():
+    curve = [(1, 0.1), (2, 0.3), (3, None), (4, 0.5)]  # 10 steps per epoch
+    assert R.rank_at(curve, 10, 15) == pytest.approx(0.2) and R.rank_at(curve, 10, 20) == pytest.approx(0.3)
+    assert R.rank_at(curve, 10, 5) is None and R.rank_at(curve, 10, 41) is None  # before epoch 1, past the end
+    assert R.rank_at(curve, 10, 25) is None  # next to an epoch without an order
+    assert R.rank_at([(1, 0.4)], 10, 10) == 0.4 and R.rank_at([(1, 0.4)], 10, 11) is None
+
+
 def test_chance_is_near_zero_seeded_and_the_parameter_count_is_ranked(additive):
     assert additive["pool_free"].sum() == 4 ** 6 == len(additive["pool_free_ranks"])
     pool_free = R.chance_rho(additive, draws=60, seed=3, pool_free_only=True)
@@ -178,6 +186,11 @@ def test_the_ladder_ranks_each_finished_run_and_draws_its_curve(tmp_path, monkey
     b_row = next(line for line in rank_table if line.startswith("| 2,000 / 2,000 | B | 2 | "))
     assert b_row.endswith(" | +1.00 / +1.00 |"), b_row  # the seeds' noise cancels in their mean score
     assert "| 8,000 / 8,000 | B | 1 | - | - | - | - | - | - |" in text, text  # α stayed uniform: no order
+    # at equal steps: 4k runs end at 1,550 (31 steps per epoch); the 16k one (125 per epoch) has no order
+    equal = text[text.index("after the same number of weight steps"):].splitlines()
+    assert "| search images (weight / α) | option | ρ after 1,550 steps | ρ after 6,250 steps |" in equal
+    assert "| 2,000 / 2,000 | C | 0.00 ± 1.41 | - |" in equal, equal
+    assert "| 8,000 / 8,000 | B | - | - |" in equal, equal
     assert f"{additive['table']}: α drawn i.i.d. normal (1,000 draws: chance) gives ρ = " in text
     assert "over the 15,625 cells" in text and "over the 4,096 pool-free ones" in text
     assert (f"the cell's parameter count alone gives ρ = {R.params_rho(additive):+.2f} and "
