@@ -192,14 +192,14 @@ def alpha_rank_runs(search_runs, table, cfg):
     the benchmark (harness/alpha_rank.py), a line per run; the table: --bench201=PATH, else the one each run
     recorded. Prints each run's last-epoch ρ (every cell, pool-free). [] where no run can be ranked."""
     import bench201  # the tables' errors; bench201 is the standard library only
-    tables, populations, curves = Benchmarks(table.path if table else ""), {}, []
+    tables, curves = Benchmarks(table.path if table else ""), []
     seeds = {style_key(r) for r in search_runs}
     for r in search_runs:
         if get_space(r.config["space"]).name != "nb201":
             continue
         try:
             bench = tables.for_run(r.config)
-            rank = ranked(populations, bench, r.alphas) if bench is not None else None
+            rank = ranked(bench, r.alphas) if bench is not None else None
         except (bench201.BenchmarkFileError, bench201.QueryError, OSError) as e:
             print(f"note: {r.name}: its α is not ranked ({cli.one_line(e)})")  # the other figures are still drawn
             continue

@@ -141,7 +141,7 @@ def ladder(sweep_dirs, search, bench201_path=""):
     rungs differ in the image count only. An (option, seed) that two sweeps hold at one rung counts once:
     the run of the first folder given is kept, the others are listed in its `repeats` as (sweep folder,
     benchmark acc., final skip edges) for ladder_notes. A folder given twice is read once."""
-    by, benchmarks, labelled, dirs, ranking = {}, Benchmarks(bench201_path), [], {}, {}
+    by, benchmarks, labelled, dirs = {}, Benchmarks(bench201_path), [], {}
     for d in sweep_dirs:
         dirs.setdefault(os.path.realpath(d), d)  # a folder named twice (or by two paths): its first name
     for d in dirs.values():
@@ -176,24 +176,33 @@ def ladder(sweep_dirs, search, bench201_path=""):
                            **found_cell(genotype, alphas, benchmarks.for_run(config)), **darts_cells(genotype))
                 rec["chance"] = benchmarks.baselines(rec["nb201"]["table"]) if "nb201" in rec else None
                 if "nb201" in rec:
-                    rec["rank"] = ranked(ranking, benchmarks.for_run(config), alphas)
+                    rec["rank"] = ranked(benchmarks.for_run(config), alphas)
                 rung.append(rec)
     if labelled:
         check_settings(labelled)
     return by
 
 
-def ranked(populations, bench, alphas):
+_RANKED_TABLES = {}  # (table path, bytes, mtime) -> (population, shared): each table file ranked once per process
+
+
+def ranked(bench, alphas):
     """alpha_rank of a run's alphas.json rows against `bench` (bench201.NB201) by CHANCE_COLUMN, with that
-    table's chance_rho, params_rho, cell count and population (for pooled_rank); each table's population
-    and baselines made once, kept in `populations` by path. None without rows."""
-    if bench.path not in populations:
+    table's chance_rho, params_rho, cell count and population (for pooled_rank); each table file's
+    population and baselines made once per process (a changed file is made again). None without rows."""
+    try:
+        stat = os.stat(bench.path)
+        key = (os.path.realpath(bench.path), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        key = (bench.path, None, None)
+    populations = _RANKED_TABLES
+    if key not in populations:
         pop = rank_population(bench, *CHANCE_COLUMN)
-        populations[bench.path] = (pop, dict(
+        populations[key] = (pop, dict(
             table=bench.path, population=pop, cells=len(pop["acc"]), pool_free_cells=int(pop["pool_free"].sum()),
             chance=chance_rho(pop), params_rho=params_rho(pop),
             chance_pool_free=chance_rho(pop, pool_free_only=True), params_rho_pool_free=params_rho(pop, True)))
-    pop, shared = populations[bench.path]
+    pop, shared = populations[key]
     rank = alpha_rank(alphas, pop)
     return None if rank is None else dict(rank, **shared)
 
