@@ -40,7 +40,8 @@ from harness.checkpoints import atomic_write
 from harness.figure_style import OP_COLOURS, PAPER_NB201, edge_title, on_cifar10, plt, run_style, save, style_key
 from harness.rundir import bench_acc, bench_label, load_run
 from harness.sweep_figures import ladder_figure, rank_curves, rank_figure, separation_figure
-from harness.ladder import ladder as ladder_runs, ladder_markdown, ladder_notes, ranked
+from harness.ladder import ladder as ladder_runs, ladder_markdown, ladder_notes
+from harness.rank_table import fmt_rho, ranked
 from harness.sweep_table import Benchmarks
 from spaces import get_space
 
@@ -210,11 +211,6 @@ def alpha_rank_runs(search_runs, table, cfg):
                   f"{fmt_rho(rank['rho_pool_free'])}) at epoch {rank['curve'][-1][0]}")
     path = rank_curves(curves, cfg, "a line per run")
     return [path] if path else []
-
-
-def fmt_rho(rho):
-    """A ρ as the notes print it: signed, 2 decimals; "-" for None (no order)."""
-    return "-" if rho is None else f"{rho:+.2f}"
 
 
 def draw_all(loaded, table, cfg):

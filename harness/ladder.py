@@ -8,7 +8,7 @@ training images lie byte for byte in the larger (nested_imagefolders: cifar10-jp
 What makes a setting and what is run plumbing is the search script's: ladder takes that script's module
 (its SearchConfig and RUN_KEYS) from the caller (plot.py), so this harness module imports no entry
 script. Per-run columns (the found cell, its NB201 columns, percentiles, margins, how far α moved) are
-sweep_table's; how α orders every NB201 cell against the benchmark (rank_table) is alpha_rank's.
+sweep_table's; how α orders every NB201 cell against the benchmark is rank_table's (rank_table, ranked).
 """
 import filecmp
 import functools
@@ -16,14 +16,14 @@ import os
 import re
 
 from harness import checkpoints
-from harness.alpha_rank import alpha_rank, chance_rho, params_rho, pooled_rank, rank_at, rank_population
 from harness.alpha_grads import adam_drift, agreement, gradient_snr, gradient_snr_curve
 from harness.data import list_images
 from harness.rundir import BENCH201_COLUMNS, read_json_if_any
 from harness.cli import ConfigError, saved_settings
-from harness.sweep_table import (CHANCE_COLUMN, SKIP_HEAVY, Benchmarks, table_header, plus_minus, rate_cell,
+from harness.rank_table import rank_table, ranked
+from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, rate_cell,
                                  against_chance, chance_cells, chance_columns, chance_note, count_all_skip,
-                                 count_skip_heavy, final_all_skip, found_cell, found_cells, found_columns, mean_std,
+                                 count_skip_heavy, final_all_skip, found_cell, found_cells, found_columns, mean_cell,
                                  alpha_separation, separation_at, darts_cells, darts_cell_rows)
 from spaces import get_space
 
@@ -183,30 +183,6 @@ def ladder(sweep_dirs, search, bench201_path=""):
     return by
 
 
-_RANKED_TABLES = {}  # (table path, bytes, mtime) -> (population, shared): each table file ranked once per process
-
-
-def ranked(bench, alphas):
-    """alpha_rank of a run's alphas.json rows against `bench` (bench201.NB201) by CHANCE_COLUMN, with that
-    table's chance_rho, params_rho, cell count and population (for pooled_rank); each table file's
-    population and baselines made once per process (a changed file is made again). None without rows."""
-    try:
-        stat = os.stat(bench.path)
-        key = (os.path.realpath(bench.path), stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        key = (bench.path, None, None)
-    populations = _RANKED_TABLES
-    if key not in populations:
-        pop = rank_population(bench, *CHANCE_COLUMN)
-        populations[key] = (pop, dict(
-            table=bench.path, population=pop, cells=len(pop["acc"]), pool_free_cells=int(pop["pool_free"].sum()),
-            chance=chance_rho(pop), params_rho=params_rho(pop),
-            chance_pool_free=chance_rho(pop, pool_free_only=True), params_rho_pool_free=params_rho(pop, True)))
-    pop, shared = populations[key]
-    rank = alpha_rank(alphas, pop)
-    return None if rank is None else dict(rank, **shared)
-
-
 def ladder_notes(by):
     """One line per (option, seed) that several sweeps held at one rung (ladder's `repeats`): where it
     was, what each run found, and which one counted."""
@@ -236,12 +212,6 @@ def data_note(rungs):
                       for size, f in sorted(folders.items()) if f)
     return ["", f"ImageFolder data: {where} (one dataset: each smaller folder's training images lie, byte for "
                 "byte, in the larger)."]
-
-
-def mean_cell(values, digits):
-    """A table cell: mean ± sample std of the non-None values to `digits` decimals; "-" without one."""
-    mean, std, n = mean_std(values)
-    return "-" if not n else plus_minus(mean, std, digits, n)
 
 
 SNR_COLUMNS = ("α gradient SNR, last 10 epochs", "α's moves against Adam's: r, slope")
@@ -285,70 +255,6 @@ def separation_table(rungs):
                   "entry against arch_lr * steps * mean / RMS of its gradient, both centred per edge "
                   "(alpha_grads.adam_drift), pooled over the seeds' epochs: Pearson r and the slope (1: as "
                   "predicted)."]
-    return lines
-
-
-def rank_table(rungs):
-    """How softmax(α) orders every NB201 cell (ladder's "rank": harness/alpha_rank.py), per rung and option:
-    mean ± sample std over seeds of the last epoch's Spearman ρ against the benchmark (every cell, pool-free)
-    and of the mean accuracy of α's 10 best cells, each seed's ρ, ρ of the seeds' scores averaged; under it
-    what chance and the parameter count give; then ρ at equal weight steps (equal_steps_rank). [] where no
-    run was ranked. rungs: [(size, option, records)]."""
-    rows = [(size, option, [r["rank"] for r in rs if r.get("rank")]) for size, option, rs in rungs]
-    rows = [(size, option, ranks) for size, option, ranks in rows if ranks]
-    if not rows:
-        return []
-    lines = ["", "How α orders every cell: Spearman's ρ between each cell's score Σ_e log softmax(α_e)[op_e] (its "
-             "best cell is the found one) and its CIFAR-10 test accuracy at the last epoch, over every cell and "
-             "over the pool-free ones, and the mean accuracy of the score's 10 best cells; mean ± sample std over "
-             "the finished seeds; and ρ of the seeds' scores averaged (every / pool-free: is each seed's order "
-             "a shared one plus its own noise?):", "",
-             *table_header("search images (weight / α)", "option", "seeds", "ρ, every cell", "per seed",
-                           "ρ, pool-free cells", "per seed", "10 best cells (%)", "ρ, seeds' mean score")]
-
-    def rho_cells(ranks, key):  # mean ± std, then each seed's
-        return (f"{mean_cell([k[key] for k in ranks], 2)} | "
-                + ", ".join("-" if k[key] is None else f"{k[key]:+.2f}" for k in ranks))
-    for size, option, ranks in rows:
-        one_table = len({k["table"] for k in ranks}) == 1  # scores of different tables do not average
-        pooled = pooled_rank(ranks, ranks[0]["population"]) if one_table else None
-        pooled = "-" if pooled is None else " / ".join(
-            "-" if pooled[key] is None else f"{pooled[key]:+.2f}" for key in ("rho", "rho_pool_free"))
-        lines.append(f"| {size[0]:,} / {size[1]:,} | {option} | {len(ranks)} | {rho_cells(ranks, 'rho')} | "
-                     f"{rho_cells(ranks, 'rho_pool_free')} | {mean_cell([k['top_acc'] for k in ranks], 2)} | "
-                     f"{pooled} |")
-    lines.append("")
-
-    def chance(c):  # chance_rho, None where the cells cannot be ranked
-        return "-" if c is None else f"{c['mean']:+.2f} ± {c['std']:.2f} (95th percentile {c['q95']:+.2f})"
-
-    def rho(value):
-        return "-" if value is None else f"{value:+.2f}"
-    for k in {k["table"]: k for *_, ranks in rows for k in ranks}.values():
-        draws = (k["chance"] or k["chance_pool_free"] or {}).get("draws", 0)
-        lines.append(f"{k['table']}: α drawn i.i.d. normal ({draws:,} draws: chance) gives ρ = {chance(k['chance'])} "
-                     f"over the {k['cells']:,} cells, {chance(k['chance_pool_free'])} over the "
-                     f"{k['pool_free_cells']:,} pool-free ones; the cell's parameter count alone gives ρ = "
-                     f"{rho(k['params_rho'])} and {rho(k['params_rho_pool_free'])}.")
-    return lines + equal_steps_rank(rungs)
-
-
-def equal_steps_rank(rungs):
-    """rank_table's second part: ρ (every cell) at equal weight steps, one column per run length of the
-    ladder (rank_at: after those steps, where a run got that far), mean ± sample std over the seeds; is it
-    the steps taken or the images seen that let α order the cells? [] with one run length."""
-    rows = [(size, option, [r for r in rs if r.get("rank") and r["steps"]]) for size, option, rs in rungs]
-    rows = [row for row in rows if row[2]]
-    lengths = sorted({r["steps"] for *_, rs in rows for r in rs})
-    if len(lengths) < 2:
-        return []
-    lines = ["", "ρ, every cell, after the same number of weight steps (linear between epoch ends; mean ± sample "
-             "std over the seeds that got that far; the learning rate is at a different point of each run's "
-             "schedule):", "", *table_header("search images (weight / α)", "option",
-                                              *(f"ρ after {n:,} steps" for n in lengths))]
-    for size, option, rs in rows:
-        at = [mean_cell([rank_at(r["rank"]["curve"], r["steps"] / r["epochs"], n) for r in rs], 2) for n in lengths]
-        lines.append(f"| {size[0]:,} / {size[1]:,} | {option} | " + " | ".join(at) + " |")
     return lines
 
 

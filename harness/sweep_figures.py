@@ -276,7 +276,7 @@ def rank_figure(by_size, cfg):
 def rank_curves(curves, cfg, what):
     """alpha_rank.png: Spearman's ρ between the cells' scores under each epoch's softmax(α) and their
     benchmark accuracy, one line per (legend label or None, colour, line style, alpha_rank record with
-    its table's chance and params_rho: ladder.ranked); chance (i.i.d. normal α: mean ± 2 std) shaded, the
+    its table's chance and params_rho: rank_table.ranked); chance (i.i.d. normal α: mean ± 2 std) shaded, the
     parameter count's ρ dotted. A run whose α stayed uniform has no order: no line. None without curves."""
     if not curves:
         return None

@@ -116,6 +116,12 @@ def plus_minus(mean, std, digits, n=2):
     return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def mean_cell(values, digits):
+    """A table cell: mean ± sample std of the non-None values to `digits` decimals; "-" without one."""
+    mean, std, n = mean_std(values)
+    return "-" if not n else plus_minus(mean, std, digits, n)
+
+
 class Benchmarks:
     """The NB201 tables (bench201.NB201) finished runs are looked up in, each opened once: `given` (a
     sweep's or plot.py's --bench201) for every run, else the path the run recorded (config.json's
