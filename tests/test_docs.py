@@ -57,17 +57,30 @@ def test_file_map_line_counts_are_true():
     assert not wrong, f"README's Files table: (stated, actual) lines differ: {wrong}"
 
 
-def test_test_counts_are_true():
-    """The README's "N tests (K of them the CUDA set ...)" and the file map's "F test files", against what
-    pytest collects (collecting runs no test: ~3 s)."""
-    text = read(README)
-    stated = re.search(r"(\d+) tests \((\d+) of them the CUDA set", text)
-    files = re.search(r"\| `tests/` \| \d+ \| (\d+) test files", text)
-    assert stated and files, "the README's test counts were not found (their wording changed?)"
+def suite_ids(session):
+    """Every test id of the suite: this session's own collection where it is the whole suite (every test
+    file collected, nothing deselected: the README's test command; under xdist each worker collects it
+    all), else what `pytest --collect-only` collects in a subprocess (collecting runs no test: ~3 s)."""
+    files = {os.path.basename(str(item.path)) for item in session.items}
+    opt = session.config.option
+    narrowed = any(getattr(opt, name, None) for name in ("keyword", "markexpr", "deselect", "lf", "last_failed"))
+    if not narrowed and files == {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "tests", "test_*.py"))}:
+        return [f"tests/{os.path.basename(str(item.path))}::{item.name}" for item in session.items]
     out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     ids = [line for line in out.stdout.splitlines() if "::" in line]
     assert out.returncode == 0 and ids, out.stdout[-2000:] + out.stderr[-2000:]
+    return ids
+
+
+def test_test_counts_are_true(request):
+    """The README's "N tests (K of them the CUDA set ...)" and the file map's "F test files", against what
+    pytest collects."""
+    text = read(README)
+    stated = re.search(r"(\d+) tests \((\d+) of them the CUDA set", text)
+    files = re.search(r"\| `tests/` \| \d+ \| (\d+) test files", text)
+    assert stated and files, "the README's test counts were not found (their wording changed?)"
+    ids = suite_ids(request.session)
     cuda = [i for i in ids if i.startswith("tests/test_cuda.py::")]
     assert (int(stated.group(1)), int(stated.group(2))) == (len(ids), len(cuda)), "README: tests, CUDA set"
     assert int(files.group(1)) == len(glob.glob(os.path.join(ROOT, "tests", "test_*.py")))

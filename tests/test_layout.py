@@ -123,7 +123,7 @@ def test_every_listed_fault_still_applies_and_names_existing_tests():
         assert all(os.path.isfile(os.path.join(ROOT, t.split("::")[0])) for t in e["tests"]), e["name"]
 
 
-def test_mutants_script_says_caught_missed_or_stale(tmp_path):
+def test_mutants_script_says_caught_missed_or_stale(tmp_path, monkeypatch, capsys):
     entry = dict(why="a fact", file="genotypes.py", tests=["tests/test_genotypes.py::test_all_skip_is_the_collapsed_cell_only"])
     listed = [dict(entry, name="rule", old='return set(op_counts(genotype)) == {"skip_connect"}',
                    new='return "skip_connect" in op_counts(genotype)'),  # a wrong all-skip rule
@@ -140,9 +140,11 @@ def test_mutants_script_says_caught_missed_or_stale(tmp_path):
     assert [line.split()[:2] for line in lines[:3]] == [["caught", "rule:"], ["MISSED", "docstring:"], ["stale", "gone:"]]
     assert lines[3].startswith("3 entries in ") and lines[3].endswith("1 caught, 1 MISSED, 1 stale"), lines
     assert open(os.path.join(ROOT, "genotypes.py")).read() == before  # the tree itself is never touched
-    r = subprocess.run([sys.executable, "scripts/mutants.py", f"--mutants={path}", "--only=rule"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and r.stdout.splitlines()[-1].endswith("1 caught, 0 MISSED, 0 stale"), r.stdout
+    # --only and exit 0 when every entry is caught: in this process, the entry's tests not run again
+    mutants, ran = mutants_module(), []
+    monkeypatch.setattr(mutants, "run_entry", lambda root, e, timeout: ran.append(e["name"]) or ("caught", "1 failed"))
+    assert mutants.main([f"--mutants={path}", "--only=rule"]) == 0 and ran == ["rule"]
+    assert capsys.readouterr().out.splitlines()[-1].endswith("1 caught, 0 MISSED, 0 stale")
     path.write_text(json.dumps([{"name": "x"}]))
     r = subprocess.run([sys.executable, "scripts/mutants.py", f"--mutants={path}"], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)

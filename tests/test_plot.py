@@ -325,7 +325,8 @@ def test_each_runs_alpha_order_is_ranked_in_the_table_given_or_recorded(search_r
     """alpha_rank.png per run folder: ρ of each run's last α, printed as alpha_rank computes it; the table is
     --bench201, else the one the run recorded; a run with neither is not ranked."""
     from harness import alpha_rank
-    population = alpha_rank.rank_population(bench201.NB201(nb201_table))
+    table = bench201.NB201(nb201_table)
+    population = alpha_rank.rank_population(table)
     with open(os.path.join(search_runs[1], "alphas.json")) as f:
         expected = alpha_rank.alpha_rank(json.load(f), population)
     run_dir = shutil.copytree(search_runs[1], tmp_path / "C")
@@ -335,10 +336,12 @@ def test_each_runs_alpha_order_is_ranked_in_the_table_given_or_recorded(search_r
             f"{expected['rho_pool_free']:+.2f}) at epoch 2") in capsys.readouterr().out
     config = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").write_text(json.dumps(dict(config, bench201="")))
-    names = {os.path.basename(p) for p in plot.main([str(run_dir), f"--out={tmp_path / 'b'}"])}
-    assert "alpha_rank.png" not in names and "alpha orders" not in capsys.readouterr().out
-    paths = plot.main([str(run_dir), f"--out={tmp_path / 'c'}", f"--bench201={nb201_table}"])
-    assert "alpha_rank.png" in {os.path.basename(p) for p in paths} and "alpha orders" in capsys.readouterr().out
+    # no table recorded: ranked only in the one given (plot.main hands --bench201's table to alpha_rank_runs)
+    (tmp_path / "b").mkdir()
+    cfg, run = plot.PlotConfig(out=str(tmp_path / "b")), rundir.load_run(str(run_dir))
+    assert plot.alpha_rank_runs([run], None, cfg) == [] and "alpha orders" not in capsys.readouterr().out
+    paths = plot.alpha_rank_runs([run], table, cfg)
+    assert [os.path.basename(p) for p in paths] == ["alpha_rank.png"] and "alpha orders" in capsys.readouterr().out
     # a recorded table that cannot be read: one note, every other figure still drawn
     (tmp_path / "broken.csv").write_text("not a table\n")
     (run_dir / "config.json").write_text(json.dumps(dict(config, bench201=str(tmp_path / "broken.csv"))))
