@@ -8,7 +8,7 @@ Steps run in the order of what they decide for the Table 2 sweep (a window may e
   env            device, driver, torch, CUDA, cuDNN, GPUs, what --device=auto picks (and why, on the CPU)
   bench_*_eager  bench.py options C and B at the paper's NB201 size (C=16, N=5, batch 64), eager:
                  seconds per iteration, gpu_busy (GPU time over iteration time: launch-bound or not)
-  search_eager   one real search epoch (--dataset=synthetic: 25,000 / 25,000 images, 391 steps), eager
+  search_eager   one real search epoch (--dataset=synthetic: 6,400 / 6,400 images, 100 steps), eager
   then side by side (nothing timed): the suite's CUDA set (python -m pytest -v tests/test_cuda.py, each
                  test's result kept even if the step is stopped) and bench.py C and B compiled with
                  CUDA graphs on a cold cache (compile_s, and inductor's on-disk cache for what follows)
@@ -21,7 +21,9 @@ Steps run in the order of what they decide for the Table 2 sweep (a window may e
   torchrun       a 2-process search epoch when the machine has 2 GPUs
 Each step is a subprocess with a time limit. A step starts only when its expected time (`NEED`) fits
 what is left of --budget; one that does not is `skipped`, one the budget's end stops is `cut`; neither
-fails the check. The summary ends with the Table 2 plan: predicted minutes for the whole row (3 seeds x
+fails the check. The summary is rewritten after every group, so a check killed mid-way leaves what it
+measured; SIGTERM or Ctrl-C (the window's limit) stops the running steps at once (`cut`), skips the rest
+and writes the summary. The summary ends with the Table 2 plan: predicted minutes for the whole row (3 seeds x
 options B and C x 19,550 iterations) per number of searches at once, and the --jobs to give sweep.py.
 Outputs: summary.json, summary.md, one .out / .log per step, in a folder of this run's own: --out, or
 OUT-2, OUT-3, ... when OUT already holds files. --size=tiny runs every step tiny (C=4, one cell, a few
@@ -61,7 +63,7 @@ class CheckConfig:
 # and tests/test_cuda.py's (CUDA graphs).
 SIZES = {
     "paper": dict(net=["--C=16", "--layers=5"], batch=64, bench=["--steps=30", "--warmup=5", "--gpu_busy=10"],
-                  backend="inductor", procs_s=10, subset=[],
+                  backend="inductor", procs_s=10, subset=["--subset=12800"],
                   train=["--arch=DARTS_V2", "--subset=4800", "--epochs=2"], ddp_subset=["--subset=12800"]),
     "tiny": dict(net=["--C=4", "--layers=1"], batch=8, bench=["--steps=2", "--warmup=1", "--gpu_busy=1"],
                  backend="eager", procs_s=1, subset=["--subset=64"],
@@ -73,7 +75,7 @@ SIZES = {
 # host (it starts only if that fits the budget left), LIMITS what it may take before it counts as hung.
 # The cold inductor compile of the C=16 supernet took ~6 min on one CPU core; a GPU host compiles its
 # kernels in parallel workers. --size=tiny gives every step 3x (a busy 2-core CPU).
-NEED = dict(env=15, bench_eager=25, search_eager=45, cold=120, bench_graphs=40, procs=50, search_compiled=75,
+NEED = dict(env=15, bench_eager=25, search_eager=30, cold=120, bench_graphs=40, procs=50, search_compiled=75,
             bench_compiled=40, train=40, torchrun=60)
 LIMITS = dict(env=60, bench_eager=90, search_eager=150, cold=240, bench_graphs=120, procs=150,
               search_compiled=200, bench_compiled=120, train=90, torchrun=150)
@@ -118,6 +120,13 @@ class Step:
     parse_always: bool = False    # parse a stopped or failed step's output too (the CUDA set's per-test lines)
 
 
+STOP = []  # the signals that asked the check to stop (gpu_window.py sends SIGTERM at its limit)
+
+
+def _ask_stop(signum, frame):
+    STOP.append(signum)
+
+
 def fresh_folder(out):
     """OUT when it is new or empty, else the first of OUT-2, OUT-3, ... that is: every check writes a folder
     of its own (a second run into a used folder would meet the first one's run folders)."""
@@ -146,8 +155,12 @@ def run_steps(steps, out, limits, cut=()):
             if i not in ends and proc.poll() is not None:
                 ends[i] = (time.time(), "ok" if proc.returncode == 0 else "failed")
             elif i not in ends and time.time() > t0 + limit:
-                _kill_group(proc)
+                _kill_groups([proc], grace=10)
                 ends[i] = (time.time(), "cut" if step.name in cut else "timeout")
+        if STOP:  # stopped from outside: every step still running, at once (the caller's grace is short)
+            running = [i for i in range(len(started)) if i not in ends]
+            _kill_groups([started[i][3] for i in running])
+            ends.update({i: (time.time(), "cut") for i in running})
         time.sleep(0.1)
     records = []
     for i, (step, limit, (out_path, log_path), proc, t0) in enumerate(started):
@@ -166,15 +179,21 @@ def run_steps(steps, out, limits, cut=()):
     return records
 
 
-def _kill_group(proc):
-    """SIGTERM to the step's process group (a search checkpoints and exits), SIGKILL 10 s later."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=wait)
-            return
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
+def _kill_groups(procs, grace=5):
+    """SIGTERM to each step's process group (a search checkpoints and exits), SIGKILL to those still
+    running `grace` seconds later; returns when all have ended."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + grace
+        while time.time() < deadline and any(proc.poll() is None for proc in procs):
+            time.sleep(0.05)
+    for proc in procs:
+        proc.wait()
 
 
 def _last_json(step, out):
@@ -296,11 +315,29 @@ def plan(cfg, env):
     return [g for g in keep if g]
 
 
+# Search seconds a table2 window gives (gpu_window.py: a 560 s command less its 25 s packing reserve and the
+# start): each window's searches compile again from a cold cache (a fresh machine), once per window.
+WINDOW_SEARCH_S = 500
+
+
+def row_minutes(k, rates):
+    """Minutes for the Table 2 row with k searches at once, from rates {searches at once: iterations per
+    second in all}: the sweep runs the 6 searches k at a time, ceil(6 / k) rounds, the last one with the
+    remainder r at its own rate (where measured; else at k's rate per search)."""
+    full, rest = divmod(TABLE2_RUNS, k)
+    seconds = full * k * TABLE2_ITERATIONS / rates[k]
+    if rest:
+        seconds += rest * TABLE2_ITERATIONS / rates.get(rest, rates[k] * rest / k)
+    return seconds / 60
+
+
 def table2_plan(records):
     """From the measured steps: total iterations per second with k searches at once (k = 1: B and C one
     after the other, 2 / (t_B + t_C)), each scaled by what a real search epoch costs over bench.py's bare
-    iterations (evaluation, data, logging: search_eager / search_compiled over bench C), and the minutes
-    the whole Table 2 row (6 runs x 19,550 iterations) takes at each k. -> dict, or {} when nothing ran."""
+    iterations in the same mode (evaluation, data, logging: search_eager over bench C eager, or
+    search_compiled over bench C with CUDA graphs), and the minutes the whole Table 2 row (6 runs x 19,550
+    iterations, row_minutes) takes at each k; compiled, plus one cold compile (the cold benches'
+    compile_s) per window of WINDOW_SEARCH_S. -> dict, or {} when nothing ran."""
     mode = faster_mode(records)
     single = {o: _ok(records, f"bench_{o}_{mode}") for o in "BC"}
     rates = {}
@@ -312,13 +349,22 @@ def table2_plan(records):
             rates[k] = res["iterations_per_s"]
     if not rates:
         return {}
-    search = _ok(records, "search_compiled" if mode != "eager" else "search_eager") or _ok(records, "search_eager")
-    overhead = (search["iteration_s"] / single["C"]["iteration_s"]) if search and single["C"] else 1.0
-    minutes = {k: TABLE2_RUNS * TABLE2_ITERATIONS / r * overhead / 60 for k, r in rates.items()}
+    search_name = "search_compiled" if mode != "eager" and _ok(records, "search_compiled") else "search_eager"
+    search = _ok(records, search_name)
+    bench_c = _ok(records, "bench_C_graphs" if search_name == "search_compiled" else "bench_C_eager")
+    overhead = search["iteration_s"] / bench_c["iteration_s"] if search and bench_c else 1.0
+    cold = [(_ok(records, f"bench_{o}_graphs_cold") or {}).get("compile_s") for o in "BC"] if mode != "eager" else []
+    compile_s = max([c for c in cold if c is not None], default=0.0)
+    minutes, windows = {}, {}
+    for k in rates:
+        searching = row_minutes(k, rates) * overhead
+        windows[k] = -(-searching * 60 // WINDOW_SEARCH_S)  # the compiles lengthen the row by a window at most
+        minutes[k] = searching + windows[k] * compile_s / 60
     best = min(minutes, key=lambda k: (round(minutes[k], 1), k))
-    return dict(mode=mode, overhead=round(overhead, 3), iterations_per_s={k: round(r, 2) for k, r in rates.items()},
-                minutes={k: round(m, 1) for k, m in minutes.items()}, jobs=best,
-                sweep_flags=f"--jobs={best} --compile={int(mode != 'eager')}")
+    return dict(mode=mode, overhead=round(overhead, 3), overhead_from=search_name if search else None,
+                iterations_per_s={k: round(r, 2) for k, r in rates.items()}, compile_s=round(compile_s, 1),
+                minutes={k: round(m, 1) for k, m in minutes.items()}, windows={k: int(w) for k, w in windows.items()},
+                jobs=best, sweep_flags=f"--jobs={best} --compile={int(mode != 'eager')}")
 
 
 def _result_text(s):
@@ -341,7 +387,9 @@ def _result_text(s):
                 f"process(es)), {res['images_per_s']} img/s"
                 + (f", epoch {res['epochs']}'s peak {res['gpu_mem_mb']} MB allocated / {res['gpu_reserved_mb']} MB "
                    "reserved" if res.get("gpu_mem_mb") is not None else ""))
-    return f"{res['images_per_s']} img/s (last of {res['epochs']} epochs)"
+    if s["name"].startswith("train") and "images_per_s" in res:
+        return f"{res['images_per_s']} img/s (last of {res['epochs']} epochs)"
+    return json.dumps(res)[:300]  # a step of another kind: its result as it is
 
 
 def markdown(summary):
@@ -352,7 +400,8 @@ def markdown(summary):
              f"{env.get('driver')}, GPUs: {gpus}; --device=auto picks {env.get('auto_device')}"
              + (f" ({env['cpu_reason']})" if env.get("cpu_reason") else "") + ".",
              f"{summary['passed']} of {summary['ran']} steps that ran passed, {summary['skipped']} skipped, "
-             f"{summary['cut']} cut by the budget, in {summary['wall_s']:.0f} s (budget {summary['budget_s']} s).",
+             f"{summary['cut']} cut by the budget or a stop, in {summary['wall_s']:.0f} s (budget {summary['budget_s']} s)"
+             + ("." if summary.get("done", True) else "; still running (this summary is rewritten after each step)."),
              "", "| step | what | status | seconds (limit) | result |", "|---|---|---|---|---|"]
     for s in summary["steps"][1:]:
         text = s.get("why", "") if s["status"] == "skipped" else _result_text(s)
@@ -364,15 +413,34 @@ def markdown(summary):
     p = summary.get("table2")
     if p:
         lines += ["", f"## Table 2 plan ({TABLE2_RUNS} runs x {TABLE2_ITERATIONS:,} iterations, {p['mode']})", "",
-                  "| searches at once | iterations/s in all | predicted minutes for the row |", "|---|---|---|"]
-        lines += [f"| {k} | {p['iterations_per_s'][k]} | {p['minutes'][k]} |" for k in p["minutes"]]
+                  "| searches at once | iterations/s in all | predicted minutes for the row | windows of "
+                  f"{WINDOW_SEARCH_S} s |", "|---|---|---|---|"]
+        lines += [f"| {k} | {p['iterations_per_s'][k]} | {p['minutes'][k]} | {p['windows'][k]} |" for k in p["minutes"]]
         lines += ["", f"A real search epoch costs {p['overhead']}x bench.py's bare iterations (evaluation, data, "
-                      f"logging). Run the row with `sweep.py ... {p['sweep_flags']}`: ~{p['minutes'][p['jobs']]} min."]
+                      f"logging; {p['overhead_from'] or 'no search epoch ran: 1x assumed'}); the runs go "
+                      f"ceil(6 / k) rounds of k"
+                  + (f"; each window compiles again from a cold cache: +{p['compile_s']} s per window" if p["compile_s"]
+                     else "") + f". Run the row with `sweep.py ... {p['sweep_flags']}`: ~{p['minutes'][p['jobs']]} min."]
     return "\n".join(lines) + "\n"
 
 
 def say(msg):
     print(f"gpu_check: {msg}", file=sys.stderr, flush=True)
+
+
+def write_summary(cfg, records, t_start, started, done):
+    """summary.json and summary.md from the records so far (`done`: the check has ended) -> the summary."""
+    ran = [r for r in records if r["status"] not in ("skipped", "cut")]
+    summary = dict(size=cfg.size, device=cfg.device, out=cfg.out, started=started, budget_s=cfg.budget,
+                   wall_s=round(time.time() - t_start, 1), done=done, ran=len(ran),
+                   passed=sum(r["status"] == "ok" for r in ran),
+                   skipped=sum(r["status"] == "skipped" for r in records),
+                   cut=sum(r["status"] == "cut" for r in records), steps=records,
+                   table2=table2_plan({r["name"]: r for r in records}))
+    checkpoints.write_json(os.path.join(cfg.out, "summary.json"), summary)
+    text = markdown(summary)
+    checkpoints.atomic_write(os.path.join(cfg.out, "summary.md"), lambda f: f.write(text), mode="w")
+    return summary, text
 
 
 def main(argv=None):
@@ -383,6 +451,17 @@ def main(argv=None):
     cfg.out = fresh_folder(cfg.out)
     checkpoints.out_dir(cfg.out)
     say(f"writing to {cfg.out}")
+    STOP.clear()
+    previous = {sig: signal.signal(sig, _ask_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _check(cfg)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _check(cfg):
+    """main's body, with SIGTERM / SIGINT asking the check to stop (STOP) -> the exit status."""
     t_start, started = time.time(), time.strftime("%Y-%m-%d %H:%M:%S")
     scale = 3 if cfg.size == "tiny" else 1
     need = {k: v * scale for k, v in NEED.items()}
@@ -402,10 +481,13 @@ def main(argv=None):
         for step in group:
             if step not in todo:
                 records.append(dict(name=step.name, what=step.what, **step.result))
+            elif STOP:
+                records.append(dict(name=step.name, what=step.what, status="skipped",
+                                    why="not started: the check was stopped from outside (the window's limit)"))
             elif left < wants:
                 records.append(dict(name=step.name, what=step.what, status="skipped",
                                     why=f"out of time: needs ~{wants} s, {max(left, 0):.0f} s of the budget left"))
-        if not todo or left < wants:
+        if not todo or STOP or left < wants:
             continue
         for step in todo:
             if step.resolve:
@@ -416,17 +498,11 @@ def main(argv=None):
         for step, rec in zip(todo, run_steps(todo, cfg.out, step_limits, cut)):
             records.append(dict(name=step.name, what=step.what, **rec))
             say(f"{step.name}: {rec['status']} in {rec['seconds']} s")
-    ran = [r for r in records if r["status"] not in ("skipped", "cut")]
-    summary = dict(size=cfg.size, device=cfg.device, out=cfg.out, started=started, budget_s=cfg.budget,
-                   wall_s=round(time.time() - t_start, 1), ran=len(ran),
-                   passed=sum(r["status"] == "ok" for r in ran),
-                   skipped=sum(r["status"] == "skipped" for r in records),
-                   cut=sum(r["status"] == "cut" for r in records), steps=records,
-                   table2=table2_plan({r["name"]: r for r in records}))
-    checkpoints.write_json(os.path.join(cfg.out, "summary.json"), summary)
-    text = markdown(summary)
-    checkpoints.atomic_write(os.path.join(cfg.out, "summary.md"), lambda f: f.write(text), mode="w")
+        write_summary(cfg, records, t_start, started, done=False)  # a check killed from here on keeps these
+    summary, text = write_summary(cfg, records, t_start, started, done=True)
     print(text)
+    if STOP:
+        return 128 + STOP[0]  # stopped from outside: what ran is in the summary, the rest did not
     return 0 if summary["passed"] == summary["ran"] else 1
 
 

@@ -1,10 +1,10 @@
 """The prepared command of a GPU window: one line runs the check or the paper's Table 2 row under a hard
 wall-clock limit and leaves what it did in at most 8 files of one folder, as the window returns them.
 
-Here, before the window (packs the data into the ignored folder .gpu/, ~19 MB; the window carries it):
+Here, before a table2 window (packs the data into the ignored folder .gpu/, ~19 MB; the window carries it):
     python scripts/gpu_window.py --task=pack
 In the window (its command; OUT is the folder that comes back):
-    python scripts/gpu_window.py --task=check --out=$OUT      # scripts/gpu_check.py, <= 8 min
+    python scripts/gpu_window.py --task=check --out=$OUT      # scripts/gpu_check.py, <= 8 min; carries nothing
     python scripts/gpu_window.py --task=table2 --out=$OUT     # the Table 2 row: sweep.py at full size
 Back here, after a table2 window (the run folders into results/nb201-full, checkpoints included):
     python scripts/gpu_window.py --task=unpack --out=FILES_AT
@@ -16,9 +16,10 @@ once on the GPU (give the check's plan). It resumes every run folder it finds th
 continues with the same command when the unfinished runs' checkpoints travel back (`--task=unpack`, then
 `carry` results/nb201-full: ~0.4 MB per option-C checkpoint, whose random features are rebuilt from the
 seed (harness/frozen_state.py), and ~14 MB per option-B checkpoint at C=16). The 64 MiB that travel hold
-the tree (~22 MB, mostly results/) and .gpu/ (18.5 MB) too, so one unfinished option-B run fits beside
-every option-C one: with more B runs at once, let a window end after they finish, or carry fewer
-(`--task=unpack` adds it all up and names the checkpoints to leave out).
+the tree (~31 MiB without the CPU sweeps' committed checkpoints, mostly results/) and .gpu/ (17.6 MiB) too,
+so one unfinished option-B run fits beside every option-C one: with more B runs at once, let a window end
+after they finish, or carry fewer (`--task=unpack` adds it all up and names the checkpoints to leave out;
+a committed checkpoint of an unfinished CPU run counts too: move it out of the tree for the call).
 
 The limit: the child (the check or the sweep) runs in its own process group; at --limit minus the
 packing reserve it gets SIGTERM (every search checkpoints after its current step), 20 s later SIGKILL.
@@ -146,7 +147,7 @@ def _tar(members):
                 continue
             try:
                 tar.add(path, arcname=arcname)
-            except FileNotFoundError:  # gone between the listing and now (a rotated checkpoint): skip it
+            except OSError:  # gone or replaced between the listing and now (a rotated checkpoint): skip it
                 continue
     return buf.getvalue()
 
@@ -225,9 +226,12 @@ def pack_results(cfg, work, log_path, status, t0):
             with open(table, encoding="utf-8") as f:
                 lines += ["", f.read().strip()]
     lines += ["", "Files: " + ", ".join(f"{k} ({len(v) / 2**20:.2f} MB)" for k, v in files.items())] + notes
-    files = {"window.md": ("\n".join(lines) + "\n").encode(), **files}
-    for name, blob in list(files.items())[:MAX_FILES]:
+    files = dict(list({"window.md": ("\n".join(lines) + "\n").encode(), **files}.items())[:MAX_FILES])
+    for name, blob in files.items():
         _write(cfg.out, name, blob)
+    for name in os.listdir(cfg.out):  # an earlier pack's parts this one did not write (a run finished since):
+        if name.startswith("checkpoints.tar.gz.") and name not in files:  # unpacked, they would overwrite newer
+            os.remove(os.path.join(cfg.out, name))
 
 
 def run_window(cfg):

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -80,8 +81,8 @@ def test_every_step_is_a_valid_run_of_its_script(size, tmp_path, monkeypatch):
             assert (c.dataset, c.C, c.layers, c.batch_size) == (
                 "synthetic", *((16, 5, 64) if size == "paper" else (4, 1, 8)))
             assert c.stop_after == (2 if name == "search_compiled" else 1)
-            if size == "paper" and name != "torchrun":  # the full 25,000 / 25,000 split: 390 steps of 64
-                assert c.subset == 0 and c.compile == (name == "search_compiled")
+            if size == "paper" and name != "torchrun":  # 6,400 / 6,400 images: 100 steps of 64
+                assert c.subset == 12_800 and c.compile == (name == "search_compiled")
         elif script == "train.py":
             t, genotype, info, _, _ = train.resolve(args)
             assert t.dataset == "synthetic" and info.size == 32 and t.device == "cuda"
@@ -112,15 +113,53 @@ def test_the_table2_plan_predicts_minutes_and_picks_the_jobs():
     p = gpu_check.table2_plan(records)
     assert p["mode"] == "graphs" and p["overhead"] == pytest.approx(1.25)  # a real epoch: 0.01 s per 0.008 s
     assert p["iterations_per_s"][1] == pytest.approx(100.0)  # B then C alone: 2 / (0.012 + 0.008)
-    assert p["minutes"][4] == pytest.approx(6 * 19_550 / 240 * 1.25 / 60, abs=0.1)
-    assert p["jobs"] == 4 and p["sweep_flags"] == "--jobs=4 --compile=1"
+    # 4 at once: a round of 4 runs, then the other 2 at 2-at-once's rate; 6 at once: one round
+    four = (4 * 19_550 / 240 + 2 * 19_550 / 150) * 1.25 / 60
+    assert p["minutes"][4] == pytest.approx(four, abs=0.1) and p["minutes"][6] == pytest.approx(6 * 19_550 / 230 * 1.25 / 60, abs=0.1)
+    assert p["jobs"] == 6 and p["sweep_flags"] == "--jobs=6 --compile=1"  # 230 in all beats 240 then 150
+    assert p["compile_s"] == 0 and p["windows"][6] == 2  # 10.6 min of searching: two windows of 500 s
+    # each window compiles again from a cold cache: the slower of the two cold benches, once per window
+    records["bench_B_graphs_cold"], records["bench_C_graphs_cold"] = ok(compile_s=150.0), ok(compile_s=90.0)
+    with_compiles = gpu_check.table2_plan(records)
+    assert with_compiles["minutes"][6] == pytest.approx(p["minutes"][6] + 2 * 150 / 60, abs=0.1)
+    # no compiled search epoch ran: the eager one's overhead is over eager's bench, not the compiled one's
+    del records["search_compiled"]
+    records["search_eager"] = ok(iteration_s=0.05)
+    p = gpu_check.table2_plan(records)
+    assert p["overhead"] == pytest.approx(0.05 / 0.04) and p["overhead_from"] == "search_eager"
     records["bench_B_graphs"] = dict(status="skipped")  # only C's graphs ran: a mode that cannot price B
     p = gpu_check.table2_plan(records)
     assert p["mode"] == "eager" and p["iterations_per_s"][1] == pytest.approx(2 / (0.06 + 0.04))
+    assert p["compile_s"] == 0  # eager compiles nothing
     records["bench_C_graphs"] = dict(status="failed")  # compiled failed: the plan is eager's
+    del records["search_eager"]
     p = gpu_check.table2_plan(records)
     assert p["mode"] == "eager" and set(p["minutes"]) == {1} and p["overhead"] == 1.0
     assert gpu_check.table2_plan({}) == {}
+
+
+def test_a_stop_from_outside_cuts_the_running_step_and_the_summary_keeps_what_ran(tmp_path, monkeypatch):
+    """The window's limit (SIGTERM from gpu_window.py): the running step is stopped at once, the steps not
+    started are skipped, the summary says what ran; and it is rewritten after every group, so a check
+    killed outright still leaves it (the second step reads the one the first left)."""
+    summary_path = tmp_path / "c" / "summary.json"
+    quick = gpu_check.Step("quick", "prints", ["-c", "print('{\"x\": 1}')"], "env", gpu_check._last_json)
+    peek = gpu_check.Step("peek", "reads the summary so far", ["-c", (
+        f"import json; s = json.load(open({str(summary_path)!r})); "
+        "print(json.dumps(dict(done=s['done'], steps=[r['name'] for r in s['steps']])))")], "env", gpu_check._last_json)
+    stopper = gpu_check.Step("stopper", "stops the check, then hangs", ["-c", (
+        "import os, signal, time; os.kill(os.getppid(), signal.SIGTERM); time.sleep(120)")], "env")
+    never = gpu_check.Step("never", "not started", ["-c", "pass"], "env")
+    monkeypatch.setattr(gpu_check, "plan", lambda cfg, env: [[quick], [peek], [stopper], [never]])
+    t0 = time.time()
+    rc = gpu_check.main(["--size=tiny", "--device=cpu", f"--out={tmp_path / 'c'}", "--budget=600"])
+    assert rc == 128 + signal.SIGTERM and time.time() - t0 < 60  # not the hanging step's 120 s
+    summary = json.loads(summary_path.read_text())
+    by = {s["name"]: s for s in summary["steps"]}
+    assert by["peek"]["result"] == {"done": False, "steps": ["env", "quick"]}
+    assert by["stopper"]["status"] == "cut" and by["never"]["status"] == "skipped" and "outside" in by["never"]["why"]
+    assert summary["done"] and (summary["ran"], summary["passed"]) == (3, 3)
+    assert signal.getsignal(signal.SIGTERM) is not gpu_check._ask_stop  # the caller's handlers are back
 
 
 def test_a_step_that_cannot_fit_is_skipped_and_one_the_budget_stops_is_cut(tmp_path, monkeypatch):

@@ -132,3 +132,27 @@ def test_a_pack_skips_files_that_move_under_it(tmp_path):
                             (str(tmp_path / "gone.pt"), "run/gone.pt")])
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames() == ["run/history.json"]
+
+
+def test_a_later_pack_removes_the_checkpoint_parts_it_no_longer_writes(tmp_path, monkeypatch):
+    """Packs run every --every seconds into the same OUT: when a run finishes, its checkpoint leaves the
+    pack and the parts shift down; the earlier pack's last part must go, or unpacking it after the newer
+    ones would put an older checkpoint over a newer one."""
+    monkeypatch.setattr(gpu_window, "PART_BYTES", 1000)  # a part per checkpoint
+    runs_out, out = tmp_path / "nb201-full", tmp_path / "out"
+    out.mkdir()
+    for name in ("B_s1", "C_s1"):
+        (runs_out / name).mkdir(parents=True)
+        (runs_out / name / "history.json").write_text("[{}]")
+        (runs_out / name / "checkpoint.pt").write_bytes(name.encode() * 200)
+    (tmp_path / "child.log").write_text("log\n")
+    cfg = gpu_window.WindowConfig(task="table2", out=str(out), runs_out=str(runs_out), epochs=2)
+    cfg.child = ["sweep.py"]
+    gpu_window.pack_results(cfg, str(tmp_path / "work"), str(tmp_path / "child.log"), "running", 0)
+    assert {"checkpoints.tar.gz.0", "checkpoints.tar.gz.1"} <= set(os.listdir(out))
+    (runs_out / "B_s1" / "history.json").write_text("[{}, {}]")  # B_s1 finished: its checkpoint is not packed
+    (runs_out / "B_s1" / "genotype.json").write_text("{}")
+    gpu_window.pack_results(cfg, str(tmp_path / "work"), str(tmp_path / "child.log"), "running", 0)
+    assert "checkpoints.tar.gz.1" not in returned(out)
+    with tarfile.open(out / "checkpoints.tar.gz.0") as tar:
+        assert tar.getnames() == ["nb201-full/C_s1/checkpoint.pt"]
