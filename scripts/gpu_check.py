@@ -411,7 +411,9 @@ def markdown(summary):
         lines.append(f"| {s['name']} | {s['what']} | {s['status']} | {s.get('seconds', '-')}{limit} | "
                      f"{text.replace('|', '/')} |")
     p = summary.get("table2")
-    if p:
+    if p and "error" in p:
+        lines += ["", f"## Table 2 plan: not made ({p['error']}); the steps above hold the measurements"]
+    elif p:
         lines += ["", f"## Table 2 plan ({TABLE2_RUNS} runs x {TABLE2_ITERATIONS:,} iterations, {p['mode']})", "",
                   "| searches at once | iterations/s in all | predicted minutes for the row | windows of "
                   f"{WINDOW_SEARCH_S} s |", "|---|---|---|---|"]
@@ -431,12 +433,16 @@ def say(msg):
 def write_summary(cfg, records, t_start, started, done):
     """summary.json and summary.md from the records so far (`done`: the check has ended) -> the summary."""
     ran = [r for r in records if r["status"] not in ("skipped", "cut")]
+    try:
+        plan2 = table2_plan({r["name"]: r for r in records})
+    except Exception as e:  # noqa: BLE001  a result of a shape never seen (first GPU): keep every measurement
+        plan2 = dict(error=f"{type(e).__name__}: {e}")
     summary = dict(size=cfg.size, device=cfg.device, out=cfg.out, started=started, budget_s=cfg.budget,
                    wall_s=round(time.time() - t_start, 1), done=done, ran=len(ran),
                    passed=sum(r["status"] == "ok" for r in ran),
                    skipped=sum(r["status"] == "skipped" for r in records),
                    cut=sum(r["status"] == "cut" for r in records), steps=records,
-                   table2=table2_plan({r["name"]: r for r in records}))
+                   table2=plan2)
     checkpoints.write_json(os.path.join(cfg.out, "summary.json"), summary)
     text = markdown(summary)
     checkpoints.atomic_write(os.path.join(cfg.out, "summary.md"), lambda f: f.write(text), mode="w")

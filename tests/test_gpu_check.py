@@ -231,3 +231,15 @@ def test_a_search_steps_summary_line_gives_its_peak_gpu_memory(tmp_path):
     assert res["gpu_mem_mb"] == 734.5 and res["iteration_s"] == pytest.approx(30 / 390, abs=1e-4)
     line = gpu_check._result_text(dict(name="search_eager", result=res))
     assert line.endswith(", epoch 1's peak 734.5 MB allocated / 900.0 MB reserved") and "390 steps x 64" in line
+
+
+def test_a_result_the_plan_cannot_read_leaves_the_summary_whole(tmp_path):
+    """The first GPU may print results of a shape never seen: the plan says why it was not made, and
+    every measurement is still written."""
+    cfg = gpu_check.CheckConfig(out=str(tmp_path))
+    records = [dict(name="env", what="env", status="ok", result={}),
+               dict(name="bench_C_eager", what="b", status="ok", result={"images_per_s": 5}),  # no iteration_s
+               dict(name="bench_B_eager", what="b", status="ok", result={"images_per_s": 4})]
+    summary, text = gpu_check.write_summary(cfg, records, time.time(), "now", done=True)
+    assert summary["table2"]["error"].startswith("KeyError") and "Table 2 plan: not made (KeyError" in text
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"][1]["result"] == {"images_per_s": 5}
