@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from harness import cli
+from harness import cli, gpu_summary
 import bench
 import search
 import train
@@ -110,7 +110,7 @@ def test_the_table2_plan_predicts_minutes_and_picks_the_jobs():
                "bench_B_graphs": ok(iteration_s=0.012), "bench_C_graphs": ok(iteration_s=0.008),
                "procs_2": ok(iterations_per_s=150.0, compile=True), "procs_4": ok(iterations_per_s=240.0, compile=True),
                "procs_6": ok(iterations_per_s=230.0, compile=True), "search_compiled": ok(iteration_s=0.01)}
-    p = gpu_check.table2_plan(records)
+    p = gpu_summary.table2_plan(records)
     assert p["mode"] == "graphs" and p["overhead"] == pytest.approx(1.25)  # a real epoch: 0.01 s per 0.008 s
     assert p["iterations_per_s"][1] == pytest.approx(100.0)  # B then C alone: 2 / (0.012 + 0.008)
     # 4 at once: a round of 4 runs, then the other 2 at 2-at-once's rate; 6 at once: one round
@@ -120,22 +120,22 @@ def test_the_table2_plan_predicts_minutes_and_picks_the_jobs():
     assert p["compile_s"] == 0 and p["windows"][6] == 2  # 10.6 min of searching: two windows of 500 s
     # each window compiles again from a cold cache: the slower of the two cold benches, once per window
     records["bench_B_graphs_cold"], records["bench_C_graphs_cold"] = ok(compile_s=150.0), ok(compile_s=90.0)
-    with_compiles = gpu_check.table2_plan(records)
+    with_compiles = gpu_summary.table2_plan(records)
     assert with_compiles["minutes"][6] == pytest.approx(p["minutes"][6] + 2 * 150 / 60, abs=0.1)
     # no compiled search epoch ran: the eager one's overhead is over eager's bench, not the compiled one's
     del records["search_compiled"]
     records["search_eager"] = ok(iteration_s=0.05)
-    p = gpu_check.table2_plan(records)
+    p = gpu_summary.table2_plan(records)
     assert p["overhead"] == pytest.approx(0.05 / 0.04) and p["overhead_from"] == "search_eager"
     records["bench_B_graphs"] = dict(status="skipped")  # only C's graphs ran: a mode that cannot price B
-    p = gpu_check.table2_plan(records)
+    p = gpu_summary.table2_plan(records)
     assert p["mode"] == "eager" and p["iterations_per_s"][1] == pytest.approx(2 / (0.06 + 0.04))
     assert p["compile_s"] == 0  # eager compiles nothing
     records["bench_C_graphs"] = dict(status="failed")  # compiled failed: the plan is eager's
     del records["search_eager"]
-    p = gpu_check.table2_plan(records)
+    p = gpu_summary.table2_plan(records)
     assert p["mode"] == "eager" and set(p["minutes"]) == {1} and p["overhead"] == 1.0
-    assert gpu_check.table2_plan({}) == {}
+    assert gpu_summary.table2_plan({}) == {}
 
 
 def test_a_stop_from_outside_cuts_the_running_step_and_the_summary_keeps_what_ran(tmp_path, monkeypatch):
@@ -229,7 +229,7 @@ def test_a_search_steps_summary_line_gives_its_peak_gpu_memory(tmp_path):
     step = gpu_check.Step("search_eager", "a search epoch", [], "search_eager", folder=str(folder))
     res = gpu_check._search_epoch(step, "")
     assert res["gpu_mem_mb"] == 734.5 and res["iteration_s"] == pytest.approx(30 / 390, abs=1e-4)
-    line = gpu_check._result_text(dict(name="search_eager", result=res))
+    line = gpu_summary.result_text(dict(name="search_eager", result=res))
     assert line.endswith(", epoch 1's peak 734.5 MB allocated / 900.0 MB reserved") and "390 steps x 64" in line
 
 
