@@ -90,10 +90,14 @@ def run_procs(cfg, argv, options, script):
     """--procs=K: K copies of the benchmark `script` (bench.py's path) at once, run with `argv` less its
     --option/--procs/--barrier/--flops (options in turn, every copy given --barrier and --flops=0), each
     timing --seconds after all are warmed up; -> their results and `iterations_per_s`, the total over the
-    copies (what K searches sharing the device get done together). Each copy prints its result as the
-    last line of its stdout, JSON with `device` and `iterations_per_s`."""
+    copies (what K searches sharing the device get done together). Each copy gets --threads CPU threads, or
+    with --threads=0 the machine's cores // K, as sweep.py gives K searches at once (harness/jobs.py): K
+    copies of torch's default would each take every core. Each copy prints its result as the last line of
+    its stdout, JSON with `device` and `iterations_per_s`."""
     import tempfile
-    keep = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_") not in ("option", "procs", "barrier", "flops")]
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.procs)
+    keep = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_")
+            not in ("option", "procs", "barrier", "flops", "threads")] + [f"--threads={threads}"]
     with tempfile.TemporaryDirectory(prefix="bench-procs-") as folder:
         with open(os.path.join(folder, "procs"), "w", encoding="utf-8") as f:
             f.write(str(cfg.procs))
@@ -108,5 +112,6 @@ def run_procs(cfg, argv, options, script):
         child_failed(failed, script)
     results = [json.loads(o.strip().splitlines()[-1]) for o in outs]
     return dict(procs=cfg.procs, options="".join(which), device=results[0]["device"], compile=cfg.compile,
+                threads_per_copy=threads,
                 seconds=cfg.seconds, iterations_per_s=round(sum(r["iterations_per_s"] for r in results), 3),
                 results=results)

@@ -1,5 +1,7 @@
 """bench.py's distance to the floor: counted FLOPs, the matmul peak, the profile by op kind; and its
 sharing numbers, from harness/concurrency.py: gpu_busy's kernel time and --procs's copies at once."""
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -111,6 +113,27 @@ def test_procs_time_copies_together_and_sum_their_rates():
     assert out["procs"] == 2 and [r["option"] for r in out["results"]] == ["B", "C"]
     assert all(r["iterations"] >= 1 and "barrier_wait_s" in r for r in out["results"])
     assert out["iterations_per_s"] == pytest.approx(sum(r["iterations_per_s"] for r in out["results"]), abs=2e-3)
+    assert out["threads_per_copy"] == 1
+
+
+def test_procs_copies_share_the_cores_as_a_sweep_does(monkeypatch):
+    """--threads=0: each of K copies gets cores // K threads (sweep.py's split), not torch's default of all."""
+    seen = []
+
+    class Child:  # records each copy's command line, prints a result
+        returncode = 0
+
+        def __init__(self, argv, **kwargs):
+            seen.append(argv)
+
+        def communicate(self):
+            return json.dumps(dict(device="cpu", iterations_per_s=1.0)), ""
+    monkeypatch.setattr(concurrency.subprocess, "Popen", Child)
+    monkeypatch.setattr(concurrency.os, "cpu_count", lambda: 16)
+    argv = TINY + ["--procs=6", "--seconds=0.5", "--threads=0"]
+    out = concurrency.run_procs(cli.parse_config(bench.BenchConfig, argv), argv, "BC", bench.__file__)
+    assert out["threads_per_copy"] == 2 and len(seen) == 6
+    assert all([a for a in argv if a.startswith("--threads")] == ["--threads=2"] for argv in seen)
 
 
 def test_procs_without_seconds_is_one_line(capsys):
