@@ -3,7 +3,7 @@ the CPU on any machine, see conftest.py). `python scripts/gpu_check.py` runs thi
 GPU machine and records the result; `python -m pytest -q tests/test_cuda.py` runs it alone.
 
 Covered: compiled steps replayed through CUDA graphs against eager ones (losses, gradients and alpha
-within a stated tolerance, no graph skipped), bf16 autocast and channels_last in train.py with the test
+within a stated tolerance, no graph skipped) and a compiled search's own loop and resume, bf16 autocast and channels_last in train.py with the test
 set scored in float32, the on-device TensorLoader (the CPU's batches), the CUDA RNG state through a
 checkpoint and a --deterministic=1 search that repeats and resumes bit for bit, the out-of-memory line,
 a run's cuDNN flags given back, the sweep's searches on the GPUs, and two torchrun processes on the
@@ -220,3 +220,25 @@ def test_two_torchrun_processes_on_the_gpus(tiny_folder, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "2 process(es), device cuda" in log and "epoch 1/1" in log  # alpha agreement is checked each epoch
+
+
+def test_compiled_search_with_cuda_graphs_runs_the_real_loop_and_resumes(tiny_folder, tmp_path, no_tf32):
+    """search.py --compile=1 on CUDA through its own loop (last in this file: it compiles): the weight and
+    alpha graphs replayed step after step, each epoch's last partial batch eager (12 images per half in
+    steps of 5, 5, 2), a run stopped after epoch 1 and resumed (compiling again) ending where the
+    uninterrupted one does; no graph skipped and alpha moved."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    common = ["--dataset=imagefolder", f"--data={tiny_folder}", "--C=4", "--layers=1", "--batch_size=5",
+              "--epochs=2", "--seed=3", "--compile=1", "--log_every=0", "--device=cuda"]
+    with torch._inductor.config.patch({"triton.cudagraph_or_error": True, "compile_threads": 1}):
+        full, history = search.search(search.make_config(common + [f"--out={tmp_path / 'full'}"]))
+        search.search(search.make_config(common + [f"--out={tmp_path / 'cut'}", "--stop_after=1"]))
+        resumed, _ = search.search(search.make_config([f"--out={tmp_path / 'cut'}", "--resume=1"]))
+    assert counters["inductor"]["cudagraph_skips"] == 0
+    assert [h["epoch"] for h in history] == [1, 2] and all(h["train_loss"] == h["train_loss"] for h in history)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(b, a, **TOL, msg=name)
+    init = build_supernet("nb201", 3, C=4, layers=1, seed=3).alphas_normal  # the tiny folder: 3 classes
+    assert not torch.equal(full.alphas_normal.detach().cpu(), init)
