@@ -95,7 +95,8 @@ def run_procs(cfg, argv, options, script):
     copies of torch's default would each take every core. Each copy prints its result as the last line of
     its stdout, JSON with `device` and `iterations_per_s`."""
     import tempfile
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.procs)
+    from harness.jobs import thread_count  # sweep.py's rule, so the rates are the sweep's
+    threads = thread_count(cfg.threads, cfg.procs)[0]
     keep = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_")
             not in ("option", "procs", "barrier", "flops", "threads")] + [f"--threads={threads}"]
     with tempfile.TemporaryDirectory(prefix="bench-procs-") as folder:
