@@ -122,7 +122,7 @@ def unrolled_arch_grads(model, weights, arch, w_opt, train_batch, valid_batch, s
 
     weights: the trainable weight tensors (all in w_opt, requires_grad True); arch: alpha (and beta).
     train_batch / valid_batch: (x, y) pairs. Returns (grads, validation loss at w' (detached),
-    correct predictions at w'), loss and count as device tensors like search.sgd_step. Weights and
+    correct predictions at w'), loss and count as device tensors like search.gradient_step. Weights and
     buffers are bit-identical afterwards. `sync` (e.g. ddp.average_grads) averages gradients under DDP.
     """
     (xt, yt), (xv, yv) = train_batch, valid_batch

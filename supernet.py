@@ -241,8 +241,9 @@ def check_supernet(space, C=None, layers=None, stem="cifar", pc_k=1, edge_norm=N
 
 
 def init_convs(model, scheme="kaiming"):
-    """Initialise every conv / linear weight. The paper's variance argument (Sec. 4.2, Eq. 14-18)
-    assumes He (Kaiming) or Xavier init; PyTorch's default (Kaiming-uniform, a=sqrt(5)) is neither."""
+    """Initialise every conv weight; linear layers keep PyTorch's default. The paper's variance argument
+    (Sec. 4.2, Eq. 14-18) assumes He (Kaiming) or Xavier init; PyTorch's default (Kaiming-uniform,
+    a=sqrt(5)) is neither."""
     if scheme == "pytorch":
         return
     for m in model.modules():
