@@ -1,10 +1,13 @@
 """The README's facts checked against the tree: the file map's line counts and completeness, links that
-resolve, and the headline table's numbers, each found in a table the plotting code wrote (`plot.py`'s
-ladder.md under results/). A number typed by hand into the front door can drift from the run that made
-it; these tests make the drift a failure instead of a quiet error."""
+resolve, the keys of every documented command, and the headline table's numbers, each found in a table
+the plotting code wrote (`plot.py`'s ladder.md under results/). A number typed by hand into the front
+door can drift from the run that made it; these tests make the drift a failure instead of a quiet error."""
+import dataclasses
 import glob
+import importlib.util
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -173,3 +176,80 @@ def test_results_chapter_ladder_tables_come_from_the_ladders():
             f"results/README.md row {r[:3]} has numbers no ladder.md row of option {option} has: {sorted(cells)}"
         checked += 1
     assert checked >= 10, f"only {checked} ladder rows found in results/README.md (its tables changed?)"
+
+
+# script -> (its config dataclass, the script whose keys it passes on to each run it starts)
+COMMAND_CONFIGS = {
+    "search.py": ("SearchConfig", None), "train.py": ("Config", None), "plot.py": ("PlotConfig", None),
+    "sweep.py": ("SweepConfig", "search.py"), "analysis.py": ("AnalysisConfig", None),
+    "bnnas_search.py": ("BNNASConfig", None), "bench.py": ("BenchConfig", None),
+    "scripts/table3.py": ("Table3Config", "bnnas_search.py"),
+    "scripts/retrain_sweep.py": ("RetrainConfig", "train.py"),
+    "scripts/gpu_window.py": ("WindowConfig", None), "scripts/gpu_check.py": ("CheckConfig", None),
+    "scripts/mutants.py": ("MutantsConfig", None),
+}
+FENCE = re.compile(r"^ *```[^\n]*\n(.*?)^ *```", re.S | re.M)
+
+
+def documented_commands(text):
+    """(script, its --key=value flags, the command) of every `python SCRIPT ...` / `torchrun ... SCRIPT ...`
+    in `text`: in fenced blocks (lines joined at a trailing backslash) and in inline code spans."""
+    spans = [line for block in FENCE.findall(text) for line in block.replace("\\\n", " ").splitlines()]
+    spans += [span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", FENCE.sub("", text))]
+    found = []
+    for span in spans:
+        try:
+            tokens = shlex.split(span, comments=True)
+        except ValueError:  # an unbalanced quote: prose, not a command
+            continue
+        while tokens and re.match(r"[A-Z_]+=", tokens[0]):  # OMP_NUM_THREADS=1 python ...
+            tokens = tokens[1:]
+        if tokens[:1] == ["nohup"]:
+            tokens = tokens[1:]
+        if not tokens or tokens[0] not in ("python", "python3", "torchrun") or "-m" in tokens[1:2]:
+            continue
+        script = next((t for t in tokens if t.endswith(".py")), None)
+        if script:
+            found.append((script, [t for t in tokens[tokens.index(script) + 1:] if t.startswith("--")], span))
+    return found
+
+
+def unknown_keys(script, flags):
+    """The keys of `flags` that `script` would refuse (unknown, or set per run by the script itself)."""
+    keys = [f[2:].split("=", 1)[0].replace("-", "_") for f in flags]
+    if script == "bench201.py":  # argparse, not a config dataclass
+        return [k for k in keys if f'"--{k}"' not in read(os.path.join(ROOT, script))]
+    assert script in COMMAND_CONFIGS, f"{script}: a documented script this test does not know; add it above"
+
+    def module(path):
+        spec = importlib.util.spec_from_file_location("doc_" + path.replace("/", "_")[:-3], os.path.join(ROOT, path))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    own_cls, passed_to = COMMAND_CONFIGS[script]
+    mod = module(script)
+    known = {f.name for f in dataclasses.fields(getattr(mod, own_cls))}
+    if passed_to:
+        per_run = set(mod.SET_PER_RUN)
+        known |= {f.name for f in dataclasses.fields(getattr(module(passed_to), COMMAND_CONFIGS[passed_to][0]))}
+        known -= per_run - {f.name for f in dataclasses.fields(getattr(mod, own_cls))}
+    return [k for k in keys if k not in known]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "results/README.md"])
+def test_documented_commands_use_real_keys(doc):
+    """Every command a reader may copy from the docs names only keys its script accepts (a renamed key
+    would stop it in one line: better here than in a user's shell)."""
+    commands = documented_commands(read(os.path.join(ROOT, doc)))
+    assert len(commands) >= 20, f"only {len(commands)} commands found in {doc} (the parser or the doc changed?)"
+    bad = [f"{script}: --{', --'.join(keys)} in `{text[:100]}`" for script, flags, text in commands
+           for keys in [unknown_keys(script, flags)] if keys]
+    assert not bad, f"{doc}: keys the scripts refuse:\n" + "\n".join(bad)
+
+
+def test_the_command_check_finds_a_bad_key():
+    text = ("```\npython search.py --optoin=B \\\n    --C=8\n```\n"
+            "and `OMP_NUM_THREADS=1 python sweep.py --out=x --seed=2 --C=8` or `python -m pytest -q tests`")
+    found = documented_commands(text)
+    assert [(s, unknown_keys(s, f)) for s, f, _ in found] == [("search.py", ["optoin"]), ("sweep.py", ["seed"])]
