@@ -3,6 +3,7 @@ resolve, the keys of every documented command, and the headline table's numbers,
 the plotting code wrote (`plot.py`'s ladder.md under results/). A number typed by hand into the front
 door can drift from the run that made it; these tests make the drift a failure instead of a quiet error."""
 import dataclasses
+import functools
 import glob
 import importlib.util
 import os
@@ -214,27 +215,27 @@ def documented_commands(text):
     return found
 
 
+@functools.lru_cache(maxsize=None)
+def accepted_keys(script):
+    """The keys `script` accepts on its command line: its config's, and for a script that starts runs of
+    another, that one's too, less those it sets per run itself (SET_PER_RUN). Each script loaded once."""
+    assert script in COMMAND_CONFIGS, f"{script}: a documented script this test does not know; add it above"
+    own_cls, passed_to = COMMAND_CONFIGS[script]
+    spec = importlib.util.spec_from_file_location("doc_" + script.replace("/", "_")[:-3], os.path.join(ROOT, script))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    own = {f.name for f in dataclasses.fields(getattr(mod, own_cls))}
+    if not passed_to:
+        return frozenset(own)
+    return frozenset(own | (accepted_keys(passed_to) - set(mod.SET_PER_RUN)))
+
+
 def unknown_keys(script, flags):
     """The keys of `flags` that `script` would refuse (unknown, or set per run by the script itself)."""
     keys = [f[2:].split("=", 1)[0].replace("-", "_") for f in flags]
     if script == "bench201.py":  # argparse, not a config dataclass
         return [k for k in keys if f'"--{k}"' not in read(os.path.join(ROOT, script))]
-    assert script in COMMAND_CONFIGS, f"{script}: a documented script this test does not know; add it above"
-
-    def module(path):
-        spec = importlib.util.spec_from_file_location("doc_" + path.replace("/", "_")[:-3], os.path.join(ROOT, path))
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-
-    own_cls, passed_to = COMMAND_CONFIGS[script]
-    mod = module(script)
-    known = {f.name for f in dataclasses.fields(getattr(mod, own_cls))}
-    if passed_to:
-        per_run = set(mod.SET_PER_RUN)
-        known |= {f.name for f in dataclasses.fields(getattr(module(passed_to), COMMAND_CONFIGS[passed_to][0]))}
-        known -= per_run - {f.name for f in dataclasses.fields(getattr(mod, own_cls))}
-    return [k for k in keys if k not in known]
+    return [k for k in keys if k not in accepted_keys(script)]
 
 
 @pytest.mark.parametrize("doc", ["README.md", "results/README.md"])
