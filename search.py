@@ -311,7 +311,7 @@ def _search(cfg, rank, world, device, stop):
     # mean |gamma| and eta per edge and op every epoch (harness/op_scale.py); Var[W_init] is read here,
     # before a checkpoint overwrites the initial weights
     probe = op_scale.make_probe(model, arch_loader) if main_proc else None
-    runs.seed_everything(cfg.seed + rank)  # the same model everywhere; S4's noise differs between ranks
+    runs.seed_everything(runs.rank_seed(cfg.seed, rank))  # the same model everywhere; S4's noise differs between ranks
     space = model.space
     groups = set_trainable(model, cfg.option, cfg.train_classifier, verbose=main_proc)
     # Table 1's frozen tensors (C, D: every conv) keep their seeded init: a checkpoint stores their hash, not
@@ -404,7 +404,7 @@ def _search(cfg, rank, world, device, stop):
                 tally.alpha(update_alpha(xa, ya, x, y), len(ya))
             pace.step()
             if step + 1 < steps:  # progress line, and a stop signal: checkpoint this step, then exit
-                search_run.progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path, pace.seconds())
+                search_run.progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path, pace.seconds(), world)
                 cpu_note(epoch)
                 if stop.requested(step + 1):  # never a checkpoint of a non-finite state
                     sums = tally.total(world)

@@ -305,7 +305,7 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     start, first, seconds, train_stats, history = 0, 0, 0.0, [float("nan")] * 2, []
-    runs.seed_everything(cfg.seed + rank)  # drop path masks and noise differ between processes
+    runs.seed_everything(runs.rank_seed(cfg.seed, rank))  # drop path masks and noise differ between processes
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -3,7 +3,7 @@
 Owns crop_flip and cutout (DARTS §3.1/§5.2, NB201 §4.1: RandomCrop(size, padding=size//8, zero fill),
 flip p=0.5, Normalize, then cutout of an L-side square AFTER normalisation, centre uniform, clipped),
 TensorLoader (uint8 images in memory, augmented on the device in whole batches), and what the streaming
-loader (stream.py) shares with it: Epochs, key_seed, rank_share.
+loader (stream.py) shares with it: Epochs, key_seed, train_share, rank_share.
 Loader randomness comes from a CPU generator seeded by (seed, epoch) and is drawn for the whole epoch up
 front, so a batch is a function of (seed, epoch, batch index): bit-identical resume (also mid-epoch, by
 skipping batches), the same draws on CPU and GPU, and the union of DDP shards equals the single-process
@@ -43,12 +43,22 @@ def key_seed(*key):
     return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
-def rank_share(t, train, rank, world_size):
+def train_share(n, world_size, batch_size):
+    """Images per rank in a training epoch of n: n // world_size (all ranks run the same number of steps),
+    less one when that would leave a last batch of a single image. BatchNorm in training mode cannot
+    normalise one value per channel (the CIFAR auxiliary head's BN on a 1x1 map raises ValueError): e.g.
+    SVHN's 73,257 images, batch 96, under torchrun on 8 processes (12 each) would end on one."""
+    m = n // world_size
+    return m - 1 if batch_size > 1 and m % batch_size == 1 else m
+
+
+def rank_share(t, train, rank, world_size, batch_size=0):
     """This rank's strided share of per-position data t (..., n); in training the epoch is first cut to
-    a multiple of world_size, so that all ranks run the same number of steps."""
+    world_size * train_share(n, world_size, batch_size) positions (batch_size: per rank), so that all ranks
+    run the same number of steps and none ends on a one-image batch."""
     n = t.shape[-1]
-    if train and world_size > 1:
-        t = t[..., : n - n % world_size]
+    if train:
+        t = t[..., : world_size * train_share(n, world_size, batch_size)]
     return t[..., rank::world_size]
 
 
@@ -78,7 +88,8 @@ class TensorLoader(Epochs):
     (train=False): none of it, no shuffle, last partial batch kept. An epoch depends on (seed, epoch)
     only: call set_epoch(e) before each epoch (like DistributedSampler). rank/world_size: every rank
     takes a disjoint strided slice of the same permutation; in train mode the epoch is cut to a multiple
-    of world_size (< world_size images) so that all ranks run the same number of steps."""
+    of world_size (< world_size images) so that all ranks run the same number of steps, and by one image
+    per rank more where the last batch would hold one (train_share)."""
 
     def __init__(self, x, y, batch_size, device, mean, std, train=True, shuffle=None, drop_last=False,
                  padding=None, cutout=0, seed=0, rank=0, world_size=1):
@@ -94,7 +105,7 @@ class TensorLoader(Epochs):
 
     def __len__(self):  # batches of this rank
         n, ws = len(self.y), self.world_size
-        n = n // ws if self.train else len(range(self.rank, n, ws))
+        n = train_share(n, ws, self.batch_size) if self.train else len(range(self.rank, n, ws))
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
@@ -107,8 +118,8 @@ class TensorLoader(Epochs):
         # per-position draws for the whole epoch: crop dy, dx in [0, 2p], flip, cutout centre cy, cx -> (5, n)
         p = self.padding
         params = torch.stack([torch.randint(0, hi, (n,), generator=g) for hi in (2 * p + 1, 2 * p + 1, 2, H, W)])
-        order = rank_share(order, self.train, self.rank, self.world_size).to(self.x.device)
-        params = rank_share(params, self.train, self.rank, self.world_size).to(self.x.device)
+        order = rank_share(order, self.train, self.rank, self.world_size, self.batch_size).to(self.x.device)
+        params = rank_share(params, self.train, self.rank, self.world_size, self.batch_size).to(self.x.device)
         B = self.batch_size
         for k in range(start, len(self)):
             idx = order[k * B:(k + 1) * B]

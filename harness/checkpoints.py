@@ -258,6 +258,11 @@ class RunLock:
             self.file.close()  # closing the file releases the lock; the file stays (removing it would race)
 
 
+# Under DDP a stop waits for the next poll; torchrun SIGKILLs its workers 30 s after it forwards a SIGTERM
+# or Ctrl-C (its agent's shutdown timeout), so polls come at least this often (seconds, rank 0's pace).
+STOP_WITHIN_S = 5.0
+
+
 class StopSignals:
     """SIGTERM / SIGINT handling for a whole run (`with`; the previous handlers come back on exit).
 
@@ -269,7 +274,8 @@ class StopSignals:
 
     def __init__(self, world=1, device="cpu", poll_every=10):
         self.signum, self.world, self.device, self.saved, self.armed = 0, world, device, {}, False
-        self.poll_every = poll_every
+        self.poll_every = self.max_every = poll_every
+        self._last = None  # (step, time.monotonic()) of the last poll (or first step): rank 0's pace
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # handlers live in the main thread
@@ -292,14 +298,27 @@ class StopSignals:
     def requested(self, step=None):
         """The signal number when a stop was asked for (on any rank), else 0. Under DDP the ranks agree
         through an all-reduce and a host sync, so a loop asks with its step number and only every
-        `poll_every`-th step polls (a stop then waits at most that many steps); without a step it polls."""
+        `poll_every`-th step polls (a stop then waits at most that many steps); without a step it polls.
+        `poll_every` is at most `max_every` and shrinks with slow steps: rank 0 proposes, with each poll,
+        as many steps as take STOP_WITHIN_S at its pace since the last poll (0 where it has none), and the
+        same all-reduce (MAX; the other ranks put 0) gives every rank that number."""
         if self.world == 1:
             return self.signum
+        now, every = time.monotonic(), 0
+        if step is not None and self._last is None:
+            self._last = (step, now)  # the pace counts from the first step asked about
         if step is not None and step % self.poll_every:
             return 0
-        t = torch.tensor([self.signum], device=self.device)
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        if rank == 0 and step is not None and self._last is not None and step > self._last[0]:
+            per_step = (now - self._last[1]) / (step - self._last[0])
+            every = max(1, min(self.max_every, int(STOP_WITHIN_S / max(per_step, 1e-9))))
+        t = torch.tensor([self.signum, every], device=self.device)
         torch.distributed.all_reduce(t, torch.distributed.ReduceOp.MAX)
-        return int(t.item())
+        signum, every = t.tolist()
+        self.poll_every = int(every) or self.poll_every
+        self._last = (step, now) if step is not None else None  # a poll without a step: an epoch's end
+        return int(signum)
 
     def stop(self, where, path):
         """Raise Preempted once rank 0 has written `path` (the others wait for it)."""

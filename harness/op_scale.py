@@ -102,11 +102,12 @@ class Probe:
 
 
 def make_probe(model, loader):
-    """A Probe on the first per-process batch of an in-memory loader's images (normalised, unaugmented);
-    None for a streaming loader (the ImageNet search logs no op scales)."""
+    """A Probe on the first global batch of an in-memory loader's images (normalised, unaugmented): every
+    rank holds them all, so the probe and the BN statistics it computes are the same for any number of
+    processes. None for a streaming loader (the ImageNet search logs no op scales)."""
     if not hasattr(loader, "x"):
         return None
-    x = loader.x[: loader.batch_size].float().div(255)  # (B, 3, H, W), as TensorLoader normalises
+    x = loader.x[: loader.batch_size * loader.world_size].float().div(255)  # (B, 3, H, W), as TensorLoader normalises
     return Probe(model, (x - loader.mean) / loader.std)
 
 

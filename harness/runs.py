@@ -16,6 +16,7 @@ import sys
 import time
 import types
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -133,6 +134,13 @@ def tuned(device, deterministic=False):
 def seed_everything(seed):
     random.seed(seed)
     torch.manual_seed(seed)  # seeds CUDA too
+
+
+def rank_seed(seed, rank):
+    """The seed of process `rank`'s own randomness (S4's noise, drop path, partial-channel shuffles): rank 0
+    keeps `seed`, so it draws what a 1-process run draws; rank r > 0 a SeedSequence key of (seed, r), never
+    another run's seed (`seed + rank` would give rank 1 of --seed=0 the stream of rank 0 of --seed=1)."""
+    return seed if rank == 0 else int(np.random.SeedSequence((seed, rank)).generate_state(1)[0])
 
 
 def rng_state():

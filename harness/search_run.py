@@ -98,13 +98,16 @@ class Tally(ddp.StepSums):
         return s[0] / max(s[2], 1), s[1] / max(s[2], 1), s[3] / max(s[5], 1), s[4] / max(s[5], 1)
 
 
-def progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path, pace=None):
+def progress(log, cfg, epoch, step, steps, tally, t0, ckpt_path, pace=None, world=1):
     """Every --log_every steps: this process's running weight loss and accuracy (rank 0's under DDP),
     and about how long the epoch and the run have left: at `pace` seconds per step (Pace.seconds, this
-    session's pace after its warm-up) when given, else at this epoch's pace so far."""
+    session's pace after its warm-up) when given, else at this epoch's pace so far. A non-finite loss
+    stops a 1-process run here; under DDP a rank's own sums would stop it alone while the others wait in
+    the next all-reduce, so there the checks on all-reduced sums and parameters (a stop, epoch end) do."""
     if cfg.log_every and (step + 1) % cfg.log_every == 0:
         s = tally.local()
-        checkpoints.check_finite(s[0] + s[3], ckpt_path, f"in epoch {epoch + 1}", lower=LOWER)
+        if world == 1:
+            checkpoints.check_finite(s[0] + s[3], ckpt_path, f"in epoch {epoch + 1}", lower=LOWER)
         loss, acc, _, _ = Tally.means(s)
         elapsed = time.time() - t0
         per_step = pace or elapsed / (step + 1)

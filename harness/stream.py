@@ -63,21 +63,23 @@ class EpochSampler(torch.utils.data.Sampler):
     """This rank's share of an epoch as ImageFiles keys (index, epoch, seed): a permutation drawn from
     (seed, epoch) when shuffling, else file order; shared out as TensorLoader does; from item `start`."""
 
-    def __init__(self, n, shuffle, seed=0, rank=0, world_size=1):
+    def __init__(self, n, shuffle, seed=0, rank=0, world_size=1, batch_size=0):
         self.n, self.shuffle, self.seed, self.rank, self.world_size = n, shuffle, seed, rank, world_size
+        self.batch_size = batch_size  # per rank: a training epoch never ends on a one-image batch
         self.epoch = self.start = 0
 
     def _order(self):
         g = torch.Generator().manual_seed(batching.key_seed(self.seed, self.epoch))
         order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
-        return batching.rank_share(order, self.shuffle, self.rank, self.world_size)
+        return batching.rank_share(order, self.shuffle, self.rank, self.world_size, self.batch_size)
 
     def __iter__(self):
         return ((i, self.epoch, self.seed) for i in self._order()[self.start:].tolist())
 
     def __len__(self):
-        m = self.n - self.n % self.world_size if self.shuffle else self.n
-        return len(range(self.rank, m, self.world_size))
+        if self.shuffle:
+            return batching.train_share(self.n, self.world_size, self.batch_size)
+        return len(range(self.rank, self.n, self.world_size))
 
 
 class FileLoader(batching.Epochs):
@@ -88,7 +90,7 @@ class FileLoader(batching.Epochs):
 
     def __init__(self, dataset, batch_size, shuffle, seed=0, rank=0, world_size=1, workers=4,
                  pin_memory=False, device=None):
-        self.sampler = EpochSampler(len(dataset), shuffle, seed, rank, world_size)
+        self.sampler = EpochSampler(len(dataset), shuffle, seed, rank, world_size, batch_size)
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size, sampler=self.sampler, num_workers=workers, pin_memory=pin_memory,
             collate_fn=_collate, persistent_workers=workers > 0,

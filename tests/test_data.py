@@ -293,6 +293,33 @@ def test_shards_disjoint_and_cover():
     assert [len(batching.rank_share(t, False, r, 3)) for r in range(3)] == [4, 3, 3]
 
 
+def test_training_epoch_never_ends_on_one_image():
+    # BatchNorm in training mode refuses one value per channel (the CIFAR auxiliary head's BN on 1x1), so
+    # a training epoch whose last batch per rank would hold one image drops it: SVHN-like 8 x 37 images,
+    # 8 ranks of 12 each (global 96) would end on [..., 1] on every rank
+    n, ws, b = 8 * 37, 8, 12
+    x, y = torch.zeros(n, 3, 4, 4, dtype=torch.uint8), torch.arange(n)
+    for rank in (0, 7):
+        shard = batching.TensorLoader(x, y, b, "cpu", MEAN, STD, seed=1, rank=rank, world_size=ws)
+        assert [len(yb) for _, yb in shard] == [12, 12, 12] and len(shard) == 3
+        sampler = stream.EpochSampler(n, True, seed=1, rank=rank, world_size=ws, batch_size=b)
+        assert len(sampler) == len(list(sampler)) == 36
+        assert [i for i, _, _ in sampler] == shard_order(n, ws, rank, seed=1)[:36]
+    assert batching.train_share(37, 1, 12) == 36 and batching.train_share(38, 1, 12) == 38
+    assert batching.train_share(37, 1, 1) == 37  # batch 1: every batch holds one image anyway
+    # evaluation keeps every image (no BN statistics are computed from its batches)
+    ev = batching.TensorLoader(x[:37], y[:37], 12, "cpu", MEAN, STD, train=False)
+    assert [len(yb) for _, yb in ev] == [12, 12, 12, 1]
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        torch.nn.BatchNorm2d(2).train()(torch.zeros(1, 2, 1, 1))  # why: what the dropped batch would raise
+
+
+def shard_order(n, ws, rank, seed):
+    """The epoch-0 permutation of n images, this rank's strided share (before any cut)."""
+    g = torch.Generator().manual_seed(batching.key_seed(seed, 0))
+    return torch.randperm(n, generator=g)[rank::ws].tolist()
+
+
 def test_cutout_clipped_square():
     x = torch.ones(3, 3, 8, 8)
     out = batching.cutout(x, 4, torch.tensor([0, 4, 7]), torch.tensor([0, 4, 2]))

@@ -64,7 +64,7 @@ def test_stop_signals_poll_every_n_steps_under_ddp(monkeypatch):
     def all_reduce(t, op=dist.ReduceOp.SUM, *a, **k):
         assert op == dist.ReduceOp.MAX
         polls.append(step)
-        t.copy_(torch.maximum(t, torch.tensor([other["signum"]], dtype=t.dtype)))
+        t.copy_(torch.maximum(t, torch.tensor([other["signum"], 0], dtype=t.dtype)))  # (signal, poll interval)
 
     monkeypatch.setattr(dist, "all_reduce", all_reduce)
     stop = checkpoints.StopSignals(world=2)
@@ -84,6 +84,38 @@ def test_stop_signals_poll_every_n_steps_under_ddp(monkeypatch):
     one = checkpoints.StopSignals(world=1)
     one.signum = 15
     assert one.requested(3) == 15 and polls == []  # one process: its own flag at once, no collective
+
+
+def test_slow_steps_poll_sooner_with_every_rank_told(monkeypatch):
+    """torchrun SIGKILLs its workers 30 s after forwarding a stop, so slow steps poll sooner: rank 0
+    proposes as many steps as take STOP_WITHIN_S (1 to 10) with each poll, and the all-reduce's MAX (the
+    other rank puts 0) gives both ranks the same interval. Here a step takes 2 s, then 0.1 s."""
+    clock, reduced = {"t": 0.0}, []
+    monkeypatch.setattr(checkpoints.time, "monotonic", lambda: clock["t"])
+
+    def all_reduce(t, op=dist.ReduceOp.SUM, *a, **k):
+        reduced.append(t.tolist())
+        t.copy_(torch.maximum(t, torch.zeros_like(t)))  # the other rank: no signal, no proposal
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    stop, polled = checkpoints.StopSignals(world=2), []
+    for step in range(1, 31):
+        clock["t"] += 2.0 if step <= 12 else 0.1
+        if stop.requested(step) == 0 and reduced and len(reduced) > len(polled):
+            polled.append(step)
+    assert checkpoints.STOP_WITHIN_S == 5.0
+    # 2 s a step: every 2 steps from step 10; steps 13-14 at 0.1 s: 10 (the cap) again
+    assert polled == [10, 12, 14, 20, 30]
+    assert [r[1] for r in reduced] == [2, 2, 10, 10, 10]
+    stop.requested()  # a poll without a step (an epoch's end) forgets the pace: the next proposal is 0
+    assert stop.requested(40) == 0 and reduced[-1][1] == 0
+
+
+def test_rank_seeds_keep_rank_0_and_never_meet_another_runs_seed():
+    assert [runs.rank_seed(s, 0) for s in (0, 1, 7)] == [0, 1, 7]  # rank 0 draws what a 1-process run draws
+    seeds = {(s, r): runs.rank_seed(s, r) for s in range(8) for r in range(8)}
+    assert len(set(seeds.values())) == 64  # seed + rank would give (0, 1) and (1, 0) one stream
+    assert runs.rank_seed(3, 2) == runs.rank_seed(3, 2)  # a function of (seed, rank): a resume agrees
 
 
 def test_ranks_that_disagree_stop_the_run(monkeypatch):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import search
-from harness import op_scale
+from harness import batching, op_scale
 from supernet import build_supernet
 
 TINY = ["--dataset=imagefolder", "--C=4", "--batch_size=4", "--log_every=0", "--layers=1"]
@@ -25,6 +25,17 @@ def test_measure_leaves_model_and_rng_bit_identical(space):
     kinds = ("normal",) if space == "nb201" else ("normal", "reduce")
     assert set(scales) == set(kinds)
     assert all(len(v) == len(model.space.edges) for k in kinds for v in scales[k]["eta"].values())
+
+
+def test_probe_is_the_first_global_batch_for_any_number_of_processes():
+    # rank 0 of 2 processes holds every image and a per-process batch of 4: its probe is the 8 images a
+    # 1-process search of batch 8 probes, so eta (BN statistics of the probe) does not depend on the count
+    x, y = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8), torch.arange(20)
+    model = build_supernet("nb201", 10, C=4, layers=1, seed=0)
+    kw = dict(device="cpu", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    one = op_scale.make_probe(model, batching.TensorLoader(x, y, 8, **kw))
+    two = op_scale.make_probe(model, batching.TensorLoader(x, y, 4, rank=0, world_size=2, **kw))
+    assert one.x.shape == (8, 3, 8, 8) and torch.equal(one.x, two.x)
 
 
 def test_gamma_and_eta_follow_the_bn_weight():
