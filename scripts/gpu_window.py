@@ -1,25 +1,31 @@
 """The prepared command of a GPU window: one line runs the check or the paper's Table 2 row under a hard
 wall-clock limit and leaves what it did in at most 8 files of one folder, as the window returns them.
 
-Here, before a table2 window (packs the data into the ignored folder .gpu/, ~19 MB; the window carries it):
+Here, before a table2 window (packs the data into the ignored folder .gpu/, 16.4 MiB; the window carries it),
+and right before its call (results/'s CPU runs into the ignored .aside/, so they do not travel):
     python scripts/gpu_window.py --task=pack
+    python scripts/gpu_window.py --task=aside                 # after the call: --task=back
 In the window (its command; OUT is the folder that comes back):
     python scripts/gpu_window.py --task=check --out=$OUT      # scripts/gpu_check.py, <= 8 min; carries nothing
     python scripts/gpu_window.py --task=table2 --out=$OUT     # the Table 2 row: sweep.py at full size
 Back here, after a table2 window (the run folders into results/nb201-full, checkpoints included):
+    python scripts/gpu_window.py --task=back
     python scripts/gpu_window.py --task=unpack --out=FILES_AT
+A window of 15 minutes holds one of the two: its machine starts in a minute or two and the check takes
+about nine, so the first window runs the check and a later one table2, whose --limit must end before the
+call's own (limit_s: the device time left, if less than timeout_s), or nothing is packed.
 
 table2 runs, in the carried tree, `sweep.py --out=results/nb201-full --options=BC --seeds=1,2,3` on the
 packed 50,000 CIFAR-10 training images (25k / 25k, the paper's split), C=16, N=5, 50 epochs (19,550
 weight steps), --compile=1 (CUDA graphs) and --bench201 from the public table, with --jobs searches at
 once on the GPU (give the check's plan). It resumes every run folder it finds there, so the next window
 continues with the same command when the unfinished runs' checkpoints travel back (`--task=unpack`, then
-`carry` results/nb201-full: ~0.4 MB per option-C checkpoint, whose random features are rebuilt from the
-seed (harness/frozen_state.py), and ~14 MB per option-B checkpoint at C=16). The 64 MiB that travel hold
-the tree (~31 MiB without the CPU sweeps' committed checkpoints, mostly results/) and .gpu/ (17.6 MiB) too,
-so one unfinished option-B run fits beside every option-C one: with more B runs at once, let a window end
-after they finish, or carry fewer (`--task=unpack` adds it all up and names the checkpoints to leave out;
-a committed checkpoint of an unfinished CPU run counts too: move it out of the tree for the call).
+`carry` results/nb201-full: ~0.4 MiB per option-C checkpoint, whose random features are rebuilt from the
+seed (harness/frozen_state.py), and 13 MiB per option-B checkpoint at C=16: weights and momentum). The 64
+MiB that travel hold the tree and .gpu/ too: ~47 MiB of tree with results/'s CPU runs (their committed
+checkpoints included), ~1.2 MiB without (`--task=aside`), so that all six unfinished runs' checkpoints fit
+(3 x 13 + 3 x 0.4 MiB beside 16.4). `--task=pack`, `aside` and `unpack` each add up the next call's carry and
+name the checkpoints to leave out when it is over.
 
 The limit: the child (the check or the sweep) runs in its own process group; at --limit minus the
 packing reserve it gets SIGTERM (every search checkpoints after its current step), 20 s later SIGKILL.
@@ -34,15 +40,19 @@ written beside and renamed, so a window killed mid-write still returns the last 
 Exit status: the child's (0: the check passed / every run finished), 124 when the limit stopped it,
 2 on a bad flag or a missing pack.
 """
-import io
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tarfile
 import time
-from dataclasses import dataclass
+
+STARTED = time.time()  # the window's clock starts before torch is imported (harness.cli), which may take a while there
+
+import gzip  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tarfile  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -52,11 +62,12 @@ from harness import cli  # noqa: E402
 MAX_FILES, MAX_BYTES, PART_BYTES, MAX_PARTS = 8, 16 * 2**20, 15 * 2**20, 5
 LOG_BYTES = 2 * 2**20
 TRAVEL_BYTES = 64 * 2**20  # what the device tool sends in all: the checkout, the carried folders
+ASIDE = os.path.join(ROOT, ".aside")  # ignored by git: what --task=aside moves here does not travel
 
 
 @dataclass
 class WindowConfig:
-    task: str = "check"                 # pack | check | table2 | unpack
+    task: str = "check"                 # pack | check | table2 | unpack | aside | back
     out: str = ""                       # the returned folder (default: $OUT); for unpack: the folder the window returned
     limit: int = 560                    # seconds for the whole command, packing included (a window's command: <= 600)
     reserve: int = 25                   # seconds kept for the last pack after the child is stopped
@@ -98,16 +109,47 @@ def pack(cfg):
     with tarfile.open(archive + ".tmp", "w:gz") as tar:
         tar.add(cfg.data, arcname=data_name(cfg))
     os.replace(archive + ".tmp", archive)
-    shutil.copyfile(cfg.bench201, os.path.join(cfg.pack_dir, "nb201-public.csv"))
-    mb = sum(os.path.getsize(os.path.join(cfg.pack_dir, f)) for f in os.listdir(cfg.pack_dir)
-             if os.path.isfile(os.path.join(cfg.pack_dir, f))) / 2**20
-    say(f"packed {archive} and nb201-public.csv: {mb:.1f} MB in {cfg.pack_dir} (carry it: run(carry=['{cfg.pack_dir}']))")
+    table = os.path.join(cfg.pack_dir, "nb201-public.csv.gz")  # 2.5 -> 0.5 MiB; the window unzips it
+    with open(cfg.bench201, "rb") as src, gzip.open(table + ".tmp", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.replace(table + ".tmp", table)
+    data = packed_bytes(cfg)
+    say(f"packed {archive} and {os.path.basename(table)}: {data / 2**20:.1f} MiB in {cfg.pack_dir} (carry it: "
+        f"run(carry=['{cfg.pack_dir}']))")
+    for line in carry_note(tree_bytes(), data, unfinished_checkpoints(cfg)):
+        say(line)
+
+
+def packed_bytes(cfg):
+    """What --pack_dir carries: the packed files, not what a window unpacked there (data/, logs)."""
+    if not os.path.isdir(cfg.pack_dir):
+        return 0
+    return sum(os.path.getsize(os.path.join(cfg.pack_dir, f)) for f in os.listdir(cfg.pack_dir)
+               if f.endswith((".tar.gz", ".csv.gz")) and os.path.isfile(os.path.join(cfg.pack_dir, f)))
+
+
+def unfinished_checkpoints(cfg):
+    """{path: bytes} of the checkpoints in --runs_out (git ignores them: carried with the folder)."""
+    if not os.path.isdir(cfg.runs_out):
+        return {}
+    return {p: os.path.getsize(p) for p in _files_under(cfg.runs_out)
+            if is_checkpoint(os.path.basename(p)) and os.path.basename(p) != ".lock"}
+
+
+def bench201_table(cfg):
+    """PACK_DIR/nb201-public.csv, unzipped once from the packed .csv.gz."""
+    table = os.path.join(cfg.pack_dir, "nb201-public.csv")
+    if not os.path.exists(table):
+        with gzip.open(table + ".gz", "rb") as src, open(table + ".tmp", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(table + ".tmp", table)
+    return table
 
 
 def unpacked_data(cfg):
     """PACK_DIR/data/<name>: the packed ImageFolder tree, extracted once."""
     archives = [f for f in sorted(os.listdir(cfg.pack_dir)) if f.endswith(".tar.gz")] if os.path.isdir(cfg.pack_dir) else []
-    if not archives or not os.path.exists(os.path.join(cfg.pack_dir, "nb201-public.csv")):
+    if not archives or not os.path.exists(os.path.join(cfg.pack_dir, "nb201-public.csv.gz")):
         raise cli.ConfigError(f"{cfg.pack_dir}: no packed data (run --task=pack before the window and carry "
                                f"{cfg.pack_dir})")
     name = archives[0][: -len(".tar.gz")]
@@ -127,7 +169,7 @@ def child_argv(cfg, work):
     return ["sweep.py", f"--out={cfg.runs_out}", f"--options={cfg.options}", f"--seeds={cfg.seeds}",
             f"--jobs={cfg.jobs}", "--dataset=imagefolder", f"--data={os.path.relpath(data, ROOT)}",
             f"--epochs={cfg.epochs}", f"--compile={int(cfg.compile)}", f"--device={cfg.device}",
-            f"--bench201={os.path.relpath(os.path.join(cfg.pack_dir, 'nb201-public.csv'), ROOT)}", *SEARCH[cfg.size]]
+            f"--bench201={os.path.relpath(bench201_table(cfg), ROOT)}", *SEARCH[cfg.size]]
 
 
 def _write(out, name, data):
@@ -234,8 +276,8 @@ def pack_results(cfg, work, log_path, status, t0):
             os.remove(os.path.join(cfg.out, name))
 
 
-def run_window(cfg):
-    t0 = time.time()
+def run_window(cfg, t0):
+    """Run the child under the limit, counted from `t0` (STARTED on the command line), packing as it goes."""
     os.makedirs(cfg.out, exist_ok=True)
     if os.listdir(cfg.out):
         raise cli.ConfigError(f"--out={cfg.out} is not empty: the window returns only what this run writes there")
@@ -304,9 +346,58 @@ def carry_note(tree, data, checkpoints):
                 break
             drop.append(path)
             over -= size
-        lines.append(f"over the limit by {(total - TRAVEL_BYTES) / 2**20:.1f} MiB: move {', '.join(drop) or 'other files'} "
-                     "out of the tree before the call (a run without its checkpoint starts again from epoch 0)")
+        lines.append(f"over the limit by {(total - TRAVEL_BYTES) / 2**20:.1f} MiB: `--task=aside` sets results/'s CPU "
+                     f"runs aside; still over, move {', '.join(drop) or 'other files'} out of the tree before the call "
+                     "(a run without its checkpoint starts again from epoch 0)")
     return lines
+
+
+def results_folders(cfg):
+    """The folders of results/ that --task=aside moves: all but --runs_out's (the window's own runs)."""
+    src = os.path.join(ROOT, "results")
+    keep = os.path.abspath(cfg.runs_out)
+    return [os.path.join(src, n) for n in sorted(os.listdir(src)) if os.path.isdir(os.path.join(src, n))
+            and os.path.abspath(os.path.join(src, n)) != keep] if os.path.isdir(src) else []
+
+
+def set_aside(cfg):
+    """--task=aside, here right before a table2 call: results/'s folders (the CPU runs, ~30 MiB the window
+    never reads) but --runs_out's into the ignored ASIDE/results, so that the call's tree is the code and
+    the window's own runs, and the carry holds every unfinished run's checkpoint. Refused while a run
+    writes into one of them (its .lock is held): stop it first, its checkpoint keeps it. Until --task=back,
+    git shows those files as deleted: commit nothing in between."""
+    from harness.checkpoints import RunBusy, RunLock
+    folders, dst = results_folders(cfg), os.path.join(ASIDE, "results")
+    for folder in folders:
+        for lock in (p for p in _files_under(folder) if os.path.basename(p) == ".lock"):
+            try:
+                with RunLock(os.path.dirname(lock)):
+                    pass
+            except RunBusy as e:
+                raise cli.ConfigError(f"--task=aside: {e}; stop that run first (SIGTERM: it checkpoints)") from None
+    taken = [f for f in folders if os.path.exists(os.path.join(dst, os.path.basename(f)))]
+    if taken:
+        raise cli.ConfigError(f"--task=aside: {dst} already holds {os.path.basename(taken[0])}: run --task=back first")
+    os.makedirs(dst, exist_ok=True)
+    moved = sum(os.path.getsize(p) for f in folders for p in _files_under(f))
+    for folder in folders:
+        os.replace(folder, os.path.join(dst, os.path.basename(folder)))  # one file system: a rename
+    say(f"set {len(folders)} folders of results/ aside in {dst} ({moved / 2**20:.1f} MiB); after the call: --task=back")
+    for line in carry_note(tree_bytes(), packed_bytes(cfg), unfinished_checkpoints(cfg)):
+        say(line)
+
+
+def bring_back(cfg):
+    """--task=back: what --task=aside set aside, back into results/ (a folder that exists there again is
+    refused, not merged)."""
+    src = os.path.join(ASIDE, "results")
+    names = sorted(os.listdir(src)) if os.path.isdir(src) else []
+    clash = [n for n in names if os.path.exists(os.path.join(ROOT, "results", n))]
+    if clash:
+        raise cli.ConfigError(f"--task=back: results/{clash[0]} exists again: move one of the two away first")
+    for name in names:
+        os.replace(os.path.join(src, name), os.path.join(ROOT, "results", name))
+    say(f"brought {len(names)} folders back into results/" if names else f"nothing set aside in {src}")
 
 
 def unpack(cfg):
@@ -321,29 +412,28 @@ def unpack(cfg):
         with tarfile.open(os.path.join(cfg.out, name)) as tar:
             tar.extractall(top, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(top)
     say(f"unpacked {', '.join(names)} into {cfg.runs_out}")
-    data = sum(os.path.getsize(p) for p in _files_under(cfg.pack_dir)) if os.path.isdir(cfg.pack_dir) else 0
-    checkpoints = {p: os.path.getsize(p) for p in _files_under(cfg.runs_out)  # git ignores them: carried apart
-                   if is_checkpoint(os.path.basename(p)) and os.path.basename(p) != ".lock"}
-    for line in carry_note(tree_bytes(), data, checkpoints):
+    for line in carry_note(tree_bytes(), packed_bytes(cfg), unfinished_checkpoints(cfg)):
         say(line)
 
 
 def main(argv=None):
     cfg = cli.parse_config(WindowConfig, argv)
-    if cfg.task not in ("pack", "check", "table2", "unpack"):
-        raise cli.ConfigError(f"--task={cfg.task}: choose pack, check, table2 or unpack")
+    if cfg.task not in ("pack", "check", "table2", "unpack", "aside", "back"):
+        raise cli.ConfigError(f"--task={cfg.task}: choose pack, check, table2, unpack, aside or back")
     if cfg.size not in SEARCH:
         raise cli.ConfigError(f"--size={cfg.size}: choose paper or tiny")
     cli.check_ranges(cfg, dict(limit="[10, inf)", reserve="[5, inf)", every="[1, inf)", jobs="[1, inf)",
                                 epochs="[1, inf)"))
     if cfg.task == "pack":
         return pack(cfg)
+    if cfg.task in ("aside", "back"):
+        return set_aside(cfg) if cfg.task == "aside" else bring_back(cfg)
     cfg.out = cfg.out or os.environ.get("OUT", "")
     if not cfg.out:
         raise cli.ConfigError("--out: give the folder the window returns (there: --out=$OUT)")
     if cfg.task == "unpack":
         return unpack(cfg)
-    return run_window(cfg)
+    return run_window(cfg, STARTED if argv is None else time.time())
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def packed(tmp_path_factory):
     r = window("--task=pack", f"--data={root / 'images'}", f"--bench201={root / 'nb201.csv'}",
                f"--pack_dir={root / 'pack'}")
     assert r.returncode == 0, r.stderr
-    assert sorted(os.listdir(root / "pack")) == ["images.tar.gz", "nb201-public.csv"]
+    assert sorted(os.listdir(root / "pack")) == ["images.tar.gz", "nb201-public.csv.gz"]
+    assert "the next window carries" in r.stderr, r.stderr  # what the call will send, said before it
     return root
 
 
@@ -60,8 +61,36 @@ def test_the_carry_note_says_what_to_leave_out_when_the_next_window_would_not_fi
     first, over = gpu_window.carry_note(22 * mib, 18 * mib, ckpts)
     assert first.startswith("the next window carries 82.5 MiB of 64")
     # 18.5 MiB over: the two largest checkpoints go, the small one stays
-    assert over.startswith("over the limit by 18.5 MiB: move B_s1/checkpoint.pt, B_s2/checkpoint.pt out of"), over
+    assert over.startswith("over the limit by 18.5 MiB: `--task=aside` sets results/'s CPU runs aside; still over, "
+                           "move B_s1/checkpoint.pt, B_s2/checkpoint.pt out of"), over
     assert "C_s1" not in over and "epoch 0" in over
+
+
+def test_aside_moves_the_cpu_runs_out_of_the_tree_and_back(tmp_path, monkeypatch):
+    from harness.checkpoints import RunLock
+    for name in ("s3-16k/B_s1", "nb201-16k/C_s1", "nb201-full/B_s1"):
+        (tmp_path / "results" / name).mkdir(parents=True)
+        (tmp_path / "results" / name / "history.json").write_text("[]")
+    (tmp_path / "results" / "README.md").write_text("the results chapter")
+    monkeypatch.setattr(gpu_window, "ROOT", str(tmp_path))
+    monkeypatch.setattr(gpu_window, "ASIDE", str(tmp_path / ".aside"))
+    cfg = gpu_window.WindowConfig(task="aside", runs_out=str(tmp_path / "results" / "nb201-full"),
+                                  pack_dir=str(tmp_path / ".gpu"))
+    with RunLock(str(tmp_path / "results" / "s3-16k" / "B_s1")):  # a search still writes there: refused
+        with pytest.raises(gpu_window.cli.ConfigError, match="in use by another run.*stop that run first"):
+            gpu_window.set_aside(cfg)
+    assert sorted(os.listdir(tmp_path / "results")) == ["README.md", "nb201-16k", "nb201-full", "s3-16k"]
+    gpu_window.set_aside(cfg)  # the run ended (its lock file stays, released): the CPU runs go
+    assert sorted(os.listdir(tmp_path / "results")) == ["README.md", "nb201-full"]  # the window's own runs stay
+    assert (tmp_path / ".aside" / "results" / "s3-16k" / "B_s1" / "history.json").read_text() == "[]"
+    (tmp_path / "results" / "s3-16k").mkdir()  # made again meanwhile: back refuses to merge
+    with pytest.raises(gpu_window.cli.ConfigError, match="results/s3-16k exists again"):
+        gpu_window.bring_back(cfg)
+    (tmp_path / "results" / "s3-16k").rmdir()
+    gpu_window.bring_back(cfg)
+    assert sorted(os.listdir(tmp_path / "results")) == ["README.md", "nb201-16k", "nb201-full", "s3-16k"]
+    assert (tmp_path / "results" / "nb201-16k" / "C_s1" / "history.json").exists()
+    assert os.listdir(tmp_path / ".aside" / "results") == []
 
 
 def test_table2_stops_at_its_limit_returns_its_files_and_the_next_window_continues(packed, tmp_path):
