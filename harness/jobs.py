@@ -137,6 +137,9 @@ def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None,
     on_gpu, capacity = {}, per_device * max(1, len(gpus))
     threads, why = thread_count(threads, capacity)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    # torch.compile's worker pool defaults to every core in each child: K children compiling at once (a GPU
+    # sweep's first steps) would start K times that; the caller's own setting, if any, wins
+    env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(threads))
     # runs with a checkpoint first (sorted is stable: otherwise in the given order), so a rerun continues
     # what was running before it starts anything new and no checkpoint waits behind a fresh run
     pending = sorted((j for j in jobs if j.state != "done"), key=lambda j: j.state != "resume")

@@ -87,6 +87,29 @@ def test_compiled_steps_with_cuda_graphs_match_eager(option, no_tf32):
     assert not torch.equal(model_e.alphas_normal.cpu(), init)  # the steps moved alpha
 
 
+def test_compiled_search_with_cuda_graphs_runs_the_real_loop_and_resumes(tiny_folder, tmp_path, no_tf32):
+    """search.py --compile=1 on CUDA through its own loop (second in this file: it is what the Table 2 sweep
+    runs, so a check cut short still has it): the weight and
+    alpha graphs replayed step after step, each epoch's last partial batch eager (12 images per half in
+    steps of 5, 5, 2), a run stopped after epoch 1 and resumed (compiling again) ending where the
+    uninterrupted one does; no graph skipped and alpha moved."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    common = ["--dataset=imagefolder", f"--data={tiny_folder}", "--C=4", "--layers=1", "--batch_size=5",
+              "--epochs=2", "--seed=3", "--compile=1", "--log_every=0", "--device=cuda"]
+    with torch._inductor.config.patch({"triton.cudagraph_or_error": True, "compile_threads": 1}):
+        full, history = search.search(search.make_config(common + [f"--out={tmp_path / 'full'}"]))
+        search.search(search.make_config(common + [f"--out={tmp_path / 'cut'}", "--stop_after=1"]))
+        resumed, _ = search.search(search.make_config([f"--out={tmp_path / 'cut'}", "--resume=1"]))
+    assert counters["inductor"]["cudagraph_skips"] == 0
+    assert [h["epoch"] for h in history] == [1, 2] and all(h["train_loss"] == h["train_loss"] for h in history)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(b, a, **TOL, msg=name)
+    init = build_supernet("nb201", 3, C=4, layers=1, seed=3).alphas_normal  # the tiny folder: 3 classes
+    assert not torch.equal(full.alphas_normal.detach().cpu(), init)
+
+
 def test_train_runs_bf16_channels_last_and_scores_in_float32(tiny_folder, tmp_path, monkeypatch):
     seen = []
     real = torch.nn.Conv2d.forward
@@ -220,25 +243,3 @@ def test_two_torchrun_processes_on_the_gpus(tiny_folder, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "2 process(es), device cuda" in log and "epoch 1/1" in log  # alpha agreement is checked each epoch
-
-
-def test_compiled_search_with_cuda_graphs_runs_the_real_loop_and_resumes(tiny_folder, tmp_path, no_tf32):
-    """search.py --compile=1 on CUDA through its own loop (last in this file: it compiles): the weight and
-    alpha graphs replayed step after step, each epoch's last partial batch eager (12 images per half in
-    steps of 5, 5, 2), a run stopped after epoch 1 and resumed (compiling again) ending where the
-    uninterrupted one does; no graph skipped and alpha moved."""
-    from torch._dynamo.utils import counters
-    torch._dynamo.reset()
-    counters.clear()
-    common = ["--dataset=imagefolder", f"--data={tiny_folder}", "--C=4", "--layers=1", "--batch_size=5",
-              "--epochs=2", "--seed=3", "--compile=1", "--log_every=0", "--device=cuda"]
-    with torch._inductor.config.patch({"triton.cudagraph_or_error": True, "compile_threads": 1}):
-        full, history = search.search(search.make_config(common + [f"--out={tmp_path / 'full'}"]))
-        search.search(search.make_config(common + [f"--out={tmp_path / 'cut'}", "--stop_after=1"]))
-        resumed, _ = search.search(search.make_config([f"--out={tmp_path / 'cut'}", "--resume=1"]))
-    assert counters["inductor"]["cudagraph_skips"] == 0
-    assert [h["epoch"] for h in history] == [1, 2] and all(h["train_loss"] == h["train_loss"] for h in history)
-    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
-        torch.testing.assert_close(b, a, **TOL, msg=name)
-    init = build_supernet("nb201", 3, C=4, layers=1, seed=3).alphas_normal  # the tiny folder: 3 classes
-    assert not torch.equal(full.alphas_normal.detach().cpu(), init)
