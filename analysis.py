@@ -351,7 +351,8 @@ def run(cfg, stop=None):
 
 def main(argv=None):
     cfg = make_config(argv)
-    with checkpoints.StopSignals() as stop:
+    checkpoints.out_dir(cfg.out)
+    with checkpoints.StopSignals() as stop, checkpoints.RunLock(cfg.out):  # one run per --out, as every script
         run(cfg, stop)
     return cfg.out
 

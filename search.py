@@ -325,10 +325,14 @@ def _search(cfg, rank, world, device, stop):
     history, start, first = [], 0, 0  # first: steps of epoch `start` done before a preemption
     steps = len(train_loader)
     if ckpt is not None:
-        if ckpt.get("steps", steps) != steps:  # n images that N processes cannot share as 1 did: alpha's
-            raise cli.ConfigError(  # stream (k-th step, k-th batch) would shift without a word
-                f"{ckpt_path}: its epochs have {ckpt['steps']} steps, with {world} process(es) {steps} (the "
-                f"last partial batch does not split over them): resume with the process count it ran with")
+        # n images that N processes cannot share as 1 did: alpha's stream (k-th step, k-th batch of an
+        # endless pass over the alpha half) would shift without a word
+        if (ckpt.get("steps", steps), ckpt.get("alpha_batches", len(arch_loader))) != (steps, len(arch_loader)):
+            raise cli.ConfigError(
+                f"{ckpt_path}: its epochs have {ckpt['steps']} steps and {ckpt.get('alpha_batches', '?')} alpha "
+                f"batches, with {world} process(es) {steps} and {len(arch_loader)} (the last partial batch does not "
+                f"split over them; a training epoch drops a last batch of one image per process): resume with the "
+                f"process count it ran with")
         model.load_state_dict(frozen.complete(ckpt, ckpt_path))
         w_opt.load_state_dict(ckpt["w_opt"])
         a_opt.load_state_dict(ckpt["a_opt"])
@@ -373,7 +377,8 @@ def _search(cfg, rank, world, device, stop):
     def checkpoint(epochs_done, **partial):  # collective: every rank's RNG; `partial`: a preempted epoch
         state = dict(model=frozen.strip(model.state_dict()), frozen=frozen.record(), w_opt=w_opt.state_dict(),
                      a_opt=a_opt.state_dict(), epoch=epochs_done, rng=ddp.gather_rng(world),
-                     config=runs.as_dict(cfg), history=history, steps=steps, **partial)
+                     config=runs.as_dict(cfg), history=history, steps=steps, alpha_batches=len(arch_loader),
+                     **partial)
         if main_proc:
             checkpoints.save_checkpoint(ckpt_path, state)
 

@@ -12,7 +12,7 @@ it. `Probe.measure` reports, for every edge and every candidate op that ends in 
   a reduction edge: two convs concatenated) or where an edge lacks the op.
 Both are averaged over the cells of one kind (every normal cell shares alpha_normal, Eq. 6).
 
-The probe is the first (per-process batch) images of the alpha half, unaugmented: the same batch every
+The probe is the first global batch of the alpha half (any process count), unaugmented: the same batch every
 epoch, so the curves move only with the weights. It runs in train mode (batch statistics, as the
 search does) under no_grad, then puts back every buffer (BN running statistics) and the RNG state (the
 S4 noise op draws), so logging leaves the search bit-identical.

@@ -138,9 +138,13 @@ def seed_everything(seed):
 
 def rank_seed(seed, rank):
     """The seed of process `rank`'s own randomness (S4's noise, drop path, partial-channel shuffles): rank 0
-    keeps `seed`, so it draws what a 1-process run draws; rank r > 0 a SeedSequence key of (seed, r), never
-    another run's seed (`seed + rank` would give rank 1 of --seed=0 the stream of rank 0 of --seed=1)."""
-    return seed if rank == 0 else int(np.random.SeedSequence((seed, rank)).generate_state(1)[0])
+    keeps `seed`, so it draws what a 1-process run draws; rank r > 0 a SeedSequence key of (seed, r, RANK_TAG):
+    not another run's seed (`seed + rank` gives rank 1 of --seed=0 the stream of rank 0 of --seed=1), nor the
+    loaders' (seed, epoch) keys (batching.key_seed)."""
+    return seed if rank == 0 else int(np.random.SeedSequence((seed, rank, RANK_TAG)).generate_state(1)[0])
+
+
+RANK_TAG = 0x52414E4B  # "RANK": keeps rank_seed's keys apart from every other SeedSequence key of the code
 
 
 def rng_state():

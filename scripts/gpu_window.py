@@ -23,7 +23,7 @@ continues with the same command when the unfinished runs' checkpoints travel bac
 `carry` results/nb201-full: ~0.4 MiB per option-C checkpoint, whose random features are rebuilt from the
 seed (harness/frozen_state.py), and 13 MiB per option-B checkpoint at C=16: weights and momentum). The 64
 MiB that travel hold the tree and .gpu/ too: ~47 MiB of tree with results/'s CPU runs (their committed
-checkpoints included), ~1.2 MiB without (`--task=aside`), so that all six unfinished runs' checkpoints fit
+checkpoints included), ~1.7 MiB without (`--task=aside`), so that all six unfinished runs' checkpoints fit
 (3 x 13 + 3 x 0.4 MiB beside 16.4). `--task=pack`, `aside` and `unpack` each add up the next call's carry and
 name the checkpoints to leave out when it is over.
 
@@ -44,6 +44,7 @@ import time
 
 STARTED = time.time()  # the window's clock starts before torch is imported (harness.cli), which may take a while there
 
+import contextlib  # noqa: E402
 import gzip  # noqa: E402
 import io  # noqa: E402
 import os  # noqa: E402
@@ -113,6 +114,9 @@ def pack(cfg):
     with open(cfg.bench201, "rb") as src, gzip.open(table + ".tmp", "wb") as dst:
         shutil.copyfileobj(src, dst)
     os.replace(table + ".tmp", table)
+    for stale in ("nb201-public.csv",):  # an older pack's or window's unzipped table: it would be read instead
+        if os.path.exists(os.path.join(cfg.pack_dir, stale)):
+            os.remove(os.path.join(cfg.pack_dir, stale))
     data = packed_bytes(cfg)
     say(f"packed {archive} and {os.path.basename(table)}: {data / 2**20:.1f} MiB in {cfg.pack_dir} (carry it: "
         f"run(carry=['{cfg.pack_dir}']))")
@@ -121,11 +125,8 @@ def pack(cfg):
 
 
 def packed_bytes(cfg):
-    """What --pack_dir carries: the packed files, not what a window unpacked there (data/, logs)."""
-    if not os.path.isdir(cfg.pack_dir):
-        return 0
-    return sum(os.path.getsize(os.path.join(cfg.pack_dir, f)) for f in os.listdir(cfg.pack_dir)
-               if f.endswith((".tar.gz", ".csv.gz")) and os.path.isfile(os.path.join(cfg.pack_dir, f)))
+    """What `carry` sends of --pack_dir: every file in it."""
+    return sum(os.path.getsize(p) for p in _files_under(cfg.pack_dir)) if os.path.isdir(cfg.pack_dir) else 0
 
 
 def unfinished_checkpoints(cfg):
@@ -353,11 +354,12 @@ def carry_note(tree, data, checkpoints):
 
 
 def results_folders(cfg):
-    """The folders of results/ that --task=aside moves: all but --runs_out's (the window's own runs)."""
+    """The folders of results/ that --task=aside moves: all but the one that is or holds --runs_out (the
+    window's own runs; a relative --runs_out is read from the repository root, as the window runs it)."""
     src = os.path.join(ROOT, "results")
-    keep = os.path.abspath(cfg.runs_out)
-    return [os.path.join(src, n) for n in sorted(os.listdir(src)) if os.path.isdir(os.path.join(src, n))
-            and os.path.abspath(os.path.join(src, n)) != keep] if os.path.isdir(src) else []
+    keep = os.path.abspath(os.path.join(ROOT, cfg.runs_out))
+    folders = [os.path.join(src, n) for n in sorted(os.listdir(src))] if os.path.isdir(src) else []
+    return [f for f in folders if os.path.isdir(f) and os.path.commonpath([f, keep]) != f]
 
 
 def set_aside(cfg):
@@ -365,23 +367,24 @@ def set_aside(cfg):
     never reads) but --runs_out's into the ignored ASIDE/results, so that the call's tree is the code and
     the window's own runs, and the carry holds every unfinished run's checkpoint. Refused while a run
     writes into one of them (its .lock is held): stop it first, its checkpoint keeps it. Until --task=back,
-    git shows those files as deleted: commit nothing in between."""
+    git shows those files as deleted and tests/test_docs.py fails (it reads results/): commit nothing, run
+    no suite in between."""
     from harness.checkpoints import RunBusy, RunLock
     folders, dst = results_folders(cfg), os.path.join(ASIDE, "results")
-    for folder in folders:
-        for lock in (p for p in _files_under(folder) if os.path.basename(p) == ".lock"):
-            try:
-                with RunLock(os.path.dirname(lock)):
-                    pass
-            except RunBusy as e:
-                raise cli.ConfigError(f"--task=aside: {e}; stop that run first (SIGTERM: it checkpoints)") from None
     taken = [f for f in folders if os.path.exists(os.path.join(dst, os.path.basename(f)))]
     if taken:
         raise cli.ConfigError(f"--task=aside: {dst} already holds {os.path.basename(taken[0])}: run --task=back first")
-    os.makedirs(dst, exist_ok=True)
     moved = sum(os.path.getsize(p) for f in folders for p in _files_under(f))
-    for folder in folders:
-        os.replace(folder, os.path.join(dst, os.path.basename(folder)))  # one file system: a rename
+    with contextlib.ExitStack() as held:  # every run folder's lock, held until the folders have moved:
+        for folder in folders:            # no run can start in one meanwhile
+            for lock in (p for p in _files_under(folder) if os.path.basename(p) == ".lock"):
+                try:
+                    held.enter_context(RunLock(os.path.dirname(lock)))
+                except RunBusy as e:
+                    raise cli.ConfigError(f"--task=aside: {e}; stop that run first (SIGTERM: it checkpoints)") from None
+        os.makedirs(dst, exist_ok=True)
+        for folder in folders:
+            os.replace(folder, os.path.join(dst, os.path.basename(folder)))  # one file system: a rename
     say(f"set {len(folders)} folders of results/ aside in {dst} ({moved / 2**20:.1f} MiB); after the call: --task=back")
     for line in carry_note(tree_bytes(), packed_bytes(cfg), unfinished_checkpoints(cfg)):
         say(line)

@@ -215,6 +215,9 @@ def test_an_existing_run_is_not_overwritten(tiny_folder, tmp_path):
     analysis.main(argv)
     with pytest.raises(FileExistsError, match="--resume=1"):
         analysis.main(argv)
+    from harness.checkpoints import RunBusy, RunLock
+    with RunLock(str(tmp_path)), pytest.raises(RunBusy, match="in use by another run"):
+        analysis.main(argv + ["--resume=1"])  # a run still writing there: a second one is refused
 
 
 def test_figures_from_tiny_real_runs(tiny_folder, tmp_path):

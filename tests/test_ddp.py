@@ -116,6 +116,8 @@ def test_rank_seeds_keep_rank_0_and_never_meet_another_runs_seed():
     seeds = {(s, r): runs.rank_seed(s, r) for s in range(8) for r in range(8)}
     assert len(set(seeds.values())) == 64  # seed + rank would give (0, 1) and (1, 0) one stream
     assert runs.rank_seed(3, 2) == runs.rank_seed(3, 2)  # a function of (seed, rank): a resume agrees
+    from harness.batching import key_seed
+    assert runs.rank_seed(3, 1) != key_seed(3, 1)  # not the loaders' (seed, epoch 1) stream either
 
 
 def test_ranks_that_disagree_stop_the_run(monkeypatch):

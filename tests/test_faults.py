@@ -204,6 +204,8 @@ def test_streaming_loader_is_a_function_of_seed_epoch_and_batch(tmp_path):
     loader = stream.folder_loader(files, labels, 4, True, size=16, workers=0, seed=4)
     batches = loader.forever(start_step=len(loader) + 1)
     assert all(torch.equal(next(batches)[0], b[0]) for b in full[1:])
+    threes = stream.folder_loader(files, labels, 3, True, size=16, workers=0, seed=4)  # 10 = 3 + 3 + 3 + 1:
+    assert len(threes) == 3 and [len(y) for _, y in threes] == [3, 3, 3]  # the one-image batch is dropped
 
 
 def test_streaming_search_sigterm_resume_and_bad_image(tmp_path, capsys, monkeypatch):

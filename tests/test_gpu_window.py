@@ -44,6 +44,8 @@ def epochs_done(runs_out, name):
 def packed(tmp_path_factory):
     root = tmp_path_factory.mktemp("window")
     make_image_folder(root / "images")
+    (root / "pack").mkdir()
+    (root / "pack" / "nb201-public.csv").write_text("an older pack's unzipped table")  # removed: else read
     write_nb201_table(root / "nb201.csv")
     r = window("--task=pack", f"--data={root / 'images'}", f"--bench201={root / 'nb201.csv'}",
                f"--pack_dir={root / 'pack'}")
@@ -74,8 +76,9 @@ def test_aside_moves_the_cpu_runs_out_of_the_tree_and_back(tmp_path, monkeypatch
     (tmp_path / "results" / "README.md").write_text("the results chapter")
     monkeypatch.setattr(gpu_window, "ROOT", str(tmp_path))
     monkeypatch.setattr(gpu_window, "ASIDE", str(tmp_path / ".aside"))
-    cfg = gpu_window.WindowConfig(task="aside", runs_out=str(tmp_path / "results" / "nb201-full"),
-                                  pack_dir=str(tmp_path / ".gpu"))
+    cfg = gpu_window.WindowConfig(task="aside", runs_out="results/nb201-full", pack_dir=str(tmp_path / ".gpu"))
+    assert [os.path.basename(f) for f in gpu_window.results_folders(  # a nested --runs_out keeps its parent
+        gpu_window.WindowConfig(runs_out="results/s3-16k/B_s1"))] == ["nb201-16k", "nb201-full"]
     with RunLock(str(tmp_path / "results" / "s3-16k" / "B_s1")):  # a search still writes there: refused
         with pytest.raises(gpu_window.cli.ConfigError, match="in use by another run.*stop that run first"):
             gpu_window.set_aside(cfg)

@@ -204,13 +204,15 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_folder, tmp_pa
 
 def test_resume_refuses_a_process_count_that_changes_the_steps_per_epoch(tiny_folder, tmp_path, capsys):
     """The checkpoint keeps the steps per epoch: a resume whose processes split the data into another
-    number of steps (the last partial batch cannot be shared: e.g. 2049 images, batch 1024: 3 steps on
-    one process, 2 on two) would shift alpha's batch stream, so it is refused in one line."""
+    number of steps (e.g. 2050 images, batch 1024: 3 steps on one process; on two, 1025 each in batches
+    of 512 would end on one image, which a training epoch drops: 2 steps) would shift alpha's batch
+    stream, so it is refused in one line."""
     from harness import batching
     import torch
-    order = torch.arange(2049)
-    shares = [batching.rank_share(order, True, r, 2) for r in (0, 1)]
-    assert [len(range(0, len(s), 512)) for s in shares] == [2, 2] and len(range(0, 2049, 1024)) == 3
+    x, y = torch.zeros(2050, 3, 1, 1, dtype=torch.uint8), torch.arange(2050)
+    kw = dict(device="cpu", mean=(0.0,) * 3, std=(1.0,) * 3)
+    assert len(batching.TensorLoader(x, y, 1024, **kw)) == 3
+    assert [len(batching.TensorLoader(x, y, 512, rank=r, world_size=2, **kw)) for r in (0, 1)] == [2, 2]
     run(tiny_folder, tmp_path, "--layers=1", "--epochs=2", "--stop_after=1")
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["steps"] == 3  # tiny_folder: 12 images per half, batch 4
@@ -219,7 +221,13 @@ def test_resume_refuses_a_process_count_that_changes_the_steps_per_epoch(tiny_fo
     with pytest.raises(SystemExit) as e:
         cli.run(search.main, [f"--out={tmp_path}", "--resume=1"])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1 and "its epochs have 4 steps, with 1 process(es) 3" in err, err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert "its epochs have 4 steps and 3 alpha batches, with 1 process(es) 3 and 3" in err, err
+    ckpt["steps"], ckpt["alpha_batches"] = 3, 2  # the alpha half's pass split otherwise: refused too
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    with pytest.raises(SystemExit) as e:
+        cli.run(search.main, [f"--out={tmp_path}", "--resume=1"])
+    assert e.value.code == 2 and "3 steps and 2 alpha batches, with 1 process(es) 3 and 3" in capsys.readouterr().err
 
 
 def test_resume_refuses_changed_settings(tiny_folder, tmp_path):
