@@ -134,4 +134,9 @@ def markdown(summary):
                       f"ceil(6 / k) rounds of k"
                   + (f"; each window compiles again from a cold cache: +{p['compile_s']} s per window" if p["compile_s"]
                      else "") + f". Run the row with `sweep.py ... {p['sweep_flags']}`: ~{p['minutes'][p['jobs']]} min."]
+        missing = [k for k in (2, 4, 6) if k not in p["minutes"]]
+        if missing:  # the budget ran out before them (or they failed): a later window can measure them alone
+            lines += ["", f"Not measured: {', '.join(map(str, missing))} searches at once. A later window measures "
+                          "them alone (eager, as no compiled bench runs with them): `python3 scripts/gpu_window.py "
+                          "--task=check --only=procs --out=$OUT`."]
     return "\n".join(lines) + "\n"

@@ -135,6 +135,10 @@ def test_the_table2_plan_predicts_minutes_and_picks_the_jobs():
     del records["search_eager"]
     p = gpu_summary.table2_plan(records)
     assert p["mode"] == "eager" and set(p["minutes"]) == {1} and p["overhead"] == 1.0
+    summary = dict(size="paper", started="now", passed=3, ran=4, skipped=3, cut=0, wall_s=480.0, budget_s=480,
+                   steps=[{"name": "env", "result": {}}], table2=p)
+    text = gpu_summary.markdown(summary)  # what the budget left out is named, with the command that measures it
+    assert "Not measured: 2, 4, 6 searches at once" in text and "--task=check --only=procs" in text
     assert gpu_summary.table2_plan({}) == {}
 
 
