@@ -311,7 +311,8 @@ def _search(cfg, rank, world, device, stop):
     # mean |gamma| and eta per edge and op every epoch (harness/op_scale.py); Var[W_init] is read here,
     # before a checkpoint overwrites the initial weights
     probe = op_scale.make_probe(model, arch_loader) if main_proc else None
-    runs.seed_everything(runs.rank_seed(cfg.seed, rank))  # the same model everywhere; S4's noise differs between ranks
+    # the same model on every rank (built above); from here S4's noise differs between ranks
+    runs.seed_everything(runs.rank_seed(cfg.seed, rank))
     space = model.space
     groups = set_trainable(model, cfg.option, cfg.train_classifier, verbose=main_proc)
     # Table 1's frozen tensors (C, D: every conv) keep their seeded init: a checkpoint stores their hash, not

@@ -16,10 +16,10 @@ import sys
 import time
 import types
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.batching import key_seed
 from harness.cli import ConfigError, one_line, write_error
 
 
@@ -140,8 +140,8 @@ def rank_seed(seed, rank):
     """The seed of process `rank`'s own randomness (S4's noise, drop path, partial-channel shuffles): rank 0
     keeps `seed`, so it draws what a 1-process run draws; rank r > 0 a SeedSequence key of (seed, r, RANK_TAG):
     not another run's seed (`seed + rank` gives rank 1 of --seed=0 the stream of rank 0 of --seed=1), nor the
-    loaders' (seed, epoch) keys (batching.key_seed)."""
-    return seed if rank == 0 else int(np.random.SeedSequence((seed, rank, RANK_TAG)).generate_state(1)[0])
+    loaders' (seed, epoch) keys, drawn the same way."""
+    return seed if rank == 0 else key_seed(seed, rank, RANK_TAG)
 
 
 RANK_TAG = 0x52414E4B  # "RANK": keeps rank_seed's keys apart from every other SeedSequence key of the code
