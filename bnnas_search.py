@@ -212,6 +212,9 @@ def _search(cfg, device, stop):
     log = runs.Log(cfg.out)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
     ckpt = checkpoints.load_checkpoint(ckpt_path, required=REQUIRED, log=log) if cfg.resume else None
+    if ckpt is not None and "a_opt" in ckpt:  # holds every key of ours too: told apart by α's optimizer
+        raise cli.ConfigError(f"{ckpt_path} was written by search.py (it holds α's optimizer): resume it with "
+                              "search.py, or give bnnas_search.py another --out")
     if not cfg.resume and checkpoints.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
     saved = cli.saved_settings(BNNASConfig, ckpt.get("config", {})) if ckpt else {}

@@ -50,8 +50,9 @@ class NB201Cell:
         object.__setattr__(self, "ops", ops)
 
     @classmethod
-    def from_str(cls, arch):
-        """Parse `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`; missing edges become `none` (partial strings)."""
+    def from_str(cls, arch, partial=True):
+        """Parse `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`; missing edges become `none` (partial strings), or
+        with partial=False (a cell a user names for training: a forgotten edge is a typo) are refused."""
         if isinstance(arch, NB201Cell):
             return arch
         if not isinstance(arch, str):
@@ -76,6 +77,10 @@ class NB201Cell:
                 if (node, j) in chosen:
                     raise InputError(f"duplicate input {j} for node {node} at token {token!r}")
                 chosen[(node, j)] = op
+        missing = [f"{j}->{i}" for i, j in NB201_EDGES if (i, j) not in chosen]
+        if missing and not partial:
+            raise InputError(f"NB201 arch {arch!r} lists {6 - len(missing)} of 6 edges (missing: "
+                             f"{', '.join(missing)}); write none~j for an edge without an op")
         # Completion as the benchmark's Structure.str2fullstructure: an edge not listed is `none`. (Its loop
         # `for j in range(i)` skips the last input of every node, so it can leave a partial string partial; we
         # complete every edge. Both agree on every partial string the benchmark can look up.)
@@ -309,7 +314,7 @@ def genotype_from_json(d):
         raise InputError(f"genotype JSON must be an object, got {type(d).__name__}")
     cell = d.get("cell", "darts" if "normal" in d else "nb201" if "arch" in d or "nb201_index" in d else None)
     if cell == "nb201":
-        return NB201Cell.from_str(d["arch"] if "arch" in d else nb201_arch(d.get("nb201_index")))
+        return NB201Cell.from_str(d["arch"] if "arch" in d else nb201_arch(d.get("nb201_index")), partial=False)
     if cell == "darts" and "normal" in d and "reduce" in d:
         concat = {k: [int(s) for s in d.get(k + "_concat", DARTS_CONCAT)] for k in ("normal", "reduce")}
         return Genotype(_pairs(d["normal"], "normal"), concat["normal"], _pairs(d["reduce"], "reduce"),
@@ -334,7 +339,8 @@ def _genotype_from_text(text):
 
 
 def load_genotype(spec):
-    """A published name, an NB201 string or index, a genotype.json path, a dict, or Genotype(...) text."""
+    """A published name, an NB201 string (all 6 edges) or index, a genotype.json path, a dict, or Genotype(...)
+    text."""
     if isinstance(spec, (NB201Cell, Genotype)):
         return spec
     if isinstance(spec, dict):
@@ -358,7 +364,7 @@ def load_genotype(spec):
     if text.startswith("{"):
         return genotype_from_json(json.loads(text))
     if "~" in text:
-        return NB201Cell.from_str(text)
+        return NB201Cell.from_str(text, partial=False)
     if text.startswith("Genotype("):
         return _genotype_from_text(text)
     if text.isdigit():

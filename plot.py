@@ -11,7 +11,9 @@ cell_<run>.png (harness/cell_figure.py), and over all runs skip_and_bench.png (s
 each epoch's cell and its NAS-Bench-201 test accuracy beside Table 2; the axes name the benchmark
 dataset, the searched one's: rundir.bench_dataset), fig1_supernet_vs_cell.png (Fig. 1, one marker
 per option of Table 1) and, for NB201 runs and a table, alpha_rank.png (how each epoch's alpha orders
-all 15,625 cells against the benchmark, harness/alpha_rank.py; each run's last rho printed). analysis.py
+all 15,625 cells against the benchmark, harness/alpha_rank.py; each run's last rho printed); a
+bnnas_search.py run (indicators.json) has no alpha and no alpha half: its cell, skip_and_bench.png and
+indicators_<run>.png (its BN indicator per edge, harness/bnnas_figure.py) instead. analysis.py
 runs (config.json has "exp"): fig2_plain.png, fig3_lambda.png, fig4_eta.png (Sec. 4,
 harness/analysis_figures.py). Sweep folders: ladder.png (harness/sweep_figures.py)
 and ladder.md, its numbers as a table (harness/ladder.py), with each found cell's Table 2 columns,
@@ -34,6 +36,7 @@ import numpy as np
 
 from harness import cli
 from harness.analysis_figures import analysis_figures
+from harness.bnnas_figure import indicator_figure
 from harness.cell_figure import draw_cell
 from harness.checkpoints import atomic_write
 # plt: matplotlib.pyplot, imported there after its backend is set to Agg (files only, no display)
@@ -213,6 +216,11 @@ def alpha_rank_runs(search_runs, table, cfg):
     return [path] if path else []
 
 
+def is_bnnas(run):
+    """A bnnas_search.py run (its config has "space" too): BN indicators in place of alpha and its half."""
+    return os.path.isfile(os.path.join(run.path, "indicators.json"))
+
+
 def draw_all(loaded, table, cfg):
     """Every figure the loaded runs allow; returns the PNG paths."""
     search_runs, paths = [r for r in loaded if "space" in r.config and r.rows], []
@@ -220,14 +228,17 @@ def draw_all(loaded, table, cfg):
         paths += fig5_alphas(r, cfg) if r.alphas else []
         paths += op_scale_figure(r, cfg) if any("op_scale" in a for a in r.alphas or ()) else []
         paths += [draw_cell(r, cfg, bench_acc(r, r.rows[-1], table))] if r.genotype else []
+        if is_bnnas(r):
+            paths.append(indicator_figure(r.path, cfg.dpi, to=cfg.out, name=f"indicators_{r.name}.png"))
     if search_runs:
         paths.append(skip_and_bench(search_runs, table, cfg))
         paths += alpha_rank_runs([r for r in search_runs if r.alphas], table, cfg)
-        points = [(r, 100 * r.rows[-1]["valid_acc"], bench_acc(r, r.rows[-1], table)) for r in search_runs]
+        points = [(r, 100 * r.rows[-1]["valid_acc"], bench_acc(r, r.rows[-1], table)) for r in search_runs
+                  if not is_bnnas(r)]  # Fig. 1's x is the supernet on the alpha half: BN-NAS has none
         points = [p for p in points if p[2] is not None]
         if points:
             paths.append(fig1(points, cfg))
-        elif any(get_space(r.config["space"]).name == "nb201" for r in search_runs):
+        elif any(get_space(r.config["space"]).name == "nb201" and not is_bnnas(r) for r in search_runs):
             print("note: no benchmark accuracy (runs without --bench201 and no --bench201=PATH here): "
                   "benchmark curve and Fig. 1 skipped")
     return paths + analysis_figures([r for r in loaded if "exp" in r.config], cfg)
@@ -269,6 +280,10 @@ def main(argv=None):
         if names.count(r.name) > 1:
             r.where = os.path.basename(os.path.dirname(os.path.normpath(r.path)))
             r.name = f"{r.where}_{r.name}"
+    labels = [r.label for r in loaded]
+    for r in loaded:  # two runs of one option and seed (ablations, another space): the legend names the folder
+        if labels.count(r.label) > 1 and not r.where:
+            r.where = r.name
     table = None
     if cfg.bench201 and any("space" in r.config and get_space(r.config["space"]).name == "nb201"
                             for r in loaded):

@@ -342,7 +342,7 @@ def _search(cfg, rank, world, device, stop):
         log(f"resumed after epoch {start}" + (f", step {first} of epoch {start + 1}" if first else "") +
             ("" if same else "; saved by another number of processes, so random draws restart from the seed")
             + (f"; all {cfg.epochs} epochs are done, nothing to run (--epochs=N extends it)"
-               if start >= cfg.epochs and not first else ""))
+               if start == cfg.epochs and not first else ""))  # fewer: record_session refuses it
     if main_proc:
         checkpoints.record_session(cfg.out, runs.as_dict(cfg), start, ckpt is not None, RUN_KEYS, log,
                                    schedule="the cosine lr", saved=ckpt and ckpt.get("config"))

@@ -87,7 +87,7 @@ class Config:
     device: str = "auto"          # auto, cpu, cuda, mps
     ddp_backend: str = "auto"     # torchrun: auto (NCCL on CUDA) | nccl | gloo (gloo lets processes share GPUs)
     out: str = "runs/train"       # checkpoint.pt, log.txt, history.json (per epoch), metrics.json go here
-    resume: bool = False          # continue from OUT/checkpoint.pt if it exists
+    resume: bool = False          # continue from OUT/checkpoint.pt (refused where there is none)
     amp: bool = True              # bf16 autocast (CUDA only)
     channels_last: bool = True    # NHWC memory format (CUDA only)
     workers: int = 8              # loader processes (streaming ImageNet-style folders only)

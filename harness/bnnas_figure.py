@@ -1,7 +1,7 @@
 """The BN indicator of a BN-NAS run (bnnas_search.py) drawn per edge against the epoch, as Fig. 5 draws
 softmax(alpha) for RF-DARTS: what the per-edge argmax (the found cell) is taken from.
 
-Reads OUT/indicators.json and OUT/config.json only; writes OUT/indicators.png. Epoch 0 is the init,
+Reads OUT/indicators.json and OUT/config.json only; writes OUT/indicators.png (plot.py: its --out). Epoch 0 is the init,
 where every BN's gamma is 1 (every op ties, and the tie goes to `none`, the first op).
 """
 import os
@@ -14,8 +14,8 @@ from harness.figure_style import OP_COLOURS, edge_title, save
 from spaces import NB201_OPS, get_space
 
 
-def indicator_figure(out, dpi=120):
-    """OUT/indicators.png: one panel per NB201 edge, mean |gamma| of each candidate's last BN (mean over
+def indicator_figure(out, dpi=120, to=None, name="indicators.png"):
+    """OUT/indicators.png (or to/name): one panel per NB201 edge, mean |gamma| of each candidate's last BN (mean over
     the cells) per epoch, one colour per op; the title names the run's setting and final cell -> path."""
     rows, cfg = read_json(os.path.join(out, "indicators.json")), read_json(os.path.join(out, "config.json"))
     space = get_space("nb201")
@@ -38,4 +38,4 @@ def indicator_figure(out, dpi=120):
     fig.suptitle(f"BN-NAS indicator per edge (paper Sec. 5.1, Table 3): {os.path.basename(os.path.normpath(out))}, "
                  f"{setting}, {cfg.get('epochs')} epochs, seed {cfg.get('seed')}")
     fig.tight_layout()
-    return save(fig, out, "indicators.png", dpi)
+    return save(fig, to or out, name, dpi)

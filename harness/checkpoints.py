@@ -98,8 +98,10 @@ def check_finite(loss_sum, path, where, model=None, lower="--lr"):
     if finite:
         return
     last = last_complete(path)
-    kept = (f"the last good state is in {last}: lower {lower} and continue from it with --resume=1" if last
-            else f"no checkpoint was written before: lower {lower} and start again")
+    # Not "resume with a lower --lr": a resume keeps the run's settings (else a sweep's rerun, which passes
+    # its own flags, would quietly undo the change), so it would diverge again.
+    kept = (f"the last good state is in {last} (a resume keeps the run's settings): lower {lower} and start "
+            "again in a new --out" if last else f"no checkpoint was written before: lower {lower} and start again")
     raise FloatingPointError(f"non-finite loss or weights {where}: stopping without writing a checkpoint; {kept}")
 
 
@@ -176,9 +178,14 @@ def load_checkpoint(path, device="cpu", required=(), log=None):
 
 
 def out_dir(path):
-    """Create the output folder; a file in the way or a missing permission is one WriteError line."""
+    """Create the output folder. An empty name or a file of that name is the user's to fix (ConfigError, exit
+    2); what the system refuses (permission, a full disk) is one WriteError line (exit 1)."""
+    if not path:
+        raise cli.ConfigError("--out is empty: name the output folder")
     try:
         os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:  # a file where the folder (or one above) must be
+        raise cli.ConfigError(f"cannot create the output folder {path}: {e.strerror}; name another --out") from e
     except OSError as e:
         raise cli.write_error(path, e, what="cannot create the output folder") from e
     return path

@@ -307,12 +307,24 @@ def run(main, argv=None):
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, stop_now) if main_thread else None  # loops: checkpoints.StopSignals
     try:
-        return main(argv)
+        try:
+            return main(argv)
+        except Exception as e:
+            # A stop that lands inside a lazy import (torch's first optimizer pulls in torch._dynamo and
+            # sympy) can leave that module half made, and clean-up code that needs it then fails too:
+            # the user stopped the run, so report the stop, not what it broke on the way out.
+            stop = e.__context__
+            while stop is not None and not isinstance(stop, (Preempted, KeyboardInterrupt)):
+                stop = stop.__context__
+            if stop is None:
+                raise
+            raise stop from None
     except Preempted as e:
         print(one_line(e), file=sys.stderr)
         sys.exit(128 + e.signum)
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is intact; rerun with --resume=1", file=sys.stderr)
+    except KeyboardInterrupt:  # the loops turn Ctrl-C into a checkpoint and Preempted: this one came outside them
+        print("interrupted outside the training steps: nothing was lost; rerun (with --resume=1 where "
+              "OUT/checkpoint.pt exists)", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:  # whoever read stdout stopped (`--help | head`): no error of ours to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at the exit's flush

@@ -41,7 +41,7 @@ class Run:
     rows: list                # history rows, one per epoch
     alphas: list = None       # alphas.json (search runs)
     genotype: dict = None     # genotype.json (search runs)
-    where: str = ""           # the folder above, when runs of one option and seed from several are drawn
+    where: str = ""           # the folder above (or its own name) when runs of one option and seed are drawn together
 
     @property
     def label(self):          # "B s1" (or "nb201-16k B s1"): how the figures name a search run

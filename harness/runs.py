@@ -128,7 +128,8 @@ def tuned(device, deterministic=False):
         yield
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
-        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+        if deterministic:  # only what was changed: the call imports torch._inductor, slow, and after a stop
+            torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])  # signal perhaps half made
 
 
 def seed_everything(seed):

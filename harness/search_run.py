@@ -198,15 +198,18 @@ def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch
 def open_benchmark(cfg, space, main_proc, log):
     """The --bench201 table (bench201.NB201) on the main process of an nb201 search, else None: a v1_1
     .pth takes ~26 GB of RAM, once per node rather than once per GPU. Logs which dataset's column."""
+    if cfg.bench201 and space.name != "nb201" and main_proc:  # said, not silently dropped
+        log(f"note: --bench201 is not used: NAS-Bench-201 holds cells of its own space only, not of --space={space.name}")
     if not (cfg.bench201 and space.name == "nb201" and main_proc):
         return None
     import bench201
     bench = bench201.NB201(cfg.bench201)
     own = rundir.BENCH201_COLUMNS.get(cfg.dataset) if cfg.dataset != "imagefolder" else None
     ds = cfg.bench201_dataset
+    guessed = cfg.dataset == "imagefolder" and ds == rundir.BENCH201_COLUMNS["imagefolder"]  # the default
     log(f"bench201: {rundir.BENCH201_NAMES[ds]} accuracies from {cfg.bench201}" + (
-        "" if own == ds else f" (--bench201_dataset={ds}, not the searched {cfg.dataset})" if own else
-        f" (--dataset={cfg.dataset} has no benchmark column of its own: taken as --bench201_dataset={ds}; "
+        "" if own == ds else f" (--bench201_dataset={ds}, not the searched {cfg.dataset})" if own or not guessed
+        else f" (--dataset={cfg.dataset} has no benchmark column of its own: taken as --bench201_dataset={ds}; "
         "pass another to change it)"))
     return bench
 

@@ -15,6 +15,7 @@ import torch
 import bnnas
 import bnnas_search
 import genotypes as G
+import plot
 import search
 from conftest import fake_nb201_accuracy
 from harness import checkpoints, cli, runs
@@ -136,6 +137,11 @@ def test_two_step_smoke_run_writes_every_output(tiny_folder, tmp_path):
     assert genotype["nb201_index"] == G.nb201_index(genotype["arch"]) and genotype["evolution"]["best_score"]
     assert history[0]["none_count"] == genotype["arch"].count("none~")
     assert "indicators" not in json.loads((out / "history.json").read_text())[0]
+    # plot.py on this folder beside a search run: BN-NAS gets its cell and its indicators, not Fig. 1 (no alpha half)
+    rf = tmp_path / "rf"
+    search.search(search.make_config(TINY + [f"--data={tiny_folder}", f"--out={rf}", "--epochs=1", "--subset=16"]))
+    drawn = {os.path.basename(p) for p in plot.main([out, rf, f"--out={tmp_path / 'fig'}"])}
+    assert {"indicators_smoke.png", "cell_smoke.png", "cell_rf.png", "skip_and_bench.png"} <= drawn, drawn
 
 
 def test_trained_bn_indicators_trains_only_each_candidates_last_bn(tiny_folder, tmp_path):
@@ -234,6 +240,16 @@ def test_bad_flags_end_in_one_line_before_anything_is_written(tmp_path, capsys, 
     main = {"bnnas_search": bnnas_search.main, "table3": table3.main}[script]
     assert message in one_line_error(main, [f"--out={tmp_path / 'x'}", "--dataset=synthetic", *args], capsys)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_resume_into_a_search_py_folder_stops_in_one_line(tiny_folder, tmp_path, capsys):
+    # a search.py checkpoint holds every key a BN-NAS one must; without the check, load_state_dict's traceback
+    out = str(tmp_path / "rf")
+    search.search(search.make_config(TINY + [f"--data={tiny_folder}", f"--out={out}", "--epochs=1",
+                                             "--subset=16"]))
+    before = sorted(os.listdir(out))
+    err = one_line_error(bnnas_search.main, [f"--out={out}", "--resume=1", "--device=cpu"], capsys)
+    assert "written by search.py" in err and sorted(os.listdir(out)) == before
 
 
 def test_a_second_run_into_a_held_folder_stops_in_one_line(tiny_folder, tmp_path, capsys):

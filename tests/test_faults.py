@@ -137,10 +137,12 @@ def test_disk_full_keeps_the_last_checkpoint(reference, tiny_folder, tmp_path, c
     assert load(out / "checkpoint.pt")["epoch"] == 1
     assert run_cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
     assert_same_run(reference, out)
-    (tmp_path / "file").write_text("")  # --out under a file: one line too
-    code, err = run_cli(search.main, SEARCH + [f"--data={tiny_folder}", f"--out={tmp_path / 'file' / 'run'}"],
-                    capsys)
-    assert code == 1 and len(err) == 1 and "cannot create the output folder" in err[0], err
+    (tmp_path / "file").write_text("")  # --out on or under a file, or empty: the user's to fix, one line, exit 2
+    for bad in (tmp_path / "file" / "run", tmp_path / "file"):
+        code, err = run_cli(search.main, SEARCH + [f"--data={tiny_folder}", f"--out={bad}"], capsys)
+        assert code == 2 and len(err) == 1 and f"cannot create the output folder {bad}: " in err[0], err
+    code, err = run_cli(search.main, SEARCH + [f"--data={tiny_folder}", "--out="], capsys)
+    assert code == 2 and err == ["error: --out is empty: name the output folder (RFDARTS_DEBUG=1 shows the traceback)"]
 
 
 def test_train_sigterm_mid_epoch_then_resume_is_bit_identical(tiny_folder, tmp_path, capsys, monkeypatch):
@@ -303,3 +305,30 @@ def test_a_console_that_cannot_encode_the_tables_symbols_gets_them_escaped():
                           env={**os.environ, "PYTHONIOENCODING": "ascii"}, capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-500:]
     assert proc.stdout.decode("ascii").strip() == "\\u03b1 93.32 \\xb1 0.13 \\u2713"
+
+
+def test_a_stop_whose_clean_up_fails_still_ends_as_the_stop(capsys):
+    # A SIGTERM or Ctrl-C inside a lazy import (torch's first optimizer imports torch._dynamo) leaves it half
+    # made; clean-up that needs it then raises too. The user asked to stop: one line, exit 128 + N, no traceback.
+    def stopped_in_set_up(signum):
+        def main(argv):
+            try:
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                cli.stop_now(signum, None)
+            finally:
+                raise AttributeError("module 'sympy' has no attribute 'logic'")  # the half-made import
+        return main
+
+    code, err = run_cli(stopped_in_set_up(signal.SIGTERM), [], capsys)
+    assert code == 128 + signal.SIGTERM and len(err) == 1 and err[0].startswith("stopped by SIGTERM"), err
+    code, err = run_cli(stopped_in_set_up(signal.SIGINT), [], capsys)
+    assert code == 130 and len(err) == 1 and "nothing was lost" in err[0], err  # no checkpoint promised
+
+    def bug(argv):  # a clean-up failure that follows no stop stays a bug: its traceback is kept
+        try:
+            raise ValueError("a user error")
+        finally:
+            raise AttributeError("a bug")
+    with pytest.raises(AttributeError):
+        cli.run(bug, [])

@@ -86,6 +86,12 @@ def test_partial_strings_are_completed_with_none():
     assert str(NB201Cell.from_str("|nor_conv_3x3~0|+|nor_conv_3x3~1|none~0|+||")) == \
         "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|none~2|"
     assert NB201Cell.from_str("||+||+||") == NB201Cell(("none",) * 6)
+    # a cell named for training (train.py --arch, a genotype.json) lists every edge: a forgotten one is a typo
+    typo = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|"
+    for spec in (typo, {"arch": typo}, "  " + resnet):
+        with pytest.raises(G.InputError, match=r"lists (5 of 6 edges \(missing: 2->3|4 of 6 edges \(missing: 0->2, 1->3)\); write none~j"):
+            G.load_genotype(spec)
+    assert G.load_genotype(ANCHORS[11472]) == NB201Cell.from_str(resnet)
 
 
 def test_index_table_is_lazy_private_and_torch_free():

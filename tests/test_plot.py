@@ -69,6 +69,11 @@ def test_one_option_and_seed_from_two_folders_is_told_apart(search_runs, tmp_pat
     assert {f"fig5_alphas_{first}_C.png", "fig5_alphas_ablation_C.png"} <= {os.path.basename(p) for p in paths}
     assert sorted(label for label, _ in lines[:2]) == sorted([f"{first} C s1", "ablation C s1"])
     assert lines[0][1] != lines[1][1]
+    # the same option and seed under other names in one folder (ablations side by side): named by the run
+    lines.clear()
+    plot.main([search_runs[1], str(shutil.copytree(search_runs[1], tmp_path / "c_fast")), f"--out={tmp_path / 'f2'}",
+               "--dpi=40"])
+    assert sorted(label for label, _ in lines[:2]) == ["C C s1", "c_fast C s1"] and lines[0][1] != lines[1][1]
 
 
 @pytest.mark.parametrize("cuda", [False, True])

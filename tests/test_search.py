@@ -265,8 +265,9 @@ def test_bench201_reads_the_searched_datasets_column(tiny_folder, nb201_table_by
         assert history[0]["bench201"] == {"dataset": name, "valid_acc": acc - 3, "test_acc": acc}
         assert json.loads((out / "history.json").read_text())[0]["bench201"]["dataset"] == name
         log = (out / "log.txt").read_text()
-        assert f"bench201: {rundir.BENCH201_NAMES[name]} accuracies from {nb201_table_by_dataset} (--dataset=" \
-               f"imagefolder has no benchmark column of its own: taken as --bench201_dataset={name}" in log
+        said = (f" (--bench201_dataset={name}, not the searched imagefolder)" if extra else  # the user's own choice
+                f" (--dataset=imagefolder has no benchmark column of its own: taken as --bench201_dataset={name}")
+        assert f"bench201: {rundir.BENCH201_NAMES[name]} accuracies from {nb201_table_by_dataset}{said}" in log
         assert f"'dataset': '{name}'" in log.splitlines()[-2]  # the epoch line
     with pytest.raises(cli.ConfigError, match="NAS-Bench-201 has no svhn results"):
         search.make_config(["--dataset=svhn", f"--bench201={nb201_table_by_dataset}"])
@@ -352,8 +353,9 @@ def test_a_stop_after_the_state_turned_non_finite_writes_no_checkpoint(tiny_fold
     monkeypatch.setattr(search, "gradient_step", _stop_at(calls, poison))
     cfg = search.make_config(TINY + [f"--data={tiny_folder}", f"--out={tmp_path}", "--layers=1", "--epochs=3",
                                       "--log_every=0"])
-    kept = (f"the last good state is in {tmp_path}/checkpoint.pt" if epochs_done else
-            "no checkpoint was written before")
+    # the advice can be followed: a resume keeps the run's --lr, so the line sends the user to a new --out
+    kept = (f"the last good state is in {tmp_path}/checkpoint.pt .*: lower --lr or --arch_lr and start again in "
+            "a new --out" if epochs_done else "no checkpoint was written before: lower --lr or --arch_lr and start again$")
     with checkpoints.StopSignals() as stop, pytest.raises(FloatingPointError, match=f"in epoch {epochs_done + 1} "
                                                           f"by step .*without writing a checkpoint; {kept}"):
         search.search(cfg, stop=stop)
@@ -538,10 +540,10 @@ def test_a_resume_of_a_mistyped_folder_is_refused_and_makes_nothing(tmp_path, ca
     assert not (tmp_path / "typo").exists()  # no folder, no .lock left behind
 
 
-def test_the_log_says_what_is_in_force_and_what_leaves_alpha_untrained(tiny_folder, tmp_path):
+def test_the_log_says_what_is_in_force_and_what_leaves_alpha_untrained(tiny_folder, nb201_table, tmp_path):
     # --space=darts takes DARTS' defaults, --pc_k=4 PC-DARTS' (arch_start 15): --help shows NB201's
     argv = TINY + [f"--data={tiny_folder}", f"--out={tmp_path}", "--space=darts", "--pc_k=2", "--C=4",
-                   "--layers=2", "--epochs=1", "--batch_size=4"]
+                   "--layers=2", "--epochs=1", "--batch_size=4", f"--bench201={nb201_table}"]
     search.search(search.make_config(argv))
     log = (tmp_path / "log.txt").read_text()
     assert ("weights: SGD lr 0.1 -> 0 (cosine), momentum 0.9, weight decay 0.0003; alpha: Adam lr 0.0006, "
@@ -549,6 +551,14 @@ def test_the_log_says_what_is_in_force_and_what_leaves_alpha_untrained(tiny_fold
     assert "note: --arch_start=15 >= --epochs=1: no alpha step runs" in log
     assert "note: --layers=2: every cell is a reduction cell" in log
     assert " valid -/- " in log  # no alpha batch before --arch_start: nothing measured
+    assert "note: --bench201 is not used: NAS-Bench-201 holds cells of its own space only, not of --space=darts" in log
+
+
+def test_a_resume_to_fewer_epochs_than_done_is_refused_alone(tiny_folder, tmp_path):
+    run(tiny_folder, tmp_path / "r", "--layers=1", "--epochs=2")
+    with pytest.raises(cli.ConfigError, match="--epochs=1: this run has done 2 epochs already"):
+        search.search(search.make_config([f"--out={tmp_path / 'r'}", "--resume=1", "--epochs=1"]))
+    assert "nothing to run" not in (tmp_path / "r" / "log.txt").read_text()  # no line saying otherwise first
 
 
 def test_resuming_a_finished_search_says_there_is_nothing_to_run(tiny_folder, tmp_path):
