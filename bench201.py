@@ -261,6 +261,25 @@ def _summarise(infos, where):
     return row
 
 
+def check_file(path):
+    """Refuse at a glance what NB201(path) would refuse after reading it: no such file, a folder that is not a
+    NATS-Bench -simple one, a .csv whose header is not `--export`'s. For a run's start-up checks (the table
+    itself is read later; a whole .pth takes minutes)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise BenchmarkFileError(f"{path}: no such file or folder")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "meta.pickle.pbz2")):
+        raise BenchmarkFileError(f"{path}: not a NATS-Bench -simple dir (no meta.pickle.pbz2)")
+    if path.lower().endswith(".csv"):
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), None)
+        except (ValueError, UnicodeDecodeError, csv.Error) as err:
+            raise BenchmarkFileError(f"{path}: bad CSV ({type(err).__name__}: {err})") from None
+        if header != CSV_HEADER:
+            raise BenchmarkFileError(f"{path}: header is not that of a bench201 --export CSV")
+
+
 class NB201:
     """Paper-convention results + analytic costs. The .pth / single .pbz2 is read whole in __init__
     (see the module docstring for RAM); a NATS -simple directory reads one small file per new arch."""

@@ -38,7 +38,7 @@ import genotypes as G
 from harness import batching, checkpoints, cli, data, runs, search_run
 from harness.frozen_state import FrozenState
 from harness.search_run import Tally
-from search import bench201_dataset, gradient_step, weight_groups
+from search import bench201_dataset, check_bench201, gradient_step, weight_groups
 from spaces import get_space
 from supernet import check_supernet, set_trainable
 
@@ -128,8 +128,8 @@ def validate(cfg):
     check_supernet(space, cfg.C, cfg.layers, init=cfg.init)
     runs.check_device(cfg.device)
     data.check_present(cfg.dataset, cfg.data, cfg.download)
-    if cfg.bench201 and not os.path.exists(cfg.bench201):
-        raise cli.ConfigError(f"--bench201={cfg.bench201}: no such file or folder")
+    if cfg.bench201:
+        check_bench201(cfg.bench201)
     return replace(cfg, option=cfg.option.upper(), bench201_dataset=bench201_dataset(cfg, space))
 
 

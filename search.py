@@ -186,9 +186,19 @@ def validate(cfg):
                    cfg.pc_k, init=cfg.init)
     runs.check_device(cfg.device)
     data.check_present("imagefolder" if cfg.dataset == "imagenet" else cfg.dataset, cfg.data, cfg.download)
-    if cfg.bench201 and space.name == "nb201" and not os.path.exists(cfg.bench201):
-        raise cli.ConfigError(f"--bench201={cfg.bench201}: no such file or folder")
+    if cfg.bench201 and space.name == "nb201":
+        check_bench201(cfg.bench201)
     return replace(cfg, bench201_dataset=bench201_dataset(cfg, space))
+
+
+def check_bench201(path):
+    """--bench201 refused at a glance (missing, a folder that is no benchmark, another CSV) before any data
+    is read or written; the table itself is read once the run starts (bench201.check_file)."""
+    import bench201  # the standard library only
+    try:
+        bench201.check_file(path)
+    except bench201.BenchmarkFileError as e:
+        raise cli.ConfigError(f"--bench201={e}") from None
 
 
 def bench201_dataset(cfg, space):

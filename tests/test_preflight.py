@@ -70,6 +70,16 @@ def test_search_refuses_at_make_config_what_it_would_refuse_at_start(argv, needl
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_a_benchmark_file_of_another_kind_is_refused_before_the_run_starts(tmp_path, capsys):
+    other = tmp_path / "other.csv"
+    other.write_text("index,arch,acc\n0,x,1\n")
+    for bad, needle in ((other, "header is not that of a bench201 --export CSV"),
+                        (tmp_path, "not a NATS-Bench -simple dir (no meta.pickle.pbz2)")):
+        err = one_line_error(search.make_config, [f"--out={tmp_path / 'run'}", f"--bench201={bad}"], capsys)
+        assert f"--bench201={bad}: {needle}" in err, err
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_sweep_preflight_refuses_before_any_run(tmp_path, capsys):
     for argv, needle in ((["--init=foo"], "unknown init"), (["--subset=1"], "--subset=1"),
                          (["--threads=-1"], "--threads=-1: out of range, must lie in [0, inf)"),
