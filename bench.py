@@ -78,7 +78,8 @@ class BenchConfig:
 
 
 # The range of every numeric setting (cli.check_ranges); C and layers 0: the space's default.
-RANGES = dict(batch_size="[1, inf)", C="[0, inf)", layers="[0, inf)", pc_k="[1, inf)", image_size="[1, inf)",
+# image_size >= 4: the supernets halve it twice (two reductions), and a 1x1 map cannot be halved.
+RANGES = dict(batch_size="[1, inf)", C="[0, inf)", layers="[0, inf)", pc_k="[1, inf)", image_size="[4, inf)",
               num_classes="[1, inf)", steps="[1, inf)", warmup="[0, inf)", threads="[0, inf)",
               profile="[0, inf)", peak_n="[1, inf)", gpu_busy="[0, inf)", seconds="[0, inf)",
               procs="[1, inf)", seed=cli.SEED_RANGE)
@@ -329,6 +330,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     cfg = cli.parse_config(BenchConfig, argv)
     cli.check_ranges(cfg, RANGES)
+    if cfg.threads > (os.cpu_count() or 1):  # torch.set_num_threads crashes (SIGSEGV) far above the cores
+        raise cli.ConfigError(f"--threads={cfg.threads}: this machine has {os.cpu_count()} cores")
     options = "ABCD" if cfg.option.lower() == "all" else cfg.option.upper()
     if not options or set(options) - set("ABCD"):
         raise cli.ConfigError(f"--option={cfg.option}: give A, B, C, D, several (e.g. BC) or all")

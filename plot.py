@@ -224,6 +224,9 @@ def is_bnnas(run):
 def draw_all(loaded, table, cfg):
     """Every figure the loaded runs allow; returns the PNG paths."""
     search_runs, paths = [r for r in loaded if "space" in r.config and r.rows], []
+    for r in loaded:
+        if "space" in r.config and not r.rows:
+            print(f"note: {r.name}: no finished epoch yet, nothing to draw")
     for r in search_runs:
         paths += fig5_alphas(r, cfg) if r.alphas else []
         paths += op_scale_figure(r, cfg) if any("op_scale" in a for a in r.alphas or ()) else []
@@ -252,6 +255,7 @@ def main(argv=None):
         print(cli.help_text(PlotConfig, __doc__, usage="python plot.py RUN_DIR|SWEEP_DIR ... --out=DIR [--key=value ...]"))
         return []
     cfg = cli.parse_config(PlotConfig, [a for a in argv if a.startswith("--")])
+    cli.check_ranges(cfg, dict(dpi="[1, inf)"))
     dirs = [a for a in argv if not a.startswith("--")]
     if not dirs:
         raise cli.ConfigError("usage: python plot.py RUN_DIR [RUN_DIR ...] --out=DIR [--bench201=PATH]")

@@ -90,7 +90,7 @@ def list_images(path, classes=None):
     return files, labels, found
 
 
-def _need_train_folder(root):
+def need_train_folder(root):
     if not os.path.isdir(root):
         raise DatasetError(f"{root}: no such folder (--data names a folder with train/<class>/<image>)")
     if not os.path.isdir(os.path.join(root, "train")):
@@ -99,7 +99,7 @@ def _need_train_folder(root):
 
 def folder_files(root, train):
     """(files, labels, classes) of root/train or root/test; classes = sorted train/ folders."""
-    _need_train_folder(root)
+    need_train_folder(root)
     files, labels, classes = list_images(os.path.join(root, "train"))
     return (files, labels, classes) if train else list_images(os.path.join(root, "test"), classes)
 
@@ -230,7 +230,7 @@ def check_present(name, root, download=True):
     if name not in NAMES:
         raise DatasetError(f"{name}: unknown dataset, expected one of {NAMES}")
     if name == "imagefolder":
-        _need_train_folder(root)
+        need_train_folder(root)
     if name == "ImageNet16-120":
         _imagenet16_files(root, True), _imagenet16_files(root, False)
     if name in _TORCHVISION and not download:

@@ -90,8 +90,9 @@ def result_text(s):
         return f"{res['iterations_per_s']} iterations/s in all ({per} per iteration)"
     if s["name"].startswith("bench"):
         busy = f", GPU busy {res['gpu_busy']:.0%}" if res.get("gpu_busy") is not None else ""
-        return (f"{res.get('iteration_s')} s/iteration, {res.get('images_per_s')} img/s{busy}, peak "
-                f"{res.get('peak_mem_mb')} MB allocated / {res.get('peak_reserved_mb')} MB reserved"
+        memory = (f"{res.get('peak_mem_mb')} MB allocated / {res['peak_reserved_mb']} MB reserved"
+                  if res.get("peak_reserved_mb") is not None else f"{res.get('peak_mem_mb')} MB (the process, CPU)")
+        return (f"{res.get('iteration_s')} s/iteration, {res.get('images_per_s')} img/s{busy}, peak {memory}"
                 + (f", compile {res.get('compile_s')} s" if res.get("compile") else ""))
     if s["name"].startswith(("search", "torchrun")):
         return (f"{res['epoch_s']} s per epoch of {res['steps']} steps x {res['batch']} ({res['processes']} "
@@ -110,7 +111,8 @@ def markdown(summary):
              f"torch {env.get('torch')} (CUDA build {env.get('cuda_build')}, cuDNN {env.get('cudnn')}), driver "
              f"{env.get('driver')}, GPUs: {gpus}; --device=auto picks {env.get('auto_device')}"
              + (f" ({env['cpu_reason']})" if env.get("cpu_reason") else "") + ".",
-             f"{summary['passed']} of {summary['ran']} steps that ran passed, {summary['skipped']} skipped, "
+             f"{summary['passed']} of {summary['ran']} steps that ran passed (env, above, included), "
+             f"{summary['skipped']} skipped, "
              f"{summary['cut']} cut by the budget or a stop, in {summary['wall_s']:.0f} s (budget {summary['budget_s']} s)"
              + ("." if summary.get("done", True) else "; still running (this summary is rewritten after each step)."),
              "", "| step | what | status | seconds (limit) | result |", "|---|---|---|---|---|"]

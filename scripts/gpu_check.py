@@ -38,7 +38,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -292,9 +292,19 @@ def plan(cfg, env):
                                                      "sharing one GPU over gloo)")
     groups.append([torchrun])
     wanted = [w for w in cfg.only.split(",") if w]
-    keep = [[s for s in g if not wanted or any(s.name == w or s.name.startswith(w + "_") for w in wanted)]
-            for g in groups]
+    keep = [[s for s in g if not wanted or any(picks(w, s.name) for w in wanted)] for g in groups]
     return [g for g in keep if g]
+
+
+def picks(wanted, name):
+    """--only's rule: a step's name, or a prefix of names up to an underscore (bench, bench_C, procs)."""
+    return name == wanted or name.startswith(wanted + "_")
+
+
+def unknown_steps(cfg):
+    """The names in --only that pick no step of this size (a typo would run nothing and pass)."""
+    names = ["env"] + [step.name for group in plan(replace(cfg, only=""), {}) for step in group]
+    return [w for w in cfg.only.split(",") if w and not any(picks(w, n) for n in names)], names
 
 
 def say(msg):
@@ -325,6 +335,9 @@ def main(argv=None):
     if cfg.size not in SIZES:
         raise cli.ConfigError(f"--size={cfg.size}: choose paper or tiny")
     cli.check_ranges(cfg, dict(budget="[1, inf)"))
+    unknown, names = unknown_steps(cfg)
+    if unknown:
+        raise cli.ConfigError(f"--only={unknown[0]}: no step of that name or prefix (steps: {', '.join(names)})")
     cfg.out = fresh_folder(cfg.out)
     checkpoints.out_dir(cfg.out)
     say(f"writing to {cfg.out}")

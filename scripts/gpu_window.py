@@ -38,7 +38,8 @@ written beside and renamed, so a window killed mid-write still returns the last 
           plus the sweep's table.md / table.json); checkpoints.tar.gz.N (the unfinished runs'
           checkpoint.pt, in parts of at most 15 MiB, at most 5 parts: those that do not fit are named in window.md)
 Exit status: the child's (0: the check passed / every run finished), 124 when the limit stopped it,
-2 on a bad flag or a missing pack.
+2 on a bad flag or a missing pack. A path given on the command line is read from the current folder, a
+default one (.gpu, ../shared/..., results/nb201-full) from the repository root, where the child runs.
 """
 import time
 
@@ -101,11 +102,19 @@ def data_name(cfg):
 
 
 def pack(cfg):
-    """The data and the table into PACK_DIR (ignored by git; the window's `carry` names it)."""
-    for path in (cfg.data, cfg.bench201):
-        if not os.path.exists(path):
-            raise cli.ConfigError(f"--task=pack: {path} does not exist")
+    """The data and the table into PACK_DIR (ignored by git; the window's `carry` names it), checked as the
+    window's sweep will check them (a wrong file found there costs the window); an older pack's or a local
+    window's leftovers in PACK_DIR are removed first (they would travel, and be read instead)."""
+    import bench201  # the standard library only
+    from harness.data import DatasetError, need_train_folder
+    try:
+        need_train_folder(cfg.data)
+        bench201.check_file(cfg.bench201)
+    except (DatasetError, bench201.BenchmarkFileError) as e:
+        raise cli.ConfigError(f"--task=pack: {e}") from None
     os.makedirs(cfg.pack_dir, exist_ok=True)
+    for path in leftovers(cfg, keep=(data_name(cfg) + ".tar.gz",)):
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     archive = os.path.join(cfg.pack_dir, data_name(cfg) + ".tar.gz")
     with tarfile.open(archive + ".tmp", "w:gz") as tar:
         tar.add(cfg.data, arcname=data_name(cfg))
@@ -114,14 +123,23 @@ def pack(cfg):
     with open(cfg.bench201, "rb") as src, gzip.open(table + ".tmp", "wb") as dst:
         shutil.copyfileobj(src, dst)
     os.replace(table + ".tmp", table)
-    for stale in ("nb201-public.csv",):  # an older pack's or window's unzipped table: it would be read instead
-        if os.path.exists(os.path.join(cfg.pack_dir, stale)):
-            os.remove(os.path.join(cfg.pack_dir, stale))
     data = packed_bytes(cfg)
     say(f"packed {archive} and {os.path.basename(table)}: {data / 2**20:.1f} MiB in {cfg.pack_dir} (carry it: "
         f"run(carry=['{cfg.pack_dir}']))")
-    for line in carry_note(tree_bytes(), data, unfinished_checkpoints(cfg)):
+    for line in carry_note(tree_bytes(), data, unfinished_checkpoints(cfg), leftovers(cfg)):
         say(line)
+
+
+PACKED = "nb201-public.csv.gz"  # beside the one data archive: all that --task=pack leaves in PACK_DIR
+
+
+def leftovers(cfg, keep=()):
+    """PACK_DIR's entries that --task=pack did not make (a local window's unpacked data, table, check folders
+    and log) or, with `keep`, every archive but those: removed by the next pack, counted by carry_note."""
+    if not os.path.isdir(cfg.pack_dir):
+        return []
+    made = set(keep) | {PACKED} if keep else {PACKED} | {n for n in os.listdir(cfg.pack_dir) if n.endswith(".tar.gz")}
+    return [os.path.join(cfg.pack_dir, n) for n in sorted(os.listdir(cfg.pack_dir)) if n not in made]
 
 
 def packed_bytes(cfg):
@@ -130,11 +148,20 @@ def packed_bytes(cfg):
 
 
 def unfinished_checkpoints(cfg):
-    """{path: bytes} of the checkpoints in --runs_out (git ignores them: carried with the folder)."""
+    """{path: bytes} of the checkpoints in --runs_out (git ignores them: carried with the folder); a
+    finished run's and every checkpoint.prev.pt are keyed "spare: PATH" (they can stay behind at no loss)."""
     if not os.path.isdir(cfg.runs_out):
         return {}
-    return {p: os.path.getsize(p) for p in _files_under(cfg.runs_out)
-            if is_checkpoint(os.path.basename(p)) and os.path.basename(p) != ".lock"}
+    finished = {name for name, _, done in run_states(cfg) if done}
+    found = {}
+    for p in _files_under(cfg.runs_out):
+        name = os.path.basename(p)
+        if not is_checkpoint(name) or name == ".lock":
+            continue
+        run = os.path.basename(os.path.dirname(p))
+        spare = name != "checkpoint.pt" or run in finished
+        found[f"spare: {p}" if spare else p] = os.path.getsize(p)
+    return found
 
 
 def bench201_table(cfg):
@@ -333,29 +360,33 @@ def tree_bytes():
     return sum(os.path.getsize(os.path.join(ROOT, f)) for f in listed if f and os.path.isfile(os.path.join(ROOT, f)))
 
 
-def carry_note(tree, data, checkpoints):
+def carry_note(tree, data, checkpoints, stale=()):
     """The lines that say whether the next window's carry fits in TRAVEL_BYTES: `tree` (tree_bytes, or
-    None), `data` (the --pack_dir's bytes) and {checkpoint path: bytes} of the unfinished runs."""
+    None), `data` (the --pack_dir's bytes, `stale` included: its leftovers' paths) and {checkpoint path:
+    bytes} (unfinished_checkpoints: "spare: PATH" for those that can stay behind at no loss, named first)."""
     total = (tree or 0) + data + sum(checkpoints.values())
     parts = f"tree {'?' if tree is None else f'{tree / 2**20:.1f}'}, packed data {data / 2**20:.1f}, " \
             f"{len(checkpoints)} checkpoint(s) {sum(checkpoints.values()) / 2**20:.1f}"
     lines = [f"the next window carries {total / 2**20:.1f} MiB of {TRAVEL_BYTES // 2**20} ({parts})"]
     if total > TRAVEL_BYTES:
         over, drop = total - TRAVEL_BYTES, []
-        for path, size in sorted(checkpoints.items(), key=lambda kv: -kv[1]):
+        for path, size in sorted(checkpoints.items(), key=lambda kv: (not kv[0].startswith("spare: "), -kv[1])):
             if over <= 0:
                 break
             drop.append(path)
             over -= size
-        lines.append(f"over the limit by {(total - TRAVEL_BYTES) / 2**20:.1f} MiB: `--task=aside` sets results/'s CPU "
-                     f"runs aside; still over, move {', '.join(drop) or 'other files'} out of the tree before the call "
-                     "(a run without its checkpoint starts again from epoch 0)")
+        lost = any(not p.startswith("spare: ") for p in drop)
+        lines.append(f"over the limit by {(total - TRAVEL_BYTES) / 2**20:.1f} MiB: "
+                     + (f"--task=pack again removes the packed folder's leftovers ({', '.join(stale)}); " if stale else "")
+                     + "`--task=aside` sets results/'s CPU runs aside; still over, move "
+                     + (", ".join(p.split("spare: ")[-1] for p in drop) or "other files") + " out of the tree before "
+                     "the call" + (" (a run without its checkpoint starts again from epoch 0)" if lost else ""))
     return lines
 
 
 def results_folders(cfg):
     """The folders of results/ that --task=aside moves: all but the one that is or holds --runs_out (the
-    window's own runs; a relative --runs_out is read from the repository root, as the window runs it)."""
+    window's own runs; main makes --runs_out absolute, a relative one here is read from the repository root)."""
     src = os.path.join(ROOT, "results")
     keep = os.path.abspath(os.path.join(ROOT, cfg.runs_out))
     folders = [os.path.join(src, n) for n in sorted(os.listdir(src))] if os.path.isdir(src) else []
@@ -386,7 +417,7 @@ def set_aside(cfg):
         for folder in folders:
             os.replace(folder, os.path.join(dst, os.path.basename(folder)))  # one file system: a rename
     say(f"set {len(folders)} folders of results/ aside in {dst} ({moved / 2**20:.1f} MiB); after the call: --task=back")
-    for line in carry_note(tree_bytes(), packed_bytes(cfg), unfinished_checkpoints(cfg)):
+    for line in carry_note(tree_bytes(), packed_bytes(cfg), unfinished_checkpoints(cfg), leftovers(cfg)):
         say(line)
 
 
@@ -415,12 +446,17 @@ def unpack(cfg):
         with tarfile.open(os.path.join(cfg.out, name)) as tar:
             tar.extractall(top, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(top)
     say(f"unpacked {', '.join(names)} into {cfg.runs_out}")
-    for line in carry_note(tree_bytes(), packed_bytes(cfg), unfinished_checkpoints(cfg)):
+    for line in carry_note(tree_bytes(), packed_bytes(cfg), unfinished_checkpoints(cfg), leftovers(cfg)):
         say(line)
 
 
 def main(argv=None):
-    cfg = cli.parse_config(WindowConfig, argv)
+    cfg, given = cli.parse_config(WindowConfig, argv), cli.explicit_keys(argv)
+    cfg.out = cfg.out or os.environ.get("OUT", "")
+    for key in ("out", "pack_dir", "data", "bench201", "runs_out"):  # the child runs in ROOT: every path absolute,
+        value = getattr(cfg, key)  # a given one read from here, a default one (.gpu, ../shared/...) from ROOT
+        if value:
+            setattr(cfg, key, os.path.abspath(value if key in given else os.path.join(ROOT, value)))
     if cfg.task not in ("pack", "check", "table2", "unpack", "aside", "back"):
         raise cli.ConfigError(f"--task={cfg.task}: choose pack, check, table2, unpack, aside or back")
     if cfg.size not in SEARCH:
@@ -431,7 +467,6 @@ def main(argv=None):
         return pack(cfg)
     if cfg.task in ("aside", "back"):
         return set_aside(cfg) if cfg.task == "aside" else bring_back(cfg)
-    cfg.out = cfg.out or os.environ.get("OUT", "")
     if not cfg.out:
         raise cli.ConfigError("--out: give the folder the window returns (there: --out=$OUT)")
     if cfg.task == "unpack":

@@ -142,6 +142,15 @@ def test_procs_without_seconds_is_one_line(capsys):
     assert e.value.code == 2 and "--seconds" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, words", [("--image_size=2", "--image_size=2: out of range, must lie in [4, inf)"),
+                                         ("--threads=99999", "--threads=99999: this machine has")])  # was SIGSEGV
+def test_a_size_or_thread_count_the_run_cannot_take_is_one_line(capsys, flag, words):
+    with pytest.raises(SystemExit) as e:
+        cli.run(bench.main, TINY + [flag])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and words in err[0], err
+
+
 def test_a_peak_n_too_big_for_the_machine_is_one_line(capsys):
     """bench.py --peak_n=99999999999 ended in a 30-line CalledProcessError traceback (the peak's child
     could not allocate its matrices): refused before any step, naming --peak_n and why."""

@@ -103,6 +103,18 @@ def test_the_cuda_sets_tests_survive_a_stop(tmp_path):
     assert (res["passed"], res["failed"], res["skipped"], res["failures"]) == (1, 1, 1, ["test_b[C]"])
 
 
+def test_only_picks_steps_by_name_or_prefix_and_refuses_a_typo(tmp_path, capsys):
+    cfg = gpu_check.CheckConfig(size="tiny", device="cpu", out=str(tmp_path / "o"), only="bench_C,procs,torchrun")
+    picked = [s.name for g in gpu_check.plan(cfg, {}) for s in g]
+    assert picked == ["bench_C_eager", "bench_C_graphs_cold", "bench_C_graphs", "procs_2", "procs_4", "procs_6",
+                      "bench_C_compiled", "torchrun"]
+    with pytest.raises(SystemExit) as e:  # a typo would run nothing and report a pass: refused, nothing written
+        cli.run(gpu_check.main, ["--size=tiny", "--device=cpu", f"--out={tmp_path / 'o'}", "--only=bench_C_eagr"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--only=bench_C_eagr: no step of that name" in err and "bench_C_eager" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_the_table2_plan_predicts_minutes_and_picks_the_jobs():
     def ok(**result):
         return dict(status="ok", result=result)

@@ -20,9 +20,9 @@ gpu_window = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gpu_window)
 
 
-def window(*args, timeout=300):
+def window(*args, timeout=300, cwd=ROOT):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
@@ -46,7 +46,15 @@ def packed(tmp_path_factory):
     make_image_folder(root / "images")
     (root / "pack").mkdir()
     (root / "pack" / "nb201-public.csv").write_text("an older pack's unzipped table")  # removed: else read
+    (root / "pack" / "cifar10-jpeg.tar.gz").write_text("an older pack's other data")  # removed: else read first
+    (root / "pack" / "data" / "cifar10-jpeg").mkdir(parents=True)  # a local window's unpacked data, check folder
+    (root / "pack" / "check-20261207-000000").mkdir()
     write_nb201_table(root / "nb201.csv")
+    (root / "other.csv").write_text("index,arch\n")
+    for bad, words in ((["--data=" + str(root), "--bench201=" + str(root / "nb201.csv")], "no train/ folder"),
+                       (["--data=" + str(root / "images"), "--bench201=" + str(root / "other.csv")], "header is not")):
+        r = window("--task=pack", *bad, f"--pack_dir={root / 'pack'}")  # found here, not in the window
+        assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = window("--task=pack", f"--data={root / 'images'}", f"--bench201={root / 'nb201.csv'}",
                f"--pack_dir={root / 'pack'}")
     assert r.returncode == 0, r.stderr
@@ -66,6 +74,13 @@ def test_the_carry_note_says_what_to_leave_out_when_the_next_window_would_not_fi
     assert over.startswith("over the limit by 18.5 MiB: `--task=aside` sets results/'s CPU runs aside; still over, "
                            "move B_s1/checkpoint.pt, B_s2/checkpoint.pt out of"), over
     assert "C_s1" not in over and "epoch 0" in over
+    # what can stay behind at no loss goes first (a finished run's, a .prev), then the packed folder's leftovers
+    ckpts |= {"spare: B_s4/checkpoint.pt": 14 * mib, "spare: C_s1/checkpoint.prev.pt": mib // 2}
+    _, over = gpu_window.carry_note(22 * mib, 18 * mib, ckpts, [".gpu/data"])
+    assert "--task=pack again removes the packed folder's leftovers (.gpu/data)" in over, over
+    assert "move B_s4/checkpoint.pt, C_s1/checkpoint.prev.pt, B_s1/checkpoint.pt, B_s2/checkpoint.pt out" in over
+    _, over = gpu_window.carry_note(36 * mib, 18 * mib, {"spare: B_s4/checkpoint.pt": 14 * mib})
+    assert over.endswith("move B_s4/checkpoint.pt out of the tree before the call"), over  # nothing lost
 
 
 def test_aside_moves_the_cpu_runs_out_of_the_tree_and_back(tmp_path, monkeypatch):
@@ -130,8 +145,9 @@ def test_table2_stops_at_its_limit_returns_its_files_and_the_next_window_continu
 
 
 def test_check_task_returns_the_checks_summary(packed, tmp_path):
+    # run from another folder, with a relative --out: read from here, though the check itself runs in ROOT
     r = window("--task=check", "--size=tiny", "--device=cpu", f"--pack_dir={packed / 'pack'}", "--only=bench_C_eager",
-               f"--out={tmp_path / 'out'}", "--limit=200")
+               "--out=out", "--limit=200", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     files = returned(tmp_path / "out")
     assert files == {"window.md", "window.log", "summary.md", "summary.json", "check.tar.gz"}

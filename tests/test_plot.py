@@ -213,6 +213,15 @@ def test_analysis_figures_from_synthetic_runs(tmp_path):
         assert_real_png(p)
 
 
+def test_a_search_without_a_finished_epoch_is_named_not_skipped_silently(tmp_path, capsys):
+    run = tmp_path / "C_s1"  # a window's run stopped in its first epoch: config.json and a log, no epoch line
+    run.mkdir()
+    (run / "config.json").write_text('{"space": "nb201", "option": "C", "seed": 1}')
+    (run / "log.txt").write_text("[ 1.0s] search nb201 option C\n")
+    assert plot.main([run, f"--out={tmp_path / 'fig'}"]) == []
+    assert "note: C_s1: no finished epoch yet, nothing to draw" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("setup,message", [
     (lambda d: None, "not a run directory (no config.json)"),
     (lambda d: (d / "config.json").write_text("{}"), "neither 'space' (search.py) nor 'exp'"),
@@ -230,7 +239,8 @@ def test_a_directory_that_is_not_a_run_is_a_one_line_error(tmp_path, capsys, set
 
 
 @pytest.mark.parametrize("argv,message", [(["--out=x"], "usage: python plot.py RUN_DIR"),
-                                          (["some_dir", "--colour=red"], "unknown config key 'colour'")])
+                                          (["some_dir", "--colour=red"], "unknown config key 'colour'"),
+                                          (["some_dir", "--dpi=0"], "--dpi=0: out of range, must lie in [1, inf)")])
 def test_bad_command_lines_are_one_line_errors(capsys, argv, message):
     with pytest.raises(SystemExit):
         cli.run(plot.main, argv)
