@@ -124,8 +124,10 @@ def pack(cfg):
         shutil.copyfileobj(src, dst)
     os.replace(table + ".tmp", table)
     data = packed_bytes(cfg)
-    say(f"packed {archive} and {os.path.basename(table)}: {data / 2**20:.1f} MiB in {cfg.pack_dir} (carry it: "
-        f"run(carry=['{cfg.pack_dir}']))")
+    carry = os.path.relpath(cfg.pack_dir, ROOT)  # the device tool names carried folders from the repository root
+    say(f"packed {archive} and {os.path.basename(table)}: {data / 2**20:.1f} MiB in {cfg.pack_dir} ("
+        + ("outside the repository: the device tool carries only folders inside it)" if carry.startswith("..")
+           else f"carry it: run(carry=['{carry}']))"))
     for line in carry_note(tree_bytes(), data, unfinished_checkpoints(cfg), leftovers(cfg)):
         say(line)
 

@@ -60,6 +60,7 @@ def packed(tmp_path_factory):
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(root / "pack")) == ["images.tar.gz", "nb201-public.csv.gz"]
     assert "the next window carries" in r.stderr, r.stderr  # what the call will send, said before it
+    assert "outside the repository: the device tool carries only folders inside it" in r.stderr  # (a tmp folder)
     return root
 
 
