@@ -312,19 +312,23 @@ def run(main, argv=None):
         except Exception as e:
             # A stop that lands inside a lazy import (torch's first optimizer pulls in torch._dynamo and
             # sympy) can leave that module half made, and clean-up code that needs it then fails too:
-            # the user stopped the run, so report the stop, not what it broke on the way out.
-            stop = e.__context__
-            while stop is not None and not isinstance(stop, (Preempted, KeyboardInterrupt)):
-                stop = stop.__context__
-            if stop is None:
+            # the user stopped the run, so report the stop, not what it broke on the way out. Not where
+            # the code raised on purpose (a Preempted of its own, `raise ... from None`: a sweep's summary).
+            stop, link = None, e
+            while not isinstance(link, Preempted) and not link.__suppress_context__ and link.__context__:
+                link = link.__context__
+                if isinstance(link, (Preempted, KeyboardInterrupt)):
+                    stop = link
+                    break
+            if stop is None or os.environ.get("RFDARTS_DEBUG"):
                 raise
             raise stop from None
     except Preempted as e:
         print(one_line(e), file=sys.stderr)
         sys.exit(128 + e.signum)
-    except KeyboardInterrupt:  # the loops turn Ctrl-C into a checkpoint and Preempted: this one came outside them
-        print("interrupted outside the training steps: nothing was lost; rerun (with --resume=1 where "
-              "OUT/checkpoint.pt exists)", file=sys.stderr)
+    except KeyboardInterrupt:  # outside the loops (they checkpoint on a first Ctrl-C), or a second Ctrl-C
+        print("interrupted: the last checkpoint, if one was written, is intact (what ran after it is not); "
+              "rerun (with --resume=1 where OUT/checkpoint.pt exists)", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:  # whoever read stdout stopped (`--help | head`): no error of ours to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at the exit's flush

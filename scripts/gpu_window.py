@@ -28,7 +28,9 @@ checkpoints included), ~1.7 MiB without (`--task=aside`), so that all six unfini
 name the checkpoints to leave out when it is over.
 
 The limit: the child (the check or the sweep) runs in its own process group; at --limit minus the
-packing reserve it gets SIGTERM (every search checkpoints after its current step), 20 s later SIGKILL.
+packing reserve it gets SIGTERM (every search checkpoints after its current step), 20 s later SIGKILL (a
+search still in its step, e.g. a first compile, gets SIGTERM as the sweep dies, harness/jobs.py, and
+checkpoints on its own: the window returns that run's checkpoint of its last finished epoch).
 What it has done is packed into OUT every --every seconds while it runs and once at the end (each file
 written beside and renamed, so a window killed mid-write still returns the last whole pack):
   window.md       what ran, how it ended, the files here (and, for table2, the sweep's table and each run's state)
@@ -112,6 +114,10 @@ def pack(cfg):
         bench201.check_file(cfg.bench201)
     except (DatasetError, bench201.BenchmarkFileError) as e:
         raise cli.ConfigError(f"--task=pack: {e}") from None
+    pack_dir = os.path.realpath(cfg.pack_dir)
+    for inside in (ROOT, cfg.data, cfg.bench201):  # it is cleared of the window's leftovers: never one of these
+        if os.path.commonpath([pack_dir, os.path.realpath(inside)]) == pack_dir:
+            raise cli.ConfigError(f"--pack_dir={cfg.pack_dir} holds {inside}: give a folder of its own (default .gpu)")
     os.makedirs(cfg.pack_dir, exist_ok=True)
     for path in leftovers(cfg, keep=(data_name(cfg) + ".tar.gz",)):
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
@@ -132,16 +138,17 @@ def pack(cfg):
         say(line)
 
 
-PACKED = "nb201-public.csv.gz"  # beside the one data archive: all that --task=pack leaves in PACK_DIR
-
-
 def leftovers(cfg, keep=()):
-    """PACK_DIR's entries that --task=pack did not make (a local window's unpacked data, table, check folders
-    and log) or, with `keep`, every archive but those: removed by the next pack, counted by carry_note."""
+    """What a window run here left in PACK_DIR (its unpacked data and table, check folders, log, half-written
+    files) or, with `keep`, also every archive but those (an older pack's): removed by the next pack, named by
+    carry_note. Only these names: any other file in PACK_DIR is someone else's and stays."""
     if not os.path.isdir(cfg.pack_dir):
         return []
-    made = set(keep) | {PACKED} if keep else {PACKED} | {n for n in os.listdir(cfg.pack_dir) if n.endswith(".tar.gz")}
-    return [os.path.join(cfg.pack_dir, n) for n in sorted(os.listdir(cfg.pack_dir)) if n not in made]
+
+    def made_by_a_window(n):
+        return (n in ("data", "nb201-public.csv", "window-child.log") or n.startswith("check-") or n.endswith(".tmp")
+                or (bool(keep) and n.endswith(".tar.gz") and n not in keep))
+    return [os.path.join(cfg.pack_dir, n) for n in sorted(os.listdir(cfg.pack_dir)) if made_by_a_window(n)]
 
 
 def packed_bytes(cfg):
@@ -454,7 +461,8 @@ def unpack(cfg):
 
 def main(argv=None):
     cfg, given = cli.parse_config(WindowConfig, argv), cli.explicit_keys(argv)
-    cfg.out = cfg.out or os.environ.get("OUT", "")
+    if not cfg.out and os.environ.get("OUT"):  # the device's $OUT: read from here, as a given --out
+        cfg.out, given = os.environ["OUT"], given | {"out"}
     for key in ("out", "pack_dir", "data", "bench201", "runs_out"):  # the child runs in ROOT: every path absolute,
         value = getattr(cfg, key)  # a given one read from here, a default one (.gpu, ../shared/...) from ROOT
         if value:

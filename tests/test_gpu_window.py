@@ -49,16 +49,21 @@ def packed(tmp_path_factory):
     (root / "pack" / "cifar10-jpeg.tar.gz").write_text("an older pack's other data")  # removed: else read first
     (root / "pack" / "data" / "cifar10-jpeg").mkdir(parents=True)  # a local window's unpacked data, check folder
     (root / "pack" / "check-20261207-000000").mkdir()
+    (root / "pack" / "notes.txt").write_text("not the window's: stays")
     write_nb201_table(root / "nb201.csv")
     (root / "other.csv").write_text("index,arch\n")
     for bad, words in ((["--data=" + str(root), "--bench201=" + str(root / "nb201.csv")], "no train/ folder"),
                        (["--data=" + str(root / "images"), "--bench201=" + str(root / "other.csv")], "header is not")):
         r = window("--task=pack", *bad, f"--pack_dir={root / 'pack'}")  # found here, not in the window
         assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for pack_dir in (ROOT, os.path.dirname(ROOT), root):  # it would clear the checkout, or hold the data packed
+        r = window("--task=pack", f"--data={root / 'images'}", f"--bench201={root / 'nb201.csv'}", f"--pack_dir={pack_dir}")
+        assert r.returncode == 2 and "give a folder of its own" in r.stderr, r.stderr
     r = window("--task=pack", f"--data={root / 'images'}", f"--bench201={root / 'nb201.csv'}",
                f"--pack_dir={root / 'pack'}")
     assert r.returncode == 0, r.stderr
-    assert sorted(os.listdir(root / "pack")) == ["images.tar.gz", "nb201-public.csv.gz"]
+    assert sorted(os.listdir(root / "pack")) == ["images.tar.gz", "nb201-public.csv.gz", "notes.txt"]
+    (root / "pack" / "notes.txt").unlink()
     assert "the next window carries" in r.stderr, r.stderr  # what the call will send, said before it
     assert "outside the repository: the device tool carries only folders inside it" in r.stderr  # (a tmp folder)
     return root
