@@ -289,15 +289,11 @@ class NB201:
         self._rows = {}  # index -> _summarise() result; filled on demand for a -simple directory
         self._ranked = {}  # (dataset, field, pool_free_only) -> ranked(); filled on first use
         is_csv = self.path.lower().endswith(".csv")
+        check_file(self.path)  # missing, a folder without the meta file, a CSV of another header
         if os.path.isdir(self.path):
-            meta = os.path.join(self.path, "meta.pickle.pbz2")
-            if not os.path.isfile(meta):
-                raise BenchmarkFileError(f"{self.path}: not a NATS-Bench -simple dir (no meta.pickle.pbz2)")
-            self._dir, payload = self.path, _unpickle_file(meta)
+            self._dir, payload = self.path, _unpickle_file(os.path.join(self.path, "meta.pickle.pbz2"))
         elif is_csv:
             payload = self._read_csv()
-        elif not os.path.exists(self.path):
-            raise BenchmarkFileError(f"{self.path}: no such file or directory")
         else:
             payload = _unpickle_file(self.path)
         if not isinstance(payload, dict) or not isinstance(payload.get("meta_archs"), list):
