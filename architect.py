@@ -1,11 +1,11 @@
-"""Second-order (unrolled) architecture gradient of DARTS: Eq. (3)-(5) of DARTS, Eq. (5) of RF-DARTS.
+"""Second-order (unrolled) architecture gradient of DARTS: Eq. (5)-(8) of DARTS, Eq. (4)-(5) of RF-DARTS.
 
-    unrolled_arch_grads(model, weights, arch, w_opt, train_batch, valid_batch) -> (grads, loss, correct)
-    unrolled_arch_step(model, weights, w_opt, a_opt, train_batch, valid_batch, clip=0) -> (loss, correct)
+    unrolled_arch_grads(model, weights, arch, w_opt, train_batch, valid_batch, sync=None) -> (grads, loss, correct)
+    unrolled_arch_step(model, weights, w_opt, a_opt, train_batch, valid_batch, sync=None, clip=0.0) -> (loss, correct)
 
 The bilevel objective is min_a L_val(w*(a), a) with w*(a) = argmin_w L_train(w, a). DARTS replaces
-w*(a) by one virtual step of the weight optimiser, w' = w - xi * grad_w L_train(w, a) (Eq. 3, 5 of
-DARTS; Eq. 5 of RF-DARTS), with xi = the current weight lr. By the chain rule (DARTS Eq. 6-7)
+w*(a) by one virtual step of the weight optimiser, w' = w - xi * grad_w L_train(w, a) (Eq. 5-6 of
+DARTS; Eq. 4-5 of RF-DARTS), with xi = the current weight lr. By the chain rule (DARTS Eq. 7)
 
     d/da L_val(w', a) = grad_a L_val(w', a) - xi * grad^2_{a,w} L_train(w, a) . v,
     v = grad_{w'} L_val(w', a)
@@ -130,7 +130,7 @@ def unrolled_arch_grads(model, weights, arch, w_opt, train_batch, valid_batch, s
     w_saved = [p.detach().clone() for p in weights]
     b_saved = [b.detach().clone() for b in model.buffers()]
     try:
-        # 1. virtual step w' (Eq. 3 / RF-DARTS Eq. 5): one gradient of L_train at the real weights
+        # 1. virtual step w' (DARTS Eq. 6 / RF-DARTS Eq. 5): one gradient of L_train at the real weights
         g_train = _grads(_loss(model, xt, yt)[0], weights, sync)  # one tensor shaped like each weight
         with torch.no_grad():
             w_virtual = virtual_weights(weights, g_train, w_opt)

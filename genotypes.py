@@ -4,7 +4,8 @@ Owns
   Genotype            DARTS' namedtuple (normal, normal_concat, reduce, reduce_concat) for the darts/s1-s4 spaces
   NB201Cell           one NAS-Bench-201 cell: 6 op names in edge order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2
   derive              alpha (+ PC-DARTS betas) -> NB201Cell or Genotype, with the rule of each space
-  edge_softmax, op_counts, skip_count    what search.py logs every epoch (collapse watch, paper Fig. 5)
+  edge_normalisation  PC-DARTS betas -> each edge's weight, softmax over its node's in-edges (alphas.json)
+  edge_softmax, op_counts, skip_count    what a search logs every epoch (collapse watch, paper Fig. 5)
   cell_str                               a cell as one line of text (NB201's notation, DARTS cells too)
   top2_margins                           per edge, how far the final choice is from flipping (near ties)
   all_skip                               the collapsed cell of Table 2 (every op skip_connect)
@@ -137,6 +138,24 @@ def _kind_array(params, kind, shape, name):
     return a
 
 
+def _node_softmax(space, b):
+    """PC-DARTS edge normalisation (yuhuixu1993/PC-DARTS model_search.py): softmax of the beta logits b (E,)
+    per node over its incoming edges, as supernet.py weights them. -> (E,), each node's edges summing to 1."""
+    w = np.empty_like(b)
+    for node in {n for n, _ in space.edges}:
+        idx = [e for e, (n, _) in enumerate(space.edges) if n == node]
+        w[idx] = _softmax(b[idx])
+    return w
+
+
+def edge_normalisation(space, betas, decimals=6):
+    """{kind: per-edge weight softmax(beta) over each node's incoming edges, a list of E floats}: the weights
+    the supernet multiplies each edge by (RF-PCDARTS), for alphas.json. `betas`: raw logits {kind: (E,)}."""
+    space = get_space(space) if isinstance(space, str) else space
+    return {kind: np.round(_node_softmax(space, _kind_array(betas, kind, (len(space.edges),), "betas")),
+                           decimals).tolist() for kind in space.cell_kinds}
+
+
 def derive(space, alphas, betas=None):
     """Discretise raw alpha logits {kind: (E, n)}; `betas` = raw PC-DARTS edge logits {kind: (E,)} or None.
 
@@ -152,13 +171,8 @@ def derive(space, alphas, betas=None):
     cells, nodes = {}, sorted({node for node, _ in space.edges})
     for kind in space.cell_kinds:
         w = _softmax(_kind_array(alphas, kind, space.alpha_shape(kind), "alphas"))  # (14, n), paper Eq. (1)/(6)
-        if betas is not None:
-            # PC-DARTS edge normalisation (yuhuixu1993/PC-DARTS model_search.py): softmax of beta per node
-            # over its incoming edges, multiplied into the op weights before ranking.
-            b = _kind_array(betas, kind, (len(space.edges),), "betas")
-            for node in nodes:
-                idx = [e for e, (n, _) in enumerate(space.edges) if n == node]
-                w[idx] *= _softmax(b[idx])[:, None]
+        if betas is not None:  # PC-DARTS: each edge's op weights times its edge weight, before ranking
+            w *= _node_softmax(space, _kind_array(betas, kind, (len(space.edges),), "betas"))[:, None]
         pairs = []
         for node in nodes:
             scored = []

@@ -175,8 +175,8 @@ class Pool(nn.Module):
 
 
 class ResNetBasicblock(nn.Module):
-    """NB201 reduction block (ResNetBasicblock of AutoDL cell_infers/tiny_network.py): two ReLUConvBN 3x3
-    (first strided) + AvgPool/1x1 shortcut.
+    """NB201 reduction block (ResNetBasicblock of AutoDL models/cell_operations.py, used by
+    cell_infers/tiny_network.py): two ReLUConvBN 3x3 (first strided) + AvgPool/1x1 shortcut.
 
     No BN or ReLU on the shortcut and no activation after the sum, as in the benchmark's networks.
     """

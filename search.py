@@ -377,7 +377,7 @@ def _search(cfg, rank, world, device, stop):
     alpha_grads = AlphaGrads(model.alphas())  # each epoch's mean and spread of alpha's gradient
 
     def update_alpha(xa, ya, x, y):
-        if cfg.unrolled:  # second order (Eq. 7): needs the weight batch for the virtual step
+        if cfg.unrolled:  # second order (DARTS Eq. 7, RF-DARTS Eq. 5 with xi > 0): the virtual step needs (x, y)
             result = architect.unrolled_arch_step(model, weights, w_opt, a_opt, (x, y), (xa, ya),
                                                   sync=ddp.average_grads, clip=cfg.arch_grad_clip)
         else:
@@ -393,7 +393,8 @@ def _search(cfg, rank, world, device, stop):
         if main_proc:
             checkpoints.save_checkpoint(ckpt_path, state)
 
-    # alpha batch k is the k-th alpha step's: none are drawn (or decoded) before arch_start
+    # alpha batch k is the k-th alpha step's: none are drawn (or decoded) before arch_start. Done: every step
+    # of the whole epochs since arch_start, plus the `first` steps of a stopped epoch if alpha trained in it
     alpha_steps_done = max(start - cfg.arch_start, 0) * steps + (first if start >= cfg.arch_start else 0)
     arch_batches = arch_loader.forever(start_step=alpha_steps_done)
     last = min(cfg.epochs, start + cfg.stop_after) if cfg.stop_after else cfg.epochs
@@ -409,6 +410,7 @@ def _search(cfg, rank, world, device, stop):
         lr, t0 = runs.cosine_lr(cfg.lr, epoch, cfg.epochs, cfg.lr_min, cfg.warmup_epochs), time.time() - seconds
         runs.set_lr(w_opt, lr)
         model.train()
+        # the loader starts at batch `skip`; the step count below does too
         train_loader.set_epoch(epoch, skip)
         search_alpha = epoch >= cfg.arch_start
         for step, (x, y) in enumerate(train_loader, skip):

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 class InputError(ValueError):
     """A name, string, file or value the user gave is not valid (unknown space or op, bad arch string,
     ...): reported as one line by the command-line scripts. Any other exception is a bug and keeps its
-    traceback. Defined here, the paper module every other one imports, so each stays standalone."""
+    traceback. Defined here, the paper module every other one but architect.py imports, so each stays
+    standalone."""
 
 # Op order is the alpha column order (AutoDL cell_operations.py NAS_BENCH_201, quark0/darts cnn/genotypes.py
 # PRIMITIVES). Never reorder.

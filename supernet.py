@@ -8,7 +8,7 @@
   NB201Supernet  stem, 3 stages of N cells joined by ResNet blocks, BN-ReLU, pool, linear
                  (AutoDL search_model_darts.py)
   DartsSupernet  stem (CIFAR 3x3 conv or the ImageNet 3-conv stem), L cells with reductions at L//3
-                 and 2L//3, pool, linear (quark0/darts cnn/model_search.py; PC-DARTS train_search_imagenet.py)
+                 and 2L//3, pool, linear (quark0/darts cnn/model_search.py; PC-DARTS model_search_imagenet.py)
   set_trainable  Table 1: which of conv / cell BN affine weights are trained (C = RF-DARTS, Eq. 7-8)
   check_supernet what build_supernet cannot build (nb201 with partial channels, C not divisible by K, ...),
                  checked without building anything
@@ -312,8 +312,9 @@ def set_trainable(model, option="C", train_classifier=True, verbose=True):
 
     The Table 1 columns act on every conv weight of the supernet and on the BN affine weights inside
     the cells. BN outside the cells (stem, NB201 reduction blocks, last BN) is affine in every
-    reference supernet and stays trained in all options; the classifier is trained unless
-    train_classifier=False (with C/D it is then a random feature too). Alpha/beta are always trained.
+    reference supernet and stays trained in all options; the classifier is trained, except with
+    train_classifier=False under C/D (it is then a random feature too; A/B train every weight anyway).
+    Alpha/beta are always trained.
     """
     option = str(option).upper()
     if option not in OPTIONS:

@@ -183,7 +183,7 @@ def end_of_epoch(cfg, model, space, epoch, lr, sums, seconds, bench, world, arch
                valid_acc=valid_acc, seconds=seconds, skip_count=G.skip_count(g), entropy=alpha_entropy(model),
                margin=alpha_margin(model), genotype=rec, alphas=G.edge_softmax(model.alphas(), decimals=6))
     if model.betas() is not None:
-        row["betas"] = {k: F.softmax(b.detach().float(), -1).tolist() for k, b in model.betas().items()}
+        row["betas"] = G.edge_normalisation(space, model.betas())  # per node over its in-edges, as the supernet
     if bench is not None:  # rank 0 only: the others do not open the file
         q = bench.query(rec["arch"], cfg.bench201_dataset)
         row["bench201"] = {k: q[k] for k in ("dataset", "valid_acc", "test_acc")}
@@ -207,6 +207,8 @@ def open_benchmark(cfg, space, main_proc, log):
     own = rundir.BENCH201_COLUMNS.get(cfg.dataset) if cfg.dataset != "imagefolder" else None
     ds = cfg.bench201_dataset
     guessed = cfg.dataset == "imagefolder" and ds == rundir.BENCH201_COLUMNS["imagefolder"]  # the default
+    # the column said with its reason: the searched dataset's own (nothing to add), another one asked for, or
+    # an ImageFolder's default (CIFAR-10, named as taken)
     log(f"bench201: {rundir.BENCH201_NAMES[ds]} accuracies from {cfg.bench201}" + (
         "" if own == ds else f" (--bench201_dataset={ds}, not the searched {cfg.dataset})" if own or not guessed
         else f" (--dataset={cfg.dataset} has no benchmark column of its own: taken as --bench201_dataset={ds}; "

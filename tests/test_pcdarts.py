@@ -75,6 +75,20 @@ def test_edge_normalisation_weights_each_node_by_softmax_beta_over_its_own_in_ed
         assert torch.allclose(out, torch.cat(states[2:], dim=1), atol=1e-6)
 
 
+def test_logged_edge_weights_are_the_supernets_per_node_softmax():
+    """alphas.json's betas (genotypes.edge_normalisation) are the factors the cell multiplies each edge by:
+    softmax over each node's own in-edges (2, 3, 4, 5 of them), not over all 14 edges."""
+    torch.manual_seed(1)
+    betas = {"normal": torch.randn(14), "reduce": torch.randn(14)}
+    got = G.edge_normalisation("darts", betas)
+    for kind, b in betas.items():
+        want, e = [], 0
+        for i in range(4):  # as supernet.SearchCell.forward slices them
+            want += F.softmax(b[e:e + i + 2], dim=-1).tolist()
+            e += i + 2
+        assert got[kind] == pytest.approx(want, abs=1e-6) and sum(got[kind]) == pytest.approx(4.0, abs=1e-5)
+
+
 def test_betas_train_with_alpha_and_enter_derivation():
     model = build_supernet("darts", 10, C=8, layers=3, pc_k=4)
     arch = set_trainable(model, "C", verbose=False)["arch"]
@@ -103,7 +117,10 @@ def test_pc_search_smoke(tiny_folder, tmp_path):
     assert (cfg.lr, cfg.arch_lr, cfg.lr_min) == (0.1, 6e-4, 0.0)     # PC-DARTS defaults
     model, history = search.search(cfg)
     assert model.cells[0].mixed[0].k == 4
-    assert "betas" in json.loads((tmp_path / "alphas.json").read_text())[1]
+    logged = json.loads((tmp_path / "alphas.json").read_text())[-1]["betas"]
+    want = G.edge_normalisation("darts", model.betas())
+    assert set(logged) == set(want) == {"normal", "reduce"}
+    assert all(logged[k] == pytest.approx(want[k], abs=1e-6) for k in want)
     assert history[0]["valid_acc"] == 0.0 and history[1]["valid_acc"] >= 0.0  # alpha frozen in epoch 1
 
 
