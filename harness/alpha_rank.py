@@ -38,8 +38,9 @@ def average_ranks(x):
 
 
 def spearman(x, y_ranks):
-    """Spearman's ρ of x against y given as average_ranks; None where x (or y) is constant or has < 2 values."""
-    if len(x) < 2:
+    """Spearman's ρ of x against y given as average_ranks; None where x (or y) is constant or has < 2 values,
+    or x is not all finite (a NaN α would otherwise rank as the largest value)."""
+    if len(x) < 2 or not np.isfinite(np.asarray(x, dtype=np.float64)).all():
         return None
     rx = average_ranks(x)
     sx, sy = rx.std(), np.std(y_ranks)

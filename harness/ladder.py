@@ -24,7 +24,7 @@ from harness.rank_table import rank_table, ranked
 from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, rate_cell,
                                  against_chance, chance_cells, chance_columns, chance_note, count_all_skip,
                                  count_skip_heavy, final_all_skip, found_cell, found_cells, found_columns, mean_cell,
-                                 alpha_separation, separation_at, darts_cells, darts_cell_rows)
+                                 alpha_separation, separation_at, darts_cells, darts_cell_rows, state_text)
 from spaces import get_space
 
 # The paper's Table 2 (NAS-Bench-201 CIFAR-10, 3 runs each, 25k/25k images, 50 epochs of 391 steps)
@@ -130,6 +130,14 @@ def check_settings(labelled):
                               f"{': ' + why if why else ''}): a ladder pools sweeps of one setting; plot these apart")
 
 
+class Ladder(dict):
+    """ladder()'s {option: {size: [seed records]}}, plus `left_out`: [(run folder, why)] for each run of the
+    sweeps that does not count (unfinished, failed), so that the notes name it as the sweep's table does."""
+    def __init__(self):
+        super().__init__()
+        self.left_out = []
+
+
 def ladder(sweep_dirs, search, bench201_path=""):
     """{option: {(weight images, α images): [per finished seed: dict(seed, acc, skip, all_skip, steps,
     epochs, space, bench201_dataset, folder, repeats, margins, nb201, chance)]}} over sweep folders (each
@@ -140,8 +148,9 @@ def ladder(sweep_dirs, search, bench201_path=""):
     Every finished run's search_settings must be equal (check_settings: one line otherwise), so the
     rungs differ in the image count only. An (option, seed) that two sweeps hold at one rung counts once:
     the run of the first folder given is kept, the others are listed in its `repeats` as (sweep folder,
-    benchmark acc., final skip edges) for ladder_notes. A folder given twice is read once."""
-    by, benchmarks, labelled, dirs = {}, Benchmarks(bench201_path), [], {}
+    benchmark acc., final skip edges) for ladder_notes, as is each run that does not count (`left_out`).
+    A folder given twice is read once."""
+    by, benchmarks, labelled, dirs = Ladder(), Benchmarks(bench201_path), [], {}
     for d in sweep_dirs:
         dirs.setdefault(os.path.realpath(d), d)  # a folder named twice (or by two paths): its first name
     for d in dirs.values():
@@ -150,6 +159,8 @@ def ladder(sweep_dirs, search, bench201_path=""):
                 folder = os.path.join(d, f"{option}_s{r['seed']}")
                 size = search_size(folder) if r.get("state") == "finished" else None
                 if size is None:
+                    by.left_out.append((folder, state_text(r) if r.get("state") != "finished"
+                                        else "finished, but its log.txt holds no search-size line"))
                     continue
                 genotype, alphas, config = (read_json_if_any(os.path.join(folder, f"{name}.json"))
                                             for name in ("genotype", "alphas", "config"))
@@ -185,7 +196,7 @@ def ladder(sweep_dirs, search, bench201_path=""):
 
 def ladder_notes(by):
     """One line per (option, seed) that several sweeps held at one rung (ladder's `repeats`): where it
-    was, what each run found, and which one counted."""
+    was, what each run found, and which one counted; then one per run that does not count (`left_out`)."""
     def found(acc, skip):
         return f"{'-' if acc is None else f'{acc:.2f}'}, {skip} skip edges"
     notes = []
@@ -197,7 +208,7 @@ def ladder_notes(by):
                     notes.append(f"note: {option}_s{r['seed']} at {size[0]:,} / {size[1]:,} images is in "
                                  f"{r['folder']} ({found(r['acc'], r['skip'])}) and in {others}: counted once, "
                                  f"from {r['folder']} (the first folder given)")
-    return notes
+    return notes + [f"note: {folder} is not counted ({why})" for folder, why in getattr(by, "left_out", [])]
 
 
 def data_note(rungs):

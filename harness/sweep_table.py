@@ -254,6 +254,15 @@ def given_benchmark(jobs):
     return given[-1] if given else ""
 
 
+def state_text(r):
+    """A table.json seed row's state as said in table.md and ladder.md: 'unfinished, 21 of 50 epochs done',
+    'failed, 3 of 50 epochs done: <its last stderr line>'."""
+    state, colon, why = r["state"].partition(": ")
+    if r.get("epochs_done") is not None:  # how far it got, before the reason
+        state += f", {r['epochs_done']} of {r['epochs']} epochs done"
+    return state + colon + why
+
+
 def run_state(name, folder, epochs, status):
     """A run that is not finished: failed (exit N) / stopped (by a signal, continue with the same command)
     / unfinished (not run in this invocation, or exit 0 short of `epochs`), with its last error line."""
@@ -360,10 +369,7 @@ def markdown(summary):
     for option, s in summary.items():
         for r in s["seeds"]:
             if r["state"] != "finished":
-                state, colon, why = r["state"].partition(": ")
-                if r.get("epochs_done") is not None:  # how far it got, before the reason
-                    state += f", {r['epochs_done']} of {r['epochs']} epochs done"
-                state = (state + colon + why).replace("|", chr(92) + "|")
+                state = state_text(r).replace("|", chr(92) + "|")
                 lines.append(f"| {option}_s{r['seed']} | {state} | | | | | | | {r.get('device') or '-'} | | |")
                 continue
             acc = "-" if r["bench_test_acc"] is None else f"{r['bench_test_acc']:.2f}"

@@ -40,6 +40,7 @@ def test_average_ranks_share_ties_and_spearman_reads_them():
     # ρ = 4.5 / sqrt(4.5 * 5)
     assert R.spearman([1, 2, 2, 3], y) == pytest.approx(4.5 / np.sqrt(4.5 * 5))
     assert R.spearman([7, 7, 7, 7], y) is None  # a uniform α ranks nothing
+    assert R.spearman([1, np.nan, 3, 2], y) is None  # a NaN α ranks nothing (argsort would put it last)
 
 
 def test_the_best_scored_cell_is_the_derived_one():
