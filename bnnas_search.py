@@ -65,7 +65,7 @@ class BNNASConfig:
     train_classifier: bool = True  # under option C, train the linear classifier too (search.py's default)
     trained_bn: str = "all"        # option C: all (every BN, as RF-DARTS' C) | indicators (only each candidate
                                    # op's last BN, nothing else: BN-NAS's code, bychen515/BNNAS supernet/main.py)
-    subset: int = 0                # use only this many training images (0: all), halved as search.py does
+    subset: int = 0                # use only this many training images (0: all), split as search.py does
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
     seed: int = 0                  # init, data order, paths and the evolution
     device: str = "auto"           # auto | cpu | cuda | cuda:1 | mps
@@ -246,7 +246,7 @@ def _search(cfg, device, stop):
                                schedule="the cosine lr", saved=ckpt and ckpt.get("config"))
     steps = len(weight_loader)
     log(f"BN-NAS on nb201, option {cfg.option} ({OPTIONS[cfg.option]}) on {cfg.dataset}: {about}, {steps} steps "
-        f"per epoch of {cfg.batch_size} images (the weight half; BN-NAS has no alpha), single path, device {device}")
+        f"per epoch of {cfg.batch_size} images (search.py's weight images; BN-NAS has no alpha), single path, device {device}")
     bench = search_run.open_benchmark(cfg, model.space, True, log)
 
     def checkpoint(epochs_done, **partial):  # `partial`: where a stop signal cut an epoch

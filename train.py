@@ -27,7 +27,8 @@ svhn, small imagefolder); rdarts = a cell whose genotype.json names an S1-S4 sea
 automl/RobustDARTS src/evaluation/args.py; Table 6 compares with its numbers); imagenet = a DARTS genotype on
 an ImageNet-style folder of large images (224 px crops); nb201 = an NB201 cell. --recipe=pcdarts: PC-DARTS'
 own (train.py, train_imagenet.py), as RF-PCDARTS "follow[s] the default training setting of PC-DARTS"
-(paper Sec. 5); --recipe=rdarts names R-DARTS' size for any DARTS-style cell on 32 px data.
+(paper Sec. 5); --recipe=rdarts names R-DARTS' size for any DARTS-style cell on 32 px data. Their cutout
+is half the image side (DARTS' 16 px on 32 px; 8 on ImageNet16-120's 16 px), unless --cutout is given.
 Decisions where the references are silent:
 - The lr is a closed-form function of (epoch, epochs), set before each epoch (the values the
   reference's per-epoch scheduler gives), so the checkpoint needs no scheduler object and
@@ -191,6 +192,10 @@ def resolve(argv, check_out=True):
     learning_rate(cfg, 0)  # e.g. --schedule=linear with too few epochs
     if setting in ("darts", "pcdarts", "rdarts") and "auxiliary" not in given:
         cfg.auxiliary = aux_fits(info.size, cfg.layers)
+    if setting in ("darts", "pcdarts", "rdarts") and "cutout" not in given:
+        # DARTS' 16 px is half a 32-px side; no reference retrains these cells at another size, where a
+        # 16-px square would blank ~56% of a 16-px image (ImageNet16-120): the half side keeps the ratio
+        cfg.cutout = info.size // 2
     # every recipe key the command line set, whether or not this setting's recipe changes it from the
     # Config default (darts' recipe is the defaults: it changes none)
     yours = ", ".join(f"{k}={cli.flag_value(getattr(cfg, k))}" for k in sorted(given & RECIPE_KEYS, key=str.lower))

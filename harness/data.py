@@ -21,7 +21,7 @@ Decisions where the references are silent:
 - Decoding is sequential: on the 2-core machines a thread pool was slower for 1 KB JPEGs.
 - Faults: every file PIL cannot read is reported in one line (paths and count) before training, or
   skipped with skip_bad=True and a one-line warning; the streaming loader (stream.py) names the first one
-  it meets. Missing cifar/svhn files are downloaded through torchvision (fetch) unless download=False.
+  it meets, or leaves each out of its batch with skip_bad=True. Missing cifar/svhn files are downloaded through torchvision (fetch) unless download=False.
 """
 import functools
 import os
@@ -78,8 +78,12 @@ def list_images(path, classes=None):
     found = sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
     if not found:
         raise DatasetError(f"{path}: no class folders")
-    if classes is not None and found != list(classes):
-        raise DatasetError(f"{path}: class folders {found} differ from train/ {list(classes)}")
+    if classes is not None and found != list(classes):  # named by difference: ImageNet has 1000 of them
+        def some(names):
+            return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") or "none"
+        missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
+        raise DatasetError(f"{path}: its class folders differ from train/'s: missing {some(missing)}; "
+                           f"not in train/: {some(extra)}")
     files, labels = [], []
     for label, c in enumerate(found):
         names = sorted(n for n in os.listdir(os.path.join(path, c)) if n.lower().endswith(IMG_EXTENSIONS))
@@ -104,17 +108,23 @@ def folder_files(root, train):
     return (files, labels, classes) if train else list_images(os.path.join(root, "test"), classes)
 
 
-def _is_large(files):
-    """Whether a folder's images stream from disk: the first file PIL can open decides (reading the
-    header only); unreadable files are left to decode_images / the loader to report."""
+def _first_size(files):
+    """(width, height) of the first file PIL can open (its header only), None if none can: unreadable
+    files are left to decode_images / the loader to report."""
     from PIL import Image
     for file in files:
         try:
             with Image.open(file) as im:
-                return max(im.size) > MAX_SMALL
+                return im.size
         except Exception:  # noqa: BLE001  any unreadable file
             continue
-    return False
+    return None
+
+
+def _is_large(files):
+    """Whether a folder's images stream from disk: the first file PIL can open decides."""
+    size = _first_size(files)
+    return size is not None and max(size) > MAX_SMALL
 
 
 def why_unreadable(e):
@@ -266,6 +276,10 @@ def _load(name, root, train, download, skip_bad):
     if _is_large(files):
         raise DatasetError(f"{root}: images larger than {MAX_SMALL} px stream from disk: "
                            "use stream.folder_loader")
+    size, want = _first_size(files), None if train else _first_size(folder_files(root, True)[0])
+    if size and want and size != want:  # small images are used as they are: a net is scored at its training size
+        raise DatasetError(f"{root}: test/ images are {size[0]}x{size[1]} px, train/ images {want[0]}x{want[1]}: "
+                           "give both splits one size")
     return decode_images(files, labels, skip_bad)
 
 

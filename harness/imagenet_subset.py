@@ -21,7 +21,8 @@ from harness import stream
 
 def sample_subset(root, fractions=(0.1, 0.025), seed=0):
     """Per class, a seeded shuffle of ROOT/train/<class>/ split into disjoint parts of the given
-    fractions (each at least one image). Returns ([(files, labels) per fraction], classes)."""
+    fractions (each at least one image while the class has images left: a one-image class gives its image
+    to the first part only). Returns ([(files, labels) per fraction], classes)."""
     files, labels, classes = data.folder_files(root, True)
     by_class = {}
     for f, y in zip(files, labels):
@@ -103,8 +104,9 @@ def prepare(root, out, fractions=(0.1, 0.025), seed=0):
     return [read_file_list(p) for p in paths]
 
 
-def stream_loader(files, labels, batch_size, device, seed=0, rank=0, world_size=1, workers=4):
+def stream_loader(files, labels, batch_size, device, seed=0, rank=0, world_size=1, workers=4, skip_bad=False):
     """A file list streamed from disk with the search augmentation (RandomResizedCrop 224 + flip) onto
     `device`: a stream.FileLoader, TensorLoader's interface, exact on resume (mid-epoch included)."""
     return stream.folder_loader(files, labels, batch_size, True, workers=workers, seed=seed, rank=rank,
-                                world_size=world_size, pin_memory=device.type == "cuda", device=device)
+                                world_size=world_size, pin_memory=device.type == "cuda", device=device,
+                                skip_bad=skip_bad)

@@ -59,7 +59,7 @@ def make_loaders(cfg, device, rank, world, drop_last=False, alpha_on_test=True):
         ddp.wait_for_rank0(world)
         (fw, lw, classes), (fa, la, _) = imagenet_subset.prepare(
             cfg.data, cfg.out, (cfg.weight_frac, cfg.arch_frac), cfg.seed)
-        kw = dict(device=device, rank=rank, world_size=world, workers=cfg.workers)
+        kw = dict(device=device, rank=rank, world_size=world, workers=cfg.workers, skip_bad=cfg.skip_bad_images)
         loaders = (imagenet_subset.stream_loader(fw, lw, batch, seed=cfg.seed, **kw),
                    imagenet_subset.stream_loader(fa, la, batch, seed=cfg.seed + 1, **kw))
         return (*loaders, len(classes), f"{len(fw)} weight / {len(fa)} alpha images (file lists in --out)")

@@ -10,8 +10,13 @@ Decisions where the references are silent:
 - Streaming is exact too: each item's random transform is seeded by (seed, epoch, index), so a batch is
   a function of (seed, epoch, batch index) whatever the number of workers, and a run resumes mid-epoch.
 - Faults: a worker returns a BadImage for a file PIL cannot read instead of raising in the worker; the
-  loader names the first one it meets in one DatasetError line (the run stops; replace it, --resume=1).
+  loader names the first one it meets in one DatasetError line (the run stops: replace the file with a
+  readable copy, --resume=1; removing it would change the run's file list). skip_bad=True (a run's
+  --skip_bad_images=1) leaves it out of its batch instead, with one warning per file: that batch is an
+  image short, every epoch, as a function of the files, so a resume still continues exactly.
 """
+import sys
+
 import torch
 
 from harness import data
@@ -55,8 +60,10 @@ class ImageFiles(torch.utils.data.Dataset):
 
 
 def _collate(items):
-    bad = [item for item in items if isinstance(item, BadImage)]
-    return bad[0] if bad else torch.utils.data.default_collate(items)
+    """-> (the readable items collated, or None if there are none; the BadImages among them)."""
+    good = [item for item in items if not isinstance(item, BadImage)]
+    return (torch.utils.data.default_collate(good) if good else None,
+            [item for item in items if isinstance(item, BadImage)])
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -86,26 +93,37 @@ class FileLoader(batching.Epochs):
     """Streaming counterpart of TensorLoader, same interface (set_epoch(epoch, start_step), len,
     iteration, forever): batches (x float (B, 3, size, size), y int64 (B,)) decoded by worker processes,
     moved to `device` when given. A batch is a function of (seed, epoch, batch index), so a resumed run
-    continues exactly. The first unreadable file met stops it with one data.DatasetError line."""
+    continues exactly. The first unreadable file met stops it with one data.DatasetError line, or with
+    skip_bad=True is left out of its batch (one warning per file on stderr)."""
 
     def __init__(self, dataset, batch_size, shuffle, seed=0, rank=0, world_size=1, workers=4,
-                 pin_memory=False, device=None):
+                 pin_memory=False, device=None, skip_bad=False):
         self.sampler = EpochSampler(len(dataset), shuffle, seed, rank, world_size, batch_size)
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size, sampler=self.sampler, num_workers=workers, pin_memory=pin_memory,
             collate_fn=_collate, persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(seed))  # its base seed: never the global RNG
-        self.batch_size, self.device = batch_size, device
+        self.batch_size, self.device, self.skip_bad, self.warned = batch_size, device, skip_bad, set()
 
     def __len__(self):
         return len(self.loader)
 
     def __iter__(self):
         self.sampler.epoch, self.sampler.start = self.epoch, self.start * self.batch_size
-        for batch in self.loader:
-            if isinstance(batch, BadImage):
-                raise data.DatasetError(f"{batch.path}: unreadable image ({batch.why}); replace it with a "
-                                        f"readable one (or remove it) and continue with --resume=1")
+        for batch, bad in self.loader:
+            if bad and not self.skip_bad:
+                raise data.DatasetError(
+                    f"{bad[0].path}: unreadable image ({bad[0].why}); replace it with a readable copy and continue "
+                    "with --resume=1 (removing it would change the run's file list; a new run with "
+                    "--skip_bad_images=1 leaves such files out of their batches)")
+            if batch is None:
+                raise data.DatasetError(f"{bad[0].path}: unreadable image ({bad[0].why}), as is every image of its "
+                                        "batch: is this the right folder?")
+            for b in bad:
+                if b.path not in self.warned:
+                    self.warned.add(b.path)
+                    print(f"warning: {b.path}: unreadable image ({b.why}), left out of its batch "
+                          "(--skip_bad_images=1)", file=sys.stderr, flush=True)
             x, y = batch
             if self.device is not None:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -113,10 +131,12 @@ class FileLoader(batching.Epochs):
 
 
 def folder_loader(files, labels, batch_size, train, mean=data.IMAGENET_MEAN, std=data.IMAGENET_STD, size=224,
-                  color_jitter=False, workers=4, seed=0, rank=0, world_size=1, pin_memory=False, device=None):
+                  color_jitter=False, workers=4, seed=0, rank=0, world_size=1, pin_memory=False, device=None,
+                  skip_bad=False):
     """FileLoader for large images (DARTS §5.3): train RandomResizedCrop(size) + flip (+ ColorJitter
     (0.4, 0.4, 0.4, 0.2) for retraining), shuffled; eval Resize(size*8/7 = 256) + CenterCrop(size) in
-    file order. Distributed: disjoint strided shares, as TensorLoader (eval shares are not padded)."""
+    file order. Distributed: disjoint strided shares, as TensorLoader (eval shares are not padded).
+    skip_bad: leave unreadable files out of their batches (FileLoader) instead of stopping."""
     import torchvision.transforms as T
     if train:
         tf = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
@@ -124,4 +144,4 @@ def folder_loader(files, labels, batch_size, train, mean=data.IMAGENET_MEAN, std
     else:
         tf = [T.Resize(size * 8 // 7), T.CenterCrop(size)]
     ds = ImageFiles(files, labels, T.Compose(tf + [T.ToTensor(), T.Normalize(mean, std)]))
-    return FileLoader(ds, batch_size, train, seed, rank, world_size, workers, pin_memory, device)
+    return FileLoader(ds, batch_size, train, seed, rank, world_size, workers, pin_memory, device, skip_bad)

@@ -39,7 +39,7 @@ def make_loaders(cfg, info, batch, device, rank, world):
             keep = data.seeded_pick(len(test_files), cfg.test_subset, cfg.seed + 1, *TEST_SUBSET)
             test_files, test_labels = [test_files[i] for i in keep], [test_labels[i] for i in keep]
         common = dict(mean=info.mean, std=info.std, size=info.size, workers=cfg.workers, seed=cfg.seed,
-                      rank=rank, world_size=world, pin_memory=device.type == "cuda")
+                      rank=rank, world_size=world, pin_memory=device.type == "cuda", skip_bad=cfg.skip_bad_images)
         return (stream.folder_loader(files, labels, batch, True, color_jitter=True, **common),
                 stream.folder_loader(test_files, test_labels, batch, False, **common))
     name = "imagefolder" if cfg.dataset == "imagenet" else cfg.dataset

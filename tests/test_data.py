@@ -70,11 +70,21 @@ def test_imagefolder_errors(tmp_path):
     os.rename(root / "test" / "c", root / "test" / "z")
     assert_error(lambda: data.load_split("imagefolder", root, False), root / "test")
     assert_error(lambda: data.list_images(str(root / "test"), ["a", "b", "c"]), root / "test")
+    with pytest.raises(DatasetError, match="differ from train/'s: missing c; not in train/: z$"):
+        data.list_images(str(root / "test"), ["a", "b", "c"])
+    with pytest.raises(DatasetError, match="missing c, k0, k1, k2, k3 and 3 more; not in train/: z$"):  # 1000 classes: a few
+        data.list_images(str(root / "test"), ["a", "b", "c"] + [f"k{i}" for i in range(7)])
     root = make_folder(tmp_path / "notest", test=False)
     assert_error(lambda: data.load_split("imagefolder", root, False), root / "test")
     root = make_folder(tmp_path / "sizes", test=False)
     Image.fromarray(pixel(0, 9, 6)).save(root / "train" / "c" / "999.png")
     assert_error(lambda: data.load_split("imagefolder", root, True), root / "train" / "c" / "999.png")
+    root = make_folder(tmp_path / "splits", test=False)  # test/ at another size: no silent rescoring
+    make_folder(tmp_path / "other", size=12)
+    os.rename(tmp_path / "other" / "test", root / "test")
+    assert_error(lambda: data.load_split("imagefolder", root, False), root)
+    with pytest.raises(DatasetError, match="test/ images are 12x12 px, train/ images 8x8"):
+        data.load_split("imagefolder", root, False)
 
 
 def test_large_images_stream(tmp_path):

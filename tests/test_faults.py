@@ -210,6 +210,35 @@ def test_streaming_loader_is_a_function_of_seed_epoch_and_batch(tmp_path):
     assert len(threes) == 3 and [len(y) for _, y in threes] == [3, 3, 3]  # the one-image batch is dropped
 
 
+def test_streaming_loader_leaves_an_unreadable_file_out_of_its_batch_with_skip_bad(tmp_path, capsys):
+    root = make_image_folder(tmp_path / "big", classes=2, train_per_class=5, test_per_class=1, size=72)
+    files, labels, _ = data.folder_files(root, True)
+    with open(files[3], "w") as f:
+        f.write("x\n")
+
+    def epoch(e, start=0, skip_bad=True, loader=None):
+        loader = loader or stream.folder_loader(files, labels, 4, True, size=16, workers=0, seed=4, skip_bad=skip_bad)
+        loader.set_epoch(e, start)
+        return [b for b in loader]
+
+    with pytest.raises(data.DatasetError, match=f"{files[3]}: unreadable image .*replace it with a readable copy"):
+        epoch(0, skip_bad=False)
+    capsys.readouterr()
+    loader = stream.folder_loader(files, labels, 4, True, size=16, workers=0, seed=4, skip_bad=True)
+    fulls = [epoch(e, loader=loader) for e in (0, 1)]  # batches of 4, 4, 2 less the one unreadable image
+    assert [(len(full), sum(len(y) for _, y in full)) for full in fulls] == [(3, 9), (3, 9)]
+    warning = f"warning: {files[3]}: unreadable image (not an image), left out of its batch (--skip_bad_images=1)"
+    assert capsys.readouterr().err.splitlines() == [warning]  # once per loader, not once per epoch
+    for e, full in enumerate(fulls):  # the short batch is a function of the files: a resume continues exactly
+        resumed = epoch(e, start=1)
+        assert len(resumed) == 2 and all(torch.equal(a, b) for got, want in zip(resumed, full[1:]) for a, b in zip(got, want))
+    for f in files:  # nothing readable in a batch: one line, not an empty batch
+        with open(f, "w") as fh:
+            fh.write("x\n")
+    with pytest.raises(data.DatasetError, match="as is every image of its batch"):
+        epoch(0)
+
+
 def test_streaming_search_sigterm_resume_and_bad_image(tmp_path, capsys, monkeypatch):
     root = tmp_path / "imagenet"
     make_image_folder(root, classes=2, train_per_class=10, test_per_class=1, size=224)

@@ -133,6 +133,9 @@ def test_robustdarts_cells_retrain_at_rdarts_size_on_cifar100_and_svhn(tmp_path,
         assert (cfg.epochs, cfg.batch_size, cfg.drop_path_prob, cfg.cutout, cfg.auxiliary) == (600, 96, 0.2, 16, True)
     cfg, _, _, _, said = train.resolve(["--arch=DARTS_V2", "--recipe=rdarts", "--dataset=svhn"])
     assert said == "recipe rdarts (yours: none)" and (cfg.C, cfg.layers, cfg.auxiliary) == (16, 8, True)
+    # on 16-px images the cutout square keeps DARTS' ratio (16 of 32 px), unless given
+    assert train.resolve(["--arch=DARTS_V2", "--dataset=ImageNet16-120"])[0].cutout == 8
+    assert train.resolve(["--arch=DARTS_V2", "--dataset=ImageNet16-120", "--cutout=16"])[0].cutout == 16
     assert train.resolve([f"--genotype={paths['s3']}", "--dataset=cifar100", "--C=20"])[0].C == 20
     for argv, said in (([f"--arch={NB201}", "--recipe=rdarts"], "not a NAS-Bench-201 cell"),
                        (["--arch=DARTS_V2", "--recipe=rdarts", "--dataset=imagenet", f"--data={large}"],
