@@ -57,15 +57,17 @@ def _fig3(ax, chosen):
 def _fig4(chosen, cfg):
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     etas = [np.array(r.rows[-1]["eta"], dtype=float) for r in chosen]  # (conv layers,) per run
+    widths = {r.config.get("width") for r in chosen}  # several widths: say which line is which (as _fig2)
     for r, eta in zip(chosen, etas):
         setting = SETTINGS.get(r.config.get("setting"), r.config.get("setting"))
+        width = f", width {r.config.get('width')}" if len(widths) > 1 else ""
         ax.plot(np.arange(1, len(eta) + 1), eta, marker=".", label=f"{setting}, {r.config.get('depth')} "
-                f"layers ({r.config['exp']}, epoch {r.rows[-1]['epoch']})")
+                f"layers{width} ({r.config['exp']}, epoch {r.rows[-1]['epoch']})")
     ax.axhline(1.0, color="black", ls="--", lw=1)
     flat = np.concatenate(etas)
     if flat.min() > 0 and flat.max() / flat.min() > 50:  # eta ~ 0 next to ~ 1: a log axis shows both
         ax.set_yscale("log")
     ax.set(xlabel="conv layer (network order)", ylabel="η = Var[W γ/σ] / Var[W_init]",
-           title="Relative variance η per conv layer at the last epoch (paper Fig. 4)")
+           title="Relative variance η per conv layer at the last epoch (paper Fig. 4: plain ResNet-50)")
     ax.legend()
     return save(fig, cfg.out, "fig4_eta.png", cfg.dpi)
