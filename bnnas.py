@@ -43,15 +43,15 @@ such step multiplies gamma by about (1 - lr * lambda / (1 - mu)), and after T st
 independent of the data and of the setting, starting at 1. With the NB201 settings (lambda 5e-4, mu 0.9,
 cosine lr 0.025 -> 0.001) that is 0.95, 0.77 and 0.28 after 10, 50 and 250 epochs of the paper's 391 steps,
 but 0.996, 0.98 and 0.90 at the project's reduced 4k size (31 steps an epoch; 16k: 0.98, 0.92, 0.67).
-Without decay on BN (`--bn_decay=0`) it stays exactly 1, as in BN-NAS's public code: it builds its
-optimiser as SPOS does (weight decay on conv and classifier weights only) and sets an exactly-zero
-gradient to None, so SGD skips that gamma altogether. The other ops' gamma follow their loss gradients and the same decay: on an
-edge where every one of them ends below gamma_none, `none`, the op that contributes nothing, has the
-highest indicator and is taken, and where that happens on all six edges the cell is all-`none` (10% on
-CIFAR-10), as Table 3 reports for 3 of its 6 configurations (the short ones and only-BN at 50 epochs:
-the fewer the steps, the less decay has pulled gamma_none below 1). At init every gamma is 1 and the tie
-goes to `none` too (the first op). `none`'s beta does get gradients (it is a learned bias of the edge),
-but the indicator does not read beta.
+Without decay on BN (`--bn_decay=0`, implied by `--trained_bn=indicators`) it stays exactly 1, as in BN-NAS's
+public code: it builds its optimiser as SPOS does (weight decay on conv and classifier weights only) and sets
+an exactly-zero gradient to None, so SGD skips that gamma altogether. The other ops' gamma follow their loss
+gradients and the same decay: on an edge where every one of them ends below gamma_none, `none`, the op that
+contributes nothing, has the highest indicator and is taken, and where that happens on all six edges the cell
+is all-`none` (10% on CIFAR-10), as Table 3 reports for 3 of its 6 configurations (the short ones and only-BN
+at 50 epochs: the fewer the steps, the less decay has pulled gamma_none below 1). At init every gamma is 1 and
+the tie goes to `none` too (the first op). `none`'s beta does get gradients (it is a learned bias of the
+edge), but the indicator does not read beta.
 
 Imports only torch and the paper's modules (ops, spaces, supernet, genotypes); the loop that trains it
 is bnnas_search.py's.
@@ -192,12 +192,13 @@ def evolve(ind, seed=0, generations=20, population=50, select=10, mutations=25, 
         return tuple(rng.randrange(len(NB201_OPS)) for _ in range(6))
 
     candidates = unseen(draw, population, float("inf"))
-    for _ in range(generations):
+    for generation in range(generations):
         top = sorted(top + candidates, key=score, reverse=True)[:select]  # stable: first seen wins ties
+        if generation == generations - 1:  # ea.py ranks no offspring of the last generation: none are bred
+            break
         candidates = unseen(lambda: tuple(rng.randrange(len(NB201_OPS)) if rng.random() < m_prob else k
                                           for k in rng.choice(top)), mutations, 10 * mutations)
         candidates += unseen(lambda: tuple(rng.choice(ks) for ks in zip(rng.choice(top), rng.choice(top))),
                              crossovers, 10 * crossovers)
         candidates += unseen(draw, population - len(candidates), float("inf"))
-    best = max(top + candidates, key=score)
-    return NB201Cell.from_indices(best), len(seen)
+    return NB201Cell.from_indices(top[0]), len(seen)

@@ -57,7 +57,8 @@ class BNNASConfig:
     momentum: float = 0.9          # SGD momentum (NB201) ...
     nesterov: bool = True          # ... Nesterov's (NB201's DARTS)
     weight_decay: float = 5e-4     # on every trained weight, the cell BN gamma and beta included ...
-    bn_decay: bool = True          # ... unless 0 (BN-NAS's own code decays no BN weight: `none` keeps gamma 1)
+    bn_decay: bool = True          # ... unless 0 (BN-NAS's own code decays no BN weight: `none` keeps gamma 1;
+                                   # --trained_bn=indicators, its code's setting, implies 0 unless given)
     grad_clip: float = 5.0         # max norm of the weight gradients
     C: int = 16                    # initial channels
     layers: int = 5                # cells per stage (N)
@@ -96,6 +97,10 @@ def make_config(argv=None):
     if saved is not None:
         cfg = cli.resumed_config(BNNASConfig, saved, argv, RUN_KEYS)
         cfg = cfg if "stop_after" in given else replace(cfg, stop_after=0)
+    elif cfg.trained_bn == "indicators" and "bn_decay" not in given:
+        # BN-NAS's code (bychen515/BNNAS) decays no BN weight (SPOS' parameter groups), and sets an exactly
+        # zero gradient to None, so SGD never moves `none`'s gamma: the whole of its setting, not half of it
+        cfg = replace(cfg, bn_decay=False)
     return validate(cfg)
 
 

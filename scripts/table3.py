@@ -17,8 +17,9 @@ counting, lookups and formats.)
 Outputs: OUT/table3.md and OUT/table3.json, each (setting, epochs) as the paper's row: the best of the
 finished seeds (by the NB201 CIFAR-10 test accuracy of its cell, with that cell's valid accuracy), the
 mean ± sample std (ddof=1) over them, how many ended in the all-`none` cell (k of n, 95% Wilson
-interval), every cell; then RF-DARTS's row from a sweep.py folder of this project (--rf_darts: its C_s*
-runs, looked up in the same table), the paper's numbers beside, a row per seed with why its cell won
+interval), every cell; then RF-DARTS's row from a sweep.py folder of this project (--rf_darts: its runs
+C_s<seed> of the same --seeds, looked up in the same table; a note where they searched another number
+of images or steps than the BN-NAS runs), the paper's numbers beside, a row per seed with why its cell won
 (the final indicator of `none` against the best other op's, mean over edges) and each run's
 indicators.png. The sweep's counting rules hold: a run counts only when it has done exactly its
 --epochs on a schedule of that length (sweep_table.finished_run); a failed or unfinished run is named
@@ -54,7 +55,8 @@ class Table3Config:
     options: str = "AC"                   # A: conv + BN trained, C: only BN trained (Table 3's settings)
     epochs: str = "10,50"                 # Table 3: 10, 50 and 250
     seeds: str = "1,2,3"                  # Table 3: best of 3 runs
-    rf_darts: str = "results/nb201-16k"   # a sweep.py folder whose C_s* runs are RF-DARTS's row ("": none)
+    rf_darts: str = "results/nb201-sweep"  # a sweep.py folder whose C_s<seed> runs (the --seeds) are RF-DARTS's
+                                           # row, best at the BN-NAS runs' size (this default: 4k, C=8; "": none)
 
 
 SET_PER_RUN = ("option", "epochs", "seed", "out", "resume", "stop_after")  # run keys the table gives each run
@@ -184,12 +186,13 @@ def row(recs):
                 sizes=sizes, cells=[r["arch"] for r in done])
 
 
-def rf_darts_records(folder, benchmarks):
-    """RF-DARTS's runs: the C_s<seed> folders of a sweep.py folder, each finished at its own --epochs."""
+def rf_darts_records(folder, benchmarks, seeds):
+    """RF-DARTS's runs: the C_s<seed> folders of a sweep.py folder for `seeds` (the BN-NAS runs' seeds, so
+    that both rows are a best of as many), each finished at its own --epochs."""
     if not folder or not os.path.isdir(folder):
         return []
     recs = []
-    for name in sorted(n for n in os.listdir(folder) if n.startswith("C_s")):
+    for name in [f"C_s{s}" for s in seeds if os.path.isdir(os.path.join(folder, f"C_s{s}"))]:
         path = os.path.join(folder, name)
         epochs = (read_json_if_any(os.path.join(path, "config.json")) or {}).get("epochs")
         run = finished_run(path, epochs) if epochs else None
@@ -213,7 +216,7 @@ def summarize(cfg, jobs, outcomes=None):
                     if j.name.startswith(f"{option}_e{epochs}_s")]
             rows.append(dict(method="BN-NAS", option=option, epochs=epochs, paper=PAPER.get((option, epochs)),
                              seeds=recs, **row(recs)))
-    rf = rf_darts_records(cfg.rf_darts, benchmarks)
+    rf = rf_darts_records(cfg.rf_darts, benchmarks, cfg.seeds)
     if rf:
         epochs = sorted({r["epochs"] for r in rf if r["epochs"]})
         rows.append(dict(method=f"RF-DARTS ({cfg.rf_darts})", option="C", epochs=epochs[0] if len(epochs) == 1 else epochs,
@@ -264,10 +267,21 @@ def table_line(r):
     return f"| {r['method']} | {'✓' if r['option'] == 'A' else '✗'} | ✓ | {r['epochs']} | {_cells(cells)} |"
 
 
+def size_note(rows):
+    """A line where RF-DARTS's runs searched another number of weight images than the BN-NAS runs, else []."""
+    images = {method: sorted({w for r in rows if (r["method"] == "BN-NAS") == (method == "BN-NAS")
+                              for w, _, _ in r["sizes"]}) for method in ("BN-NAS", "RF-DARTS")}
+    if not images["RF-DARTS"] or not images["BN-NAS"] or images["RF-DARTS"] == images["BN-NAS"]:
+        return []
+    return ["", f"Note: RF-DARTS's runs trained their weights on {', '.join(f'{w:,}' for w in images['RF-DARTS'])} "
+            f"images, the BN-NAS runs on {', '.join(f'{w:,}' for w in images['BN-NAS'])}: rows of another size, "
+            "not a like-for-like comparison (--rf_darts names a sweep of the BN-NAS runs' size)."]
+
+
 def markdown(summary):
     lines = ["| method | conv | BN | epochs | search images (weight / α), weight steps per run | finished runs | best: "
              "NB201 CIFAR-10 valid / test (%) | test, mean ± std (%) | all-`none` cells | paper, Table 3: valid / test (%) |",
-             "|---|---|---|---|---|---|---|---|---|---|", *map(table_line, summary["rows"]), "",
+             "|---|---|---|---|---|---|---|---|---|---|", *map(table_line, summary["rows"]), *size_note(summary["rows"]), "",
              "Best: the finished run whose cell has the highest NB201 CIFAR-10 test accuracy (the paper reports the "
              "best of 3 runs); mean ± sample std (ddof=1) over the finished runs; k of n with the 95% Wilson interval. "
              f"Benchmark table: {summary['bench201'] or 'each run’s own --bench201'}.", "", READING, "",
