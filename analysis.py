@@ -325,7 +325,7 @@ def run(cfg, stop=None):
         train_loss, correct = sums.tolist()
         checkpoints.check_finite(train_loss, path, f"in epoch {epoch + 1}", model)
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            test_loss, test_acc = runs.evaluate(model, test_loader)
+            test_loss, test_acc, _ = runs.evaluate(model, test_loader)
         row = dict(epoch=epoch + 1, lr=lr, train_loss=train_loss / n, train_err=1 - correct / n,
                    test_loss=test_loss, test_err=1 - test_acc, seconds=time.time() - t0)
         if lams:  # one λ per block, network order

@@ -413,16 +413,17 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
             stop.stop(f"after epoch {epoch + 1}", ckpt_path)
     stop.armed = False
 
-    test_loss, test_acc, test_images = train_run.score_test_set(model, test_loader, device, world, nhwc)
+    test_loss, test_acc, test_acc5, test_images = train_run.score_test_set(model, test_loader, device, world, nhwc)
     digests = ddp.all_gather(ddp.state_digest(model), world)
     if rank == 0:
         metrics = dict(train_loss=train_stats[0], train_acc=train_stats[1], test_loss=test_loss,
-                       test_acc=test_acc, test_images=test_images, params_m=params_m, macs_m=macs_m,
+                       test_acc=test_acc, test_acc_top5=test_acc5, test_images=test_images, params_m=params_m, macs_m=macs_m,
                        epochs=cfg.epochs, seconds=seconds, world_size=world, state_sha256=digests,
                        dataset=cfg.dataset, genotype=genotype_to_json(genotype))
         checkpoints.write_json(os.path.join(cfg.out, "metrics.json"), metrics)
         part = f" on a {test_images}-image test subset (a check, not the test set)" if cfg.test_subset else ""
-        log(f"final  test_loss {test_loss:.4f}  test_acc {test_acc:.4f}{part}  ({cfg.out}/metrics.json)")
+        log(f"final  test_loss {test_loss:.4f}  test_acc {test_acc:.4f}  top-5 {test_acc5:.4f}{part}  "
+            f"({cfg.out}/metrics.json)")
     if len(set(digests)) > 1:  # every rank sees the same digests, so all take part in the gather
         log(f"warning: processes ended with different weights: {', '.join(ddp.differing_keys(model, world))}")
     ddp.teardown(world)

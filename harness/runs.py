@@ -234,18 +234,21 @@ def set_lr(optimizer, lr):
 
 @torch.no_grad()
 def evaluate(model, loader):
-    """Mean cross-entropy and top-1 accuracy over `loader` (eval mode, no gradients)."""
+    """(mean cross-entropy, top-1 accuracy, top-5 accuracy) over `loader` (eval mode, no gradients); top-5 as
+    DARTS' and PC-DARTS' train_imagenet.py report it (1.0 with 5 classes or fewer)."""
     was_training = model.training
     model.eval()
-    loss_sum, correct, n = 0.0, 0, 0
+    loss_sum, correct, correct5, n = 0.0, 0, 0, 0
     for x, y in loader:
         logits = model(x)
-        logits = logits[0] if isinstance(logits, tuple) else logits
+        logits = logits[0] if isinstance(logits, tuple) else logits  # (B, classes)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, 5)
+        correct5 += (top5 == y[:, None]).any(1).sum().item()
         n += y.numel()
     model.train(was_training)
-    return loss_sum / max(n, 1), correct / max(n, 1)
+    return loss_sum / max(n, 1), correct / max(n, 1), correct5 / max(n, 1)
 
 
 def as_dict(cfg):

@@ -1,7 +1,7 @@
 """train.py's data and scoring, so that its loop reads as the training step: the dataset's constants
 (`data_info`, 'imagenet' = a folder of large images), the train and test loaders of this process's
 share of the global batch (`make_loaders`), batches moved to the device (`batches`) and the test-set
-score summed over all processes, in float32 (`score_test_set`).
+score (top-1, top-5) summed over all processes, in float32 (`score_test_set`).
 """
 import os
 
@@ -68,9 +68,10 @@ def batches(loader, device, channels_last, count):
 
 
 def score_test_set(model, loader, device, world, nhwc):
-    """(plain-CE loss, top-1 accuracy, images scored) over the whole test set (every process scores its
-    shard), in float32 whatever the training ran in: the reported number must not depend on bf16 rounding."""
+    """(plain-CE loss, top-1 accuracy, top-5 accuracy, images scored) over the whole test set (every process
+    scores its shard), in float32 whatever the training ran in: the reported number must not depend on bf16
+    rounding."""
     n = [0]
-    loss, acc = runs.evaluate(model, batches(loader, device, nhwc, n))
-    loss_sum, correct, total = ddp.all_sum([loss * n[0], acc * n[0], n[0]], device, world)
-    return loss_sum / max(total, 1), correct / max(total, 1), int(total)
+    loss, acc, acc5 = runs.evaluate(model, batches(loader, device, nhwc, n))
+    loss_sum, correct, correct5, total = ddp.all_sum([loss * n[0], acc * n[0], acc5 * n[0], n[0]], device, world)
+    return loss_sum / max(total, 1), correct / max(total, 1), correct5 / max(total, 1), int(total)

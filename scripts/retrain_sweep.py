@@ -193,7 +193,9 @@ def summarize(cfg, flags, jobs, found, status=None):
             rec["device"] = run_devices(job.folder)
             if metrics.get("epochs") == job.epochs:
                 settings = read_json_if_any(os.path.join(job.folder, "config.json")) or {}
+                top5 = metrics.get("test_acc_top5")  # ImageNet's second column (Table 4); older runs: none
                 rec.update(state="finished", error=100 * (1 - metrics["test_acc"]), params_m=metrics["params_m"],
+                           error_top5=None if top5 is None else 100 * (1 - top5),
                            macs_m=metrics["macs_m"], epochs=metrics["epochs"], minutes=metrics["seconds"] / 60,
                            test_images=metrics["test_images"], check=bool(settings.get("test_subset")))
             elif not os.path.isfile(os.path.join(job.folder, "config.json")) and job.state == "new":

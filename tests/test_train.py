@@ -166,7 +166,7 @@ def test_nb201_smoke(small, tmp_path):
     train.main(tiny(small, tmp_path, f"--arch={NB201}", "--layers=1", "--epochs=1"))
     metrics, ckpt = read_run(tmp_path)
     assert ckpt["epoch"] == 1 and ckpt["genotype"] == {"cell": "nb201", "arch": NB201}
-    assert metrics["epochs"] == 1 and 0 <= metrics["test_acc"] <= 1 and metrics["macs_m"] > 0
+    assert metrics["epochs"] == 1 and 0 <= metrics["test_acc"] <= metrics["test_acc_top5"] <= 1 and metrics["macs_m"] > 0
     assert metrics["test_images"] == 6  # the whole test set: 3 classes x 2
     assert set(metrics) >= {"train_loss", "train_acc", "test_loss", "params_m", "seconds"}
 
@@ -324,6 +324,18 @@ def test_imagenet_loss_is_smoothed_ce_plus_aux_and_the_test_loss_plain_ce(large,
     # the same float32 per-batch sums, added in float64: equal up to float64 rounding. (An untrained net's
     # two-class logits are near uniform, where smoothing changes the loss by only ~1e-5 relative.)
     assert metrics["test_loss"] == pytest.approx(plain, rel=1e-9) and smoothed != pytest.approx(plain, rel=1e-7)
+
+
+def test_evaluate_scores_top1_and_top5():
+    """Top-5 as DARTS' train_imagenet.py counts it (the paper's Tables 4-5 report top-1 and top-5 errors)."""
+    logits = torch.tensor([[0.0, 1, 2, 3, 4, 5, 6],          # label 6: top-1
+                           [6.0, 5, 4, 3, 2, 1, 0],          # label 5: 6th of 7, outside the top 5
+                           [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]])  # label 2: 5th, top-5 only
+    y = torch.tensor([6, 5, 2])
+    loss, top1, top5 = runs.evaluate(torch.nn.Identity(), [(logits[:2], y[:2]), (logits[2:], y[2:])])
+    assert (top1, top5) == (pytest.approx(1 / 3), pytest.approx(2 / 3))
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item())
+    assert runs.evaluate(torch.nn.Identity(), [(logits[:, :3], torch.tensor([0, 1, 2]))])[2] == 1.0  # 3 classes
 
 
 def subprocess_env():
