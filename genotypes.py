@@ -7,7 +7,7 @@ Owns
   edge_normalisation  PC-DARTS betas -> each edge's weight, softmax over its node's in-edges (alphas.json)
   edge_softmax, op_counts, skip_count    what a search logs every epoch (collapse watch, paper Fig. 5)
   cell_str                               a cell as one line of text (NB201's notation, DARTS cells too)
-  top2_margins                           per edge, how far the final choice is from flipping (near ties)
+  top2_margins, choice_ops               per edge, how far the final choice is from flipping (near ties)
   all_skip                               the collapsed cell of Table 2 (every op skip_connect)
   nb201_index, nb201_arch                arch string <-> benchmark index 0..15624, without the benchmark file
   genotype_to_json, genotype_from_json, load_genotype, to_dot            files, names and pictures
@@ -199,20 +199,34 @@ def edge_softmax(alphas, decimals=4):
             for kind, a in alphas.items()}
 
 
-def top2_margins(probs):
-    """Per edge, the largest minus the second-largest op weight of softmax(alpha): how far the edge's choice
-    is from flipping (0: a tie; 1: one-hot). `probs`: one cell kind's per-edge weights, each row summing to
-    1, as edge_softmax writes them (alphas.json's alphas[kind]; rows may differ in length). Every op counts,
-    as the NB201 rule ranks them (DARTS-style spaces leave `none` out of the choice; its weight still
-    counts here). -> one float per edge. Raw logits (rows not summing to 1) are refused."""
+def choice_ops(space, kind="normal"):
+    """Per edge, the op names its derivation chooses among, for top2_margins: None for NB201 (every op,
+    `none` too, as its rule ranks them); DARTS-style spaces' own lists (derive leaves `none` out there)."""
+    space = get_space(space) if isinstance(space, str) else space
+    return None if space.cell == "nb201" else space.ops(kind)
+
+
+def top2_margins(probs, ops=None):
+    """Per edge, the largest minus the second-largest op weight of softmax(alpha) among the ops its
+    derivation chooses from: how far the edge's choice is from flipping (0: a tie; 1: one-hot). `probs`:
+    one cell kind's per-edge weights, each row summing to 1, as edge_softmax writes them (alphas.json's
+    alphas[kind]; rows may differ in length). `ops` (choice_ops): per edge its op names, `none` left out
+    of the comparison, as DARTS-style derivation leaves it out (an edge with one op left cannot flip: 1);
+    None: every op counts (NB201's rule). -> one float per edge. Raw logits (rows not summing to 1) are
+    refused."""
     if not isinstance(probs, (list, tuple)) and not hasattr(probs, "shape"):
         raise InputError(f"softmax weights must be a list of per-edge rows, got {type(probs).__name__}")
     margins = []
     for e, row in enumerate(probs):
-        w = np.sort(_array(row, f"softmax weights of edge {e}").ravel())
+        w = _array(row, f"softmax weights of edge {e}").ravel()
         if w.size < 2 or w.min() < 0 or abs(w.sum() - 1) > 1e-3:  # alphas.json rounds to 6 decimals
             raise InputError(f"edge {e}: want >= 2 softmax weights (>= 0, summing to 1), got {np.round(w, 6).tolist()}")
-        margins.append(float(w[-1] - w[-2]))
+        if ops is not None:
+            if len(ops[e]) != w.size:
+                raise InputError(f"edge {e}: {w.size} softmax weights for {len(ops[e])} ops {list(ops[e])}")
+            w = w[[k for k, op in enumerate(ops[e]) if op != "none"]]
+        w = np.sort(w)
+        margins.append(float(w[-1] - w[-2]) if w.size >= 2 else 1.0)
     return margins
 
 

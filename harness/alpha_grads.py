@@ -7,17 +7,21 @@ standard deviation from batch to batch) is the part of each step that adds up in
 it sets how many steps alpha needs to separate the ops of an edge. Per epoch this records, per entry of
 alpha (edge, op): the mean m and the standard deviation s of the gradient the alpha optimiser was given
 (after --arch_grad_clip) over the epoch's T alpha steps, and one summary, `snr`: the root mean square
-of mu / sigma over the entries, estimated as sqrt(mean(m^2 / s^2) - 1 / (T - 3)). The 1 / (T - 3) is
-what noise alone adds (for Gaussian noise m / s * sqrt(T - 1) is Student's t with T - 1 degrees of
-freedom, so E[m^2 / s^2] = 1 / (T - 3)), so a gradient of pure noise reads about 0 whatever the epoch's
-length, and rungs with 31 or 390 steps per epoch compare.
+of m / s over the entries, sqrt(mean(m^2 / s^2)). No noise floor is taken off: an epoch's alpha batches
+are whole passes without replacement over the alpha set (one pass with the default halves), so the
+batch-sampling noise cancels in m, which is the epoch's full-data gradient (over its moving weights; only
+the augmentation's randomness stays). (Batches drawn i.i.d. would add 1 / (T - 3) to m^2 / s^2 from noise
+alone, 1 / sqrt(T - 3) to a pure-noise reading: 0.05 at T = 390, 0.19 at 31; a full pass of noise reads ~0;
+subtracting that floor, as this module once did, biased these runs' readings low, to 0 at small ratios.)
 
 Reading the gradient costs two small in-place sums per alpha step on the device, no host sync, and does
 not change the search (nothing is written back). Betas (PC-DARTS' edge normalisation) are not recorded.
 
 Read back from a run's alphas.json (the sweep table and the ladder): `gradient_snr` pools the last
 epochs, `gradient_snr_curve` gives one value per epoch, and `adam_drift` / `agreement` check that alpha
-moved as Adam with this gradient predicts (each epoch's change against arch_lr * T * m / sqrt(m^2 + s^2)).
+moved as Adam with this gradient predicts (each epoch's change against arch_lr * T * m / sqrt(m^2 + s^2)):
+m being the realised epoch mean, that checks the bookkeeping (a gradient of pure noise agrees too), not
+the size of the signal.
 """
 import math
 import statistics
@@ -25,14 +29,12 @@ import statistics
 import torch
 
 
-def snr(ratios_sq, steps):
-    """The noise-corrected root mean square signal-to-noise ratio: sqrt(mean(ratios_sq) - 1 / (steps - 3)),
-    0 if negative. ratios_sq: (m / s)^2 per alpha entry (and epoch, when pooled), each from `steps` alpha
-    steps. None without ratios or with steps <= 3 (the noise term is undefined). Pooling epochs before
-    the root, as sweep_table does, keeps the estimate unbiased."""
-    if not ratios_sq or steps <= 3:
+def snr(ratios_sq):
+    """The root mean square signal-to-noise ratio sqrt(mean(ratios_sq)); ratios_sq: (m / s)^2 per alpha
+    entry (and epoch, when pooled: epochs are pooled before the root). None without ratios."""
+    if not ratios_sq:
         return None
-    return math.sqrt(max(sum(ratios_sq) / len(ratios_sq) - 1 / (steps - 3), 0.0))
+    return math.sqrt(sum(ratios_sq) / len(ratios_sq))
 
 
 class AlphaGrads:
@@ -76,8 +78,7 @@ class AlphaGrads:
         """-> (snr, {kind: {"mean": [[...]], "std": [[...]]}}), or (None, {}) before any alpha step.
 
         snr: `snr` over the entries' (mean / std)^2 (entries whose gradient never varied are left out):
-        the root mean square signal-to-noise ratio, less what noise alone adds; None with 3 steps or
-        fewer."""
+        the root mean square signal-to-noise ratio; None with fewer than 2 steps (no spread)."""
         if self.steps == 0:
             return None, {}
         ratios, per_kind = [], {}
@@ -89,7 +90,7 @@ class AlphaGrads:
                    for qs, ms in zip(self.sq[k].tolist(), mean)]
             ratios += [(m / s) ** 2 for ms, ss in zip(mean, std) for m, s in zip(ms, ss) if s > 0]
             per_kind[k] = {"mean": _round(mean, digits), "std": _round(std, digits)}
-        return snr(ratios, n), per_kind
+        return (snr(ratios) if n > 1 else None), per_kind
 
 
 def _round(rows, digits):
@@ -101,22 +102,19 @@ def _round(rows, digits):
 
 # Read back: the records of a finished run (alphas.json rows), as the sweep table and ladder use them
 
-def gradient_snr(alphas, steps_per_epoch, last=10):
+def gradient_snr(alphas, last=10):
     """α's gradient signal-to-noise ratio over a run's last `last` epochs that recorded it (alphas.json's
     "alpha_grad": each α entry's gradient mean m and std s per epoch, from AlphaGrads.summary), pooled as
-    one epoch is (`snr` over those epochs' and entries' (m / s)^2, T the α steps per epoch). None for runs
-    from before the record, or with T <= 3."""
+    one epoch is (`snr` over those epochs' and entries' (m / s)^2). None for runs from before the record."""
     rows = [r["alpha_grad"] for r in alphas or [] if r.get("alpha_grad")][-last:]
     ratios = [(m / sd) ** 2 for grad in rows for kind in grad.values()
               for ms, ss in zip(kind["mean"], kind["std"]) for m, sd in zip(ms, ss) if sd > 0]
-    return snr(ratios, steps_per_epoch)
+    return snr(ratios)
 
 
-def gradient_snr_curve(alphas, steps_per_epoch):
-    """[(epoch, gradient_snr of that epoch alone)] over the alphas.json rows that recorded α's gradient
-    ([] with T <= 3 α steps per epoch)."""
-    rows = [r for r in alphas or [] if r.get("alpha_grad")] if steps_per_epoch > 3 else []
-    return [(r["epoch"], gradient_snr([r], steps_per_epoch)) for r in rows]
+def gradient_snr_curve(alphas):
+    """[(epoch, gradient_snr of that epoch alone)] over the alphas.json rows that recorded α's gradient."""
+    return [(r["epoch"], gradient_snr([r])) for r in alphas or [] if r.get("alpha_grad")]
 
 
 def adam_drift(alphas, steps_per_epoch, arch_lr):

@@ -181,8 +181,8 @@ def ladder(sweep_dirs, search, bench201_path=""):
                            epochs=config["epochs"], space=settings["space"],
                            bench201_dataset=settings["bench201_dataset"], folder=d, repeats=[],
                            data=config.get("data") if settings["dataset"] == "imagefolder" else None,
-                           separation=alpha_separation(alphas), snr=gradient_snr(alphas, size[2] / config["epochs"]),
-                           snr_curve=gradient_snr_curve(alphas, size[2] / config["epochs"]),
+                           separation=alpha_separation(alphas), snr=gradient_snr(alphas),
+                           snr_curve=gradient_snr_curve(alphas),
                            drift=adam_drift(alphas, size[2] / config["epochs"], settings["arch_lr"]),
                            **found_cell(genotype, alphas, benchmarks.for_run(config)), **darts_cells(genotype))
                 rec["chance"] = benchmarks.baselines(rec["nb201"]["table"]) if "nb201" in rec else None
@@ -261,11 +261,12 @@ def separation_table(rungs):
                          + (f" {mean_cell([r.get('snr') for r in rs], 3)} | {drift_cell(rs)} |" if snr else ""))
     if snr:
         lines += ["", "α gradient SNR: the root mean square over α's entries of the gradient's mean / std over an "
-                  "epoch's α steps, less what noise alone gives (harness/alpha_grads.py); runs from before it "
-                  "was recorded are not counted there. α's moves against Adam's: each epoch's change of each α "
-                  "entry against arch_lr * steps * mean / RMS of its gradient, both centred per edge "
-                  "(alpha_grads.adam_drift), pooled over the seeds' epochs: Pearson r and the slope (1: as "
-                  "predicted)."]
+                  "epoch's α steps, whole passes over the α images, so the mean is the epoch's full-data gradient "
+                  "(harness/alpha_grads.py); runs from before it was recorded are not counted there. α's moves "
+                  "against Adam's: each epoch's change of each α entry against arch_lr * steps * mean / RMS of its "
+                  "gradient, both centred per edge (alpha_grads.adam_drift), pooled over the seeds' epochs: "
+                  "Pearson r and the slope (1: as predicted; a check of the bookkeeping, which pure noise passes "
+                  "too, not of the signal's size)."]
     return lines
 
 

@@ -27,10 +27,10 @@ def alpha_entropy(model):
 
 
 def alpha_margin(model):
-    """Smallest gap between the top-2 softmax(alpha) entries over all edges: how close a flip is."""
-    gaps = [p.topk(2, dim=-1).values.diff(dim=-1).abs().min().item()
-            for p in (F.softmax(a.detach().float(), -1) for a in model.alphas().values())]
-    return min(gaps)
+    """Smallest gap between the top-2 softmax(alpha) entries an edge's derivation compares, over all edges
+    (genotypes.top2_margins: `none` left out in DARTS-style spaces): how close a flip is."""
+    probs = G.edge_softmax(model.alphas(), decimals=9)
+    return min(min(G.top2_margins(p, G.choice_ops(model.space, kind))) for kind, p in probs.items())
 
 
 def genotype_record(space, model):

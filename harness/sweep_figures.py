@@ -246,8 +246,8 @@ def separation_figure(by_size, cfg):
     by_steps.set(xlabel="weight steps (log scale)", ylabel=ylabel, title="against the weight steps taken")
     by_epoch.set(xlabel="epoch", title="against the epoch of each run's schedule")
     if by_snr is not None:
-        by_snr.set(xlabel="epoch", ylabel="α gradient: RMS of mean / std over an epoch's steps,\nless what noise "
-                   "alone gives", title="α's gradient signal-to-noise ratio (runs that recorded it)")
+        by_snr.set(xlabel="epoch", ylabel="α gradient: RMS over entries of mean / std\nover an epoch's steps",
+                   title="α's gradient signal-to-noise ratio (runs that recorded it)")
         by_snr.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle("How far α moved from uniform during the search, a line per finished seed", fontsize=10)
     fig.tight_layout()

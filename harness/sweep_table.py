@@ -155,7 +155,9 @@ def found_cell(genotype, alphas, bench):
     out = {}
     if alphas:
         # alphas.json keeps 6 decimals: so do the margins
-        out["margins"] = {kind: [round(m, 6) for m in G.top2_margins(p)] for kind, p in alphas[-1]["alphas"].items()}
+        space = (genotype or {}).get("space", "nb201")  # genotype.json names it (runs of every version)
+        out["margins"] = {kind: [round(m, 6) for m in G.top2_margins(p, G.choice_ops(space, kind))]
+                          for kind, p in alphas[-1]["alphas"].items()}
     arch = (genotype or {}).get("arch")
     if bench is not None and arch:
         looked = {f"{ds}_{field}": bench.query(arch, ds)[field] for ds, field in TABLE2_COLUMNS}

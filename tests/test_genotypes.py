@@ -308,6 +308,22 @@ def test_top2_margins_of_hand_made_softmax_weights():
         assert words in str(err.value) and "\n" not in str(err.value), err.value
 
 
+def test_top2_margins_compare_what_derivation_chooses_among():
+    """DARTS-style spaces derive without `none`, so a `none`-over-skip lead says nothing about the choice:
+    the margin there is between the ops derive ranks (S3: skip against sep conv); NB201 counts every op."""
+    s3 = G.choice_ops("s3")  # every S3 edge: none, skip_connect, sep_conv_3x3
+    row = [0.40, 0.31, 0.29]  # none leads skip by 0.09; skip leads sep conv by 0.02
+    assert G.top2_margins([row] * 14, s3) == pytest.approx([0.02] * 14)
+    assert G.top2_margins([row] * 14) == pytest.approx([0.09] * 14)
+    assert G.choice_ops("nb201") is None
+    alphas = {"normal": np.log(np.array([row] * 14)), "reduce": np.zeros((14, 3))}
+    assert G.derive("s3", alphas).normal[0][0] == "skip_connect"  # what the margin is about
+    one_left = [["none", "skip_connect"]]  # a single op besides none: no flip possible
+    assert G.top2_margins([[0.9, 0.1]], one_left) == [1.0]
+    with pytest.raises(ValueError, match="3 softmax weights for 2 ops"):
+        G.top2_margins([[0.5, 0.3, 0.2]], one_left)
+
+
 def test_all_skip_is_the_collapsed_cell_only():
     """Table 2's collapsed cell: every op skip_connect (NB201: all 6 edges; DARTS: the normal cell)."""
     collapsed = NB201Cell(["skip_connect"] * 6)

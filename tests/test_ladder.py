@@ -255,18 +255,15 @@ def write_alphas(run, slope, epochs=50, ratio=None):
 
 
 def test_gradient_snr_pools_the_last_epochs_before_the_root():
-    """alpha_grads.gradient_snr: sqrt(mean of (m / s)^2 over the last epochs' entries - 1 / (T - 3));
-    rows without the record (runs from before it) are skipped; None without any, or with T <= 3."""
+    """alpha_grads.gradient_snr: sqrt(mean of (m / s)^2 over the last epochs' entries), pooled before the
+    root; rows without the record (runs from before it) are skipped; None without any."""
     grad = lambda r: dict(normal=dict(mean=[[r, 0.0]], std=[[1.0, 1.0]]))  # noqa: E731
     rows = [dict(epoch=1), dict(epoch=2, alpha_grad=grad(3.0)), dict(epoch=3, alpha_grad=grad(1.0))]
-    assert alpha_grads.gradient_snr(rows, 13) == pytest.approx(((9 + 0 + 1 + 0) / 4 - 1 / 10) ** 0.5)
-    assert alpha_grads.gradient_snr(rows, 13, last=1) == pytest.approx((1 / 2 - 1 / 10) ** 0.5)
-    assert alpha_grads.gradient_snr(rows, 1003, last=1) == pytest.approx((1 / 2 - 1 / 1000) ** 0.5)
-    assert alpha_grads.gradient_snr([dict(epoch=1, alpha_grad=grad(0.0))], 13) == 0.0  # noise: not negative
-    assert alpha_grads.gradient_snr(rows[:1], 13) is None and alpha_grads.gradient_snr(rows, 3) is None
-    assert alpha_grads.gradient_snr_curve(rows, 13) == [(2, pytest.approx((9 / 2 - 1 / 10) ** 0.5)),
-                                                         (3, pytest.approx((1 / 2 - 1 / 10) ** 0.5))]
-    assert alpha_grads.gradient_snr_curve(rows, 3) == []
+    assert alpha_grads.gradient_snr(rows) == pytest.approx(((9 + 0 + 1 + 0) / 4) ** 0.5)
+    assert alpha_grads.gradient_snr(rows, last=1) == pytest.approx((1 / 2) ** 0.5)
+    assert alpha_grads.gradient_snr([dict(epoch=1, alpha_grad=grad(0.0))]) == 0.0
+    assert alpha_grads.gradient_snr(rows[:1]) is None
+    assert alpha_grads.gradient_snr_curve(rows) == [(2, pytest.approx((9 / 2) ** 0.5)), (3, pytest.approx((1 / 2) ** 0.5))]
 
 
 def test_adam_drift_pairs_alphas_moves_with_what_its_gradient_predicts():
@@ -301,7 +298,7 @@ def test_the_alpha_table_adds_the_gradient_snr_where_runs_recorded_it(tmp_path, 
     write_alphas(tmp_path / "4k/C_s2", 0.001)  # from before the record: not counted in the SNR column
     write_alphas(tmp_path / "16k/B_s1", 0.004, ratio=1.0)
     text = open(plot.main([small, big, f"--out={tmp_path / 'fig'}"])[1]).read()
-    snr = lambda ratio, steps: ((2 * ratio ** 2 / 5) - 1 / (steps - 3)) ** 0.5  # noqa: E731  2 of 5 entries
+    snr = lambda ratio, steps: (2 * ratio ** 2 / 5) ** 0.5  # noqa: E731  2 of 5 entries
     assert f"| 2,000 / 2,000 | C | 2 | 0.250 ± 0.000 | 0.250 ± 0.000 | {snr(0.5, 31):.3f} |" in text, text
     assert f"| 8,000 / 8,000 | B | 1 | 0.400 | 0.250 | {snr(1.0, 125):.3f} |" in text, text
     assert "α gradient SNR, last 10 epochs | α's moves against Adam's: r, slope |" in text
