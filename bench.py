@@ -35,6 +35,7 @@ reports `iterations_per_s` summed over them.
 """
 import collections
 import json
+import math
 import os
 import resource
 import subprocess
@@ -196,10 +197,24 @@ def print_profile(prof, file=None):
     print(f"{'wall':24s} {wall:8.3f}", file=file)
 
 
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
+                        output_padding, groups, output_mask, out_shape=None, **kwargs):
+    """FLOPs of aten.convolution_backward from shapes: the input gradient and the weight gradient each take
+    the forward's multiply-adds, 2 * prod(w_shape) * N * prod(the non-transposed conv's output size); w_shape
+    holds C_in / groups, so grouped convs count right. (torch's own formula, 2.1-2.14, counts a grouped conv's
+    weight gradient as if ungrouped: `groups` times too many for the depthwise convs of DARTS' sep / dil
+    convs when they train, options A and B.)"""
+    spatial = (x_shape if transposed else grad_out_shape)[2:]
+    macs = x_shape[0] * math.prod(w_shape) * math.prod(spatial)
+    return 2 * macs * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
 def count_gflop(step):
-    """GFLOP (convolutions and matmuls, forward and backward) that one call of `step` runs."""
+    """GFLOP (convolutions and matmuls, forward and backward; a multiply-add is 2) that one call of `step`
+    runs. On the CPU avg pooling runs as a depthwise conv (ops.pool_3x3), so it counts there too."""
     from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop}) \
+            as counter:
         step()
     return counter.get_total_flops() / 1e9
 

@@ -22,6 +22,11 @@ def test_count_gflop_counts_a_convolution_and_its_backward_exactly():
     assert bench.count_gflop(lambda: F.conv2d(x, w, padding=1).sum().backward()) * 1e9 == 2 * forward
     w.requires_grad_(True)  # and the weight gradient: a third
     assert bench.count_gflop(lambda: F.conv2d(x, w, padding=1).sum().backward()) * 1e9 == 3 * forward
+    # a depthwise conv (DARTS' sep / dil convs): C_in / groups = 1 input channel per output, in every direction
+    # (torch's own formula counts its weight gradient `groups` times over)
+    dw = torch.randn(4, 1, 3, 3, requires_grad=True)
+    depthwise = 2 * 2 * 4 * 1 * 9 * 8 * 8
+    assert bench.count_gflop(lambda: F.conv2d(x, dw, padding=1, groups=4).sum().backward()) * 1e9 == 3 * depthwise
 
 
 def test_saved_mib_counts_what_autograd_keeps_for_the_backward_exactly():
