@@ -19,9 +19,10 @@ Ctrl-C reach each, which checkpoints); rerunning the command is always safe: fin
 skipped, interrupted ones resumed, and a folder holding a retraining with other settings refused in one
 line before anything starts. A search that has not finished is named and not retrained.
 Outputs: SWEEP/retrain-<dataset>[-<tag>].md and .json: per option the test error (100 - test accuracy)
-mean ± sample std (ddof=1) over the finished retrainings, the best, parameters and MACs, the paper's
-number where it has one (Table 4: DARTS space; Table 6: S1-S4, searched on the data retrained on), then
-a row per run. A score on --test_subset images is marked as a check, not a result.
+mean ± sample std (ddof=1) over the finished retrainings (on ImageNet top-1 and top-5), the best,
+parameters and MACs, the paper's number where it has one (Table 4: DARTS space searched on CIFAR-10;
+Table 5: searched on ImageNet; Table 6: S1-S4, searched on the data retrained on; an option searched in
+another order than the paper's row is named), then a row per run. A score on --test_subset images is marked as a check, not a result.
 Exit status: 0 every search finished and was retrained; 1 a search or a retraining did not finish (the
 table names which and why); 2 refused before any run started; 128 + N stopped by signal N.
 """
@@ -59,8 +60,11 @@ SET_PER_RUN = ("arch", "genotype", "seed", "out", "resume")  # train.py keys thi
 # The paper's test error (%) of its searched cells, per (space, retraining dataset) and column. Table 4:
 # the DARTS space searched on CIFAR-10 (DARTS: its 2nd-order row); Table 6, as printed: dataset -> the
 # S1-S4 errors of RF-DARTS, then of DARTS (R-DARTS' code runs it 2nd order), each searched on that data.
+# ImageNet: (top-1, top-5). Table 5: the DARTS space searched on ImageNet itself (RF-PCDARTS, PC-DARTS).
 TABLE4 = {("darts", "cifar10"): {"RF-DARTS": 2.60, "DARTS 2nd": 2.76},
-          ("darts", "cifar100"): {"RF-DARTS": 16.50, "DARTS 2nd": 17.54}}
+          ("darts", "cifar100"): {"RF-DARTS": 16.50, "DARTS 2nd": 17.54},
+          ("darts", "imagenet"): {"RF-DARTS": (24.0, 7.2), "DARTS 2nd": (26.9, 8.7)}}
+TABLE5 = {"RF-PCDARTS": (23.9, 7.1), "PC-DARTS": (24.2, 7.3)}
 TABLE6 = {"cifar10": ((2.95, 4.21, 2.83, 3.33), (3.84, 4.85, 3.34, 7.20)),
           "cifar100": ((22.75, 22.18, 24.67, 21.19), (29.46, 26.05, 28.90, 22.85)),
           "svhn": ((2.42, 2.39, 2.47, 2.49), (4.58, 3.53, 3.41, 3.05))}
@@ -69,6 +73,14 @@ PAPER = {**TABLE4, **{(f"s{i + 1}", dataset): {"RF-DARTS": rf[i], "DARTS 2nd": d
 # The search settings behind both tables (DARTS' defaults, which sweep.py passes on unless told otherwise;
 # C, layers 0: the space's default); a run that departs is compared with the paper only with that named.
 PAPER_SEARCH = dict(epochs=50, subset=0, C=(0, 16), layers=(0, 8), unrolled=(False, True), pc_k=1)
+# The paper's searches per option: RF-DARTS (C) first order; its DARTS rows (B) second order (R-DARTS' code)
+
+
+def paper_reference(space, dataset, searched):
+    """The paper's numbers for cells of `space` searched on `searched`, retrained on `dataset`, or None."""
+    if (space, dataset, searched) == ("darts", "imagenet", "imagenet"):  # Table 5, not Table 4's transfer
+        return TABLE5
+    return PAPER.get((space, dataset))
 
 
 def _ints(text, flag):
@@ -130,7 +142,8 @@ def plan(cfg, flags):
         if saved is not None:
             # the cell by its content, not its path: a sweep folder moved or named another way is the same run
             full = cli.saved_settings(train.Config, saved)
-            differ = cli.differing(want, full, train.RUN_KEYS | {"genotype"})
+            # where the data lies is not a setting: a moved folder or a relative path is the same run
+            differ = cli.differing(want, full, train.RUN_KEYS | {"genotype", "data"})
             if differ:
                 what = ", ".join(f"{k}={full[k]!r} not {want[k]!r}" for k in differ)
                 raise cli.ConfigError(f"{out} holds a retraining with other settings ({what}): pass --tag=NAME")
@@ -180,8 +193,14 @@ def summarize(cfg, flags, jobs, found, status=None):
     configs = [read_json_if_any(os.path.join(f, "config.json")) for *_, f, _ in found.values()]
     search = next((c for c in configs if c), {})  # the searches share their settings (sweep.py)
     space, searched = search.get("space"), search.get("dataset")
-    paper = PAPER.get((space, dataset))
+    paper = paper_reference(space, dataset, searched)
     departs = _departures(search, flags, space, dataset) if paper else []
+    order = {"B": "DARTS 2nd", "C": "RF-DARTS"}  # which paper row an option's cells stand beside
+    for option, unrolled in (("C", True), ("B", False)):
+        if paper and order[option] in paper and any(c.get("option") == option and bool(c.get("unrolled")) == unrolled
+                                                    for c in configs if c):
+            departs.append(f"option {option} searched {'2nd' if unrolled else '1st'} order (the paper's "
+                           f"{order[option]}: {'1st' if unrolled else '2nd'})")
     rows, options = [], {}
     for name, (option, seed, folder, search_done) in found.items():
         rec = dict(name=name, option=option, seed=seed, device=None, error=None)
@@ -212,7 +231,9 @@ def summarize(cfg, flags, jobs, found, status=None):
         done = [r for r in recs if r["state"] == "finished"]
         mean, std, n = mean_std([r["error"] for r in done])
         best = min(done, key=lambda r: r["error"]) if done else None
+        top5 = mean_std([r.get("error_top5") for r in done if r.get("error_top5") is not None])
         table[option] = dict(runs=len(recs), n=n, error=dict(mean=mean, std=std),
+                             error_top5=dict(mean=top5[0], std=top5[1], n=top5[2]),
                              best=best and dict(name=best["name"], error=best["error"]),
                              params_m=mean_std([r["params_m"] for r in done])[0],
                              macs_m=mean_std([r["macs_m"] for r in done])[0], check=any(r["check"] for r in done))
@@ -224,7 +245,7 @@ def _departures(search, flags, space, dataset):
     """What departs from the paper's protocol for (space, dataset): Table 4 searched on CIFAR-10, Table 6
     on the data retrained on, with the paper's search settings, and the retraining on its recipe."""
     out = []
-    wanted = "cifar10" if space == "darts" else dataset
+    wanted = dataset if space != "darts" or (dataset, search.get("dataset")) == ("imagenet", "imagenet") else "cifar10"
     if search.get("dataset") != wanted:
         out.append(f"searched on {search.get('dataset')}, not {wanted}")
     for key, paper in PAPER_SEARCH.items():
@@ -234,31 +255,42 @@ def _departures(search, flags, space, dataset):
     return out + [f"retraining {a[2:]}" for a in flags if a[2:].split("=", 1)[0] in given]
 
 
+def _paper_value(v):
+    return f"{v[0]:.1f} / {v[1]:.1f} (top-1 / top-5)" if isinstance(v, (list, tuple)) else f"{v:.2f}"
+
+
 def markdown(summary):
     paper = summary["paper"]
-    ref = "; ".join(f"{k} {v:.2f}" for k, v in paper.items()) if paper else "none for this space and data"
+    ref = "; ".join(f"{k} {_paper_value(v)}" for k, v in paper.items()) if paper else "none for this space and data"
+    top5 = summary["dataset"] == "imagenet"  # the ImageNet rows report top-1 / top-5 (Tables 4-5)
     if paper and summary["protocol_departures"]:  # a number beside it only with what differs named
         ref += f", under another protocol than this table's: {', '.join(summary['protocol_departures'])}"
     lines = [f"Retrained on {summary['dataset']}: the cells of {summary['sweep']} ({summary['space']} space, "
              f"searched on {summary['searched_on']}).", "",
-             "| option | finished / runs | test error (%), mean ± std | best (%) | params (M) | MACs (M) |",
-             "|---|---|---|---|---|---|"]
+             "| option | finished / runs | test error (%), mean ± std | "
+             + ("top-5 error (%), mean ± std | " if top5 else "") + "best (%) | params (M) | MACs (M) |",
+             "|---|---|---|---|---|---|" + ("---|" if top5 else "")]
     for option, s in summary["options"].items():
         err = "-" if s["error"]["mean"] is None else plus_minus(s["error"]["mean"], s["error"]["std"], 2, s["n"])
+        if top5:
+            t5 = s.get("error_top5") or {}
+            err += " | " + ("-" if t5.get("mean") is None else plus_minus(t5["mean"], t5["std"], 2, t5["n"]))
         best = "-" if not s["best"] else f"{s['best']['error']:.2f} ({s['best']['name']})"
         num = [("-" if s[k] is None else f"{s[k]:.2f}") for k in ("params_m", "macs_m")]
         lines.append(f"| {option} | {s['n']} / {s['runs']} | {err}{' (test subset: a check)' if s['check'] else ''} "
                      f"| {best} | {num[0]} | {num[1]} |")
     lines += ["", f"Test error = 100 - test accuracy, mean ± sample std (ddof=1) over the finished retrainings; "
               f"params without the auxiliary head. Paper (test error %): {ref}.", "",
-              "| run | state | test error (%) | params (M) | epochs | minutes | device |",
-              "|---|---|---|---|---|---|---|"]
+              "| run | state | test error (%) | " + ("top-5 (%) | " if top5 else "") + "params (M) | epochs | minutes | "
+              "device |", "|---|---|---|---|---|---|---|" + ("---|" if top5 else "")]
     for r in summary["runs"]:
         if r["state"] != "finished":
-            lines.append(f"| {r['name']} | {r['state'].replace('|', '/')} | | | | | {r['device'] or '-'} |")
+            lines.append(f"| {r['name']} | {r['state'].replace('|', '/')} | | | | | {'| ' if top5 else ''}"
+                         f"{r['device'] or '-'} |")
             continue
         images = f" ({r['test_images']} test images: a check)" if r["check"] else ""
-        lines.append(f"| {r['name']} | finished | {r['error']:.2f}{images} | {r['params_m']:.3f} | {r['epochs']} | "
+        t5 = (f" | {'-' if r.get('error_top5') is None else format(r['error_top5'], '.2f')}" if top5 else "")
+        lines.append(f"| {r['name']} | finished | {r['error']:.2f}{images}{t5} | {r['params_m']:.3f} | {r['epochs']} | "
                      f"{r['minutes']:.1f} | {r['device'] or '-'} |")
     return "\n".join(lines) + "\n"
 

@@ -126,7 +126,8 @@ def test_bad_input_is_refused_before_anything_runs(sweep_dir, tiny_folder, tmp_p
 
 def test_the_paper_numbers_cover_tables_4_and_6(tmp_path):
     paper = retrain_sweep.PAPER
-    assert len(paper) == 2 + 4 * 3  # DARTS space on CIFAR-10 / -100, S1-S4 x CIFAR-10, CIFAR-100, SVHN
+    assert len(paper) == 3 + 4 * 3  # DARTS space on CIFAR-10 / -100 / ImageNet, S1-S4 x CIFAR-10, CIFAR-100, SVHN
+    assert paper[("darts", "imagenet")]["RF-DARTS"] == (24.0, 7.2)  # top-1 / top-5
     assert paper[("darts", "cifar10")]["RF-DARTS"] == 2.60 and paper[("s4", "cifar10")]["RF-DARTS"] == 3.33
     assert paper[("s1", "cifar100")] == {"RF-DARTS": 22.75, "DARTS 2nd": 29.46}
     assert paper[("s3", "svhn")] == {"RF-DARTS": 2.47, "DARTS 2nd": 3.41}
@@ -142,12 +143,40 @@ def test_the_paper_numbers_cover_tables_4_and_6(tmp_path):
         found = {"C_s1": ("C", 1, str(run), False)}  # not finished: no job, only the lookup
         summary = retrain_sweep.summarize(cfg, [f"--dataset={retrained}"], [], found)
         assert summary["paper"] == paper[(space, retrained)] and summary["protocol_departures"] == departs
+    # ImageNet: Table 4 for cells searched on CIFAR-10, Table 5 for cells searched on ImageNet itself
+    assert retrain_sweep.paper_reference("darts", "imagenet", "cifar10") == paper[("darts", "imagenet")]
+    assert retrain_sweep.paper_reference("darts", "imagenet", "imagenet") == {"RF-PCDARTS": (23.9, 7.1),
+                                                                              "PC-DARTS": (24.2, 7.3)}
+    # RF-DARTS searched 1st order: an option-C sweep run 2nd order is named beside the paper's number
+    run = tmp_path / "unrolled" / "C_s1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(dict(space="darts", dataset="cifar10", epochs=50, option="C",
+                                                     unrolled=True)))
+    summary = retrain_sweep.summarize(retrain_sweep.RetrainConfig(sweep=str(run.parent)), ["--dataset=cifar10"], [],
+                                      {"C_s1": ("C", 1, str(run), False)})
+    assert summary["protocol_departures"] == ["option C searched 2nd order (the paper's RF-DARTS: 1st)"]
     # the number stays beside a departing run only with what departs named: here a shorter retraining
     run = tmp_path / "darts-cifar10" / "C_s1"
     summary = retrain_sweep.summarize(retrain_sweep.RetrainConfig(sweep=str(run.parent)),
                                       ["--dataset=cifar100", "--epochs=20"], [], {"C_s1": ("C", 1, str(run), False)})
     assert summary["protocol_departures"] == ["retraining epochs=20"]
     assert "under another protocol than this table's: retraining epochs=20" in retrain_sweep.markdown(summary)
+
+
+def test_imagenet_tables_show_top5_beside_top1():
+    """Tables 4-5 report ImageNet errors as top-1 / top-5: the table gets a top-5 column there, and the paper's
+    pairs are printed as such."""
+    run = dict(name="C_s1", state="finished", error=24.5, error_top5=7.5, params_m=5.3, epochs=250, minutes=9.0,
+               device="cuda", check=False, test_images=50000)
+    option = dict(runs=1, n=1, error=dict(mean=24.5, std=0.0), error_top5=dict(mean=7.5, std=0.0, n=1),
+                  best=dict(name="C_s1", error=24.5), params_m=5.3, macs_m=590.0, check=False)
+    summary = dict(sweep="runs/s", dataset="imagenet", space="darts", searched_on="imagenet",
+                   paper=retrain_sweep.paper_reference("darts", "imagenet", "imagenet"), protocol_departures=[],
+                   options={"C": option}, runs=[run])
+    text = retrain_sweep.markdown(summary)
+    assert "| C | 1 / 1 | 24.50 | 7.50 | 24.50 (C_s1) |" in text and "| C_s1 | finished | 24.50 | 7.50 | 5.300 |" in text
+    assert "RF-PCDARTS 23.9 / 7.1 (top-1 / top-5)" in text
+    assert "top-5" not in retrain_sweep.markdown(dict(summary, dataset="cifar10", paper=None))
 
 
 def test_an_unfinished_retraining_says_how_far_it_got(tmp_path):
