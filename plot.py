@@ -167,7 +167,7 @@ def skip_and_bench(search_runs, table, cfg):
             right.axhline(value, color="black", ls=style, lw=1, label=f"{name} {value:.2f}")
         right.set(xlabel="epoch", ylabel=bench_label(with_acc),
                   title="benchmark accuracy of each epoch's cell")
-        right.legend()
+        right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8)  # below: hides no curve
     about = ", ".join(f"{r.name} ({r.config.get('epochs')} ep)" for r in search_runs)
     fig.suptitle(f"DARTS collapse watch: {about}", fontsize=10)
     fig.tight_layout()
@@ -177,10 +177,17 @@ def skip_and_bench(search_runs, table, cfg):
 def fig1(points, cfg):
     """Fig. 1: final supernet accuracy (x) against the found cell's benchmark accuracy (y), per option."""
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    xs, ys = [x for _, x, _ in points], [y for _, _, y in points]
+    near_x, near_y = 0.1 * (max(xs) - min(xs) or 1), 0.05 * (max(ys) - min(ys) or 1)  # a label's extent, about
+    placed = []  # (x, y, level) of the labels so far
     for run, x, y in points:
         colour, marker, _ = run_style(run)
         ax.scatter(x, y, s=70, color=colour, marker=marker, label=f"option {run.config.get('option')}")
-        ax.annotate(run.label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        # labels of points that sit close together go on lines of their own, not over each other
+        taken = {level for px, py, level in placed if abs(x - px) < near_x and abs(y - py) < near_y}
+        level = min(set(range(len(placed) + 1)) - taken)
+        placed.append((x, y, level))
+        ax.annotate(run.label, (x, y), textcoords="offset points", xytext=(6, 4 - 10 * level), fontsize=8)
     if on_cifar10([run for run, _, _ in points]):
         ax.axhline(PAPER_NB201[2][1], color="black", ls=":", lw=1, label=f"NB201 optimum {PAPER_NB201[2][1]}")
     handles = dict(zip(*reversed(ax.get_legend_handles_labels())))  # one legend entry per option

@@ -40,9 +40,14 @@ def sweep_figures(sweep_runs, out, dpi=120):
             curves = [c for c in ([(e, v) for e, v in c if v is not None] for c in curves) if c]
             for c in curves:
                 ax.plot(*zip(*c), color=colour, lw=0.7, alpha=0.45)
-            if curves:
-                n = min(len(c) for c in curves)  # the epochs every seed has
-                ax.plot([e for e, _ in curves[0][:n]], np.mean([[v for _, v in c[:n]] for c in curves], 0),
+            if curves:  # per epoch, the mean over the seeds that have a value there (an epoch without one,
+                # e.g. a session run without --bench201, leaves that seed out of that epoch's mean only)
+                by_epoch = {}
+                for c in curves:
+                    for e, v in c:
+                        by_epoch.setdefault(e, []).append(v)
+                epochs = sorted(by_epoch)
+                ax.plot(epochs, [np.mean(by_epoch[e]) for e in epochs],
                         color=colour, lw=2.4, label=f"option {option}: mean of {len(curves)} seeds")
         last = [(100 * r.rows[-1]["valid_acc"], bench_acc(r, r.rows[-1], None)) for r in rs]
         points[option] = [(x, y) for x, y in last if y is not None]

@@ -159,6 +159,21 @@ def test_darts_space_run_draws_both_cell_kinds(tiny_folder, tmp_path, monkeypatc
     assert len(curve) == 2 and all(abs(v - 0.5) < 0.01 for v in curve) and right.get_ylim() == (0, 1.0)
 
 
+def test_sweep_curves_average_each_epoch_over_the_seeds_that_have_it(tmp_path, monkeypatch):
+    """A seed without a benchmark value at an epoch (e.g. a session run without --bench201) leaves that
+    epoch's mean to the other seeds; its later values stay on their own epochs."""
+    figs, save = {}, sweep_figures.save
+    monkeypatch.setattr(sweep_figures, "save", lambda fig, o, name, dpi: figs.update({name: fig}) or save(fig, o, name, dpi))
+
+    def run(seed, accs):
+        rows = [dict(epoch=e + 1, skip_count=0, valid_acc=0.5, **({} if a is None else {"bench201": {"test_acc": a}}))
+                for e, a in enumerate(accs)]
+        return rundir.Run(str(tmp_path), f"C_s{seed}", dict(space="nb201", option="C", seed=seed), rows=rows)
+    sweep_figures.sweep_figures([run(1, [90.0, 91.0, 92.0]), run(2, [None, 93.0, 94.0])], str(tmp_path))
+    mean = figs["sweep_skip_and_bench.png"].axes[1].lines[-1]
+    assert list(mean.get_xdata()) == [1, 2, 3] and list(mean.get_ydata()) == [90.0, 92.0, 93.0]
+
+
 @pytest.mark.parametrize("moved,top", [(0.0005, 0.4), (0.7, 0.99)])
 def test_fig5_keeps_its_axis_from_zero_with_the_uniform_level(tmp_path, monkeypatch, moved, top):
     """A barely moving α (0.2 ± 0.0005) stays a flat line on a 0-0.4 axis (twice the uniform 1/5), not a
