@@ -1,4 +1,4 @@
-"""Retrain every cell a seed sweep found and tabulate the test error: the paper's Tables 4 and 6 as
+"""Retrain every cell a seed sweep found and tabulate the test error: the paper's Tables 4-6 as
 mean ± std over search seeds (Table 2 needs no retraining: NAS-Bench-201 holds its cells' accuracies).
 Run it from the repository root.
 
@@ -70,7 +70,7 @@ TABLE6 = {"cifar10": ((2.95, 4.21, 2.83, 3.33), (3.84, 4.85, 3.34, 7.20)),
           "svhn": ((2.42, 2.39, 2.47, 2.49), (4.58, 3.53, 3.41, 3.05))}
 PAPER = {**TABLE4, **{(f"s{i + 1}", dataset): {"RF-DARTS": rf[i], "DARTS 2nd": darts[i]}
                       for dataset, (rf, darts) in TABLE6.items() for i in range(4)}}
-# The search settings behind both tables (DARTS' defaults, which sweep.py passes on unless told otherwise;
+# The search settings behind the three tables (DARTS' defaults; Table 5: PC-DARTS' ImageNet search, K = 2; which sweep.py passes on unless told otherwise;
 # C, layers 0: the space's default); a run that departs is compared with the paper only with that named.
 PAPER_SEARCH = dict(epochs=50, subset=0, C=(0, 16), layers=(0, 8), unrolled=(False, True), pc_k=1)
 # The paper's searches per option: RF-DARTS (C) first order; its DARTS rows (B) second order (R-DARTS' code)
@@ -242,13 +242,16 @@ def summarize(cfg, flags, jobs, found, status=None):
 
 
 def _departures(search, flags, space, dataset):
-    """What departs from the paper's protocol for (space, dataset): Table 4 searched on CIFAR-10, Table 6
-    on the data retrained on, with the paper's search settings, and the retraining on its recipe."""
+    """What departs from the paper's protocol for (space, dataset): Table 4 searched on CIFAR-10, Table 5 on
+    ImageNet itself, Table 6 on the data retrained on, with the paper's search settings, and the retraining
+    on its recipe."""
     out = []
     wanted = dataset if space != "darts" or (dataset, search.get("dataset")) == ("imagenet", "imagenet") else "cifar10"
     if search.get("dataset") != wanted:
         out.append(f"searched on {search.get('dataset')}, not {wanted}")
     for key, paper in PAPER_SEARCH.items():
+        if key == "pc_k" and (space, wanted) == ("darts", "imagenet"):
+            paper = 2  # Table 5 searched with PC-DARTS' ImageNet setting (search.py IMAGENET_DEFAULTS)
         if key in search and search[key] not in (paper if isinstance(paper, tuple) else (paper,)):
             out.append(f"search {key}={search[key]}")
     given = sorted(cli.explicit_keys(flags) & (train.RECIPE_KEYS | {"subset", "test_subset"}), key=str.lower)

@@ -230,7 +230,8 @@ def _acc(v):
 
 READING = """Why `none` wins when it does (bnnas.py's docstring has the derivation). The extra BN after `none`
 normalises an all-zero tensor: its output is beta whatever gamma is, so gamma gets an exactly zero loss
-gradient under both settings and moves only by weight decay, on the steps that put `none` on that edge (1 in 5):
+gradient under both settings and moves only by weight decay, on the steps that put `none` on that edge (1 in 5;
+not at all under --bn_decay=0, which --trained_bn=indicators implies: it stays exactly 1):
 |gamma_none| ~ exp(-weight_decay / (1 - momentum) * sum of those steps' lr), the same under conv + BN and only BN,
 1 at the start and still above ~0.9 after the few hundred to few thousand weight steps of a reduced run. The
 other ops' gamma follow their loss gradients: where every other op's indicator ends below `none`'s on an edge,

@@ -147,6 +147,10 @@ def test_the_paper_numbers_cover_tables_4_and_6(tmp_path):
     assert retrain_sweep.paper_reference("darts", "imagenet", "cifar10") == paper[("darts", "imagenet")]
     assert retrain_sweep.paper_reference("darts", "imagenet", "imagenet") == {"RF-PCDARTS": (23.9, 7.1),
                                                                               "PC-DARTS": (24.2, 7.3)}
+    imagenet_search = dict(dataset="imagenet", epochs=50, pc_k=2)  # PC-DARTS' ImageNet setting: Table 5's own
+    assert retrain_sweep._departures(imagenet_search, [], "darts", "imagenet") == []
+    assert retrain_sweep._departures(dict(imagenet_search, dataset="cifar10"), [], "darts", "imagenet") == [
+        "search pc_k=2"]  # Table 4's transfer row searched RF-DARTS, not partial channels
     # RF-DARTS searched 1st order: an option-C sweep run 2nd order is named beside the paper's number
     run = tmp_path / "unrolled" / "C_s1"
     run.mkdir(parents=True)
