@@ -5,8 +5,9 @@ return CIFAR-10 / CIFAR-100 / ImageNet16-120 valid and test accuracy with the pa
 (NB201 API `nas_201_api/api_201.py`, get_more_info(hp='200', is_random=False): last epoch, mean over the
 stored seeds; CIFAR-10 valid = `cifar10-valid` x-valid, CIFAR-10 test = `cifar10` ori-test, the others
 x-valid / x-test; percent, as stored), plus
-params (MB = 1e6 parameters) and FLOPs (1e6 conv/linear multiply-accumulates) computed analytically
-(as AutoDL's `xautodl/utils/flop_benchmark.py` counts), because the stored costs are wrong for some archs
+params (MB = 1e6 parameters, as the benchmark's stored numbers; today's `xautodl/utils/flop_benchmark.py`
+divides by 2**20) and FLOPs (1e6 conv/linear multiply-accumulates, as that file counts them) computed
+analytically, because the stored costs are wrong for some archs
 (NATS-Bench issue #36, AutoDL-Projects issue #134).
 
 Files it reads (the ones `nas_201_api/api_201.py` and NATS-Bench's `nats_bench/api_utils.py` load), from `path`:
@@ -54,8 +55,8 @@ DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
 # What to do when a .pth does not fit in RAM (a pickle loads whole); harness/cli.py says it too
 TOO_BIG = ("a NAS-Bench-201 .pth loads whole (v1_1: ~26 GB of RAM); convert it once with "
            "`python bench201.py FILE --export nb201.csv`")
-# (benchmark key, eval set) behind the valid and the test number of each dataset (as NB201 API
-# `api_201.py` print_information pairs them);
+# (benchmark key, eval set) behind the valid and the test number of each dataset (as NATS-Bench's
+# `nats_bench/api_utils.py` remap_dataset_set_names pairs them);
 # train_acc is taken from the test key (for CIFAR-10: the model trained on all 50k images)
 _SOURCES = {
     "cifar10": (("cifar10-valid", "x-valid"), ("cifar10", "ori-test")),
@@ -70,6 +71,8 @@ _FIELDS = ("valid_acc", "test_acc", "train_acc", "valid_seeds", "test_seeds")
 _NO_RESULT = dict(valid_acc=None, test_acc=None, train_acc=None, valid_seeds=(), test_seeds=())
 CSV_HEADER = ["index", "arch"] + [f"{ds}_{f}" for ds in DATASETS for f in _FIELDS]
 _TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of torch's legacy (non-zip) .pth layout
+CELLS = len(OPS) ** 6  # 15,625: every NB201 cell; a table with fewer is partial (a cut CSV, a -simple folder
+                       # missing files) and moves what a random cell gets (NB201.baselines): `complete` says so
 
 
 class BenchmarkFileError(ValueError):
@@ -309,14 +312,26 @@ class NB201:
     def __len__(self):
         return len(self.meta_archs)
 
+    def complete(self, dataset="cifar10", field="test_acc"):
+        """Whether every one of the CELLS NB201 cells has `field` of `dataset`: only then are baselines and
+        percentiles against the whole benchmark. Reads every file of a -simple folder (as ranked does)."""
+        return len(self.meta_archs) == CELLS and len(self.ranked(dataset, field)) == CELLS
+
     def index_of(self, arch_or_index):
-        """Benchmark index of an int index or an exact (full 6-edge) arch string."""
+        """Benchmark index of an int index or an exact (full 6-edge) arch string (surrounding white space
+        ignored, as genotypes.NB201Cell.from_str does)."""
         if isinstance(arch_or_index, str):
-            parse_arch(arch_or_index)  # one-line syntax errors before the lookup
-            if arch_or_index not in self._index:
-                raise QueryError(f"arch {arch_or_index!r} is not in {self.path}")
-            return self._index[arch_or_index]
-        index = operator.index(arch_or_index)
+            arch = arch_or_index.strip()
+            parse_arch(arch)  # one-line syntax errors before the lookup
+            if arch not in self._index:
+                raise QueryError(f"arch {arch!r} is not in {self.path}")
+            return self._index[arch]
+        try:  # an int; not a bool (True is no cell's index), a float or None
+            if isinstance(arch_or_index, bool):
+                raise TypeError
+            index = operator.index(arch_or_index)
+        except TypeError:
+            raise QueryError(f"a cell is an int index or an arch string, not {arch_or_index!r}") from None
         if not 0 <= index < len(self.meta_archs):
             raise QueryError(f"index {index} out of range 0..{len(self.meta_archs) - 1}")
         return index

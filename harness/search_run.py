@@ -206,6 +206,15 @@ def open_benchmark(cfg, space, main_proc, log):
     bench = bench201.NB201(cfg.bench201)
     own = rundir.BENCH201_COLUMNS.get(cfg.dataset) if cfg.dataset != "imagefolder" else None
     ds = cfg.bench201_dataset
+    # refused now, not at the end of an epoch: a cut table (a found cell may be missing from it; its ranks and
+    # medians are not the benchmark's) or one without this column (no accuracy in any epoch; one cell is
+    # enough to tell: a -simple folder reads one file for it)
+    if len(bench) != bench201.CELLS:
+        raise cli.ConfigError(f"--bench201={cfg.bench201} holds {len(bench):,} cells, not NAS-Bench-201's "
+                              f"{bench201.CELLS:,}: a cut or partial table (export it again)")
+    if bench.query(0, ds)["test_acc"] is None:
+        raise cli.ConfigError(f"--bench201={cfg.bench201} holds no {rundir.BENCH201_NAMES[ds]} test accuracies: "
+                              "pass a table that has them, or another --bench201_dataset")
     guessed = cfg.dataset == "imagefolder" and ds == rundir.BENCH201_COLUMNS["imagefolder"]  # the default
     # the column said with its reason: the searched dataset's own (nothing to add), another one asked for, or
     # an ImageFolder's default (CIFAR-10, named as taken)

@@ -429,7 +429,9 @@ def chance_cells(agg):
 def chance_note(aggs):
     """What the chance table's numbers are, naming the table(s) and the cell counts."""
     tables = {(a["chance"]["table"], a["chance"]["n_all"], a["chance"]["n_pool_free"]) for a in aggs if a["chance"]}
-    where = "; ".join(f"{t} ({n:,} cells, {m:,} pool-free)" for t, n, m in sorted(tables)) or "several tables"
+    where = "; ".join(f"{t} ({n:,} cells, {m:,} pool-free" + ("" if n == bench201.CELLS else
+                      f": NOT the whole benchmark, {bench201.CELLS:,} cells; a cut or partial table") + ")"
+                      for t, n, m in sorted(tables)) or "several tables"
     return ("Found cells on NAS-Bench-201 (paper Table 2's columns, looked up from each run's genotype.json) and "
             "against chance: mean ± sample std (ddof=1) over the finished seeds. Percentile of a cell's CIFAR-10 "
             "test accuracy among every cell and among the pool-free cells (no avg_pool_3x3 edge): the share "

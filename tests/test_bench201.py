@@ -530,6 +530,19 @@ def test_percentiles_and_baselines_of_a_hand_made_table(tmp_path):
         assert_one_line(err, fragment)
 
 
+def test_cells_are_ints_or_arch_strings_and_complete_means_every_cell(tmp_path):
+    """A cell is an int index or an arch string (white space around it ignored, as genotypes.NB201Cell.from_str);
+    True, 2.0 or None are refused in one line, not read as cell 1 or a TypeError. `complete`: only a table of
+    all 15,625 cells with the column ranks against the whole benchmark (a 7-cell table is partial)."""
+    bench = chance_table(tmp_path)
+    assert bench.index_of("  " + bench.meta_archs[3] + "\n") == 3
+    for bad in (True, 2.0, None):
+        with pytest.raises(QueryError) as err:
+            bench.query(bad, "cifar10")
+        assert_one_line(err, "an int index or an arch string")
+    assert bench201.CELLS == 15625 and not bench.complete()
+
+
 SHARED_TABLE = os.path.join(ROOT, "..", "shared", "data", "nb201", "nb201-public.csv")
 
 
@@ -553,7 +566,8 @@ def test_shared_public_table_gives_the_anchors_of_its_readme():
     assert (acc(6111, "cifar10"), acc(13714, "cifar10"), round(max(tests), 2)) == (94.37, 94.37, 94.37)
     # the random baselines: every cell has a CIFAR-10 test accuracy; 4^6 cells have no pooling
     chance = bench.baselines()
-    assert (chance["n_all"], chance["n_pool_free"]) == (15625, 4096)
+    assert (chance["n_all"], chance["n_pool_free"]) == (15625, 4096) and bench.complete()
+    assert not bench.complete("cifar100", "valid_acc")  # the public table has no CIFAR-100 valid column
     assert (round(chance["median_all"], 2), round(chance["median_pool_free"], 2)) == (90.73, 92.10)
     assert bench.percentiles(1835)["percentile_all"] < 3 < 99 < bench.percentiles(9930)["percentile_all"]
 

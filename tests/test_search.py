@@ -273,6 +273,23 @@ def test_bench201_reads_the_searched_datasets_column(tiny_folder, nb201_table_by
         search.make_config(["--dataset=svhn", f"--bench201={nb201_table_by_dataset}"])
 
 
+def test_a_cut_table_or_one_without_the_column_is_refused_at_start_up(tiny_folder, nb201_table, tmp_path):
+    """A table of fewer than 15,625 cells (a found cell may be missing, its ranks are not the benchmark's) or
+    one without the looked-up dataset's test column (no accuracy in any epoch): one line before the first
+    step, not a run that dies at an epoch's end or logs nothing."""
+    lines = open(nb201_table).read().splitlines(keepends=True)
+    cut = tmp_path / "cut.csv"
+    cut.write_text("".join(lines[:1001]))  # the header and cells 0..999: every row whole
+    no_in16 = tmp_path / "no_in16.csv"
+    no_in16.write_text(lines[0] + "".join(",".join(l.rstrip("\n").split(",")[:12] + [""] * 5) + "\n"
+                                          for l in lines[1:]))  # ImageNet16-120's five columns blanked
+    for table, extra, words in ((cut, [], "holds 1,000 cells, not NAS-Bench-201's 15,625"),
+                                (no_in16, ["--bench201_dataset=ImageNet16-120"], "holds no ImageNet16-120 test")):
+        with pytest.raises(cli.ConfigError, match=words):
+            run(tiny_folder, tmp_path / table.stem, "--layers=1", "--epochs=1", f"--bench201={table}", *extra)
+        assert not (tmp_path / table.stem / "history.json").exists()
+
+
 def test_unrolled_step_honours_arch_grad_clip(tiny_folder, tmp_path, monkeypatch):
     """--arch_grad_clip caps the second-order alpha gradient too (PC-DARTS' ImageNet setting is 5): the
     gradient norm Adam (alpha's optimiser; the weights' is SGD) receives is at most the clip, every step."""

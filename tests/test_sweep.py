@@ -349,6 +349,14 @@ def brute_percentile(value, population):
     return 100 * (sum(v < value for v in population) + sum(v == value for v in population) / 2) / len(population)
 
 
+def test_the_chance_note_names_a_partial_table():
+    """Random-cell medians from a cut table are not the benchmark's: the table's note says so beside its counts."""
+    note = sweep_table.chance_note([{"chance": dict(table="cut.csv", n_all=1000, n_pool_free=263)},
+                                    {"chance": dict(table="full.csv", n_all=15625, n_pool_free=4096)}])
+    assert note.endswith("Table: cut.csv (1,000 cells, 263 pool-free: NOT the whole benchmark, 15,625 cells; a cut "
+                         "or partial table); full.csv (15,625 cells, 4,096 pool-free).")
+
+
 def test_the_table_sets_found_cells_against_the_benchmark_and_chance(made_runs, tiny_folder, nb201_table,
                                                                      nb201_table_by_dataset, tmp_path):
     """Table 2's columns of the committed genotype (looked up in the sweep's --bench201, else the path the
