@@ -348,6 +348,8 @@ def _search(cfg, rank, world, device, stop):
         w_opt.load_state_dict(ckpt["w_opt"])
         a_opt.load_state_dict(ckpt["a_opt"])
         history, start, first = ckpt["history"], ckpt["epoch"], ckpt.get("step", 0)
+        if main_proc and history:  # the files say what the checkpoint holds (e.g. a history.json cut short)
+            search_run.write_outputs(cfg.out, history)
         same = ddp.restore_rng(ckpt["rng"], rank, world)
         log(f"resumed after epoch {start}" + (f", step {first} of epoch {start + 1}" if first else "") +
             ("" if same else "; saved by another number of processes, so random draws restart from the seed")

@@ -31,8 +31,8 @@ What the sweep does in each case (re-running the same command is always safe; no
 - The sweep's own write failing (disk full, no permission): one line naming the file, exit 1; a run
   that did not finish is never counted.
 The table is written before the first run starts and again at the end, so it never counts a run the
-folder does not hold finished. Exit status: 0 every run finished; 1 a run failed or did not finish (or
-a write of the sweep's own failed); 2 refused before any run started; 128 + N stopped by signal N.
+folder does not hold finished. Exit status: 0 every run finished; 1 a run failed, did not finish or exited
+with an error after its last epoch (or a write of the sweep's own failed); 2 refused before any run started; 128 + N stopped by signal N.
 --report_only=1 starts nothing: it reads the run folders as they are (a search may be running in one),
 prints the table and, unless a sweep holds OUT, rewrites OUT/table.md|json and OUT/figures/; exit 0.
 On CUDA the searches are spread over the visible GPUs, --jobs per GPU, each search seeing only its own
@@ -115,9 +115,15 @@ def plan(cfg, flags, busy_ok=False):
             state = "new"
             if saved is not None:
                 full = cli.saved_settings(search.SearchConfig, saved)  # a key added later: what such runs did
-                differ = cli.differing(want, full, search.RUN_KEYS)
+                # a search may change its benchmark column on a resume; a sweep may not: its table would average
+                # two datasets' accuracies (runs from before the key existed looked up their searched dataset's)
+                allowed = search.RUN_KEYS - ({"bench201_dataset"} if saved.get("bench201_dataset") else set())
+                differ = cli.differing(want, full, allowed)
                 if differ:
                     what = ", ".join(f"{k}={full[k]!r} not {want[k]!r}" for k in differ)
+                    if {"option", "seed"} & set(differ):  # the sweep sets these per folder: no flag continues it
+                        raise cli.ConfigError(f"{folder} holds another run ({what}): move it out of {cfg.out}, "
+                                              "or use another --out")
                     raise cli.ConfigError(f"{folder} holds a run with other settings ({what}): pass "
                                            f"{cli.same_flags(full, differ)} to continue it, or use another --out")
                 length = saved.get("epochs", done)
@@ -209,9 +215,12 @@ def main(argv=None):
         raise cli.Preempted(f"sweep stopped by {signal.Signals(signum).name}: every search that was "
                              "running checkpointed; rerun the same command to continue", signum) from None
     left = [f"{o}_s{r['seed']}" for o, s in summary.items() for r in s["seeds"] if r["state"] != "finished"]
-    if left:
-        print(f"error: {len(left)} of {len(jobs)} runs did not finish ({', '.join(left)}): "
-              f"{os.path.join(cfg.out, 'table.md')} names each one's last error line", file=sys.stderr)
+    ended = [f"{o}_s{r['seed']}" for o, s in summary.items() for r in s["seeds"] if r.get("ended")]
+    if left or ended:  # a run that finished its epochs, then failed (its last checkpoint unwritten, ...): said too
+        print("error: " + "; ".join(
+            [f"{len(left)} of {len(jobs)} runs did not finish ({', '.join(left)})"] * bool(left) +
+            [f"{', '.join(ended)} finished, then exited with an error"] * bool(ended)) +
+            f": {os.path.join(cfg.out, 'table.md')} names each one's last error line", file=sys.stderr)
         sys.exit(1)
     return summary
 

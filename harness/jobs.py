@@ -111,13 +111,15 @@ def thread_count(threads, at_once):
     runner's own shell that differs is named: it does not reach them."""
     if threads:
         return threads, f"--threads={threads}"
-    cores = os.cpu_count() or 1
+    # the cores this process may use (a container's or taskset's share), not every core the machine has
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // at_once)
     why = f"--threads=0: {cores} cores // {at_once} at once"
     shell = os.environ.get("OMP_NUM_THREADS", "").strip()
     if shell and shell != str(threads):
         why += f"; this shell's OMP_NUM_THREADS={shell} is not passed on (--threads={shell} keeps it)"
-    return threads, why
+    # a CPU search's sums are rounded per thread count: with --threads=0 the cells could follow --jobs
+    return threads, why + "; on a CPU the thread count moves float rounding: --threads=N fixes it"
 
 
 def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None, epoch_line=None,

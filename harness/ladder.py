@@ -24,7 +24,7 @@ from harness.rank_table import rank_table, ranked
 from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, rate_cell,
                                  against_chance, chance_cells, chance_columns, chance_note, count_all_skip,
                                  count_skip_heavy, final_all_skip, found_cell, found_cells, found_columns, mean_cell,
-                                 alpha_separation, separation_at, darts_cells, darts_cell_rows, state_text)
+                                 alpha_separation, separation_at, darts_cells, darts_cell_rows, finished_run, state_text)
 from spaces import get_space
 
 # The paper's Table 2 (NAS-Bench-201 CIFAR-10, 3 runs each, 25k/25k images, 50 epochs of 391 steps)
@@ -119,15 +119,24 @@ def check_settings(labelled):
     (first, ref), *rest = labelled
     for folder, settings in rest:
         keys = sorted(k for k in ref.keys() | settings.keys() if ref.get(k) != settings.get(k))
-        why = ""
         if "data" in keys and ref.get("dataset") == settings.get("dataset") == "imagefolder":
-            why = nested_imagefolders(*sorted((ref["data"], settings["data"])))
-            if not why:
-                keys.remove("data")
+            keys.remove("data")  # below: every pair of folders, not each against the first
         if keys:
             what = ", ".join(f"{k} {ref.get(k)!r} / {settings.get(k)!r}" for k in keys)
-            raise ConfigError(f"{first} and {folder} differ in more than the number of search images ({what}"
-                              f"{': ' + why if why else ''}): a ladder pools sweeps of one setting; plot these apart")
+            raise ConfigError(f"{first} and {folder} differ in more than the number of search images ({what}): "
+                              "a ladder pools sweeps of one setting; plot these apart")
+    if ref.get("dataset") == "imagefolder":
+        # nesting is checked per pair: A inside B and inside C says nothing of B against C (both may hold A)
+        where = {}
+        for folder, settings in labelled:
+            where.setdefault(settings.get("data"), folder)
+        for i, a in enumerate(sorted(where)):
+            for b in sorted(where)[i + 1:]:
+                why = nested_imagefolders(a, b)
+                if why:
+                    raise ConfigError(f"{where[a]} and {where[b]} differ in more than the number of search images "
+                                      f"(data {a!r} / {b!r}: {why}): a ladder pools sweeps of one setting; "
+                                      "plot these apart")
 
 
 class Ladder(dict):
@@ -136,6 +145,7 @@ class Ladder(dict):
     def __init__(self):
         super().__init__()
         self.left_out = []
+        self.continued = []  # [(run folder, its schedules' lengths in order)]: a finished run continued to more
 
 
 def ladder(sweep_dirs, search, bench201_path=""):
@@ -167,6 +177,14 @@ def ladder(sweep_dirs, search, bench201_path=""):
                 if not config or "epochs" not in config:
                     raise ConfigError(f"{folder}: finished in {os.path.join(d, 'table.json')} but its config.json "
                                       "is missing or holds no epochs, so its settings cannot be compared")
+                if finished_run(folder, config["epochs"]) is None:  # table.json is older than the folder
+                    by.left_out.append((folder, f"{os.path.join(d, 'table.json')} says finished, but the folder "
+                                                f"no longer holds all {config['epochs']} epochs (table.json is "
+                                                "stale: --report_only=1 on its sweep rewrites it)"))
+                    continue
+                schedules = [s["epochs"] for s in config.get("sessions", []) if "epochs" in s]
+                if len(set(schedules)) > 1:  # counted, but its lr schedule changed length on the way
+                    by.continued.append((folder, list(dict.fromkeys(schedules))))
                 settings = search_settings(config, search)
                 labelled.append((folder, settings))
                 rung = by.setdefault(option, {}).setdefault(size[:2], [])
@@ -208,6 +226,9 @@ def ladder_notes(by):
                     notes.append(f"note: {option}_s{r['seed']} at {size[0]:,} / {size[1]:,} images is in "
                                  f"{r['folder']} ({found(r['acc'], r['skip'])}) and in {others}: counted once, "
                                  f"from {r['folder']} (the first folder given)")
+    notes += [f"note: {folder} was continued from a {', '.join(map(str, lengths[:-1]))}-epoch schedule to "
+              f"{lengths[-1]} epochs (its lr schedule changed length on the way)"
+              for folder, lengths in getattr(by, "continued", [])]
     return notes + [f"note: {folder} is not counted ({why})" for folder, why in getattr(by, "left_out", [])]
 
 
@@ -290,7 +311,9 @@ def ladder_markdown(by):
                      f"{rate_cell(count_skip_heavy([r['skip'] for r in recs]))} | {mean_cell([r['skip'] for r in recs], 2)} |")
     epochs, notes = sorted({r["epochs"] for *_, recs in rungs for r in recs}), ladder_notes(by)
     lines += ["", f"{', '.join(map(str, epochs)) or '-'} epochs per run; every run's settings are the same but for "
-              "the number of images (config.json). k of n: with the 95% Wilson interval of the rate.",
+              "the number of images (config.json" + ("; a run continued from a shorter schedule is named below"
+                                                     if getattr(by, "continued", None) else "") +
+              "). k of n: with the 95% Wilson interval of the rate.",
               *(["", PAPER_LADDER_NOTE] if any(r["space"] == "nb201" for *_, rs in rungs for r in rs) else []),
               *(["", *notes] if notes else []), *data_note(rungs)]
     found = [(size, option, against_chance([r["nb201"] for r in recs if "nb201" in r],

@@ -265,14 +265,16 @@ def state_text(r):
     return state + colon + why
 
 
+STOP_CODES = {-s for s in STOPS} | {128 + s for s in STOPS}  # a run ended by a stop: "stopped", not failed
+
+
 def run_state(name, folder, epochs, status):
     """A run that is not finished: failed (exit N) / stopped (by a signal, continue with the same command)
     / unfinished (not run in this invocation, or exit 0 short of `epochs`), with its last error line."""
     code = (status or {}).get(name)
     if code is None:
         return "unfinished"
-    stop = {-s for s in STOPS} | {128 + s for s in STOPS}  # a run ended by a stop: "stopped", not failed
-    what = "stopped" if code in stop else "failed" if code else f"unfinished after exit 0 (not at epoch {epochs})"
+    what = "stopped" if code in STOP_CODES else "failed" if code else f"unfinished after exit 0 (not at epoch {epochs})"
     return f"{what} (exit {code}): {_last_error(folder)}" if code else what
 
 
@@ -286,8 +288,11 @@ def summarize(jobs, status=None, bench201_path=None):
         option, seed = name.split("_s")
         rec = dict(seed=int(seed), folder=folder, device=run_devices(folder))
         run = finished_run(folder, epochs)
+        code = (status or {}).get(name)
         if run is not None:
             done.append(run)
+            if code and code not in STOP_CODES:  # its files are whole, but something failed after (the sweep: exit 1)
+                rec["ended"] = f"exit {code} after its last epoch: {_last_error(folder)}"
             last = run.rows[-1]
             bench = last.get("bench201") or {}
             schedules = [s["epochs"] for s in run.config.get("sessions", []) if "epochs" in s]
@@ -316,6 +321,8 @@ def summarize(jobs, status=None, bench201_path=None):
                            all_skip=count_all_skip([r["all_skip"] for r in finished]),
                            skip_heavy=count_skip_heavy([r["skip_count"] for r in finished]),
                            **{k: stats([r[k] for r in finished]) for k in keys})
+        if "," in (out[option]["bench201_dataset"] or ""):  # accuracies of two datasets: no mean of them
+            out[option]["bench_test_acc"] = stats([])
         space = spaces.get(option, set())
         agreement = cell_agreement(genotypes.get(option, []), *space) if len(space) == 1 else None
         if agreement:
@@ -341,6 +348,8 @@ def markdown(summary):
 
     dataset = _dataset([{"bench201_dataset": s["bench201_dataset"]} for s in summary.values()])
     bench = f"NB201 {DATASET_NAMES.get(dataset, dataset)} test acc." if dataset else "benchmark test acc."
+    if dataset and "," in dataset:
+        bench = f"NB201 test acc. ({dataset}: each run's own; no mean over two)"
     lines = [f"| option | seeds | {bench} (%) | final skip edges | all-skip cells | >= {SKIP_HEAVY} skip edges | "
              "supernet train acc. (%) | α-half acc. (%) | minutes per run |", "|---|---|---|---|---|---|---|---|---|"]
     for option, s in summary.items():
@@ -374,9 +383,12 @@ def markdown(summary):
                 state = state_text(r).replace("|", chr(92) + "|")
                 lines.append(f"| {option}_s{r['seed']} | {state} | | | | | | | {r.get('device') or '-'} | | |")
                 continue
-            acc = "-" if r["bench_test_acc"] is None else f"{r['bench_test_acc']:.2f}"
+            acc = "-" if r["bench_test_acc"] is None else f"{r['bench_test_acc']:.2f}" + (
+                f" ({r['bench201_dataset']})" if dataset and "," in dataset else "")
             earlier = ", ".join(map(str, r["schedules"][:-1]))
             state = f"finished ({r['epochs']} ep" + (f"; continued from a {earlier}-epoch schedule)" if earlier else ")")
+            if r.get("ended"):
+                state += f"; then {r['ended']}".replace("|", chr(92) + "|")
             lines.append(f"| {option}_s{r['seed']} | {state} | {acc} | {r['skip_count']} | "
                          f"{r['train_acc']:.1f} | {r['alpha_half_acc']:.1f} | {r['minutes']:.1f} | "
                          f"{'yes' if r['compile'] else 'no'} | {r.get('device') or '-'} | "

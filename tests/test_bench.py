@@ -135,6 +135,7 @@ def test_procs_copies_share_the_cores_as_a_sweep_does(monkeypatch):
             return json.dumps(dict(device="cpu", iterations_per_s=1.0)), ""
     monkeypatch.setattr(concurrency.subprocess, "Popen", Child)
     monkeypatch.setattr(concurrency.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(concurrency.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     argv = TINY + ["--procs=6", "--seconds=0.5", "--threads=0"]
     out = concurrency.run_procs(cli.parse_config(bench.BenchConfig, argv), argv, "BC", bench.__file__)
     assert out["threads_per_copy"] == 2 and len(seen) == 6

@@ -44,6 +44,9 @@ def make_sweep(root, images, seeds, older=(), **settings):
                 rec.update(bench_test_acc=acc, skip_count=skip, all_skip=skip == 6)
                 arch = ALL_SKIP if skip == 6 else OTHER
                 (run / "genotype.json").write_text(json.dumps(dict(cell="nb201", arch=arch)))
+                # the last epoch's row: the folder holds the finished run table.json says (ladder re-checks it)
+                (run / "history.json").write_text(json.dumps([dict(epoch=config["epochs"], skip_count=skip,
+                                                                   genotype=dict(cell="nb201", arch=arch))]))
             recs.append(rec)
         table[option] = dict(seeds=recs)
     (root / "table.json").write_text(json.dumps(table))
@@ -151,6 +154,41 @@ def test_two_imagefolders_pool_when_the_smaller_lies_byte_for_byte_in_the_larger
         lines = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(lines) == 1 and why in lines[0] and "data " in lines[0], lines
     assert not os.path.exists(tmp_path / "fig")
+
+
+def test_imagefolders_pool_only_when_every_pair_nests(tmp_path):
+    """Two folders that each hold the smallest one's images need not hold each other's: every pair is
+    compared, not each against the first."""
+    small = {("cat", "0.jpg"): b"c0", ("dog", "0.jpg"): b"d0"}
+    a = image_tree(tmp_path / "a", small)
+    b = image_tree(tmp_path / "b", small | {("cat", "1.jpg"): b"b1"})
+    c = image_tree(tmp_path / "c", small | {("cat", "1.jpg"): b"c1"})  # same file name, other bytes
+    sweeps = [make_sweep(tmp_path / name, images, {"C": {1: (91.0, 0)}}, data=data)
+              for name, images, data in (("sa", 4000, a), ("sb", 16000, b), ("sc", 50000, c))]
+    assert len(ladder.ladder(sweeps[:2], search)["C"]) == 2
+    with pytest.raises(cli.ConfigError, match="sb.C_s1 and .*sc.C_s1 differ .*data .*1.jpg is not, byte for byte"):
+        ladder.ladder(sweeps, search)
+
+
+def test_a_stale_table_or_a_continued_schedule_is_named(tmp_path):
+    """A run table.json calls finished whose folder no longer holds every epoch is left out, named; a run
+    continued from a shorter schedule counts, named with its schedules."""
+    sweep = make_sweep(tmp_path / "4k", 4000, {"C": {1: (91.0, 0), 2: (92.0, 1)}})
+    history = os.path.join(sweep, "C_s1", "history.json")
+    with open(history, "w") as f:
+        json.dump([dict(epoch=1, skip_count=0, genotype=dict(cell="nb201", arch=OTHER))], f)
+    config = os.path.join(sweep, "C_s2", "config.json")
+    with open(config) as f:
+        saved = json.load(f)
+    with open(config, "w") as f:
+        json.dump(dict(saved, sessions=[dict(epochs=25), dict(epochs=25), dict(epochs=50)]), f)
+    by = ladder.ladder([sweep], search)
+    assert [r["seed"] for r in by["C"][(2000, 2000)]] == [2]
+    notes = ladder.ladder_notes(by)
+    assert f"note: {os.path.join(sweep, 'C_s2')} was continued from a 25-epoch schedule to 50 epochs" in notes[0]
+    assert notes[1].startswith(f"note: {os.path.join(sweep, 'C_s1')} is not counted (")
+    assert "says finished, but the folder no longer holds all 50 epochs" in notes[1]
+    assert "a run continued from a shorter schedule is named below" in ladder.ladder_markdown(by)
 
 
 def test_a_finished_run_without_its_settings_is_refused(tmp_path, capsys):

@@ -292,7 +292,9 @@ def test_data_ladder_over_sweep_folders(tmp_path, nb201_table):
                     arch = all_skip_arch if skip == 6 else other_arch
                     (run / "genotype.json").write_text(json.dumps(dict(cell="nb201", arch=arch)))
                     (run / "alphas.json").write_text(json.dumps(alphas))
-                config = dict(epochs=50)  # the weight steps; the other settings: search.py's defaults
+                    # the last epoch's row: the folder holds the finished run table.json says (ladder re-checks it)
+                    (run / "history.json").write_text(json.dumps([dict(epoch=50, genotype=dict(cell="nb201", arch=arch))]))
+                config = dict(space="nb201", epochs=50)  # the weight steps; the other settings: search.py's defaults
                 if newer:  # a newer table: all_skip recorded, config.json names its benchmark table
                     config["bench201"] = nb201_table
                     rec["all_skip"] = skip == 6 if acc is not None else None

@@ -273,6 +273,19 @@ def test_bench201_reads_the_searched_datasets_column(tiny_folder, nb201_table_by
         search.make_config(["--dataset=svhn", f"--bench201={nb201_table_by_dataset}"])
 
 
+def test_a_resume_rewrites_the_outputs_from_its_checkpoint(tiny_folder, tmp_path):
+    """history.json / alphas.json / genotype.json cut short or lost (by hand, a copy) are written again from
+    the checkpoint a resume starts from, so a finished run whose files lag its checkpoint is whole again."""
+    out = tmp_path / "r"
+    run(tiny_folder, out, "--layers=1", "--epochs=2")
+    files = {name: (out / name).read_text() for name in ("history.json", "alphas.json", "genotype.json")}
+    (out / "history.json").write_text(json.dumps(json.loads(files["history.json"])[:1]))
+    (out / "genotype.json").unlink()
+    search.search(search.make_config([f"--out={out}", "--resume=1"]))
+    assert {name: (out / name).read_text() for name in files} == files
+    assert "all 2 epochs are done, nothing to run" in (out / "log.txt").read_text()
+
+
 def test_a_cut_table_or_one_without_the_column_is_refused_at_start_up(tiny_folder, nb201_table, tmp_path):
     """A table of fewer than 15,625 cells (a found cell may be missing, its ranks are not the benchmark's) or
     one without the looked-up dataset's test column (no accuracy in any epoch): one line before the first

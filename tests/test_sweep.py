@@ -190,6 +190,57 @@ def test_busy_or_foreign_run_folders_are_refused_before_any_start(made_runs, tin
     assert started(out) == []
 
 
+def test_a_sweep_keeps_one_benchmark_column_and_names_another_runs_folder(made_runs, tiny_folder, nb201_table,
+                                                                          nb201_table_by_dataset, tmp_path, capsys):
+    """Another --bench201_dataset than the runs looked up is refused (the table would average two datasets);
+    a table over runs of two datasets gives no mean and names each run's; a folder holding another option's
+    or seed's run is named as such (no flag can continue it: the sweep sets both per folder)."""
+    out = sweep_of(made_runs, tmp_path, "C_s1")
+    base = [f"--out={out}", "--options=C", "--seeds=1"]
+    err = refused([*base, *flags(tiny_folder, nb201_table, "--epochs=2", "--bench201_dataset=ImageNet16-120")], capsys)
+    assert "bench201_dataset='cifar10' not 'ImageNet16-120'): pass --bench201_dataset=cifar10" in err, err
+    # a run from before the key existed looked up its searched dataset's column: not refused for lacking it
+    config = json.loads((out / "C_s1" / "config.json").read_text())
+    (out / "C_s1" / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "bench201_dataset"}))
+    assert sweep.plan(*sweep.parse([*base, *flags(tiny_folder, nb201_table, "--epochs=2")]))[0].state == "done"
+    # two seeds' histories of two datasets (e.g. folders copied together): no mean, each row its own
+    shutil.copytree(out / "C_s1", out / "C_s2")
+    for name, seed in (("config.json", 2),):
+        saved = json.loads((out / "C_s2" / name).read_text())
+        (out / "C_s2" / name).write_text(json.dumps(dict(saved, seed=seed)))
+    rows = json.loads((out / "C_s2" / "history.json").read_text())
+    rows[-1]["bench201"] = dict(rows[-1]["bench201"], dataset="ImageNet16-120", test_acc=40.0)
+    (out / "C_s2" / "history.json").write_text(json.dumps(rows))
+    jobs = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1,2", *flags(tiny_folder, nb201_table, "--epochs=2")]))
+    summary, _ = sweep_table.summarize(jobs)
+    assert summary["C"]["bench_test_acc"] == dict(mean=None, std=None, n=0)
+    text = sweep_table.markdown(summary)
+    assert "| option | seeds | NB201 test acc. (ImageNet16-120, cifar10: each run's own; no mean over two) (%) |" in text
+    assert "| C_s2 | finished (2 ep; continued from a 1-epoch schedule) | 40.00 (ImageNet16-120) |" in text
+    # another option's run in this folder
+    config = json.loads((out / "C_s2" / "config.json").read_text())
+    (out / "C_s2" / "config.json").write_text(json.dumps(dict(config, option="B")))
+    err = refused([f"--out={out}", "--options=C", "--seeds=2", *flags(tiny_folder, nb201_table, "--epochs=2")], capsys)
+    assert f"{out / 'C_s2'} holds another run (option='B' not 'C'): move it out of {out}, or use another --out" in err
+
+
+def test_a_run_that_fails_after_its_last_epoch_makes_the_sweep_fail(made_runs, tiny_folder, nb201_table, tmp_path,
+                                                                     monkeypatch, capsys):
+    """Its files are whole (counted), but the exit status was not 0: the table says so and the sweep exits 1."""
+    out = sweep_of(made_runs, tmp_path, "C_s1")
+    jobs = sweep.plan(*sweep.parse([f"--out={out}", "--options=C", "--seeds=1", *flags(tiny_folder, nb201_table, "--epochs=2")]))
+    (out / "C_s1" / "stderr.txt").write_text("search.py: error: could not write checkpoint.pt: disk full\n")
+    summary, done = sweep_table.summarize(jobs, {"C_s1": 1})
+    assert summary["C"]["n"] == 1 and len(done) == 1
+    assert summary["C"]["seeds"][0]["ended"] == "exit 1 after its last epoch: search.py: error: could not write checkpoint.pt: disk full"
+    assert "; then exit 1 after its last epoch: search.py: error" in sweep_table.markdown(summary)
+    assert "ended" not in sweep_table.summarize(jobs, {"C_s1": 143})[0]["C"]["seeds"][0]  # a stop: not a failure
+    monkeypatch.setattr(sweep, "run_all", lambda cfg, jobs: ({"C_s1": 1}, 0))  # as the runner reports it
+    with pytest.raises(SystemExit) as e:
+        cli.run(sweep.main, [f"--out={out}", "--options=C", "--seeds=1", *flags(tiny_folder, nb201_table, "--epochs=2")])
+    assert e.value.code == 1 and "C_s1 finished, then exited with an error" in capsys.readouterr().err
+
+
 def test_the_table_names_the_benchmark_dataset_and_a_continued_schedule(made_runs, tiny_folder, nb201_table,
                                                                        tmp_path):
     out = sweep_of(made_runs, tmp_path, "C_s1", "C_s2")
@@ -522,14 +573,16 @@ def test_the_start_line_says_the_thread_count_and_why(tmp_path, monkeypatch):
             super().__init__(cmd, env=env, **kwargs)
     monkeypatch.setattr(runner.subprocess, "Popen", Recording)
     monkeypatch.setattr(runner.time, "sleep", lambda s: None)
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: {0, 1})  # the cores this process may use
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 64)  # the machine's: not what a child may use
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     jobs = [sweep.Job(f"C_s{i}", str(tmp_path / f"C_s{i}"), ["--device=cpu"], "new", 1) for i in (1, 2)]
     for cfg, line in (
             (sweep.SweepConfig(out=str(tmp_path), jobs=1), "2 of 2 searches to run, 1 at a time, 2 CPU thread(s) each (--threads=0: "
-             "2 cores // 1 at once; this shell's OMP_NUM_THREADS=1 is not passed on (--threads=1 keeps it))"),
+             "2 cores // 1 at once; this shell's OMP_NUM_THREADS=1 is not passed on (--threads=1 keeps it); on a CPU "
+             "the thread count moves float rounding: --threads=N fixes it)"),
             (sweep.SweepConfig(out=str(tmp_path), jobs=2), "2 of 2 searches to run, 2 at a time, 1 CPU thread(s) each (--threads=0: "
-             "2 cores // 2 at once)"),
+             "2 cores // 2 at once; on a CPU the thread count moves float rounding: --threads=N fixes it)"),
             (sweep.SweepConfig(out=str(tmp_path), jobs=1, threads=3), "2 of 2 searches to run, 1 at a time, 3 CPU thread(s) each "
              "(--threads=3)")):
         FakeSearch.started, FakeSearch.live, said, given[:] = [], [], [], []
