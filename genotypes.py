@@ -347,6 +347,10 @@ def genotype_from_json(d):
         concat = {k: [int(s) for s in d.get(k + "_concat", DARTS_CONCAT)] for k in ("normal", "reduce")}
         return Genotype(_pairs(d["normal"], "normal"), concat["normal"], _pairs(d["reduce"], "reduce"),
                         concat["reduce"])
+    if cell not in (None, "nb201", "darts"):
+        raise InputError(f"genotype JSON: 'cell' is {cell!r}, not 'nb201' or 'darts'")
+    if cell == "darts":  # e.g. an NB201 'arch' under cell 'darts': say what that kind lacks
+        raise InputError(f"genotype JSON of cell 'darts' needs 'normal' and 'reduce'; keys: {sorted(d)}")
     raise InputError(f"genotype JSON needs 'arch' (NB201) or 'normal' and 'reduce' (DARTS); keys: {sorted(d)}")
 
 

@@ -82,11 +82,13 @@ def fig5_alphas(run, cfg):
                 ax.set_xlabel("epoch")
                 ax.tick_params(labelbottom=True)
         axes[0, 0].set_ylim(0, min(1.0, max(2 * max(uniform), 1.1 * probs.max())))  # shared by every panel
-        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6),
-                   bbox_to_anchor=(0.5, -0.06 if rows < 3 else -0.02), frameon=False, fontsize=10)
+        # the legend's top at the figure's bottom edge: below every x label at any row count (the saved
+        # bounding box is tight, so it is kept)
+        fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=min(len(handles), 6),
+                   bbox_to_anchor=(0.5, 0.0), frameon=False, fontsize=10)
         cell = f"{kind} cell, " if len(space.cell_kinds) > 1 else ""
         fig.suptitle(f"softmax(α) per edge over the search (paper Fig. 5): {cell}run {run.name} "
-                     f"({space.name}, option {run.label}); y from 0, dashed: uniform")
+                     f"({space.name}, option {run.option_seed}); y from 0, dashed: uniform")
         fig.tight_layout()
         suffix = f"_{kind}" if len(space.cell_kinds) > 1 else ""
         paths.append(save(fig, cfg.out, f"fig5_alphas_{run.name}{suffix}.png", cfg.dpi))
@@ -130,10 +132,10 @@ def op_scale_figure(run, cfg):
             panels[2].set_xlabel("epoch")
             panels[2].tick_params(labelbottom=True)  # every block's last row carries the epoch axis
             panels[2].xaxis.get_major_locator().set_params(integer=True)  # whole epochs
-        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 8),
-                   bbox_to_anchor=(0.5, -0.04 / blocks), frameon=False, fontsize=10)
+        fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=min(len(handles), 8),
+                   bbox_to_anchor=(0.5, 0.0), frameon=False, fontsize=10)  # below the x labels, as Fig. 5's
         cell = f"{kind} cell, " if len(space.cell_kinds) > 1 else ""
-        fig.suptitle(f"what competes with skip_connect: {cell}run {run.name} ({space.name}, option {run.label})")
+        fig.suptitle(f"what competes with skip_connect: {cell}run {run.name} ({space.name}, option {run.option_seed})")
         fig.tight_layout()
         suffix = f"_{kind}" if len(space.cell_kinds) > 1 else ""
         paths.append(save(fig, cfg.out, f"op_scale_{run.name}{suffix}.png", cfg.dpi))
@@ -292,9 +294,9 @@ def main(argv=None):
             r.where = os.path.basename(os.path.dirname(os.path.normpath(r.path)))
             r.name = f"{r.where}_{r.name}"
     labels = [r.label for r in loaded]
-    for r in loaded:  # two runs of one option and seed (ablations, another space): the legend names the folder
-        if labels.count(r.label) > 1 and not r.where:
-            r.where = r.name
+    if len(set(labels)) < len(labels):  # two runs of one option and seed (ablations, another space): each legend
+        for r in loaded:                # entry names its run's folder, not only the ones that collide
+            r.where = r.where or r.name
     table = None
     if cfg.bench201 and any("space" in r.config and get_space(r.config["space"]).name == "nb201"
                             for r in loaded):

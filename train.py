@@ -184,6 +184,15 @@ def resolve(argv, check_out=True):
     info = train_run.data_info(cfg.dataset, cfg.data, cfg.skip_bad_images)
     setting = recipe_of(cfg.recipe, genotype, info, cfg.dataset, searched_space(cfg.genotype))
     cfg = cli.parse_config(Config, argv, **RECIPES[setting])
+    if setting == "nb201":  # TinyNetwork (NB201's evaluation net) has neither, nor a large-image stem
+        if info.streaming:
+            raise cli.ConfigError(f"a NAS-Bench-201 cell trains in NB201's 32-px network (16 px: ImageNet16-120), not "
+                                  f"on the large images of --dataset={cfg.dataset}: retrain a DARTS-style cell there")
+        unused = [f"--{k}={cli.flag_value(getattr(cfg, k))}" for k in ("auxiliary", "drop_path_prob")
+                  if k in given and getattr(cfg, k)]
+        if unused:
+            raise cli.ConfigError(f"{', '.join(unused)}: NB201's network has no auxiliary head and no drop path "
+                                  "(DARTS' networks have); drop them for a NAS-Bench-201 cell")
     if cfg.nesterov and not cfg.momentum:
         raise cli.ConfigError("--nesterov=1 needs --momentum > 0 (or pass --nesterov=0)")
     small_batch = cfg.batch_size <= runs.PC_DARTS_WARMUP_ABOVE
@@ -199,7 +208,10 @@ def resolve(argv, check_out=True):
     # every recipe key the command line set, whether or not this setting's recipe changes it from the
     # Config default (darts' recipe is the defaults: it changes none)
     yours = ", ".join(f"{k}={cli.flag_value(getattr(cfg, k))}" for k in sorted(given & RECIPE_KEYS, key=str.lower))
-    return cfg, genotype, info, None, f"recipe {setting} (yours: {yours or 'none'})"
+    how = f"recipe {setting} (yours: {yours or 'none'})"
+    if setting != "nb201" and not info.streaming and cfg.layers < 3:  # reductions at L//3 and 2L//3: cells 0, 1
+        how += f"; note: --layers={cfg.layers} builds only reduction cells, so the normal cell is not used"
+    return cfg, genotype, info, None, how
 
 
 ROBUST_SPACES, RDARTS_DATA = ("s1", "s2", "s3", "s4"), ("cifar100", "svhn")

@@ -32,8 +32,8 @@ def indicator_figure(out, dpi=120, to=None, name="indicators.png"):
         ax.ticklabel_format(axis="y", useOffset=False)  # gamma itself on the axis, not an offset from 1
         if e >= 3:
             ax.set_xlabel("epoch")
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), frameon=False,
-               bbox_to_anchor=(0.5, -0.05))
+    fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=len(handles), frameon=False,
+               bbox_to_anchor=(0.5, 0.0))  # its top at the figure's bottom: below the x labels
     setting = {"A": "conv + BN", "C": "only BN"}.get(cfg.get("option"), cfg.get("option"))
     fig.suptitle(f"BN-NAS indicator per edge (paper Sec. 5.1, Table 3): {os.path.basename(os.path.normpath(out))}, "
                  f"{setting}, {cfg.get('epochs')} epochs, seed {cfg.get('seed')}")

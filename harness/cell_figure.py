@@ -20,7 +20,7 @@ def draw_cell(run, cfg, acc=None):
     name = BENCH201_NAMES.get(bench_dataset(run, run.rows[-1] if run.rows else None), "?")
     acc = "" if acc is None else f", {name} test acc. {acc:.2f}% (NB201)"
     arch = f"\n{run.genotype['arch']}" if "arch" in run.genotype else ""
-    fig.suptitle(f"Final cell of {run.name} (option {run.label}){index}{acc}{arch}", fontsize=9)
+    fig.suptitle(f"Final cell of {run.name} (option {run.option_seed}){index}{acc}{arch}", fontsize=9)
     fig.tight_layout()
     return save(fig, cfg.out, f"cell_{run.name}.png", cfg.dpi)
 

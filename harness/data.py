@@ -101,11 +101,18 @@ def need_train_folder(root):
         raise DatasetError(f"{root}: no train/ folder (expected {root}/train/<class>/<image>)")
 
 
+def test_folder(root):
+    """root/test, or root/val where there is no test/ (ImageNet's own train/ + val/ layout); a missing one is
+    named as root/test by whoever lists it."""
+    test, val = os.path.join(root, "test"), os.path.join(root, "val")
+    return val if not os.path.isdir(test) and os.path.isdir(val) else test
+
+
 def folder_files(root, train):
-    """(files, labels, classes) of root/train or root/test; classes = sorted train/ folders."""
+    """(files, labels, classes) of root/train or the test split (test_folder); classes = sorted train/ folders."""
     need_train_folder(root)
     files, labels, classes = list_images(os.path.join(root, "train"))
-    return (files, labels, classes) if train else list_images(os.path.join(root, "test"), classes)
+    return (files, labels, classes) if train else list_images(test_folder(root), classes)
 
 
 def _first_size(files):

@@ -334,5 +334,5 @@ def ladder_markdown(by):
     darts = [((f"{size[0]:,} / {size[1]:,}",), f"{option}_s{r['seed']}", r) for size, option, recs in rungs
              for r in recs if "cells" in r]
     if darts:  # DARTS-style cells: no benchmark, both cells as text
-        lines += ["", "Each finished seed's cells:", "", *darts_cell_rows(darts, "search images (weight / α)")]
+        lines += ["", *darts_cell_rows(darts, "search images (weight / α)")]
     return "\n".join(lines) + "\n"

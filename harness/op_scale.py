@@ -86,7 +86,9 @@ class Probe:
         sums = {}  # (kind, stat, op, edge) -> [sum, n]
         for kind, e, name, conv, bn, var0 in self.ops:
             gamma = bn.weight.detach().abs().mean().item() if bn.affine else 1.0
-            eta = relative_variance(conv, bn, var0, sigma[bn]) if conv is not None else None
+            # var0 0: a conv of one weight (a 1x1 conv of one channel in and out: --pc_k equal to C) has no
+            # variance to compare with, so no eta (not 0 / 0's NaN, which strict JSON readers refuse)
+            eta = relative_variance(conv, bn, var0, sigma[bn]) if conv is not None and var0 else None
             for stat, v in (("gamma", gamma), ("eta", eta)):
                 if v is not None:
                     s = sums.setdefault((kind, stat, name, e), [0.0, 0])

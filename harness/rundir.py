@@ -44,8 +44,12 @@ class Run:
     where: str = ""           # the folder above (or its own name) when runs of one option and seed are drawn together
 
     @property
-    def label(self):          # "B s1" (or "nb201-16k B s1"): how the figures name a search run
-        return f"{self.where + ' ' if self.where else ''}{self.config.get('option', '?')} s{self.config.get('seed', '?')}"
+    def option_seed(self):    # "B s1": what a figure's title says beside the run's name
+        return f"{self.config.get('option', '?')} s{self.config.get('seed', '?')}"
+
+    @property
+    def label(self):          # "B s1" (or "nb201-16k B s1"): how the figures' legends name a search run
+        return f"{self.where + ' ' if self.where else ''}{self.option_seed}"
 
 
 def read_json_if_any(path, missing=None):

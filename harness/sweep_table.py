@@ -177,9 +177,12 @@ def darts_cells(genotype):
 
 
 def darts_cell_rows(named, *first):
-    """The table of DARTS-style runs' cells: [(leading cells, run name, record with darts_cells and margins)]
-    -> Markdown lines; `first` names the leading columns."""
-    return [*table_header(*first, "run", "normal cell", "skip edges (reduction)", "reduction cell", *MARGIN_COLUMNS),
+    """The table of DARTS-style runs' cells, after the line that says how to read them: [(leading cells, run
+    name, record with darts_cells and margins)] -> Markdown lines; `first` names the leading columns."""
+    return ["Each finished seed's cells, node by node (genotypes.cell_str: `|op~input|op~input|+...`, input 0 is "
+            "c_{k-2}, 1 is c_{k-1}, j >= 2 the cell's node j - 2, which the cell figures number from 0); train.py "
+            "reads a run's genotype.json (`--genotype=`), not this text:", "",
+            *table_header(*first, "run", "normal cell", "skip edges (reduction)", "reduction cell", *MARGIN_COLUMNS),
             *(f"| {''.join(c + ' | ' for c in lead)}{name} | {_code(r['cells']['normal'])} | {r['reduce_skip_count']} | "
               f"{_code(r['cells']['reduce'])} | {margin_cells(r)}" for lead, name, r in named)]
 
@@ -400,7 +403,7 @@ def markdown(summary):
                   *(f"| {name} | {found_cells(r)}" for name, r in nb201_seeds)]
     darts_seeds = [((), name, r) for name, r in seeds if "cells" in r]
     if darts_seeds:  # DARTS-style: no benchmark; both cells and the margins of both kinds
-        lines += ["", "Each finished seed's cells:", "", *darts_cell_rows(darts_seeds)]
+        lines += ["", *darts_cell_rows(darts_seeds)]
     return "\n".join(lines) + "\n"
 
 

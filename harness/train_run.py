@@ -34,7 +34,7 @@ def make_loaders(cfg, info, batch, device, rank, world):
         if cfg.subset:
             keep = data.seeded_pick(len(files), cfg.subset, cfg.seed, *SUBSET)
             files, labels = [files[i] for i in keep], [labels[i] for i in keep]
-        test_files, test_labels, _ = data.list_images(os.path.join(cfg.data, "test"), classes)
+        test_files, test_labels, _ = data.list_images(data.test_folder(cfg.data), classes)
         if cfg.test_subset:
             keep = data.seeded_pick(len(test_files), cfg.test_subset, cfg.seed + 1, *TEST_SUBSET)
             test_files, test_labels = [test_files[i] for i in keep], [test_labels[i] for i in keep]

@@ -99,6 +99,19 @@ def test_large_images_stream(tmp_path):
         assert xb.shape == (2, 3, 32, 32) and yb.shape == (2,)
 
 
+def test_an_imagenet_style_val_folder_is_the_test_split(tmp_path):
+    """ImageNet comes as train/ + val/: without a test/ the val/ folder is the test split; test/ wins where both
+    are; neither: the error names test/."""
+    root = make_folder(tmp_path / "big", classes=("x", "y"), n=2, size=80)
+    os.rename(root / "test", root / "val")
+    assert data.test_folder(str(root)) == str(root / "val")
+    files, labels, _ = data.folder_files(str(root), train=False)
+    assert sorted(os.path.relpath(f, root).split(os.sep)[0] for f in files) == ["val"] * 4 and labels == [0, 0, 1, 1]
+    make_folder(tmp_path / "big", classes=("x", "y"), n=1, size=80)  # a test/ beside it
+    assert data.test_folder(str(root)) == str(root / "test")
+    assert data.test_folder(str(tmp_path)) == str(tmp_path / "test")
+
+
 def test_streamed_item_leaves_the_cuda_rng_alone(tmp_path, monkeypatch):
     """With workers=0 an item's seeded transform runs in the training process: it must seed (and give
     back) the CPU generator only, never reseed CUDA's (torch.manual_seed would)."""

@@ -365,6 +365,18 @@ def test_published_json_round_trip_and_names(name, tmp_path):
     assert G.load_genotype(path) == g and G.load_genotype(str(path)) == g and G.load_genotype(d) == g
 
 
+def test_a_genotype_json_of_one_kind_missing_its_keys_is_named():
+    """A cell kind that lacks its keys says what that kind needs, not that an 'arch' it holds is missing."""
+    arch = NB201Cell.from_str(ANCHORS[11472]).to_str()
+    for d, said in (({"cell": "darts", "arch": arch}, "genotype JSON of cell 'darts' needs 'normal' and 'reduce'; "
+                                                      "keys: ['arch', 'cell']"),
+                    ({"cell": "nas", "arch": arch}, "genotype JSON: 'cell' is 'nas', not 'nb201' or 'darts'"),
+                    ({"space": "darts"}, "genotype JSON needs 'arch' (NB201) or 'normal' and 'reduce' (DARTS)")):
+        with pytest.raises(G.InputError) as err:
+            G.genotype_from_json(d)
+        assert str(err.value).startswith(said), err.value
+
+
 def test_load_genotype_forms():
     assert G.load_genotype(G.DARTS_V2) is G.DARTS_V2 and G.load_genotype(np.int64(9930)) == G.RF_DARTS_NB201
     assert G.load_genotype(str(G.PDARTS)) == G.PDARTS  # as DARTS' logs print it

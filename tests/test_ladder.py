@@ -396,6 +396,7 @@ def test_a_ladder_of_darts_style_runs_shows_both_cells_and_no_nb201_reference(tm
     assert "Paper, Table 2" not in text and "NB201 index" not in text, text
     normal, reduce = ("`" + G.cell_str(cell, k).replace("|", "\\|") + "`" for k in ("normal", "reduce"))
     assert f"| 2,000 / 2,000 | C_s1 | {normal} | 0 | {reduce} | - | - |" in text, text
+    assert "input 0 is c_{k-2}, 1 is c_{k-1}, j >= 2 the cell's node j - 2" in text  # how to read them
     # an NB201 ladder keeps the paper's line
     nb201 = make_sweep(tmp_path / "nb201", 4000, {"C": {1: (91.0, 1)}})
     assert "Paper, Table 2" in ladder.ladder_markdown(ladder.ladder([nb201], search))

@@ -64,6 +64,16 @@ def test_gamma_and_eta_follow_the_bn_weight():
     assert two["eta"]["nor_conv_1x1"][:5] == base["eta"]["nor_conv_1x1"][:5]
 
 
+def test_a_conv_of_one_weight_has_no_eta():
+    """--pc_k equal to C: a 1x1 conv of one channel in and out holds one weight, with no variance to divide by:
+    its eta is None (null in alphas.json), not 0 / 0's NaN, which strict JSON readers refuse; gamma is kept."""
+    model = build_supernet("darts", 10, C=4, layers=3, pc_k=4, seed=0)
+    scales = op_scale.Probe(model, torch.randn(4, 3, 32, 32)).measure()
+    sep = scales["normal"]
+    assert sep["eta"]["sep_conv_3x3"][0] is None and sep["gamma"]["sep_conv_3x3"][0] == 1.0  # gamma 1 at init
+    json.loads(json.dumps(scales, allow_nan=False))  # strict JSON: no NaN anywhere
+
+
 def test_fast_cell_reports_the_plain_cells_scales():
     """--fast=1's cell calls its BN as a module while the probe hooks it, so sigma is seen."""
     from harness import fast_supernet

@@ -74,6 +74,19 @@ def test_one_option_and_seed_from_two_folders_is_told_apart(search_runs, tmp_pat
     plot.main([search_runs[1], str(shutil.copytree(search_runs[1], tmp_path / "c_fast")), f"--out={tmp_path / 'f2'}",
                "--dpi=40"])
     assert sorted(label for label, _ in lines[:2]) == ["C C s1", "c_fast C s1"] and lines[0][1] != lines[1][1]
+    # with a third run of another option every legend entry names its run, and titles say option and seed once
+    lines.clear()
+    titles = {}
+    monkeypatch.setattr(plot, "save", lambda fig, out, name, *a: lines.extend(
+        (ln.get_label(), ln.get_linestyle()) for ln in fig.axes[0].get_lines() if name == "skip_and_bench.png")
+        or titles.update({name: fig._suptitle.get_text() if fig._suptitle else ""}) or save(fig, out, name, *a))
+    from harness import cell_figure
+    monkeypatch.setattr(cell_figure, "save", lambda fig, out, name, *a: titles.update(
+        {name: fig._suptitle.get_text()}) or save(fig, out, name, *a))
+    plot.main([search_runs[0], search_runs[1], str(tmp_path / "c_fast"), f"--out={tmp_path / 'f3'}", "--dpi=40"])
+    assert sorted(label for label, _ in lines[:3]) == ["B B s1", "C C s1", "c_fast C s1"]
+    assert "Final cell of c_fast (option C s1)" in titles["cell_c_fast.png"], titles
+    assert "run c_fast (nb201, option C s1)" in titles["fig5_alphas_c_fast.png"]
 
 
 @pytest.mark.parametrize("cuda", [False, True])

@@ -116,6 +116,21 @@ def test_pcdarts_recipes_follow_pc_darts_training_scripts(large):
             train.resolve(argv)
 
 
+def test_what_a_network_cannot_take_is_refused_or_said(large):
+    """An NB201 cell on full-size images, or with DARTS' auxiliary head or drop path, is refused in one line
+    (TinyNetwork has none of them; they were accepted and ignored); a DARTS net of fewer than 3 cells, all
+    reductions, trains with a note that its normal cell is unused."""
+    for argv, said in (([f"--arch={NB201}", "--dataset=imagenet", f"--data={large}"], "not on the large images"),
+                       ([f"--arch={NB201}", "--auxiliary=1", "--drop_path_prob=0.2"],
+                        "--auxiliary=1, --drop_path_prob=0.2: NB201's network has no auxiliary head")):
+        with pytest.raises(cli.ConfigError, match=said):
+            train.resolve(argv)
+    assert train.resolve([f"--arch={NB201}", "--auxiliary=0", "--drop_path_prob=0"])[0].auxiliary is False
+    assert train.resolve(["--arch=DARTS_V2", "--layers=2"])[4].endswith(
+        "; note: --layers=2 builds only reduction cells, so the normal cell is not used")
+    assert "note" not in train.resolve(["--arch=DARTS_V2", "--layers=3"])[4]
+
+
 def test_robustdarts_cells_retrain_at_rdarts_size_on_cifar100_and_svhn(tmp_path, large):
     """A genotype.json from an S1-S4 search retrains on CIFAR-100 / SVHN as R-DARTS evaluates it (8 cells
     of 16 channels, the rest DARTS' recipe) and on CIFAR-10 at DARTS' 20 x 36; a DARTS-space cell, a
