@@ -261,6 +261,8 @@ def run(cfg, stop=None):
     log, path = runs.Log(cfg.out), os.path.join(cfg.out, "checkpoint.pt")
     if not cfg.resume and checkpoints.has_checkpoint(path):
         raise FileExistsError(f"{path} exists: pass --resume=1 to continue it, or another --out")
+    if not cfg.resume:  # nor over a finished run's results whose checkpoint is gone
+        checkpoints.refuse_overwrite(cfg.out)
     ckpt = None
     if cfg.resume and checkpoints.has_checkpoint(path):
         ckpt = checkpoints.load_checkpoint(

@@ -396,14 +396,23 @@ class NB201:
         return {f"percentile_{name}": None if value is None else percentile(value, r) for name, r in ranked.items()}
 
     def export_csv(self, out_path):
-        """Write CSV_HEADER rows for every arch (empty cells where no results); returns the count."""
-        with open(out_path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(CSV_HEADER)
-            for index, arch in enumerate(self.meta_archs):
-                row = self._results(index, missing_ok=True)
-                cells = [row.get(ds, _NO_RESULT)[field] for ds in DATASETS for field in _FIELDS]
-                writer.writerow([index, arch] + [_format_cell(value) for value in cells])
+        """Write CSV_HEADER rows for every arch (empty cells where no results); returns the count. Never over
+        the file it reads; written beside out_path and renamed, so a stop leaves no half table there."""
+        if os.path.exists(out_path) and os.path.samefile(out_path, self.path):
+            raise BenchmarkFileError(f"--export={out_path} is the benchmark being read: give another file")
+        tmp = f"{out_path}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(CSV_HEADER)
+                for index, arch in enumerate(self.meta_archs):
+                    row = self._results(index, missing_ok=True)
+                    cells = [row.get(ds, _NO_RESULT)[field] for ds in DATASETS for field in _FIELDS]
+                    writer.writerow([index, arch] + [_format_cell(value) for value in cells])
+            os.replace(tmp, out_path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
         return len(self.meta_archs)
 
     def _read_csv(self):
@@ -468,8 +477,13 @@ def _arch_of(given):
     return arch
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, as every other refusal of this project (argparse adds its usage)
+        self.exit(2, f"bench201.py: error: {message} (--help shows the usage)\n")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Query NAS-Bench-201 / NATS-tss results (paper convention).")
+    parser = _Parser(description="Query NAS-Bench-201 / NATS-tss results (paper convention).")
     parser.add_argument("path", help=".pth, .pickle.pbz2, NATS -simple directory or an --export CSV")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--arch", help="full arch string, e.g. '|nor_conv_3x3~0|+|...|+|...|', or the path of a "
@@ -483,9 +497,12 @@ def main(argv=None):
             print(f"wrote {bench.export_csv(args.export)} archs to {args.export}")
         else:
             print(format_row(bench, _arch_of(args.arch) if args.arch is not None else args.index))
-    except (BenchmarkFileError, QueryError, OSError) as err:
+    except (BenchmarkFileError, QueryError) as err:
         print(f"bench201.py: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read or write the system refused (no permission, disk full, a folder): 1
+        print(f"bench201.py: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        return 1
     except MemoryError:  # a pickle loads whole: v1_1 needs ~26 GB (estimated, see the top of this file)
         print(f"bench201.py: error: out of memory reading {args.path}: {TOO_BIG} on a larger machine", file=sys.stderr)
         return 1

@@ -222,6 +222,8 @@ def _search(cfg, device, stop):
                               "search.py, or give bnnas_search.py another --out")
     if not cfg.resume and checkpoints.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
+    if not cfg.resume:  # nor over a finished run's results whose checkpoint is gone
+        checkpoints.refuse_overwrite(cfg.out)
     saved = cli.saved_settings(BNNASConfig, ckpt.get("config", {})) if ckpt else {}
     differ = cli.differing(runs.as_dict(cfg), saved, RUN_KEYS)  # a key the checkpoint lacks: its default
     if differ:

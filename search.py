@@ -300,6 +300,8 @@ def _search(cfg, rank, world, device, stop):
     ckpt = checkpoints.load_checkpoint(ckpt_path, required=required, log=log) if cfg.resume else None
     if not cfg.resume and checkpoints.has_checkpoint(ckpt_path):
         raise FileExistsError(f"{ckpt_path} exists: pass --resume=1 to continue it, or another --out")
+    if not cfg.resume:  # nor over a finished run's results whose checkpoint is gone
+        checkpoints.refuse_overwrite(cfg.out)
     # the checkpoint is the truth: e.g. a config.json copied from another run (a key it lacks: its default)
     saved = cli.saved_settings(SearchConfig, ckpt.get("config", {})) if ckpt else {}
     differ = cli.differing(runs.as_dict(cfg), saved, RUN_KEYS)

@@ -168,6 +168,8 @@ def resolve(argv, check_out=True):
     if check_out and not cfg.resume and checkpoints.has_checkpoint(path):  # nor may a rerun overwrite one
         raise FileExistsError(f"{path} exists: pass --resume=1 to continue it (--epochs=N to extend it), "
                               "or another --out")
+    if check_out and not cfg.resume:  # nor over a finished run's results whose checkpoint is gone
+        checkpoints.refuse_overwrite(cfg.out)
     if cfg.resume:
         ckpt = checkpoints.load_checkpoint(path, required=CKPT_KEYS)
         cfg = cli.resumed_config(Config, ckpt["config"], argv, RUN_KEYS)

@@ -69,6 +69,19 @@ def has_checkpoint(path):
     return os.path.isfile(path) or os.path.isfile(previous_path(path))
 
 
+RESULTS = ("history.json", "metrics.json")  # what a run wrote of its own: per epoch, or once at its end
+
+
+def refuse_overwrite(out):
+    """A new run into `out` where an earlier one left results but no checkpoint (a finished run's is often
+    removed, as in results/) would overwrite them: FileExistsError, one line. Called where a new run is
+    refused over a checkpoint (`--resume=1` continues that one)."""
+    found = [name for name in RESULTS if os.path.isfile(os.path.join(out, name))]
+    if found:
+        raise FileExistsError(f"{out} holds an earlier run's {' and '.join(found)} and no checkpoint to continue: a "
+                              "new run there would overwrite them; give another --out")
+
+
 def last_complete(path):
     """The newest complete checkpoint file of `path` (itself, else previous_path(path)), or None."""
     return next((p for p in (path, previous_path(path)) if zipfile.is_zipfile(p)), None)  # False: missing

@@ -338,11 +338,12 @@ def run(main, argv=None):
               "batch; under torchrun each process takes batch/N), --C or --layers, or run on more GPUs",
               file=sys.stderr)
         sys.exit(1)
-    except MemoryError:  # host RAM: not a bug either, and the likeliest cause is a whole NB201 .pth
-        import bench201
-        print(f"error: out of memory (RAM): {bench201.TOO_BIG} and pass the CSV; else lower --batch_size, --C, "
-              "--layers or --subset", file=sys.stderr)
-        sys.exit(1)
+    except MemoryError:  # host RAM: not a bug either (a whole NB201 .pth, or sizes too large)
+        sys.exit(out_of_ram())
+    except RuntimeError as e:  # torch's CPU allocator reports host RAM running out as a plain RuntimeError
+        if "can't allocate memory" not in str(e):
+            raise
+        sys.exit(out_of_ram())
     except user_errors() as e:
         if os.environ.get("RFDARTS_DEBUG"):
             raise
@@ -352,6 +353,14 @@ def run(main, argv=None):
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, old)
+
+
+def out_of_ram():
+    """Host RAM ran out: one line on what to lower -> the exit status, 1."""
+    import bench201
+    print("error: out of memory (RAM): lower what sizes the run (--batch_size, --C, --layers, --subset; plot.py: "
+          f"--dpi); a benchmark .pth: {bench201.TOO_BIG}, and pass the CSV", file=sys.stderr)
+    return 1
 
 
 def write_error(path, e, hint="", what="could not write"):

@@ -103,6 +103,8 @@ def parse(argv):
         raise cli.ConfigError(f"--sweep={cfg.sweep}: no such folder (give a sweep.py folder)")
     if set(cfg.options.upper()) - set("ABCD"):
         raise cli.ConfigError(f"--options={cfg.options}: give letters of A, B, C, D (e.g. C)")
+    if not all(c.isalnum() or c in "._-" for c in cfg.tag) or cfg.tag.startswith("."):  # a part of file names
+        raise cli.ConfigError(f"--tag={cfg.tag}: use letters, digits, '.', '_' and '-' (it names folders and files)")
     return cfg, flags
 
 

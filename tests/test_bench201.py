@@ -464,12 +464,18 @@ def test_cli_prints_row_and_exports(tmp_path):
     (["{bench}", "--arch", "|foo~0|+|none~0|none~1|+|none~0|none~1|none~2|"], "unknown op 'foo'"),
     (["{bench}", "--index", "99"], "out of range"),
     (["{bench}", "--arch={darts}"], "holds no NB201 arch string"),
+    (["{bench}"], "one of the arguments --arch --index --export is required"),  # argparse's own, one line too
+    (["{bench}", "--index=1.5"], "invalid int value"),
+    (["{bench}", "--export={bench}"], "is the benchmark being read"),  # never over the file it reads
+    (["{bench}", "--export={bench}.d/t.csv"], "No such file or directory"),  # the system refused the write: 1
 ])
 def test_cli_errors_are_one_line_without_traceback(tmp_path, args, fragment):
     bench, darts = write_bench(tmp_path, "legacy"), tmp_path / "darts.json"
     darts.write_text(json.dumps({"space": "darts", "cell": "darts", "normal": [["sep_conv_3x3", 0]]}))
+    before = open(bench, "rb").read()
     out = run_cli(*[a.format(bench=bench, darts=darts) for a in args])
-    assert out.returncode == 2
+    assert out.returncode == (1 if fragment == "No such file or directory" else 2), out.stderr
+    assert open(bench, "rb").read() == before and not list(tmp_path.glob("*.tmp*"))
     assert out.stderr.count("\n") == 1 and fragment in out.stderr and "Traceback" not in out.stderr
 
 

@@ -162,13 +162,22 @@ def test_out_of_memory_is_one_line_with_what_to_lower(capsys):
 
 
 def test_out_of_host_memory_is_one_line_naming_the_benchmark_csv(capsys):
-    def oom(argv):
-        raise MemoryError()
+    """Python's MemoryError and torch's CPU allocator (a RuntimeError, e.g. a --C far too large) alike; any
+    other RuntimeError is a bug and keeps its traceback."""
+    for error in (MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] . DefaultCPUAllocator: can't "
+                                              "allocate memory: you tried to allocate 4000000000000 bytes.")):
+        def oom(argv):
+            raise error
 
-    with pytest.raises(SystemExit) as e:
-        cli.run(oom, [])
-    err = capsys.readouterr().err
-    assert e.value.code == 1 and err.count("\n") == 1 and "--export nb201.csv" in err, err
+        with pytest.raises(SystemExit) as e:
+            cli.run(oom, [])
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and err.count("\n") == 1 and "--export nb201.csv" in err and "--C" in err, err
+
+    def bug(argv):
+        raise RuntimeError("shape mismatch")
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        cli.run(bug, [])
 
 
 def test_parameters_a_cell_leaves_without_gradient_are_found():

@@ -117,6 +117,7 @@ def test_bad_input_is_refused_before_anything_runs(sweep_dir, tiny_folder, tmp_p
                          ([f"--sweep={sweep_dir}", "--out=x"], "--out: set per run"),
                          ([f"--sweep={sweep_dir}", "--options=X"], "--options=X: give letters of A, B, C, D"),
                          ([f"--sweep={sweep_dir}", "--seeds=1,x"], "--seeds=1,x: give integers"),
+                         ([f"--sweep={sweep_dir}", "--tag=a/b"], "--tag=a/b: use letters, digits"),
                          ([f"--sweep={sweep_dir}", "--seeds=7"], "of the given --options / --seeds"),
                          ([f"--sweep={sweep_dir}", "--epochs=0"], "--epochs=0: out of range")):
         err = refused([*common, *argv], capsys)

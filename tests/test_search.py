@@ -284,6 +284,12 @@ def test_a_resume_rewrites_the_outputs_from_its_checkpoint(tiny_folder, tmp_path
     search.search(search.make_config([f"--out={out}", "--resume=1"]))
     assert {name: (out / name).read_text() for name in files} == files
     assert "all 2 epochs are done, nothing to run" in (out / "log.txt").read_text()
+    # its checkpoints removed (as committed runs are): a new run there is refused, the results kept
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (out / name).unlink(missing_ok=True)
+    with pytest.raises(FileExistsError, match="holds an earlier run's history.json and no checkpoint"):
+        run(tiny_folder, out, "--layers=1", "--epochs=2", "--seed=5")
+    assert {name: (out / name).read_text() for name in files} == files
 
 
 def test_a_cut_table_or_one_without_the_column_is_refused_at_start_up(tiny_folder, nb201_table, tmp_path):

@@ -522,6 +522,15 @@ def test_a_rerun_never_overwrites_and_a_resume_never_starts_afresh(small, tmp_pa
     assert e.value.code == 2 and "checkpoint.pt exists: pass --resume=1 to continue it" in err, err
     assert err.count("\n") == 1, err
     assert (tmp_path / "run" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    # a finished run whose checkpoints were removed (as committed runs are): its results are not overwritten
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (tmp_path / "run" / name).unlink(missing_ok=True)
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.name.endswith(".json")}
+    with pytest.raises(SystemExit) as e:
+        cli.run(train.main, argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "holds an earlier run's history.json and metrics.json and no checkpoint" in err, err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.name.endswith(".json")} == kept
     with pytest.raises(SystemExit) as e:
         cli.run(train.main, [f"--out={tmp_path / 'typo'}", "--resume=1"])
     err = capsys.readouterr().err
