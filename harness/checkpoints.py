@@ -95,8 +95,9 @@ def save_checkpoint(path, obj):
     complete checkpoint that is left, or says there is none."""
     keep = previous_path(path) if zipfile.is_zipfile(path) else None
     last = last_complete(path)
-    hint = (f"; the last complete checkpoint, {last}, is intact: free space, then --resume=1" if last else
-            "; no earlier checkpoint exists: free space, then run again")
+    # the OS reason before it says what to mend (no space, no permission, a folder in the way)
+    hint = (f"; the last complete checkpoint, {last}, is intact: mend that, then --resume=1" if last else
+            "; no earlier checkpoint exists: mend that, then run again")
     atomic_write(path, lambda f: torch.save(obj, f), keep=keep, hint=hint)
 
 
