@@ -193,6 +193,8 @@ def main(argv=None):
     128 + N stopped by signal N (cli.Preempted); refusals before any start are cli.ConfigError (2)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg, flags = parse(argv)
+    if os.path.isfile(os.path.join(cfg.out, "config.json")):  # a run's own folder: its files and the sweep's mix
+        raise cli.ConfigError(f"--out={cfg.out} holds a run (config.json), not a sweep: give the sweep a folder of its own")
     if cfg.report_only:
         if not os.path.isdir(cfg.out):
             raise cli.ConfigError(f"--report_only=1: {cfg.out} holds no sweep (no such folder)")

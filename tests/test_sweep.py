@@ -217,6 +217,10 @@ def test_a_sweep_keeps_one_benchmark_column_and_names_another_runs_folder(made_r
     text = sweep_table.markdown(summary)
     assert "| option | seeds | NB201 test acc. (ImageNet16-120, cifar10: each run's own; no mean over two) (%) |" in text
     assert "| C_s2 | finished (2 ep; continued from a 1-epoch schedule) | 40.00 (ImageNet16-120) |" in text
+    # a run's own folder as the sweep's: refused, nothing written into it
+    err = refused([f"--out={out / 'C_s1'}", "--options=C", "--seeds=1", *flags(tiny_folder, nb201_table, "--epochs=2")],
+                  capsys)
+    assert f"--out={out / 'C_s1'} holds a run (config.json), not a sweep" in err and not (out / "C_s1" / "C_s1").exists()
     # another option's run in this folder
     config = json.loads((out / "C_s2" / "config.json").read_text())
     (out / "C_s2" / "config.json").write_text(json.dumps(dict(config, option="B")))
