@@ -33,7 +33,7 @@ over the 4,096 pool-free cells, sorted), NB201.baselines (the medians of both: w
 NB201.percentiles (where one cell stands in both), percentile (the mid-rank definition), pool_free.
 
 Public: NB201(path).query(arch_or_index, dataset) -> dict, NB201.index_of, NB201.export_csv, NB201.column,
-NB201.ranked, NB201.baselines, NB201.percentiles, arch_costs(arch, dataset), parse_arch(arch), pool_free(arch),
+NB201.ranked, NB201.baselines, NB201.percentiles, NB201.complete, CELLS, arch_costs(arch, dataset), parse_arch(arch), pool_free(arch),
 percentile(value, ranked), BenchmarkFileError, QueryError; CLI: see main().
 """
 import argparse

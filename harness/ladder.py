@@ -12,6 +12,7 @@ sweep_table's; how α orders every NB201 cell against the benchmark is rank_tabl
 """
 import filecmp
 import functools
+import itertools
 import os
 import re
 
@@ -130,13 +131,11 @@ def check_settings(labelled):
         where = {}
         for folder, settings in labelled:
             where.setdefault(settings.get("data"), folder)
-        for i, a in enumerate(sorted(where)):
-            for b in sorted(where)[i + 1:]:
-                why = nested_imagefolders(a, b)
-                if why:
-                    raise ConfigError(f"{where[a]} and {where[b]} differ in more than the number of search images "
-                                      f"(data {a!r} / {b!r}: {why}): a ladder pools sweeps of one setting; "
-                                      "plot these apart")
+        for a, b in itertools.combinations(sorted(where), 2):
+            why = nested_imagefolders(a, b)
+            if why:
+                raise ConfigError(f"{where[a]} and {where[b]} differ in more than the number of search images "
+                                  f"(data {a!r} / {b!r}: {why}): a ladder pools sweeps of one setting; plot these apart")
 
 
 class Ladder(dict):

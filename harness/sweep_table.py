@@ -351,7 +351,8 @@ def markdown(summary):
 
     dataset = _dataset([{"bench201_dataset": s["bench201_dataset"]} for s in summary.values()])
     bench = f"NB201 {DATASET_NAMES.get(dataset, dataset)} test acc." if dataset else "benchmark test acc."
-    if dataset and "," in dataset:
+    mixed = "," in (dataset or "")  # runs looked up in two NB201 datasets (_dataset joins their names)
+    if mixed:
         bench = f"NB201 test acc. ({dataset}: each run's own; no mean over two)"
     lines = [f"| option | seeds | {bench} (%) | final skip edges | all-skip cells | >= {SKIP_HEAVY} skip edges | "
              "supernet train acc. (%) | α-half acc. (%) | minutes per run |", "|---|---|---|---|---|---|---|---|---|"]
@@ -387,7 +388,7 @@ def markdown(summary):
                 lines.append(f"| {option}_s{r['seed']} | {state} | | | | | | | {r.get('device') or '-'} | | |")
                 continue
             acc = "-" if r["bench_test_acc"] is None else f"{r['bench_test_acc']:.2f}" + (
-                f" ({r['bench201_dataset']})" if dataset and "," in dataset else "")
+                f" ({r['bench201_dataset']})" if mixed else "")
             earlier = ", ".join(map(str, r["schedules"][:-1]))
             state = f"finished ({r['epochs']} ep" + (f"; continued from a {earlier}-epoch schedule)" if earlier else ")")
             if r.get("ended"):
