@@ -6,7 +6,9 @@
     python bench.py --option=BC --procs=4 --seconds=20             # 4 at once (B, C, B, C): total iterations/s
 
 Times the very step functions search.py runs (search.weight_step, search.alpha_step) on random data
-of the dataset's shape, on CPU or CUDA, and reports seconds per iteration split into the two steps,
+of the dataset's shape, on CPU or CUDA, and reports seconds per iteration (`iteration_s`: the timed
+iterations' wall clock over their count, with no host sync between them, as in search.py) split into
+the two steps (`weight_step_s`, `arch_step_s`: the host clock on a CPU, CUDA events on a GPU),
 images/s (weight-half images per second, as an epoch counts them) and peak memory (CUDA: max allocated
 and max reserved, which also counts the private pool that CUDA graphs keep their buffers in; CPU: the
 process's peak RSS, so each option runs in its own process). On CUDA cuDNN autotuning is on, as in
@@ -21,7 +23,8 @@ an extra, untimed iteration of the same model (forward and backward, only the gr
 computes), on which `saved_mb_*` counts what each step keeps for its backward and `state_mb` the
 parameters, gradients and optimiser state (their sum: an eager step's need of GPU memory, measurable on
 a CPU); `gflops` is their sum over the iteration time; `peak_gflops` is a float32 2048x2048 matmul on
-the same threads, timed in the same process after the steps (best of 5); `floor_s` = gflop / peak, the
+the same threads (CUDA: at the convolutions' precision, TF32 by default), timed in the same process after
+the steps (best of 5); `floor_s` = gflop / peak, the
 iteration at peak; `over_floor` = iteration_s / floor_s. `--profile=N` profiles N more iterations with
 torch.profiler and adds `profile`: seconds per iteration by op kind (`kind_of`), also printed as a table
 on stderr; compiled, the generated (fused) kernels count as "inductor kernels".
@@ -88,9 +91,13 @@ RANGES = dict(batch_size="[1, inf)", C="[0, inf)", layers="[0, inf)", pc_k="[1, 
 
 def matmul_peak(device, n=2048, repeats=5):
     """GFLOP/s of an n x n float32 matmul on `device` (the threads set now), best of `repeats` after a
-    warm-up: the reference for how far a step is from what the core can do. Matrices that cannot be
-    allocated are --peak_n's fault, said in one line (cli.ConfigError), not a traceback."""
+    warm-up: the reference for how far a step is from what the core can do. On CUDA the matmul runs at
+    the steps' convolution precision: TF32 where cuDNN may use it (PyTorch's default for convolutions,
+    not for matmuls), else a TF32 conv would outrun the "peak" and the floor would be none. Matrices that
+    cannot be allocated are --peak_n's fault, said in one line (cli.ConfigError), not a traceback."""
+    saved = torch.backends.cuda.matmul.allow_tf32
     try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
         a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         best = float("inf")
         for i in range(repeats + 2):
@@ -107,7 +114,24 @@ def matmul_peak(device, n=2048, repeats=5):
         raise cli.ConfigError(f"--peak_n={n}: {peak_bytes(n) / 2**30:.3g} GiB for the matmul peak could not be "
                                f"allocated on {device} ({text[:120]}); lower --peak_n (default 2048) or pass "
                                "--flops=0 (no peak, no FLOP counts)") from None
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
     return 2 * n ** 3 / best / 1e9
+
+
+def stamp(device):
+    """A point in time: the host clock on a CPU; on CUDA an event in the current stream, which the GPU
+    stamps when it gets there (no host sync: the host goes on queueing work)."""
+    if device.type != "cuda":
+        return time.perf_counter()
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+def seconds(device, t0, t1):
+    """Seconds from stamp t0 to stamp t1 (CUDA: both events must have completed, e.g. after a sync)."""
+    return t1 - t0 if device.type != "cuda" else t0.elapsed_time(t1) / 1e3
 
 
 def peak_bytes(n):
@@ -283,29 +307,34 @@ def bench_option(cfg, option):
                       state_mb=round(state_mib(model, w_opt, a_opt), 1))
     forward = runs.compile_model(model, cfg.compile, device, backend=cfg.backend, cuda_graphs=cfg.cuda_graphs)
 
-    def iteration():  # -> seconds of (weight step, alpha step), each synchronised
-        concurrency.sync(device)
-        t0 = time.perf_counter()
+    def iteration(marks):  # one weight step and one alpha step; their start, middle and end go to `marks`
+        t0 = stamp(device)
         w_step(forward)
-        concurrency.sync(device)
-        t1 = time.perf_counter()
+        t1 = stamp(device)
         a_step(forward)
-        concurrency.sync(device)
-        return t1 - t0, time.perf_counter() - t1
+        marks.append((t0, t1, stamp(device)))
 
     t_first = 0.0  # with --compile=1 the first iteration also traces and compiles forward and backward
     for i in range(cfg.warmup):
-        t = iteration()
-        t_first = t_first or sum(t)
+        concurrency.sync(device)
+        t0 = time.perf_counter()
+        iteration([])
+        concurrency.sync(device)
+        t_first = t_first or time.perf_counter() - t0
     waited = concurrency.meet(cfg.barrier)
-    t_w = t_a = 0.0
+    # No host sync between iterations, as search.py has none: the host queues the next step's kernels while
+    # the GPU runs this one. The split into the two steps comes from CUDA events, timed on the GPU's clock.
+    marks = []
+    concurrency.sync(device)
     n, start = 0, time.perf_counter()
     while (time.perf_counter() - start < cfg.seconds) if cfg.seconds else n < cfg.steps:
-        dw, da = iteration()
-        t_first = t_first or dw + da
-        t_w, t_a, n = t_w + dw, t_a + da, n + 1
+        iteration(marks)
+        n += 1
+    concurrency.sync(device)
     elapsed = time.perf_counter() - start
-    t_w, t_a = t_w / n, t_a / n
+    t_w, t_a = (sum(seconds(device, m[i], m[i + 1]) for m in marks) / n for i in (0, 1))
+    t_first = t_first or seconds(device, marks[0][0], marks[0][2])  # --warmup=0: the first timed iteration
+    t_it = elapsed / n
     reserved = None
     if device.type == "cuda":  # CUDA graphs' private pool: in reserved, not always in allocated
         mem = torch.cuda.max_memory_allocated(device) / 2**20
@@ -317,8 +346,8 @@ def bench_option(cfg, option):
     out = dict(option=option, space=cfg.space, batch_size=cfg.batch_size, device=name,
                compile=cfg.compile, cuda_graphs=cfg.compile and runs.compile_mode(device, cfg.backend, cfg.cuda_graphs)
                is not None, fast=fast, weight_step_s=round(t_w, 4), arch_step_s=round(t_a, 4),
-               first_iteration_s=round(t_first, 2), compile_s=round(max(t_first - t_w - t_a, 0.0), 2),
-               iteration_s=round(t_w + t_a, 4), images_per_s=round(cfg.batch_size / (t_w + t_a), 1),
+               first_iteration_s=round(t_first, 2), compile_s=round(max(t_first - t_it, 0.0), 2),
+               iteration_s=round(t_it, 4), images_per_s=round(cfg.batch_size / t_it, 1),
                peak_mem_mb=round(mem, 1), peak_reserved_mb=reserved,
                trainable=sum(p.numel() for p in weights), iterations=n, iterations_per_s=round(n / elapsed, 3))
     if cfg.barrier:
@@ -327,12 +356,12 @@ def bench_option(cfg, option):
         out.update(memory)
         gflop, peak = sum(flops.values()), matmul_peak(device, cfg.peak_n)
         out.update({k: round(v, 3) for k, v in flops.items()}, gflop=round(gflop, 3),
-                   gflops=round(gflop / (t_w + t_a), 2), peak_gflops=round(peak, 1),
-                   floor_s=round(gflop / peak, 4), over_floor=round((t_w + t_a) * peak / gflop, 2))
+                   gflops=round(gflop / t_it, 2), peak_gflops=round(peak, 1),
+                   floor_s=round(gflop / peak, 4), over_floor=round(t_it * peak / gflop, 2))
     if cfg.gpu_busy and device.type == "cuda":
         try:  # the profiler over CUDA graphs captured before it first ran: a crash there must not lose the timings
             kernel_s = concurrency.gpu_kernel_seconds(lambda: (w_step(forward), a_step(forward)), cfg.gpu_busy, device)
-            out.update(gpu_kernel_s=round(kernel_s, 5), gpu_busy=round(min(kernel_s / (t_w + t_a), 1.0), 3))
+            out.update(gpu_kernel_s=round(kernel_s, 5), gpu_busy=round(min(kernel_s / t_it, 1.0), 3))
         except RuntimeError as e:
             out["gpu_busy_error"] = " ".join(str(e).split())[:200]
     if cfg.profile:

@@ -92,10 +92,11 @@ def run_procs(cfg, argv, options, script):
     timing --seconds after all are warmed up; -> their results and `iterations_per_s`, the total over the
     copies (what K searches sharing the device get done together). Each copy gets --threads CPU threads, or
     with --threads=0 the machine's cores // K, as sweep.py gives K searches at once (harness/jobs.py): K
-    copies of torch's default would each take every core. Each copy prints its result as the last line of
+    copies of torch's default would each take every core; the copies' threads and compile workers are set as
+    the sweep sets its searches' (`jobs.child_env`). Each copy prints its result as the last line of
     its stdout, JSON with `device` and `iterations_per_s`."""
     import tempfile
-    from harness.jobs import thread_count  # sweep.py's rule, so the rates are the sweep's
+    from harness.jobs import child_env, thread_count  # sweep.py's rules, so the rates are the sweep's
     threads = thread_count(cfg.threads, cfg.procs)[0]
     keep = [a for a in argv if a[2:].split("=", 1)[0].replace("-", "_")
             not in ("option", "procs", "barrier", "flops", "threads")] + [f"--threads={threads}"]
@@ -104,7 +105,8 @@ def run_procs(cfg, argv, options, script):
             f.write(str(cfg.procs))
         which = [options[i % len(options)] for i in range(cfg.procs)]
         children = [subprocess.Popen([sys.executable, os.path.abspath(script), *keep, f"--option={o}",
-                                      f"--barrier={folder}", "--flops=0"], stdout=subprocess.PIPE, text=True)
+                                      f"--barrier={folder}", "--flops=0"], stdout=subprocess.PIPE, text=True,
+                                     env=child_env(threads))
                     for o in which]
         outs = [c.communicate()[0] for c in children]
     failed = [(f"--procs copy {i + 1} (option {o})", c.returncode) for i, (o, c) in enumerate(zip(which, children))

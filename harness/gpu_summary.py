@@ -134,8 +134,9 @@ def markdown(summary):
         lines += ["", f"A real search epoch costs {p['overhead']}x bench.py's bare iterations (evaluation, data, "
                       f"logging; {p['overhead_from'] or 'no search epoch ran: 1x assumed'}); the runs go "
                       f"ceil(6 / k) rounds of k"
-                  + (f"; each window compiles again from a cold cache: +{p['compile_s']} s per window" if p["compile_s"]
-                     else "") + f". Run the row with `sweep.py ... {p['sweep_flags']}`: ~{p['minutes'][p['jobs']]} min."]
+                  + (f"; each window compiles again from a cold cache: +{p['compile_s']} s per window (one search "
+                     "compiling alone with every core; k compiling at once share the cores, so their compile can "
+                     "take up to k times that)" if p["compile_s"] else "") + f". Run the row with `sweep.py ... {p['sweep_flags']}`: ~{p['minutes'][p['jobs']]} min."]
         missing = [k for k in (2, 4, 6) if k not in p["minutes"]]
         if missing:  # the budget ran out before them (or they failed): a later window can measure them alone
             lines += ["", f"Not measured: {', '.join(map(str, missing))} searches at once. A later window measures "

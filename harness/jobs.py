@@ -4,7 +4,7 @@ a given entry script (search.py for sweep.py) once per job, N at a time, as chil
 Owns `Job` (one run: its argv, state new | resume | done, epochs), `saved_run` (the settings and epochs
 done of a run folder, read before any run starts), `note_device` (a session's line in device.txt, which
 sweep_table.run_devices reads) and `run_all` with its parts: the GPUs the children are spread over
-(`visible_gpus`, `least_busy`, `job_env`), their CPU threads (`thread_count`), and the stop signals
+(`visible_gpus`, `least_busy`, `job_env`), their CPU threads and compile workers (`thread_count`, `child_env`), and the stop signals
 (SIGTERM / Ctrl-C reach every child, which checkpoints and exits; a child gets SIGTERM when the runner
 dies, SIGKILL included). The script's own flags are the caller's: the runner reads only --device (through
 the script's config dataclass) and history.json in each run folder. Nothing here knows about
@@ -122,6 +122,15 @@ def thread_count(threads, at_once):
     return threads, why + "; on a CPU the thread count moves float rounding: --threads=N fixes it"
 
 
+def child_env(threads):
+    """The environment of a child that runs with `threads` CPU threads: OMP / MKL threads, and torch.compile's
+    worker pool, which defaults to every core in each child: K children compiling at once (a GPU sweep's
+    first steps) would start K times that. The caller's own compile-thread setting, if any, wins."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(threads))
+    return env
+
+
 def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None, epoch_line=None,
             on_end=None, what="searches"):
     """Run `script` (a path; with each job's argv) for the pending jobs, those to resume first, then the
@@ -138,10 +147,7 @@ def run_all(jobs, script, config, per_device=1, threads=0, say=print, gpus=None,
     gpus = visible_gpus(jobs[0].argv, config) if gpus is None and jobs else gpus or []
     on_gpu, capacity = {}, per_device * max(1, len(gpus))
     threads, why = thread_count(threads, capacity)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    # torch.compile's worker pool defaults to every core in each child: K children compiling at once (a GPU
-    # sweep's first steps) would start K times that; the caller's own setting, if any, wins
-    env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(threads))
+    env = child_env(threads)
     # runs with a checkpoint first (sorted is stable: otherwise in the given order), so a rerun continues
     # what was running before it starts anything new and no checkpoint waits behind a fresh run
     pending = sorted((j for j in jobs if j.state != "done"), key=lambda j: j.state != "resume")

@@ -27,6 +27,11 @@ CUDA = torch.cuda.is_available()
 CUDA_ENV = dict(os.environ)
 if CUDA:
     torch.cuda.init()
+    # Counted now, while the GPUs are visible: from CUDA's initialisation on, the count is cached. Counted
+    # after the next line it would be 0, and cached as such, on torch releases whose device_count asks NVML
+    # (which re-reads CUDA_VISIBLE_DEVICES) even after initialisation (2.11's torch/cuda/__init__.py does):
+    # every CUDA test would then find no GPU.
+    torch.cuda.device_count()
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import numpy as np

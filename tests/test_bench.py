@@ -69,6 +69,51 @@ def test_options_report_flops_peak_floor_and_a_profile(capsys):
     assert "op kind" in capsys.readouterr().err  # the table on stderr; stdout stays JSON
 
 
+def test_the_timed_iterations_have_no_sync_between_them_and_cuda_splits_them_by_events(monkeypatch):
+    """iteration_s is the timed loop's wall clock over its count (search.py never syncs between steps);
+    the split into the two steps comes from the host clock on a CPU and from CUDA events on a GPU."""
+    syncs = []
+    monkeypatch.setattr(bench.concurrency, "sync", lambda device: syncs.append(device))
+    r = bench.bench_option(cli.parse_config(bench.BenchConfig, TINY + ["--flops=0", "--steps=4", "--warmup=2"]), "C")
+    assert len(syncs) == 2 * 2 + 2 and r["iterations"] == 4  # around each warm-up, then the timed loop's ends
+    assert r["iteration_s"] == pytest.approx(1 / r["iterations_per_s"], rel=1e-2, abs=1e-3)
+    assert r["weight_step_s"] > 0 and r["arch_step_s"] > 0
+    assert r["weight_step_s"] + r["arch_step_s"] <= r["iteration_s"] + 2e-4  # parts of the same wall clock
+
+    class Event:  # torch.cuda.Event's interface: record() in the stream, elapsed_time in milliseconds
+        made = []
+
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+            self.at = None
+            Event.made.append(self)
+
+        def record(self):
+            self.at = len(Event.made) * 0.25
+
+        def elapsed_time(self, end):
+            return (end.at - self.at) * 1e3
+    monkeypatch.setattr(bench.torch.cuda, "Event", Event)
+    cuda = torch.device("cuda")
+    t0, t1 = bench.stamp(cuda), bench.stamp(cuda)
+    assert bench.seconds(cuda, t0, t1) == pytest.approx(0.25) and all(e.at is not None for e in Event.made)
+    cpu = torch.device("cpu")
+    t0 = bench.stamp(cpu)
+    assert isinstance(t0, float) and bench.seconds(cpu, t0, t0 + 2) == 2
+
+
+def test_the_cuda_peak_runs_at_the_convolutions_precision_and_gives_the_matmul_flag_back(monkeypatch):
+    seen = []
+    real = torch.randn
+    monkeypatch.setattr(bench.torch, "randn", lambda *a, **k: seen.append(torch.backends.cuda.matmul.allow_tf32)
+                        or real(*a, **{**k, "device": "cpu"}))
+    before = torch.backends.cuda.matmul.allow_tf32
+    for conv_tf32 in (True, False):
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", conv_tf32)
+        assert bench.matmul_peak(torch.device("cpu"), 64, repeats=1) > 0
+        assert seen[-1] is conv_tf32 and torch.backends.cuda.matmul.allow_tf32 is before
+
+
 def test_busy_seconds_is_the_union_of_intervals():
     assert concurrency.busy_seconds([]) == 0.0
     assert concurrency.busy_seconds([(0, 2), (1, 3), (5, 6)]) == 4  # overlap counted once, the gap not at all
@@ -122,14 +167,17 @@ def test_procs_time_copies_together_and_sum_their_rates():
 
 
 def test_procs_copies_share_the_cores_as_a_sweep_does(monkeypatch):
-    """--threads=0: each of K copies gets cores // K threads (sweep.py's split), not torch's default of all."""
-    seen = []
+    """--threads=0: each of K copies gets cores // K threads (sweep.py's split), not torch's default of all,
+    and as many compile workers (inductor's default: every core in each copy)."""
+    seen, envs = [], []
+    monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
 
     class Child:  # records each copy's command line, prints a result
         returncode = 0
 
         def __init__(self, argv, **kwargs):
             seen.append(argv)
+            envs.append(kwargs["env"])
 
         def communicate(self):
             return json.dumps(dict(device="cpu", iterations_per_s=1.0)), ""
@@ -140,6 +188,7 @@ def test_procs_copies_share_the_cores_as_a_sweep_does(monkeypatch):
     out = concurrency.run_procs(cli.parse_config(bench.BenchConfig, argv), argv, "BC", bench.__file__)
     assert out["threads_per_copy"] == 2 and len(seen) == 6
     assert all([a for a in argv if a.startswith("--threads")] == ["--threads=2"] for argv in seen)
+    assert all(env["TORCHINDUCTOR_COMPILE_THREADS"] == env["OMP_NUM_THREADS"] == "2" for env in envs)
 
 
 def test_procs_without_seconds_is_one_line(capsys):

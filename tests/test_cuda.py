@@ -64,6 +64,12 @@ def _steps(option, compiled, steps=3):
     return record, model
 
 
+def test_this_process_still_counts_the_gpus_it_hides_from_its_subprocesses():
+    """conftest.py hides the GPUs from every subprocess (CUDA_VISIBLE_DEVICES=""); this process keeps them."""
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "" and torch.cuda.device_count() >= 1
+    assert runs.pick_device("cuda").type == "cuda" and len(torch.cuda.get_rng_state_all()) >= 1
+
+
 @pytest.mark.parametrize("option", ["B", "C"])
 def test_compiled_steps_with_cuda_graphs_match_eager(option, no_tf32):
     from torch._dynamo.utils import counters
