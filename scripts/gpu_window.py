@@ -22,8 +22,8 @@ once on the GPU (give the check's plan). It resumes every run folder it finds th
 continues with the same command when the unfinished runs' checkpoints travel back (`--task=unpack`, then
 `carry` results/nb201-full: ~0.4 MiB per option-C checkpoint, whose random features are rebuilt from the
 seed (harness/frozen_state.py), and 13 MiB per option-B checkpoint at C=16: weights and momentum). The 64
-MiB that travel hold the tree and .gpu/ too: ~47 MiB of tree with results/'s CPU runs (their committed
-checkpoints included), ~1.7 MiB without (`--task=aside`), so that all six unfinished runs' checkpoints fit
+MiB that travel hold the tree and .gpu/ too: ~45 MiB of tree with results/'s CPU runs (their committed
+checkpoints included), ~1.2 MiB without (`--task=aside`), so that all six unfinished runs' checkpoints fit
 (3 x 13 + 3 x 0.4 MiB beside 16.4). `--task=pack`, `aside` and `unpack` each add up the next call's carry and
 name the checkpoints to leave out when it is over.
 
