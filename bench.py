@@ -119,21 +119,6 @@ def matmul_peak(device, n=2048, repeats=5):
     return 2 * n ** 3 / best / 1e9
 
 
-def stamp(device):
-    """A point in time: the host clock on a CPU; on CUDA an event in the current stream, which the GPU
-    stamps when it gets there (no host sync: the host goes on queueing work)."""
-    if device.type != "cuda":
-        return time.perf_counter()
-    event = torch.cuda.Event(enable_timing=True)
-    event.record()
-    return event
-
-
-def seconds(device, t0, t1):
-    """Seconds from stamp t0 to stamp t1 (CUDA: both events must have completed, e.g. after a sync)."""
-    return t1 - t0 if device.type != "cuda" else t0.elapsed_time(t1) / 1e3
-
-
 def peak_bytes(n):
     """Memory of the matmul peak: three n x n float32 matrices (a, b and a @ b)."""
     return 3 * 4 * n * n
@@ -308,11 +293,11 @@ def bench_option(cfg, option):
     forward = runs.compile_model(model, cfg.compile, device, backend=cfg.backend, cuda_graphs=cfg.cuda_graphs)
 
     def iteration(marks):  # one weight step and one alpha step; their start, middle and end go to `marks`
-        t0 = stamp(device)
+        t0 = concurrency.stamp(device)
         w_step(forward)
-        t1 = stamp(device)
+        t1 = concurrency.stamp(device)
         a_step(forward)
-        marks.append((t0, t1, stamp(device)))
+        marks.append((t0, t1, concurrency.stamp(device)))
 
     t_first = 0.0  # with --compile=1 the first iteration also traces and compiles forward and backward
     for i in range(cfg.warmup):
@@ -332,8 +317,8 @@ def bench_option(cfg, option):
         n += 1
     concurrency.sync(device)
     elapsed = time.perf_counter() - start
-    t_w, t_a = (sum(seconds(device, m[i], m[i + 1]) for m in marks) / n for i in (0, 1))
-    t_first = t_first or seconds(device, marks[0][0], marks[0][2])  # --warmup=0: the first timed iteration
+    t_w, t_a = (sum(concurrency.seconds(device, m[i], m[i + 1]) for m in marks) / n for i in (0, 1))
+    t_first = t_first or concurrency.seconds(device, marks[0][0], marks[0][2])  # --warmup=0: the first timed iteration
     t_it = elapsed / n
     reserved = None
     if device.type == "cuda":  # CUDA graphs' private pool: in reserved, not always in allocated

@@ -4,7 +4,8 @@
     out = concurrency.run_procs(cfg, argv, "BC", "bench.py")                  # bench.py --procs=K --seconds=S
 
 What it owns, for bench.py's numbers that plan GPU sweeps: the device synchronisation that
-every wall-clock reading of a CUDA step needs (`sync`); GPU time per iteration as the union of the kernel
+every wall-clock reading of a CUDA step needs (`sync`); points in time without a host sync (`stamp`, `seconds`:
+the host clock on a CPU, CUDA events on a GPU); GPU time per iteration as the union of the kernel
 intervals torch.profiler records (`busy_seconds`, `gpu_kernel_seconds`), which over the iteration time is
 `gpu_busy`; and --procs: K copies of an entry script run at once as child processes (`run_procs`), which
 meet at a start line in a shared folder (`meet`) so that every copy's timed window overlaps all the
@@ -26,6 +27,21 @@ def sync(device):
     the launches only). A no-op on the CPU and MPS."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def stamp(device):
+    """A point in time: the host clock on a CPU; on CUDA an event in the current stream, which the GPU
+    stamps when it gets there (no host sync: the host goes on queueing work)."""
+    if device.type != "cuda":
+        return time.perf_counter()
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+def seconds(device, t0, t1):
+    """Seconds from stamp t0 to stamp t1 (CUDA: both events must have completed, e.g. after a sync)."""
+    return t1 - t0 if device.type != "cuda" else t0.elapsed_time(t1) / 1e3
 
 
 def busy_seconds(intervals):

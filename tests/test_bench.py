@@ -93,13 +93,13 @@ def test_the_timed_iterations_have_no_sync_between_them_and_cuda_splits_them_by_
 
         def elapsed_time(self, end):
             return (end.at - self.at) * 1e3
-    monkeypatch.setattr(bench.torch.cuda, "Event", Event)
+    monkeypatch.setattr(concurrency.torch.cuda, "Event", Event)
     cuda = torch.device("cuda")
-    t0, t1 = bench.stamp(cuda), bench.stamp(cuda)
-    assert bench.seconds(cuda, t0, t1) == pytest.approx(0.25) and all(e.at is not None for e in Event.made)
+    t0, t1 = concurrency.stamp(cuda), concurrency.stamp(cuda)
+    assert concurrency.seconds(cuda, t0, t1) == pytest.approx(0.25) and all(e.at is not None for e in Event.made)
     cpu = torch.device("cpu")
-    t0 = bench.stamp(cpu)
-    assert isinstance(t0, float) and bench.seconds(cpu, t0, t0 + 2) == 2
+    t0 = concurrency.stamp(cpu)
+    assert isinstance(t0, float) and concurrency.seconds(cpu, t0, t0 + 2) == 2
 
 
 def test_the_cuda_peak_runs_at_the_convolutions_precision_and_gives_the_matmul_flag_back(monkeypatch):
