@@ -198,14 +198,15 @@ PC_DARTS_WARMUP_ABOVE = 256
 
 
 def cosine_lr(lr, epoch, epochs, lr_min=0.0, warmup=0):
-    """The lr of an epoch: linear warm-up over `warmup` epochs, else cosine from lr to lr_min.
+    """The lr of an epoch: cosine from lr to lr_min, its first `warmup` epochs scaled by (epoch + 1) / warmup.
 
     The value CosineAnnealingLR(T_max=epochs, eta_min=lr_min) gives when stepped once per epoch; as a
-    closed form of the epoch it needs no scheduler state in the checkpoint and extends cleanly.
+    closed form of the epoch it needs no scheduler state in the checkpoint and extends cleanly. The warm-up
+    scales the cosine's value, as PC-DARTS' train_search_imagenet.py does (`lr = scheduler.get_lr()[0]`,
+    then `lr * (epoch + 1) / 5.0`).
     """
-    if epoch < warmup:
-        return lr * (epoch + 1) / warmup
-    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+    cosine = lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+    return cosine * (epoch + 1) / warmup if epoch < warmup else cosine
 
 
 def gpu_memory(device):

@@ -115,8 +115,8 @@ def test_rank_seeds_keep_rank_0_and_never_meet_another_runs_seed():
     assert [runs.rank_seed(s, 0) for s in (0, 1, 7)] == [0, 1, 7]  # rank 0 draws what a 1-process run draws
     seeds = {(s, r): runs.rank_seed(s, r) for s in range(8) for r in range(8)}
     assert len(set(seeds.values())) == 64  # seed + rank would give (0, 1) and (1, 0) one stream
-    assert runs.rank_seed(3, 2) == runs.rank_seed(3, 2)  # a function of (seed, rank): a resume agrees
     from harness.batching import key_seed
+    assert runs.rank_seed(3, 2) == key_seed(3, 2, runs.RANK_TAG)  # a function of (seed, rank) alone: a resume agrees
     assert runs.rank_seed(3, 1) != key_seed(3, 1)  # not the loaders' (seed, epoch 1) stream either
 
 
@@ -198,3 +198,17 @@ def test_parameters_a_cell_leaves_without_gradient_are_found():
         assert unused and all(n.startswith("cells.0.preprocess0.") for n in unused), unused
         assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
         assert torch.equal(rng, torch.get_rng_state()) and all(p.grad is None for p in net.parameters())
+
+
+def test_an_epochs_tally_sums_every_ranks_images(one_rank_group, monkeypatch):
+    """search.py's epoch row under DDP: loss and accuracy over the global batch's images, each rank's sums added
+    (a second rank simulated: its sums join the all-reduce), not rank 0's alone."""
+    from harness.search_run import Tally
+    other = [2.0 * 3, 1, 3, 0.5 * 4, 4, 4]  # rank 1: weight steps loss 2.0 on 3 images, 1 right; alpha 0.5 on 4, 4 right
+    real = dist.all_reduce
+    monkeypatch.setattr(dist, "all_reduce", lambda t, *a, **k: (real(t, *a, **k), t.add_(torch.tensor(other, dtype=t.dtype)))[1])
+    tally = Tally("cpu")
+    tally.weight((torch.tensor(1.0), torch.tensor(2)), 5)
+    tally.alpha((torch.tensor(1.5), torch.tensor(1)), 4)
+    assert Tally.means(tally.total(world=2)) == pytest.approx(((5 + 6) / 8, 3 / 8, (6 + 2) / 8, 5 / 8), rel=1e-12)
+    assert Tally.means(tally.local()) == pytest.approx((1.0, 2 / 5, 1.5, 1 / 4))  # rank 0's own, for its progress line

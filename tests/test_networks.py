@@ -216,3 +216,61 @@ def test_noise_stays_active_in_eval():
     net = NetworkCIFAR(g, 10, C=4, layers=3, auxiliary=False).eval()
     x = torch.randn(2, 3, 32, 32)
     assert not torch.equal(net(x), net(x))
+
+
+def test_noise_edges_get_drop_path_in_training():
+    """Noise is not an Identity, so drop path zeroes whole samples of it (automl/RobustDARTS
+    src/evaluation/model.py): with p = 0.99 nearly every sample of an all-noise cell is exactly zero, with
+    p = 0 none is (fresh N(0, 1) noise is never exactly 0)."""
+    noise = cell([("noise", 0), ("noise", 1)] * 4)
+    s0, s1 = torch.randn(64, 4, 4, 4), torch.randn(64, 4, 4, 4)
+    torch.manual_seed(0)
+    zero = (noise(s0, s1, 0.99).flatten(1) == 0).all(1)
+    assert zero.sum() >= 32
+    assert not (noise(s0, s1, 0.0).flatten(1) == 0).all(1).any()
+
+
+def test_nb201_infer_cell_reads_each_edge_from_its_own_node():
+    """InferCell against the cell written out by hand: node1 = e(1<-0)(x), node2 = e(2<-0)(x) + e(2<-1)(node1),
+    node3 = e(3<-0)(x) + e(3<-1)(node1) + e(3<-2)(node2), edges in NB201's string order; every edge a
+    different op, so reading any other node changes the output."""
+    arch = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+    net = TinyNetwork(G.NB201Cell.from_str(arch), 10, C=4, N=1).eval()
+    infer = net.cells[0]
+    e = infer.layers
+    x = torch.randn(2, 4, 8, 8)
+    node1 = e[0](x)
+    node2 = e[1](x) + e[2](node1)
+    node3 = e[3](x) + e[4](node1) + e[5](node2)
+    assert torch.allclose(infer(x), node3, atol=1e-6)
+    # and a hand-made all-skip cell is 4x: node1 = x, node2 = 2x, node3 = x + x + 2x
+    skips = TinyNetwork(G.NB201Cell.from_str("|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|"
+                                             "skip_connect~1|skip_connect~2|"), 10, C=4, N=1).cells[0]
+    assert torch.equal(skips(x), 4 * x)
+
+
+def test_darts_cell_wires_darts_v2_as_written():
+    """DartsCell against DARTS_V2's normal cell written out by hand (quark0/darts cnn/genotypes.py), after a
+    reduction cell (s0 twice s1's size: FactorizedReduce preprocesses it): node2 = sep3(s0) + sep3(s1),
+    node3 = sep3(s0) + sep3(s1), node4 = sep3(s1) + skip(s0), node5 = skip(s0) + dil3(node2), output their concat."""
+    c = DartsCell(G.DARTS_V2, 8, 6, 4, reduction=False, reduction_prev=True).eval()
+    s0, s1 = torch.randn(2, 8, 16, 16), torch.randn(2, 6, 8, 8)
+    a, b = c.preprocess0(s0), c.preprocess1(s1)  # (2, 4, 8, 8) each
+    op = c.ops
+    n2 = op[0](a) + op[1](b)
+    n3 = op[2](a) + op[3](b)
+    n4 = op[4](b) + op[5](a)
+    n5 = op[6](a) + op[7](n2)
+    assert torch.allclose(c(s0, s1), torch.cat([n2, n3, n4, n5], 1), atol=1e-6)
+
+
+def test_factorized_reduce_sees_every_other_pixel_twice_offset():
+    """FactorizedReduce (quark0/darts cnn/operations.py): BN of the concat of a stride-2 1x1 conv of ReLU(x)
+    and another of ReLU(x) shifted by one pixel (x[..., 1:, 1:]); so the halves read disjoint pixels."""
+    from ops import FactorizedReduce
+    fr = FactorizedReduce(3, 4).eval()
+    x = torch.randn(2, 3, 8, 8)
+    r = x.relu()
+    a = torch.nn.functional.conv2d(r[..., ::2, ::2], fr.conv_1.weight)   # (2, 2, 4, 4)
+    b = torch.nn.functional.conv2d(r[..., 1::2, 1::2], fr.conv_2.weight)  # the odd rows and columns
+    assert torch.allclose(fr(x), fr.bn(torch.cat([a, b], 1)), atol=1e-6)

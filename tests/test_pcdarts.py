@@ -194,10 +194,7 @@ def test_ddp_search_batch_is_global(tmp_path):
     logs = [(d / "log.txt").read_text() for d in (one, two)]
     assert all("64 weight / 64 alpha images, 1 steps per epoch of 64 images" in log for log in logs), logs
     assert "1 process(es)" in logs[0] and "2 process(es)" in logs[1]
-    rows = [json.loads((d / "history.json").read_text())[0] for d in (one, two)]
-    for row in rows:  # accuracies are counts over all 64 images of the global batch, not one rank's 32
-        assert row["train_acc"] * 64 == pytest.approx(round(row["train_acc"] * 64))
-        assert row["valid_acc"] * 64 == pytest.approx(round(row["valid_acc"] * 64))
+    # the rows' accuracies count every rank's images (tests/test_ddp.py: an epoch's tally sums every rank's)
     init = build_supernet("nb201", 4, C=4, layers=1, seed=0).alphas_normal.detach()
     moves = [torch.load(d / "checkpoint.pt", weights_only=True)["model"]["alphas_normal"] - init for d in (one, two)]
     assert moves[0].norm() > 0.01

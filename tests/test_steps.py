@@ -142,6 +142,42 @@ def test_the_unrolled_step_gets_this_iterations_batches_and_the_epochs_lr(tiny_f
     assert calls == expected
 
 
+def test_the_loop_passes_each_step_its_clip_and_lr_and_the_epoch_row_sums_what_the_steps_returned(
+        tiny_folder, tmp_path, monkeypatch):
+    """--grad_clip goes to the weight step, --arch_grad_clip to the alpha step; the warm-up scales the cosine
+    lr (PC-DARTS); the history row's losses and accuracies are the image-weighted means of what this epoch's
+    weight steps (train_*) and alpha steps (valid_*) returned: 12 images per half, batch 5 -> weight steps of
+    5, 5, 2 images, alpha steps of 5."""
+    seen, real_w, real_a = [], search.weight_step, search.alpha_step
+
+    def weight(model, weights, arch, opt, x, y, clip=0.0):
+        loss, correct = real_w(model, weights, arch, opt, x, y, clip)
+        seen.append(("w", clip, opt.param_groups[0]["lr"], float(loss), int(correct), len(y)))
+        return loss, correct
+
+    def alpha(model, arch, weights, opt, x, y, clip=0.0):
+        loss, correct = real_a(model, arch, weights, opt, x, y, clip)
+        seen.append(("a", clip, None, float(loss), int(correct), len(y)))
+        return loss, correct
+
+    monkeypatch.setattr(search, "weight_step", weight)
+    monkeypatch.setattr(search, "alpha_step", alpha)
+    _, history = run(tiny_folder, tmp_path / "s", "--layers=1", "--epochs=3", "--batch_size=5", "--grad_clip=3",
+                     "--arch_grad_clip=2", "--warmup_epochs=2")
+    assert len(seen) == 3 * 6
+    for e, row in enumerate(history):
+        steps = seen[6 * e: 6 * e + 6]
+        w, a = [c for c in steps if c[0] == "w"], [c for c in steps if c[0] == "a"]
+        assert [c[5] for c in w] == [5, 5, 2] and [c[5] for c in a] == [5, 5, 5]
+        assert {c[1] for c in w} == {3.0} and {c[1] for c in a} == {2.0}
+        cosine = 0.001 + 0.024 * (1 + math.cos(math.pi * e / 3)) / 2
+        assert [c[2] for c in w] == pytest.approx([cosine * min(e + 1, 2) / 2] * 3, rel=1e-12) and w[0][2] == row["lr"]
+        for half, calls in (("train", w), ("valid", a)):
+            n = sum(c[5] for c in calls)
+            assert row[f"{half}_loss"] == pytest.approx(sum(c[3] * c[5] for c in calls) / n, rel=1e-6), (e, half)
+            assert row[f"{half}_acc"] == pytest.approx(sum(c[4] for c in calls) / n, rel=1e-12), (e, half)
+
+
 class StopAtCall:
     """search.search's `stop`: asks to stop at the n-th mid-epoch poll (steps 1..steps-1 of each epoch),
     so the loop checkpoints after that step and stops, as on SIGTERM."""
@@ -182,11 +218,15 @@ def test_alpha_waits_for_arch_start_and_a_resume_counts_its_batches_from_there(t
 
 
 def test_the_weight_lr_is_the_cosine_to_lr_min_with_the_pc_darts_warm_up():
-    """CosineAnnealingLR(T_max=epochs, eta_min=lr_min) per epoch; PC-DARTS' warm-up lr * (e + 1) / 5."""
+    """CosineAnnealingLR(T_max=epochs, eta_min=lr_min) per epoch; PC-DARTS' warm-up scales that value by (e + 1) / 5
+    (train_search_imagenet.py)."""
     for e in range(50):
         assert math.isclose(runs.cosine_lr(0.025, e, 50, 0.001),
                             0.001 + 0.024 * (1 + math.cos(math.pi * e / 50)) / 2, rel_tol=1e-12)
-    assert [runs.cosine_lr(0.5, e, 50, 0.0, 5) for e in range(5)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    cosine = [0.25 * (1 + math.cos(math.pi * e / 50)) for e in range(5)]  # 0.5, 0.4995, 0.498, ...
+    assert [runs.cosine_lr(0.5, e, 50, 0.0, 5) for e in range(5)] == pytest.approx(
+        [c * (e + 1) / 5 for e, c in enumerate(cosine)], rel=1e-12)
+    assert runs.cosine_lr(0.5, 4, 50, 0.0, 5) != pytest.approx(0.5, rel=1e-3)  # not the base lr: the cosine's
     assert runs.cosine_lr(0.5, 5, 50, 0.0, 5) == pytest.approx(0.25 * (1 + math.cos(math.pi * 5 / 50)))
 
 

@@ -110,7 +110,8 @@ def test_options_freeze_exactly_what_table1_says(option, space):
             changed = not torch.equal(before[by_id[id(p)]], p.detach())
             assert changed == bool(expect[name]), (name, by_id[id(p)])
     if not train_bn:   # frozen cell BN stays the identity affine map, i.e. DARTS' affine=False BN
-        assert all(torch.all(p == 1) or torch.all(p == 0) for p in groups["cell_bn"])
+        assert all(torch.all(p == (1 if by_id[id(p)].endswith(".weight") else 0)) for p in groups["cell_bn"])
+        assert {by_id[id(p)].rsplit(".", 1)[1] for p in groups["cell_bn"]} == {"weight", "bias"}
 
 
 def test_frozen_classifier_option():

@@ -186,6 +186,18 @@ def test_nb201_smoke(small, tmp_path):
     assert set(metrics) >= {"train_loss", "train_acc", "test_loss", "params_m", "seconds"}
 
 
+def test_the_optimiser_runs_the_recipes_settings_and_each_epochs_lr(small, tmp_path):
+    """Read back from the checkpoint's SGD state: DARTS (cnn/train.py) momentum 0.9, wd 3e-4, no Nesterov; NB201
+    (AutoDL) Nesterov, wd 5e-4; the last epoch's lr is the schedule's for that epoch, not the starting lr."""
+    for arch, extra, nesterov, wd in (("DARTS_V2", "--layers=3", False, 3e-4), (NB201, "--layers=1", True, 5e-4)):
+        out = tmp_path / arch[:8].strip("|")
+        train.main(tiny(small, out, f"--arch={arch}", extra, "--epochs=3"))
+        group = read_run(out)[1]["optimizer"]["param_groups"][0]
+        cfg = train.resolve(tiny(small, tmp_path / "cfg", f"--arch={arch}", extra, "--epochs=3"))[0]
+        assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, nesterov, wd), arch
+        assert group["lr"] == train.learning_rate(cfg, 2) and group["lr"] < cfg.lr / 2, arch  # cosine at 2 of 3
+
+
 def test_gradients_are_clipped_at_the_recipes_norm(small, tmp_path, monkeypatch):
     """DARTS' recipe clips the weight gradients at norm 5 every step (cnn/train.py); NB201's does not clip."""
     calls, clip = [], torch.nn.utils.clip_grad_norm_
@@ -249,7 +261,7 @@ def test_darts_resume_is_bit_identical(small, tmp_path, monkeypatch):
     assert [{k: v for k, v in r.items() if k not in timing} for r in rows[1]] == \
         [{k: v for k, v in r.items() if k not in timing} for r in rows[0]]
     assert rows[0][-1]["train_loss"] == pytest.approx(m1["train_loss"]) and rows[0][0]["drop_path"] == 0.0
-    with pytest.raises(cli.ConfigError, match="lr"):  # a resumed run keeps its settings
+    with pytest.raises(cli.ConfigError, match="but you changed lr "):  # a resumed run keeps its settings
         train.main([f"--out={tmp_path / 'split'}", "--resume=1", "--lr=0.5"])
     train.main([f"--out={tmp_path / 'split'}", "--resume=1", "--epochs=4"])  # but may be extended
     assert read_run(tmp_path / "split")[1]["epoch"] == 4
