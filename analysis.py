@@ -215,7 +215,9 @@ def make_config(argv=None):
     cli.check_ranges(cfg, RANGES)
     runs.check_device(cfg.device)
     path = os.path.join(cfg.out, "checkpoint.pt")
-    if cfg.resume and checkpoints.has_checkpoint(path):
+    if cfg.resume and not checkpoints.has_checkpoint(path):  # a typo in --out, or a finished run: never a fresh run
+        raise FileNotFoundError(f"no checkpoint at {path}: drop --resume=1 to start a new run there")
+    if cfg.resume:
         ckpt = checkpoints.load_checkpoint(path, required=("config",))
         return cli.resumed_config(AnalysisConfig, ckpt["config"], argv, RUN_KEYS)
     if cfg.exp not in ("plain", "lambda", "eta"):
@@ -264,7 +266,7 @@ def run(cfg, stop=None):
     if not cfg.resume:  # nor over a finished run's results whose checkpoint is gone
         checkpoints.refuse_overwrite(cfg.out)
     ckpt = None
-    if cfg.resume and checkpoints.has_checkpoint(path):
+    if cfg.resume:  # make_config refused --resume=1 without a checkpoint
         ckpt = checkpoints.load_checkpoint(
             path, required=("model", "opt", "epoch", "rng", "history", "init_var"), log=log)
     train_loader, test_loader, num_classes = make_loaders(cfg, device)

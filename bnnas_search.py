@@ -248,6 +248,8 @@ def _search(cfg, device, stop):
         w_opt.load_state_dict(ckpt["w_opt"])
         history, start, first = ckpt["history"], ckpt["epoch"], ckpt.get("step", 0)
         runs.set_rng_state(ckpt["rng"])
+        if history:  # the files say what the checkpoint holds (e.g. killed before an epoch's outputs)
+            write_outputs(cfg.out, history)
         log(f"resumed after epoch {start}" + (f", step {first} of epoch {start + 1}" if first else ""))
     checkpoints.record_session(cfg.out, runs.as_dict(cfg), start, ckpt is not None, RUN_KEYS, log,
                                schedule="the cosine lr", saved=ckpt and ckpt.get("config"))
@@ -289,8 +291,8 @@ def _search(cfg, device, stop):
         checkpoints.check_finite(sums[0], ckpt_path, f"in epoch {epoch + 1}", model, "--lr")
         history.append(epoch_row(cfg, model, epoch, lr, sums, time.time() - t0, bench))
         log(epoch_line(cfg, history[-1]))
+        checkpoint(epoch + 1)  # before the outputs, as search.py: a resume rewrites them from the checkpoint
         write_outputs(cfg.out, history)
-        checkpoint(epoch + 1)
         if stop.requested():
             stop.stop(f"after epoch {epoch + 1}", ckpt_path)
     stop.armed = False

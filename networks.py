@@ -12,7 +12,8 @@
 Interface: forward(x (B, 3, H, W)) returns logits (B, classes); a DARTS network built with
 auxiliary=True returns (logits, aux_logits) in training mode only. TinyNetwork returns logits only (the
 benchmark's network also returned the pooled features; nothing here needs them). Module names follow
-the reference code (AutoDL's TinyNetwork; quark0/darts model.py, without leading underscores).
+the reference code (AutoDL's TinyNetwork; quark0/darts model.py) without leading underscores, and ops.SepConv
+nests two DilConv blocks: a reference state_dict loads after its keys are mapped (same shapes and order).
 Genotypes of S1-S4 build as well: `noise` stays active in eval mode and receives drop path like any op
 that is not an Identity (as in automl/RobustDARTS src/evaluation/model.py).
 """

@@ -104,6 +104,7 @@ class SearchConfig:
 
 # Per-setting defaults, applied to keys the user did not set on the command line.
 DARTS_DEFAULTS = dict(weight_decay=3e-4, nesterov=False, arch_first=True, alpha_on_test=False)
+# PC-DARTS train_search.py (lr_min 0 on its main branch, b74702f; its V100_python1.0/ copy: 0.001)
 PC_DEFAULTS = dict(batch_size=256, lr=0.1, lr_min=0.0, arch_lr=6e-4, arch_start=15)
 IMAGENET_DEFAULTS = dict(pc_k=2, batch_size=1024, lr=0.5, lr_min=0.0, warmup_epochs=5, arch_lr=6e-3,
                          arch_start=35, arch_grad_clip=5.0)  # PC-DARTS train_search_imagenet.py
@@ -439,9 +440,9 @@ def _search(cfg, rank, world, device, stop):
                                       bench, world, arch, ckpt_path, probe, alpha_grads)
         history.append(row)
         log(search_run.epoch_line(cfg, row))
-        if main_proc:
+        checkpoint(epoch + 1)  # first: killed between the two, a resume rewrites the outputs from it; the other
+        if main_proc:          # way round a folder with outputs and no checkpoint could neither resume nor restart
             search_run.write_outputs(cfg.out, history)
-        checkpoint(epoch + 1)
         if stop.requested():
             stop.stop(f"after epoch {epoch + 1}", ckpt_path)
     stop.armed = False
@@ -449,7 +450,8 @@ def _search(cfg, rank, world, device, stop):
     if last < cfg.epochs:  # --stop_after ended this session: the cell is not the search's result yet
         log(f"stopped after epoch {last} of {cfg.epochs} (--stop_after={cfg.stop_after}); the cell so far: "
             f"{cell}; continue with --resume=1 --out={cfg.out}")
-    else:
+    else:  # the cell after the last epoch's alpha steps, as NB201's DARTS-V1.py reports it; DARTS' and PC-DARTS'
+        # train_search.py log a cell at each epoch's start, so their last is after 49 of 50 (here history[-2])
         log(f"final genotype: {cell}")
     return model, history
 

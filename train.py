@@ -310,6 +310,8 @@ def _train(cfg, genotype, info, ckpt, how, rank, world, device, stop):
     amp, nhwc = fast_paths(cfg, device)
     fast = device.type == "cuda"
     log, ckpt_path = runs.Log(cfg.out, enabled=rank == 0), os.path.join(cfg.out, "checkpoint.pt")
+    if ckpt is not None:  # read again under the lock: a run that ended since resolve() read it may have saved a newer one
+        ckpt = checkpoints.load_checkpoint(ckpt_path, required=CKPT_KEYS, log=lambda msg: None)
     log(f"config {json.dumps(runs.as_dict(cfg))}")
     log(f"{how}; genotype {genotype}")
     if small_batch_note(cfg, info, world):

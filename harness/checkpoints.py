@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -40,23 +41,44 @@ class CheckpointError(cli.ConfigError):
 def atomic_write(path, write, mode="wb", keep=None, hint=""):
     """Write `path` through `write(file)`: into `path.tmpPID` first (flushed, fsynced), then renamed over
     `path`, so a reader, a crash or a full disk never sees half a file. `keep`: move the current `path`
-    there first (rotation). Any failure removes the temporary file; an OS error becomes one WriteError
-    line naming `path` and the reason (+ `hint`)."""
-    tmp = f"{path}.tmp{os.getpid()}"
+    there first (rotation). A failure removes the temporary file, unless it is complete and `path` is gone
+    (rotated away): then it becomes `path` (a second Ctrl-C between the renames loses nothing); an OS error
+    becomes one WriteError line naming `path` and the reason (+ `hint`)."""
+    tmp, complete = f"{path}.tmp{os.getpid()}", False
     try:
         with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        complete = True
         if keep:  # a crash between the two renames leaves `keep` (complete) and no `path`: load finds it
             os.replace(path, keep)
         os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException as e:  # also a signal or Ctrl-C mid-write: no debris
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+        _sync_folder(path)
+    except BaseException as e:  # also a signal or Ctrl-C mid-write: no debris, and no finished file lost
+        if complete and not os.path.exists(path):
+            with contextlib.suppress(OSError):
+                os.replace(tmp, path)
+        if not complete or os.path.exists(path):
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
         if isinstance(e, OSError) and not isinstance(e, cli.WriteError):
             raise cli.write_error(path, e, hint) from e
         raise
+
+
+def _sync_folder(path):
+    """fsync the folder holding `path` (POSIX): the renames are then on disk too, not only the file's bytes, so
+    after a power loss the newest checkpoint is there under its name. A file system that refuses it: skipped."""
+    if os.name != "posix":
+        return
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def previous_path(path):
@@ -90,15 +112,18 @@ def last_complete(path):
 def save_checkpoint(path, obj):
     """Write `obj` atomically to `path`, keeping the checkpoint it replaces as previous_path(path).
 
-    Only a complete torch file is kept (the zip directory at its end is present): a damaged `path` that
-    a resume skipped is overwritten, never rotated over the good older file. A failed write names the
-    complete checkpoint that is left, or says there is none."""
-    keep = previous_path(path) if zipfile.is_zipfile(path) else None
+    Only a complete torch file is kept (the zip directory at its end is present) and never one this process's
+    load_checkpoint skipped as unusable (a whole zip can still fail to load): a damaged `path` that a resume
+    skipped is overwritten, never rotated over the good older file. A failed write names the complete
+    checkpoint that is left, or says there is none."""
+    skipped = os.path.abspath(path) in _SKIPPED
+    keep = previous_path(path) if zipfile.is_zipfile(path) and not skipped else None
     last = last_complete(path)
     # the OS reason before it says what to mend (no space, no permission, a folder in the way)
     hint = (f"; the last complete checkpoint, {last}, is intact: mend that, then --resume=1" if last else
             "; no earlier checkpoint exists: mend that, then run again")
     atomic_write(path, lambda f: torch.save(obj, f), keep=keep, hint=hint)
+    _SKIPPED.discard(os.path.abspath(path))  # a good file now: the next save rotates it
 
 
 def check_finite(loss_sum, path, where, model=None, lower="--lr"):
@@ -171,6 +196,11 @@ def _read_checkpoint(path, device, required):
     return (None, f"not a checkpoint of this script (no {', '.join(missing)})") if missing else (ckpt, None)
 
 
+# The checkpoint files load_checkpoint found unusable in this process (absolute paths): the next save there
+# overwrites such a file instead of rotating it over the older, good one it resumed from.
+_SKIPPED = set()
+
+
 def load_checkpoint(path, device="cpu", required=(), log=None):
     """The newest readable of `path` and previous_path(path). Falling back to the older one is said in
     one line (to `log`, else stderr); when neither is usable, a CheckpointError names both files."""
@@ -181,7 +211,10 @@ def load_checkpoint(path, device="cpu", required=(), log=None):
         ckpt, why = _read_checkpoint(p, device, required) if os.path.isfile(p) else (None, "missing")
         if ckpt is None:
             skipped.append(f"{p} is {why}")
+            if os.path.isfile(p):
+                _SKIPPED.add(os.path.abspath(p))
             continue
+        _SKIPPED.discard(os.path.abspath(p))
         if skipped:
             (log or (lambda m: print(m, file=sys.stderr)))(
                 f"resuming from the older checkpoint {p} (epoch {ckpt.get('epoch')}, step "
@@ -238,6 +271,27 @@ def refuse_if_busy(folder):
             pass
 
 
+def remove_stale_temporaries(out):
+    """Remove atomic_write's `NAME.tmpPID` files in `out` whose process is gone (killed mid-write: kill -9, the
+    OOM killer); each can be a full-size checkpoint, so repeated preemptions would fill the disk. Called under
+    the run's lock; a live process's file is kept."""
+    for name in os.listdir(out):
+        match = re.fullmatch(r".+\.tmp(\d+)", name)
+        if match and not _alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(out, name))
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):  # none; a number no pid can be
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class RunLock:
     """One run per output folder: an exclusive lock on OUT/.lock for the run's life (`with`).
 
@@ -272,6 +326,7 @@ class RunLock:
         self.file.truncate()
         self.file.write(str(os.getpid()))
         self.file.flush()
+        remove_stale_temporaries(os.path.dirname(self.path) or ".")
         return self
 
     def __exit__(self, *exc):
@@ -289,13 +344,16 @@ class StopSignals:
 
     While `armed` (the training loop), a signal is only recorded: the loop polls `requested()` between
     steps, writes a checkpoint and calls `stop()`, which raises Preempted (one line, exit 128 + signum).
-    A second Ctrl-C stops at once. Unarmed (set-up, final evaluation), SIGTERM stops at once (nothing
-    is half done) and SIGINT is a KeyboardInterrupt. Under DDP the ranks agree (an all-reduce per poll),
-    so all stop after the same step."""
+    A second Ctrl-C stops at once (also after a SIGTERM). Unarmed (set-up, final evaluation), SIGTERM stops
+    at once (nothing is half done) and SIGINT is a KeyboardInterrupt. Under DDP the ranks agree (an
+    all-reduce per poll), so all stop after the same step."""
 
     def __init__(self, world=1, device="cpu", poll_every=10):
         self.signum, self.world, self.device, self.saved, self.armed = 0, world, device, {}, False
-        self.poll_every = self.max_every = poll_every
+        self.interrupted = False  # a Ctrl-C came (the first one while armed is only recorded)
+        # Poll from the first steps on, until rank 0 has a pace: a session's first steps can be slow (compiling,
+        # CPU DDP), and torchrun's SIGKILL 30 s after a stop must not come before its first poll.
+        self.poll_every, self.max_every = 1, poll_every
         self._last = None  # (step, time.monotonic()) of the last poll (or first step): rank 0's pace
 
     def __enter__(self):
@@ -309,7 +367,9 @@ class StopSignals:
             signal.signal(s, handler)
 
     def _handle(self, signum, frame):
-        if self.armed and not (self.signum == signum == signal.SIGINT):
+        again = signum == signal.SIGINT and self.interrupted
+        self.interrupted = self.interrupted or signum == signal.SIGINT
+        if self.armed and not again:
             self.signum = self.signum or signum
         elif signum == signal.SIGINT:
             raise KeyboardInterrupt

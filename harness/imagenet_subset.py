@@ -106,7 +106,9 @@ def prepare(root, out, fractions=(0.1, 0.025), seed=0):
 
 def stream_loader(files, labels, batch_size, device, seed=0, rank=0, world_size=1, workers=4, skip_bad=False):
     """A file list streamed from disk with the search augmentation (RandomResizedCrop 224 + flip) onto
-    `device`: a stream.FileLoader, TensorLoader's interface, exact on resume (mid-epoch included)."""
+    `device`: a stream.FileLoader, TensorLoader's interface, exact on resume (mid-epoch included). Both halves
+    are shuffled (seeded): PC-DARTS' train_search_imagenet.py reads its alpha half unshuffled, in class order (a
+    batch of 1024 spans ~32 classes), restarting each epoch; here every alpha batch mixes classes, as on CIFAR."""
     return stream.folder_loader(files, labels, batch_size, True, workers=workers, seed=seed, rank=rank,
                                 world_size=world_size, pin_memory=device.type == "cuda", device=device,
                                 skip_bad=skip_bad)

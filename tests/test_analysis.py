@@ -218,6 +218,13 @@ def test_an_existing_run_is_not_overwritten(tiny_folder, tmp_path):
     from harness.checkpoints import RunBusy, RunLock
     with RunLock(str(tmp_path)), pytest.raises(RunBusy, match="in use by another run"):
         analysis.main(argv + ["--resume=1"])  # a run still writing there: a second one is refused
+    # a finished run whose checkpoint is gone (as in results/): --resume=1 is refused, not a fresh run over it
+    history = (tmp_path / "history.json").read_text()
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        os.remove(tmp_path / name)
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*drop --resume=1"):
+        analysis.main([f"--out={tmp_path}", "--resume=1", "--epochs=2"])
+    assert (tmp_path / "history.json").read_text() == history
 
 
 def test_figures_from_tiny_real_runs(tiny_folder, tmp_path):

@@ -170,6 +170,22 @@ def test_resume_after_epoch_1_equals_an_uninterrupted_2_epoch_run(tiny_folder, t
         assert (tmp_path / "full" / name).read_text() == (tmp_path / "cut" / name).read_text(), name
 
 
+def test_a_kill_between_an_epochs_checkpoint_and_its_outputs_leaves_a_run_that_resumes(tiny_folder, tmp_path,
+                                                                                       monkeypatch):
+    """As search.py: the checkpoint first, so a run killed before an epoch's outputs resumes, and the resume
+    writes the outputs its checkpoint holds."""
+    out, real = tmp_path / "k", bnnas_search.write_outputs
+
+    def killed(folder, history):
+        raise KeyError("killed here")
+    monkeypatch.setattr(bnnas_search, "write_outputs", killed)
+    with pytest.raises(KeyError, match="killed here"):
+        run(tiny_folder, out, "--epochs=2", "--stop_after=1")
+    monkeypatch.setattr(bnnas_search, "write_outputs", real)
+    bnnas_search.search(bnnas_search.make_config([f"--out={out}", "--resume=1", "--stop_after=0"]))
+    assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1, 2]
+
+
 class StopAt(checkpoints.StopSignals):
     """A SIGTERM that arrives after the `at`-th poll of the loop (mid-epoch)."""
 

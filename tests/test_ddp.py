@@ -55,8 +55,8 @@ def test_gradients_are_averaged_over_two_ranks_in_every_bucket(one_rank_group, m
 
 
 def test_stop_signals_poll_every_n_steps_under_ddp(monkeypatch):
-    """Under DDP a loop asks `requested(step)` after every step; only every poll_every-th step (10 by
-    default, what train.py and search.py construct) runs the collective, an all_reduce with MAX, so a
+    """Under DDP a loop asks `requested(step)` after every step; every step until rank 0 has a pace (steps 1, 2),
+    then only every poll_every-th step (at most 10 by default, what train.py and search.py construct) runs the collective, an all_reduce with MAX, so a
     stop asked for on either rank is returned by both at the next poll, never in between. The collective
     is simulated: it records the step and takes the max with the other rank's signal number."""
     polls, other = [], {"signum": 0}
@@ -75,7 +75,7 @@ def test_stop_signals_poll_every_n_steps_under_ddp(monkeypatch):
         if step == 23:
             stop.signum, other["signum"] = 0, 2  # (a fresh start) SIGINT on the other rank: seen at step 30
         seen[step] = stop.requested(step)
-    assert polls == [10, 20, 30, 40]  # the collective at the polling steps only
+    assert polls == [1, 2, 10, 20, 30, 40]  # the collective at the polling steps only: every step until a pace
     assert [s for s in seen if seen[s]] == [20, 30, 40] and (seen[20], seen[30]) == (15, 2)
     assert seen[13] == seen[19] == 0  # asked for, not yet polled: no rank stops before the others
     step = "no step"
@@ -104,9 +104,9 @@ def test_slow_steps_poll_sooner_with_every_rank_told(monkeypatch):
         if stop.requested(step) == 0 and reduced and len(reduced) > len(polled):
             polled.append(step)
     assert checkpoints.STOP_WITHIN_S == 5.0
-    # 2 s a step: every 2 steps from step 10; steps 13-14 at 0.1 s: 10 (the cap) again
-    assert polled == [10, 12, 14, 20, 30]
-    assert [r[1] for r in reduced] == [2, 2, 10, 10, 10]
+    # from the first step (no pace yet: 0 proposed); 2 s a step: every 2 steps; steps 13-14 at 0.1 s: 10 (the cap)
+    assert polled == [1, 2, 4, 6, 8, 10, 12, 14, 20, 30]
+    assert [r[1] for r in reduced] == [0, 2, 2, 2, 2, 2, 2, 10, 10, 10]
     stop.requested()  # a poll without a step (an epoch's end) forgets the pace: the next proposal is 0
     assert stop.requested(40) == 0 and reduced[-1][1] == 0
 
@@ -212,3 +212,20 @@ def test_an_epochs_tally_sums_every_ranks_images(one_rank_group, monkeypatch):
     tally.alpha((torch.tensor(1.5), torch.tensor(1)), 4)
     assert Tally.means(tally.total(world=2)) == pytest.approx(((5 + 6) / 8, 3 / 8, (6 + 2) / 8, 5 / 8), rel=1e-12)
     assert Tally.means(tally.local()) == pytest.approx((1.0, 2 / 5, 1.5, 1 / 4))  # rank 0's own, for its progress line
+
+
+def test_while_armed_a_signal_is_recorded_and_a_second_ctrl_c_stops_at_once_also_after_a_sigterm():
+    import signal
+    for first in (signal.SIGINT, signal.SIGTERM):
+        stop = checkpoints.StopSignals()
+        stop.armed = True
+        stop._handle(first, None)
+        assert stop.requested() == first  # recorded: the loop checkpoints the step, then stops
+        if first == signal.SIGTERM:
+            stop._handle(signal.SIGINT, None)  # a first Ctrl-C after it: recorded too (the SIGTERM stays)
+            assert stop.requested() == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGINT, None)  # the user insists: at once
+    stop = checkpoints.StopSignals()  # unarmed (set-up): a Ctrl-C is a KeyboardInterrupt at once
+    with pytest.raises(KeyboardInterrupt):
+        stop._handle(signal.SIGINT, None)

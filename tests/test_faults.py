@@ -116,6 +116,68 @@ def test_search_damaged_checkpoints(reference, tmp_path, capsys):
     assert "checkpoint.prev.pt is missing" in err[0]
 
 
+def test_a_whole_zip_that_does_not_load_is_never_rotated_over_the_checkpoint_resumed_from(reference, tmp_path, capsys):
+    """A checkpoint.pt whose zip is whole but whose pickle is damaged (is_zipfile cannot tell): the resume falls
+    back to checkpoint.prev.pt, and the next save overwrites the damaged file instead of rotating it over that
+    older one, the only good file left."""
+    import zipfile
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    with zipfile.ZipFile(out / "checkpoint.pt") as z:
+        entries = [(i, z.read(i)) for i in z.infolist()]
+    with zipfile.ZipFile(out / "checkpoint.pt", "w") as z:
+        for info, body in entries:  # the pickle zeroed, every other record as it was
+            z.writestr(info, bytes(len(body)) if info.filename.endswith("data.pkl") else body)
+    assert zipfile.is_zipfile(out / "checkpoint.pt")
+    assert run_cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
+    assert "resuming from the older checkpoint" in (out / "log.txt").read_text()
+    assert_same_run(reference, out)
+    assert load(out / "checkpoint.prev.pt")["epoch"] == 1  # the good older file is still there
+    assert run_cli(search.main, [f"--out={out}", "--resume=1", "--epochs=3"], capsys) == (0, [])
+    assert load(out / "checkpoint.prev.pt")["epoch"] == 2  # and rotation works again from the next save on
+
+
+def test_a_ctrl_c_between_the_rotations_two_renames_loses_no_checkpoint(tmp_path, monkeypatch):
+    """save_checkpoint renames checkpoint.pt to checkpoint.prev.pt, then the new file into place; an interrupt
+    between the two leaves the new, complete file as checkpoint.pt (and no temporary file)."""
+    path = str(tmp_path / "checkpoint.pt")
+    checkpoints.save_checkpoint(path, {"epoch": 1})
+    real = os.replace
+
+    def replace(src, dst):
+        real(src, dst)
+        if dst.endswith(".prev.pt"):
+            raise KeyboardInterrupt  # a second Ctrl-C, right after the rotation
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save_checkpoint(path, {"epoch": 2})
+    monkeypatch.undo()
+    assert load(path)["epoch"] == 2 and load(checkpoints.previous_path(path))["epoch"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.prev.pt", "checkpoint.pt"]
+
+
+def test_a_save_syncs_the_file_then_its_folder(tmp_path, monkeypatch):
+    """The bytes reach the disk before the rename, and the folder after it (its entries: the renames), so a
+    power loss leaves the newest checkpoint under its name, not only in a lost directory update."""
+    import stat
+    synced, real = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(stat.S_ISDIR(os.fstat(fd).st_mode)), real(fd))[1])
+    checkpoints.save_checkpoint(str(tmp_path / "checkpoint.pt"), {"epoch": 1})
+    assert synced == [False, True]
+
+
+def test_a_run_removes_the_temporary_files_of_writers_killed_mid_write(tmp_path):
+    """A kill -9 during a save leaves `checkpoint.pt.tmpPID` (a full-size file); the next run into the folder
+    removes those of dead processes when it takes the lock, and keeps a live process's and other files."""
+    dead = 2 ** 22 + 1  # above Linux's largest pid: no process has it
+    names = [f"checkpoint.pt.tmp{dead}", f"history.json.tmp{dead}", f"checkpoint.pt.tmp{os.getpid()}", "notes.tmp",
+             "checkpoint.pt"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    with checkpoints.RunLock(str(tmp_path)):
+        assert sorted(os.listdir(tmp_path)) == sorted([".lock", *names[2:]])
+
+
 def test_disk_full_keeps_the_last_checkpoint(reference, tiny_folder, tmp_path, capsys, monkeypatch):
     out, save, calls = tmp_path / "full", torch.save, [0]
 

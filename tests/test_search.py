@@ -292,6 +292,28 @@ def test_a_resume_rewrites_the_outputs_from_its_checkpoint(tiny_folder, tmp_path
     assert {name: (out / name).read_text() for name in files} == files
 
 
+class KilledHere(Exception):
+    """Stands for a kill -9 at that point of the run."""
+
+
+def test_a_kill_between_an_epochs_checkpoint_and_its_outputs_leaves_a_run_that_resumes(tiny_folder, tmp_path,
+                                                                                       monkeypatch):
+    """The epoch's checkpoint is written before its outputs: a run killed between the two resumes (and writes
+    them); the other way round its folder would hold outputs and no checkpoint, refused by --resume=1 and by
+    a fresh run alike."""
+    out, real = tmp_path / "k", search_run.write_outputs
+
+    def killed(folder, history):
+        raise KilledHere
+    monkeypatch.setattr(search_run, "write_outputs", killed)
+    with pytest.raises(KilledHere):
+        run(tiny_folder, out, "--layers=1", "--epochs=2")
+    monkeypatch.setattr(search_run, "write_outputs", real)
+    _, history = search.search(search.make_config([f"--out={out}", "--resume=1"]))
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1, 2]
+
+
 def test_a_cut_table_or_one_without_the_column_is_refused_at_start_up(tiny_folder, nb201_table, tmp_path):
     """A table of fewer than 15,625 cells (a found cell may be missing, its ranks are not the benchmark's) or
     one without the looked-up dataset's test column (no accuracy in any epoch): one line before the first
@@ -456,7 +478,7 @@ def test_second_run_into_a_busy_folder_stops_and_the_first_is_untouched(tiny_fol
         cli.run(search.main, argv + ["--resume=1"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and str(out) in err and f"pid {first.pid}" in err, err
-    while not (out / "checkpoint.pt").exists() and time.time() < deadline:
+    while not (out / "history.json").exists() and time.time() < deadline:  # an epoch ended: checkpoint, then outputs
         time.sleep(0.01)
     assert first.poll() is None, first.stderr.read()  # still running: the refused run did not stop it
     # a lock dies with its process, SIGKILL included: nothing stale stops the next run

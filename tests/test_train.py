@@ -267,6 +267,21 @@ def test_darts_resume_is_bit_identical(small, tmp_path, monkeypatch):
     assert read_run(tmp_path / "split")[1]["epoch"] == 4
 
 
+def test_a_resume_continues_from_the_checkpoint_saved_after_it_read_its_settings(small, tmp_path):
+    """resolve() reads the checkpoint before the run takes OUT/.lock; another session that ended in between
+    (here: ran epoch 2) saved a newer one, which the run must continue, not rotate away for the older."""
+    out = tmp_path / "r"
+    train.main(tiny(small, out, f"--arch={NB201}", "--layers=1", "--epochs=1"))
+    cfg, genotype, info, stale, how = train.resolve([f"--out={out}", "--resume=1", "--epochs=3"])
+    assert stale["epoch"] == 1
+    train.main([f"--out={out}", "--resume=1", "--epochs=2"])  # meanwhile: epoch 2
+    with checkpoints.StopSignals() as stop:
+        train.train(cfg, genotype, info, stale, how, 0, 1, torch.device("cpu"), stop)
+    assert [line.split("] ")[1] for line in (out / "log.txt").read_text().splitlines() if "] resumed after" in line] == [
+        "resumed after epoch 1", "resumed after epoch 2"]
+    assert read_run(out)[1]["epoch"] == 3 and checkpoints.load_checkpoint(str(out / "checkpoint.prev.pt"))["epoch"] == 2
+
+
 def test_imagenet_streaming_smoke(large, tmp_path):
     train.main(["--arch=PC_DARTS_image", "--dataset=imagenet", f"--data={large}", "--C=4", "--layers=2",
                 "--epochs=1", "--batch_size=4", "--workers=0", f"--out={tmp_path}"])
