@@ -72,11 +72,22 @@ def reference(tiny_folder, tmp_path_factory):
     return out
 
 
+# search.py's command line with each weight step followed by 0.3 s of sleep (the same numbers, slower): a test that
+# signals it after a step has seconds to do so, however loaded the machine, before the run ends by itself
+SLOW_SEARCH = """import sys, time
+import search
+from harness import cli
+step = search.weight_step
+search.weight_step = lambda *a, **k: (step(*a, **k), time.sleep(0.3))[0]
+cli.run(search.main, sys.argv[1:])
+"""
+
+
 def test_search_sigterm_mid_epoch_then_resume_is_bit_identical(reference, tiny_folder, tmp_path, capsys):
     out = tmp_path / "preempted"
-    proc = subprocess.Popen([sys.executable, "search.py", *SEARCH, f"--data={tiny_folder}", f"--out={out}"],
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SEARCH, *SEARCH, f"--data={tiny_folder}", f"--out={out}"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # a real SIGTERM, as SLURM sends it, early in epoch 1 (~0.5 s of steps left)
+    for line in proc.stdout:  # a real SIGTERM, as SLURM sends it, early in epoch 1 (~7 s of steps left)
         if "epoch 1 step 1/12" in line:
             proc.send_signal(signal.SIGTERM)
             break
