@@ -292,13 +292,33 @@ def _alive(pid):
     return True
 
 
+_HELD = set()  # the file descriptors of this process's RunLocks
+
+
+def _drop_held_locks():
+    """In a forked child (a DataLoader worker): point each held lock's descriptor at /dev/null. A flock belongs
+    to the open file, which the fork shares, so a child would otherwise hold the run's lock past a kill -9 of
+    the run (until it noticed and exited); its own copy of the Python file object stays harmless."""
+    if not _HELD:
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    for fd in _HELD:
+        os.dup2(null, fd)
+    os.close(null)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_drop_held_locks)
+
+
 class RunLock:
     """One run per output folder: an exclusive lock on OUT/.lock for the run's life (`with`).
 
     fcntl.flock belongs to the open file, so the kernel releases it when the process ends, however it
-    ends (SIGKILL and crashes included): a lock is never left stale. A second run into a busy folder
-    stops at once with one line naming the folder and the holder's pid. Under DDP only rank 0 locks
-    (enabled=False elsewhere). Without fcntl (Windows) there is no lock."""
+    ends (SIGKILL and crashes included), and forked children do not keep it (_drop_held_locks): a lock is
+    never left stale. A second run into a busy folder stops at once with one line naming the folder and the
+    holder's pid. Under DDP only rank 0 locks (enabled=False elsewhere). Without fcntl (Windows) there is no lock."""
 
     def __init__(self, out, enabled=True):
         self.path, self.enabled, self.file = os.path.join(out, ".lock"), enabled, None
@@ -326,11 +346,13 @@ class RunLock:
         self.file.truncate()
         self.file.write(str(os.getpid()))
         self.file.flush()
+        _HELD.add(self.file.fileno())
         remove_stale_temporaries(os.path.dirname(self.path) or ".")
         return self
 
     def __exit__(self, *exc):
         if self.file is not None:
+            _HELD.discard(self.file.fileno())
             self.file.close()  # closing the file releases the lock; the file stays (removing it would race)
 
 

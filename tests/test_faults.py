@@ -167,6 +167,24 @@ def test_a_ctrl_c_between_the_rotations_two_renames_loses_no_checkpoint(tmp_path
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.prev.pt", "checkpoint.pt"]
 
 
+def test_a_forked_worker_does_not_keep_the_run_lock_past_a_kill_of_the_run(tmp_path):
+    """A streaming run's DataLoader workers are forked; a flock belongs to the open file the fork shares, so a
+    worker would hold OUT/.lock until it noticed its parent's kill -9 and exited. Here the child outlives the
+    killed run: the folder is free at once all the same."""
+    script = (f"import os, signal, time, sys\nsys.path.insert(0, {ROOT!r})\nfrom harness.checkpoints import RunLock\n"
+              f"with RunLock({str(tmp_path)!r}):\n    child = os.fork()\n"
+              "    if child == 0:\n        time.sleep(60)\n        os._exit(0)\n"
+              "    print(child, flush=True)\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    assert proc.wait() == -signal.SIGKILL
+    try:
+        with checkpoints.RunLock(str(tmp_path)):  # RunBusy while the child held it
+            assert os.path.exists(f"/proc/{child}") or sys.platform != "linux"  # the child does live on
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
 def test_a_save_syncs_the_file_then_its_folder(tmp_path, monkeypatch):
     """The bytes reach the disk before the rename, and the folder after it (its entries: the renames), so a
     power loss leaves the newest checkpoint under its name, not only in a lost directory update."""
