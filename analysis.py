@@ -81,7 +81,7 @@ class AnalysisConfig:
     amp: bool = True               # bf16 autocast for the forward (CUDA only)
     compile: bool = False          # torch.compile the forward
     out: str = "runs/analysis"     # the run's folder: config, history, log, checkpoint
-    resume: bool = False           # continue OUT/checkpoint.pt (starts afresh when there is none)
+    resume: bool = False           # continue OUT/checkpoint.pt (refused where there is none; auto: start then)
 
 
 RUN_KEYS = {"epochs", "out", "resume", "device", "amp", "compile", "download"}  # may change on resume
@@ -211,6 +211,7 @@ def result_line(cfg, history):
 
 def make_config(argv=None):
     """The run's config: a resumed run's saved one (only RUN_KEYS may change), else the command line."""
+    argv = checkpoints.auto_resume(argv, AnalysisConfig.out)
     cfg, given = cli.parse_config(AnalysisConfig, argv), cli.explicit_keys(argv)
     cli.check_ranges(cfg, RANGES)
     runs.check_device(cfg.device)

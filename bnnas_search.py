@@ -71,7 +71,7 @@ class BNNASConfig:
     seed: int = 0                  # init, data order, paths and the evolution
     device: str = "auto"           # auto | cpu | cuda | cuda:1 | mps
     out: str = "runs/bnnas"
-    resume: bool = False           # continue from OUT/checkpoint.pt
+    resume: bool = False           # continue from OUT/checkpoint.pt (auto: where there is one, else start)
     bench201: str = ""             # NB201 benchmark file / CSV: each epoch's cell looked up in it
     bench201_dataset: str = ""     # its dataset column ("": the searched one's; imagefolder: cifar10)
     log_every: int = 50            # a progress line every this many steps
@@ -92,6 +92,7 @@ REQUIRED = ("model", "w_opt", "epoch", "rng", "history")  # what a checkpoint mu
 def make_config(argv=None):
     """The run's config, checked (`validate`). A resume keeps the run's own settings (OUT/config.json,
     else the checkpoint's); only RUN_KEYS may change, and --stop_after belongs to the session giving it."""
+    argv = checkpoints.auto_resume(argv, BNNASConfig.out)
     cfg, given = cli.parse_config(BNNASConfig, argv), cli.explicit_keys(argv)
     saved = checkpoints.saved_settings(cfg.out) if cfg.resume else None
     if saved is not None:

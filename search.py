@@ -86,7 +86,7 @@ class SearchConfig:
     device: str = "auto"           # auto | cpu | cuda | cuda:1 | mps
     ddp_backend: str = "auto"      # torchrun: auto (NCCL on CUDA) | nccl | gloo (gloo lets processes share GPUs)
     out: str = "runs/search"       # the run's folder: config, log, history, alphas, genotype, checkpoint
-    resume: bool = False           # continue from OUT/checkpoint.pt
+    resume: bool = False           # continue from OUT/checkpoint.pt (auto: where there is one, else start)
     bench201: str = ""             # optional NB201 benchmark file/CSV: log each epoch's accuracies ...
     bench201_dataset: str = ""     # ... of this dataset: cifar10 | cifar100 | ImageNet16-120 ("": the
                                    # searched one's; imagefolder: cifar10, the CIFAR-10 JPEG copy)
@@ -127,6 +127,7 @@ def make_config(argv=None):
     """The run's config, checked (`validate`). A resume keeps the run's own settings: OUT/config.json,
     else (a folder that holds only a checkpoint) the checkpoint's config; only RUN_KEYS may change.
     A new run: the command line over the per-setting defaults."""
+    argv = checkpoints.auto_resume(argv, SearchConfig.out)
     cfg, given = cli.parse_config(SearchConfig, argv), cli.explicit_keys(argv)
     if cfg.resume and not checkpoints.has_checkpoint(os.path.join(cfg.out, "checkpoint.pt")):
         # before anything is made there: a mistyped --out leaves no folder behind

@@ -88,7 +88,7 @@ class Config:
     device: str = "auto"          # auto, cpu, cuda, mps
     ddp_backend: str = "auto"     # torchrun: auto (NCCL on CUDA) | nccl | gloo (gloo lets processes share GPUs)
     out: str = "runs/train"       # checkpoint.pt, log.txt, history.json (per epoch), metrics.json go here
-    resume: bool = False          # continue from OUT/checkpoint.pt (refused where there is none)
+    resume: bool = False          # continue from OUT/checkpoint.pt (refused where there is none; auto: start then)
     amp: bool = True              # bf16 autocast (CUDA only)
     channels_last: bool = True    # NHWC memory format (CUDA only)
     workers: int = 8              # loader processes (streaming ImageNet-style folders only)
@@ -158,6 +158,7 @@ def resolve(argv, check_out=True):
     checkpoint's settings; a fresh one takes its setting's recipe for every key not given. Every
     numeric setting is checked against its range (RANGES) and the device against the machine; with
     `check_out`, --out against --resume (False: the settings a fresh run there would have)."""
+    argv = checkpoints.auto_resume(argv, Config.out)
     cfg, given = cli.parse_config(Config, argv), cli.explicit_keys(argv)
     cli.check_ranges(cfg, RANGES)
     runs.check_device(cfg.device)

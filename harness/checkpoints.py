@@ -91,6 +91,18 @@ def has_checkpoint(path):
     return os.path.isfile(path) or os.path.isfile(previous_path(path))
 
 
+def auto_resume(argv, default_out):
+    """`--resume=auto` -> `--resume=1` where the run's folder (the last --out, else `default_out`) holds a
+    checkpoint, else `--resume=0`: one command line for a job a scheduler restarts as it was (torchrun
+    --max-restarts, SLURM --requeue), with --resume=1 / 0's checks (a finished run is never started over)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--resume=auto" not in argv:
+        return argv
+    out = ([a.split("=", 1)[1] for a in argv if a.startswith("--out=")] or [default_out])[-1]
+    flag = "--resume=1" if has_checkpoint(os.path.join(out, "checkpoint.pt")) else "--resume=0"
+    return [flag if a == "--resume=auto" else a for a in argv]
+
+
 RESULTS = ("history.json", "metrics.json")  # what a run wrote of its own: per epoch, or once at its end
 
 

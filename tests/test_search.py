@@ -466,6 +466,29 @@ def test_resume_with_other_epochs_says_so_and_keeps_each_session(tiny_folder, tm
         search.search(search.make_config([f"--out={out}", "--resume=1", "--epochs=3"]))
 
 
+def test_resume_auto_starts_then_continues_and_never_starts_a_finished_run_over(tiny_folder, tmp_path):
+    """--resume=auto, one command line for a scheduler's restarts: a fresh start where --out holds no checkpoint,
+    a resume where it does, nothing to run once done, and (its checkpoints removed) a refusal as --resume=0's."""
+    out = tmp_path / "auto"
+    argv = TINY + [f"--data={tiny_folder}", f"--out={out}", "--layers=1", "--epochs=2", "--resume=auto"]
+    assert [r["epoch"] for r in search.search(search.make_config(argv + ["--stop_after=1"]))[1]] == [1]
+    assert [r["epoch"] for r in search.search(search.make_config(argv))[1]] == [1, 2]
+    assert "resumed after epoch 1" in (out / "log.txt").read_text()
+    search.search(search.make_config(argv))
+    assert "all 2 epochs are done, nothing to run" in (out / "log.txt").read_text()
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (out / name).unlink()
+    with pytest.raises(FileExistsError, match="holds an earlier run's history.json"):
+        search.search(search.make_config(argv))
+    # the folder is the last --out, else the script's default; any other argument is left as it is
+    assert checkpoints.auto_resume(["--resume=auto", "--C=4"], str(tmp_path / "none")) == ["--resume=0", "--C=4"]
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "checkpoint.prev.pt").write_bytes(b"x")
+    assert checkpoints.auto_resume([f"--out={out}", f"--out={tmp_path / 'default'}", "--resume=auto"], "x")[-1] == \
+        "--resume=1"
+    assert checkpoints.auto_resume(["--resume=auto"], str(tmp_path / "default")) == ["--resume=1"]
+
+
 def test_second_run_into_a_busy_folder_stops_and_the_first_is_untouched(tiny_folder, tmp_path, capsys):
     out = tmp_path / "busy"
     argv = TINY + [f"--data={tiny_folder}", f"--out={out}", "--layers=1", "--epochs=50"]

@@ -282,6 +282,19 @@ def test_a_resume_continues_from_the_checkpoint_saved_after_it_read_its_settings
     assert read_run(out)[1]["epoch"] == 3 and checkpoints.load_checkpoint(str(out / "checkpoint.prev.pt"))["epoch"] == 2
 
 
+def test_resume_auto_starts_then_continues(small, tmp_path):
+    """--resume=auto: a new run where --out holds no checkpoint, a resume (here: extended by an epoch) where it
+    does; bnnas_search.py and analysis.py read it the same way (an empty folder: a new run)."""
+    out = tmp_path / "auto"
+    train.main(tiny(small, out, f"--arch={NB201}", "--layers=1", "--epochs=1", "--resume=auto"))
+    train.main([f"--out={out}", "--resume=auto", "--epochs=2"])
+    assert read_run(out)[1]["epoch"] == 2 and "resumed after epoch 1" in (out / "log.txt").read_text()
+    import analysis
+    import bnnas_search
+    for module in (analysis, bnnas_search):
+        assert module.make_config([f"--out={tmp_path / module.__name__}", "--resume=auto"]).resume is False
+
+
 def test_imagenet_streaming_smoke(large, tmp_path):
     train.main(["--arch=PC_DARTS_image", "--dataset=imagenet", f"--data={large}", "--C=4", "--layers=2",
                 "--epochs=1", "--batch_size=4", "--workers=0", f"--out={tmp_path}"])
