@@ -168,12 +168,16 @@ def test_check_task_returns_the_checks_summary(packed, tmp_path):
     (["--task=check"], "--out"),
     (["--task=unpack", "--out=EMPTY"], "no runs.tar.gz"),
 ])
-def test_bad_input_is_one_line(args, words, tmp_path):
+def test_bad_input_is_one_line(args, words, tmp_path, capsys, monkeypatch):
+    """In this process, through cli.run as the script's command line does (the packing fixture and the tasks
+    above run it as a subprocess)."""
     (tmp_path / "empty").mkdir()
     args = [a.replace("OUTDIR", str(tmp_path / "o")).replace("EMPTY", str(tmp_path / "empty")) for a in args]
-    env = {k: v for k, v in os.environ.items() if k != "OUT"}
-    r = subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    monkeypatch.delenv("OUT", raising=False)
+    with pytest.raises(SystemExit) as e:
+        gpu_window.cli.run(gpu_window.main, args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and words in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_a_pack_skips_files_that_move_under_it(tmp_path):
