@@ -724,3 +724,20 @@ def test_an_epochs_peak_gpu_memory_is_read_then_reset(monkeypatch):
     cuda = torch.device("cuda", 0)
     assert runs.gpu_memory(cuda) == dict(gpu_mem_mb=734.5, gpu_reserved_mb=1024.0) and resets == [cuda]
     assert runs.gpu_memory(torch.device("cpu")) == {} and len(resets) == 1  # no such numbers on a CPU
+
+
+def test_the_logged_alpha_entropy_and_margin_of_hand_made_alphas():
+    """history.json's `entropy` (mean over edges of softmax(alpha)'s entropy, nats) and `margin` (the smallest
+    top-2 gap over edges), on an NB201 supernet's alphas set by hand: 5 edges at softmax (3, 1, 1, 1, 1) / 7,
+    one at (2, 1, 1, 1, 1) / 6."""
+    model = build_supernet("nb201", 3, C=4, layers=1, seed=0)
+    with torch.no_grad():
+        model.alphas_normal.zero_()
+        assert search_run.alpha_entropy(model) == pytest.approx(math.log(5), rel=1e-6)  # uniform: log 5 nats
+        assert search_run.alpha_margin(model) == 0.0
+        model.alphas_normal[:, 0] = math.log(3)
+        model.alphas_normal[2, 0] = math.log(2)
+    h = lambda p: -sum(q * math.log(q) for q in p)  # noqa: E731
+    expected = (5 * h([3 / 7] + [1 / 7] * 4) + h([2 / 6] + [1 / 6] * 4)) / 6
+    assert search_run.alpha_entropy(model) == pytest.approx(expected, rel=1e-6)
+    assert search_run.alpha_margin(model) == pytest.approx(1 / 6, abs=1e-6)  # (2 - 1) / 6 < (3 - 1) / 7
