@@ -176,3 +176,18 @@ def test_virtual_weights_are_the_sgd_step_before_and_after_the_first_step():
         w_opt.step()
         for p, v in zip(weights, virtual):
             assert torch.allclose(p, v, rtol=1e-13, atol=1e-15)
+
+
+def test_under_ddp_each_gradient_is_averaged_where_it_enters_the_unrolled_step():
+    """`sync` (ddp.average_grads under torchrun) sees the weight gradient the virtual step takes, the valid
+    gradient (alpha, then the weights: v), and the Hessian-vector product, each once, in that order; a sync
+    that changes nothing (a second rank with the same gradients) leaves the alpha gradient bit for bit."""
+    model, weights, w_opt, _, train, valid = setup("nb201", 1, "C")
+    arch = model.arch_parameters()
+    plain, _, _ = architect.unrolled_arch_grads(model, weights, arch, w_opt, train, valid)
+    seen = []
+    synced, _, _ = architect.unrolled_arch_grads(model, weights, arch, w_opt, train, valid,
+                                                 sync=lambda grads: seen.append([tuple(g.shape) for g in grads]))
+    w_shapes, a_shapes = [tuple(p.shape) for p in weights], [tuple(a.shape) for a in arch]
+    assert seen == [w_shapes, a_shapes + w_shapes, a_shapes]
+    assert all(torch.equal(a, b) for a, b in zip(plain, synced))
