@@ -69,16 +69,16 @@ def atomic_write(path, write, mode="wb", keep=None, hint=""):
 
 def _sync_folder(path):
     """fsync the folder holding `path` (POSIX): the renames are then on disk too, not only the file's bytes, so
-    after a power loss the newest checkpoint is there under its name. A file system that refuses it: skipped."""
+    after a power loss the newest checkpoint is there under its name. A file system that refuses it: skipped
+    (the file is written; only its durability against a power loss is the file system's)."""
     if os.name != "posix":
         return
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with contextlib.suppress(OSError):
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def previous_path(path):
