@@ -326,7 +326,7 @@ def run(cfg, stop=None):
             sums += torch.stack([loss.detach() * len(y), (logits.argmax(1) == y).sum()])
             n += len(y)
             if stop.requested():
-                stop.stop(f"in epoch {epoch + 1} (redone on resume from epoch {epoch})", path)
+                stop.stop(f"in epoch {epoch + 1} (redone on resume from epoch {epoch})", path, written=False)
         train_loss, correct = sums.tolist()
         checkpoints.check_finite(train_loss, path, f"in epoch {epoch + 1}", model)
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):

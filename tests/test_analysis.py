@@ -4,13 +4,14 @@ init, the run directory contract with an exact resume, one-line errors, and the 
 import json
 import math
 import os
+import signal
 
 import pytest
 import torch
 import torch.nn as nn
 
 import analysis
-from harness import cli, runs
+from harness import checkpoints, cli, runs
 from supernet import init_convs
 
 TINY = ["--width=0.0625", "--batch_size=8", "--epochs=2", "--dataset=imagefolder"]  # 24 images, 16 px
@@ -177,6 +178,23 @@ def test_run_directory_contract_and_exact_resume(tiny_folder, tmp_path):
     # only BN: the convs are random features, in the checkpoint as names and a hash (harness/frozen_state.py)
     assert len(frozen["names"]) == len(cfg["eta_layers"]) == 17  # the 17 convs of plain-18
     assert not set(frozen["names"]) & set(a)
+
+
+def test_a_stop_mid_epoch_writes_nothing_and_says_so(tiny_folder, tmp_path):
+    """A stop signal inside an epoch drops that epoch (compiled graphs need whole epochs): the line says the
+    checkpoint of the epoch before stands, and the resume redoes the epoch from it."""
+    out = tmp_path / "run"
+    stop = checkpoints.StopSignals()
+    stop.signum = signal.SIGTERM  # as if SLURM had sent it before the first step
+    cfg = analysis.make_config(TINY + [f"--data={tiny_folder}", f"--out={out}", "--exp=plain", "--depth=18",
+                                       "--setting=bn", "--subset=16"])
+    with pytest.raises(cli.Preempted) as stopped:
+        analysis.run(cfg, stop)
+    assert str(stopped.value) == (f"stopped by SIGTERM in epoch 1 (redone on resume from epoch 0): nothing written, "
+                                  f"the checkpoint in {out / 'checkpoint.pt'} stands; continue with --resume=1 --out={out}")
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 0 and not (out / "history.json").exists()
+    analysis.main([f"--out={out}", "--resume=1"])
+    assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1, 2]
 
 
 def test_a_test_loss_far_above_chance_gets_one_note():

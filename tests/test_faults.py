@@ -148,6 +148,29 @@ def test_a_whole_zip_that_does_not_load_is_never_rotated_over_the_checkpoint_res
     assert load(out / "checkpoint.prev.pt")["epoch"] == 2  # and rotation works again from the next save on
 
 
+def test_a_flipped_bit_in_a_tensor_record_is_caught_by_its_crc(reference, tmp_path, capsys):
+    """torch.load does not check the zip's CRC-32s: a checkpoint.pt with one bit flipped inside a tensor loads
+    as slightly wrong weights. Here the resume refuses it by its CRC, takes checkpoint.prev.pt, ends as the
+    uninterrupted run, and the damaged file is not rotated over that older one."""
+    import struct
+    import zipfile
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    with zipfile.ZipFile(out / "checkpoint.pt") as z:
+        record = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)  # a tensor
+    body = bytearray((out / "checkpoint.pt").read_bytes())
+    name_len, extra_len = struct.unpack("<HH", body[record.header_offset + 26:record.header_offset + 30])
+    body[record.header_offset + 30 + name_len + extra_len + record.file_size // 2] ^= 0x10  # one bit
+    (out / "checkpoint.pt").write_bytes(bytes(body))
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2  # loads without complaint
+    assert checkpoints.last_complete(str(out / "checkpoint.pt")) == str(out / "checkpoint.prev.pt")
+    assert run_cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
+    log = (out / "log.txt").read_text()
+    assert "resuming from the older checkpoint" in log and f"its record {record.filename} fails its CRC-32" in log
+    assert_same_run(reference, out)
+    assert load(out / "checkpoint.prev.pt")["epoch"] == 1
+
+
 def test_a_ctrl_c_between_the_rotations_two_renames_loses_no_checkpoint(tmp_path, monkeypatch):
     """save_checkpoint renames checkpoint.pt to checkpoint.prev.pt, then the new file into place; an interrupt
     between the two leaves the new, complete file as checkpoint.pt (and no temporary file)."""
