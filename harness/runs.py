@@ -153,6 +153,8 @@ def rng_state():
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():  # Apple GPUs draw device-side randomness (drop path, noise ops) here
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -162,6 +164,8 @@ def set_rng_state(state):
     if "cuda" in state and torch.cuda.is_available():  # saved with more GPUs visible: the first ones
         for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]):
             torch.cuda.set_rng_state(s, i)
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
 
 
 class Log:

@@ -151,6 +151,19 @@ def test_rng_states_per_rank():
     assert ddp.restore_rng(states[0], rank=0, world=1)    # one state, as older runs saved it
 
 
+def test_the_mps_generator_is_saved_and_restored(monkeypatch):
+    """On an Apple GPU, device-side randomness (drop path, S4's noise ops) draws from the MPS generator: a
+    checkpoint's RNG state holds it too (the generator faked here, so the test runs anywhere)."""
+    generator = {"state": torch.tensor([1, 2], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: generator["state"].clone())
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda s: generator.update(state=s))
+    state = runs.rng_state()
+    generator["state"] = torch.tensor([9, 9], dtype=torch.uint8)  # the run goes on drawing
+    runs.set_rng_state(state)
+    assert generator["state"].tolist() == [1, 2]
+
+
 def test_out_of_memory_is_one_line_with_what_to_lower(capsys):
     def oom(argv):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15 GiB total)")
