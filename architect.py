@@ -36,7 +36,7 @@ weights; the reference deep-copies the whole supernet each step) and is safe bec
 consumed by its autograd.grad call before the next overwrite, so no graph ever sees a weight change
 under it. Restoring the buffers means the four forwards (L_train at w, L_val at w', L_train at w +- eps v)
 leave the BN running statistics as they were; the reference lets the three it runs on the real model
-update them (quark0/darts cnn/architect.py).
+update them (quark0/darts cnn/architect.py). Needs torch only: any model whose forward gives logits.
 """
 import torch
 import torch.nn.functional as F
@@ -66,6 +66,8 @@ def _set(params, values):
 
 def _hyper(w_opt):
     """(xi, mu, lambda) of the weight optimiser: one SGD parameter group, as search.py builds it."""
+    if not isinstance(w_opt, torch.optim.SGD):  # another optimiser's step is not the w' modelled here
+        raise ValueError(f"the unrolled step models an SGD weight step; the weight optimiser is {type(w_opt).__name__}")
     if len(w_opt.param_groups) != 1:
         raise ValueError("the unrolled step needs a weight optimiser with a single parameter group")
     g = w_opt.param_groups[0]
@@ -123,7 +125,8 @@ def unrolled_arch_grads(model, weights, arch, w_opt, train_batch, valid_batch, s
     weights: the trainable weight tensors (all in w_opt, requires_grad True); arch: alpha (and beta).
     train_batch / valid_batch: (x, y) pairs. Returns (grads, validation loss at w' (detached),
     correct predictions at w'), loss and count as device tensors like search.gradient_step. Weights and
-    buffers are bit-identical afterwards. `sync` (e.g. ddp.average_grads) averages gradients under DDP.
+    buffers are bit-identical afterwards. Under DDP, `sync(tensors)` averages a list of gradient tensors
+    over the ranks in place (its return value is ignored; e.g. harness/ddp.py's average_grads).
     """
     (xt, yt), (xv, yv) = train_batch, valid_batch
     xi = _hyper(w_opt)[0]

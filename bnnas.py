@@ -53,7 +53,7 @@ at 50 epochs: the fewer the steps, the less decay has pulled gamma_none below 1)
 the tie goes to `none` too (the first op). `none`'s beta does get gradients (it is a learned bias of the
 edge), but the indicator does not read beta.
 
-Imports only torch and the paper's modules (ops, spaces, supernet, genotypes); the loop that trains it
+Imports only torch, numpy and the paper's modules (ops, spaces, supernet, genotypes); the loop that trains it
 is bnnas_search.py's.
 """
 import random
@@ -109,6 +109,10 @@ class BNNASSupernet(NB201Supernet):
                     if name in NON_PARAMETRIC:
                         mixed.ops[k] = WithBN(mixed.ops[k], C_cell)
 
+    def alphas(self):
+        """{}: BN-NAS has no architecture logits (its cell comes from the BN indicators)."""
+        return {}
+
     def search_cells(self):
         """The 3N NB201 search cells, in order (the residual reduction blocks left out)."""
         return [c for c in self.cells if isinstance(c, NB201SearchCell)]
@@ -124,7 +128,7 @@ class BNNASSupernet(NB201Supernet):
 def build_bnnas_supernet(num_classes, C=16, N=5, init="kaiming", seed=0):
     """The BN-NAS supernet, seeded as supernet.build_supernet (a private RNG, the caller's left alone)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU one only: the caller's CUDA RNG is left alone too
         model = BNNASSupernet(num_classes, C, N)
         init_convs(model, init)
     return model

@@ -14,7 +14,7 @@ Owns
   DARTS_V1, DARTS_V2 (= DARTS), PC_DARTS_cifar (= PCDARTS), PC_DARTS_image, PDARTS, RF_DARTS_NB201, PUBLISHED
 
 Paper: every searched cell of RF-DARTS' Tables 2-6 is derived from alpha by `derive`; Table 3 / Fig. 5's NB201
-cell is RF_DARTS_NB201 (index 9930). Imports only the standard library and numpy (no torch): tools that only
+cell is RF_DARTS_NB201 (index 9930). Imports only the standard library, numpy and spaces.py (no torch): tools that only
 handle architectures stay light. Torch tensors are accepted anywhere an array is (converted with numpy).
 """
 import ast
@@ -232,8 +232,16 @@ def top2_margins(probs, ops=None):
 
 def op_counts(genotype, kind="normal"):
     """{op: count} over the 6 edges of an NB201 cell (none included) or the 8 pairs of one DARTS cell kind."""
-    ops = genotype.ops if isinstance(genotype, NB201Cell) else [op for op, _ in _cell(genotype, kind)[0]]
+    ops = _nb201_cell(genotype, kind).ops if isinstance(genotype, NB201Cell) else \
+        [op for op, _ in _cell(genotype, kind)[0]]
     return dict(Counter(ops))
+
+
+def _nb201_cell(cell, kind):
+    """`cell` itself; InputError for any kind but "normal" (an NB201 cell has no reduction cell to count or draw)."""
+    if kind != "normal":
+        raise InputError(f"an NB201 cell has one kind, 'normal', not {kind!r}")
+    return cell
 
 
 def cell_str(genotype, kind="normal"):
@@ -241,7 +249,7 @@ def cell_str(genotype, kind="normal"):
     the same notation, node by node: |op~input|op~input|+|...| (input 0: c_{k-2}, 1: c_{k-1}, j >= 2: node
     j - 2). For tables and logs; load_genotype reads the full genotype, not this."""
     if isinstance(genotype, NB201Cell):
-        return genotype.to_str()
+        return _nb201_cell(genotype, kind).to_str()
     pairs = _cell(genotype, kind)[0]
     return "+".join("|" + "".join(f"{op}~{j}|" for op, j in pairs[i:i + 2]) for i in range(0, len(pairs), 2))
 
@@ -410,8 +418,7 @@ def load_genotype(spec):
 def to_dot(genotype, kind="normal"):
     """Graphviz DOT text of one cell; render with `dot -Tpng cell.dot -o cell.png`."""
     if isinstance(genotype, NB201Cell):
-        if kind != "normal":
-            raise InputError(f"an NB201 cell has one kind, 'normal', not {kind!r}")
+        _nb201_cell(genotype, kind)
         lines = ["digraph nb201_cell {", "  rankdir=LR;", '  node [shape=circle];', '  "0" [shape=box];']
         lines += [f'  "{j}" -> "{i}" [label="{op}"];' for (i, j), op in zip(NB201_EDGES, genotype.ops)
                   if op != "none"]  # none = no connection; node 3 is the cell output

@@ -16,6 +16,9 @@ the reference code (AutoDL's TinyNetwork; quark0/darts model.py) without leading
 nests two DilConv blocks: a reference state_dict loads after its keys are mapped (same shapes and order).
 Genotypes of S1-S4 build as well: `noise` stays active in eval mode and receives drop path like any op
 that is not an Identity (as in automl/RobustDARTS src/evaluation/model.py).
+Needs torch, ops.py and spaces.py only: a cell is read by duck typing (TinyNetwork: an object whose `.ops`
+lists the 6 edges' op names, as genotypes.NB201Cell; the DARTS networks: normal / normal_concat / reduce /
+reduce_concat, as genotypes.Genotype).
 """
 import torch
 import torch.nn as nn
@@ -177,7 +180,9 @@ class _DartsNetwork(nn.Module):
 
 class NetworkCIFAR(_DartsNetwork):
     """DARTS evaluation network for 32 px images: stem 3x3 conv to 3C + BN, `layers` cells, GAP, Linear.
-    C=36, 20 layers: cells 6 and 13 reduce (36 -> 72 -> 144 channels; outputs 144/288/576)."""
+    C=36, 20 layers: cells 6 and 13 reduce (36 -> 72 -> 144 channels; outputs 144/288/576).
+    With `auxiliary` (DARTS' default) the forward in train mode returns (logits, auxiliary logits), the head
+    after cell 2L/3 (aux_fits says whether it fits the image size); in eval mode, or without it, logits."""
 
     def __init__(self, genotype, num_classes, C=36, layers=20, auxiliary=True):
         super().__init__()

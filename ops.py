@@ -15,6 +15,7 @@ Each BN is one flag set: `affine` (learnable gamma/beta; RF-DARTS trains exactly
 (running statistics).
 `pool_bn=True` appends BN after a pooling op, which the DARTS code does inside its search supernet only.
 Build any op with `make_op(name, C, stride)`; an unknown name raises one clear error.
+Needs torch and spaces.py (its InputError) only.
 """
 import torch
 import torch.nn as nn
@@ -152,7 +153,9 @@ def _max_pool_3x3_cpu(x, stride):
 
 def pool_3x3(kind, x, stride):
     """The one place a device picks its pooling kernel: the CPU paths above on CPU, the plain calls
-    (cuDNN's kernels on CUDA) everywhere else."""
+    (cuDNN's kernels on CUDA) everywhere else. `kind`: "avg" or "max"."""
+    if kind not in ("avg", "max"):  # anything else would silently max-pool
+        raise InputError(f"unknown pooling kind {kind!r}; choose 'avg' or 'max'")
     if x.device.type == "cpu":
         return (_avg_pool_3x3_cpu if kind == "avg" else _max_pool_3x3_cpu)(x, stride)
     return (avg_pool_3x3 if kind == "avg" else max_pool_3x3)(x, stride)

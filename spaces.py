@@ -19,8 +19,8 @@ from dataclasses import dataclass
 class InputError(ValueError):
     """A name, string, file or value the user gave is not valid (unknown space or op, bad arch string,
     ...): reported as one line by the command-line scripts. Any other exception is a bug and keeps its
-    traceback. Defined here, the paper module every other one but architect.py imports, so each stays
-    standalone."""
+    traceback. Defined here, the paper module every other one but architect.py and bench201.py imports
+    (bench201.py has its own QueryError / BenchmarkFileError, so it needs no other file), so each stays standalone."""
 
 # Op order is the alpha column order (AutoDL cell_operations.py NAS_BENCH_201, quark0/darts cnn/genotypes.py
 # PRIMITIVES). Never reorder.
@@ -50,7 +50,9 @@ class Space:
     cell: str                     # "nb201" (single-input 4-node cell) or "darts" (2-input cell)
     normal: tuple                 # per-edge op lists of the normal cell (the only cell in nb201)
     reduce: tuple                 # per-edge op lists of the reduction cell; () for nb201
-    edges: tuple                  # (node, input) per edge, same order as the op lists
+    # (node, input) per edge, same order as the op lists. nb201: nodes 1-3, input 0 the cell's input, j >= 1
+    # node j. darts: nodes 0-3 (the cell's intermediate nodes), input 0 / 1 = c_{k-2} / c_{k-1}, j >= 2 node j - 2
+    edges: tuple
     C: int                        # default initial channels of the search supernet
     layers: int                   # nb201: cells per stage (N); darts: total cells (L)
 

@@ -17,6 +17,7 @@ One supernet serves all four options: every BN inside a cell is built affine, an
 gamma = 1, beta = 0 at their init, which computes exactly what DARTS' affine=False BN computes.
 Architecture parameters are nn.Parameters (they move with .to() and live in state_dict) but are
 reached only through `arch_parameters()`; `weight_parameters()` is everything else.
+Needs torch, ops.py and spaces.py only.
 """
 import torch
 import torch.nn as nn
@@ -262,16 +263,16 @@ def build_supernet(space, num_classes, C=None, layers=None, stem="cifar", pc_k=1
 
     For nb201 `layers` is N, the cells per stage (default 5); for DARTS-style spaces the total number
     of cells (default 8). `pc_k` > 1 turns on partial channels and, unless edge_norm=False, the edge
-    normalisation betas (PC-DARTS). Cell BN keeps no running statistics by default (it normalises with
-    the batch's statistics in train and eval mode alike; see README, "decisions").
+    normalisation betas (PC-DARTS). Cell BN keeps no running statistics by default: it normalises with
+    the batch's statistics in train and eval mode alike (as DARTS' and NB201's search code), so an image's
+    logits depend on the batch it is in, in eval mode too.
     """
     space = get_space(space) if isinstance(space, str) else space
-    C = C or space.C
-    layers = layers or space.layers
+    C, layers = space.C if C is None else C, space.layers if layers is None else layers  # 0 is refused, not the default
     check_supernet(space, C, layers, stem, pc_k, edge_norm, init)
     edge_norm = pc_k > 1 if edge_norm is None else edge_norm
-    with torch.random.fork_rng(devices=[]):  # a private, seeded init that leaves the caller's RNG be
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # a private, seeded init that leaves the caller's RNG be:
+        torch.default_generator.manual_seed(seed)  # the CPU one only (torch.manual_seed would reseed CUDA too)
         if space.cell == "nb201":
             model = NB201Supernet(space, num_classes, C, layers, track_running_stats)
         else:
@@ -307,14 +308,15 @@ def param_groups(model):
     return groups
 
 
-def set_trainable(model, option="C", train_classifier=True, verbose=True):
+def set_trainable(model, option="C", train_classifier=True, verbose=False):
     """Table 1: set requires_grad for option A/B/C/D and return the parameter groups.
 
     The Table 1 columns act on every conv weight of the supernet and on the BN affine weights inside
     the cells. BN outside the cells (stem, NB201 reduction blocks, last BN) is affine in every
     reference supernet and stays trained in all options; the classifier is trained, except with
     train_classifier=False under C/D (it is then a random feature too; A/B train every weight anyway).
-    Alpha/beta are always trained.
+    Alpha/beta are always trained. Returns {group name: [parameters]} (param_groups); `verbose` prints a
+    line per group (trained or frozen, tensors, elements).
     """
     option = str(option).upper()
     if option not in OPTIONS:

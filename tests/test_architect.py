@@ -178,6 +178,18 @@ def test_virtual_weights_are_the_sgd_step_before_and_after_the_first_step():
             assert torch.allclose(p, v, rtol=1e-13, atol=1e-15)
 
 
+def test_a_weight_optimiser_the_virtual_step_does_not_model_is_refused():
+    """w' is SGD's step with momentum and weight decay (one group, no dampening): Adam, two groups or
+    dampening would make the unrolled gradient quietly that of another step."""
+    model, weights, _, _, train, valid = setup("nb201", 1, "C")
+    arch = model.arch_parameters()
+    for w_opt, said in ((torch.optim.Adam(weights, 0.1), "models an SGD weight step; the weight optimiser is Adam"),
+                        (torch.optim.SGD([{"params": weights[:1]}, {"params": weights[1:]}], 0.1), "single parameter group"),
+                        (torch.optim.SGD(weights, 0.1, momentum=MU, dampening=0.1), "without dampening")):
+        with pytest.raises(ValueError, match=said):
+            architect.unrolled_arch_grads(model, weights, arch, w_opt, train, valid)
+
+
 def test_under_ddp_each_gradient_is_averaged_where_it_enters_the_unrolled_step():
     """`sync` (ddp.average_grads under torchrun) sees the weight gradient the virtual step takes, the valid
     gradient (alpha, then the weights: v), and the Hessian-vector product, each once, in that order; a sync

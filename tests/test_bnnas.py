@@ -84,7 +84,7 @@ def test_extra_bn_only_on_non_parametric_candidates_and_the_random_features_are_
                 # the extra BN wraps exactly the non-parametric ops; a conv op's BN is its own
                 assert isinstance(op, bnnas.WithBN) == (name in bnnas.NON_PARAMETRIC), name
                 assert bnnas.last_bn(op) is bns[0]
-    assert not model.arch_parameters()  # no alpha in BN-NAS
+    assert not model.arch_parameters() and model.alphas() == {} and model.betas() is None  # no alpha in BN-NAS
     # the same seed draws the same frozen convolutions and classifier as the RF-DARTS supernet
     rf = dict(build_supernet("nb201", 10, C=4, layers=2, seed=5).named_parameters())
     for name, p in model.named_parameters():

@@ -411,6 +411,15 @@ def test_to_dot():
         G.to_dot(G.RF_DARTS_NB201, "reduce")
 
 
+def test_an_nb201_cell_has_no_reduction_cell_to_count_or_show():
+    """Asking an NB201 cell for its "reduce" kind is a mistake (a DARTS habit), not its normal cell again."""
+    cell = G.RF_DARTS_NB201
+    assert G.op_counts(cell) == {"nor_conv_3x3": 5, "skip_connect": 1} and G.cell_str(cell) == cell.to_str()
+    for show in (G.op_counts, G.cell_str):
+        with pytest.raises(ValueError, match="one kind, 'normal', not 'reduce'"):
+            show(cell, "reduce")
+
+
 def test_derive_accepts_torch_tensors():
     import torch
     a = {k: torch.randn(14, 8, requires_grad=True) for k in ("normal", "reduce")}

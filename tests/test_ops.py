@@ -105,6 +105,13 @@ def test_factorized_reduce_needs_even_channels():
         FactorizedReduce(8, 7)
 
 
+def test_an_unknown_pooling_kind_is_refused():
+    x = torch.randn(1, 2, 4, 4)
+    assert torch.equal(ops.pool_3x3("max", x, 1), F.max_pool2d(x, 3, 1, 1))
+    with pytest.raises(ValueError, match="unknown pooling kind 'Avg'"):
+        ops.pool_3x3("Avg", x, 1)  # would otherwise max-pool
+
+
 def test_unknown_op_and_space():
     with pytest.raises(ValueError, match="unknown op 'conv_9x9'") as e:
         make_op("conv_9x9", 8)

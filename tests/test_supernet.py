@@ -70,6 +70,21 @@ def test_seeded_init_is_reproducible():
     assert not torch.equal(a.alphas_normal, c.alphas_normal)
 
 
+def test_a_build_leaves_every_random_generator_of_the_caller_alone(monkeypatch):
+    """The seeded init is private: the caller's CPU stream goes on where it was, and no device generator (CUDA,
+    MPS: torch.manual_seed reseeds them all) is touched, so a run's drop path / noise draws do not restart."""
+    from bnnas import build_bnnas_supernet
+    seeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: seeded.append(("cuda", s)))
+    monkeypatch.setattr(torch.mps, "manual_seed", lambda s: seeded.append(("mps", s)))
+    torch.manual_seed(3)
+    seeded.clear()
+    before = torch.get_rng_state()
+    build_supernet("nb201", 10, C=4, layers=1, seed=7)
+    build_bnnas_supernet(10, C=4, N=1, seed=7)
+    assert seeded == [] and torch.equal(torch.get_rng_state(), before)
+
+
 def test_kaiming_init_of_frozen_convs():
     model = build_supernet("nb201", 10)
     w = model.cells[-1].mixed[0].ops[3].op[1].weight          # a 64 -> 64 3x3 conv
@@ -123,7 +138,7 @@ def test_frozen_classifier_option():
 
 
 def test_set_trainable_prints_counts(capsys):
-    set_trainable(build_supernet("nb201", 10, C=4, layers=1), "c")
+    set_trainable(build_supernet("nb201", 10, C=4, layers=1), "c", verbose=True)
     out = capsys.readouterr().out
     assert "option C: conv       frozen" in out and "cell_bn    trained" in out
 
@@ -136,3 +151,6 @@ def test_bad_names():
         build_supernet("nasbench101", 10)
     with pytest.raises(ValueError, match="not nb201"):
         build_supernet("nb201", 10, pc_k=4)
+    for size in (dict(C=0), dict(layers=0)):  # None is the space's default; 0 is a mistake, not a default
+        with pytest.raises(ValueError, match="must be at least 1"):
+            build_supernet("nb201", 10, **size)
