@@ -264,8 +264,10 @@ def build_supernet(space, num_classes, C=None, layers=None, stem="cifar", pc_k=1
     For nb201 `layers` is N, the cells per stage (default 5); for DARTS-style spaces the total number
     of cells (default 8). `pc_k` > 1 turns on partial channels and, unless edge_norm=False, the edge
     normalisation betas (PC-DARTS). Cell BN keeps no running statistics by default: it normalises with
-    the batch's statistics in train and eval mode alike (as DARTS' and NB201's search code), so an image's
-    logits depend on the batch it is in, in eval mode too.
+    the batch's statistics in train and eval mode alike (as NATS-Bench's search cells; no evaluation then
+    rests on running averages of frozen random features), so an image's logits depend on the batch it is
+    in, in eval mode too. The classes take the same settings as N (NB201Supernet; `layers` here), k
+    (MixedOp, the cells; `pc_k` here) and track (`track_running_stats` here).
     """
     space = get_space(space) if isinstance(space, str) else space
     C, layers = space.C if C is None else C, space.layers if layers is None else layers  # 0 is refused, not the default
