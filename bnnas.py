@@ -41,7 +41,7 @@ momentum alone). With SGD momentum mu the momentum buffer settles at lambda * ga
 such step multiplies gamma by about (1 - lr * lambda / (1 - mu)), and after T steps
     |gamma_none| ~ exp(-lambda / (1 - mu) * sum over the ~T/5 steps that sample `none` of lr_t),
 independent of the data and of the setting, starting at 1. With the NB201 settings (lambda 5e-4, mu 0.9,
-cosine lr 0.025 -> 0.001) that is 0.95, 0.77 and 0.28 after 10, 50 and 250 epochs of the paper's 391 steps,
+cosine lr 0.025 -> 0.001) that is 0.95, 0.77 and 0.28 after 10, 50 and 250 epochs of 390-391 steps (25k images),
 but 0.996, 0.98 and 0.90 at the project's reduced 4k size (31 steps an epoch; 16k: 0.98, 0.92, 0.67).
 Without decay on BN (`--bn_decay=0`, implied by `--trained_bn=indicators`) it stays exactly 1, as in BN-NAS's
 public code: it builds its optimiser as SPOS does (weight decay on conv and classifier weights only) and sets

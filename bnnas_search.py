@@ -12,8 +12,9 @@ step) and takes one SGD step on the weights Table 1's option trains, through tha
 the path get no gradient, so SGD leaves them (and their momentum and weight decay) alone. The weight
 settings are NB201's, as search.py uses them for RF-DARTS (SGD 0.025 cosine to 0.001, Nesterov momentum
 0.9, weight decay 5e-4 on every trained weight, BN included, gradient norm clipped at 5, batch 64). The
-data is search.py's weight half: the same images and weight steps per epoch as the RF-DARTS run it is
-set beside; the alpha half is not used (BN-NAS has no alpha).
+data is search.py's weight half: the same images as the RF-DARTS run it is set beside, in full batches
+only (390 steps on 25k images; search.py keeps the last partial batch unless --drop_last=1, as every
+search in results/ ran); the alpha half is not used (BN-NAS has no alpha).
 After every epoch: each candidate's BN indicator (bnnas.indicators, mean over the cells), the exact best
 cell (bnnas.best_cell, the per-edge argmax) and what BN-NAS's evolution finds (bnnas.evolve), with
 --bench201 that cell's NB201 accuracies.

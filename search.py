@@ -45,7 +45,7 @@ class SearchConfig:
     data: str = "data"             # dataset root (imagefolder/imagenet: a folder with train/<class>/)
     download: bool = True          # fetch missing cifar/svhn files through torchvision (0: never online)
     option: str = "C"              # Table 1: A | B (DARTS) | C (RF-DARTS) | D
-    epochs: int = 50               # paper: 50 for every space
+    epochs: int = 50               # paper: 50 on NB201 (Sec. 5.1); the DARTS / PC-DARTS / R-DARTS searches': 50
     batch_size: int = 64           # global batch per step, both halves, over all processes (PC-DARTS: 256)
     lr: float = 0.025              # SGD on the trainable weights, cosine per epoch ...
     lr_min: float = 0.001          # ... down to this (DARTS code and NB201 use 0.001; PC-DARTS 0)
@@ -73,7 +73,7 @@ class SearchConfig:
     track_running_stats: bool = False  # cell BN running statistics (default: batch statistics only)
     subset: int = 0                # use only this many training images (0: all)
     drop_last: bool = False        # 1: leave out the weight half's last partial batch; 0: it is a step, as in
-                                   # DARTS and NB201 (25k images, batch 64: 391 steps, the paper's 19,550);
+                                   # DARTS and NB201 (25k images, batch 64: 391 steps, x 50 epochs: 19,550);
                                    # imagenet's streamed subset keeps it either way (PC-DARTS' loaders)
     alpha_on_test: bool = True     # cifar100, ImageNet16-120: weights on the whole training set, alpha on a
                                    # seeded half of the test set (NB201); 0: halves of the training set (DARTS,

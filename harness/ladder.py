@@ -25,7 +25,7 @@ from harness.rank_table import rank_table, ranked
 from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, rate_cell,
                                  against_chance, chance_cells, chance_columns, chance_note, count_all_skip,
                                  count_skip_heavy, final_all_skip, found_cell, found_cells, found_columns, mean_cell,
-                                 alpha_separation, separation_at, darts_cells, darts_cell_rows, finished_run, state_text)
+                                 shown_keys, alpha_separation, separation_at, darts_cells, darts_cell_rows, finished_run, state_text)
 from spaces import get_space
 
 # The paper's Table 2 (NAS-Bench-201 CIFAR-10, 3 runs each, 25k/25k images, 50 epochs of 391 steps)
@@ -318,9 +318,10 @@ def ladder_markdown(by):
     found = [(size, option, against_chance([r["nb201"] for r in recs if "nb201" in r],
                                            {r["chance"]["table"]: r["chance"] for r in recs if r["chance"]}.get))
              for size, option, recs in rungs if any("nb201" in r for r in recs)]
+    keys = shown_keys([agg for *_, agg in found])
     if found:
-        lines += ["", *table_header("search images (weight / α)", "option", *chance_columns()),
-                  *(f"| {size[0]:,} / {size[1]:,} | {option} | {chance_cells(agg)}" for size, option, agg in found),
+        lines += ["", *table_header("search images (weight / α)", "option", *chance_columns(keys)),
+                  *(f"| {size[0]:,} / {size[1]:,} | {option} | {chance_cells(agg, keys)}" for size, option, agg in found),
                   "", chance_note([agg for *_, agg in found])]
     lines += separation_table(rungs)
     lines += rank_table(rungs)
@@ -328,8 +329,8 @@ def ladder_markdown(by):
              if "cells" not in r and ("nb201" in r or "margins" in r)]
     if seeds:
         lines += ["", "Each finished seed's found cell:", "",
-                  *table_header("search images (weight / α)", "run", *found_columns()),
-                  *(f"| {size[0]:,} / {size[1]:,} | {name} | {found_cells(r)}" for size, name, r in seeds)]
+                  *table_header("search images (weight / α)", "run", *found_columns(keys)),
+                  *(f"| {size[0]:,} / {size[1]:,} | {name} | {found_cells(r, keys)}" for size, name, r in seeds)]
     darts = [((f"{size[0]:,} / {size[1]:,}",), f"{option}_s{r['seed']}", r) for size, option, recs in rungs
              for r in recs if "cells" in r]
     if darts:  # DARTS-style cells: no benchmark, both cells as text

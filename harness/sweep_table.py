@@ -27,11 +27,10 @@ from harness.jobs import STOPS, saved_run
 from harness.cell_stats import cell_agreement, mean_uniform_sf, wilson
 from harness.rundir import load_run
 
-# Paper Table 2's NB201 columns of a found cell, (dataset, result) as bench201's query names them. The
-# public table (../shared/data/nb201) has no CIFAR-100 or ImageNet16-120 valid accuracy: those two of the
-# paper's six columns are left out.
-TABLE2_COLUMNS = (("cifar10", "valid_acc"), ("cifar10", "test_acc"), ("cifar100", "test_acc"),
-                  ("ImageNet16-120", "test_acc"))
+# Paper Table 2's six NB201 columns of a found cell, (dataset, result) as bench201's query names them. A
+# table shows those its benchmark file holds (shown_keys): the public accuracy CSV has no CIFAR-100 or
+# ImageNet16-120 valid accuracy, the full NB201 .pth / NATS file all six.
+TABLE2_COLUMNS = tuple((ds, field) for ds in ("cifar10", "cifar100", "ImageNet16-120") for field in ("valid_acc", "test_acc"))
 TABLE2_KEYS = tuple(f"{ds}_{field}" for ds, field in TABLE2_COLUMNS)  # as bench201's CSV header names them
 CHANCE_COLUMN = ("cifar10", "test_acc")  # what percentiles and random baselines rank by (Table 2's headline)
 PERCENTILES = ("percentile_all", "percentile_pool_free")
@@ -368,9 +367,10 @@ def markdown(summary):
                   f"{', '.join(map(str, sorted(set(fixed.values()))))} in {where}: there the seeds vary only the "
                   "data (split, order, augmentation)."]
     found = {o: s["nb201"] for o, s in summary.items() if s.get("nb201")}
+    keys = shown_keys(found.values())
     if found:
-        lines += ["", *table_header("option", *chance_columns()),
-                  *(f"| {o} | {chance_cells(agg)}" for o, agg in found.items()), "", chance_note(found.values())]
+        lines += ["", *table_header("option", *chance_columns(keys)),
+                  *(f"| {o} | {chance_cells(agg, keys)}" for o, agg in found.items()), "", chance_note(found.values())]
     alike = [agreement_line(o, s["cell_agreement"]) for o, s in summary.items() if s.get("cell_agreement")]
     if alike:
         lines += ["", " ".join(alike)]
@@ -400,8 +400,8 @@ def markdown(summary):
     seeds = [(f"{o}_s{r['seed']}", r) for o, s in summary.items() for r in s["seeds"] if r["state"] == "finished"]
     nb201_seeds = [(name, r) for name, r in seeds if "cells" not in r and ("nb201" in r or "margins" in r)]
     if nb201_seeds:
-        lines += ["", "Each finished seed's found cell:", "", *table_header("run", *found_columns()),
-                  *(f"| {name} | {found_cells(r)}" for name, r in nb201_seeds)]
+        lines += ["", "Each finished seed's found cell:", "", *table_header("run", *found_columns(keys)),
+                  *(f"| {name} | {found_cells(r, keys)}" for name, r in nb201_seeds)]
     darts_seeds = [((), name, r) for name, r in seeds if "cells" in r]
     if darts_seeds:  # DARTS-style: no benchmark; both cells and the margins of both kinds
         lines += ["", *darts_cell_rows(darts_seeds)]
@@ -418,20 +418,26 @@ def table_header(*names):
     return ["| " + " | ".join(names) + " |", "|---" * len(names) + "|"]
 
 
-def chance_columns():
-    """The names of chance_cells' columns."""
-    return ["cells", *(f"{_column_name(k)} (%)" for k in TABLE2_KEYS), "percentile, all cells",
+def shown_keys(aggs):
+    """The TABLE2_KEYS that at least one of `aggs` (against_chance's dicts) has a value for: the columns a
+    table shows, so a benchmark file without a result adds no column of dashes."""
+    return tuple(k for k in TABLE2_KEYS if any(a[k]["mean"] is not None for a in aggs))
+
+
+def chance_columns(keys=TABLE2_KEYS):
+    """The names of chance_cells' columns; `keys`: the Table 2 columns shown (shown_keys)."""
+    return ["cells", *(f"{_column_name(k)} (%)" for k in keys), "percentile, all cells",
             "percentile, pool-free cells", "median, all cells (%)", "median, pool-free cells (%)",
             "mean beats the pool-free median (p)"]
 
 
-def chance_cells(agg):
-    """against_chance's dict as the rest of a Markdown row: cells counted, mean ± std per column and
+def chance_cells(agg, keys=TABLE2_KEYS):
+    """against_chance's dict as the rest of a Markdown row: cells counted, mean ± std per column (`keys`) and
     percentile, the two medians and whether the CIFAR-10 test mean beats the pool-free one, with p_pool_free."""
     cells = [str(agg["n"])]
     cells += ["-" if agg[k]["mean"] is None else plus_minus(agg[k]["mean"], agg[k]["std"], 2 if k in TABLE2_KEYS else 1,
                                                              agg[k]["n"])
-              for k in TABLE2_KEYS + PERCENTILES]
+              for k in keys + PERCENTILES]
     chance = agg["chance"]
     if chance is None:
         cells += ["-", "-", "-"]
@@ -460,19 +466,19 @@ def chance_note(aggs):
 MARGIN_COLUMNS = ("top-2 margin of softmax(α) per edge (last epoch)", "smallest margin")
 
 
-def found_columns():
-    """The names of found_cells' columns."""
-    return ["NB201 index", *map(_column_name, TABLE2_KEYS), "percentile, all", "percentile, pool-free",
+def found_columns(keys=TABLE2_KEYS):
+    """The names of found_cells' columns; `keys`: the Table 2 columns shown (shown_keys)."""
+    return ["NB201 index", *map(_column_name, keys), "percentile, all", "percentile, pool-free",
             *MARGIN_COLUMNS]
 
 
-def found_cells(rec):
+def found_cells(rec, keys=TABLE2_KEYS):
     """One run's found_cell (its "nb201" and "margins") as the rest of a Markdown row; "-" where absent."""
     nb = rec.get("nb201") or {}
 
     def num(k, digits):
         return "-" if nb.get(k) is None else f"{nb[k]:.{digits}f}"
-    cells = [str(nb.get("index", "-")), *(num(k, 2) for k in TABLE2_KEYS), *(num(k, 1) for k in PERCENTILES)]
+    cells = [str(nb.get("index", "-")), *(num(k, 2) for k in keys), *(num(k, 1) for k in PERCENTILES)]
     return " | ".join(cells) + " | " + margin_cells(rec)
 
 

@@ -404,6 +404,19 @@ def brute_percentile(value, population):
     return 100 * (sum(v < value for v in population) + sum(v == value for v in population) / 2) / len(population)
 
 
+def test_a_table2_column_the_benchmark_file_lacks_is_not_shown():
+    """Paper Table 2 has six columns; the public accuracy CSV holds four (no CIFAR-100 / ImageNet16-120 valid):
+    the tables show the columns some found cell has a value for, not a column of dashes."""
+    lacking = ("cifar100_valid_acc", "ImageNet16-120_valid_acc")
+    agg = {k: dict(mean=None if k in lacking else 90.0, std=None, n=0 if k in lacking else 1)
+           for k in sweep_table.TABLE2_KEYS}
+    keys = sweep_table.shown_keys([agg])
+    assert keys == ("cifar10_valid_acc", "cifar10_test_acc", "cifar100_test_acc", "ImageNet16-120_test_acc")
+    assert sweep_table.found_columns(keys)[:5] == ["NB201 index", "CIFAR-10 valid", "CIFAR-10 test", "CIFAR-100 test",
+                                                   "ImageNet16-120 test"]
+    assert len(sweep_table.found_columns()) == len(sweep_table.found_columns(keys)) + 2  # all six where held
+
+
 def test_the_chance_note_names_a_partial_table():
     """Random-cell medians from a cut table are not the benchmark's: the table's note says so beside its counts."""
     note = sweep_table.chance_note([{"chance": dict(table="cut.csv", n_all=1000, n_pool_free=263)},
@@ -426,7 +439,8 @@ def test_the_table_sets_found_cells_against_the_benchmark_and_chance(made_runs, 
     index, acc = genotype["nb201_index"], fake_nb201_accuracy(genotype["nb201_index"])
     assert rec["nb201"] == pytest.approx(dict(
         index=index, table=nb201_table_by_dataset, cifar10_valid_acc=acc - 3, cifar10_test_acc=acc,
-        cifar100_test_acc=acc - 10, **{"ImageNet16-120_test_acc": acc - 20},
+        cifar100_valid_acc=acc - 13, cifar100_test_acc=acc - 10,
+        **{"ImageNet16-120_valid_acc": acc - 23, "ImageNet16-120_test_acc": acc - 20},
         percentile_all=brute_percentile(acc, [fake_nb201_accuracy(i) for i in range(15625)]),
         percentile_pool_free=brute_percentile(acc, [fake_nb201_accuracy(i) for i in range(15625)
                                                     if "avg_pool_3x3" not in G.nb201_arch(i)])))
@@ -445,11 +459,11 @@ def test_the_table_sets_found_cells_against_the_benchmark_and_chance(made_runs, 
     assert summary["C"]["nb201"]["n"] == 1
     assert summary["C"]["nb201"]["cifar10_test_acc"]["mean"] == pytest.approx(acc)
     text = sweep_table.markdown(summary)
-    assert ("| option | cells | CIFAR-10 valid (%) | CIFAR-10 test (%) | CIFAR-100 test (%) | ImageNet16-120 test (%) "
-            "| percentile, all cells | percentile, pool-free cells | median, all cells (%) | median, pool-free cells (%) "
+    assert ("| option | cells | CIFAR-10 valid (%) | CIFAR-10 test (%) | CIFAR-100 valid (%) | CIFAR-100 test (%) "
+            "| ImageNet16-120 valid (%) | ImageNet16-120 test (%) | percentile, all cells | percentile, pool-free cells | median, all cells (%) | median, pool-free cells (%) "
             "| mean beats the pool-free median (p) |") in text
     row = next(line for line in text.splitlines() if line.startswith(f"| C | 1 | {acc - 3:.2f} | "))
-    assert f"| {acc:.2f} | {acc - 10:.2f} | {acc - 20:.2f} |" in row, row  # one cell: no "± 0.00"
+    assert f"| {acc:.2f} | {acc - 13:.2f} | {acc - 10:.2f} | {acc - 23:.2f} | {acc - 20:.2f} |" in row, row  # no "± 0.00"
     assert row.endswith(f"| {chance['median_pool_free']:.2f} | {'yes' if acc > chance['median_pool_free'] else 'no'} "
                         f"({chance['p_pool_free']:.2g}) |")
     assert f"Table: {nb201_table_by_dataset} (15,625 cells, 4,096 pool-free)." in text
@@ -469,7 +483,9 @@ def test_the_table_sets_found_cells_against_the_benchmark_and_chance(made_runs, 
     (out / "C_s1" / "config.json").write_text(json.dumps({**config, "bench201": str(tmp_path / "moved.csv")}))
     gone, _ = sweep_table.summarize(plain)
     assert "nb201" not in gone["C"] and "nb201" not in gone["C"]["seeds"][0] and gone["C"]["seeds"][0]["margins"]
-    assert "| C_s1 | - | - | - | - | - | - | - | " in sweep_table.markdown(gone)
+    text = sweep_table.markdown(gone)  # nothing looked up: index and percentiles "-", no Table 2 column at all
+    assert f"| C_s1 | - | - | - | {', '.join(f'{m:.2e}' for m in gone['C']['seeds'][0]['margins']['normal'])} |" in text
+    assert "| run | NB201 index | percentile, all | percentile, pool-free | top-2 margin" in text
     assert "percentile, all cells" not in sweep_table.markdown(gone)
 
 
