@@ -32,7 +32,7 @@ Against chance (is a found cell better than a random one?): NB201.ranked (one co
 over the 4,096 pool-free cells, sorted), NB201.baselines (the medians of both: what a random cell gets),
 NB201.percentiles (where one cell stands in both), percentile (the mid-rank definition), pool_free.
 
-Public: NB201(path).query(arch_or_index, dataset) -> dict, NB201.index_of, NB201.export_csv, NB201.column,
+Public: NB201(path).query(arch_or_index, dataset="cifar10") -> dict, NB201.index_of, NB201.export_csv, NB201.column,
 NB201.ranked, NB201.baselines, NB201.percentiles, NB201.complete, CELLS, arch_costs(arch, dataset), parse_arch(arch), pool_free(arch),
 percentile(value, ranked), BenchmarkFileError, QueryError; CLI: see main().
 """
@@ -347,7 +347,7 @@ class NB201:
             raise QueryError(f"arch {index} has no results in {self.path}")
         return self._rows.get(index, {})
 
-    def query(self, arch_or_index, dataset):
+    def query(self, arch_or_index, dataset="cifar10"):
         """{index, arch, dataset, valid_acc, test_acc, train_acc (percent, seed mean; None if not stored),
         valid_seeds, test_seeds, params_mb, flops_m}."""
         ds, index = canonical_dataset(dataset), self.index_of(arch_or_index)

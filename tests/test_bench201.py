@@ -194,6 +194,7 @@ def test_query_gives_seed_mean_of_last_200_epoch_result(tmp_path, fmt, np1):
             assert bench.query(META[index], dataset) == result  # exact-string lookup gives the same row
     assert bench.query(0, "imagenet16-120") == bench.query(0, "ImageNet16-120")
     assert bench.query(np.int64(11), "C10")["index"] == 11
+    assert bench.query(3) == bench.query(3, "cifar10")  # the default, as column / ranked / percentiles
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
