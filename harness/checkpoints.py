@@ -8,8 +8,9 @@ folder was run with (`saved_settings`), `record_session` (config.json with one e
 `StopSignals`.
 Checkpoints rotate (`checkpoint.pt` -> `checkpoint.prev.pt`, both complete files written through a
 temporary file and a rename), and `load_checkpoint` falls back to the older one when the newest is
-damaged (cut short, not loadable, or a record whose bytes fail the zip's CRC-32, which torch.load ignores). `StopSignals` turns SIGTERM / SIGINT (what SLURM, Kubernetes and spot instances send) into a
-flag the loops poll between steps, so a preempted run writes a step-level checkpoint and resumes exactly.
+damaged (cut short, not loadable, or a record whose bytes fail the zip's CRC-32, which torch.load ignores).
+`StopSignals` turns SIGTERM / SIGINT (what SLURM, Kubernetes and spot instances send) into a flag the loops
+poll between steps, so a preempted run writes a step-level checkpoint and resumes exactly.
 Write errors (disk full, no permission, a file where a folder should be) are one cli.WriteError line
 naming the path and the OS reason; cli.run turns them into exit 1, a stop into exit 128 + signum.
 

@@ -25,7 +25,8 @@ from harness.rank_table import rank_table, ranked
 from harness.sweep_table import (SKIP_HEAVY, Benchmarks, table_header, rate_cell,
                                  against_chance, chance_cells, chance_columns, chance_note, count_all_skip,
                                  count_skip_heavy, final_all_skip, found_cell, found_cells, found_columns, mean_cell,
-                                 shown_keys, alpha_separation, separation_at, darts_cells, darts_cell_rows, finished_run, state_text)
+                                 shown_keys, alpha_separation, separation_at, darts_cells, darts_cell_rows, finished_run,
+                                 state_text)
 from spaces import get_space
 
 # The paper's Table 2 (NAS-Bench-201 CIFAR-10, 3 runs each, 25k/25k images, 50 epochs of 391 steps)
@@ -321,7 +322,8 @@ def ladder_markdown(by):
     keys = shown_keys([agg for *_, agg in found])
     if found:
         lines += ["", *table_header("search images (weight / α)", "option", *chance_columns(keys)),
-                  *(f"| {size[0]:,} / {size[1]:,} | {option} | {chance_cells(agg, keys)}" for size, option, agg in found),
+                  *(f"| {size[0]:,} / {size[1]:,} | {option} | {chance_cells(agg, keys)}"
+                    for size, option, agg in found),
                   "", chance_note([agg for *_, agg in found])]
     lines += separation_table(rungs)
     lines += rank_table(rungs)

@@ -30,7 +30,8 @@ from harness.rundir import load_run
 # Paper Table 2's six NB201 columns of a found cell, (dataset, result) as bench201's query names them. A
 # table shows those its benchmark file holds (shown_keys): the public accuracy CSV has no CIFAR-100 or
 # ImageNet16-120 valid accuracy, the full NB201 .pth / NATS file all six.
-TABLE2_COLUMNS = tuple((ds, field) for ds in ("cifar10", "cifar100", "ImageNet16-120") for field in ("valid_acc", "test_acc"))
+TABLE2_COLUMNS = tuple((ds, field) for ds in ("cifar10", "cifar100", "ImageNet16-120")
+                       for field in ("valid_acc", "test_acc"))
 TABLE2_KEYS = tuple(f"{ds}_{field}" for ds, field in TABLE2_COLUMNS)  # as bench201's CSV header names them
 CHANCE_COLUMN = ("cifar10", "test_acc")  # what percentiles and random baselines rank by (Table 2's headline)
 PERCENTILES = ("percentile_all", "percentile_pool_free")

@@ -184,7 +184,8 @@ def test_a_weight_optimiser_the_virtual_step_does_not_model_is_refused():
     model, weights, _, _, train, valid = setup("nb201", 1, "C")
     arch = model.arch_parameters()
     for w_opt, said in ((torch.optim.Adam(weights, 0.1), "models an SGD weight step; the weight optimiser is Adam"),
-                        (torch.optim.SGD([{"params": weights[:1]}, {"params": weights[1:]}], 0.1), "single parameter group"),
+                        (torch.optim.SGD([{"params": weights[:1]}, {"params": weights[1:]}], 0.1),
+                         "single parameter group"),
                         (torch.optim.SGD(weights, 0.1, momentum=MU, dampening=0.1), "without dampening")):
         with pytest.raises(ValueError, match=said):
             architect.unrolled_arch_grads(model, weights, arch, w_opt, train, valid)
