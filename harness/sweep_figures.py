@@ -19,7 +19,8 @@ from harness.sweep_table import alpha_separation
 def sweep_figures(sweep_runs, out, dpi=120):
     """A seed sweep (sweep.py): skip count and benchmark accuracy per epoch (thin: each seed, thick:
     the mean over seeds, per option; without any benchmark accuracy, how far α moved instead) and Fig. 1
-    with error bars (mean ± sample std over seeds)."""
+    (sweep_fig1.png) twice: in the paper's layout (fig1_bars) and as a scatter, each with mean ± sample std
+    over seeds."""
     os.makedirs(out, exist_ok=True)
     by = {}
     for r in sweep_runs:
@@ -73,7 +74,8 @@ def sweep_figures(sweep_runs, out, dpi=120):
     fig.tight_layout()
     paths = [save(fig, out, "sweep_skip_and_bench.png", dpi)]
     if any(points.values()):
-        fig, ax = plt.subplots(figsize=(6.5, 4.8))
+        fig, (bars, ax) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw=dict(width_ratios=(1, 1.3)))
+        fig1_bars(bars, points, f"found cell: {bench_label(sweep_runs)}")
         for option, pts in sorted(points.items()):
             if not pts:
                 continue
@@ -89,8 +91,26 @@ def sweep_figures(sweep_runs, out, dpi=120):
                ylabel=f"found cell: {bench_label(sweep_runs)}",
                title="Supernet fit vs. found cell (paper Fig. 1), mean ± std over seeds")
         ax.legend()
+        fig.tight_layout()
         paths.append(save(fig, out, "sweep_fig1.png", dpi))
     return paths
+
+
+def fig1_bars(ax, points, cell_label="found cell"):
+    """Paper Fig. 1's own layout on `ax`: per option (points: {option: [(supernet acc., found cell acc.)]}),
+    the supernet's accuracy (blue) beside its found cell's (orange), mean over seeds with the sample std as an
+    error bar. -> {option: (supernet mean, found cell mean)}."""
+    options, means = [o for o in sorted(points) if points[o]], {}
+    for i, option in enumerate(options):
+        for offset, values, colour, label in zip((-0.2, 0.2), np.array(points[option], dtype=float).T,
+                                                 ("tab:blue", "tab:orange"), ("supernet", cell_label)):
+            ax.bar(i + offset, values.mean(), 0.4, yerr=values.std(ddof=1) if len(values) > 1 else 0.0,
+                   color=colour, capsize=3, label=label if i == 0 else None)
+        means[option] = tuple(float(v) for v in np.array(points[option], dtype=float).mean(0))
+    ax.set_xticks(range(len(options)), [f"option {o} (n={len(points[o])})" for o in options])
+    ax.set(ylabel="accuracy (%)", title="paper Fig. 1's layout: mean ± std over seeds", ylim=(0, 118))
+    ax.legend(fontsize=8, loc="upper center", ncol=2)  # above 100 %, clear of every bar
+    return means
 
 
 def ladder_points(sweep_dirs, search):

@@ -367,6 +367,19 @@ def test_data_ladder_over_sweep_folders(tmp_path, nb201_table):
     assert not any(line.startswith("| 2,000 / 2,000 | C_s2 |") for line in text.splitlines())  # unfinished
 
 
+def test_fig1_in_the_papers_layout_is_two_bars_per_option_at_the_seed_means():
+    """sweep_fig1.png's left panel: Fig. 1 as the paper draws it, per option the supernet's accuracy beside its
+    found cell's, each the mean over seeds (an option without finished seeds has no bars)."""
+    import matplotlib.pyplot as plt
+    from harness import sweep_figures
+    fig, ax = plt.subplots()
+    means = sweep_figures.fig1_bars(ax, {"C": [(40.0, 90.0), (50.0, 92.0)], "B": [(80.0, 54.3)], "D": []})
+    assert means == {"B": (80.0, 54.3), "C": (45.0, 91.0)}
+    assert [p.get_height() for p in ax.patches] == pytest.approx([80.0, 54.3, 45.0, 91.0])  # B's pair, C's pair
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["option B (n=1)", "option C (n=2)"]
+    plt.close(fig)
+
+
 def test_each_runs_alpha_order_is_ranked_in_the_table_given_or_recorded(search_runs, nb201_table, tmp_path, capsys):
     """alpha_rank.png per run folder: ρ of each run's last α, printed as alpha_rank computes it; the table is
     --bench201, else the one the run recorded; a run with neither is not ranked."""
