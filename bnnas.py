@@ -128,7 +128,7 @@ class BNNASSupernet(NB201Supernet):
 def build_bnnas_supernet(num_classes, C=16, N=5, init="kaiming", seed=0):
     """The BN-NAS supernet, seeded as supernet.build_supernet (a private RNG, the caller's left alone)."""
     with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)  # the CPU one only: the caller's CUDA RNG is left alone too
+        torch.default_generator.manual_seed(int(seed))  # the CPU one only: the caller's CUDA RNG is left alone too
         model = BNNASSupernet(num_classes, C, N)
         init_convs(model, init)
     return model

@@ -240,6 +240,10 @@ def _search(cfg, device, stop):
         indicator = {id(p) for p in bnnas.indicator_parameters(model)}
         for p in model.parameters():
             p.requires_grad_(id(p) in indicator)
+    for name, params in groups.items():  # what trains in the end (after --trained_bn), as set_trainable's table
+        if params:
+            log(f"option {cfg.option}: {name:10s} {sum(p.numel() for p in params if p.requires_grad):,} of "
+                f"{sum(p.numel() for p in params):,} elements trained")
     frozen = FrozenState(model)  # option C: the convs are random features, hashed in a checkpoint, not stored
     weights = [p for p in model.parameters() if p.requires_grad]
     w_opt = torch.optim.SGD(weight_groups(weights, groups["cell_bn"], cfg), cfg.lr, momentum=cfg.momentum,

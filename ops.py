@@ -151,11 +151,15 @@ def _max_pool_3x3_cpu(x, stride):
     return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, stride, 1).contiguous()
 
 
+def _check_pool_kind(kind):
+    if kind not in ("avg", "max"):  # anything else would silently max-pool
+        raise InputError(f"unknown pooling kind {kind!r}; choose 'avg' or 'max'")
+
+
 def pool_3x3(kind, x, stride):
     """The one place a device picks its pooling kernel: the CPU paths above on CPU, the plain calls
     (cuDNN's kernels on CUDA) everywhere else. `kind`: "avg" or "max"."""
-    if kind not in ("avg", "max"):  # anything else would silently max-pool
-        raise InputError(f"unknown pooling kind {kind!r}; choose 'avg' or 'max'")
+    _check_pool_kind(kind)
     if x.device.type == "cpu":
         return (_avg_pool_3x3_cpu if kind == "avg" else _max_pool_3x3_cpu)(x, stride)
     return (avg_pool_3x3 if kind == "avg" else max_pool_3x3)(x, stride)
@@ -166,6 +170,7 @@ class Pool(nn.Module):
 
     def __init__(self, kind, C, stride, pool_bn=False, affine=True, track=True):
         super().__init__()
+        _check_pool_kind(kind)  # at build time, not at the first forward
         self.kind, self.stride = kind, stride
         # DARTS' search supernet appends BN to pooling so pooled outputs are on the scale of the
         # BN-normalised conv outputs they are summed with (DARTS cnn/operations.py, MixedOp in

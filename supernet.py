@@ -274,7 +274,7 @@ def build_supernet(space, num_classes, C=None, layers=None, stem="cifar", pc_k=1
     check_supernet(space, C, layers, stem, pc_k, edge_norm, init)
     edge_norm = pc_k > 1 if edge_norm is None else edge_norm
     with torch.random.fork_rng(devices=[]):  # a private, seeded init that leaves the caller's RNG be:
-        torch.default_generator.manual_seed(seed)  # the CPU one only (torch.manual_seed would reseed CUDA too)
+        torch.default_generator.manual_seed(int(seed))  # the CPU one only (torch.manual_seed would reseed CUDA too)
         if space.cell == "nb201":
             model = NB201Supernet(space, num_classes, C, layers, track_running_stats)
         else:

@@ -22,7 +22,7 @@ from conftest import fake_nb201_accuracy
 from harness import checkpoints, cli, runs
 from ops import Zero
 from spaces import NB201_OPS
-from supernet import NB201SearchCell, build_supernet, set_trainable
+from supernet import NB201SearchCell, build_supernet, param_groups, set_trainable
 from test_preflight import one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -155,6 +155,13 @@ def test_trained_bn_indicators_trains_only_each_candidates_last_bn(tiny_folder, 
     named = dict(model.named_parameters())
     assert moved and all(id(named[n]) in indicator for n in moved)
     assert any("classifier" in n for n in named) and not any("classifier" in n for n in moved)
+    log = (tmp_path / "ind" / "log.txt").read_text()  # what trains in the end, not option C's groups
+    for name, params in param_groups(model).items():
+        if not params:  # BN-NAS has no alpha
+            continue
+        trained = sum(p.numel() for p in params if id(p) in indicator)
+        assert (name == "cell_bn") == (trained > 0), name
+        assert f"option C: {name:10s} {trained:,} of {sum(p.numel() for p in params):,} elements trained" in log
     with pytest.raises(cli.ConfigError, match="needs --option=C"):
         bnnas_search.make_config(["--trained_bn=indicators", "--option=A", "--dataset=synthetic"])
 

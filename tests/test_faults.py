@@ -152,23 +152,54 @@ def test_a_flipped_bit_in_a_tensor_record_is_caught_by_its_crc(reference, tmp_pa
     """torch.load does not check the zip's CRC-32s: a checkpoint.pt with one bit flipped inside a tensor loads
     as slightly wrong weights. Here the resume refuses it by its CRC, takes checkpoint.prev.pt, ends as the
     uninterrupted run, and the damaged file is not rotated over that older one."""
-    import struct
-    import zipfile
     out = tmp_path / "run"
     shutil.copytree(reference, out)
-    with zipfile.ZipFile(out / "checkpoint.pt") as z:
-        record = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)  # a tensor
-    body = bytearray((out / "checkpoint.pt").read_bytes())
-    name_len, extra_len = struct.unpack("<HH", body[record.header_offset + 26:record.header_offset + 30])
-    body[record.header_offset + 30 + name_len + extra_len + record.file_size // 2] ^= 0x10  # one bit
-    (out / "checkpoint.pt").write_bytes(bytes(body))
+    record = flip_a_tensor_bit(out / "checkpoint.pt")
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2  # loads without complaint
     assert checkpoints.last_complete(str(out / "checkpoint.pt")) == str(out / "checkpoint.prev.pt")
     assert run_cli(search.main, [f"--out={out}", "--resume=1"], capsys) == (0, [])
     log = (out / "log.txt").read_text()
-    assert "resuming from the older checkpoint" in log and f"its record {record.filename} fails its CRC-32" in log
+    assert "resuming from the older checkpoint" in log and f"its record {record} fails its CRC-32" in log
     assert_same_run(reference, out)
     assert load(out / "checkpoint.prev.pt")["epoch"] == 1
+
+
+def flip_a_tensor_bit(path):
+    """One bit flipped in the middle of the largest tensor record of the torch zip at `path`; the zip stays whole."""
+    import struct
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        record = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    body = bytearray(open(path, "rb").read())
+    name_len, extra_len = struct.unpack("<HH", body[record.header_offset + 26:record.header_offset + 30])
+    body[record.header_offset + 30 + name_len + extra_len + record.file_size // 2] ^= 0x10
+    open(path, "wb").write(bytes(body))
+    return record.filename
+
+
+def test_a_save_never_rotates_a_checkpoint_that_fails_its_crc_over_the_good_one(tmp_path):
+    """No resume in between (the damage came while the run ran): the next save overwrites the damaged
+    checkpoint.pt and keeps checkpoint.prev.pt, the last good file."""
+    path = str(tmp_path / "checkpoint.pt")
+    for epoch in (1, 2):
+        checkpoints.save_checkpoint(path, {"epoch": epoch, "w": torch.arange(1000.0)})
+    flip_a_tensor_bit(path)
+    checkpoints.save_checkpoint(path, {"epoch": 3, "w": torch.arange(1000.0)})
+    assert load(path)["epoch"] == 3 and load(checkpoints.previous_path(path))["epoch"] == 1
+
+
+@pytest.mark.skipif(not hasattr(torch.serialization, "set_crc32_options"), reason="torch < 2.6 always writes CRCs")
+def test_a_checkpoint_saved_without_crcs_loads(tmp_path):
+    """torch >= 2.6 can save without computing CRC-32s (they are then 0): nothing to check, not damage."""
+    path = str(tmp_path / "checkpoint.pt")
+    before = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        checkpoints.save_checkpoint(path, {"epoch": 1, "w": torch.arange(1000.0)})
+    finally:
+        torch.serialization.set_crc32_options(before)
+    assert checkpoints._failed_crc(path) is None and checkpoints.last_complete(path) == path
+    assert checkpoints.load_checkpoint(path, required=("epoch",))["epoch"] == 1
 
 
 def test_a_ctrl_c_between_the_rotations_two_renames_loses_no_checkpoint(tmp_path, monkeypatch):

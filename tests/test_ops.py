@@ -110,6 +110,8 @@ def test_an_unknown_pooling_kind_is_refused():
     assert torch.equal(ops.pool_3x3("max", x, 1), F.max_pool2d(x, 3, 1, 1))
     with pytest.raises(ValueError, match="unknown pooling kind 'Avg'"):
         ops.pool_3x3("Avg", x, 1)  # would otherwise max-pool
+    with pytest.raises(ValueError, match="unknown pooling kind 'Avg'"):
+        ops.Pool("Avg", 2, 1)  # when the module is built
 
 
 def test_unknown_op_and_space():

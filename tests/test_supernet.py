@@ -1,4 +1,5 @@
 """Supernets: parity with the reference networks, forward/backward, and Table 1's options A-D."""
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -80,9 +81,11 @@ def test_a_build_leaves_every_random_generator_of_the_caller_alone(monkeypatch):
     torch.manual_seed(3)
     seeded.clear()
     before = torch.get_rng_state()
-    build_supernet("nb201", 10, C=4, layers=1, seed=7)
+    a = build_supernet("nb201", 10, C=4, layers=1, seed=7)
     build_bnnas_supernet(10, C=4, N=1, seed=7)
     assert seeded == [] and torch.equal(torch.get_rng_state(), before)
+    b = build_supernet("nb201", 10, C=4, layers=1, seed=np.int64(7))  # a seed from numpy (a sweep's arange) too
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_kaiming_init_of_frozen_convs():
