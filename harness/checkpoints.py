@@ -398,6 +398,7 @@ class RunLock:
 # Under DDP a stop waits for the next poll; torchrun SIGKILLs its workers 30 s after it forwards a SIGTERM
 # or Ctrl-C (its agent's shutdown timeout), so polls come at least this often (seconds, rank 0's pace).
 STOP_WITHIN_S = 5.0
+SAME_CTRL_C_S = 1.0  # a second SIGINT sooner than this after the first is the same Ctrl-C (see StopSignals)
 
 
 class StopSignals:
@@ -405,13 +406,15 @@ class StopSignals:
 
     While `armed` (the training loop), a signal is only recorded: the loop polls `requested()` between
     steps, writes a checkpoint and calls `stop()`, which raises Preempted (one line, exit 128 + signum).
-    A second Ctrl-C stops at once (also after a SIGTERM). Unarmed (set-up, final evaluation), SIGTERM stops
+    A second Ctrl-C stops at once (also after a SIGTERM), unless within SAME_CTRL_C_S of the first: that is
+    the same keypress delivered twice (torchrun forwards the SIGINT its process group already got). Unarmed (set-up, final evaluation), SIGTERM stops
     at once (nothing is half done) and SIGINT is a KeyboardInterrupt. Under DDP the ranks agree (an
     all-reduce per poll), so all stop after the same step."""
 
     def __init__(self, world=1, device="cpu", poll_every=10):
         self.signum, self.world, self.device, self.saved, self.armed = 0, world, device, {}, False
         self.interrupted = False  # a Ctrl-C came (the first one while armed is only recorded)
+        self._ctrl_c_at, self._clock = 0.0, time.monotonic  # when it came
         # Poll from the first steps on, until rank 0 has a pace: a session's first steps can be slow (compiling,
         # CPU DDP), and torchrun's SIGKILL 30 s after a stop must not come before its first poll.
         self.poll_every, self.max_every = 1, poll_every
@@ -428,8 +431,11 @@ class StopSignals:
             signal.signal(s, handler)
 
     def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self.interrupted and self._clock() - self._ctrl_c_at < SAME_CTRL_C_S:
+            return  # one keypress twice: the terminal signals the process group, and torchrun forwards it too
         again = signum == signal.SIGINT and self.interrupted
-        self.interrupted = self.interrupted or signum == signal.SIGINT
+        if signum == signal.SIGINT and not self.interrupted:
+            self.interrupted, self._ctrl_c_at = True, self._clock()
         if self.armed and not again:
             self.signum = self.signum or signum
         elif signum == signal.SIGINT:

@@ -228,17 +228,26 @@ def test_an_epochs_tally_sums_every_ranks_images(one_rank_group, monkeypatch):
 
 
 def test_while_armed_a_signal_is_recorded_and_a_second_ctrl_c_stops_at_once_also_after_a_sigterm():
+    """A second Ctrl-C stops at once, but not the same one delivered twice within a second (the terminal
+    signals torchrun's process group and torchrun forwards it: workers get one keypress as two SIGINTs)."""
     import signal
+    now = [100.0]
     for first in (signal.SIGINT, signal.SIGTERM):
         stop = checkpoints.StopSignals()
-        stop.armed = True
+        stop._clock, stop.armed = (lambda: now[0]), True
         stop._handle(first, None)
         assert stop.requested() == first  # recorded: the loop checkpoints the step, then stops
         if first == signal.SIGTERM:
             stop._handle(signal.SIGINT, None)  # a first Ctrl-C after it: recorded too (the SIGTERM stays)
             assert stop.requested() == signal.SIGTERM
+        now[0] += 0.01
+        stop._handle(signal.SIGINT, None)  # the same keypress forwarded: still only recorded
+        assert stop.requested() == first
+        now[0] += checkpoints.SAME_CTRL_C_S
         with pytest.raises(KeyboardInterrupt):
             stop._handle(signal.SIGINT, None)  # the user insists: at once
     stop = checkpoints.StopSignals()  # unarmed (set-up): a Ctrl-C is a KeyboardInterrupt at once
+    stop._clock = lambda: now[0]
     with pytest.raises(KeyboardInterrupt):
         stop._handle(signal.SIGINT, None)
+    stop._handle(signal.SIGINT, None)  # its forwarded copy does not interrupt the clean-up
