@@ -473,6 +473,7 @@ class StopSignals:
         wrote nothing, and the checkpoint already at `path` is what a resume continues from."""
         ddp.barrier(self.world)
         signum = self.requested()
-        kept = f"checkpoint written to {path}" if written else f"nothing written, the checkpoint in {path} stands"
+        kept = (f"checkpoint written to {path}" if written else  # the last one may be checkpoint.prev.pt: no file named
+                f"nothing written, the last checkpoint in {os.path.dirname(path) or '.'} stands")
         raise cli.Preempted(f"stopped by {signal.Signals(signum).name} {where}: {kept}; "
                             f"continue with --resume=1 --out={os.path.dirname(path) or '.'}", signum)

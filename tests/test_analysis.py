@@ -191,7 +191,7 @@ def test_a_stop_mid_epoch_writes_nothing_and_says_so(tiny_folder, tmp_path):
     with pytest.raises(cli.Preempted) as stopped:
         analysis.run(cfg, stop)
     assert str(stopped.value) == (f"stopped by SIGTERM in epoch 1 (redone on resume from epoch 0): nothing written, the "
-                                  f"checkpoint in {out / 'checkpoint.pt'} stands; continue with --resume=1 --out={out}")
+                                  f"last checkpoint in {out} stands; continue with --resume=1 --out={out}")
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 0 and not (out / "history.json").exists()
     analysis.main([f"--out={out}", "--resume=1"])
     assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1, 2]
