@@ -20,6 +20,7 @@ data is read, whatever the search would refuse at start-up (`validate`; the swee
 import contextlib
 import json
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -454,6 +455,9 @@ def _search(cfg, rank, world, device, stop):
     else:  # the cell after the last epoch's alpha steps, as NB201's DARTS-V1.py reports it; DARTS' and PC-DARTS'
         # train_search.py log a cell at each epoch's start, so their last is after 49 of 50 (here history[-2])
         log(f"final genotype: {cell}")
+        # the cell's way on (train.py reads genotype.json and picks the recipe of its space and dataset)
+        log("retrain it: python train.py " + " ".join(shlex.quote(a) for a in (
+            f"--genotype={os.path.join(cfg.out, 'genotype.json')}", f"--dataset={cfg.dataset}", f"--data={cfg.data}")))
     return model, history
 
 

@@ -59,8 +59,17 @@ def test_resume_equals_uninterrupted_run(tiny_folder, tmp_path, capsys):
     assert said in capsys.readouterr().out and said in log and "final genotype" not in log
     # --resume=1 --out=DIR alone restores every setting from DIR/config.json
     resumed, history = search.search(search.make_config([f"--out={tmp_path / 'cut'}", "--resume=1"]))
-    assert (tmp_path / "cut" / "log.txt").read_text().splitlines()[-1].endswith(
-        f"final genotype: {json.dumps(history[-1]['genotype'])}")
+    last = (tmp_path / "cut" / "log.txt").read_text().splitlines()[-2:]
+    assert last[0].endswith(f"final genotype: {json.dumps(history[-1]['genotype'])}")
+    # and the command that retrains it, the search's data flags included
+    assert last[1].endswith(f"retrain it: python train.py --genotype={tmp_path / 'cut' / 'genotype.json'} "
+                            f"--dataset=imagefolder --data={tiny_folder}"), last
+    import shlex
+    import networks
+    import train  # the command as train.py reads it: the found cell, in NB201's network, on the search's data
+    cfg, genotype, info, _, _ = train.resolve(shlex.split(last[1].split(" train.py ")[1]) + [f"--out={tmp_path / 'rt'}"])
+    assert str(genotype) == history[-1]["genotype"]["arch"] and (cfg.dataset, cfg.data) == ("imagefolder", tiny_folder)
+    assert isinstance(train.build_network(genotype, cfg.dataset, root=cfg.data), networks.TinyNetwork)
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert torch.equal(full.alphas_normal, resumed.alphas_normal)
     for (n, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
@@ -268,7 +277,7 @@ def test_bench201_reads_the_searched_datasets_column(tiny_folder, nb201_table_by
         said = (f" (--bench201_dataset={name}, not the searched imagefolder)" if extra else  # the user's own choice
                 f" (--dataset=imagefolder has no benchmark column of its own: taken as --bench201_dataset={name}")
         assert f"bench201: {rundir.BENCH201_NAMES[name]} accuracies from {nb201_table_by_dataset}{said}" in log
-        assert f"'dataset': '{name}'" in log.splitlines()[-2]  # the epoch line
+        assert f"'dataset': '{name}'" in next(ln for ln in log.splitlines() if "] epoch 1/1 " in ln)
     with pytest.raises(cli.ConfigError, match="NAS-Bench-201 has no svhn results"):
         search.make_config(["--dataset=svhn", f"--bench201={nb201_table_by_dataset}"])
 
